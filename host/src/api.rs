@@ -1,0 +1,149 @@
+//! The JSON shapes of the admin API (also returned by the library methods).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Limits;
+use crate::store::{FunctionRecord, VersionRecord};
+
+/// One version of a function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VersionInfo {
+    /// Version number (1, 2, …).
+    pub version: u64,
+    /// sha256 of the artifact, hex.
+    pub sha256: String,
+    /// Artifact size in bytes.
+    pub size_bytes: u64,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Whether this version serves requests.
+    pub active: bool,
+    /// Routes of this version.
+    pub routes: Vec<String>,
+    /// Environment variables of this version.
+    pub env: BTreeMap<String, String>,
+    /// Limits of this version.
+    pub limits: Limits,
+}
+
+/// A function with its active configuration and versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FunctionInfo {
+    /// Name.
+    pub name: String,
+    /// The version serving requests.
+    pub active_version: u64,
+    /// Routes of the active version.
+    pub routes: Vec<String>,
+    /// Environment of the active version.
+    pub env: BTreeMap<String, String>,
+    /// Limits of the active version.
+    pub limits: Limits,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Last deploy or rollback (RFC 3339).
+    pub updated_at: String,
+    /// All versions, oldest first.
+    pub versions: Vec<VersionInfo>,
+}
+
+/// A line of `GET /v1/functions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FunctionSummary {
+    /// Name.
+    pub name: String,
+    /// The version serving requests.
+    pub active_version: u64,
+    /// Routes of the active version.
+    pub routes: Vec<String>,
+    /// Number of versions.
+    pub versions: u64,
+    /// Last deploy or rollback (RFC 3339).
+    pub updated_at: String,
+}
+
+pub(crate) fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+impl VersionInfo {
+    pub(crate) fn from_record(v: &VersionRecord, active: u64) -> VersionInfo {
+        VersionInfo {
+            version: v.version,
+            sha256: v.sha256.clone(),
+            size_bytes: v.size_bytes,
+            created_at: rfc3339(v.created_at_ms),
+            active: v.version == active,
+            routes: v.routes.clone(),
+            env: v.env.clone(),
+            limits: v.limits,
+        }
+    }
+}
+
+impl From<&FunctionRecord> for FunctionInfo {
+    fn from(r: &FunctionRecord) -> FunctionInfo {
+        let active = r.active();
+        FunctionInfo {
+            name: r.name.clone(),
+            active_version: r.active_version,
+            routes: active.routes.clone(),
+            env: active.env.clone(),
+            limits: active.limits,
+            created_at: rfc3339(r.created_at_ms),
+            updated_at: rfc3339(r.updated_at_ms),
+            versions: r
+                .versions
+                .iter()
+                .map(|v| VersionInfo::from_record(v, r.active_version))
+                .collect(),
+        }
+    }
+}
+
+impl From<&FunctionRecord> for FunctionSummary {
+    fn from(r: &FunctionRecord) -> FunctionSummary {
+        FunctionSummary {
+            name: r.name.clone(),
+            active_version: r.active_version,
+            routes: r.active().routes.clone(),
+            versions: r.versions.len() as u64,
+            updated_at: rfc3339(r.updated_at_ms),
+        }
+    }
+}
+
+/// What a deploy sets besides the artifact. Unset fields are inherited from
+/// the active version (or take the defaults for a new function).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct DeployOptions {
+    /// Routes (`/x`, `/api/*`); empty inherits.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<String>,
+    /// `KEY=VALUE` pairs; empty inherits.
+    #[serde(default, rename = "env")]
+    pub env: Vec<String>,
+    /// Timeout override, ms.
+    pub timeout_ms: Option<u64>,
+    /// Memory cap override, bytes.
+    pub memory_bytes: Option<u64>,
+    /// Body cap override, bytes.
+    pub max_body_bytes: Option<u64>,
+}
+
+impl DeployOptions {
+    /// Adds a route.
+    pub fn route(mut self, route: impl Into<String>) -> Self {
+        self.routes.push(route.into());
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push(format!("{key}={value}"));
+        self
+    }
+}

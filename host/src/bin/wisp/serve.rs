@@ -1,0 +1,120 @@
+//! `wisp serve`: configuration → a running host, until SIGTERM or ctrl-c.
+
+use anyhow::Context as _;
+use tracing_subscriber::EnvFilter;
+use wisp_host::{DeployOptions, Host, HostConfig, Limits, Listeners, StoreLocation};
+
+use crate::{LogFormat, ServeArgs};
+
+/// Runs the host with its own multi-threaded runtime.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("wisp-worker")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+fn init_tracing(format: LogFormat) {
+    // Default: our info lines (one per invocation among them), warnings
+    // from the libraries underneath.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,wisp=info,wisp_host=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = HostConfig {
+        store: StoreLocation::Dir(args.data_dir.clone()),
+        default_limits: Limits {
+            timeout_ms: args.timeout.as_millis() as u64,
+            memory_bytes: args.memory,
+            max_body_bytes: args.max_body,
+        },
+        max_upload_bytes: args.max_upload,
+        max_in_flight: args.max_in_flight,
+        store_cache_bytes: args.cache_capacity,
+        admin_token: std::env::var("WISP_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
+        ..HostConfig::default()
+    };
+    // Bind before the (possibly slow) store load so a taken port fails fast.
+    let data = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
+    let admin = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;
+    let host = tokio::task::spawn_blocking(move || Host::builder().config(config).build())
+        .await??;
+
+    for p in &args.deploy {
+        let wasm = std::fs::read(&p.file)
+            .with_context(|| format!("reading {} for --deploy {}", p.file.display(), p.name))?;
+        let mut opts = DeployOptions::default();
+        opts.routes = p.routes.clone();
+        let already = host
+            .function(&p.name)
+            .ok()
+            .and_then(|f| f.versions.last().map(|v| v.sha256.clone()));
+        let sha = hex_sha256(&wasm);
+        if already.as_deref() == Some(sha.as_str()) {
+            continue; // same artifact already deployed: keep the version count stable
+        }
+        host.deploy(&p.name, wasm.into(), opts)
+            .await
+            .with_context(|| format!("deploying {} from {}", p.name, p.file.display()))?;
+    }
+
+    let data_addr = data.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    tracing::info!(data = %data_addr, admin = %admin_addr, "wisp is serving");
+    println!("wisp: data plane  http://{data_addr}");
+    println!("wisp: admin API   http://{admin_addr}/v1   (token in {}/admin-token unless WISP_ADMIN_TOKEN is set)", args.data_dir.display());
+    for f in host.functions()? {
+        for r in &f.routes {
+            println!("wisp:   {:<12} http://{data_addr}{}", f.name, r.trim_end_matches("/*"));
+        }
+    }
+    host.serve(
+        Listeners {
+            data,
+            admin: Some(admin),
+        },
+        shutdown_signal(),
+        args.grace,
+    )
+    .await
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

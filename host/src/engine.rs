@@ -1,0 +1,282 @@
+//! The engine: built once per host. Every wasmtime setting Wisp uses is set
+//! here, with the reason next to it.
+//!
+//! Also the per-version lifetime: compiling an artifact, (de)serializing the
+//! compiled code, and checking a component's imports and exports before it is
+//! accepted.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::config::HostConfig;
+use crate::error::DeployError;
+use crate::invoke::InvocationState;
+
+/// How often the epoch advances. Deadlines are checked, and running guests
+/// yield to the executor, once per tick: small enough for accurate
+/// timeouts, large enough that the ticker costs nothing measurable.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The export every HTTP function must have.
+pub(crate) const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+
+/// Which instance allocator the engine ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocatorKind {
+    /// Pooling allocator, slots kept resident between instances.
+    Pooling {
+        /// Whether dirty pages are found with `PAGEMAP_SCAN` (Linux ≥ 6.7).
+        pagemap_scan: bool,
+    },
+    /// Plain mmap per instance (fallback, or asked for).
+    OnDemand,
+}
+
+/// The host's engine, linker and epoch ticker.
+pub(crate) struct WispEngine {
+    pub engine: Engine,
+    pub linker: Linker<InvocationState>,
+    pub allocator: AllocatorKind,
+    /// Identifies compiled code this engine can load: the key under which
+    /// compiled artifacts are stored.
+    pub compat_key: String,
+}
+
+/// Settings of the pooling allocator, derived from the host configuration.
+fn pooling_config(cfg: &HostConfig) -> PoolingAllocationConfig {
+    let instances = cfg.max_in_flight;
+    let mut p = PoolingAllocationConfig::new();
+    // One component instance per in-flight invocation; the host-wide
+    // in-flight bound (a semaphore) keeps the pool from running dry.
+    p.total_component_instances(instances);
+    // A component is several core instances (the guest, WASI adapters,
+    // shims), with a few memories and tables: size the pools for that.
+    p.total_core_instances(instances.saturating_mul(8));
+    p.total_memories(instances.saturating_mul(2));
+    p.total_tables(instances.saturating_mul(4));
+    p.total_stacks(instances);
+    p.max_memory_size(cfg.max_memory_bytes as usize);
+    // Language runtimes (CPython, SpiderMonkey) have large function tables
+    // and instance metadata; the defaults (20k elements, 1 MiB) are too small.
+    p.table_elements(100_000);
+    p.max_core_instance_size(4 << 20);
+    p.max_component_instance_size(4 << 20);
+    p.max_tables_per_module(4);
+    p.max_memories_per_module(2);
+    // Keep the first pages of each slot resident between instances instead
+    // of returning them to the kernel: with madvise on every teardown each
+    // request paid page faults and cross-CPU TLB shootdowns (PERF-NOTES.md).
+    p.linear_memory_keep_resident(1 << 20);
+    p.table_keep_resident(64 << 10);
+    p.async_stack_keep_resident(1 << 20);
+    // Reset only the pages a guest dirtied. Without it a large keep-resident
+    // region is rewritten whole on every reset, which is worse than none.
+    p.pagemap_scan(Enabled::Auto);
+    p
+}
+
+fn base_config(cfg: &HostConfig) -> Config {
+    let mut c = Config::new();
+    c.wasm_component_model(true);
+    // Deadlines: one ticker thread advances the epoch; each store checks it.
+    c.epoch_interruption(true);
+    // Instantiate linear memories from copy-on-write images of the data
+    // segments instead of copying them on every instance.
+    c.memory_init_cow(true);
+    // WASI 0.3 (component-model async) is not served yet. Leaving concurrency
+    // support off saves ~4 µs per request (PERF-NOTES.md); turning it on is
+    // the switch for WASI 0.3 guests.
+    c.concurrency_support(false);
+    // Compiled code is cached in the store by us; wasmtime's own file cache
+    // stays off.
+    c.parallel_compilation(true);
+    let _ = cfg;
+    c
+}
+
+impl WispEngine {
+    /// Builds the engine (pooling, falling back to on-demand allocation when
+    /// the address space cannot be reserved) and the linker.
+    pub fn new(cfg: &HostConfig) -> anyhow::Result<WispEngine> {
+        let (engine, allocator) = if cfg.pooling {
+            let mut c = base_config(cfg);
+            let pooling = pooling_config(cfg);
+            c.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+            match Engine::new(&c) {
+                Ok(engine) => {
+                    let pagemap_scan = PoolingAllocationConfig::is_pagemap_scan_available();
+                    if !pagemap_scan {
+                        tracing::warn!(
+                            "PAGEMAP_SCAN is not available (Linux < 6.7?): instance slots are reset \
+                             without it, at a higher cost per request"
+                        );
+                    }
+                    (engine, AllocatorKind::Pooling { pagemap_scan })
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = %format!("{e:#}"),
+                        "could not reserve the pooling allocator's address space; falling back to \
+                         on-demand instance allocation (slower instantiation)"
+                    );
+                    (Engine::new(&base_config(cfg))?, AllocatorKind::OnDemand)
+                }
+            }
+        } else {
+            (Engine::new(&base_config(cfg))?, AllocatorKind::OnDemand)
+        };
+
+        let mut linker = Linker::new(&engine);
+        // The whole WASI 0.2 set (cli, clocks, filesystem, io, random,
+        // sockets) so components from any toolchain instantiate; what they
+        // may *use* is decided per invocation by the WASI context, which
+        // grants nothing beyond the function's environment. The linker
+        // matches imports at other 0.2.x patch versions by semver.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+
+        let compat_key = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            format!("{:016x}", h.finish())
+        };
+        start_epoch_ticker(&engine);
+        Ok(WispEngine {
+            engine,
+            linker,
+            allocator,
+            compat_key,
+        })
+    }
+
+    /// Compiles a component (blocking: run it on a blocking thread) and
+    /// records the compile metrics.
+    pub fn compile(&self, wasm: &[u8]) -> Result<Component, DeployError> {
+        let start = Instant::now();
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| DeployError::InvalidWasm(format!("{e:#}")))?;
+        crate::metrics::compiled(start.elapsed());
+        Ok(component)
+    }
+
+    /// Loads compiled code from the store.
+    pub fn deserialize(&self, bytes: &[u8]) -> anyhow::Result<Component> {
+        // SAFETY: the bytes were produced by `Component::serialize` of this
+        // host (an engine with the same compatibility key) and read back
+        // from our own store in the data directory, which is trusted like the
+        // binary itself. wasmtime still checks the header and engine
+        // compatibility and refuses anything else.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.engine, bytes) }?;
+        Ok(component)
+    }
+
+    /// Checks exports and imports and pre-instantiates.
+    pub fn prepare(&self, component: &Component) -> Result<ProxyPre<InvocationState>, DeployError> {
+        let ty = component.component_type();
+        let exports_handler = ty
+            .exports(&self.engine)
+            .any(|(name, _)| name.starts_with(INCOMING_HANDLER));
+        if !exports_handler {
+            let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+            return Err(DeployError::MissingExport(format!(
+                "the component does not export wasi:http/incoming-handler@0.2.x (the wasi:http/proxy \
+                 world); it exports: {}",
+                if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+            )));
+        }
+        let pre = self.linker.instantiate_pre(component).map_err(|e| {
+            let missing = self.unsatisfied_imports(component);
+            if missing.is_empty() {
+                DeployError::UnsatisfiedImports(format!("{e:#}"))
+            } else {
+                DeployError::UnsatisfiedImports(format!(
+                    "the component imports what this host does not provide: {}",
+                    missing.join(", ")
+                ))
+            }
+        })?;
+        ProxyPre::new(pre).map_err(|e| DeployError::MissingExport(format!("{e:#}")))
+    }
+
+    /// Names of the component's imports the linker cannot satisfy, found by
+    /// trying each import alone.
+    fn unsatisfied_imports(&self, component: &Component) -> Vec<String> {
+        let ty = component.component_type();
+        let mut missing = Vec::new();
+        for (name, _) in ty.imports(&self.engine) {
+            if !provided_interface(name) {
+                missing.push(name.to_string());
+            }
+        }
+        missing
+    }
+}
+
+/// Whether `name` (`pkg:ns/iface@version`) is among the interfaces linked:
+/// the WASI 0.2 set and wasi:http 0.2 types and outgoing-handler.
+fn provided_interface(name: &str) -> bool {
+    let (path, version) = name.split_once('@').unwrap_or((name, ""));
+    if !version.starts_with("0.2.") {
+        return false;
+    }
+    matches!(
+        path.split_once('/').map(|(pkg, _)| pkg),
+        Some("wasi:cli" | "wasi:clocks" | "wasi:filesystem" | "wasi:io" | "wasi:random" | "wasi:sockets")
+    ) || matches!(path, "wasi:http/types" | "wasi:http/outgoing-handler")
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on one thread, for as
+/// long as the engine lives.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wisp-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}
+
+/// A component ready to serve: compiled code plus its pre-instantiation.
+pub(crate) struct Prepared {
+    pub pre: ProxyPre<InvocationState>,
+}
+
+impl WispEngine {
+    /// Compile + serialize + prepare, for deploy. Blocking.
+    pub fn compile_new(&self, wasm: &[u8]) -> Result<(Prepared, Vec<u8>), DeployError> {
+        let component = self.compile(wasm)?;
+        let pre = self.prepare(&component)?;
+        let serialized = component
+            .serialize()
+            .map_err(|e| DeployError::Internal(format!("serializing compiled code: {e:#}")))?;
+        Ok((Prepared { pre }, serialized))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::provided_interface;
+
+    #[test]
+    fn knows_the_wasi_set() {
+        assert!(provided_interface("wasi:cli/environment@0.2.0"));
+        assert!(provided_interface("wasi:io/streams@0.2.6"));
+        assert!(provided_interface("wasi:http/types@0.2.3"));
+        assert!(!provided_interface("wasi:http/types@0.3.0"));
+        assert!(!provided_interface("acme:unknown/frobnicate@1.0.0"));
+        assert!(!provided_interface("wasi:keyvalue/store@0.2.0-draft"));
+    }
+}

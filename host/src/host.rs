@@ -1,0 +1,630 @@
+//! [`Host`]: the store, the engine and what is deployed, and the operations
+//! on them (deploy, rollback, delete, invoke).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::http::{Request, Response};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
+use crate::config::{HostConfig, LimitOverrides, Limits, StoreLocation};
+use crate::engine::{AllocatorKind, WispEngine};
+use crate::error::DeployError;
+use crate::invoke::Invoker;
+use crate::metrics::{FunctionMetrics, HostMetrics};
+use crate::registry::{Deployed, Registry};
+use crate::routes::{Route, validate_name};
+use crate::store::{FunctionRecord, NewVersion, Store, VersionRecord};
+
+/// A Wisp host: cheap to clone, shared by the data plane, the admin plane
+/// and any embedding code.
+#[derive(Clone)]
+pub struct Host {
+    pub(crate) inner: Arc<HostInner>,
+}
+
+pub(crate) struct HostInner {
+    pub config: HostConfig,
+    pub store: Store,
+    pub engine: Arc<WispEngine>,
+    /// What is deployed; swapped whole on every change (no lock on reads).
+    pub registry: ArcSwap<Registry>,
+    /// Serialises changes (deploy, rollback, delete) so that route checks
+    /// and version numbers see a consistent state. Never taken by requests.
+    pub admin_lock: Mutex<()>,
+    pub invoker: Invoker,
+    pub admin_token: String,
+    pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub data_dir: Option<PathBuf>,
+    /// Keeps a temporary store alive for as long as the host.
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// Builds a [`Host`].
+///
+/// ```
+/// # async fn demo() -> anyhow::Result<()> {
+/// let host = wisp_host::Host::builder()
+///     .temporary()
+///     .max_in_flight(64)
+///     .build()?;
+/// assert!(host.functions()?.is_empty());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+pub struct HostBuilder {
+    config: HostConfig,
+}
+
+impl HostBuilder {
+    /// Keeps the store in `dir` (created if missing).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.store = StoreLocation::Dir(dir.into());
+        self
+    }
+
+    /// Uses a temporary store, deleted with the host.
+    pub fn temporary(mut self) -> Self {
+        self.config.store = StoreLocation::Temporary;
+        self
+    }
+
+    /// Default limits for functions that do not set their own.
+    pub fn default_limits(mut self, limits: Limits) -> Self {
+        self.config.default_limits = limits;
+        self
+    }
+
+    /// Bound on invocations running at once.
+    pub fn max_in_flight(mut self, n: u32) -> Self {
+        self.config.max_in_flight = n;
+        self
+    }
+
+    /// Largest accepted upload in bytes.
+    pub fn max_upload_bytes(mut self, n: u64) -> Self {
+        self.config.max_upload_bytes = n;
+        self
+    }
+
+    /// The admin token (otherwise read from, or generated into, the data
+    /// directory; a temporary host generates one).
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.config.admin_token = Some(token.into());
+        self
+    }
+
+    /// sled's page cache, in bytes.
+    pub fn store_cache_bytes(mut self, n: u64) -> Self {
+        self.config.store_cache_bytes = n;
+        self
+    }
+
+    /// Use the pooling allocator (default) or not.
+    pub fn pooling(mut self, on: bool) -> Self {
+        self.config.pooling = on;
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: HostConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Opens the store, builds the engine and loads every deployed function
+    /// (from compiled code in the store: no recompilation).
+    pub fn build(self) -> anyhow::Result<Host> {
+        let config = self.config;
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let (dir, temp) = match &config.store {
+            StoreLocation::Dir(d) => (d.clone(), None),
+            StoreLocation::Temporary => {
+                let t = tempfile::tempdir().context("creating a temporary store")?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating the data directory {}", dir.display()))?;
+        let store = Store::open(&dir, config.store_cache_bytes)
+            .with_context(|| format!("opening the store in {}", dir.display()))?;
+        let admin_token = match &config.admin_token {
+            Some(t) => t.trim().to_string(),
+            None => load_or_create_token(&dir)?,
+        };
+        let prometheus = crate::metrics::install();
+        let engine = Arc::new(WispEngine::new(&config)?);
+        match engine.allocator {
+            AllocatorKind::Pooling { pagemap_scan } => tracing::info!(
+                pagemap_scan,
+                max_in_flight = config.max_in_flight,
+                "engine ready (pooling allocator)"
+            ),
+            AllocatorKind::OnDemand => tracing::info!("engine ready (on-demand allocator)"),
+        }
+        let invoker = Invoker {
+            engine: engine.engine.clone(),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
+            metrics: HostMetrics::new(),
+        };
+        let host = Host {
+            inner: Arc::new(HostInner {
+                store,
+                engine,
+                registry: ArcSwap::from_pointee(Registry::default()),
+                admin_lock: Mutex::new(()),
+                invoker,
+                admin_token,
+                prometheus,
+                data_dir: temp.is_none().then(|| dir.clone()),
+                _temp: temp,
+                config,
+            }),
+        };
+        host.load_all()?;
+        Ok(host)
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// Reads `admin-token` from the data directory, or creates it (mode 0600).
+fn load_or_create_token(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut f, token.as_bytes())?;
+    f.sync_all()?;
+    tracing::info!(path = %path.display(), "generated an admin token (readable by its owner only)");
+    Ok(token)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Host {
+    /// Starts building a host.
+    pub fn builder() -> HostBuilder {
+        HostBuilder::default()
+    }
+
+    /// The admin bearer token.
+    pub fn admin_token(&self) -> &str {
+        &self.inner.admin_token
+    }
+
+    /// The data directory, unless the store is temporary.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.inner.data_dir.as_deref()
+    }
+
+    /// The host configuration.
+    pub fn config(&self) -> &HostConfig {
+        &self.inner.config
+    }
+
+    /// Which instance allocator the engine uses.
+    pub fn allocator(&self) -> AllocatorKind {
+        self.inner.engine.allocator
+    }
+
+    /// Loads the active version of every stored function.
+    fn load_all(&self) -> anyhow::Result<()> {
+        let mut by_name = HashMap::new();
+        for record in self.inner.store.functions()? {
+            let deployed = self
+                .load_version(&record, record.active())
+                .with_context(|| format!("loading function {}", record.name))?;
+            by_name.insert(record.name.clone(), Arc::new(deployed));
+        }
+        let n = by_name.len();
+        self.inner.registry.store(Arc::new(Registry::from_map(by_name)));
+        tracing::info!(functions = n, "functions loaded");
+        Ok(())
+    }
+
+    /// Builds a [`Deployed`] from stored compiled code, compiling (and
+    /// storing the result) only when there is none for this engine.
+    fn load_version(&self, record: &FunctionRecord, v: &VersionRecord) -> anyhow::Result<Deployed> {
+        let engine = &self.inner.engine;
+        let store = &self.inner.store;
+        let component = match store.compiled(&v.sha256, &engine.compat_key)? {
+            Some(bytes) => match engine.deserialize(&bytes) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(function = %record.name, error = %e, "stored compiled code unusable; recompiling");
+                    None
+                }
+            },
+            None => None,
+        };
+        let component = match component {
+            Some(c) => c,
+            None => {
+                let wasm = store
+                    .artifact(&v.sha256)?
+                    .with_context(|| format!("artifact {} missing from the store", v.sha256))?;
+                let c = engine.compile(&wasm)?;
+                store.put_compiled(&v.sha256, &engine.compat_key, &c.serialize()?)?;
+                c
+            }
+        };
+        let pre = engine.prepare(&component)?;
+        Ok(deployed(record, v, pre)?)
+    }
+
+    /// Deploys `wasm` as a new version of `name` and makes it active.
+    /// Everything is checked before anything is stored; the new version is
+    /// durable when this returns.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        wasm: bytes::Bytes,
+        options: DeployOptions,
+    ) -> Result<FunctionInfo, DeployError> {
+        validate_name(name).map_err(DeployError::InvalidName)?;
+        if wasm.len() as u64 > self.inner.config.max_upload_bytes {
+            return Err(DeployError::TooLarge(format!(
+                "the artifact is {} bytes; the limit is {} bytes",
+                wasm.len(),
+                self.inner.config.max_upload_bytes
+            )));
+        }
+        check_binary(&wasm)?;
+        let env = parse_env(&options.env)?;
+        for r in &options.routes {
+            Route::parse(r).map_err(|e| DeployError::InvalidRoute(e.to_string()))?;
+        }
+
+        let _guard = self.inner.admin_lock.lock().await;
+        let existing = self.inner.store.function(name)?;
+        let base = existing.as_ref().map(|r| r.active().clone());
+        let routes: Vec<String> = if !options.routes.is_empty() {
+            dedup(options.routes.clone())
+        } else if let Some(b) = &base {
+            b.routes.clone()
+        } else {
+            vec![format!("/{name}/*")]
+        };
+        let env = if !env.is_empty() {
+            env
+        } else {
+            base.as_ref().map(|b| b.env.clone()).unwrap_or_default()
+        };
+        let limits = LimitOverrides {
+            timeout_ms: options.timeout_ms,
+            memory_bytes: options.memory_bytes,
+            max_body_bytes: options.max_body_bytes,
+        }
+        .apply(base.as_ref().map(|b| b.limits).unwrap_or(self.inner.config.default_limits));
+        self.inner
+            .config
+            .check_limits(&limits)
+            .map_err(DeployError::InvalidArgument)?;
+        let parsed = parse_routes(&routes)?;
+        self.check_route_conflicts(name, &parsed)?;
+
+        // Compile on a blocking thread: large components take seconds.
+        let engine = self.inner.engine.clone();
+        let wasm2 = wasm.clone();
+        let (prepared, compiled) = tokio::task::spawn_blocking(move || engine.compile_new(&wasm2))
+            .await
+            .map_err(|e| DeployError::Internal(format!("compile task: {e}")))??;
+
+        let now = now_ms();
+        let sha256 = sha256_hex(&wasm);
+        let mut record = existing.unwrap_or(FunctionRecord {
+            name: name.to_string(),
+            active_version: 0,
+            created_at_ms: now,
+            updated_at_ms: now,
+            versions: Vec::new(),
+        });
+        let version = VersionRecord {
+            version: record.next_version(),
+            sha256: sha256.clone(),
+            size_bytes: wasm.len() as u64,
+            created_at_ms: now,
+            routes,
+            env,
+            limits,
+        };
+        record.active_version = version.version;
+        record.updated_at_ms = now;
+        record.versions.push(version.clone());
+        let deployed = Arc::new(deployed(&record, &version, prepared.pre)?);
+
+        let store = self.inner.store.clone();
+        let compat = self.inner.engine.compat_key.clone();
+        let rec2 = record.clone();
+        tokio::task::spawn_blocking(move || {
+            store.put_version(NewVersion {
+                record: &rec2,
+                sha256: &sha256,
+                artifact: &wasm,
+                compiled: Some((&compat, &compiled)),
+            })
+        })
+        .await
+        .map_err(|e| DeployError::Internal(format!("store task: {e}")))??;
+        // Durable before anyone is told.
+        self.inner.store.flush().await?;
+        let next = self.inner.registry.load().with(deployed);
+        self.inner.registry.store(Arc::new(next));
+        tracing::info!(function = name, version = record.active_version, "deployed");
+        Ok(FunctionInfo::from(&record))
+    }
+
+    fn check_route_conflicts(&self, name: &str, routes: &[Route]) -> Result<(), DeployError> {
+        let registry = self.inner.registry.load();
+        for r in routes {
+            if let Some(owner) = registry.route_owner(r, name) {
+                return Err(DeployError::RouteConflict(format!(
+                    "route {r} is already served by function {owner:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes an earlier version active again (by default the newest one
+    /// older than the active one), without recompiling.
+    pub async fn rollback(
+        &self,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<FunctionInfo, DeployError> {
+        let _guard = self.inner.admin_lock.lock().await;
+        let mut record = self
+            .inner
+            .store
+            .function(name)?
+            .ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))?;
+        let target = match version {
+            Some(v) => record.version(v).cloned().ok_or_else(|| {
+                DeployError::VersionNotFound(format!("function {name:?} has no version {v}"))
+            })?,
+            None => record
+                .versions
+                .iter()
+                .filter(|v| v.version < record.active_version)
+                .max_by_key(|v| v.version)
+                .cloned()
+                .ok_or_else(|| {
+                    DeployError::InvalidArgument(format!(
+                        "function {name:?} has no version older than the active version {}",
+                        record.active_version
+                    ))
+                })?,
+        };
+        let routes = parse_routes(&target.routes)?;
+        self.check_route_conflicts(name, &routes)?;
+        record.active_version = target.version;
+        record.updated_at_ms = now_ms();
+        let this = self.clone();
+        let rec2 = record.clone();
+        let deployed = tokio::task::spawn_blocking(move || this.load_version(&rec2, &target))
+            .await
+            .map_err(|e| DeployError::Internal(format!("load task: {e}")))?
+            .map_err(|e| DeployError::Internal(format!("{e:#}")))?;
+        self.inner.store.update_function(&record)?;
+        self.inner.store.flush().await?;
+        let next = self.inner.registry.load().with(Arc::new(deployed));
+        self.inner.registry.store(Arc::new(next));
+        tracing::info!(function = name, version = record.active_version, "rolled back");
+        Ok(FunctionInfo::from(&record))
+    }
+
+    /// Deletes a function, all its versions and the artifacts nothing else
+    /// uses.
+    pub async fn delete(&self, name: &str) -> Result<(), DeployError> {
+        let _guard = self.inner.admin_lock.lock().await;
+        let store = self.inner.store.clone();
+        let compat = self.inner.engine.compat_key.clone();
+        let n = name.to_string();
+        let existed = tokio::task::spawn_blocking(move || store.delete_function(&n, &compat))
+            .await
+            .map_err(|e| DeployError::Internal(format!("store task: {e}")))??;
+        if !existed {
+            return Err(DeployError::FunctionNotFound(name.to_string()));
+        }
+        self.inner.store.flush().await?;
+        let next = self.inner.registry.load().without(name);
+        self.inner.registry.store(Arc::new(next));
+        tracing::info!(function = name, "deleted");
+        Ok(())
+    }
+
+    /// A function's record.
+    pub fn function(&self, name: &str) -> Result<FunctionInfo, DeployError> {
+        self.inner
+            .store
+            .function(name)?
+            .map(|r| FunctionInfo::from(&r))
+            .ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))
+    }
+
+    /// All functions, by name.
+    pub fn functions(&self) -> Result<Vec<FunctionSummary>, DeployError> {
+        Ok(self
+            .inner
+            .store
+            .functions()?
+            .iter()
+            .map(FunctionSummary::from)
+            .collect())
+    }
+
+    /// A function's versions, oldest first.
+    pub fn versions(&self, name: &str) -> Result<Vec<VersionInfo>, DeployError> {
+        Ok(self.function(name)?.versions)
+    }
+
+    /// Invokes a function directly (no route lookup). The request's URI is
+    /// the path and query the guest sees.
+    pub async fn invoke(
+        &self,
+        name: &str,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, DeployError> {
+        let target = self
+            .inner
+            .registry
+            .load()
+            .by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))?;
+        Ok(self.inner.invoker.invoke(target, request).await)
+    }
+
+    /// Routes a data-plane request: longest matching route, or 404.
+    pub async fn handle(&self, request: Request<Body>) -> Response<Body> {
+        let target = {
+            let registry = self.inner.registry.load();
+            registry
+                .routes
+                .lookup(request.uri().path())
+                .map(|(_, d)| d.clone())
+        };
+        match target {
+            Some(t) => self.inner.invoker.invoke(t, request).await,
+            None => axum::response::IntoResponse::into_response(crate::error::ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "route_not_found",
+                format!("no function is routed at {}", request.uri().path()),
+            )),
+        }
+    }
+
+    /// Number of distinct artifacts in the store (deduplicated by hash).
+    pub fn stored_artifacts(&self) -> usize {
+        self.inner.store.artifact_count()
+    }
+
+    /// Flushes the store (shutdown).
+    pub fn flush(&self) -> anyhow::Result<()> {
+        self.inner.store.flush_blocking()?;
+        Ok(())
+    }
+}
+
+fn deployed(
+    record: &FunctionRecord,
+    v: &VersionRecord,
+    pre: wasmtime_wasi_http::p2::bindings::ProxyPre<crate::invoke::InvocationState>,
+) -> Result<Deployed, DeployError> {
+    Ok(Deployed {
+        name: record.name.clone(),
+        version: v.version,
+        pre,
+        limits: v.limits,
+        env: v.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        routes: parse_routes(&v.routes)?,
+        metrics: FunctionMetrics::new(&record.name),
+    })
+}
+
+fn parse_routes(routes: &[String]) -> Result<Vec<Route>, DeployError> {
+    routes
+        .iter()
+        .map(|r| Route::parse(r).map_err(|e| DeployError::InvalidRoute(e.to_string())))
+        .collect()
+}
+
+fn dedup(mut v: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|r| seen.insert(r.clone()));
+    v
+}
+
+fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>, DeployError> {
+    let mut env = BTreeMap::new();
+    for p in pairs {
+        let (k, v) = p.split_once('=').ok_or_else(|| {
+            DeployError::InvalidArgument(format!("environment variable {p:?} is not KEY=VALUE"))
+        })?;
+        if k.is_empty() || k.contains('\0') || v.contains('\0') {
+            return Err(DeployError::InvalidArgument(format!(
+                "environment variable {p:?} has an empty name or a NUL byte"
+            )));
+        }
+        env.insert(k.to_string(), v.to_string());
+    }
+    Ok(env)
+}
+
+/// Cheap checks before compiling: wasm at all, and a component.
+fn check_binary(wasm: &[u8]) -> Result<(), DeployError> {
+    if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+        return Err(DeployError::InvalidWasm(
+            "the upload is not a WebAssembly binary (no \\0asm header)".into(),
+        ));
+    }
+    if wasmparser::Parser::is_core_wasm(wasm) {
+        return Err(DeployError::NotAComponent(
+            "the upload is a core WebAssembly module, not a component: build for wasm32-wasip2 \
+             (or wrap the module with `wasm-tools component new`)"
+                .into(),
+        ));
+    }
+    if !wasmparser::Parser::is_component(wasm) {
+        return Err(DeployError::InvalidWasm(
+            "the upload has a WebAssembly header of an unknown version or layer".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_pairs() {
+        let env = parse_env(&["A=1".into(), "B=x=y".into()]).unwrap();
+        assert_eq!(env["B"], "x=y");
+        assert!(parse_env(&["nope".into()]).is_err());
+        assert!(parse_env(&["=v".into()]).is_err());
+    }
+
+    #[test]
+    fn binary_checks() {
+        assert!(matches!(check_binary(b"hello world"), Err(DeployError::InvalidWasm(_))));
+        assert!(matches!(
+            check_binary(b"\0asm\x01\0\0\0"),
+            Err(DeployError::NotAComponent(_))
+        ));
+        assert!(check_binary(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+}

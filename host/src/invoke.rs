@@ -1,0 +1,475 @@
+//! The per-invocation lifetime: a fresh `Store` with its limits, deadline
+//! and WASI context, the `wasi:http/incoming-handler` call, and the mapping
+//! of every failure to a response.
+//!
+//! This is the hot path: nothing here takes a lock or formats labels.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::sync::Semaphore;
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::error::ApiError;
+use crate::metrics::HostMetrics;
+use crate::registry::Deployed;
+
+/// Response header carrying the invocation id.
+pub const INVOCATION_ID_HEADER: &str = "wisp-invocation-id";
+
+/// Everything one invocation's `Store` holds. Built per request, dropped
+/// with the instance: nothing survives from one invocation to the next.
+pub struct InvocationState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limits: MemoryLimiter,
+    hooks: DenyOutbound,
+    /// Wall-clock deadline, checked on every epoch tick.
+    deadline: Instant,
+}
+
+impl WasiView for InvocationState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for InvocationState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Outbound HTTP is denied until the capabilities (allow-lists) exist.
+struct DenyOutbound;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// Caps linear memory growth; a breach traps with [`MemoryLimitExceeded`]
+/// so the gateway can answer with a clear error.
+struct MemoryLimiter {
+    max_memory: usize,
+}
+
+/// The trap raised when a guest grows memory past its cap.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit} bytes exceeded (the guest asked for {desired} bytes)")]
+pub struct MemoryLimitExceeded {
+    limit: usize,
+    desired: usize,
+}
+
+/// The trap raised when the wall-clock deadline passes.
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded")]
+pub struct DeadlineExceeded;
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            return Err(MemoryLimitExceeded {
+                limit: self.max_memory,
+                desired,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // The pooling allocator bounds tables; on-demand gets the same bound.
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Cheap, unique, sortable-enough invocation ids: a per-process random
+/// prefix and a counter.
+pub(crate) fn next_invocation_id() -> String {
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(rand::random);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:08x}{n:012x}")
+}
+
+/// Shared by all invocations of a host.
+pub(crate) struct Invoker {
+    pub engine: wasmtime::Engine,
+    /// Host-wide bound on invocations in flight. A permit is held until the
+    /// guest has finished, including streaming its response body.
+    pub in_flight: Arc<Semaphore>,
+    pub metrics: HostMetrics,
+}
+
+/// How an invocation failed.
+enum Failure {
+    Timeout,
+    Memory(String),
+    BodyTooLarge,
+    Trap(String),
+    NoResponse,
+    GuestError(String),
+    Overloaded,
+}
+
+impl Invoker {
+    /// Runs one request through a fresh instance of `target`.
+    pub async fn invoke(&self, target: Arc<Deployed>, req: Request<Body>) -> Response<Body> {
+        let id = next_invocation_id();
+        let start = Instant::now();
+        let response = self.run(&target, &id, start, req).await;
+        let status = response.status().as_u16();
+        let took = start.elapsed();
+        target.metrics.record(status, took);
+        tracing::info!(
+            target: "wisp::invocation",
+            function = %target.name,
+            version = target.version,
+            status,
+            duration_us = took.as_micros() as u64,
+            invocation_id = %id,
+        );
+        response
+    }
+
+    async fn run(
+        &self,
+        target: &Arc<Deployed>,
+        id: &str,
+        start: Instant,
+        req: Request<Body>,
+    ) -> Response<Body> {
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            self.metrics.overloaded.increment(1);
+            return self.failure(target, id, Failure::Overloaded);
+        };
+        let limits = target.limits;
+        let (mut parts, body) = req.into_parts();
+        if let Some(len) = content_length(&parts.headers)
+            && len > limits.max_body_bytes
+        {
+            return self.failure(target, id, Failure::BodyTooLarge);
+        }
+        // The guest needs an authority; HTTP/1.0 clients may send no Host.
+        if parts.uri.authority().is_none() && !parts.headers.contains_key(header::HOST) {
+            parts
+                .headers
+                .insert(header::HOST, HeaderValue::from_static("localhost"));
+        }
+        let body_exceeded = Arc::new(AtomicBool::new(false));
+        let body = CappedBody {
+            inner: body,
+            remaining: limits.max_body_bytes,
+            limit: limits.max_body_bytes,
+            exceeded: body_exceeded.clone(),
+        };
+        let hyper_req = Request::from_parts(parts, body);
+
+        let mut store = Store::new(
+            &self.engine,
+            InvocationState {
+                wasi: WasiCtx::builder()
+                    .envs(&target.env)
+                    .allow_tcp(false)
+                    .allow_udp(false)
+                    .allow_ip_name_lookup(false)
+                    .build(),
+                http: WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+                limits: MemoryLimiter {
+                    max_memory: limits.memory_bytes as usize,
+                },
+                hooks: DenyOutbound,
+                deadline: start + limits.timeout(),
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        // On every epoch tick: past the deadline, trap; otherwise yield to
+        // the executor, so a guest in a tight loop neither overruns its
+        // deadline nor starves other requests on this worker.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(DeadlineExceeded.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let prepared = (|| {
+            let req = store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, hyper_req)?;
+            let out = store.data_mut().http().new_response_outparam(sender)?;
+            Ok::<_, wasmtime::Error>((req, out))
+        })();
+        let (wasi_req, out) = match prepared {
+            Ok(v) => v,
+            Err(e) => {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("the request cannot be passed to the function: {e}"),
+                )
+                .invocation(id)
+                .into_response_body();
+            }
+        };
+
+        let pre = target.pre.clone();
+        let in_flight = self.metrics.in_flight.clone();
+        let instantiation = self.metrics.instantiation.clone();
+        let timeout = limits.timeout();
+        in_flight.increment(1.0);
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            let result = tokio::time::timeout(timeout, async {
+                let t = Instant::now();
+                let proxy = pre.instantiate_async(&mut store).await?;
+                instantiation.record(t.elapsed().as_secs_f64());
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, wasi_req, out)
+                    .await
+            })
+            .await;
+            in_flight.decrement(1.0);
+            match result {
+                Err(_elapsed) => Err(Failure::Timeout),
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(classify(e)),
+            }
+        });
+
+        match receiver.await {
+            Ok(Ok(resp)) => {
+                let mut resp = resp.map(Body::new);
+                if let Ok(v) = HeaderValue::from_str(id) {
+                    resp.headers_mut().insert(INVOCATION_ID_HEADER, v);
+                }
+                resp
+            }
+            Ok(Err(code)) => {
+                let failure = if body_exceeded.load(Ordering::Relaxed) {
+                    Failure::BodyTooLarge
+                } else {
+                    Failure::GuestError(format!("{code:?}"))
+                };
+                self.failure(target, id, failure)
+            }
+            Err(_) => {
+                let failure = match task.await {
+                    Ok(Ok(())) => Failure::NoResponse,
+                    Ok(Err(f)) => f,
+                    Err(join) => Failure::Trap(format!("invocation task failed: {join}")),
+                };
+                let failure = match failure {
+                    Failure::Trap(_) | Failure::NoResponse | Failure::GuestError(_)
+                        if body_exceeded.load(Ordering::Relaxed) =>
+                    {
+                        Failure::BodyTooLarge
+                    }
+                    f => f,
+                };
+                self.failure(target, id, failure)
+            }
+        }
+    }
+
+    fn failure(&self, target: &Deployed, id: &str, failure: Failure) -> Response<Body> {
+        let (status, code, message) = match failure {
+            Failure::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!(
+                    "the function did not finish within its timeout of {} ms",
+                    target.limits.timeout_ms
+                ),
+            ),
+            Failure::Memory(detail) => {
+                tracing::warn!(invocation_id = id, function = %target.name, "{detail}");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "memory_limit",
+                    format!(
+                        "the function exceeded its memory limit of {} bytes",
+                        target.limits.memory_bytes
+                    ),
+                )
+            }
+            Failure::BodyTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "the request body is larger than the function's limit of {} bytes",
+                    target.limits.max_body_bytes
+                ),
+            ),
+            Failure::Trap(detail) => {
+                tracing::warn!(invocation_id = id, function = %target.name, error = %detail, "guest trapped");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "trap",
+                    "the function failed (trap); see the host log for this invocation id".into(),
+                )
+            }
+            Failure::NoResponse => (
+                StatusCode::BAD_GATEWAY,
+                "bad_response",
+                "the function returned without sending a response".into(),
+            ),
+            Failure::GuestError(detail) => {
+                tracing::warn!(invocation_id = id, function = %target.name, error = %detail, "guest answered an error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "function_error",
+                    format!("the function reported an error: {detail}"),
+                )
+            }
+            Failure::Overloaded => {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "too many invocations in flight; retry shortly",
+                )
+                .retry_after(1)
+                .invocation(id)
+                .into_response_body();
+            }
+        };
+        ApiError::new(status, code, message)
+            .invocation(id)
+            .into_response_body()
+    }
+}
+
+impl ApiError {
+    fn into_response_body(self) -> Response<Body> {
+        axum::response::IntoResponse::into_response(self)
+    }
+}
+
+fn classify(e: wasmtime::Error) -> Failure {
+    if e.downcast_ref::<DeadlineExceeded>().is_some()
+        || matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt))
+    {
+        return Failure::Timeout;
+    }
+    if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
+        return Failure::Memory(m.to_string());
+    }
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        return Failure::Overloaded;
+    }
+    Failure::Trap(format!("{e:?}"))
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The request body as the guest reads it, cut off (with an error the guest
+/// sees as a failed read) once it passes the function's body limit. The flag
+/// lets the gateway answer 413 instead of whatever the guest made of it.
+struct CappedBody {
+    inner: Body,
+    remaining: u64,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl http_body::Body for CappedBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > this.remaining {
+                        this.exceeded.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(
+                            wasmtime_wasi_http::Error::HttpRequestBodySize(Some(this.limit)),
+                        )));
+                    }
+                    this.remaining -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(
+                wasmtime_wasi_http::Error::InternalError(Some(e.to_string())),
+            ))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+

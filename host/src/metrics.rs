@@ -1,0 +1,120 @@
+//! Prometheus metrics, through the `metrics` facade.
+//!
+//! The recorder is process-global (the `metrics` facade has one), so several
+//! hosts in one process (tests, embedding) share it; each host renders the
+//! same registry.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Invocations by function and status.
+pub const INVOCATIONS: &str = "wisp_invocations_total";
+/// Invocation duration (to the response head) by function.
+pub const INVOCATION_SECONDS: &str = "wisp_invocation_duration_seconds";
+/// Instantiation time of a component, per invocation.
+pub const INSTANTIATION_SECONDS: &str = "wisp_instantiation_duration_seconds";
+/// Invocations running now.
+pub const IN_FLIGHT: &str = "wisp_invocations_in_flight";
+/// Components compiled (0 after a restart that found compiled code).
+pub const COMPILES: &str = "wisp_compiles_total";
+/// Time spent compiling.
+pub const COMPILE_SECONDS: &str = "wisp_compile_duration_seconds";
+/// Requests refused because the in-flight bound was reached.
+pub const OVERLOADED: &str = "wisp_invocations_rejected_total";
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder (once per process) and returns the render handle.
+/// `None` when the embedding application installed its own recorder.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+                        0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    ],
+                )
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            match metrics::set_global_recorder(recorder) {
+                Ok(()) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(_) => None,
+            }
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(INVOCATIONS, "Invocations by function and HTTP status.");
+    metrics::describe_histogram!(INVOCATION_SECONDS, "Time from request to response head.");
+    metrics::describe_histogram!(INSTANTIATION_SECONDS, "Time to instantiate a component.");
+    metrics::describe_gauge!(IN_FLIGHT, "Invocations running now.");
+    metrics::describe_counter!(COMPILES, "Components compiled.");
+    metrics::describe_histogram!(COMPILE_SECONDS, "Time spent compiling components.");
+    metrics::describe_counter!(OVERLOADED, "Requests refused with 503 at the in-flight bound.");
+    // Make the counters visible at 0 from the start.
+    metrics::counter!(COMPILES).increment(0);
+    metrics::gauge!(IN_FLIGHT).set(0.0);
+}
+
+/// Records one compile.
+pub fn compiled(took: Duration) {
+    metrics::counter!(COMPILES).increment(1);
+    metrics::histogram!(COMPILE_SECONDS).record(took.as_secs_f64());
+}
+
+/// Pre-registered handles for one deployed function version, so the request
+/// path does no label formatting or registry lookup for them.
+pub(crate) struct FunctionMetrics {
+    name: String,
+    duration: Histogram,
+    /// Counters by status, created on first use (index: status - 100).
+    by_status: Box<[OnceLock<Counter>]>,
+}
+
+impl FunctionMetrics {
+    pub fn new(name: &str) -> FunctionMetrics {
+        FunctionMetrics {
+            name: name.to_string(),
+            duration: metrics::histogram!(INVOCATION_SECONDS, "function" => name.to_string()),
+            by_status: (100..600).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    pub fn record(&self, status: u16, took: Duration) {
+        self.duration.record(took.as_secs_f64());
+        let idx = usize::from(status.clamp(100, 599) - 100);
+        self.by_status[idx]
+            .get_or_init(|| {
+                metrics::counter!(INVOCATIONS, "function" => self.name.clone(), "status" => status.to_string())
+            })
+            .increment(1);
+    }
+}
+
+/// Host-wide handles.
+pub(crate) struct HostMetrics {
+    pub in_flight: Gauge,
+    pub instantiation: Histogram,
+    pub overloaded: Counter,
+}
+
+impl HostMetrics {
+    pub fn new() -> HostMetrics {
+        HostMetrics {
+            in_flight: metrics::gauge!(IN_FLIGHT),
+            instantiation: metrics::histogram!(INSTANTIATION_SECONDS),
+            overloaded: metrics::counter!(OVERLOADED),
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! What is deployed right now: for each function its active version,
+//! pre-instantiated, and the route table. Immutable; the host builds a new
+//! one on every change and swaps it in atomically.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::config::Limits;
+use crate::invoke::InvocationState;
+use crate::metrics::FunctionMetrics;
+use crate::routes::{Route, RouteTable};
+
+/// The active version of one function, ready to instantiate.
+pub(crate) struct Deployed {
+    pub name: String,
+    pub version: u64,
+    /// Built once per deployed version; instantiation per request starts here.
+    pub pre: ProxyPre<InvocationState>,
+    pub limits: Limits,
+    pub env: Vec<(String, String)>,
+    pub routes: Vec<Route>,
+    pub metrics: FunctionMetrics,
+}
+
+/// A snapshot of everything deployed.
+#[derive(Default)]
+pub(crate) struct Registry {
+    pub by_name: HashMap<String, Arc<Deployed>>,
+    pub routes: RouteTable<Deployed>,
+}
+
+impl Registry {
+    /// A new snapshot with `deployed` added (or replacing the function of the
+    /// same name).
+    pub fn with(&self, deployed: Arc<Deployed>) -> Registry {
+        let mut by_name = self.by_name.clone();
+        by_name.insert(deployed.name.clone(), deployed);
+        Registry::from_map(by_name)
+    }
+
+    /// A new snapshot without `name`.
+    pub fn without(&self, name: &str) -> Registry {
+        let mut by_name = self.by_name.clone();
+        by_name.remove(name);
+        Registry::from_map(by_name)
+    }
+
+    pub fn from_map(by_name: HashMap<String, Arc<Deployed>>) -> Registry {
+        let entries = by_name
+            .values()
+            .flat_map(|d| d.routes.iter().map(move |r| (r.clone(), d.clone())))
+            .collect();
+        Registry {
+            routes: RouteTable::new(entries),
+            by_name,
+        }
+    }
+
+    /// The function (other than `except`) that already serves `route`.
+    pub fn route_owner(&self, route: &Route, except: &str) -> Option<&str> {
+        self.by_name
+            .values()
+            .filter(|d| d.name != except)
+            .find(|d| d.routes.contains(route))
+            .map(|d| d.name.as_str())
+    }
+}
