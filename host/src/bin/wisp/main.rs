@@ -1,1 +1,324 @@
-fn main() {}
+//! `wisp`: run a Wisp host (`wisp serve`) or manage the functions of a
+//! running one over its admin API (every other command).
+//!
+//! A thin binary: `serve` hands its typed arguments to the library, the
+//! client commands are HTTP calls to the admin API (`client`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod client;
+mod serve;
+mod units;
+
+use units::{parse_duration, parse_size};
+
+/// Wisp: a WebAssembly function-as-a-service host.
+#[derive(Parser)]
+#[command(name = "wisp", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host: the data plane (functions) and the admin API.
+    Serve(ServeArgs),
+    #[command(flatten)]
+    Client(client::Command),
+}
+
+/// Arguments of `wisp serve`. Every option can also be set through its
+/// `WISP_*` environment variable.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Directory of the store (functions, artifacts, compiled code, the
+    /// generated admin token). Created if missing.
+    #[arg(long, env = "WISP_DATA_DIR", default_value = "./wisp-data")]
+    pub data_dir: PathBuf,
+
+    /// Address of the data plane (requests to functions).
+    #[arg(long, env = "WISP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Address of the admin API. Keep it on loopback unless a proxy in front
+    /// of it adds TLS.
+    #[arg(long, env = "WISP_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+
+    /// Bearer token of the admin API. Without it, the host reads (or, on
+    /// first start, generates) `admin-token` in the data directory.
+    #[arg(long, env = "WISP_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub admin_token: Option<String>,
+
+    /// Format of the host's logs on stderr.
+    #[arg(long, env = "WISP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Deadline of one invocation for functions that set none (30s, 500ms, 2m).
+    #[arg(
+        long = "default-timeout",
+        env = "WISP_DEFAULT_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = parse_duration
+    )]
+    pub timeout: Duration,
+
+    /// Memory cap of one invocation for functions that set none (128MiB, 64M).
+    #[arg(
+        long = "default-memory",
+        env = "WISP_DEFAULT_MEMORY",
+        value_name = "SIZE",
+        default_value = "128MiB",
+        value_parser = parse_size
+    )]
+    pub memory: u64,
+
+    /// Request-body cap for functions that set none.
+    #[arg(
+        long,
+        env = "WISP_MAX_BODY",
+        value_name = "SIZE",
+        default_value = "6MiB",
+        value_parser = parse_size
+    )]
+    pub max_body: u64,
+
+    /// Largest artifact accepted by deploy.
+    #[arg(
+        long,
+        env = "WISP_MAX_UPLOAD",
+        value_name = "SIZE",
+        default_value = "64MiB",
+        value_parser = parse_size
+    )]
+    pub max_upload: u64,
+
+    /// Invocations running at once, host-wide; past it requests get 503 with
+    /// Retry-After.
+    #[arg(long, env = "WISP_MAX_IN_FLIGHT", value_name = "N", default_value_t = 1000)]
+    pub max_in_flight: u32,
+
+    /// Page cache of the store. Bounds the host's memory on small machines.
+    #[arg(
+        long = "store-cache",
+        env = "WISP_STORE_CACHE",
+        value_name = "SIZE",
+        default_value = "16MiB",
+        value_parser = parse_size
+    )]
+    pub cache_capacity: u64,
+
+    /// How long a shutdown waits for in-flight requests before dropping them.
+    #[arg(
+        long = "shutdown-grace",
+        env = "WISP_SHUTDOWN_GRACE",
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = parse_duration
+    )]
+    pub grace: Duration,
+
+    /// Deploy a function at start-up: NAME=FILE.wasm[:ROUTE[,ROUTE]...].
+    /// Repeatable; in WISP_DEPLOY, separate several with `;`.
+    #[arg(
+        long,
+        env = "WISP_DEPLOY",
+        value_name = "NAME=FILE:ROUTES",
+        value_delimiter = ';',
+        value_parser = parse_preload
+    )]
+    pub deploy: Vec<Preload>,
+}
+
+// By hand so that logging the arguments can never leak the admin token.
+impl fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("log_format", &self.log_format)
+            .field("timeout", &self.timeout)
+            .field("memory", &self.memory)
+            .field("max_body", &self.max_body)
+            .field("max_upload", &self.max_upload)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("grace", &self.grace)
+            .field("deploy", &self.deploy)
+            .finish()
+    }
+}
+
+/// Format of the host's logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// A function to deploy when the host starts (`--deploy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preload {
+    /// Function name.
+    pub name: String,
+    /// The artifact.
+    pub file: PathBuf,
+    /// Routes; empty keeps the function's current routes (or the default
+    /// `/{name}/*` for a new function).
+    pub routes: Vec<String>,
+}
+
+/// Parses `NAME=FILE.wasm[:ROUTE[,ROUTE]...]`. The routes start after the
+/// last `:/`, so file paths may contain `:`.
+fn parse_preload(s: &str) -> Result<Preload, String> {
+    const SHAPE: &str = "expected NAME=FILE.wasm:ROUTE[,ROUTE], e.g. hello=hello.wasm:/hello";
+    let (name, rest) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: no `=` after the name; {SHAPE}"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("`{s}`: the function name is empty; {SHAPE}"));
+    }
+    let (file, routes) = match rest.rfind(":/") {
+        Some(at) => (&rest[..at], &rest[at + 1..]),
+        None => (rest, ""),
+    };
+    if file.is_empty() {
+        return Err(format!("`{s}`: the file is empty; {SHAPE}"));
+    }
+    let routes = routes
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            if r.starts_with('/') {
+                Ok(r.to_string())
+            } else {
+                Err(format!("`{s}`: route `{r}` does not start with `/`; {SHAPE}"))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Preload {
+        name: name.to_string(),
+        file: PathBuf::from(file),
+        routes,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        // `serve` builds its own multi-threaded runtime.
+        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        // A client command is a handful of sequential HTTP calls; one thread
+        // is plenty.
+        Command::Client(command) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(client::run(command))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_defaults() {
+        let cli = Cli::try_parse_from(["wisp", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(args.admin_listen, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(args.timeout, Duration::from_secs(30));
+        assert_eq!(args.memory, 128 << 20);
+        assert_eq!(args.max_body, 6 << 20);
+        assert_eq!(args.max_upload, 64 << 20);
+        assert_eq!(args.cache_capacity, 16 << 20);
+        assert_eq!(args.grace, Duration::from_secs(30));
+        assert_eq!(args.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn serve_parses_units_and_preloads() {
+        let cli = Cli::try_parse_from([
+            "wisp",
+            "serve",
+            "--default-timeout",
+            "500ms",
+            "--default-memory",
+            "64M",
+            "--log-format",
+            "json",
+            "--deploy",
+            "hello=hello.wasm:/hello",
+            "--deploy",
+            "api=api.wasm:/api/*,/v2/*",
+            "--admin-token",
+            "s3cret-s3cret-s3cret",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.timeout, Duration::from_millis(500));
+        assert_eq!(args.memory, 64 << 20);
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert_eq!(args.deploy.len(), 2);
+        assert_eq!(args.deploy[1].routes, ["/api/*", "/v2/*"]);
+        assert_eq!(args.admin_token.as_deref(), Some("s3cret-s3cret-s3cret"));
+        assert!(!format!("{args:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn parses_preloads() {
+        assert_eq!(
+            parse_preload("hello=hello.wasm:/hello"),
+            Ok(Preload {
+                name: "hello".into(),
+                file: "hello.wasm".into(),
+                routes: vec!["/hello".into()],
+            })
+        );
+        let p = parse_preload("api=C:/wasm/api.wasm:/api/*, /v2").unwrap();
+        assert_eq!(p.file, PathBuf::from("C:/wasm/api.wasm"));
+        assert_eq!(p.routes, ["/api/*", "/v2"]);
+        let p = parse_preload("hello=target/hello.wasm").unwrap();
+        assert!(p.routes.is_empty());
+    }
+
+    #[test]
+    fn refuses_bad_preloads() {
+        for bad in ["hello.wasm", "=hello.wasm:/x", "hello=", "hello=:/x", "h=h.wasm:/x,y"] {
+            assert!(parse_preload(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+}

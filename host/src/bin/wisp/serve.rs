@@ -40,7 +40,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_upload_bytes: args.max_upload,
         max_in_flight: args.max_in_flight,
         store_cache_bytes: args.cache_capacity,
-        admin_token: std::env::var("WISP_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
+        admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
         ..HostConfig::default()
     };
     // Bind before the (possibly slow) store load so a taken port fails fast.

@@ -1,0 +1,315 @@
+//! Test harness: builds the guests to wasm, starts the real `wisp` binary on
+//! `127.0.0.1:0`, and talks to it over HTTP and through the CLI.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+const GUESTS: &[&str] = &["hello", "echo", "misbehave", "command", "bad-import"];
+
+/// Path of a guest's `.wasm`, building every guest once per test process.
+/// Cargo's own lock on `target/wasm` serialises concurrent test processes.
+pub fn guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(root())
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+            .arg(root().join("target/wasm"));
+        for g in GUESTS {
+            cmd.args(["-p", g]);
+        }
+        // Flags meant for the host build must not leak into the guest build.
+        for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
+            cmd.env_remove(var);
+        }
+        let out = cmd.output().expect("running cargo to build the guests");
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("target may not be installed") || err.contains("can't find crate for `core`") {
+                panic!(
+                    "the wasm32-wasip2 target is missing: run `rustup target add wasm32-wasip2` \
+                     (scripts/test.sh does this for you)\n{err}"
+                );
+            }
+            panic!("building the guests failed:\n{err}");
+        }
+    });
+    let file = name.replace('-', "_");
+    let path = root().join(format!("target/wasm/wasm32-wasip2/release/{file}.wasm"));
+    assert!(path.exists(), "guest {name} was built but {} is missing", path.display());
+    path
+}
+
+/// A running `wisp serve`.
+pub struct Wisp {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub data_url: String,
+    pub admin_url: String,
+    pub token: String,
+    /// Everything the host wrote to stderr (its log), line by line.
+    pub log: Arc<Mutex<Vec<String>>>,
+    temp_keep: Option<Arc<tempfile::TempDir>>,
+}
+
+/// Options for starting a host.
+#[derive(Default, Clone)]
+pub struct Opts {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Opts {
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+}
+
+impl Wisp {
+    /// Starts a host on a fresh temporary data directory.
+    pub fn start() -> Wisp {
+        Self::start_with(Opts::default())
+    }
+
+    pub fn start_with(opts: Opts) -> Wisp {
+        let temp = Arc::new(tempfile::tempdir().unwrap());
+        let dir = temp.path().join("data");
+        let mut w = Self::spawn(&dir, &opts);
+        w.temp_keep = Some(temp);
+        w
+    }
+
+    /// Starts a host on an existing data directory (restart).
+    pub fn restart_on(&mut self, opts: Opts) -> Wisp {
+        let mut w = Self::spawn(&self.data_dir, &opts);
+        w.temp_keep = self.temp_keep.clone();
+        w
+    }
+
+    fn spawn(dir: &Path, opts: &Opts) -> Wisp {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wisp"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(&opts.args)
+            .env_remove("WISP_ADMIN_TOKEN")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("starting wisp serve");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = log2.lock().unwrap();
+                if l.len() < 100_000 {
+                    l.push(line);
+                }
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (mut data_url, mut admin_url) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while data_url.is_none() || admin_url.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("wisp serve did not start; log:\n{}", log.lock().unwrap().join("\n"));
+                }
+            };
+            if let Some(rest) = line.strip_prefix("wisp: data plane") {
+                data_url = Some(rest.trim().to_string());
+            } else if let Some(rest) = line.strip_prefix("wisp: admin API") {
+                let url = rest.split_whitespace().next().unwrap();
+                admin_url = Some(url.trim_end_matches("/v1").to_string());
+            }
+        }
+        // Keep draining stdout so the host never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        let token = opts
+            .env
+            .iter()
+            .find(|(k, _)| k == "WISP_ADMIN_TOKEN")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| std::fs::read_to_string(dir.join("admin-token")).unwrap().trim().to_string());
+        Wisp {
+            child,
+            data_dir: dir.to_path_buf(),
+            data_url: data_url.unwrap(),
+            admin_url: admin_url.unwrap(),
+            token,
+            log,
+            temp_keep: None,
+        }
+    }
+
+    /// A client for the admin API with the token set.
+    pub fn admin(&self) -> Admin {
+        Admin {
+            url: self.admin_url.clone(),
+            token: self.token.clone(),
+            http: client(),
+        }
+    }
+
+    /// GET on the data plane.
+    pub fn get(&self, path: &str) -> reqwest::blocking::Response {
+        client().get(format!("{}{}", self.data_url, path)).send().unwrap()
+    }
+
+    /// Runs the `wisp` CLI against this host.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_in(args, None)
+    }
+
+    pub fn cli_in(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wisp"));
+        cmd.args(args)
+            .env("WISP_ADMIN_URL", &self.admin_url)
+            .env("WISP_ADMIN_TOKEN", &self.token)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        match stdin {
+            Some(input) => {
+                cmd.stdin(Stdio::piped());
+                let mut child = cmd.spawn().unwrap();
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(input).unwrap();
+                child.wait_with_output().unwrap()
+            }
+            None => cmd.stdin(Stdio::null()).output().unwrap(),
+        }
+    }
+
+    /// Sends SIGKILL and waits.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: sending a signal to our own child process.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "wisp did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The host's log so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// The value of a Prometheus sample, e.g. `wisp_compiles_total`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.admin().get("/metrics").text().unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split([' ', '{']).next() == Some(name))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    }
+}
+
+impl Drop for Wisp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+/// Admin API client.
+pub struct Admin {
+    pub url: String,
+    pub token: String,
+    pub http: reqwest::blocking::Client,
+}
+
+impl Admin {
+    pub fn get(&self, path: &str) -> reqwest::blocking::Response {
+        self.http
+            .get(format!("{}{}", self.url, path))
+            .bearer_auth(&self.token)
+            .send()
+            .unwrap()
+    }
+
+    pub fn deploy(&self, name: &str, wasm: &[u8], query: &[(&str, &str)]) -> reqwest::blocking::Response {
+        self.http
+            .post(format!("{}/v1/functions/{name}", self.url))
+            .bearer_auth(&self.token)
+            .query(query)
+            .header("content-type", "application/wasm")
+            .body(wasm.to_vec())
+            .send()
+            .unwrap()
+    }
+
+    /// Deploys a guest by name, asserting success.
+    pub fn deploy_guest(&self, name: &str, guest_name: &str, routes: &[&str]) -> serde_json::Value {
+        let wasm = std::fs::read(guest(guest_name)).unwrap();
+        let q: Vec<(&str, &str)> = routes.iter().map(|r| ("route", *r)).collect();
+        let resp = self.deploy(name, &wasm, &q);
+        let status = resp.status();
+        let body = resp.text().unwrap();
+        assert_eq!(status, 201, "deploy {name} failed: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub fn functions(&self) -> Vec<serde_json::Value> {
+        self.get("/v1/functions").json().unwrap()
+    }
+}
+
+/// Asserts a Wisp JSON error: status and code; returns the message.
+pub fn assert_error(resp: reqwest::blocking::Response, status: u16, code: &str) -> String {
+    assert_eq!(resp.status().as_u16(), status, "unexpected status");
+    let body: serde_json::Value = resp.json().expect("error body is JSON");
+    assert_eq!(body["error"]["code"], code, "unexpected error code in {body}");
+    let msg = body["error"]["message"].as_str().unwrap().to_string();
+    assert!(!msg.is_empty());
+    msg
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `wisp` binary on 127.0.0.1:0, real wasm built
+//! from `examples/` and `tests/guests/`, real HTTP.
+
+mod harness;
+
+mod api;
+mod cli;
+mod durability;
+mod limits;
+mod routing;
