@@ -43,6 +43,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
         ..HostConfig::default()
     };
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     // Bind before the (possibly slow) store load so a taken port fails fast.
     let data = tokio::net::TcpListener::bind(args.listen)
         .await

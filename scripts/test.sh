@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, doc tests and the end-to-end tests (the real
+# `wisp` binary over real HTTP with guests built from examples/ and
+# tests/guests/). Installs the wasm targets if they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/common.sh
+
+ensure_wasm_targets
+echo "==> building the guests (wasm32-wasip2)"
+build_guests "${GUESTS[@]}"
+echo "==> cargo test"
+cargo test --no-fail-fast "$@"
