@@ -195,12 +195,15 @@ mod tests {
         let mut c = HostConfig::default();
         c.default_limits.timeout_ms = 0;
         assert!(c.validate().is_err());
-        let mut c = HostConfig::default();
-        c.admin_token = Some("short".into());
+        let c = HostConfig {
+            admin_token: Some("short".into()),
+            ..Default::default()
+        };
         assert!(c.validate().is_err());
-        let c = HostConfig::default();
-        let mut l = Limits::default();
-        l.memory_bytes = 8 << 30;
-        assert!(c.check_limits(&l).is_err());
+        let l = Limits {
+            memory_bytes: 8 << 30,
+            ..Default::default()
+        };
+        assert!(HostConfig::default().check_limits(&l).is_err());
     }
 }

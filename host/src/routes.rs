@@ -143,7 +143,7 @@ impl<T> Default for RouteTable<T> {
 impl<T> RouteTable<T> {
     /// Builds a table; identical routes must already have been rejected.
     pub fn new(mut entries: Vec<(Route, Arc<T>)>) -> Self {
-        entries.sort_by(|a, b| b.0.specificity().cmp(&a.0.specificity()));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0.specificity()));
         RouteTable { entries }
     }
 

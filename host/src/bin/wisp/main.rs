@@ -20,7 +20,7 @@ use units::{parse_duration, parse_size};
 
 /// Wisp: a WebAssembly function-as-a-service host.
 #[derive(Parser)]
-#[command(name = "wisp", version, propagate_version = true)]
+#[command(name = "wisp", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,25 +40,51 @@ enum Command {
 pub struct ServeArgs {
     /// Directory of the store (functions, artifacts, compiled code, the
     /// generated admin token). Created if missing.
-    #[arg(long, env = "WISP_DATA_DIR", default_value = "./wisp-data")]
+    #[arg(
+        long,
+        env = "WISP_DATA_DIR",
+        value_name = "DIR",
+        default_value = "./wisp-data"
+    )]
     pub data_dir: PathBuf,
 
     /// Address of the data plane (requests to functions).
-    #[arg(long, env = "WISP_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "WISP_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
 
     /// Address of the admin API. Keep it on loopback unless a proxy in front
     /// of it adds TLS.
-    #[arg(long, env = "WISP_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    #[arg(
+        long,
+        env = "WISP_ADMIN_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9090"
+    )]
     pub admin_listen: SocketAddr,
 
     /// Bearer token of the admin API. Without it, the host reads (or, on
     /// first start, generates) `admin-token` in the data directory.
-    #[arg(long, env = "WISP_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "WISP_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub admin_token: Option<String>,
 
     /// Format of the host's logs on stderr.
-    #[arg(long, env = "WISP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(
+        long,
+        env = "WISP_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
     pub log_format: LogFormat,
 
     /// Deadline of one invocation for functions that set none (30s, 500ms, 2m).
@@ -103,7 +129,12 @@ pub struct ServeArgs {
 
     /// Invocations running at once, host-wide; past it requests get 503 with
     /// Retry-After.
-    #[arg(long, env = "WISP_MAX_IN_FLIGHT", value_name = "N", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "WISP_MAX_IN_FLIGHT",
+        value_name = "N",
+        default_value_t = 1000
+    )]
     pub max_in_flight: u32,
 
     /// Page cache of the store. Bounds the host's memory on small machines.
@@ -145,7 +176,10 @@ impl fmt::Debug for ServeArgs {
             .field("data_dir", &self.data_dir)
             .field("listen", &self.listen)
             .field("admin_listen", &self.admin_listen)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("log_format", &self.log_format)
             .field("timeout", &self.timeout)
             .field("memory", &self.memory)
@@ -207,7 +241,9 @@ fn parse_preload(s: &str) -> Result<Preload, String> {
             if r.starts_with('/') {
                 Ok(r.to_string())
             } else {
-                Err(format!("`{s}`: route `{r}` does not start with `/`; {SHAPE}"))
+                Err(format!(
+                    "`{s}`: route `{r}` does not start with `/`; {SHAPE}"
+                ))
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -229,7 +265,8 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|runtime| runtime.block_on(client::run(command))),
+            .and_then(|runtime| runtime.block_on(client::run(command)))
+            .map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -317,7 +354,13 @@ mod tests {
 
     #[test]
     fn refuses_bad_preloads() {
-        for bad in ["hello.wasm", "=hello.wasm:/x", "hello=", "hello=:/x", "h=h.wasm:/x,y"] {
+        for bad in [
+            "hello.wasm",
+            "=hello.wasm:/x",
+            "hello=",
+            "hello=:/x",
+            "h=h.wasm:/x,y",
+        ] {
             assert!(parse_preload(bad).is_err(), "{bad:?} should not parse");
         }
     }

@@ -61,8 +61,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for p in &args.deploy {
         let wasm = std::fs::read(&p.file)
             .with_context(|| format!("reading {} for --deploy {}", p.file.display(), p.name))?;
-        let mut opts = DeployOptions::default();
-        opts.routes = p.routes.clone();
+        let opts = DeployOptions {
+            routes: p.routes.clone(),
+            ..Default::default()
+        };
         let already = host
             .function(&p.name)
             .ok()

@@ -81,7 +81,7 @@ pub fn format_bytes(bytes: u64) -> String {
         if bytes < size {
             continue;
         }
-        if bytes % size == 0 {
+        if bytes.is_multiple_of(size) {
             return format!("{} {name}", bytes / size);
         }
         let value = bytes as f64 / size as f64;
@@ -101,9 +101,9 @@ pub fn format_bytes(bytes: u64) -> String {
 pub fn format_ms(ms: u64) -> String {
     match ms {
         0 => "0s".to_string(),
-        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
-        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
-        ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        ms if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        ms if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        ms if ms.is_multiple_of(1_000) => format!("{}s", ms / 1_000),
         ms => format!("{ms}ms"),
     }
 }
@@ -125,7 +125,15 @@ mod tests {
 
     #[test]
     fn refuses_bad_durations() {
-        for bad in ["", "s", "-1s", "1.5s", "10d", "10 sec", "99999999999999999999"] {
+        for bad in [
+            "",
+            "s",
+            "-1s",
+            "1.5s",
+            "10d",
+            "10 sec",
+            "99999999999999999999",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
         }
         assert!(parse_duration(&format!("{}h", u64::MAX / 1000)).is_err());
