@@ -14,7 +14,7 @@ fn assert_nothing_stored(w: &Wisp, name: &str) {
 
 #[test]
 fn bad_uploads_are_refused_and_nothing_is_stored() {
-    let w = Wisp::start_with(Opts::default().arg("--max-upload").arg("1MiB"));
+    let w = Wisp::start_with(Opts::default().arg("--max-upload").arg("4MiB"));
     let a = w.admin();
 
     let msg = assert_error(a.deploy("f", b"hello, not wasm", &[]), 400, "invalid_wasm");
@@ -59,9 +59,9 @@ fn bad_uploads_are_refused_and_nothing_is_stored() {
     assert_nothing_stored(&w, "f");
 
     // Over the upload cap.
-    let big = [b"\0asm\x0d\0\x01\0".as_slice(), &vec![0u8; 1 << 20]].concat();
+    let big = [b"\0asm\x0d\0\x01\0".as_slice(), &vec![0u8; 4 << 20]].concat();
     let msg = assert_error(a.deploy("f", &big, &[]), 413, "payload_too_large");
-    assert!(msg.contains("1048576"), "{msg}");
+    assert!(msg.contains("4194304"), "{msg}");
     assert_nothing_stored(&w, "f");
 
     // Route conflict with another function: 409, and the loser is not stored.
@@ -97,7 +97,7 @@ fn auth_is_required_except_for_health() {
     }
     let r = c
         .post(format!("{}/v1/functions/f", w.admin_url))
-        .body(std::fs::read(guest("hello")).unwrap())
+        .body(b"\0asm\x0d\0\x01\0".to_vec())
         .send()
         .unwrap();
     assert_error(r, 401, "unauthorized");

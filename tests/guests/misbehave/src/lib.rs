@@ -1,0 +1,147 @@
+//! A guest for the host's tests: the last segment of the request path picks
+//! how it (mis)behaves, so it can be deployed under any route (`/m/*`):
+//!
+//! | path | behaviour |
+//! |------|-----------|
+//! | `/ok` | `200 ok` |
+//! | `/loop` | spins forever without calling the host (deadline test) |
+//! | `/alloc?mb=N` | allocates and touches N MiB, then `200 allocated N MiB` |
+//! | `/bomb` | allocates and touches 1 MiB after 1 MiB, forever (memory cap test) |
+//! | `/trap` | executes `unreachable` |
+//! | `/panic` | panics (also a trap) |
+//! | `/sleep?ms=N` | `std::thread::sleep`s N ms (time blocked in the host), then `200 slept` |
+//! | `/noresponse` | returns without ever setting the response |
+//! | `/env` | `200`, a JSON object of its environment variables |
+//! | `/big?mb=N` | `200`, streams N MiB of `x` without holding them in memory |
+//!
+//! Anything else answers `404`.
+//!
+//! `/noresponse` and `/big` need `wasi:http` directly, so this guest
+//! implements the export itself and hands every other path to the SDK.
+//! Build: `cargo build --release --target wasm32-wasip2 --target-dir target/wasm -p misbehave`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use wisp_sdk::__private::wasi::http::types::{Fields, OutgoingBody, OutgoingResponse};
+use wisp_sdk::__private::{self as raw, Guest, IncomingRequest, ResponseOutparam};
+use wisp_sdk::{IntoResponse, Request, Response};
+
+const MIB: usize = 1 << 20;
+const PAGE: usize = 64 * 1024;
+
+struct Misbehave;
+
+impl Guest for Misbehave {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let uri = request.path_with_query().unwrap_or_default();
+        let (path, query) = uri.split_once('?').unwrap_or((&uri, ""));
+        match last_segment(path) {
+            // Dropping the outparam unset is what a guest that forgets to
+            // answer looks like to the host.
+            "noresponse" => drop((request, out)),
+            "big" => {
+                drop(request);
+                big(out, param(query, "mb").unwrap_or(1));
+            }
+            _ => raw::serve(request, out, handle),
+        }
+    }
+}
+
+raw::export!(Misbehave with_types_in wisp_sdk::__private);
+
+fn handle(req: Request) -> Response {
+    match last_segment(req.path()) {
+        "ok" => Response::text("ok"),
+        "loop" => spin(),
+        "alloc" => match param(req.query(), "mb") {
+            Some(mb) => {
+                black_box(allocate(mb * MIB));
+                Response::text(format!("allocated {mb} MiB"))
+            }
+            None => (400, "usage: /alloc?mb=N").into_response(),
+        },
+        "bomb" => bomb(),
+        "trap" => trap(),
+        "panic" => panic!("misbehave: panicking as asked"),
+        "sleep" => {
+            let ms = param(req.query(), "ms").unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(ms as u64));
+            Response::text("slept")
+        }
+        "env" => {
+            let vars: serde_json::Map<String, serde_json::Value> =
+                std::env::vars().map(|(k, v)| (k, v.into())).collect();
+            Response::ok(serde_json::Value::Object(vars).to_string())
+                .with_header("content-type", "application/json")
+        }
+        _ => Response::not_found(),
+    }
+}
+
+fn last_segment(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or("")
+}
+
+fn param(query: &str, name: &str) -> Option<usize> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// A loop the optimiser cannot remove: `black_box` hides the counter.
+fn spin() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+/// `bytes` of heap, every wasm page written so that it is really committed.
+fn allocate(bytes: usize) -> Vec<u8> {
+    let mut v = vec![0u8; bytes];
+    for i in (0..bytes).step_by(PAGE) {
+        v[i] = 1;
+    }
+    black_box(v)
+}
+
+/// Grows until the host's memory cap stops it (the allocation failure aborts).
+fn bomb() -> ! {
+    let mut hoard = Vec::new();
+    loop {
+        hoard.push(allocate(MIB));
+        black_box(&hoard);
+    }
+}
+
+fn trap() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    std::process::abort();
+}
+
+/// Streams `mb` MiB of `x` in 64 KiB writes, never holding more than one.
+fn big(out: ResponseOutparam, mb: usize) {
+    let headers = Fields::new();
+    headers
+        .append("content-type", b"application/octet-stream")
+        .expect("a valid header");
+    let response = OutgoingResponse::new(headers);
+    let body = response.body().expect("the body is taken once");
+    ResponseOutparam::set(out, Ok(response));
+    let stream = body.write().expect("the stream is taken once");
+    let chunk = [b'x'; 64 * 1024];
+    for _ in 0..mb * (MIB / chunk.len()) {
+        if raw::write_all(&stream, &chunk).is_err() {
+            // The client went away; dropping the body unfinished tells the host.
+            return;
+        }
+    }
+    drop(stream);
+    let _ = OutgoingBody::finish(body, None);
+}
