@@ -20,3 +20,12 @@ build_guests() {
     for g in "$@"; do args+=(-p "$g"); done
     cargo build --release --target wasm32-wasip2 --target-dir "$GUEST_TARGET_DIR" "${args[@]}"
 }
+
+# componentize-py builds the Python component of the e2e tests (a guest from
+# another language's toolchain). From PyPI; pinned for reproducible builds.
+ensure_componentize_py() {
+    if ! command -v componentize-py >/dev/null 2>&1; then
+        echo "==> installing componentize-py (PyPI)"
+        python3 -m pip install --quiet "componentize-py==0.25.1"
+    fi
+}

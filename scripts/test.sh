@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/common.sh
 
 ensure_wasm_targets
+ensure_componentize_py
 echo "==> building the guests (wasm32-wasip2)"
 build_guests "${GUESTS[@]}"
 echo "==> cargo test"

@@ -313,3 +313,38 @@ pub fn assert_error(resp: reqwest::blocking::Response, status: u16, code: &str) 
     assert!(!msg.is_empty());
     msg
 }
+
+/// The Python component (tests/guests/python-hello), built with
+/// componentize-py (installed by scripts/test.sh) when missing or stale.
+pub fn python_guest() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let src = root().join("tests/guests/python-hello");
+            let out_dir = root().join("target/wasm/python");
+            std::fs::create_dir_all(&out_dir).unwrap();
+            let out = out_dir.join("python-hello.wasm");
+            let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            if modified(&out).is_some() && modified(&out) >= modified(&src.join("app.py")) {
+                return out;
+            }
+            let work = tempfile::tempdir().unwrap();
+            std::fs::copy(src.join("app.py"), work.path().join("app.py")).unwrap();
+            let status = Command::new("componentize-py")
+                .current_dir(work.path())
+                .arg("-d")
+                .arg(root().join("sdk/wit"))
+                .args(["-w", "wasi:http/proxy@0.2.12", "componentize", "app", "-o"])
+                .arg(&out)
+                .status()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "componentize-py is needed for the Python component test ({e}): \
+                         `pip install componentize-py` (scripts/test.sh does it)"
+                    )
+                });
+            assert!(status.success(), "componentize-py failed");
+            out
+        })
+        .clone()
+}

@@ -103,3 +103,19 @@ fn two_hundred_concurrent_requests_all_succeed() {
         assert_eq!(body, &format!("hello from wisp at /hello/{i}"));
     }
 }
+
+/// A component from another language's toolchain (Python, 17+ MiB,
+/// importing more of WASI 0.2 than the proxy world) deploys within one
+/// admin request and serves, with its configured environment and nothing
+/// else.
+#[test]
+fn python_component_runs_unchanged() {
+    let w = Wisp::start();
+    let wasm = std::fs::read(python_guest()).unwrap();
+    assert!(wasm.len() > 10 << 20, "expected a large component");
+    let r = w.admin().deploy("py", &wasm, &[("route", "/py/*"), ("env", "GREETING=hi")]);
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let r = w.get("/py/x?y=1");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "hi from python at /py/x?y=1");
+}
