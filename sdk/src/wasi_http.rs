@@ -1,0 +1,189 @@
+//! The glue between `wasi:http` resources and [`Request`] / [`Response`].
+//!
+//! Resource order matters in WASI 0.2: a child resource (a body's stream, a
+//! request's headers) must be dropped before its parent is finished or
+//! dropped, or the host traps. Each function below drops children explicitly
+//! for that reason.
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use crate::bindings::wasi::http::types::{
+    self as wasi, ErrorCode, Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse,
+    ResponseOutparam,
+};
+use crate::bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
+use crate::{IntoResponse, Request, Response};
+
+/// How much to ask for per read of the request body. The host hands out what
+/// it has (usually less); larger reads only mean fewer calls.
+const READ_SIZE: u64 = 64 * 1024;
+
+/// Upper bound on the capacity reserved up front from a `content-length`, so
+/// a lying header cannot make the guest reserve memory it never fills.
+const MAX_PREALLOCATE: usize = 16 * 1024 * 1024;
+
+/// Reads the request, runs `handler` and sends its response.
+///
+/// If the request body cannot be read (the client went away, or the host cut
+/// the body off at the function's size limit), the handler is not called and
+/// the host's error code is passed back to it through the outparam, so the
+/// host answers with the matching error (e.g. `413`) rather than the guest
+/// inventing one.
+pub fn serve<F, R>(request: IncomingRequest, out: ResponseOutparam, handler: F)
+where
+    F: FnOnce(Request) -> R,
+    R: IntoResponse,
+{
+    let request = match read_request(request) {
+        Ok(request) => request,
+        Err(code) => return ResponseOutparam::set(out, Err(code)),
+    };
+    send(handler(request).into_response(), out);
+}
+
+fn read_request(request: IncomingRequest) -> Result<Request, ErrorCode> {
+    let method = method(request.method())?;
+    let uri = request.path_with_query().unwrap_or_default();
+    // `headers()` returns a child resource; the temporary is dropped at the
+    // end of this statement, before the body is consumed.
+    let headers = header_map(request.headers().entries());
+    let body = request
+        .consume()
+        .map_err(|()| internal("the request body was already consumed"))?;
+    let capacity = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .map_or(0, |len| len.min(MAX_PREALLOCATE));
+    let body = read_body(body, capacity)?;
+    Ok(Request::from_parts(method, uri, headers, body))
+}
+
+fn method(method: wasi::Method) -> Result<Method, ErrorCode> {
+    Ok(match method {
+        wasi::Method::Get => Method::GET,
+        wasi::Method::Head => Method::HEAD,
+        wasi::Method::Post => Method::POST,
+        wasi::Method::Put => Method::PUT,
+        wasi::Method::Delete => Method::DELETE,
+        wasi::Method::Connect => Method::CONNECT,
+        wasi::Method::Options => Method::OPTIONS,
+        wasi::Method::Trace => Method::TRACE,
+        wasi::Method::Patch => Method::PATCH,
+        wasi::Method::Other(other) => {
+            Method::from_bytes(other.as_bytes()).map_err(|_| ErrorCode::HttpRequestMethodInvalid)?
+        }
+    })
+}
+
+/// The host has already validated every name and value (it built them from an
+/// `http::HeaderMap`), so nothing is expected to be skipped here.
+fn header_map(entries: Vec<(String, Vec<u8>)>) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(entries.len());
+    for (name, value) in entries {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
+fn read_body(body: IncomingBody, capacity: usize) -> Result<Vec<u8>, ErrorCode> {
+    let stream = body
+        .stream()
+        .map_err(|()| internal("the request body stream was already taken"))?;
+    let bytes = read_to_end(&stream, capacity);
+    drop(stream);
+    // Trailers are not exposed; finishing the body is still required to
+    // release it in order.
+    drop(IncomingBody::finish(body));
+    bytes
+}
+
+fn read_to_end(stream: &InputStream, capacity: usize) -> Result<Vec<u8>, ErrorCode> {
+    let mut bytes = Vec::with_capacity(capacity);
+    loop {
+        match stream.blocking_read(READ_SIZE) {
+            Ok(chunk) if bytes.is_empty() && bytes.capacity() < chunk.len() => bytes = chunk,
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => return Ok(bytes),
+            Err(StreamError::LastOperationFailed(error)) => {
+                return Err(wasi::http_error_code(&error).unwrap_or_else(|| {
+                    internal(&format!(
+                        "reading the request body: {}",
+                        error.to_debug_string()
+                    ))
+                }));
+            }
+        }
+    }
+}
+
+/// Sends `response`: headers and status through the outparam first (so the
+/// host can start answering), then the body.
+fn send(response: Response, out: ResponseOutparam) {
+    let (status, headers, body) = response.into_parts();
+    let fields = Fields::new();
+    for (name, value) in &headers {
+        // The host refuses hop-by-hop headers (`connection`, ...) it manages
+        // itself; dropping them is what an HTTP proxy would do too.
+        if let Err(e) = fields.append(name.as_str(), value.as_bytes()) {
+            eprintln!("wisp-sdk: response header {name} dropped: {e:?}");
+        }
+    }
+    // A known length lets the host answer without chunked encoding. Statuses
+    // that never have a body must not carry one (RFC 9110, 8.6).
+    let bodiless = matches!(status, 100..=199 | 204 | 304);
+    if !bodiless && !headers.contains_key(http::header::CONTENT_LENGTH) {
+        let _ = fields.append("content-length", body.len().to_string().as_bytes());
+    }
+    let response = OutgoingResponse::new(fields);
+    if response.set_status_code(status).is_err() {
+        let message = format!("the function answered an invalid status code {status}");
+        return ResponseOutparam::set(out, Err(internal(&message)));
+    }
+    let Ok(outgoing) = response.body() else {
+        return ResponseOutparam::set(out, Err(internal("the response body was already taken")));
+    };
+    ResponseOutparam::set(out, Ok(response));
+    let Ok(stream) = outgoing.write() else {
+        return;
+    };
+    let written = write_all(&stream, &body);
+    drop(stream);
+    match written {
+        Ok(()) => {
+            if let Err(e) = OutgoingBody::finish(outgoing, None) {
+                eprintln!("wisp-sdk: finishing the response body failed: {e:?}");
+            }
+        }
+        // The client is gone (or the host gave up on it). Dropping the body
+        // without `finish` tells the host the response is incomplete.
+        Err(e) => eprintln!("wisp-sdk: writing the response body failed: {e:?}"),
+    }
+}
+
+/// Writes all of `bytes` to `stream` and flushes it.
+///
+/// Each write is at most what `check-write` permits (the host's buffer
+/// budget), waiting on the stream's pollable whenever that budget is spent,
+/// so a large body streams without the host buffering it whole.
+pub fn write_all(stream: &OutputStream, mut bytes: &[u8]) -> Result<(), StreamError> {
+    while !bytes.is_empty() {
+        let permitted = stream.check_write()?;
+        if permitted == 0 {
+            stream.subscribe().block();
+            continue;
+        }
+        let n = usize::try_from(permitted)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let (now, rest) = bytes.split_at(n);
+        stream.write(now)?;
+        bytes = rest;
+    }
+    stream.blocking_flush()
+}
+
+fn internal(message: &str) -> ErrorCode {
+    ErrorCode::InternalError(Some(message.to_string()))
+}
