@@ -1,10 +1,59 @@
 //! Write Wisp functions in Rust.
 //!
 //! A Wisp HTTP function is a WASI 0.2 component that exports
-//! `wasi:http/incoming-handler` (the `wasi:http/proxy` world, spelled
-//! `wisp:function/http-function` in this crate's `wit/`). This crate hides the
-//! WASI plumbing: put [`#[handler]`](handler) on a function that takes a
-//! [`Request`] and returns anything that implements [`IntoResponse`]:
+//! `wasi:http/incoming-handler` (the `wasi:http/proxy` world). This crate
+//! hides the WASI plumbing and gives handlers typed access to Wisp's host
+//! capabilities: key-value storage ([`kv`]), configuration and secrets
+//! ([`config`]), logging ([`log`]) and outbound HTTP ([`http`]).
+//!
+//! # A router
+//!
+//! Put [`#[handler]`](handler) on a function of no arguments that returns a
+//! [`Router`]. Handlers take [extractors](FromRequest) as arguments and
+//! return anything that implements [`IntoResponse`]; a failed extraction
+//! answers `400` with a JSON error before the handler runs.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use wisp_sdk::{kv, Error, Json, Path, Router, StatusCode};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Note { text: String }
+//!
+//! #[wisp_sdk::handler]
+//! fn app() -> Router {
+//!     Router::new()
+//!         .post("/notes", create)
+//!         .get("/notes/:id", show)
+//! }
+//!
+//! fn create(Json(note): Json<Note>) -> Result<(StatusCode, Json<u64>), Error> {
+//!     let id = kv::increment("next-id", 1)? as u64;
+//!     kv::set_json(&format!("note:{id}"), &note)?;
+//!     Ok((StatusCode::CREATED, Json(id)))
+//! }
+//!
+//! fn show(Path(id): Path<u64>) -> Result<Json<Note>, Error> {
+//!     kv::get_json(&format!("note:{id}"))?
+//!         .map(Json)
+//!         .ok_or_else(|| Error::not_found(format!("no note {id}")))
+//! }
+//!
+//! // Handlers and routers are ordinary Rust, tested natively (key-value is
+//! // simulated in memory outside a Wisp host):
+//! use wisp_sdk::{Method, Request};
+//! let created = app().handle(Request::new(Method::POST, "/notes").with_body(r#"{"text":"hi"}"#));
+//! assert_eq!((created.status(), created.body()), (201, &b"1"[..]));
+//! let shown = app().handle(Request::new(Method::GET, "/notes/1"));
+//! assert_eq!(shown.body(), br#"{"text":"hi"}"#);
+//! assert_eq!(app().handle(Request::new(Method::GET, "/notes/2")).status(), 404);
+//! assert_eq!(app().handle(Request::new(Method::POST, "/notes").with_body("{")).status(), 400);
+//! ```
+//!
+//! # A single handler
+//!
+//! `#[handler]` also takes one handler function, for a function with one
+//! endpoint (deployed under any route):
 //!
 //! ```
 //! use wisp_sdk::{IntoResponse, Request, Response};
@@ -20,14 +69,15 @@
 //!     }
 //! }
 //!
-//! // The handler stays an ordinary function, so it is tested natively:
 //! let resp = greet(Request::new(wisp_sdk::Method::GET, "/greet?wisp")).into_response();
 //! assert_eq!(resp.status(), 200);
 //! assert_eq!(resp.body(), b"hello, wisp");
 //! ```
 //!
+//! # Building and deploying
+//!
 //! The crate is a `cdylib` built for `wasm32-wasip2`, which makes it a
-//! component:
+//! component (`wisp new NAME` writes such a crate):
 //!
 //! ```toml
 //! [lib]
@@ -38,20 +88,28 @@
 //! ```
 //!
 //! ```text
+//! wisp deploy greet --from . --route /greet
+//! # or, by hand:
 //! cargo build --release --target wasm32-wasip2
 //! wisp deploy greet target/wasm32-wasip2/release/greet.wasm --route /greet
 //! ```
 //!
 //! The request body is read completely before the handler runs, and the
 //! response body is written after it returns; each invocation runs in a fresh
-//! instance, so there is no state to share between requests.
+//! instance, so state that must outlive a request goes in [`kv`].
+//!
+//! A component imports only the capabilities it calls: one that uses none of
+//! [`kv`], [`config`] and [`log`] is a plain `wasi:http/proxy` component that
+//! runs on any wasi:http host (`wasmtime serve`, Spin, ...).
 //!
 //! # Errors and panics
 //!
-//! Return `Result<T, E>` where both sides implement [`IntoResponse`] to answer
-//! errors with a response of your choosing. A panic traps the instance (its
-//! message goes to the function's stderr) and the host answers `500` with
-//! code `trap`.
+//! Return `Result<T, E>` where both sides implement [`IntoResponse`];
+//! [`Error`] is the ready-made `E`: a status and a message sent as Wisp's
+//! JSON error body, and the target of `?` for the capabilities' errors.
+//! Errors are responses, never traps. A panic, though, traps the instance
+//! (its message goes to the function's stderr) and the host answers `500`
+//! with code `trap`.
 //!
 //! # Async handlers
 //!
@@ -59,6 +117,13 @@
 //! asynchronous I/O yet (every WASI call made through std or this crate
 //! blocks), so this is a convenience for code written against `async` APIs,
 //! not a source of concurrency.
+//!
+//! # Testing natively
+//!
+//! Compiled for the machine it runs on (`cargo test`), the SDK simulates
+//! [`kv`] and [`config`] in memory, per thread, and prints [`log`] lines on
+//! stderr; [`testing`] sets configuration and resets state. Outbound
+//! [`http`] is not simulated.
 
 #![deny(missing_docs)]
 
@@ -69,7 +134,11 @@
 mod bindings {
     wit_bindgen::generate!({
         path: "wit",
-        world: "http-function",
+        // The proxy world plus Wisp's capabilities. A guest that calls none
+        // of them still makes a plain proxy component: the component is
+        // built from the core module's actual imports, so unused ones are
+        // dropped.
+        world: "function",
         // The export macro must be reachable from the function's crate.
         pub_export_macro: true,
         // Generate the WASI interfaces here rather than mapping them to
@@ -82,22 +151,69 @@ mod bindings {
     });
 }
 
+pub mod config;
+mod de;
+mod error;
 mod executor;
+mod extract;
+mod handlers;
+pub mod http;
+pub mod kv;
+pub mod log;
+#[cfg(not(target_arch = "wasm32"))]
+mod native;
 mod request;
 mod response;
+mod router;
 mod wasi_http;
 
+pub use ::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+pub use error::Error;
 pub use executor::block_on;
-pub use http::{self, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+pub use extract::{FromRequest, FromRequestParts, Json, Path, Query};
+pub use handlers::{Handler, marker};
 pub use request::Request;
 pub use response::{IntoResponse, IntoStatus, Response, ResponseBuilder};
+pub use router::{Params, Router};
+
+/// Helpers for native tests of handlers (`cargo test`): the in-memory
+/// stand-ins of the capabilities. Only compiled outside WebAssembly.
+///
+/// ```
+/// use wisp_sdk::{config, kv, testing};
+///
+/// testing::reset();
+/// testing::set_config("greeting", "hi");
+/// assert_eq!(config::get("greeting").as_deref(), Some("hi"));
+/// kv::set("k", "v").unwrap();
+/// testing::reset();
+/// assert_eq!(kv::get("k").unwrap(), None);
+/// ```
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing {
+    /// Empties this thread's simulated key-value store and configuration.
+    pub fn reset() {
+        crate::native::reset();
+    }
+
+    /// Sets setting (or secret) `key` of this thread's simulated
+    /// configuration.
+    pub fn set_config(key: &str, value: &str) {
+        crate::native::set_config(key, value);
+    }
+}
 
 /// Marks the function that handles every HTTP request sent to this component.
 ///
-/// The function takes one [`Request`] and returns a type that implements
-/// [`IntoResponse`]; it may be `async` (see [`block_on`]). A crate has at most
-/// one handler. The function itself is left as written, so it can be called
-/// directly in native tests.
+/// The function is either
+/// - a [`Handler`]: arguments that are [extractors](FromRequest) (a
+///   [`Request`], a [`Json`] body, a [`Query`], ...) and a result that
+///   implements [`IntoResponse`]; it may be `async` (see [`block_on`]);
+/// - or a function of no arguments that returns a [`Router`] (it is called
+///   once per request: each request runs in a fresh instance anyway).
+///
+/// A crate has at most one handler. The function itself is left as written,
+/// so it can be called directly in native tests.
 ///
 /// The expansion refers to this crate as `::wisp_sdk`, so the dependency must
 /// keep that name.
@@ -130,4 +246,10 @@ pub mod __private {
     pub use crate::bindings::wasi;
     pub use crate::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
     pub use crate::wasi_http::{serve, write_all};
+
+    /// Calls a [`Handler`](crate::Handler); the `#[handler]` expansion uses
+    /// it so that the handler's type parameter is inferred.
+    pub fn call<H: crate::Handler<T>, T>(handler: &H, request: crate::Request) -> crate::Response {
+        handler.handle(request)
+    }
 }

@@ -4,6 +4,8 @@ use std::borrow::Cow;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
+use crate::router::Params;
+
 /// An HTTP request, with its body already read in full.
 ///
 /// The SDK builds one for each invocation; [`Request::new`] and the `with_*`
@@ -15,6 +17,9 @@ pub struct Request {
     uri: String,
     headers: HeaderMap,
     body: Vec<u8>,
+    /// The parameters of the [`Router`](crate::Router) route that matched;
+    /// empty outside a router.
+    params: Params,
 }
 
 impl Request {
@@ -30,6 +35,7 @@ impl Request {
             uri,
             headers: HeaderMap::new(),
             body: Vec::new(),
+            params: Params::default(),
         }
     }
 
@@ -126,6 +132,32 @@ impl Request {
     /// The body as text; invalid UTF-8 is replaced by `U+FFFD`.
     pub fn text(&self) -> Cow<'_, str> {
         String::from_utf8_lossy(&self.body)
+    }
+
+    /// The path parameters of the [`Router`](crate::Router) route that
+    /// matched (`:id`, `*rest`), percent-decoded; empty outside a router.
+    /// The [`Path`](crate::Path) extractor is the typed way to read them.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The path parameter `name`, percent-decoded, if the route has it.
+    ///
+    /// ```
+    /// use wisp_sdk::{Method, Request, Router};
+    ///
+    /// let app = Router::new().get("/users/:id", |req: Request| {
+    ///     format!("user {}", req.param("id").unwrap_or_default())
+    /// });
+    /// let resp = app.handle(Request::new(Method::GET, "/users/a%20b"));
+    /// assert_eq!(resp.body(), b"user a b");
+    /// ```
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name)
+    }
+
+    pub(crate) fn set_params(&mut self, params: Params) {
+        self.params = params;
     }
 }
 

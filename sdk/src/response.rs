@@ -214,8 +214,19 @@ impl IntoStatus for StatusCode {
 /// | [`Response`] | itself |
 /// | `String`, `&'static str` | `200`, `text/plain; charset=utf-8` |
 /// | `Vec<u8>` | `200`, `application/octet-stream` |
+/// | [`Json<T>`](crate::Json) | `200`, `application/json` (`500` if `T` fails to serialize) |
+/// | [`StatusCode`] | that status, empty body |
+/// | `()` | `204 No Content` |
+/// | [`Error`](crate::Error) | its status, Wisp's JSON error body |
 /// | `(u16, T)`, `(StatusCode, T)` | `T`'s response with that status |
 /// | `Result<T, E>` | `T`'s or `E`'s response |
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be turned into a response",
+    label = "not a response",
+    note = "a handler returns a type that implements `wisp_sdk::IntoResponse`: \
+            `Response`, `String`, `&'static str`, `Vec<u8>`, `Json<T>`, `StatusCode`, `()`, \
+            `wisp_sdk::Error`, `(StatusCode, T)` or `Result<T, E>` of those"
+)]
 pub trait IntoResponse {
     /// Converts `self` into a response.
     fn into_response(self) -> Response;
@@ -242,6 +253,18 @@ impl IntoResponse for &'static str {
 impl IntoResponse for Vec<u8> {
     fn into_response(self) -> Response {
         Response::ok(self).default_content_type(OCTET_STREAM)
+    }
+}
+
+impl IntoResponse for StatusCode {
+    fn into_response(self) -> Response {
+        Response::new(self)
+    }
+}
+
+impl IntoResponse for () {
+    fn into_response(self) -> Response {
+        Response::new(StatusCode::NO_CONTENT)
     }
 }
 
@@ -288,6 +311,10 @@ mod tests {
         assert_eq!(r.into_response().status(), 400);
         let r: Result<&'static str, (u16, String)> = Ok("good");
         assert_eq!(r.into_response().body(), b"good");
+        let r = StatusCode::ACCEPTED.into_response();
+        assert_eq!((r.status(), r.body()), (202, &b""[..]));
+        assert_eq!(().into_response().status(), 204);
+        assert_eq!((StatusCode::OK, ()).into_response().status(), 200);
     }
 
     #[test]

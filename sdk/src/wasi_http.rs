@@ -77,7 +77,7 @@ fn method(method: wasi::Method) -> Result<Method, ErrorCode> {
 
 /// The host has already validated every name and value (it built them from an
 /// `http::HeaderMap`), so nothing is expected to be skipped here.
-fn header_map(entries: Vec<(String, Vec<u8>)>) -> HeaderMap {
+pub(crate) fn header_map(entries: Vec<(String, Vec<u8>)>) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(entries.len());
     for (name, value) in entries {
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
@@ -186,4 +186,75 @@ pub fn write_all(stream: &OutputStream, mut bytes: &[u8]) -> Result<(), StreamEr
 
 fn internal(message: &str) -> ErrorCode {
     ErrorCode::InternalError(Some(message.to_string()))
+}
+
+/// The WIT name of a `wasi:http` error code (`HTTP-request-denied`), and
+/// its payload as text if it has one.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+pub(crate) fn error_code_name(code: &ErrorCode) -> (&'static str, Option<String>) {
+    fn some<T: std::fmt::Display>(v: &Option<T>) -> Option<String> {
+        v.as_ref().map(ToString::to_string)
+    }
+    fn field(p: &Option<wasi::FieldSizePayload>) -> Option<String> {
+        p.as_ref().map(|p| {
+            format!(
+                "field {}, size {}",
+                p.field_name.as_deref().unwrap_or("?"),
+                some(&p.field_size).unwrap_or_else(|| "?".into())
+            )
+        })
+    }
+    match code {
+        ErrorCode::DnsTimeout => ("DNS-timeout", None),
+        ErrorCode::DnsError(p) => ("DNS-error", p.rcode.clone().or_else(|| some(&p.info_code))),
+        ErrorCode::DestinationNotFound => ("destination-not-found", None),
+        ErrorCode::DestinationUnavailable => ("destination-unavailable", None),
+        ErrorCode::DestinationIpProhibited => ("destination-IP-prohibited", None),
+        ErrorCode::DestinationIpUnroutable => ("destination-IP-unroutable", None),
+        ErrorCode::ConnectionRefused => ("connection-refused", None),
+        ErrorCode::ConnectionTerminated => ("connection-terminated", None),
+        ErrorCode::ConnectionTimeout => ("connection-timeout", None),
+        ErrorCode::ConnectionReadTimeout => ("connection-read-timeout", None),
+        ErrorCode::ConnectionWriteTimeout => ("connection-write-timeout", None),
+        ErrorCode::ConnectionLimitReached => ("connection-limit-reached", None),
+        ErrorCode::TlsProtocolError => ("TLS-protocol-error", None),
+        ErrorCode::TlsCertificateError => ("TLS-certificate-error", None),
+        ErrorCode::TlsAlertReceived(p) => ("TLS-alert-received", p.alert_message.clone()),
+        ErrorCode::HttpRequestDenied => ("HTTP-request-denied", None),
+        ErrorCode::HttpRequestLengthRequired => ("HTTP-request-length-required", None),
+        ErrorCode::HttpRequestBodySize(n) => ("HTTP-request-body-size", some(n)),
+        ErrorCode::HttpRequestMethodInvalid => ("HTTP-request-method-invalid", None),
+        ErrorCode::HttpRequestUriInvalid => ("HTTP-request-URI-invalid", None),
+        ErrorCode::HttpRequestUriTooLong => ("HTTP-request-URI-too-long", None),
+        ErrorCode::HttpRequestHeaderSectionSize(n) => ("HTTP-request-header-section-size", some(n)),
+        ErrorCode::HttpRequestHeaderSize(p) => ("HTTP-request-header-size", field(p)),
+        ErrorCode::HttpRequestTrailerSectionSize(n) => {
+            ("HTTP-request-trailer-section-size", some(n))
+        }
+        ErrorCode::HttpRequestTrailerSize(p) => {
+            ("HTTP-request-trailer-size", field(&Some(p.clone())))
+        }
+        ErrorCode::HttpResponseIncomplete => ("HTTP-response-incomplete", None),
+        ErrorCode::HttpResponseHeaderSectionSize(n) => {
+            ("HTTP-response-header-section-size", some(n))
+        }
+        ErrorCode::HttpResponseHeaderSize(p) => {
+            ("HTTP-response-header-size", field(&Some(p.clone())))
+        }
+        ErrorCode::HttpResponseBodySize(n) => ("HTTP-response-body-size", some(n)),
+        ErrorCode::HttpResponseTrailerSectionSize(n) => {
+            ("HTTP-response-trailer-section-size", some(n))
+        }
+        ErrorCode::HttpResponseTrailerSize(p) => {
+            ("HTTP-response-trailer-size", field(&Some(p.clone())))
+        }
+        ErrorCode::HttpResponseTransferCoding(s) => ("HTTP-response-transfer-coding", s.clone()),
+        ErrorCode::HttpResponseContentCoding(s) => ("HTTP-response-content-coding", s.clone()),
+        ErrorCode::HttpResponseTimeout => ("HTTP-response-timeout", None),
+        ErrorCode::HttpUpgradeFailed => ("HTTP-upgrade-failed", None),
+        ErrorCode::HttpProtocolError => ("HTTP-protocol-error", None),
+        ErrorCode::LoopDetected => ("loop-detected", None),
+        ErrorCode::ConfigurationError => ("configuration-error", None),
+        ErrorCode::InternalError(s) => ("internal-error", s.clone()),
+    }
 }

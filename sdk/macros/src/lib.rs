@@ -7,9 +7,12 @@ use quote::quote;
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, ReturnType};
 
-/// Turns `fn name(req: wisp_sdk::Request) -> impl IntoResponse` (or an
-/// `async fn` of that shape) into the component's `wasi:http/incoming-handler`
-/// export. See `wisp_sdk::handler`.
+/// Turns a handler function (`fn name(req: wisp_sdk::Request) -> impl
+/// IntoResponse`, any function of extractors, `async` or not) or a router
+/// factory (`fn app() -> wisp_sdk::Router`) into the component's
+/// `wasi:http/incoming-handler` export. Which of them it is is left to the
+/// `wisp_sdk::Handler` trait, so the macro only checks the function's shape.
+/// See `wisp_sdk::handler`.
 #[proc_macro_attribute]
 pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     let attr = proc_macro2::TokenStream::from(attr);
@@ -32,11 +35,6 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
 fn expand(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     check_signature(function)?;
     let name = &function.sig.ident;
-    let call = if function.sig.asyncness.is_some() {
-        quote!(|request| ::wisp_sdk::block_on(#name(request)))
-    } else {
-        quote!(#name)
-    };
     Ok(quote! {
         #function
 
@@ -51,7 +49,9 @@ fn expand(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
                     request: ::wisp_sdk::__private::IncomingRequest,
                     response_out: ::wisp_sdk::__private::ResponseOutparam,
                 ) {
-                    ::wisp_sdk::__private::serve(request, response_out, #call);
+                    ::wisp_sdk::__private::serve(request, response_out, |request| {
+                        ::wisp_sdk::__private::call(&#name, request)
+                    });
                 }
             }
 
@@ -62,7 +62,8 @@ fn expand(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
 
 fn check_signature(function: &ItemFn) -> syn::Result<()> {
     let sig = &function.sig;
-    let shape = "expected `fn name(req: wisp_sdk::Request) -> impl IntoResponse` (or `async fn`)";
+    let shape = "expected a free function: `fn name(req: wisp_sdk::Request) -> impl IntoResponse`, \
+                 a function of extractors, or `fn app() -> wisp_sdk::Router`";
     if let Some(constness) = &sig.constness {
         return Err(syn::Error::new(
             constness.span(),
@@ -90,12 +91,7 @@ fn check_signature(function: &ItemFn) -> syn::Result<()> {
     if let Some(variadic) = &sig.variadic {
         return Err(syn::Error::new(variadic.span(), shape));
     }
-    match sig.inputs.len() {
-        1 => {}
-        0 => return Err(syn::Error::new(sig.paren_token.span.join(), shape)),
-        _ => return Err(syn::Error::new(sig.inputs.span(), shape)),
-    }
-    if let Some(FnArg::Receiver(receiver)) = sig.inputs.first() {
+    if let Some(receiver) = sig.inputs.iter().find(|a| matches!(a, FnArg::Receiver(_))) {
         return Err(syn::Error::new(receiver.span(), shape));
     }
     if let ReturnType::Default = sig.output {
