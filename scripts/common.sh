@@ -13,7 +13,7 @@ ensure_wasm_targets() {
 # Guests are built for wasm32-wasip2 in their own target directory under
 # target/, so a guest build never waits on (or invalidates) the host build.
 GUEST_TARGET_DIR="target/wasm"
-GUESTS=(hello echo misbehave command bad-import)
+GUESTS=(hello echo misbehave command bad-import todo-api counter config proxy caps)
 
 build_guests() {
     local args=()
