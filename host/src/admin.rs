@@ -1,11 +1,11 @@
 //! The control plane: the admin REST API under `/v1`, its OpenAPI document,
 //! health and metrics. Every route but health needs the bearer token.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -13,14 +13,16 @@ use utoipa::OpenApi;
 
 use crate::Host;
 use crate::api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
+use crate::capabilities::logs::{LogEntry, LogLevel, LogPage, LogQuery, LogStream};
 use crate::config::Limits;
 use crate::error::{ApiError, DeployError, ErrorBody};
+use crate::{ConfigEntry, ConfigError, ConfigList, KeyList, KvError, SetConfig};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Wisp admin API", description = "Deploy, version, roll back, delete and invoke WebAssembly functions."),
-    paths(health, list_functions, deploy, get_function, delete_function, versions, rollback, invoke, metrics_text, openapi_json),
-    components(schemas(FunctionInfo, FunctionSummary, VersionInfo, Limits, ErrorBody, crate::error::ErrorDetail, RollbackRequest, Health, Deleted)),
+    paths(health, list_functions, deploy, get_function, delete_function, versions, function_logs, rollback, invoke, metrics_text, openapi_json, kv_list, kv_get, kv_put, kv_delete, config_list, config_set, config_unset),
+    components(schemas(LogPage, LogEntry, LogStream, LogLevel, FunctionInfo, FunctionSummary, VersionInfo, Limits, ErrorBody, crate::error::ErrorDetail, RollbackRequest, Health, Deleted, KeyList, KvStored, ConfigList, ConfigEntry, SetConfig)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -73,8 +75,16 @@ pub fn router(host: Host) -> Router {
             post(deploy).get(get_function).delete(delete_function),
         )
         .route("/v1/functions/{name}/versions", get(versions))
+        .route("/v1/functions/{name}/logs", get(function_logs))
         .route("/v1/functions/{name}/rollback", post(rollback))
         .route("/v1/functions/{name}/invoke", any(invoke))
+        .route("/v1/functions/{name}/kv", get(kv_list))
+        .route(
+            "/v1/functions/{name}/kv/{*key}",
+            get(kv_get).put(kv_put).delete(kv_delete),
+        )
+        .route("/v1/functions/{name}/config", get(config_list).put(config_set))
+        .route("/v1/functions/{name}/config/{key}", delete(config_unset))
         .route("/v1/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(host.clone(), require_token));
@@ -153,6 +163,11 @@ async fn list_functions(State(host): State<Host>) -> Result<Json<Vec<FunctionSum
         ("timeout_ms" = Option<u64>, Query, description = "Timeout override"),
         ("memory_bytes" = Option<u64>, Query, description = "Memory cap override"),
         ("max_body_bytes" = Option<u64>, Query, description = "Request body cap override"),
+        ("config_env" = Option<bool>, Query, description = "Pass the function's plain settings (not secrets) as environment variables; default: inherited, else false"),
+        ("kv_max_key_bytes" = Option<u64>, Query, description = "Key-value key size override"),
+        ("kv_max_value_bytes" = Option<u64>, Query, description = "Key-value value size override"),
+        ("kv_max_total_bytes" = Option<u64>, Query, description = "Key-value total (keys and values) override"),
+        ("allow_outbound" = Option<Vec<String>>, Query, description = "Outbound HTTP allow-list entry, repeatable: `https://api.example.com`, `*.example.com`, `host:port`, `host:*`"),
     ),
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
     responses(
@@ -213,6 +228,23 @@ async fn delete_function(State(host): State<Host>, Path(name): Path<String>) -> 
     Ok(Json(Deleted { deleted: name }))
 }
 
+#[utoipa::path(get, path = "/v1/functions/{name}/logs",
+    params(("name" = String, Path), LogQuery),
+    responses(
+        (status = 200, body = LogPage, description = "The function's log lines (stdout, stderr, log calls, host notes), oldest first"),
+        (status = 400, body = ErrorBody, description = "invalid_argument (since, limit)"),
+        (status = 404, body = ErrorBody),
+    ))]
+async fn function_logs(
+    State(host): State<Host>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<LogPage>, DeployError> {
+    let q: LogQuery = serde_html_form::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| DeployError::InvalidArgument(format!("bad query parameters: {e}")))?;
+    Ok(Json(host.logs(&name, q).await?))
+}
+
 #[utoipa::path(get, path = "/v1/functions/{name}/versions", params(("name" = String, Path)),
     responses((status = 200, body = [VersionInfo]), (status = 404, body = ErrorBody)))]
 async fn versions(State(host): State<Host>, Path(name): Path<String>) -> Result<Json<Vec<VersionInfo>>, DeployError> {
@@ -264,6 +296,233 @@ async fn invoke(State(host): State<Host>, Path(name): Path<String>, req: Request
     parts.headers.remove(header::AUTHORIZATION);
     match host.invoke(&name, Request::from_parts(parts, body)).await {
         Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Key-value and config (capabilities::kv, capabilities::settings). Keys in
+// paths are percent-decoded (`a%2Fb` is the key `a/b`; so is `a/b`).
+
+/// Query of `GET /v1/functions/{name}/kv`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct KvListQuery {
+    /// Only keys starting with this.
+    prefix: Option<String>,
+    /// The cursor of the previous page.
+    cursor: Option<String>,
+    /// Page size, 1 to 1000; default 100.
+    limit: Option<u32>,
+}
+
+/// Query of `PUT /v1/functions/{name}/kv/{key}`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct KvPutQuery {
+    /// The key expires this many milliseconds from now.
+    ttl_ms: Option<u64>,
+}
+
+/// Answer to a key-value write.
+#[derive(Serialize, utoipa::ToSchema)]
+struct KvStored {
+    key: String,
+    bytes: u64,
+}
+
+fn kv_query<T: serde::de::DeserializeOwned>(query: Option<&str>) -> Result<T, KvError> {
+    serde_html_form::from_str(query.unwrap_or(""))
+        .map_err(|e| KvError::InvalidArgument(format!("bad query parameters: {e}")))
+}
+
+/// Path parameters with our JSON error when they do not decode.
+fn path_params<T>(
+    params: Result<Path<T>, axum::extract::rejection::PathRejection>,
+) -> Result<T, ApiError> {
+    params.map(|Path(p)| p).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            format!("bad path: {}", e.body_text()),
+        )
+    })
+}
+
+#[utoipa::path(get, path = "/v1/functions/{name}/kv",
+    params(("name" = String, Path), KvListQuery),
+    responses(
+        (status = 200, body = KeyList, description = "A page of keys in byte order; pass `cursor` back for the next page"),
+        (status = 400, body = ErrorBody, description = "invalid_cursor, invalid_argument"),
+        (status = 404, body = ErrorBody, description = "function_not_found"),
+    ))]
+async fn kv_list(
+    State(host): State<Host>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<KeyList>, KvError> {
+    let q: KvListQuery = kv_query(query.as_deref())?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit as usize > crate::capabilities::kv::MAX_PAGE {
+        return Err(KvError::InvalidArgument(format!(
+            "limit must be between 1 and {} (got {limit})",
+            crate::capabilities::kv::MAX_PAGE
+        )));
+    }
+    let prefix = q.prefix.unwrap_or_default();
+    Ok(Json(host.kv_list(&name, &prefix, q.cursor.as_deref(), limit).await?))
+}
+
+#[utoipa::path(get, path = "/v1/functions/{name}/kv/{key}",
+    params(("name" = String, Path), ("key" = String, Path, description = "The key, percent-encoded")),
+    responses(
+        (status = 200, body = Vec<u8>, content_type = "application/octet-stream", description = "The value, as stored"),
+        (status = 400, body = ErrorBody, description = "invalid_key"),
+        (status = 404, body = ErrorBody, description = "function_not_found, key_not_found (unset or expired)"),
+    ))]
+async fn kv_get(
+    State(host): State<Host>,
+    params: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    let (name, key) = match path_params(params) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    match host.kv_get(&name, &key).await {
+        Ok(value) => ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[utoipa::path(put, path = "/v1/functions/{name}/kv/{key}",
+    params(("name" = String, Path), ("key" = String, Path, description = "The key, percent-encoded"), KvPutQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value, raw bytes"),
+    responses(
+        (status = 200, body = KvStored, description = "Stored and durable"),
+        (status = 400, body = ErrorBody, description = "invalid_key, invalid_argument"),
+        (status = 404, body = ErrorBody, description = "function_not_found"),
+        (status = 413, body = ErrorBody, description = "value_too_large: over the function's value limit"),
+        (status = 507, body = ErrorBody, description = "quota_exceeded: the function's keys and values would pass its total limit"),
+    ))]
+async fn kv_put(
+    State(host): State<Host>,
+    params: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+    req: Request,
+) -> Response {
+    let (name, key) = match path_params(params) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let result = async {
+        let q: KvPutQuery = kv_query(req.uri().query())?;
+        let limit = host.kv_max_value_bytes(&name)?;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(KvError::ValueTooLarge { limit });
+        }
+        let cap = usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX);
+        let body = axum::body::to_bytes(req.into_body(), cap).await.map_err(|e| {
+            let over = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if over {
+                KvError::ValueTooLarge { limit }
+            } else {
+                KvError::InvalidArgument(format!("reading the value failed: {e}"))
+            }
+        })?;
+        host.kv_set(&name, &key, &body, q.ttl_ms).await?;
+        Ok(KvStored {
+            key,
+            bytes: body.len() as u64,
+        })
+    }
+    .await;
+    match result {
+        Ok(stored) => Json(stored).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[utoipa::path(delete, path = "/v1/functions/{name}/kv/{key}",
+    params(("name" = String, Path), ("key" = String, Path, description = "The key, percent-encoded")),
+    responses(
+        (status = 200, body = Deleted),
+        (status = 400, body = ErrorBody, description = "invalid_key"),
+        (status = 404, body = ErrorBody, description = "function_not_found, key_not_found"),
+    ))]
+async fn kv_delete(
+    State(host): State<Host>,
+    params: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    let (name, key) = match path_params(params) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    match host.kv_delete(&name, &key).await {
+        Ok(()) => Json(Deleted { deleted: key }).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/functions/{name}/config",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, body = ConfigList, description = "Settings and secrets by key; secret values are masked as `********`"),
+        (status = 404, body = ErrorBody, description = "function_not_found"),
+    ))]
+async fn config_list(
+    State(host): State<Host>,
+    Path(name): Path<String>,
+) -> Result<Json<ConfigList>, ConfigError> {
+    Ok(Json(host.config_list(&name)?))
+}
+
+#[utoipa::path(put, path = "/v1/functions/{name}/config",
+    params(("name" = String, Path)),
+    request_body(content = SetConfig, description = "Keys and values to set, all or none; `secret: true` stores them as secrets"),
+    responses(
+        (status = 200, body = ConfigList, description = "Stored and durable; the next invocation sees it (secrets masked)"),
+        (status = 400, body = ErrorBody, description = "invalid_config_key, config_value_too_large, invalid_config_value, too_many_config_keys, invalid_argument"),
+        (status = 404, body = ErrorBody, description = "function_not_found"),
+    ))]
+async fn config_set(
+    State(host): State<Host>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<ConfigList>, ConfigError> {
+    // Our own message, not serde's: serde's can quote a (secret) value.
+    let req: SetConfig = serde_json::from_slice(&body).map_err(|e| {
+        ConfigError::InvalidArgument(format!(
+            "the body must be JSON {{\"values\": {{\"KEY\": \"VALUE\", ...}}, \"secret\": false}} \
+             with string values (error at line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    Ok(Json(host.set_config(&name, req.values, req.secret).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/functions/{name}/config/{key}",
+    params(("name" = String, Path), ("key" = String, Path)),
+    responses(
+        (status = 200, body = ConfigList, description = "Removed; the next invocation no longer sees it"),
+        (status = 400, body = ErrorBody, description = "invalid_config_key"),
+        (status = 404, body = ErrorBody, description = "function_not_found, config_key_not_found"),
+    ))]
+async fn config_unset(
+    State(host): State<Host>,
+    params: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    let (name, key) = match path_params(params) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    match host.unset_config(&name, &[key]).await {
+        Ok(list) => Json(list).into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -42,6 +42,12 @@ pub struct FunctionInfo {
     pub env: BTreeMap<String, String>,
     /// Limits of the active version.
     pub limits: Limits,
+    /// Outbound HTTP allow-list of the active version.
+    #[serde(default)]
+    pub allow_outbound: Vec<String>,
+    /// Whether plain settings are environment variables of the guest.
+    #[serde(default)]
+    pub config_env: bool,
     /// Creation time (RFC 3339).
     pub created_at: String,
     /// Last deploy or rollback (RFC 3339).
@@ -93,6 +99,8 @@ impl From<&FunctionRecord> for FunctionInfo {
             routes: active.routes.clone(),
             env: active.env.clone(),
             limits: active.limits,
+            allow_outbound: active.allow_outbound.clone(),
+            config_env: active.config_env,
             created_at: rfc3339(r.created_at_ms),
             updated_at: rfc3339(r.updated_at_ms),
             versions: r
@@ -132,12 +140,36 @@ pub struct DeployOptions {
     pub memory_bytes: Option<u64>,
     /// Body cap override, bytes.
     pub max_body_bytes: Option<u64>,
+    /// Hosts the function may send HTTP requests to (`https://api.example.com`,
+    /// `*.example.com`, `host:port`); empty inherits.
+    #[serde(default)]
+    pub allow_outbound: Vec<String>,
+    /// Whether the function's plain settings (`wisp config set`) are also
+    /// environment variables of the guest; unset inherits (default false).
+    #[serde(default)]
+    pub config_env: Option<bool>,
+    /// Key-value key size override, bytes.
+    #[serde(default)]
+    pub kv_max_key_bytes: Option<u64>,
+    /// Key-value value size override, bytes.
+    #[serde(default)]
+    pub kv_max_value_bytes: Option<u64>,
+    /// Key-value total (keys + values) override, bytes.
+    #[serde(default)]
+    pub kv_max_total_bytes: Option<u64>,
 }
 
 impl DeployOptions {
     /// Adds a route.
     pub fn route(mut self, route: impl Into<String>) -> Self {
         self.routes.push(route.into());
+        self
+    }
+
+    /// Allows outbound HTTP requests to a host (see the allow-list syntax
+    /// in the README).
+    pub fn allow_outbound(mut self, entry: impl Into<String>) -> Self {
+        self.allow_outbound.push(entry.into());
         self
     }
 

@@ -16,6 +16,44 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Cap on the request body, in bytes. A breach answers 413.
     pub max_body_bytes: u64,
+    /// Largest key-value key, in bytes (UTF-8). Over it the guest gets
+    /// `invalid-key`, the admin API 400. (Defaulted when absent, so records
+    /// stored before key-value existed still load.)
+    #[serde(default = "default_kv_max_key_bytes")]
+    pub kv_max_key_bytes: u64,
+    /// Largest key-value value, in bytes. Over it the guest gets
+    /// `value-too-large`, the admin API 413.
+    #[serde(default = "default_kv_max_value_bytes")]
+    pub kv_max_value_bytes: u64,
+    /// Bound on all of a function's keys and values together, in bytes
+    /// (key bytes plus value bytes of every stored entry, expired ones until
+    /// they are reclaimed). Over it the guest gets `quota-exceeded`, the
+    /// admin API 507.
+    #[serde(default = "default_kv_max_total_bytes")]
+    pub kv_max_total_bytes: u64,
+}
+
+fn default_kv_max_key_bytes() -> u64 {
+    512
+}
+
+fn default_kv_max_value_bytes() -> u64 {
+    1 << 20
+}
+
+fn default_kv_max_total_bytes() -> u64 {
+    64 << 20
+}
+
+/// Bounds on a function's config (settings and secrets). Fixed, not
+/// configurable: config is small text read on every invocation.
+pub(crate) mod config_limits {
+    /// Most settings and secrets one function may have, together.
+    pub const MAX_KEYS: usize = 256;
+    /// Longest key name, in characters (`[A-Za-z0-9_.-]`).
+    pub const MAX_KEY_LEN: usize = 128;
+    /// Largest value, in bytes (UTF-8).
+    pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 }
 
 impl Default for Limits {
@@ -24,6 +62,9 @@ impl Default for Limits {
             timeout_ms: 30_000,
             memory_bytes: 128 << 20,
             max_body_bytes: 6 << 20,
+            kv_max_key_bytes: default_kv_max_key_bytes(),
+            kv_max_value_bytes: default_kv_max_value_bytes(),
+            kv_max_total_bytes: default_kv_max_total_bytes(),
         }
     }
 }
@@ -44,6 +85,15 @@ pub struct LimitOverrides {
     pub memory_bytes: Option<u64>,
     /// See [`Limits::max_body_bytes`].
     pub max_body_bytes: Option<u64>,
+    /// See [`Limits::kv_max_key_bytes`].
+    #[serde(default)]
+    pub kv_max_key_bytes: Option<u64>,
+    /// See [`Limits::kv_max_value_bytes`].
+    #[serde(default)]
+    pub kv_max_value_bytes: Option<u64>,
+    /// See [`Limits::kv_max_total_bytes`].
+    #[serde(default)]
+    pub kv_max_total_bytes: Option<u64>,
 }
 
 impl LimitOverrides {
@@ -53,6 +103,9 @@ impl LimitOverrides {
             timeout_ms: self.timeout_ms.unwrap_or(base.timeout_ms),
             memory_bytes: self.memory_bytes.unwrap_or(base.memory_bytes),
             max_body_bytes: self.max_body_bytes.unwrap_or(base.max_body_bytes),
+            kv_max_key_bytes: self.kv_max_key_bytes.unwrap_or(base.kv_max_key_bytes),
+            kv_max_value_bytes: self.kv_max_value_bytes.unwrap_or(base.kv_max_value_bytes),
+            kv_max_total_bytes: self.kv_max_total_bytes.unwrap_or(base.kv_max_total_bytes),
         }
     }
 }
@@ -93,6 +146,16 @@ pub struct HostConfig {
     /// The admin bearer token; `None` reads or generates `admin-token` in the
     /// data directory.
     pub admin_token: Option<String>,
+    /// Outbound HTTP requests one invocation may send (to allowed hosts);
+    /// past it, requests fail in the guest as denied.
+    pub max_outbound_requests: u32,
+    /// Bytes of stdout, stderr and log lines kept per invocation; the rest
+    /// is dropped and the truncation noted in the log.
+    pub log_bytes_per_invocation: u64,
+    /// Log lines kept per function (the oldest go first).
+    pub log_retention_entries: u64,
+    /// How long log lines are kept.
+    pub log_retention: Duration,
 }
 
 impl Default for HostConfig {
@@ -107,6 +170,10 @@ impl Default for HostConfig {
             store_cache_bytes: 16 << 20,
             pooling: true,
             admin_token: None,
+            max_outbound_requests: 16,
+            log_bytes_per_invocation: 64 * 1024,
+            log_retention_entries: 10_000,
+            log_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -140,10 +207,22 @@ impl HostConfig {
         if self.max_upload_bytes == 0 {
             return Err("the upload limit must be more than 0".into());
         }
+        if self.log_bytes_per_invocation == 0 || self.log_bytes_per_invocation > 64 << 20 {
+            return Err("the log bytes per invocation must be between 1 and 64MiB".into());
+        }
+        if self.log_retention_entries == 0 {
+            return Err("the log retention (lines) must be more than 0".into());
+        }
+        if self.log_retention.is_zero() {
+            return Err("the log retention (time) must be more than 0".into());
+        }
         if let Some(t) = &self.admin_token
             && t.trim().len() < 16
         {
             return Err("the admin token must be at least 16 characters".into());
+        }
+        if l.kv_max_key_bytes == 0 || l.kv_max_value_bytes == 0 || l.kv_max_total_bytes == 0 {
+            return Err("the default key-value limits must be more than 0".into());
         }
         Ok(())
     }
@@ -168,6 +247,17 @@ impl HostConfig {
                 1u64 << 30,
                 limits.max_body_bytes
             ));
+        }
+        // Key-value: keys up to 64 KiB, values up to 64 MiB (one sled
+        // record each), the total up to 1 TiB.
+        for (name, value, max) in [
+            ("kv_max_key_bytes", limits.kv_max_key_bytes, 64u64 << 10),
+            ("kv_max_value_bytes", limits.kv_max_value_bytes, 64 << 20),
+            ("kv_max_total_bytes", limits.kv_max_total_bytes, 1 << 40),
+        ] {
+            if value == 0 || value > max {
+                return Err(format!("{name} must be between 1 and {max} (got {value})"));
+            }
         }
         Ok(())
     }

@@ -138,6 +138,8 @@ impl WispEngine {
         // matches imports at other 0.2.x patch versions by semver.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        // Wisp's own capabilities (key-value, config, log lines).
+        crate::capabilities::add_to_linker(&mut linker)?;
 
         let compat_key = {
             let mut h = std::collections::hash_map::DefaultHasher::new();

@@ -13,6 +13,8 @@ use axum::http::{Request, Response};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, Semaphore};
 
+use crate::capabilities::logs::{LogSink, Retention};
+use crate::capabilities::outbound::AllowList;
 use crate::api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
 use crate::config::{HostConfig, LimitOverrides, Limits, StoreLocation};
 use crate::engine::{AllocatorKind, WispEngine};
@@ -151,7 +153,17 @@ impl HostBuilder {
             ),
             AllocatorKind::OnDemand => tracing::info!("engine ready (on-demand allocator)"),
         }
+        let logs = LogSink::start(
+            store.clone(),
+            Retention {
+                max_entries: config.log_retention_entries,
+                max_age: config.log_retention,
+            },
+        )?;
         let invoker = Invoker {
+            logs,
+            log_limit: config.log_bytes_per_invocation as usize,
+            max_outbound: config.max_outbound_requests,
             engine: engine.engine.clone(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
             metrics: HostMetrics::new(),
@@ -280,7 +292,7 @@ impl Host {
             }
         };
         let pre = engine.prepare(&component)?;
-        Ok(deployed(record, v, pre)?)
+        Ok(deployed(store, record, v, pre)?)
     }
 
     /// Deploys `wasm` as a new version of `name` and makes it active.
@@ -305,6 +317,8 @@ impl Host {
         for r in &options.routes {
             Route::parse(r).map_err(|e| DeployError::InvalidRoute(e.to_string()))?;
         }
+        AllowList::parse(&options.allow_outbound)
+            .map_err(|e| DeployError::InvalidArgument(e.to_string()))?;
 
         let _guard = self.inner.admin_lock.lock().await;
         let existing = self.inner.store.function(name)?;
@@ -321,10 +335,20 @@ impl Host {
         } else {
             base.as_ref().map(|b| b.env.clone()).unwrap_or_default()
         };
+        let allow_outbound = if !options.allow_outbound.is_empty() {
+            dedup(options.allow_outbound.clone())
+        } else {
+            base.as_ref()
+                .map(|b| b.allow_outbound.clone())
+                .unwrap_or_default()
+        };
         let limits = LimitOverrides {
             timeout_ms: options.timeout_ms,
             memory_bytes: options.memory_bytes,
             max_body_bytes: options.max_body_bytes,
+            kv_max_key_bytes: options.kv_max_key_bytes,
+            kv_max_value_bytes: options.kv_max_value_bytes,
+            kv_max_total_bytes: options.kv_max_total_bytes,
         }
         .apply(base.as_ref().map(|b| b.limits).unwrap_or(self.inner.config.default_limits));
         self.inner
@@ -358,11 +382,21 @@ impl Host {
             routes,
             env,
             limits,
+            allow_outbound,
+            config_env: options
+                .config_env
+                .or(base.as_ref().map(|b| b.config_env))
+                .unwrap_or(false),
         };
         record.active_version = version.version;
         record.updated_at_ms = now;
         record.versions.push(version.clone());
-        let deployed = Arc::new(deployed(&record, &version, prepared.pre)?);
+        if record.versions.len() == 1 {
+            // A new name starts with no key-value data and no config, even
+            // if a crash (or a write racing the delete) left some behind.
+            self.inner.store.purge_function_data(name)?;
+        }
+        let deployed = Arc::new(deployed(&self.inner.store, &record, &version, prepared.pre)?);
 
         let store = self.inner.store.clone();
         let compat = self.inner.engine.compat_key.clone();
@@ -461,6 +495,19 @@ impl Host {
         self.inner.store.flush().await?;
         let next = self.inner.registry.load().without(name);
         self.inner.registry.store(Arc::new(next));
+        // The function's log goes with it (after the record: a crash in
+        // between leaves lines no function owns, which a redeploy under the
+        // same name would show; purged again on the next delete).
+        self.inner.invoker.logs.sync_blocking_async().await;
+        if let Err(e) = self.inner.store.purge_logs(name) {
+            tracing::warn!(function = name, error = %e, "purging the deleted function's log failed");
+        }
+        self.inner.invoker.logs.forget(name);
+        // Its key-value data and config too, after the record for the same
+        // reason (leftovers are purged when the name is deployed again).
+        if let Err(e) = self.inner.store.purge_function_data(name) {
+            tracing::warn!(function = name, error = %e, "purging the deleted function's data failed");
+        }
         tracing::info!(function = name, "deleted");
         Ok(())
     }
@@ -508,6 +555,23 @@ impl Host {
         Ok(self.inner.invoker.invoke(target, request).await)
     }
 
+    /// Instantiates the active version of `name` in a fresh store and drops
+    /// it, without calling the handler: the per-request instantiation cost
+    /// on its own, for benchmarks. Not part of the stable API.
+    #[doc(hidden)]
+    pub async fn instantiate_only(&self, name: &str) -> anyhow::Result<()> {
+        let target = self
+            .inner
+            .registry
+            .load()
+            .by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))?;
+        self.inner.invoker.instantiate_only(&target).await?;
+        Ok(())
+    }
+
     /// Routes a data-plane request: longest matching route, or 404.
     pub async fn handle(&self, request: Request<Body>) -> Response<Body> {
         let target = {
@@ -534,24 +598,35 @@ impl Host {
 
     /// Flushes the store (shutdown).
     pub fn flush(&self) -> anyhow::Result<()> {
+        self.inner.invoker.logs.sync_blocking();
         self.inner.store.flush_blocking()?;
         Ok(())
     }
 }
 
 fn deployed(
+    store: &Store,
     record: &FunctionRecord,
     v: &VersionRecord,
     pre: wasmtime_wasi_http::p2::bindings::ProxyPre<crate::invoke::InvocationState>,
 ) -> Result<Deployed, DeployError> {
+    let name_arc: Arc<str> = Arc::from(record.name.as_str());
+    let config = crate::capabilities::settings::load_snapshot(store, &record.name)?;
+    let kv = crate::capabilities::kv::KvNamespace::new(store.clone(), name_arc.clone(), &v.limits);
+    let allow_outbound = AllowList::parse(&v.allow_outbound)
+        .map_err(|e| DeployError::Internal(format!("stored allow-list: {e}")))?;
     Ok(Deployed {
         name: record.name.clone(),
+        name_arc,
+        allow_outbound: Arc::new(allow_outbound),
         version: v.version,
         pre,
         limits: v.limits,
-        env: v.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        env: crate::capabilities::settings::guest_env(&v.env, v.config_env, &config),
         routes: parse_routes(&v.routes)?,
         metrics: FunctionMetrics::new(&record.name),
+        kv: Arc::new(kv),
+        config,
     })
 }
 

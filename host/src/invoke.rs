@@ -19,8 +19,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::capabilities::logs::{LogCapture, LogSink, LogStream};
+use crate::capabilities::outbound::Outbound;
 use crate::error::ApiError;
 use crate::metrics::HostMetrics;
 use crate::registry::Deployed;
@@ -35,7 +37,15 @@ pub struct InvocationState {
     http: WasiHttpCtx,
     table: ResourceTable,
     limits: MemoryLimiter,
-    hooks: DenyOutbound,
+    /// Outbound HTTP policy: allow-list, per-invocation cap, deadline.
+    hooks: Outbound,
+    /// This invocation's stdout, stderr and log lines.
+    pub(crate) log: LogCapture,
+    /// The function's key-value namespace (`wisp:function/kv`).
+    pub(crate) kv: Arc<crate::capabilities::kv::KvNamespace>,
+    /// The function's settings and secrets as of this invocation's start
+    /// (`wisp:function/config`).
+    pub(crate) config: Arc<crate::capabilities::settings::ConfigSnapshot>,
     /// Wall-clock deadline, checked on every epoch tick.
     deadline: Instant,
 }
@@ -56,30 +66,6 @@ impl WasiHttpView for InvocationState {
             table: &mut self.table,
             hooks: &mut self.hooks,
         }
-    }
-}
-
-/// Outbound HTTP is denied until the capabilities (allow-lists) exist.
-struct DenyOutbound;
-
-impl WasiHttpHooks for DenyOutbound {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 
@@ -147,6 +133,12 @@ pub(crate) struct Invoker {
     /// guest has finished, including streaming its response body.
     pub in_flight: Arc<Semaphore>,
     pub metrics: HostMetrics,
+    /// Where invocations' log lines go when they end.
+    pub logs: LogSink,
+    /// Bytes of output and log lines kept per invocation.
+    pub log_limit: usize,
+    /// Outbound requests per invocation.
+    pub max_outbound: u32,
 }
 
 /// How an invocation failed.
@@ -213,36 +205,8 @@ impl Invoker {
         };
         let hyper_req = Request::from_parts(parts, body);
 
-        let mut store = Store::new(
-            &self.engine,
-            InvocationState {
-                wasi: WasiCtx::builder()
-                    .envs(&target.env)
-                    .allow_tcp(false)
-                    .allow_udp(false)
-                    .allow_ip_name_lookup(false)
-                    .build(),
-                http: WasiHttpCtx::new(),
-                table: ResourceTable::new(),
-                limits: MemoryLimiter {
-                    max_memory: limits.memory_bytes as usize,
-                },
-                hooks: DenyOutbound,
-                deadline: start + limits.timeout(),
-            },
-        );
-        store.limiter(|s| &mut s.limits);
-        // On every epoch tick: past the deadline, trap; otherwise yield to
-        // the executor, so a guest in a tight loop neither overruns its
-        // deadline nor starves other requests on this worker.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Err(DeadlineExceeded.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        let mut store = self.new_store(target, start + limits.timeout());
+        let log = store.data().log.clone();
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let prepared = (|| {
@@ -270,6 +234,9 @@ impl Invoker {
         let in_flight = self.metrics.in_flight.clone();
         let instantiation = self.metrics.instantiation.clone();
         let timeout = limits.timeout();
+        let sink = self.logs.clone();
+        let function = target.name_arc.clone();
+        let invocation_id = id.to_string();
         in_flight.increment(1.0);
         let task = tokio::spawn(async move {
             let _permit = permit;
@@ -284,11 +251,17 @@ impl Invoker {
             })
             .await;
             in_flight.decrement(1.0);
-            match result {
+            let result = match result {
                 Err(_elapsed) => Err(Failure::Timeout),
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(classify(e)),
+            };
+            drop(store);
+            if let Err(f) = &result {
+                log.note(format!("invocation failed: {}", f.describe()));
             }
+            sink.send(&function, &invocation_id, log.finish());
+            result
         });
 
         match receiver.await {
@@ -324,6 +297,63 @@ impl Invoker {
                 self.failure(target, id, failure)
             }
         }
+    }
+
+    /// A fresh store for one invocation of `target`: its environment, no
+    /// sockets, its memory cap, and a deadline enforced on every epoch tick.
+    fn new_store(&self, target: &Deployed, deadline: Instant) -> Store<InvocationState> {
+        let log = LogCapture::new(self.log_limit);
+        let mut store = Store::new(
+            &self.engine,
+            InvocationState {
+                wasi: WasiCtx::builder()
+                    .envs(&target.env)
+                    .stdout(log.stream(LogStream::Stdout))
+                    .stderr(log.stream(LogStream::Stderr))
+                    .allow_tcp(false)
+                    .allow_udp(false)
+                    .allow_ip_name_lookup(false)
+                    .build(),
+                http: WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+                limits: MemoryLimiter {
+                    max_memory: target.limits.memory_bytes as usize,
+                },
+                hooks: Outbound {
+                    allow: target.allow_outbound.clone(),
+                    remaining: self.max_outbound,
+                    max: self.max_outbound,
+                    deadline,
+                    function: target.name_arc.clone(),
+                    log: log.clone(),
+                },
+                log,
+                kv: target.kv.clone(),
+                config: target.config.clone(),
+                deadline,
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        // On every epoch tick: past the deadline, trap; otherwise yield to
+        // the executor, so a guest in a tight loop neither overruns its
+        // deadline nor starves other requests on this worker.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(DeadlineExceeded.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    /// Builds a store and instantiates `target` in it, then drops both: what
+    /// every invocation pays before the handler runs (benchmarks).
+    pub async fn instantiate_only(&self, target: &Deployed) -> wasmtime::Result<()> {
+        let mut store = self.new_store(target, Instant::now() + target.limits.timeout());
+        target.pre.instantiate_async(&mut store).await?;
+        Ok(())
     }
 
     fn failure(&self, target: &Deployed, id: &str, failure: Failure) -> Response<Body> {
@@ -390,6 +420,19 @@ impl Invoker {
         ApiError::new(status, code, message)
             .invocation(id)
             .into_response_body()
+    }
+}
+
+impl Failure {
+    /// What happened, for the function's log.
+    fn describe(&self) -> String {
+        match self {
+            Failure::Timeout => "the deadline passed".into(),
+            Failure::Memory(d) | Failure::Trap(d) | Failure::GuestError(d) => d.clone(),
+            Failure::BodyTooLarge => "the request body is over the limit".into(),
+            Failure::NoResponse => "returned without sending a response".into(),
+            Failure::Overloaded => "too many invocations in flight".into(),
+        }
     }
 }
 

@@ -32,6 +32,7 @@
 
 mod admin;
 mod api;
+mod capabilities;
 mod config;
 mod engine;
 mod error;
@@ -53,6 +54,8 @@ pub use host::{Host, HostBuilder};
 pub use invoke::INVOCATION_ID_HEADER;
 pub use serve::Listeners;
 pub use store::StoreError;
+pub use capabilities::kv::{KeyList, KvError};
+pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig};
 
 impl Host {
     /// The data-plane router: requests to functions by route.

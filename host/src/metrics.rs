@@ -74,7 +74,9 @@ pub fn compiled(took: Duration) {
 }
 
 /// Pre-registered handles for one deployed function version, so the request
-/// path does no label formatting or registry lookup for them.
+/// path does no label formatting or registry lookup for them. Clones share
+/// the same handles.
+#[derive(Clone)]
 pub(crate) struct FunctionMetrics {
     name: String,
     duration: Histogram,

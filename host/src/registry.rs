@@ -7,21 +7,35 @@ use std::sync::Arc;
 
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::capabilities::kv::KvNamespace;
+use crate::capabilities::outbound::AllowList;
+use crate::capabilities::settings::ConfigSnapshot;
 use crate::config::Limits;
 use crate::invoke::InvocationState;
 use crate::metrics::FunctionMetrics;
 use crate::routes::{Route, RouteTable};
 
-/// The active version of one function, ready to instantiate.
+/// The active version of one function, ready to instantiate. Cloned (cheap:
+/// handles and `Arc`s) to swap in a new config snapshot without a redeploy.
+#[derive(Clone)]
 pub(crate) struct Deployed {
     pub name: String,
+    /// The name again, shared cheaply with each invocation's state.
+    pub name_arc: Arc<str>,
     pub version: u64,
     /// Built once per deployed version; instantiation per request starts here.
     pub pre: ProxyPre<InvocationState>,
     pub limits: Limits,
     pub env: Vec<(String, String)>,
     pub routes: Vec<Route>,
+    /// Hosts the function may send HTTP requests to.
+    pub allow_outbound: Arc<AllowList>,
     pub metrics: FunctionMetrics,
+    /// The function's key-value namespace (store handle and its limits).
+    pub kv: Arc<KvNamespace>,
+    /// The function's settings and secrets as of the last change; replaced
+    /// (with a new registry) when they change.
+    pub config: Arc<ConfigSnapshot>,
 }
 
 /// A snapshot of everything deployed.

@@ -12,7 +12,7 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-const GUESTS: &[&str] = &["hello", "echo", "misbehave", "command", "bad-import"];
+const GUESTS: &[&str] = &["hello", "echo", "misbehave", "command", "bad-import", "caps"];
 
 /// Path of a guest's `.wasm`, building every guest once per test process.
 /// Cargo's own lock on `target/wasm` serialises concurrent test processes.
@@ -272,6 +272,14 @@ impl Admin {
     pub fn get(&self, path: &str) -> reqwest::blocking::Response {
         self.http
             .get(format!("{}{}", self.url, path))
+            .bearer_auth(&self.token)
+            .send()
+            .unwrap()
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::blocking::Response {
+        self.http
+            .delete(format!("{}{}", self.url, path))
             .bearer_auth(&self.token)
             .send()
             .unwrap()

@@ -5,6 +5,10 @@ mod harness;
 
 mod api;
 mod cli;
+mod config_admin;
 mod durability;
+mod kv_admin;
 mod limits;
+mod logs;
+mod outbound;
 mod routing;

@@ -26,13 +26,12 @@ struct Args {
     listen: SocketAddr,
 }
 
-/// The hello guest's answer, byte for byte: the path (and query) it was
-/// called at, as plain text.
+/// The hello guest's answer, byte for byte: the path it was called at
+/// (without the query), as `wisp_sdk::Response::text` sends it.
 async fn hello(uri: Uri) -> impl IntoResponse {
-    let at = uri.path_and_query().map_or("/", |pq| pq.as_str());
     (
-        [(header::CONTENT_TYPE, "text/plain")],
-        format!("hello from wisp at {at}"),
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("hello from wisp at {}", uri.path()),
     )
 }
 

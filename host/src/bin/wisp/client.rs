@@ -62,6 +62,14 @@ pub enum Command {
     Delete(NameArgs),
     /// Call a function through the admin API, whatever its routes.
     Invoke(InvokeArgs),
+    /// Show a function's logs: its stdout, stderr and log lines.
+    Logs(crate::logs::LogsArgs),
+    /// Read and write a function's key-value data.
+    #[command(subcommand)]
+    Kv(crate::kv::KvCommand),
+    /// Set, list and unset a function's settings and secrets.
+    #[command(subcommand)]
+    Config(crate::config::ConfigCommand),
 }
 
 impl Command {
@@ -73,6 +81,9 @@ impl Command {
             Command::Rollback(a) => &a.connection,
             Command::Delete(a) => &a.connection,
             Command::Invoke(a) => &a.connection,
+            Command::Logs(a) => &a.connection,
+            Command::Kv(c) => c.connection(),
+            Command::Config(c) => c.connection(),
         }
     }
 }
@@ -116,7 +127,13 @@ pub struct DeployArgs {
     /// Function name.
     name: String,
     /// The WebAssembly component to deploy.
-    file: PathBuf,
+    #[arg(required_unless_present = "from", conflicts_with = "from")]
+    file: Option<PathBuf>,
+    /// Build the function crate at PATH (its directory or Cargo.toml) with
+    /// `cargo build --release --target wasm32-wasip2` and deploy what it
+    /// produced, instead of FILE.
+    #[arg(long, value_name = "PATH")]
+    from: Option<PathBuf>,
     /// Route of the function (`/hello`; `/api/*` for a prefix). Repeatable;
     /// without any, the routes of the active version are kept.
     #[arg(long = "route", value_name = "ROUTE")]
@@ -136,6 +153,17 @@ pub struct DeployArgs {
     /// Request-body cap (6MiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_body: Option<u64>,
+    /// Also pass the function's plain settings (`wisp config set`, not its
+    /// secrets) as environment variables (`--config-env=false` turns it
+    /// off again) [default: as the active version, else off].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    config_env: Option<bool>,
+    /// Allow outbound HTTP requests to a host: `https://api.example.com`,
+    /// `*.example.com`, `host:port`, `host:*`. Repeatable; without any, the
+    /// allow-list of the active version is kept (outbound HTTP is denied by
+    /// default).
+    #[arg(long = "allow-outbound", value_name = "HOST")]
+    allow_outbound: Vec<String>,
     #[command(flatten)]
     connection: Connection,
 }
@@ -218,6 +246,9 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Rollback(args) => rollback(&api, args).await,
         Command::Delete(args) => delete(&api, args).await,
         Command::Invoke(args) => invoke(&api, args).await,
+        Command::Logs(args) => crate::logs::run(&api, args).await,
+        Command::Kv(c) => crate::kv::run(&api, c).await,
+        Command::Config(c) => crate::config::run(&api, c).await,
     }
 }
 
@@ -346,6 +377,14 @@ impl Api {
         self.call_json(request).await
     }
 
+    /// `GET /v1/functions/{name}/logs?...`.
+    pub async fn logs(&self, name: &str, query: &[(&str, String)]) -> Result<Value> {
+        let request = self
+            .request(Method::GET, &["v1", "functions", name, "logs"])
+            .query(query);
+        self.call_json(request).await
+    }
+
     /// `DELETE /v1/functions/{name}`.
     pub async fn delete(&self, name: &str) -> Result<Value> {
         self.call_json(self.request(Method::DELETE, &["v1", "functions", name]))
@@ -384,7 +423,7 @@ impl Api {
         url
     }
 
-    fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
         self.http
             .request(method, self.url(segments))
             .bearer_auth(&self.config.token)
@@ -392,13 +431,13 @@ impl Api {
     }
 
     /// Sends `request`; a failure to get any answer becomes a clear message.
-    async fn send(&self, request: RequestBuilder) -> Result<Response> {
+    pub(crate) async fn send(&self, request: RequestBuilder) -> Result<Response> {
         request.send().await.map_err(|e| self.transport_error(e))
     }
 
     /// Sends `request` and reads a successful JSON answer; an error status
     /// becomes the server's message.
-    async fn call_json(&self, request: RequestBuilder) -> Result<Value> {
+    pub(crate) async fn call_json(&self, request: RequestBuilder) -> Result<Value> {
         let response = self.send(request).await?;
         let status = response.status();
         let body = response
@@ -462,7 +501,7 @@ struct ErrorDetail {
 
 /// The message of a Wisp error body, with its invocation id if any; `None`
 /// when `body` is not one.
-fn wisp_error_message(body: &[u8]) -> Option<String> {
+pub(crate) fn wisp_error_message(body: &[u8]) -> Option<String> {
     let ErrorEnvelope { error } = serde_json::from_slice(body).ok()?;
     Some(match error.invocation_id {
         Some(id) => format!("{} (invocation {id})", error.message),
@@ -471,7 +510,7 @@ fn wisp_error_message(body: &[u8]) -> Option<String> {
 }
 
 /// `": <first line>"` of a non-Wisp error body, for context, or nothing.
-fn excerpt(body: &[u8]) -> String {
+pub(crate) fn excerpt(body: &[u8]) -> String {
     const MAX: usize = 200;
     let Ok(text) = std::str::from_utf8(body) else {
         return String::new();
@@ -496,7 +535,12 @@ fn typed<T: DeserializeOwned>(value: Value) -> Result<T> {
 // Commands
 
 async fn deploy(api: &Api, args: DeployArgs) -> Result<()> {
-    let (file, len) = open_wasm(&args.file).await?;
+    let path = match (&args.file, &args.from) {
+        (Some(file), _) => file.clone(),
+        (None, Some(crate_path)) => crate::source::build(crate_path)?,
+        (None, None) => bail!("deploy needs FILE or --from PATH"),
+    };
+    let (file, len) = open_wasm(&path).await?;
     let query = deploy_query(&args)?;
     let progress = std::io::stderr()
         .is_terminal()
@@ -563,6 +607,14 @@ fn deploy_query(args: &DeployArgs) -> Result<Vec<(&'static str, String)>> {
     if let Some(max_body) = args.max_body {
         query.push(("max_body_bytes", max_body.to_string()));
     }
+    if let Some(on) = args.config_env {
+        query.push(("config_env", on.to_string()));
+    }
+    query.extend(
+        args.allow_outbound
+            .iter()
+            .map(|h| ("allow_outbound", h.clone())),
+    );
     Ok(query)
 }
 
@@ -680,6 +732,7 @@ fn info_text(info: &FunctionInfo) -> String {
         // One variable a line, aligned under the first.
         ("env", lines_or_none(&env, LABEL_WIDTH)),
         ("limits", limits),
+        ("outbound", join_or_none(&info.allow_outbound)),
         ("created", info.created_at.clone()),
         ("updated", info.updated_at.clone()),
     ];
@@ -863,7 +916,7 @@ fn parse_method(s: &str) -> Result<Method, String> {
 
 /// Pretty-prints a JSON answer. (Object keys come out sorted: serde_json's
 /// `Value` keeps insertion order only with its `preserve_order` feature.)
-fn print_json(value: &Value) -> Result<()> {
+pub(crate) fn print_json(value: &Value) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
     write_stdout(&text)
@@ -871,7 +924,7 @@ fn print_json(value: &Value) -> Result<()> {
 
 /// Like `print!`, but a closed stdout (`wisp list | head -1`) is an error,
 /// not a panic.
-fn write_stdout(text: &str) -> Result<()> {
+pub(crate) fn write_stdout(text: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     stdout.flush()?;
@@ -899,7 +952,7 @@ fn lines_or_none(items: &[String], indent: usize) -> String {
 }
 
 /// Left-aligned columns two spaces apart, a header line first.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
@@ -1062,7 +1115,8 @@ mod tests {
     fn deploy_query_repeats_routes_and_env() {
         let args = DeployArgs {
             name: "hello".into(),
-            file: "hello.wasm".into(),
+            file: Some("hello.wasm".into()),
+            from: None,
             routes: vec!["/hello".into(), "/api/*".into()],
             env: vec!["A=1".into()],
             timeout: Some(Duration::from_millis(1500)),

@@ -13,7 +13,12 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod client;
+mod config;
+mod kv;
+mod logs;
+mod new;
 mod serve;
+mod source;
 mod units;
 
 use units::{parse_duration, parse_size};
@@ -30,6 +35,8 @@ struct Cli {
 enum Command {
     /// Run the host: the data plane (functions) and the admin API.
     Serve(ServeArgs),
+    /// Create a function crate from a template, ready to build and deploy.
+    New(new::NewArgs),
     #[command(flatten)]
     Client(client::Command),
 }
@@ -147,6 +154,45 @@ pub struct ServeArgs {
     )]
     pub cache_capacity: u64,
 
+    /// Outbound HTTP requests one invocation may send to allowed hosts.
+    #[arg(
+        long,
+        env = "WISP_MAX_OUTBOUND_REQUESTS",
+        value_name = "N",
+        default_value_t = 16
+    )]
+    pub max_outbound_requests: u32,
+
+    /// Bytes of stdout, stderr and log lines kept per invocation (the rest is
+    /// dropped, and the truncation noted in the function's log).
+    #[arg(
+        long,
+        env = "WISP_LOG_BYTES_PER_INVOCATION",
+        value_name = "SIZE",
+        default_value = "64KiB",
+        value_parser = parse_size
+    )]
+    pub log_bytes_per_invocation: u64,
+
+    /// Log lines kept per function; the oldest go first.
+    #[arg(
+        long,
+        env = "WISP_LOG_RETENTION_LINES",
+        value_name = "N",
+        default_value_t = 10_000
+    )]
+    pub log_retention_lines: u64,
+
+    /// How long a function's log lines are kept.
+    #[arg(
+        long,
+        env = "WISP_LOG_RETENTION",
+        value_name = "DURATION",
+        default_value = "168h",
+        value_parser = parse_duration
+    )]
+    pub log_retention: Duration,
+
     /// How long a shutdown waits for in-flight requests before dropping them.
     #[arg(
         long = "shutdown-grace",
@@ -187,6 +233,10 @@ impl fmt::Debug for ServeArgs {
             .field("max_upload", &self.max_upload)
             .field("max_in_flight", &self.max_in_flight)
             .field("cache_capacity", &self.cache_capacity)
+            .field("max_outbound_requests", &self.max_outbound_requests)
+            .field("log_bytes_per_invocation", &self.log_bytes_per_invocation)
+            .field("log_retention_lines", &self.log_retention_lines)
+            .field("log_retention", &self.log_retention)
             .field("grace", &self.grace)
             .field("deploy", &self.deploy)
             .finish()
@@ -259,6 +309,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         // `serve` builds its own multi-threaded runtime.
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::New(args) => new::run(args).map(|()| ExitCode::SUCCESS),
         // A client command is a handful of sequential HTTP calls; one thread
         // is plenty.
         Command::Client(command) => tokio::runtime::Builder::new_current_thread()

@@ -40,11 +40,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             timeout_ms: args.timeout.as_millis() as u64,
             memory_bytes: args.memory,
             max_body_bytes: args.max_body,
+            ..Limits::default()
         },
         max_upload_bytes: args.max_upload,
         max_in_flight: args.max_in_flight,
         store_cache_bytes: args.cache_capacity,
         admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
+        max_outbound_requests: args.max_outbound_requests,
+        log_bytes_per_invocation: args.log_bytes_per_invocation,
+        log_retention_entries: args.log_retention_lines,
+        log_retention: args.log_retention,
         ..HostConfig::default()
     };
     config

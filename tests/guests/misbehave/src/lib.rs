@@ -13,6 +13,7 @@
 //! | `/noresponse` | returns without ever setting the response |
 //! | `/env` | `200`, a JSON object of its environment variables |
 //! | `/big?mb=N` | `200`, streams N MiB of `x` without holding them in memory |
+//! | `/print?lines=N` | prints `stdout line I` N times to stdout and `stderr line` once to stderr, then `200 printed` |
 //!
 //! Anything else answers `404`.
 //!
@@ -69,6 +70,14 @@ fn handle(req: Request) -> Response {
             let ms = param(req.query(), "ms").unwrap_or(0);
             std::thread::sleep(Duration::from_millis(ms as u64));
             Response::text("slept")
+        }
+        "print" => {
+            let lines = param(req.query(), "lines").unwrap_or(1);
+            for i in 0..lines {
+                println!("stdout line {i}");
+            }
+            eprintln!("stderr line");
+            Response::text("printed")
         }
         "env" => {
             let vars: serde_json::Map<String, serde_json::Value> =

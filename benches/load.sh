@@ -1,0 +1,320 @@
+#!/usr/bin/env bash
+# Load benchmark: `wisp serve` running the hello guest against a native axum
+# hello-world server (native-hello) answering the same bytes, on the same
+# machine, in the same run; reported as a ratio.
+#
+#   bash benches/load.sh                       # 3 rounds of 10 s per case
+#   DURATION=5 ROUNDS=5 bash benches/load.sh
+#
+# Settings (environment):
+#   DURATION   seconds per wrk run (default 10)
+#   ROUNDS     rounds; each round runs every server at every connection count,
+#              alternating, so drift hits all alike (default 3)
+#   CONNS      connection counts (default "1 32"), one wrk thread each
+#   WARMUP     seconds of warm-up per server before the rounds (default 3)
+#   INFO_LOG   1 (default) also runs a second `wisp serve` with its default
+#              logging (one info line per invocation, to a file): "wisp-info"
+#   TODO       1 (default) also measures examples/todo-api in the same
+#              `wisp serve` as hello: `GET /todos/1`, one key-value read and a
+#              JSON answer per request: "todo" (target: >= 80% of hello's req/s)
+#
+# Per run: requests/s, p50 and p99 latency (wrk), and the server's CPU per
+# request: utime+stime of the server process (/proc/PID/stat, all threads)
+# before and after, over the number of requests wrk completed; page faults
+# per request likewise (minflt+majflt). The table shows medians across rounds.
+# Idle RSS of `wisp serve` is VmRSS with hello deployed, before any load.
+#
+# Everything binds and connects to 127.0.0.1 only; the servers are stopped on
+# exit. Needs: cargo, the wasm32-wasip2 target, curl, wrk (installed with
+# apt-get when missing).
+set -euo pipefail
+# A backtrace captured on every error (anyhow) costs real CPU per failed or
+# even successful request path; never benchmark with it set.
+unset RUST_BACKTRACE
+
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-"1 32"}
+WARMUP=${WARMUP:-3}
+INFO_LOG=${INFO_LOG:-1}
+TODO=${TODO:-1}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+WISP=$TARGET_DIR/release/wisp
+NATIVE=$TARGET_DIR/release/native-hello
+WASM=$ROOT/target/wasm/wasm32-wasip2/release/hello.wasm
+TODO_WASM=$ROOT/target/wasm/wasm32-wasip2/release/todo_api.wasm
+
+say() { echo "load.sh: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+# ------------------------------------------------------------------ build
+say "building wisp and native-hello (release)"
+cargo build --release -p wisp-host --bin wisp -p wisp-benches --bin native-hello
+if [ ! -d "$(rustc --print sysroot)/lib/rustlib/wasm32-wasip2" ]; then
+    die "the wasm32-wasip2 target is not installed: rustup target add wasm32-wasip2"
+fi
+say "building the hello and todo-api guests (wasm32-wasip2, release)"
+cargo build --release --target wasm32-wasip2 --target-dir target/wasm -p hello -p todo-api
+[ -f "$WASM" ] || die "no $WASM after the build"
+[ -f "$TODO_WASM" ] || die "no $TODO_WASM after the build"
+
+# ------------------------------------------------------------------ tools
+if ! command -v wrk >/dev/null 2>&1; then
+    SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    say "installing wrk"
+    $SUDO apt-get install -y wrk >/dev/null 2>&1 ||
+        { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y wrk >/dev/null; } ||
+        die "cannot install wrk (apt-get install -y wrk)"
+fi
+command -v curl >/dev/null 2>&1 || die "curl is needed"
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- servers
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/wisp-load.XXXXXX")
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# free_port: sets PORT to a port nobody listens on (checked against
+# /proc/net/tcp*) and not yet handed out by this script. (Not `$(...)`: the
+# list of ports handed out must survive the call.)
+TAKEN=" "
+free_port() {
+    local p hex
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 40000))
+        hex=$(printf '%04X' "$p")
+        case "$TAKEN" in *" $p "*) continue ;; esac
+        if ! grep -qi ":$hex " /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
+            TAKEN="$TAKEN$p "
+            PORT=$p
+            return
+        fi
+    done
+    die "no free port found"
+}
+
+# wait_ready NAME PID URL: until URL answers 200 (deploy compiles the guest).
+wait_ready() {
+    local name=$1 pid=$2 url=$3
+    for _ in $(seq 600); do
+        kill -0 "$pid" 2>/dev/null || { cat "$TMP/$name.log" >&2; die "$name exited during start-up"; }
+        curl -sf -o /dev/null "$url" && return
+        sleep 0.1
+    done
+    cat "$TMP/$name.log" >&2
+    die "$name did not answer $url within 60 s"
+}
+
+declare -A URL PID BASE
+# start_wisp NAME RUST_LOG ('' = the binary's default logging)
+start_wisp() {
+    local name=$1 log=$2 port admin
+    free_port; port=$PORT
+    free_port; admin=$PORT
+    if [ -n "$log" ]; then
+        RUST_LOG=$log "$WISP" serve --data-dir "$TMP/data-$name" \
+            --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+            --deploy "hello=$WASM:/hello" --deploy "todo-api=$TODO_WASM:/todos/*" \
+            >>"$TMP/$name.log" 2>&1 &
+    else
+        env -u RUST_LOG "$WISP" serve --data-dir "$TMP/data-$name" \
+            --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+            --deploy "hello=$WASM:/hello" >>"$TMP/$name.log" 2>&1 &
+    fi
+    PIDS+=("$!")
+    PID[$name]=$!
+    URL[$name]="http://127.0.0.1:$port/hello"
+    BASE[$name]="http://127.0.0.1:$port"
+    wait_ready "$name" "${PID[$name]}" "${URL[$name]}"
+}
+
+start_native() {
+    local port
+    free_port; port=$PORT
+    "$NATIVE" --listen "127.0.0.1:$port" >>"$TMP/native.log" 2>&1 &
+    PIDS+=("$!")
+    PID[native]=$!
+    URL[native]="http://127.0.0.1:$port/hello"
+    wait_ready native "${PID[native]}" "${URL[native]}"
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# utime stime minflt majflt of a process (all its threads); the fields after
+# the parenthesised command name, which may itself hold spaces.
+proc_stat() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13, $8, $10}'; }
+
+say "starting servers"
+start_wisp wisp warn
+sleep 1
+WISP_IDLE_RSS=$(rss_kib "${PID[wisp]}")
+SERVERS="wisp native"
+if [ "$INFO_LOG" = 1 ]; then
+    start_wisp wisp-info ""
+    SERVERS="wisp wisp-info native"
+fi
+start_native
+NATIVE_IDLE_RSS=$(rss_kib "${PID[native]}")
+if [ "$TODO" = 1 ]; then
+    # The same process as "wisp": one to-do, then GET it per request.
+    curl -sf -o /dev/null -d '{"title":"benchmark"}' "${BASE[wisp]}/todos" ||
+        die "creating a to-do failed"
+    PID[todo]=${PID[wisp]}
+    URL[todo]="${BASE[wisp]}/todos/1"
+    curl -sf "${URL[todo]}" | grep -q benchmark || die "GET ${URL[todo]} did not return the to-do"
+    SERVERS="$SERVERS todo"
+fi
+
+# Same bytes from both, or the comparison is meaningless.
+W=$(curl -s -D "$TMP/wisp.h" "${URL[wisp]}")
+N=$(curl -s -D "$TMP/native.h" "${URL[native]}")
+[ "$W" = "$N" ] || die "the bodies differ: wisp '$W', native '$N'"
+WT=$(awk -F': ' 'tolower($1)=="content-type" {print $2}' "$TMP/wisp.h" | tr -d '\r')
+NT=$(awk -F': ' 'tolower($1)=="content-type" {print $2}' "$TMP/native.h" | tr -d '\r')
+[ "$WT" = "$NT" ] || say "warning: content types differ: wisp '$WT', native '$NT'"
+
+# ---------------------------------------------------------------- measure
+# wrk's latencies (e.g. 812.00us, 1.23ms, 1.01s, 1.00m) in µs.
+to_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        f = (u == "us") ? 1 : (u == "ms") ? 1000 : (u == "s") ? 1e6 : (u == "m") ? 6e7 : -1
+        if (f < 0) { print "nan"; exit }
+        printf "%.0f", n * f
+    }'
+}
+
+RESULTS=$TMP/results
+: >"$RESULTS"
+# run NAME CONNS ROUND
+run() {
+    local name=$1 c=$2 round=$3 pid=${PID[$1]} out
+    local u0 s0 f0 j0 u1 s1 f1 j1
+    read -r u0 s0 f0 j0 < <(proc_stat "$pid")
+    out=$(wrk -t1 -c"$c" -d"${DURATION}s" --latency "${URL[$name]}")
+    read -r u1 s1 f1 j1 < <(proc_stat "$pid")
+    if grep -q -e 'Non-2xx' -e 'Socket errors' <<<"$out"; then
+        say "warning: errors in $name c=$c round $round:"
+        grep -e 'Non-2xx' -e 'Socket errors' <<<"$out" >&2
+    fi
+    local reqs rps p50 p99
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    p50=$(to_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+    p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+    awk -v n="$name" -v c="$c" -v r="$round" -v rps="$rps" -v p50="$p50" -v p99="$p99" \
+        -v reqs="$reqs" -v ticks=$((u1 + s1 - u0 - s0)) -v hz="$CLK_TCK" \
+        -v flt=$((f1 + j1 - f0 - j0)) 'BEGIN {
+            printf "%s %s %s %.0f %s %s %.2f %.3f\n", n, c, r, rps, p50, p99,
+                ticks * 1e6 / hz / reqs, flt / reqs
+        }' >>"$RESULTS"
+    say "$(tail -n1 "$RESULTS" | awk '{printf "round %s  %-9s c=%-3s %8s req/s  p50 %6s us  p99 %6s us  %7s CPU us/req  %s faults/req", $3, $1, $2, $4, $5, $6, $7, $8}')"
+    # The info-logging server writes one line per request: keep the file small.
+    [ "$name" != wisp-info ] || : >"$TMP/wisp-info.log"
+}
+
+say "warming up (${WARMUP}s per server)"
+for s in $SERVERS; do
+    wrk -t1 -c32 -d"${WARMUP}s" "${URL[$s]}" >/dev/null
+done
+[ "$INFO_LOG" != 1 ] || : >"$TMP/wisp-info.log"
+
+say "measuring: $ROUNDS rounds x connections ($CONNS) x servers ($SERVERS), ${DURATION}s each"
+order=$SERVERS
+for round in $(seq "$ROUNDS"); do
+    for c in $CONNS; do
+        for s in $order; do run "$s" "$c" "$round"; done
+    done
+    # Reverse the order every round so no server always runs first.
+    order=$(tr ' ' '\n' <<<"$order" | tac | tr '\n' ' ')
+done
+WISP_LOADED_RSS=$(rss_kib "${PID[wisp]}")
+
+# ----------------------------------------------------------------- report
+# Medians across rounds: NAME CONNS rps p50 p99 cpu faults
+MEDIANS=$TMP/medians
+awk '
+    { k = $1 " " $2; n[k]++; for (i = 4; i <= 8; i++) v[k, i, n[k]] = $i; keys[k] = 1 }
+    function median(k, i,   m, a, j, t, x, y) {
+        m = n[k]
+        for (j = 1; j <= m; j++) a[j] = v[k, i, j] + 0
+        for (x = 1; x <= m; x++) for (y = x + 1; y <= m; y++) if (a[y] < a[x]) { t = a[x]; a[x] = a[y]; a[y] = t }
+        return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+    }
+    END { for (k in keys) print k, median(k, 4), median(k, 5), median(k, 6), median(k, 7), median(k, 8) }
+' "$RESULTS" >"$MEDIANS"
+
+get() { awk -v n="$1" -v c="$2" -v i="$3" '$1 == n && $2 == c {print $i}' "$MEDIANS"; }
+
+echo
+echo "## Load: hello, wrk -t1 on 127.0.0.1, ${DURATION}s x $ROUNDS rounds, medians"
+echo
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)); Linux $(uname -r); wisp $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo
+echo "| server | connections | req/s | p50 | p99 | CPU µs/req | page faults/req |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+label() {
+    case $1 in
+        wisp) echo "wisp serve (RUST_LOG=warn)" ;;
+        wisp-info) echo "wisp serve (default logging, to a file)" ;;
+        todo) echo "wisp serve, todo-api GET /todos/1 (one kv read)" ;;
+        native) echo "native-hello (axum)" ;;
+    esac
+}
+fmt_us() { awk -v u="$1" 'BEGIN { if (u >= 1000) printf "%.2f ms", u / 1000; else printf "%.0f µs", u }'; }
+for c in $CONNS; do
+    for s in $SERVERS; do
+        printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$s")" "$c" \
+            "$(printf '%.0f' "$(get "$s" "$c" 3)")" "$(fmt_us "$(get "$s" "$c" 4)")" \
+            "$(fmt_us "$(get "$s" "$c" 5)")" "$(printf '%.1f' "$(get "$s" "$c" 6)")" \
+            "$(printf '%.2f' "$(get "$s" "$c" 7)")"
+    done
+done
+echo
+echo "| ratio | connections | req/s (wisp / native) | CPU per request (wisp / native) |"
+echo "|---|---:|---:|---:|"
+for c in $CONNS; do
+    for s in $SERVERS; do
+        [ "$s" != native ] || continue
+        awk -v l="$(label "$s") / native" -v c="$c" -v wr="$(get "$s" "$c" 3)" -v nr="$(get native "$c" 3)" \
+            -v wc="$(get "$s" "$c" 6)" -v nc="$(get native "$c" 6)" \
+            'BEGIN { printf "| %s | %s | %.2f (%.0f%%) | %.1fx |\n", l, c, wr / nr, 100 * wr / nr, wc / nc }'
+    done
+done
+echo
+awk -v w="$WISP_IDLE_RSS" -v l="$WISP_LOADED_RSS" -v n="$NATIVE_IDLE_RSS" 'BEGIN {
+    printf "Idle RSS of wisp serve with hello deployed (before load): %.1f MiB; after the load: %.1f MiB; native-hello idle: %.1f MiB\n", w / 1024, l / 1024, n / 1024
+}'
+echo
+echo "Targets (32 connections, wisp serve with RUST_LOG=warn):"
+if [[ " $CONNS " == *" 32 "* ]]; then
+    awk -v wr="$(get wisp 32 3)" -v nr="$(get native 32 3)" -v wc="$(get wisp 32 6)" -v rss="$WISP_IDLE_RSS" 'BEGIN {
+        ok = (wr / nr >= 0.40); printf "- req/s >= 40%% of native: %.0f%% -> %s\n", 100 * wr / nr, ok ? "met" : "MISSED"
+        ok = (wc <= 40); printf "- CPU <= 40 µs/request: %.1f µs -> %s\n", wc, ok ? "met" : "MISSED"
+        ok = (rss / 1024 <= 25); printf "- idle RSS <= 25 MiB: %.1f MiB -> %s\n", rss / 1024, ok ? "met" : "MISSED"
+    }'
+    if [ "$TODO" = 1 ]; then
+        awk -v tr="$(get todo 32 3)" -v wr="$(get wisp 32 3)" 'BEGIN {
+            ok = (tr / wr >= 0.80); printf "- todo-api (one kv read) >= 80%% of hello req/s: %.0f%% -> %s\n", 100 * tr / wr, ok ? "met" : "MISSED"
+        }'
+    fi
+else
+    echo "- (run with 32 in CONNS to check them)"
+fi
+echo
+echo "<details><summary>every run</summary>"
+echo
+echo '```'
+echo "server connections round req/s p50_us p99_us cpu_us/req faults/req"
+sort -k1,1 -k2,2n -k3,3n "$RESULTS"
+echo '```'
+echo "</details>"

@@ -1,0 +1,195 @@
+//! `wisp kv`: read and write a function's key-value data through the admin
+//! API (`/v1/functions/{name}/kv`), under the same limits as the function's
+//! own writes.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde::Deserialize;
+
+use crate::client::{Api, Connection, excerpt, print_json, wisp_error_message, write_stdout};
+use crate::units::parse_duration;
+
+/// Page size used when following cursors (the API's maximum).
+const PAGE: u32 = 1000;
+
+/// `wisp kv ...`.
+#[derive(Subcommand)]
+pub enum KvCommand {
+    /// Print the value of a key to stdout, byte for byte.
+    Get(KeyArgs),
+    /// Set a key: to VALUE, to a file's contents (@FILE) or to stdin (@-).
+    Set(SetArgs),
+    /// Delete a key.
+    Delete(KeyArgs),
+    /// List keys (every page), one a line.
+    List(ListArgs),
+}
+
+impl KvCommand {
+    pub fn connection(&self) -> &Connection {
+        match self {
+            KvCommand::Get(a) | KvCommand::Delete(a) => &a.connection,
+            KvCommand::Set(a) => &a.connection,
+            KvCommand::List(a) => &a.connection,
+        }
+    }
+}
+
+/// `wisp kv get` and `wisp kv delete`.
+#[derive(Args)]
+pub struct KeyArgs {
+    /// Function name.
+    name: String,
+    /// The key.
+    key: String,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// `wisp kv set`.
+#[derive(Args)]
+pub struct SetArgs {
+    /// Function name.
+    name: String,
+    /// The key.
+    key: String,
+    /// The value: text, `@FILE` for a file's contents, `@-` for stdin.
+    value: String,
+    /// The key expires after this long (10s, 500ms, 2h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    ttl: Option<Duration>,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// `wisp kv list`.
+#[derive(Args)]
+pub struct ListArgs {
+    /// Function name.
+    name: String,
+    /// Only keys starting with this.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Print the keys as a JSON array.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    keys: Vec<String>,
+    cursor: Option<String>,
+}
+
+/// Runs a `wisp kv` command.
+pub async fn run(api: &Api, command: KvCommand) -> Result<()> {
+    match command {
+        KvCommand::Get(a) => get(api, a).await,
+        KvCommand::Set(a) => set(api, a).await,
+        KvCommand::Delete(a) => delete(api, a).await,
+        KvCommand::List(a) => list(api, a).await,
+    }
+}
+
+fn key_segments<'a>(name: &'a str, key: &'a str) -> [&'a str; 5] {
+    // `url` percent-encodes each segment, `/` in the key included.
+    ["v1", "functions", name, "kv", key]
+}
+
+async fn get(api: &Api, args: KeyArgs) -> Result<()> {
+    let response = api
+        .send(api.request(Method::GET, &key_segments(&args.name, &args.key)))
+        .await?;
+    let status = response.status();
+    let body = response.bytes().await.context("reading the value failed")?;
+    if !status.is_success() {
+        return Err(match wisp_error_message(&body) {
+            Some(message) => anyhow!(message),
+            None => anyhow!("the admin API answered {status}{}", excerpt(&body)),
+        });
+    }
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&body)?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// The value argument: text, `@FILE` or `@-` (stdin).
+async fn read_value(arg: &str) -> Result<Vec<u8>> {
+    match arg.strip_prefix('@') {
+        Some("-") => {
+            let mut data = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut data)
+                .await
+                .context("cannot read the value from stdin")?;
+            Ok(data)
+        }
+        Some(path) => tokio::fs::read(path)
+            .await
+            .with_context(|| format!("cannot read the value from {path}")),
+        None => Ok(arg.as_bytes().to_vec()),
+    }
+}
+
+async fn set(api: &Api, args: SetArgs) -> Result<()> {
+    let value = read_value(&args.value).await?;
+    let mut request = api
+        .request(Method::PUT, &key_segments(&args.name, &args.key))
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .body(value);
+    if let Some(ttl) = args.ttl {
+        let ms = u64::try_from(ttl.as_millis()).context("--ttl is too large")?;
+        if ms == 0 {
+            bail!("--ttl must be at least 1ms");
+        }
+        request = request.query(&[("ttl_ms", ms.to_string())]);
+    }
+    let answer = api.call_json(request).await?;
+    let bytes = answer["bytes"].as_u64().unwrap_or_default();
+    write_stdout(&format!(
+        "set {} on {} ({bytes} bytes)\n",
+        args.key, args.name
+    ))
+}
+
+async fn delete(api: &Api, args: KeyArgs) -> Result<()> {
+    api.call_json(api.request(Method::DELETE, &key_segments(&args.name, &args.key)))
+        .await?;
+    write_stdout(&format!("deleted {} on {}\n", args.key, args.name))
+}
+
+async fn list(api: &Api, args: ListArgs) -> Result<()> {
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![("prefix", args.prefix.clone()), ("limit", PAGE.to_string())];
+        if let Some(c) = cursor.take() {
+            query.push(("cursor", c));
+        }
+        let request = api
+            .request(Method::GET, &["v1", "functions", &args.name, "kv"])
+            .query(&query);
+        let page: Page = serde_json::from_value(api.call_json(request).await?)
+            .context("unexpected answer from the admin API (is the CLI older than the host?)")?;
+        keys.extend(page.keys);
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    if args.json {
+        return print_json(&serde_json::json!(keys));
+    }
+    let mut out = String::new();
+    for key in &keys {
+        out.push_str(key);
+        out.push('\n');
+    }
+    write_stdout(&out)
+}
