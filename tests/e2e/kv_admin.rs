@@ -194,12 +194,6 @@ fn bad_inputs_answer_errors_and_store_nothing() {
         "quota_exceeded",
     );
     assert!(msg.contains("40 bytes"), "{msg}");
-    // Growing an existing value past the total is refused too.
-    assert_error(
-        put(&a, "/v1/functions/f/kv/a", &[0; 16]),
-        507,
-        "quota_exceeded",
-    );
     assert_error(
         put(&a, "/v1/functions/f/kv/c?ttl_ms=soon", b"x"),
         400,
@@ -227,6 +221,14 @@ fn bad_inputs_answer_errors_and_store_nothing() {
     // Exactly up to the total is fine: 32 + 1 + 7 = 40; then nothing more.
     assert_eq!(put(&a, "/v1/functions/f/kv/c", &[0; 7]).status(), 200);
     assert_error(put(&a, "/v1/functions/f/kv/d", b""), 507, "quota_exceeded");
+    // Growing an existing value past the total is refused too; the old
+    // value stays.
+    assert_error(
+        put(&a, "/v1/functions/f/kv/a", &[0; 16]),
+        507,
+        "quota_exceeded",
+    );
+    assert_eq!(value(&a, "f", "a").unwrap(), [b'a'; 15]);
     // Deleting gives the bytes back.
     assert_eq!(delete(&a, "/v1/functions/f/kv/c").status(), 200);
     assert_eq!(put(&a, "/v1/functions/f/kv/d", &[0; 7]).status(), 200);
