@@ -394,3 +394,37 @@ fn cli_set_list_unset_and_deploy_config_env() {
         "a secret reached the host log"
     );
 }
+
+#[test]
+fn guests_read_settings_and_secrets_of_their_own_function() {
+    let w = Wisp::start();
+    let a = w.admin();
+    a.deploy_guest("c", "caps", &["/c/*"]);
+    a.deploy_guest("d", "caps", &["/d/*"]);
+    let read = |path: &str| -> Value { w.get(path).json().unwrap() };
+    assert_eq!(read("/c/config/keys"), json!({"keys": []}));
+    assert_eq!(read("/c/config/get?key=MODE"), json!({"value": null}));
+
+    ok_text(put_config(&a, "c", &json!({"values": {"MODE": "fast"}})));
+    ok_text(put_config(
+        &a,
+        "c",
+        &json!({"values": {"TOKEN": SECRET}, "secret": true}),
+    ));
+    // The next invocation sees the change; the guest reads secrets too.
+    assert_eq!(read("/c/config/get?key=MODE")["value"], "fast");
+    assert_eq!(read("/c/config/get?key=TOKEN")["value"], SECRET);
+    assert_eq!(read("/c/config/keys"), json!({"keys": ["MODE", "TOKEN"]}));
+    // Another function's config is its own.
+    assert_eq!(read("/d/config/keys"), json!({"keys": []}));
+
+    ok_text(put_config(&a, "c", &json!({"values": {"MODE": "slow"}})));
+    assert_eq!(read("/c/config/get?key=MODE")["value"], "slow");
+    ok_text(unset(&a, "c", "MODE"));
+    assert_eq!(read("/c/config/get?key=MODE")["value"], Value::Null);
+    assert_eq!(read("/c/config/keys"), json!({"keys": ["TOKEN"]}));
+    assert!(
+        !w.log_text().contains(SECRET),
+        "a secret reached the host log"
+    );
+}

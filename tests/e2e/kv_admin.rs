@@ -452,3 +452,108 @@ fn cli_get_set_delete_list() {
     let err = fails(w.cli(&["kv", "list", "nope"]));
     assert!(err.contains("not found"), "{err}");
 }
+
+/// A guest (tests/guests/caps) using `wisp:function/kv` from a request.
+fn guest_kv(w: &Wisp, path: &str, body: &[u8]) -> Value {
+    let resp = client()
+        .post(format!("{}{}", w.data_url, path))
+        .body(body.to_vec())
+        .send()
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().unwrap();
+    assert_eq!(status, 200, "{path}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn guests_share_the_namespace_with_the_admin_api_and_get_error_values() {
+    let w = Wisp::start();
+    let a = w.admin();
+    let caps = std::fs::read(guest("caps")).unwrap();
+    let limits = [
+        ("route", "/c/*"),
+        ("kv_max_key_bytes", "8"),
+        ("kv_max_value_bytes", "16"),
+        ("kv_max_total_bytes", "40"),
+    ];
+    assert_eq!(a.deploy("c", &caps, &limits).status(), 201);
+    a.deploy_guest("d", "caps", &["/d/*"]);
+
+    // Guest writes, admin reads, and back.
+    assert_eq!(
+        guest_kv(&w, "/c/kv/set?key=k", b"from guest"),
+        json!({"ok": true})
+    );
+    assert_eq!(value(&a, "c", "k").unwrap(), b"from guest");
+    assert_eq!(put(&a, "/v1/functions/c/kv/k", b"from admin").status(), 200);
+    assert_eq!(guest_kv(&w, "/c/kv/get?key=k", b"")["value"], "from admin");
+    // Another function sees nothing of it.
+    assert_eq!(guest_kv(&w, "/d/kv/get?key=k", b"")["found"], false);
+    assert_eq!(guest_kv(&w, "/d/kv/list", b"")["keys"], json!([]));
+
+    // Counters and compare-and-swap.
+    assert_eq!(guest_kv(&w, "/c/kv/incr?key=n", b"")["value"], 1);
+    assert_eq!(guest_kv(&w, "/c/kv/incr?key=n&delta=41", b"")["value"], 42);
+    assert_eq!(value(&a, "c", "n").unwrap(), b"42");
+    assert_eq!(
+        guest_kv(&w, "/c/kv/incr?key=k", b"")["error"],
+        "not-a-number"
+    );
+    assert_eq!(
+        guest_kv(&w, "/c/kv/cas?key=n&expected=41", b"0")["swapped"],
+        false
+    );
+    assert_eq!(
+        guest_kv(&w, "/c/kv/cas?key=n&expected=42", b"0")["swapped"],
+        true
+    );
+    assert_eq!(guest_kv(&w, "/c/kv/cas?key=new", b"1")["swapped"], true);
+    assert_eq!(guest_kv(&w, "/c/kv/cas?key=new", b"2")["swapped"], false);
+    assert_eq!(guest_kv(&w, "/c/kv/delete?key=new", b"")["deleted"], true);
+    assert_eq!(guest_kv(&w, "/c/kv/delete?key=new", b"")["deleted"], false);
+
+    // Limits are error values, not traps, and write nothing. Usage now:
+    // k (1 + 10) + n (1 + 1) = 13 of 40.
+    let stored = (keys(&a, "c"), value(&a, "c", "k"), value(&a, "c", "n"));
+    assert_eq!(
+        guest_kv(&w, "/c/kv/set?key=123456789", b"x")["error"],
+        "invalid-key"
+    );
+    assert_eq!(guest_kv(&w, "/c/kv/set?key=", b"x")["error"], "invalid-key");
+    assert_eq!(
+        guest_kv(&w, "/c/kv/set?key=big", &[b'x'; 17])["error"],
+        "value-too-large"
+    );
+    assert_eq!(guest_kv(&w, "/c/kv/set?key=a", &[b'x'; 15])["ok"], true);
+    // 13 + 16 = 29; another 16 would be 45.
+    assert_eq!(
+        guest_kv(&w, "/c/kv/set?key=b", &[b'x'; 15])["error"],
+        "quota-exceeded"
+    );
+    assert_eq!(
+        guest_kv(&w, "/c/kv/cas?key=b", &[b'x'; 15])["error"],
+        "quota-exceeded"
+    );
+    assert_eq!(
+        guest_kv(&w, "/c/kv/list?cursor=bogus", b"")["error"],
+        "invalid-cursor"
+    );
+    assert_eq!(guest_kv(&w, "/c/kv/delete?key=a", b"")["deleted"], true);
+    assert_eq!(
+        (keys(&a, "c"), value(&a, "c", "k"), value(&a, "c", "n")),
+        stored
+    );
+
+    // TTL and listing in pages.
+    assert_eq!(guest_kv(&w, "/c/kv/set?key=t&ttl_ms=300", b"x")["ok"], true);
+    assert_eq!(guest_kv(&w, "/c/kv/get?key=t", b"")["found"], true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(guest_kv(&w, "/c/kv/get?key=t", b"")["found"], false);
+    let page = guest_kv(&w, "/c/kv/list?limit=1", b"");
+    assert_eq!(page["keys"], json!(["k"]));
+    let cursor = page["cursor"].as_str().unwrap().to_string();
+    let page = guest_kv(&w, &format!("/c/kv/list?limit=1&cursor={cursor}"), b"");
+    assert_eq!(page["keys"], json!(["n"]));
+    assert_eq!(page["cursor"], Value::Null);
+}
