@@ -1,5 +1,5 @@
 //! The function's configuration: settings and secrets set through the admin
-//! API (`wisp config set NAME KEY VALUE`, `wisp config set NAME KEY --secret`).
+//! API (`wisp config set NAME KEY=VALUE`, with `--secret` for secrets).
 //! Both are read the same way; a change takes effect at the next invocation,
 //! without a redeploy.
 //!

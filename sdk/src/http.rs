@@ -1,4 +1,4 @@
-//! HTTP: the [`http`](::http) crate's types, re-exported, and an outbound
+//! HTTP: the `http` crate (its types re-exported) and an outbound
 //! client over `wasi:http/outgoing-handler`.
 //!
 //! [`Request`] and [`Response`] here are the SDK's (the same as
@@ -20,7 +20,8 @@
 //! }
 //! ```
 //!
-//! The host decides which hosts a function may call: a request to any
+//! The host decides which hosts a function may call (`wisp deploy
+//! --allow-outbound HOST`): a request to any
 //! other fails with [`HttpError::code`] `HTTP-request-denied`.
 //!
 //! Calls block until the response head has arrived, then read the body

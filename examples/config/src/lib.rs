@@ -9,10 +9,10 @@
 //! wisp deploy config --from examples/config --route /config
 //! # or: cargo build --release --target wasm32-wasip2 -p config
 //! #     wisp deploy config target/wasm32-wasip2/release/config.wasm --route /config
-//! wisp config set config greeting 'hello from config'
-//! wisp config set config api-key --secret    # reads the value from stdin
+//! wisp config set config greeting='hello from config'
+//! wisp config set config api-key=s3cret-s3cret --secret
 //! curl http://127.0.0.1:8080/config
-//! # {"greeting":"hello from config","api_key":{"present":true,"length":24},"keys":["api-key","greeting"]}
+//! # {"greeting":"hello from config","api_key":{"present":true,"length":13},"keys":["api-key","greeting"]}
 //! ```
 //!
 //! A change takes effect at the next request, without a redeploy.

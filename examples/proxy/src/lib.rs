@@ -3,15 +3,15 @@
 //! `content-type` and body.
 //!
 //! Build, deploy and configure it (from the workspace root, with
-//! `wisp serve` running; the host must allow outbound requests to the
-//! upstream's host):
+//! `wisp serve` running; outbound requests are denied unless the deploy
+//! allows the upstream's host):
 //!
 //! ```text
-//! wisp deploy proxy --from examples/proxy --route /proxy
+//! wisp deploy proxy --from examples/proxy --route /proxy --allow-outbound 127.0.0.1:8000
 //! # or: cargo build --release --target wasm32-wasip2 -p proxy
-//! #     wisp deploy proxy target/wasm32-wasip2/release/proxy.wasm --route /proxy
+//! #     wisp deploy proxy target/wasm32-wasip2/release/proxy.wasm --route /proxy --allow-outbound 127.0.0.1:8000
 //! python3 -m http.server 8000 &
-//! wisp config set proxy upstream http://127.0.0.1:8000/
+//! wisp config set proxy upstream=http://127.0.0.1:8000/
 //! curl -i http://127.0.0.1:8080/proxy
 //! ```
 //!

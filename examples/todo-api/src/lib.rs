@@ -3,9 +3,9 @@
 //! Build and deploy it (from the workspace root, with `wisp serve` running):
 //!
 //! ```text
-//! wisp deploy todo-api --from examples/todo-api --route /todos --route '/todos/*'
+//! wisp deploy todo-api --from examples/todo-api --route '/todos/*'
 //! # or: cargo build --release --target wasm32-wasip2 -p todo-api
-//! #     wisp deploy todo-api target/wasm32-wasip2/release/todo_api.wasm --route /todos --route '/todos/*'
+//! #     wisp deploy todo-api target/wasm32-wasip2/release/todo_api.wasm --route '/todos/*'
 //! curl -d '{"title":"write docs"}' http://127.0.0.1:8080/todos
 //! curl http://127.0.0.1:8080/todos
 //! curl -X PUT -d '{"title":"write docs","done":true}' http://127.0.0.1:8080/todos/1
