@@ -558,6 +558,8 @@ impl Store {
         let (_, usage) = self.kv_trees()?;
         Ok(usage
             .get(function.as_bytes())?
+    /// (Tests check the accounting with it.)
+    #[cfg(test)]
             .map(|v| read_u64(&v))
             .unwrap_or(0))
     }

@@ -1131,6 +1131,7 @@ mod tests {
                 ("route", "/hello".to_string()),
                 ("route", "/api/*".to_string()),
                 ("env", "A=1".to_string()),
+            config_env: None,
                 ("timeout_ms", "1500".to_string()),
                 ("memory_bytes", (64u64 << 20).to_string()),
             ]
