@@ -48,6 +48,10 @@ pub struct FunctionInfo {
     /// Whether plain settings are environment variables of the guest.
     #[serde(default)]
     pub config_env: bool,
+    /// For a preview-1 module: the read-only directory granted to it (at
+    /// `/static` in the guest), relative to `<data-dir>/static/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_dir: Option<String>,
     /// Creation time (RFC 3339).
     pub created_at: String,
     /// Last deploy or rollback (RFC 3339).
@@ -101,6 +105,7 @@ impl From<&FunctionRecord> for FunctionInfo {
             limits: active.limits,
             allow_outbound: active.allow_outbound.clone(),
             config_env: active.config_env,
+            static_dir: active.static_dir.clone(),
             created_at: rfc3339(r.created_at_ms),
             updated_at: rfc3339(r.updated_at_ms),
             versions: r
@@ -157,6 +162,17 @@ pub struct DeployOptions {
     /// Key-value total (keys + values) override, bytes.
     #[serde(default)]
     pub kv_max_total_bytes: Option<u64>,
+    /// For a preview-1 module: a directory under `<data-dir>/static/`
+    /// granted read-only at `/static` in the guest; unset inherits, empty
+    /// removes the grant (default: none).
+    #[serde(default, deserialize_with = "present_string")]
+    pub static_dir: Option<String>,
+}
+
+/// An optional string where present-but-empty (`static_dir=`) is
+/// `Some("")`, not `None` as a form's empty value otherwise is.
+fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 impl DeployOptions {

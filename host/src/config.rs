@@ -156,6 +156,9 @@ pub struct HostConfig {
     pub log_retention_entries: u64,
     /// How long log lines are kept.
     pub log_retention: Duration,
+    /// Bytes of response body a preview-1 (CGI) module may write; past it
+    /// the response is cut and the truncation noted in the invocation log.
+    pub cgi_max_output_bytes: u64,
 }
 
 impl Default for HostConfig {
@@ -174,6 +177,7 @@ impl Default for HostConfig {
             log_bytes_per_invocation: 64 * 1024,
             log_retention_entries: 10_000,
             log_retention: Duration::from_secs(7 * 24 * 3600),
+            cgi_max_output_bytes: 16 << 20,
         }
     }
 }
@@ -215,6 +219,9 @@ impl HostConfig {
         }
         if self.log_retention.is_zero() {
             return Err("the log retention (time) must be more than 0".into());
+        }
+        if self.cgi_max_output_bytes == 0 {
+            return Err("the CGI output cap must be more than 0".into());
         }
         if let Some(t) = &self.admin_token
             && t.trim().len() < 16

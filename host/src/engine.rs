@@ -9,9 +9,13 @@ use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, InstancePre, Module,
+    PoolingAllocationConfig, Precompiled,
+};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::cgi::CgiState;
 use crate::config::HostConfig;
 use crate::error::DeployError;
 use crate::invoke::InvocationState;
@@ -40,6 +44,9 @@ pub enum AllocatorKind {
 pub(crate) struct WispEngine {
     pub engine: Engine,
     pub linker: Linker<InvocationState>,
+    /// The core-module linker for preview-1 (CGI) modules: WASI preview 1
+    /// only.
+    pub cgi_linker: wasmtime::Linker<CgiState>,
     pub allocator: AllocatorKind,
     /// Identifies compiled code this engine can load: the key under which
     /// compiled artifacts are stored.
@@ -140,6 +147,7 @@ impl WispEngine {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         // Wisp's own capabilities (key-value, config, log lines).
         crate::capabilities::add_to_linker(&mut linker)?;
+        let cgi_linker = crate::cgi::linker(&engine)?;
 
         let compat_key = {
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -150,35 +158,57 @@ impl WispEngine {
         Ok(WispEngine {
             engine,
             linker,
+            cgi_linker,
             allocator,
             compat_key,
         })
     }
 
-    /// Compiles a component (blocking: run it on a blocking thread) and
+    /// Compiles a component, or a core module (a preview-1 CGI function),
+    /// whichever `wasm` is (blocking: run it on a blocking thread), and
     /// records the compile metrics.
-    pub fn compile(&self, wasm: &[u8]) -> Result<Component, DeployError> {
+    pub fn compile(&self, wasm: &[u8]) -> Result<Compiled, DeployError> {
         let start = Instant::now();
-        let component = Component::new(&self.engine, wasm)
-            .map_err(|e| DeployError::InvalidWasm(format!("{e:#}")))?;
+        let compiled = if wasmparser::Parser::is_core_wasm(wasm) {
+            Module::new(&self.engine, wasm).map(Compiled::Module)
+        } else {
+            Component::new(&self.engine, wasm).map(Compiled::Component)
+        }
+        .map_err(|e| DeployError::InvalidWasm(format!("{e:#}")))?;
         crate::metrics::compiled(start.elapsed());
-        Ok(component)
+        Ok(compiled)
     }
 
-    /// Loads compiled code from the store.
-    pub fn deserialize(&self, bytes: &[u8]) -> anyhow::Result<Component> {
-        // SAFETY: the bytes were produced by `Component::serialize` of this
-        // host (an engine with the same compatibility key) and read back
-        // from our own store in the data directory, which is trusted like the
-        // binary itself. wasmtime still checks the header and engine
-        // compatibility and refuses anything else.
+    /// Loads compiled code from the store (a component or a module: the
+    /// serialized header says which).
+    pub fn deserialize(&self, bytes: &[u8]) -> anyhow::Result<Compiled> {
+        // SAFETY: the bytes were produced by `serialize` of this host (an
+        // engine with the same compatibility key) and read back from our own
+        // store in the data directory, which is trusted like the binary
+        // itself. wasmtime still checks the header and engine compatibility
+        // and refuses anything else.
         #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize(&self.engine, bytes) }?;
-        Ok(component)
+        let compiled = match Engine::detect_precompiled(bytes) {
+            Some(Precompiled::Module) => {
+                Compiled::Module(unsafe { Module::deserialize(&self.engine, bytes) }?)
+            }
+            _ => Compiled::Component(unsafe { Component::deserialize(&self.engine, bytes) }?),
+        };
+        Ok(compiled)
     }
 
     /// Checks exports and imports and pre-instantiates.
-    pub fn prepare(&self, component: &Component) -> Result<ProxyPre<InvocationState>, DeployError> {
+    pub fn prepare(&self, compiled: &Compiled) -> Result<Prepared, DeployError> {
+        match compiled {
+            Compiled::Component(c) => self.prepare_component(c).map(Prepared::Component),
+            Compiled::Module(m) => crate::cgi::prepare(&self.cgi_linker, m).map(Prepared::Module),
+        }
+    }
+
+    fn prepare_component(
+        &self,
+        component: &Component,
+    ) -> Result<ProxyPre<InvocationState>, DeployError> {
         let ty = component.component_type();
         let exports_handler = ty
             .exports(&self.engine)
@@ -250,20 +280,43 @@ fn start_epoch_ticker(engine: &Engine) {
         .expect("spawning the epoch ticker thread");
 }
 
-/// A component ready to serve: compiled code plus its pre-instantiation.
-pub(crate) struct Prepared {
-    pub pre: ProxyPre<InvocationState>,
+/// Compiled code of either kind of function.
+pub(crate) enum Compiled {
+    /// A component (`wasi:http/incoming-handler`).
+    Component(Component),
+    /// A preview-1 core module, run CGI-style.
+    Module(Module),
+}
+
+impl Compiled {
+    /// The compiled code, for the store.
+    pub fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        match self {
+            Compiled::Component(c) => c.serialize(),
+            Compiled::Module(m) => m.serialize(),
+        }
+    }
+}
+
+/// A function ready to serve: its pre-instantiation, built once per
+/// deployed version. Cheap to clone.
+#[derive(Clone)]
+pub(crate) enum Prepared {
+    /// A component, called through `wasi:http/incoming-handler`.
+    Component(ProxyPre<InvocationState>),
+    /// A preview-1 module, run CGI-style (`cgi`).
+    Module(InstancePre<CgiState>),
 }
 
 impl WispEngine {
     /// Compile + serialize + prepare, for deploy. Blocking.
     pub fn compile_new(&self, wasm: &[u8]) -> Result<(Prepared, Vec<u8>), DeployError> {
-        let component = self.compile(wasm)?;
-        let pre = self.prepare(&component)?;
-        let serialized = component
+        let compiled = self.compile(wasm)?;
+        let prepared = self.prepare(&compiled)?;
+        let serialized = compiled
             .serialize()
             .map_err(|e| DeployError::Internal(format!("serializing compiled code: {e:#}")))?;
-        Ok((Prepared { pre }, serialized))
+        Ok((prepared, serialized))
     }
 }
 

@@ -164,6 +164,7 @@ impl HostBuilder {
             logs,
             log_limit: config.log_bytes_per_invocation as usize,
             max_outbound: config.max_outbound_requests,
+            cgi_max_output: config.cgi_max_output_bytes,
             engine: engine.engine.clone(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
             metrics: HostMetrics::new(),
@@ -292,7 +293,7 @@ impl Host {
             }
         };
         let pre = engine.prepare(&component)?;
-        Ok(deployed(store, record, v, pre)?)
+        Ok(deployed(store, self.data_dir(), record, v, pre)?)
     }
 
     /// Deploys `wasm` as a new version of `name` and makes it active.
@@ -313,6 +314,12 @@ impl Host {
             )));
         }
         check_binary(&wasm)?;
+        let is_module = wasmparser::Parser::is_core_wasm(&wasm);
+        if is_module_option_misused(is_module, &options) {
+            return Err(DeployError::InvalidArgument(
+                "static_dir is for preview-1 modules (CGI); this upload is a component".into(),
+            ));
+        }
         let env = parse_env(&options.env)?;
         for r in &options.routes {
             Route::parse(r).map_err(|e| DeployError::InvalidRoute(e.to_string()))?;
@@ -357,6 +364,17 @@ impl Host {
             .map_err(DeployError::InvalidArgument)?;
         let parsed = parse_routes(&routes)?;
         self.check_route_conflicts(name, &parsed)?;
+        // The static directory: given (empty removes it), else inherited;
+        // only modules have one.
+        let static_dir = match options.static_dir.as_deref() {
+            Some("") => None,
+            Some(dir) => Some(dir.to_string()),
+            None => base.as_ref().and_then(|b| b.static_dir.clone()),
+        }
+        .filter(|_| is_module);
+        if let Some(dir) = &static_dir {
+            self.static_dir_path(dir)?;
+        }
 
         // Compile on a blocking thread: large components take seconds.
         let engine = self.inner.engine.clone();
@@ -387,6 +405,7 @@ impl Host {
                 .config_env
                 .or(base.as_ref().map(|b| b.config_env))
                 .unwrap_or(false),
+            static_dir,
         };
         record.active_version = version.version;
         record.updated_at_ms = now;
@@ -396,7 +415,13 @@ impl Host {
             // if a crash (or a write racing the delete) left some behind.
             self.inner.store.purge_function_data(name)?;
         }
-        let deployed = Arc::new(deployed(&self.inner.store, &record, &version, prepared.pre)?);
+        let deployed = Arc::new(deployed(
+            &self.inner.store,
+            self.data_dir(),
+            &record,
+            &version,
+            prepared,
+        )?);
 
         let store = self.inner.store.clone();
         let compat = self.inner.engine.compat_key.clone();
@@ -417,6 +442,25 @@ impl Host {
         self.inner.registry.store(Arc::new(next));
         tracing::info!(function = name, version = record.active_version, "deployed");
         Ok(FunctionInfo::from(&record))
+    }
+
+    /// Where a static directory (`static_dir`, relative) is on the host;
+    /// it must exist, under `<data-dir>/static/`.
+    fn static_dir_path(&self, rel: &str) -> Result<PathBuf, DeployError> {
+        let Some(data_dir) = self.data_dir() else {
+            return Err(DeployError::InvalidArgument(
+                "static_dir needs a data directory; this host uses a temporary store".into(),
+            ));
+        };
+        let path =
+            crate::cgi::static_dir_path(data_dir, rel).map_err(DeployError::InvalidArgument)?;
+        if !path.is_dir() {
+            return Err(DeployError::InvalidArgument(format!(
+                "static_dir {rel:?}: {} is not a directory",
+                path.display()
+            )));
+        }
+        Ok(path)
     }
 
     fn check_route_conflicts(&self, name: &str, routes: &[Route]) -> Result<(), DeployError> {
@@ -579,10 +623,23 @@ impl Host {
             registry
                 .routes
                 .lookup(request.uri().path())
-                .map(|(_, d)| d.clone())
+                .map(|(r, d)| (r.clone(), d.clone()))
         };
         match target {
-            Some(t) => self.inner.invoker.invoke(t, request).await,
+            Some((route, t)) => {
+                let mut request = request;
+                // Preview-1 (CGI) functions see the matched route as
+                // SCRIPT_NAME; components need nothing (and pay nothing).
+                if let crate::engine::Prepared::Module(_) = t.pre {
+                    let script = match route {
+                        Route::Exact(p) | Route::Prefix(p) => p,
+                    };
+                    request
+                        .extensions_mut()
+                        .insert(crate::cgi::ScriptName(Arc::from(script)));
+                }
+                self.inner.invoker.invoke(t, request).await
+            }
             None => axum::response::IntoResponse::into_response(crate::error::ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
                 "route_not_found",
@@ -606,10 +663,20 @@ impl Host {
 
 fn deployed(
     store: &Store,
+    data_dir: Option<&Path>,
     record: &FunctionRecord,
     v: &VersionRecord,
-    pre: wasmtime_wasi_http::p2::bindings::ProxyPre<crate::invoke::InvocationState>,
+    pre: crate::engine::Prepared,
 ) -> Result<Deployed, DeployError> {
+    // Checked at deploy; a directory removed since then fails the
+    // invocations (500, logged), not the load.
+    let static_dir = match (&v.static_dir, data_dir) {
+        (Some(rel), Some(dir)) => Some(
+            crate::cgi::static_dir_path(dir, rel)
+                .map_err(|e| DeployError::Internal(format!("stored static_dir: {e}")))?,
+        ),
+        _ => None,
+    };
     let name_arc: Arc<str> = Arc::from(record.name.as_str());
     let config = crate::capabilities::settings::load_snapshot(store, &record.name)?;
     let kv = crate::capabilities::kv::KvNamespace::new(store.clone(), name_arc.clone(), &v.limits);
@@ -621,6 +688,7 @@ fn deployed(
         allow_outbound: Arc::new(allow_outbound),
         version: v.version,
         pre,
+        static_dir,
         limits: v.limits,
         env: crate::capabilities::settings::guest_env(&v.env, v.config_env, &config),
         routes: parse_routes(&v.routes)?,
@@ -659,7 +727,13 @@ fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>, DeployError> 
     Ok(env)
 }
 
-/// Cheap checks before compiling: wasm at all, and a component.
+/// Whether a deploy asks for a module-only option for a component.
+fn is_module_option_misused(is_module: bool, options: &DeployOptions) -> bool {
+    !is_module && options.static_dir.as_deref().is_some_and(|d| !d.is_empty())
+}
+
+/// Cheap checks before compiling: wasm at all, and a component or a core
+/// module (a preview-1 CGI function, checked further when compiled).
 fn check_binary(wasm: &[u8]) -> Result<(), DeployError> {
     if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
         return Err(DeployError::InvalidWasm(
@@ -667,11 +741,7 @@ fn check_binary(wasm: &[u8]) -> Result<(), DeployError> {
         ));
     }
     if wasmparser::Parser::is_core_wasm(wasm) {
-        return Err(DeployError::NotAComponent(
-            "the upload is a core WebAssembly module, not a component: build for wasm32-wasip2 \
-             (or wrap the module with `wasm-tools component new`)"
-                .into(),
-        ));
+        return Ok(());
     }
     if !wasmparser::Parser::is_component(wasm) {
         return Err(DeployError::InvalidWasm(
@@ -696,10 +766,8 @@ mod tests {
     #[test]
     fn binary_checks() {
         assert!(matches!(check_binary(b"hello world"), Err(DeployError::InvalidWasm(_))));
-        assert!(matches!(
-            check_binary(b"\0asm\x01\0\0\0"),
-            Err(DeployError::NotAComponent(_))
-        ));
+        // A core module passes (preview-1, checked for `_start` later).
+        assert!(check_binary(b"\0asm\x01\0\0\0").is_ok());
         assert!(check_binary(b"\0asm\x0d\0\x01\0").is_ok());
     }
 }

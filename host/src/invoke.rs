@@ -18,11 +18,13 @@ use tokio::sync::Semaphore;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capabilities::logs::{LogCapture, LogSink, LogStream};
 use crate::capabilities::outbound::Outbound;
+use crate::engine::Prepared;
 use crate::error::ApiError;
 use crate::metrics::HostMetrics;
 use crate::registry::Deployed;
@@ -71,8 +73,27 @@ impl WasiHttpView for InvocationState {
 
 /// Caps linear memory growth; a breach traps with [`MemoryLimitExceeded`]
 /// so the gateway can answer with a clear error.
-struct MemoryLimiter {
+pub(crate) struct MemoryLimiter {
     max_memory: usize,
+}
+
+impl MemoryLimiter {
+    /// A limiter capping linear memory at `max_memory` bytes.
+    pub(crate) fn new(max_memory: usize) -> MemoryLimiter {
+        MemoryLimiter { max_memory }
+    }
+}
+
+/// What a store does on every epoch tick: past the deadline, trap;
+/// otherwise yield to the executor, so a guest in a tight loop neither
+/// overruns its deadline nor starves other requests on this worker.
+#[inline]
+pub(crate) fn on_epoch_tick(deadline: Instant) -> wasmtime::Result<UpdateDeadline> {
+    if Instant::now() >= deadline {
+        Err(DeadlineExceeded.into())
+    } else {
+        Ok(UpdateDeadline::Yield(1))
+    }
 }
 
 /// The trap raised when a guest grows memory past its cap.
@@ -139,10 +160,12 @@ pub(crate) struct Invoker {
     pub log_limit: usize,
     /// Outbound requests per invocation.
     pub max_outbound: u32,
+    /// Bytes of response body a preview-1 (CGI) module may write.
+    pub cgi_max_output: u64,
 }
 
 /// How an invocation failed.
-enum Failure {
+pub(crate) enum Failure {
     Timeout,
     Memory(String),
     BodyTooLarge,
@@ -157,7 +180,10 @@ impl Invoker {
     pub async fn invoke(&self, target: Arc<Deployed>, req: Request<Body>) -> Response<Body> {
         let id = next_invocation_id();
         let start = Instant::now();
-        let response = self.run(&target, &id, start, req).await;
+        let response = match &target.pre {
+            Prepared::Component(pre) => self.run(&target, pre, &id, start, req).await,
+            Prepared::Module(pre) => crate::cgi::run(self, &target, pre, &id, start, req).await,
+        };
         let status = response.status().as_u16();
         let took = start.elapsed();
         target.metrics.record(status, took);
@@ -175,6 +201,7 @@ impl Invoker {
     async fn run(
         &self,
         target: &Arc<Deployed>,
+        pre: &ProxyPre<InvocationState>,
         id: &str,
         start: Instant,
         req: Request<Body>,
@@ -230,7 +257,7 @@ impl Invoker {
             }
         };
 
-        let pre = target.pre.clone();
+        let pre = pre.clone();
         let in_flight = self.metrics.in_flight.clone();
         let instantiation = self.metrics.instantiation.clone();
         let timeout = limits.timeout();
@@ -334,29 +361,25 @@ impl Invoker {
             },
         );
         store.limiter(|s| &mut s.limits);
-        // On every epoch tick: past the deadline, trap; otherwise yield to
-        // the executor, so a guest in a tight loop neither overruns its
-        // deadline nor starves other requests on this worker.
+        // Checked on every epoch tick (see `on_epoch_tick`).
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Err(DeadlineExceeded.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        store.epoch_deadline_callback(|ctx| on_epoch_tick(ctx.data().deadline));
         store
     }
 
     /// Builds a store and instantiates `target` in it, then drops both: what
     /// every invocation pays before the handler runs (benchmarks).
     pub async fn instantiate_only(&self, target: &Deployed) -> wasmtime::Result<()> {
+        let pre = match &target.pre {
+            Prepared::Component(pre) => pre,
+            Prepared::Module(pre) => return crate::cgi::instantiate_only(self, target, pre).await,
+        };
         let mut store = self.new_store(target, Instant::now() + target.limits.timeout());
-        target.pre.instantiate_async(&mut store).await?;
+        pre.instantiate_async(&mut store).await?;
         Ok(())
     }
 
-    fn failure(&self, target: &Deployed, id: &str, failure: Failure) -> Response<Body> {
+    pub(crate) fn failure(&self, target: &Deployed, id: &str, failure: Failure) -> Response<Body> {
         let (status, code, message) = match failure {
             Failure::Timeout => (
                 StatusCode::GATEWAY_TIMEOUT,
@@ -425,7 +448,7 @@ impl Invoker {
 
 impl Failure {
     /// What happened, for the function's log.
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Failure::Timeout => "the deadline passed".into(),
             Failure::Memory(d) | Failure::Trap(d) | Failure::GuestError(d) => d.clone(),
@@ -442,7 +465,7 @@ impl ApiError {
     }
 }
 
-fn classify(e: wasmtime::Error) -> Failure {
+pub(crate) fn classify(e: wasmtime::Error) -> Failure {
     if e.downcast_ref::<DeadlineExceeded>().is_some()
         || matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt))
     {

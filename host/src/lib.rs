@@ -33,6 +33,7 @@
 mod admin;
 mod api;
 mod capabilities;
+mod cgi;
 mod config;
 mod engine;
 mod error;

@@ -5,13 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
-
 use crate::capabilities::kv::KvNamespace;
 use crate::capabilities::outbound::AllowList;
 use crate::capabilities::settings::ConfigSnapshot;
 use crate::config::Limits;
-use crate::invoke::InvocationState;
+use crate::engine::Prepared;
 use crate::metrics::FunctionMetrics;
 use crate::routes::{Route, RouteTable};
 
@@ -23,8 +21,12 @@ pub(crate) struct Deployed {
     /// The name again, shared cheaply with each invocation's state.
     pub name_arc: Arc<str>,
     pub version: u64,
-    /// Built once per deployed version; instantiation per request starts here.
-    pub pre: ProxyPre<InvocationState>,
+    /// Built once per deployed version; instantiation per request starts
+    /// here. A component, or a preview-1 module run CGI-style.
+    pub pre: Prepared,
+    /// The read-only directory granted to a preview-1 module (at `/static`
+    /// in the guest), under `<data-dir>/static/`.
+    pub static_dir: Option<std::path::PathBuf>,
     pub limits: Limits,
     pub env: Vec<(String, String)>,
     pub routes: Vec<Route>,

@@ -67,6 +67,10 @@ pub struct VersionRecord {
     /// environment variables of the guest.
     #[serde(default)]
     pub config_env: bool,
+    /// For a preview-1 module: the read-only directory granted to it,
+    /// relative to `<data-dir>/static/` (checked at deploy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_dir: Option<String>,
 }
 
 /// A function: its versions and which one is active.
@@ -762,6 +766,7 @@ mod tests {
                     limits: Limits::default(),
                     config_env: false,
                     allow_outbound: Vec::new(),
+                    static_dir: None,
                 })
                 .collect(),
         }

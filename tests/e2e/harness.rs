@@ -356,3 +356,63 @@ pub fn python_guest() -> PathBuf {
         })
         .clone()
 }
+
+/// Preview-1 (`wasm32-wasip1`) guests, run CGI-style: built in a cargo
+/// invocation of their own, as they target another triple.
+const WASIP1_GUESTS: &[&str] = &["cgi-rust", "cgi-misbehave"];
+
+/// Path of a preview-1 guest's `.wasm` (a binary: its name keeps its
+/// dashes), building them all once per test process.
+pub fn wasip1_guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(root())
+            .args(["build", "--release", "--target", "wasm32-wasip1", "--target-dir"])
+            .arg(root().join("target/wasm"));
+        for g in WASIP1_GUESTS {
+            cmd.args(["-p", g]);
+        }
+        for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
+            cmd.env_remove(var);
+        }
+        let out = cmd.output().expect("running cargo to build the wasm32-wasip1 guests");
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("target may not be installed") || err.contains("can't find crate for `core`") {
+                panic!(
+                    "the wasm32-wasip1 target is missing: run `rustup target add wasm32-wasip1` \
+                     (scripts/test.sh does this for you)\n{err}"
+                );
+            }
+            panic!("building the wasm32-wasip1 guests failed:\n{err}");
+        }
+    });
+    let path = root().join(format!("target/wasm/wasm32-wasip1/release/{name}.wasm"));
+    assert!(path.exists(), "guest {name} was built but {} is missing", path.display());
+    path
+}
+
+/// The C example (examples/cgi-c), built by its build.sh with clang, lld
+/// and wasi-libc (installed by scripts/test.sh).
+pub fn c_example() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = root().join("target/wasm/cgi-c/cgi-c.wasm");
+            let result = Command::new("bash")
+                .arg(root().join("examples/cgi-c/build.sh"))
+                .arg(&out)
+                .output()
+                .expect("running examples/cgi-c/build.sh");
+            assert!(
+                result.status.success(),
+                "building the C example failed: it needs clang, lld, wasi-libc and \
+                 libclang-rt-dev-wasm32 (`apt-get install -y clang lld wasi-libc \
+                 libclang-rt-dev-wasm32`; scripts/test.sh does it)\n{}",
+                String::from_utf8_lossy(&result.stderr)
+            );
+            out
+        })
+        .clone()
+}

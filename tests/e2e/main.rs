@@ -4,6 +4,7 @@
 mod harness;
 
 mod api;
+mod cgi;
 mod cli;
 mod config_admin;
 mod durability;

@@ -164,6 +164,12 @@ pub struct DeployArgs {
     /// default).
     #[arg(long = "allow-outbound", value_name = "HOST")]
     allow_outbound: Vec<String>,
+    /// For a preview-1 (CGI) module: grant the directory PATH, relative to
+    /// the host's `<data-dir>/static/`, read-only at `/static` in the guest
+    /// (`--static-dir ""` removes the grant) [default: as the active
+    /// version, else none].
+    #[arg(long, value_name = "PATH")]
+    static_dir: Option<String>,
     #[command(flatten)]
     connection: Connection,
 }
@@ -615,6 +621,9 @@ fn deploy_query(args: &DeployArgs) -> Result<Vec<(&'static str, String)>> {
             .iter()
             .map(|h| ("allow_outbound", h.clone())),
     );
+    if let Some(dir) = &args.static_dir {
+        query.push(("static_dir", dir.clone()));
+    }
     Ok(query)
 }
 
@@ -1122,6 +1131,7 @@ mod tests {
             timeout: Some(Duration::from_millis(1500)),
             memory: Some(64 << 20),
             max_body: None,
+            static_dir: None,
             connection: connection(None, Path::new(".")),
         };
         let query = deploy_query(&args).unwrap();

@@ -174,6 +174,17 @@ pub struct ServeArgs {
     )]
     pub log_bytes_per_invocation: u64,
 
+    /// Bytes of response body a preview-1 (CGI) module may write; past it
+    /// the response is cut and the truncation noted in the function's log.
+    #[arg(
+        long,
+        env = "WISP_CGI_MAX_OUTPUT",
+        value_name = "SIZE",
+        default_value = "16MiB",
+        value_parser = parse_size
+    )]
+    pub cgi_max_output: u64,
+
     /// Log lines kept per function; the oldest go first.
     #[arg(
         long,
@@ -235,6 +246,7 @@ impl fmt::Debug for ServeArgs {
             .field("cache_capacity", &self.cache_capacity)
             .field("max_outbound_requests", &self.max_outbound_requests)
             .field("log_bytes_per_invocation", &self.log_bytes_per_invocation)
+            .field("cgi_max_output", &self.cgi_max_output)
             .field("log_retention_lines", &self.log_retention_lines)
             .field("log_retention", &self.log_retention)
             .field("grace", &self.grace)

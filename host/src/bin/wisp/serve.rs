@@ -48,6 +48,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
         max_outbound_requests: args.max_outbound_requests,
         log_bytes_per_invocation: args.log_bytes_per_invocation,
+        cgi_max_output_bytes: args.cgi_max_output,
         log_retention_entries: args.log_retention_lines,
         log_retention: args.log_retention,
         ..HostConfig::default()
