@@ -8,6 +8,26 @@ ensure_wasm_targets() {
             rustup target add "$t"
         fi
     done
+    ensure_c_wasi
+}
+
+# The C example (examples/cgi-c, a preview-1 module) is built with Debian's
+# clang, lld and wasi-libc, plus compiler-rt's wasm32 builtins.
+C_WASI_PACKAGES=(clang lld wasi-libc libclang-rt-dev-wasm32)
+
+ensure_c_wasi() {
+    if dpkg -s "${C_WASI_PACKAGES[@]}" >/dev/null 2>&1; then
+        return
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "==> clang, lld and wasi-libc are needed for examples/cgi-c (no apt-get here: install them)" >&2
+        return
+    fi
+    echo "==> installing ${C_WASI_PACKAGES[*]} (Debian) for examples/cgi-c"
+    local sudo=()
+    if [ "$(id -u)" != 0 ]; then sudo=(sudo); fi
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${C_WASI_PACKAGES[@]}" >/dev/null
 }
 
 # Guests are built for wasm32-wasip2 in their own target directory under
@@ -19,6 +39,17 @@ build_guests() {
     local args=()
     for g in "$@"; do args+=(-p "$g"); done
     cargo build --release --target wasm32-wasip2 --target-dir "$GUEST_TARGET_DIR" "${args[@]}"
+}
+
+# Preview-1 guests (run CGI-style): plain wasm32-wasip1 programs, built in a
+# cargo invocation of their own; and the C example.
+WASIP1_GUESTS=(cgi-rust cgi-misbehave)
+
+build_wasip1_guests() {
+    local args=()
+    for g in "${WASIP1_GUESTS[@]}"; do args+=(-p "$g"); done
+    cargo build --release --target wasm32-wasip1 --target-dir "$GUEST_TARGET_DIR" "${args[@]}"
+    bash examples/cgi-c/build.sh "$GUEST_TARGET_DIR/cgi-c/cgi-c.wasm" >/dev/null
 }
 
 # componentize-py builds the Python component of the e2e tests (a guest from

@@ -21,9 +21,9 @@ fn bad_uploads_are_refused_and_nothing_is_stored() {
     assert!(msg.contains("not a WebAssembly"), "{msg}");
     assert_nothing_stored(&w, "f");
 
-    // The smallest valid core module.
-    let msg = assert_error(a.deploy("f", b"\0asm\x01\0\0\0", &[]), 400, "not_a_component");
-    assert!(msg.contains("core WebAssembly module"), "{msg}");
+    // The smallest valid core module: a preview-1 function needs `_start`.
+    let msg = assert_error(a.deploy("f", b"\0asm\x01\0\0\0", &[]), 400, "missing_export");
+    assert!(msg.contains("_start"), "{msg}");
     assert_nothing_stored(&w, "f");
 
     // A component that does not export wasi:http/incoming-handler.
