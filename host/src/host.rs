@@ -623,20 +623,21 @@ impl Host {
             registry
                 .routes
                 .lookup(request.uri().path())
-                .map(|(r, d)| (r.clone(), d.clone()))
+                .map(|(r, d)| {
+                    // Preview-1 (CGI) functions see the matched route as
+                    // SCRIPT_NAME; components need nothing (and pay nothing).
+                    let script = matches!(d.pre, crate::engine::Prepared::Module(_)).then(|| {
+                        let (Route::Exact(p) | Route::Prefix(p)) = r;
+                        crate::cgi::ScriptName(Arc::from(p.as_str()))
+                    });
+                    (script, d.clone())
+                })
         };
         match target {
-            Some((route, t)) => {
+            Some((script, t)) => {
                 let mut request = request;
-                // Preview-1 (CGI) functions see the matched route as
-                // SCRIPT_NAME; components need nothing (and pay nothing).
-                if let crate::engine::Prepared::Module(_) = t.pre {
-                    let script = match route {
-                        Route::Exact(p) | Route::Prefix(p) => p,
-                    };
-                    request
-                        .extensions_mut()
-                        .insert(crate::cgi::ScriptName(Arc::from(script)));
+                if let Some(script) = script {
+                    request.extensions_mut().insert(script);
                 }
                 self.inner.invoker.invoke(t, request).await
             }
