@@ -253,6 +253,12 @@ impl WispEngine {
 /// the WASI 0.2 set and wasi:http 0.2 types and outgoing-handler.
 fn provided_interface(name: &str) -> bool {
     let (path, version) = name.split_once('@').unwrap_or((name, ""));
+    // Wisp's own capabilities (sdk/wit), at this package's 0.1.x.
+    if version.starts_with("0.1.")
+        && matches!(path, "wisp:function/kv" | "wisp:function/config" | "wisp:function/log")
+    {
+        return true;
+    }
     if !version.starts_with("0.2.") {
         return false;
     }

@@ -12,7 +12,7 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-const GUESTS: &[&str] = &["hello", "echo", "misbehave", "command", "bad-import", "caps"];
+const GUESTS: &[&str] = &["hello", "echo", "misbehave", "command", "bad-import", "caps", "todo-api", "counter", "config", "proxy"];
 
 /// Path of a guest's `.wasm`, building every guest once per test process.
 /// Cargo's own lock on `target/wasm` serialises concurrent test processes.

@@ -1131,7 +1131,9 @@ mod tests {
             timeout: Some(Duration::from_millis(1500)),
             memory: Some(64 << 20),
             max_body: None,
+            config_env: None,
             static_dir: None,
+            allow_outbound: vec!["https://api.example.com".into()],
             connection: connection(None, Path::new(".")),
         };
         let query = deploy_query(&args).unwrap();
@@ -1141,9 +1143,9 @@ mod tests {
                 ("route", "/hello".to_string()),
                 ("route", "/api/*".to_string()),
                 ("env", "A=1".to_string()),
-            config_env: None,
                 ("timeout_ms", "1500".to_string()),
                 ("memory_bytes", (64u64 << 20).to_string()),
+                ("allow_outbound", "https://api.example.com".to_string()),
             ]
         );
     }
