@@ -558,12 +558,12 @@ impl Store {
     }
 
     /// Bytes a function's key-value entries take (see the `kv_usage` tree).
+    /// (Tests check the accounting with it.)
+    #[cfg(test)]
     pub fn kv_usage(&self, function: &str) -> Result<u64, StoreError> {
         let (_, usage) = self.kv_trees()?;
         Ok(usage
             .get(function.as_bytes())?
-    /// (Tests check the accounting with it.)
-    #[cfg(test)]
             .map(|v| read_u64(&v))
             .unwrap_or(0))
     }
