@@ -202,9 +202,13 @@ async fn deployed_host(wasm: &Bytes, pooling: bool) -> Host {
         .max_in_flight(MAX_IN_FLIGHT)
         .build()
         .expect("building the host");
-    host.deploy("hello", wasm.clone(), DeployOptions::default().route("/hello"))
-        .await
-        .expect("deploying hello");
+    host.deploy(
+        "hello",
+        wasm.clone(),
+        DeployOptions::default().route("/hello"),
+    )
+    .await
+    .expect("deploying hello");
     let body = invoke_once(&host).await;
     assert!(
         body.starts_with(b"hello from wisp at /hello"),
@@ -215,7 +219,8 @@ async fn deployed_host(wasm: &Bytes, pooling: bool) -> Host {
 
 /// Runs the timed loop as a task on a runtime worker, as a request would.
 fn on_worker(rt: &Runtime, timed: impl Future<Output = Duration> + Send + 'static) -> Duration {
-    rt.block_on(rt.spawn(timed)).expect("the benchmark task panicked")
+    rt.block_on(rt.spawn(timed))
+        .expect("the benchmark task panicked")
 }
 
 // ------------------------------------------------- (c): instantiation

@@ -83,7 +83,10 @@ pub fn router(host: Host) -> Router {
             "/v1/functions/{name}/kv/{*key}",
             get(kv_get).put(kv_put).delete(kv_delete),
         )
-        .route("/v1/functions/{name}/config", get(config_list).put(config_set))
+        .route(
+            "/v1/functions/{name}/config",
+            get(config_list).put(config_set),
+        )
         .route("/v1/functions/{name}/config/{key}", delete(config_unset))
         .route("/v1/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics_text))
@@ -149,7 +152,9 @@ async fn metrics_text(State(host): State<Host>) -> Response {
 }
 
 #[utoipa::path(get, path = "/v1/functions", responses((status = 200, body = [FunctionSummary])))]
-async fn list_functions(State(host): State<Host>) -> Result<Json<Vec<FunctionSummary>>, DeployError> {
+async fn list_functions(
+    State(host): State<Host>,
+) -> Result<Json<Vec<FunctionSummary>>, DeployError> {
     Ok(Json(host.functions()?))
 }
 
@@ -181,13 +186,16 @@ async fn deploy(State(host): State<Host>, Path(name): Path<String>, req: Request
     let options: DeployOptions = match serde_html_form::from_str(req.uri().query().unwrap_or("")) {
         Ok(o) => o,
         Err(e) => {
-            return DeployError::InvalidArgument(format!("bad query parameters: {e}")).into_response();
+            return DeployError::InvalidArgument(format!("bad query parameters: {e}"))
+                .into_response();
         }
     };
     let limit = host.config().max_upload_bytes;
     let too_large = || {
-        DeployError::TooLarge(format!("the upload is larger than the limit of {limit} bytes"))
-            .into_response()
+        DeployError::TooLarge(format!(
+            "the upload is larger than the limit of {limit} bytes"
+        ))
+        .into_response()
     };
     let declared = req
         .headers()
@@ -217,13 +225,19 @@ async fn deploy(State(host): State<Host>, Path(name): Path<String>, req: Request
 
 #[utoipa::path(get, path = "/v1/functions/{name}", params(("name" = String, Path)),
     responses((status = 200, body = FunctionInfo), (status = 404, body = ErrorBody)))]
-async fn get_function(State(host): State<Host>, Path(name): Path<String>) -> Result<Json<FunctionInfo>, DeployError> {
+async fn get_function(
+    State(host): State<Host>,
+    Path(name): Path<String>,
+) -> Result<Json<FunctionInfo>, DeployError> {
     Ok(Json(host.function(&name)?))
 }
 
 #[utoipa::path(delete, path = "/v1/functions/{name}", params(("name" = String, Path)),
     responses((status = 200, body = Deleted), (status = 404, body = ErrorBody)))]
-async fn delete_function(State(host): State<Host>, Path(name): Path<String>) -> Result<Json<Deleted>, DeployError> {
+async fn delete_function(
+    State(host): State<Host>,
+    Path(name): Path<String>,
+) -> Result<Json<Deleted>, DeployError> {
     host.delete(&name).await?;
     Ok(Json(Deleted { deleted: name }))
 }
@@ -247,14 +261,21 @@ async fn function_logs(
 
 #[utoipa::path(get, path = "/v1/functions/{name}/versions", params(("name" = String, Path)),
     responses((status = 200, body = [VersionInfo]), (status = 404, body = ErrorBody)))]
-async fn versions(State(host): State<Host>, Path(name): Path<String>) -> Result<Json<Vec<VersionInfo>>, DeployError> {
+async fn versions(
+    State(host): State<Host>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<VersionInfo>>, DeployError> {
     Ok(Json(host.versions(&name)?))
 }
 
 #[utoipa::path(post, path = "/v1/functions/{name}/rollback", params(("name" = String, Path)),
     request_body(content = RollbackRequest, description = "Optional: {\"version\": N}"),
     responses((status = 200, body = FunctionInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn rollback(State(host): State<Host>, Path(name): Path<String>, body: axum::body::Bytes) -> Result<Json<FunctionInfo>, DeployError> {
+async fn rollback(
+    State(host): State<Host>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<FunctionInfo>, DeployError> {
     let req: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RollbackRequest::default()
     } else {
@@ -370,7 +391,10 @@ async fn kv_list(
         )));
     }
     let prefix = q.prefix.unwrap_or_default();
-    Ok(Json(host.kv_list(&name, &prefix, q.cursor.as_deref(), limit).await?))
+    Ok(Json(
+        host.kv_list(&name, &prefix, q.cursor.as_deref(), limit)
+            .await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/functions/{name}/kv/{key}",
@@ -425,15 +449,17 @@ async fn kv_put(
             return Err(KvError::ValueTooLarge { limit });
         }
         let cap = usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX);
-        let body = axum::body::to_bytes(req.into_body(), cap).await.map_err(|e| {
-            let over = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if over {
-                KvError::ValueTooLarge { limit }
-            } else {
-                KvError::InvalidArgument(format!("reading the value failed: {e}"))
-            }
-        })?;
+        let body = axum::body::to_bytes(req.into_body(), cap)
+            .await
+            .map_err(|e| {
+                let over = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                if over {
+                    KvError::ValueTooLarge { limit }
+                } else {
+                    KvError::InvalidArgument(format!("reading the value failed: {e}"))
+                }
+            })?;
         host.kv_set(&name, &key, &body, q.ttl_ms).await?;
         Ok(KvStored {
             key,

@@ -214,11 +214,18 @@ impl WispEngine {
             .exports(&self.engine)
             .any(|(name, _)| name.starts_with(INCOMING_HANDLER));
         if !exports_handler {
-            let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+            let exports: Vec<String> = ty
+                .exports(&self.engine)
+                .map(|(n, _)| n.to_string())
+                .collect();
             return Err(DeployError::MissingExport(format!(
                 "the component does not export wasi:http/incoming-handler@0.2.x (the wasi:http/proxy \
                  world); it exports: {}",
-                if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+                if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                }
             )));
         }
         let pre = self.linker.instantiate_pre(component).map_err(|e| {
@@ -255,7 +262,10 @@ fn provided_interface(name: &str) -> bool {
     let (path, version) = name.split_once('@').unwrap_or((name, ""));
     // Wisp's own capabilities (sdk/wit), at this package's 0.1.x.
     if version.starts_with("0.1.")
-        && matches!(path, "wisp:function/kv" | "wisp:function/config" | "wisp:function/log")
+        && matches!(
+            path,
+            "wisp:function/kv" | "wisp:function/config" | "wisp:function/log"
+        )
     {
         return true;
     }
@@ -264,7 +274,14 @@ fn provided_interface(name: &str) -> bool {
     }
     matches!(
         path.split_once('/').map(|(pkg, _)| pkg),
-        Some("wasi:cli" | "wasi:clocks" | "wasi:filesystem" | "wasi:io" | "wasi:random" | "wasi:sockets")
+        Some(
+            "wasi:cli"
+                | "wasi:clocks"
+                | "wasi:filesystem"
+                | "wasi:io"
+                | "wasi:random"
+                | "wasi:sockets"
+        )
     ) || matches!(path, "wasi:http/types" | "wasi:http/outgoing-handler")
 }
 

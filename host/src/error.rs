@@ -156,7 +156,8 @@ impl IntoResponse for ApiError {
         if let Some(id) = id
             && let Ok(v) = HeaderValue::from_str(&id)
         {
-            resp.headers_mut().insert(crate::invoke::INVOCATION_ID_HEADER, v);
+            resp.headers_mut()
+                .insert(crate::invoke::INVOCATION_ID_HEADER, v);
         }
         resp
     }

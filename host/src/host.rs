@@ -13,9 +13,9 @@ use axum::http::{Request, Response};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, Semaphore};
 
+use crate::api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
 use crate::capabilities::logs::{LogSink, Retention};
 use crate::capabilities::outbound::AllowList;
-use crate::api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
 use crate::config::{HostConfig, LimitOverrides, Limits, StoreLocation};
 use crate::engine::{AllocatorKind, WispEngine};
 use crate::error::DeployError;
@@ -261,7 +261,9 @@ impl Host {
             by_name.insert(record.name.clone(), Arc::new(deployed));
         }
         let n = by_name.len();
-        self.inner.registry.store(Arc::new(Registry::from_map(by_name)));
+        self.inner
+            .registry
+            .store(Arc::new(Registry::from_map(by_name)));
         tracing::info!(functions = n, "functions loaded");
         Ok(())
     }
@@ -357,7 +359,11 @@ impl Host {
             kv_max_value_bytes: options.kv_max_value_bytes,
             kv_max_total_bytes: options.kv_max_total_bytes,
         }
-        .apply(base.as_ref().map(|b| b.limits).unwrap_or(self.inner.config.default_limits));
+        .apply(
+            base.as_ref()
+                .map(|b| b.limits)
+                .unwrap_or(self.inner.config.default_limits),
+        );
         self.inner
             .config
             .check_limits(&limits)
@@ -519,7 +525,11 @@ impl Host {
         self.inner.store.flush().await?;
         let next = self.inner.registry.load().with(Arc::new(deployed));
         self.inner.registry.store(Arc::new(next));
-        tracing::info!(function = name, version = record.active_version, "rolled back");
+        tracing::info!(
+            function = name,
+            version = record.active_version,
+            "rolled back"
+        );
         Ok(FunctionInfo::from(&record))
     }
 
@@ -620,18 +630,15 @@ impl Host {
     pub async fn handle(&self, request: Request<Body>) -> Response<Body> {
         let target = {
             let registry = self.inner.registry.load();
-            registry
-                .routes
-                .lookup(request.uri().path())
-                .map(|(r, d)| {
-                    // Preview-1 (CGI) functions see the matched route as
-                    // SCRIPT_NAME; components need nothing (and pay nothing).
-                    let script = matches!(d.pre, crate::engine::Prepared::Module(_)).then(|| {
-                        let (Route::Exact(p) | Route::Prefix(p)) = r;
-                        crate::cgi::ScriptName(Arc::from(p.as_str()))
-                    });
-                    (script, d.clone())
-                })
+            registry.routes.lookup(request.uri().path()).map(|(r, d)| {
+                // Preview-1 (CGI) functions see the matched route as
+                // SCRIPT_NAME; components need nothing (and pay nothing).
+                let script = matches!(d.pre, crate::engine::Prepared::Module(_)).then(|| {
+                    let (Route::Exact(p) | Route::Prefix(p)) = r;
+                    crate::cgi::ScriptName(Arc::from(p.as_str()))
+                });
+                (script, d.clone())
+            })
         };
         match target {
             Some((script, t)) => {
@@ -766,7 +773,10 @@ mod tests {
 
     #[test]
     fn binary_checks() {
-        assert!(matches!(check_binary(b"hello world"), Err(DeployError::InvalidWasm(_))));
+        assert!(matches!(
+            check_binary(b"hello world"),
+            Err(DeployError::InvalidWasm(_))
+        ));
         // A core module passes (preview-1, checked for `_start` later).
         assert!(check_binary(b"\0asm\x01\0\0\0").is_ok());
         assert!(check_binary(b"\0asm\x0d\0\x01\0").is_ok());

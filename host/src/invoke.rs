@@ -467,14 +467,19 @@ impl ApiError {
 
 pub(crate) fn classify(e: wasmtime::Error) -> Failure {
     if e.downcast_ref::<DeadlineExceeded>().is_some()
-        || matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt))
+        || matches!(
+            e.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        )
     {
         return Failure::Timeout;
     }
     if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
         return Failure::Memory(m.to_string());
     }
-    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
         return Failure::Overloaded;
     }
     Failure::Trap(format!("{e:?}"))
@@ -538,4 +543,3 @@ impl http_body::Body for CappedBody {
         self.inner.size_hint()
     }
 }
-

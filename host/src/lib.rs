@@ -48,6 +48,8 @@ mod store;
 
 pub use admin::openapi;
 pub use api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
+pub use capabilities::kv::{KeyList, KvError};
+pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig};
 pub use config::{HostConfig, LimitOverrides, Limits, StoreLocation};
 pub use engine::AllocatorKind;
 pub use error::{ApiError, DeployError, ErrorBody, ErrorDetail};
@@ -55,8 +57,6 @@ pub use host::{Host, HostBuilder};
 pub use invoke::INVOCATION_ID_HEADER;
 pub use serve::Listeners;
 pub use store::StoreError;
-pub use capabilities::kv::{KeyList, KvError};
-pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig};
 
 impl Host {
     /// The data-plane router: requests to functions by route.

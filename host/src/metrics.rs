@@ -61,7 +61,10 @@ fn describe() {
     metrics::describe_gauge!(IN_FLIGHT, "Invocations running now.");
     metrics::describe_counter!(COMPILES, "Components compiled.");
     metrics::describe_histogram!(COMPILE_SECONDS, "Time spent compiling components.");
-    metrics::describe_counter!(OVERLOADED, "Requests refused with 503 at the in-flight bound.");
+    metrics::describe_counter!(
+        OVERLOADED,
+        "Requests refused with 503 at the in-flight bound."
+    );
     // Make the counters visible at 0 from the start.
     metrics::counter!(COMPILES).increment(0);
     metrics::gauge!(IN_FLIGHT).set(0.0);

@@ -65,7 +65,9 @@ impl Route {
             Ok(Route::Prefix(base.to_string()))
         } else {
             if base.len() > 1 && base.ends_with('/') {
-                return Err(err("an exact route does not end with '/' (use '/path/*' for a prefix)"));
+                return Err(err(
+                    "an exact route does not end with '/' (use '/path/*' for a prefix)",
+                ));
             }
             Ok(Route::Exact(base.to_string()))
         }
@@ -172,12 +174,20 @@ mod tests {
 
     #[test]
     fn parses_routes() {
-        assert_eq!(Route::parse("/hello").unwrap(), Route::Exact("/hello".into()));
+        assert_eq!(
+            Route::parse("/hello").unwrap(),
+            Route::Exact("/hello".into())
+        );
         assert_eq!(Route::parse("/").unwrap(), Route::Exact("/".into()));
-        assert_eq!(Route::parse("/api/*").unwrap(), Route::Prefix("/api".into()));
+        assert_eq!(
+            Route::parse("/api/*").unwrap(),
+            Route::Prefix("/api".into())
+        );
         assert_eq!(Route::parse("/*").unwrap(), Route::Prefix("".into()));
         assert_eq!(Route::parse("/api/*").unwrap().to_string(), "/api/*");
-        for bad in ["", "hello", "/a*", "/a/*/b", "/a b", "/a?x", "/a//b", "/a/../b", "/a/"] {
+        for bad in [
+            "", "hello", "/a*", "/a/*/b", "/a b", "/a?x", "/a//b", "/a/../b", "/a/",
+        ] {
             assert!(Route::parse(bad).is_err(), "{bad} should be refused");
         }
     }

@@ -49,7 +49,10 @@ impl Host {
         });
 
         shutdown.await;
-        tracing::info!(grace_secs = grace.as_secs_f64(), "shutting down: draining in-flight requests");
+        tracing::info!(
+            grace_secs = grace.as_secs_f64(),
+            "shutting down: draining in-flight requests"
+        );
         let _ = tx.send(true);
         let drained = tokio::time::timeout(grace, async {
             let _ = data.await;

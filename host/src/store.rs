@@ -217,7 +217,9 @@ impl Store {
 
     /// Compiled code of an artifact for an engine.
     pub fn compiled(&self, sha256: &str, engine_key: &str) -> Result<Option<IVec>, StoreError> {
-        Ok(self.compiled.get(compiled_key(sha256, engine_key).as_bytes())?)
+        Ok(self
+            .compiled
+            .get(compiled_key(sha256, engine_key).as_bytes())?)
     }
 
     /// Stores compiled code for an artifact that is already stored (after a
@@ -297,7 +299,11 @@ impl Store {
         // Compiled code from other engine versions is not referenced by any
         // record; dropping it outside the transaction is safe either way.
         for sha in freed {
-            for key in self.compiled.scan_prefix(format!("{sha}/").as_bytes()).keys() {
+            for key in self
+                .compiled
+                .scan_prefix(format!("{sha}/").as_bytes())
+                .keys()
+            {
                 self.compiled.remove(key?)?;
             }
         }
@@ -488,7 +494,11 @@ pub struct ConfigItem {
 impl std::fmt::Debug for ConfigItem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // A secret's value never reaches a log line, even through `{:?}`.
-        let value: &dyn std::fmt::Debug = if self.secret { &"********" } else { &self.value };
+        let value: &dyn std::fmt::Debug = if self.secret {
+            &"********"
+        } else {
+            &self.value
+        };
         f.debug_struct("ConfigItem")
             .field("key", &self.key)
             .field("value", value)
@@ -583,13 +593,13 @@ impl Store {
         let (kv, usage) = self.kv_trees().map_err(KvUpdateError::Store)?;
         let k = ns_key(function, key);
         let result = (&kv, &usage).transaction(|(kv, usage)| {
-            let old = match kv.get(&k)? {
-                Some(v) => Some(
-                    decode_kv(&k, v)
-                        .map_err(|e| ConflictableTransactionError::Abort(KvUpdateError::Store(e)))?,
-                ),
-                None => None,
-            };
+            let old =
+                match kv.get(&k)? {
+                    Some(v) => Some(decode_kv(&k, v).map_err(|e| {
+                        ConflictableTransactionError::Abort(KvUpdateError::Store(e))
+                    })?),
+                    None => None,
+                };
             let used = usage
                 .get(function.as_bytes())?
                 .map(|v| read_u64(&v))
@@ -652,10 +662,11 @@ impl Store {
                 break;
             }
             let entry = decode_kv(&k, v)?;
-            let key = String::from_utf8(k[ns.len()..].to_vec()).map_err(|_| StoreError::Corrupt {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                reason: "key-value key is not UTF-8".into(),
-            })?;
+            let key =
+                String::from_utf8(k[ns.len()..].to_vec()).map_err(|_| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    reason: "key-value key is not UTF-8".into(),
+                })?;
             out.push((key, entry.expires_at_ms));
         }
         Ok(out)
@@ -738,10 +749,7 @@ impl Store {
 }
 
 fn read_u64(bytes: &[u8]) -> u64 {
-    bytes
-        .try_into()
-        .map(u64::from_be_bytes)
-        .unwrap_or_default()
+    bytes.try_into().map(u64::from_be_bytes).unwrap_or_default()
 }
 
 #[cfg(test)]

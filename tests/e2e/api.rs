@@ -9,7 +9,11 @@ use crate::harness::*;
 /// artifact count reported by a later good deploy is unaffected.
 fn assert_nothing_stored(w: &Wisp, name: &str) {
     assert!(w.admin().functions().is_empty(), "a function was stored");
-    assert_error(w.admin().get(&format!("/v1/functions/{name}")), 404, "function_not_found");
+    assert_error(
+        w.admin().get(&format!("/v1/functions/{name}")),
+        404,
+        "function_not_found",
+    );
 }
 
 #[test]
@@ -22,7 +26,11 @@ fn bad_uploads_are_refused_and_nothing_is_stored() {
     assert_nothing_stored(&w, "f");
 
     // The smallest valid core module: a preview-1 function needs `_start`.
-    let msg = assert_error(a.deploy("f", b"\0asm\x01\0\0\0", &[]), 400, "missing_export");
+    let msg = assert_error(
+        a.deploy("f", b"\0asm\x01\0\0\0", &[]),
+        400,
+        "missing_export",
+    );
     assert!(msg.contains("_start"), "{msg}");
     assert_nothing_stored(&w, "f");
 
@@ -40,7 +48,11 @@ fn bad_uploads_are_refused_and_nothing_is_stored() {
 
     // A truncated component does not compile.
     let hello = std::fs::read(guest("hello")).unwrap();
-    assert_error(a.deploy("f", &hello[..hello.len() / 2], &[]), 400, "invalid_wasm");
+    assert_error(
+        a.deploy("f", &hello[..hello.len() / 2], &[]),
+        400,
+        "invalid_wasm",
+    );
     assert_nothing_stored(&w, "f");
 
     // Bad names.
@@ -50,12 +62,36 @@ fn bad_uploads_are_refused_and_nothing_is_stored() {
     assert_nothing_stored(&w, "hello");
 
     // Bad routes, env and limits.
-    assert_error(a.deploy("f", &hello, &[("route", "no-slash")]), 400, "invalid_route");
-    assert_error(a.deploy("f", &hello, &[("route", "/a/*/b")]), 400, "invalid_route");
-    assert_error(a.deploy("f", &hello, &[("env", "NOEQUALS")]), 400, "invalid_argument");
-    assert_error(a.deploy("f", &hello, &[("timeout_ms", "0")]), 400, "invalid_argument");
-    assert_error(a.deploy("f", &hello, &[("memory_bytes", "99999999999")]), 400, "invalid_argument");
-    assert_error(a.deploy("f", &hello, &[("timeout_ms", "soon")]), 400, "invalid_argument");
+    assert_error(
+        a.deploy("f", &hello, &[("route", "no-slash")]),
+        400,
+        "invalid_route",
+    );
+    assert_error(
+        a.deploy("f", &hello, &[("route", "/a/*/b")]),
+        400,
+        "invalid_route",
+    );
+    assert_error(
+        a.deploy("f", &hello, &[("env", "NOEQUALS")]),
+        400,
+        "invalid_argument",
+    );
+    assert_error(
+        a.deploy("f", &hello, &[("timeout_ms", "0")]),
+        400,
+        "invalid_argument",
+    );
+    assert_error(
+        a.deploy("f", &hello, &[("memory_bytes", "99999999999")]),
+        400,
+        "invalid_argument",
+    );
+    assert_error(
+        a.deploy("f", &hello, &[("timeout_ms", "soon")]),
+        400,
+        "invalid_argument",
+    );
     assert_nothing_stored(&w, "f");
 
     // Over the upload cap.
@@ -66,7 +102,11 @@ fn bad_uploads_are_refused_and_nothing_is_stored() {
 
     // Route conflict with another function: 409, and the loser is not stored.
     a.deploy_guest("first", "hello", &["/taken", "/shared/*"]);
-    let msg = assert_error(a.deploy("second", &hello, &[("route", "/shared/*")]), 409, "route_conflict");
+    let msg = assert_error(
+        a.deploy("second", &hello, &[("route", "/shared/*")]),
+        409,
+        "route_conflict",
+    );
     assert!(msg.contains("first"), "{msg}");
     assert_error(a.get("/v1/functions/second"), 404, "function_not_found");
     assert_eq!(a.functions().len(), 1);
@@ -84,7 +124,12 @@ fn auth_is_required_except_for_health() {
     let c = client();
     let r = c.get(format!("{}/v1/health", w.admin_url)).send().unwrap();
     assert_eq!(r.status(), 200);
-    for path in ["/v1/functions", "/metrics", "/v1/openapi.json", "/v1/functions/x"] {
+    for path in [
+        "/v1/functions",
+        "/metrics",
+        "/v1/openapi.json",
+        "/v1/functions/x",
+    ] {
         let r = c.get(format!("{}{path}", w.admin_url)).send().unwrap();
         let msg = assert_error(r, 401, "unauthorized");
         assert!(msg.contains("missing bearer token"), "{msg}");
@@ -105,7 +150,10 @@ fn auth_is_required_except_for_health() {
 
     // The generated token file is readable by its owner only, and the token
     // never appears in the log.
-    let mode = std::fs::metadata(w.data_dir.join("admin-token")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(w.data_dir.join("admin-token"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     assert!(!w.log_text().contains(&w.token));
 }
@@ -141,30 +189,63 @@ fn versions_rollback_delete_and_invoke() {
     assert_eq!(versions.len(), 2);
     assert_eq!(versions[0]["active"], false);
     assert_eq!(versions[1]["active"], true);
-    assert_eq!(versions[0]["size_bytes"], std::fs::read(guest("hello")).unwrap().len());
+    assert_eq!(
+        versions[0]["size_bytes"],
+        std::fs::read(guest("hello")).unwrap().len()
+    );
 
     // Rollback to the previous version (default), served at once.
-    let r = a.http.post(format!("{}/v1/functions/app/rollback", a.url)).bearer_auth(&a.token).send().unwrap();
+    let r = a
+        .http
+        .post(format!("{}/v1/functions/app/rollback", a.url))
+        .bearer_auth(&a.token)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     let info: serde_json::Value = r.json().unwrap();
     assert_eq!(info["active_version"], 1);
     assert_eq!(w.get("/app/x").text().unwrap(), "hello from wisp at /app/x");
     // Nothing older than version 1.
-    let r = a.http.post(format!("{}/v1/functions/app/rollback", a.url)).bearer_auth(&a.token).send().unwrap();
+    let r = a
+        .http
+        .post(format!("{}/v1/functions/app/rollback", a.url))
+        .bearer_auth(&a.token)
+        .send()
+        .unwrap();
     assert_error(r, 400, "invalid_argument");
     // Explicit version, and a missing one.
-    let r = a.http.post(format!("{}/v1/functions/app/rollback", a.url)).bearer_auth(&a.token)
-        .json(&serde_json::json!({"version": 2})).send().unwrap();
+    let r = a
+        .http
+        .post(format!("{}/v1/functions/app/rollback", a.url))
+        .bearer_auth(&a.token)
+        .json(&serde_json::json!({"version": 2}))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = a.http.post(format!("{}/v1/functions/app/rollback", a.url)).bearer_auth(&a.token)
-        .json(&serde_json::json!({"version": 9})).send().unwrap();
+    let r = a
+        .http
+        .post(format!("{}/v1/functions/app/rollback", a.url))
+        .bearer_auth(&a.token)
+        .json(&serde_json::json!({"version": 9}))
+        .send()
+        .unwrap();
     assert_error(r, 404, "version_not_found");
-    assert_eq!(w.metric("wisp_compiles_total"), 2.0, "rollback must not compile");
+    assert_eq!(
+        w.metric("wisp_compiles_total"),
+        2.0,
+        "rollback must not compile"
+    );
 
     // Invoke through the admin API: method, path, query, body; the admin
     // token is not passed on.
-    let r = a.http.put(format!("{}/v1/functions/app/invoke", a.url)).bearer_auth(&a.token)
-        .query(&[("path", "/inv/p?k=v")]).body("payload").send().unwrap();
+    let r = a
+        .http
+        .put(format!("{}/v1/functions/app/invoke", a.url))
+        .bearer_auth(&a.token)
+        .query(&[("path", "/inv/p?k=v")])
+        .body("payload")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().contains_key("wisp-invocation-id"));
     let v: serde_json::Value = r.json().unwrap();
@@ -173,15 +254,30 @@ fn versions_rollback_delete_and_invoke() {
     assert_eq!(v["query"], "k=v");
     assert_eq!(v["body"], "payload");
     assert!(v["headers"].get("authorization").is_none());
-    let r = a.http.post(format!("{}/v1/functions/nope/invoke", a.url)).bearer_auth(&a.token).send().unwrap();
+    let r = a
+        .http
+        .post(format!("{}/v1/functions/nope/invoke", a.url))
+        .bearer_auth(&a.token)
+        .send()
+        .unwrap();
     assert_error(r, 404, "function_not_found");
 
     // Delete: gone from the API and the data plane.
-    let r = a.http.delete(format!("{}/v1/functions/app", a.url)).bearer_auth(&a.token).send().unwrap();
+    let r = a
+        .http
+        .delete(format!("{}/v1/functions/app", a.url))
+        .bearer_auth(&a.token)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_error(w.get("/app/x"), 404, "route_not_found");
     assert_error(a.get("/v1/functions/app"), 404, "function_not_found");
-    let r = a.http.delete(format!("{}/v1/functions/app", a.url)).bearer_auth(&a.token).send().unwrap();
+    let r = a
+        .http
+        .delete(format!("{}/v1/functions/app", a.url))
+        .bearer_auth(&a.token)
+        .send()
+        .unwrap();
     assert_error(r, 404, "function_not_found");
     // Its routes are free again.
     a.deploy_guest("other", "hello", &["/app/*"]);
@@ -195,7 +291,12 @@ fn openapi_metrics_and_invocation_log() {
     assert_eq!(w.get("/hello").status(), 200);
     let doc: serde_json::Value = a.get("/v1/openapi.json").json().unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for p in ["/v1/functions", "/v1/functions/{name}", "/v1/functions/{name}/rollback", "/v1/functions/{name}/invoke"] {
+    for p in [
+        "/v1/functions",
+        "/v1/functions/{name}",
+        "/v1/functions/{name}/rollback",
+        "/v1/functions/{name}/invoke",
+    ] {
         assert!(doc["paths"].get(p).is_some(), "openapi lacks {p}");
     }
     let text = a.get("/metrics").text().unwrap();
@@ -211,8 +312,16 @@ fn openapi_metrics_and_invocation_log() {
     }
     // One log line per invocation with function, version, status, id.
     let log = w.log_text();
-    let line = log.lines().find(|l| l.contains("wisp::invocation")).expect("invocation log line");
-    for part in ["function=hello", "version=1", "status=200", "invocation_id="] {
+    let line = log
+        .lines()
+        .find(|l| l.contains("wisp::invocation"))
+        .expect("invocation log line");
+    for part in [
+        "function=hello",
+        "version=1",
+        "status=200",
+        "invocation_id=",
+    ] {
         assert!(line.contains(part), "{line}");
     }
 }
@@ -224,7 +333,10 @@ fn json_logs() {
     assert_eq!(w.get("/hello").status(), 200);
     std::thread::sleep(std::time::Duration::from_millis(200));
     let log = w.log_text();
-    let line = log.lines().find(|l| l.contains("wisp::invocation")).expect("invocation log line");
+    let line = log
+        .lines()
+        .find(|l| l.contains("wisp::invocation"))
+        .expect("invocation log line");
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["function"], "hello");
     assert_eq!(v["status"], 200);

@@ -16,7 +16,11 @@ fn fails(out: std::process::Output) -> String {
     assert!(!out.status.success(), "command should have failed");
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.starts_with("error: "), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one-line error expected: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one-line error expected: {err}"
+    );
     err
 }
 
@@ -28,9 +32,26 @@ fn deploy_list_info_versions_invoke_rollback_delete() {
     let hello = hello.to_str().unwrap();
     let echo = echo.to_str().unwrap();
 
-    let out = ok(w.cli(&["deploy", "app", hello, "--route", "/app", "--route", "/app2/*", "--env", "A=1", "--timeout", "5s", "--memory", "64MiB"]));
+    let out = ok(w.cli(&[
+        "deploy",
+        "app",
+        hello,
+        "--route",
+        "/app",
+        "--route",
+        "/app2/*",
+        "--env",
+        "A=1",
+        "--timeout",
+        "5s",
+        "--memory",
+        "64MiB",
+    ]));
     assert!(out.contains("version 1"), "{out}");
-    assert_eq!(w.get("/app2/z").text().unwrap(), "hello from wisp at /app2/z");
+    assert_eq!(
+        w.get("/app2/z").text().unwrap(),
+        "hello from wisp at /app2/z"
+    );
 
     let out = ok(w.cli(&["list"]));
     assert!(out.contains("app") && out.contains("/app2/*"), "{out}");
@@ -38,7 +59,8 @@ fn deploy_list_info_versions_invoke_rollback_delete() {
     assert_eq!(list[0]["name"], "app");
     assert_eq!(list[0]["active_version"], 1);
 
-    let info: serde_json::Value = serde_json::from_str(&ok(w.cli(&["info", "app", "--json"]))).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(w.cli(&["info", "app", "--json"]))).unwrap();
     assert_eq!(info["limits"]["timeout_ms"], 5000);
     assert_eq!(info["limits"]["memory_bytes"], 64 << 20);
     assert_eq!(info["env"]["A"], "1");
@@ -47,13 +69,28 @@ fn deploy_list_info_versions_invoke_rollback_delete() {
 
     ok(w.cli(&["deploy", "app", echo]));
     let out = ok(w.cli(&["versions", "app"]));
-    assert!(out.contains('1') && out.contains('2') && out.contains('*'), "{out}");
-    let versions: serde_json::Value = serde_json::from_str(&ok(w.cli(&["versions", "app", "--json"]))).unwrap();
+    assert!(
+        out.contains('1') && out.contains('2') && out.contains('*'),
+        "{out}"
+    );
+    let versions: serde_json::Value =
+        serde_json::from_str(&ok(w.cli(&["versions", "app", "--json"]))).unwrap();
     assert_eq!(versions.as_array().unwrap().len(), 2);
     assert_eq!(versions[1]["active"], true);
 
     // invoke: method, path, data, @file, -H.
-    let out = ok(w.cli(&["invoke", "app", "--method", "PUT", "--path", "/x?q=1", "--data", "hi", "-H", "X-Test: yes"]));
+    let out = ok(w.cli(&[
+        "invoke",
+        "app",
+        "--method",
+        "PUT",
+        "--path",
+        "/x?q=1",
+        "--data",
+        "hi",
+        "-H",
+        "X-Test: yes",
+    ]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["method"], "PUT");
     assert_eq!(v["path"], "/x");
@@ -135,7 +172,15 @@ fn token_file_of_a_local_data_directory_is_used() {
 #[test]
 fn serve_refuses_bad_configuration_before_listening() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
-        .args(["serve", "--default-timeout", "0s", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--default-timeout",
+            "0s",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(tempfile::tempdir().unwrap().path())
         .output()

@@ -15,12 +15,23 @@ fn restart_keeps_functions_and_versions_and_does_not_compile() {
     assert_eq!(w.terminate().code(), Some(0));
 
     let w2 = w.restart_on(Opts::default());
-    assert_eq!(w2.get("/hi/there").text().unwrap(), "hello from wisp at /hi/there");
+    assert_eq!(
+        w2.get("/hi/there").text().unwrap(),
+        "hello from wisp at /hi/there"
+    );
     assert_eq!(w2.get("/echo").status(), 200);
-    let after: Vec<serde_json::Value> = w2.admin().get("/v1/functions/hello/versions").json().unwrap();
+    let after: Vec<serde_json::Value> = w2
+        .admin()
+        .get("/v1/functions/hello/versions")
+        .json()
+        .unwrap();
     assert_eq!(before, after);
     assert_eq!(w2.admin().functions().len(), 2);
-    assert_eq!(w2.metric("wisp_compiles_total"), 0.0, "a restart must not recompile");
+    assert_eq!(
+        w2.metric("wisp_compiles_total"),
+        0.0,
+        "a restart must not recompile"
+    );
 }
 
 #[test]

@@ -32,7 +32,8 @@ fn ok(out: &std::process::Output) -> String {
 #[test]
 fn todo_api_crud() {
     let w = Wisp::start();
-    w.admin().deploy_guest("todo-api", "todo-api", &["/todos", "/todos/*"]);
+    w.admin()
+        .deploy_guest("todo-api", "todo-api", &["/todos", "/todos/*"]);
 
     let r = post_json(&w, "/todos", r#"{"title":"write docs"}"#);
     assert_eq!(r.status(), 201);
@@ -64,7 +65,10 @@ fn todo_api_crud() {
     let one: Value = w.get("/todos/1").json().unwrap();
     assert_eq!(one["done"], true);
 
-    let r = client().delete(format!("{}/todos/1", w.data_url)).send().unwrap();
+    let r = client()
+        .delete(format!("{}/todos/1", w.data_url))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(w.get("/todos/1").status(), 404);
     let body: Value = w.get("/todos/99").json().unwrap();
@@ -74,9 +78,15 @@ fn todo_api_crud() {
     let r = post_json(&w, "/todos", "{not json");
     assert_eq!(r.status(), 400);
     let body: Value = r.json().unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("JSON"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("JSON"),
+        "{body}"
+    );
     // A method the router does not serve there: 405 with Allow.
-    let r = client().patch(format!("{}/todos/2", w.data_url)).send().unwrap();
+    let r = client()
+        .patch(format!("{}/todos/2", w.data_url))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 405);
     assert!(r.headers().contains_key("allow"));
     let list: Value = w.get("/todos").json().unwrap();
@@ -107,7 +117,10 @@ fn counter_counts_atomically() {
     assert_eq!(last["count"], 42);
     let other: Value = w.get("/count/b").json().unwrap();
     assert_eq!(other["count"], 1);
-    assert_eq!(ok(&w.cli(&["kv", "get", "counter", "count:/count/a"])).trim(), "42");
+    assert_eq!(
+        ok(&w.cli(&["kv", "get", "counter", "count:/count/a"])).trim(),
+        "42"
+    );
 }
 
 #[test]
@@ -116,7 +129,13 @@ fn config_example_reads_settings_and_never_shows_the_secret() {
     w.admin().deploy_guest("config", "config", &["/config"]);
     let secret = "s3cr3t-value-never-shown";
     ok(&w.cli(&["config", "set", "config", "greeting=hello from config"]));
-    ok(&w.cli(&["config", "set", "config", &format!("api-key={secret}"), "--secret"]));
+    ok(&w.cli(&[
+        "config",
+        "set",
+        "config",
+        &format!("api-key={secret}"),
+        "--secret",
+    ]));
 
     let r = w.get("/config");
     assert_eq!(r.status(), 200);
@@ -136,7 +155,10 @@ fn config_example_reads_settings_and_never_shows_the_secret() {
 
     // Never visible through the CLI, the API or the host's log.
     let listed = ok(&w.cli(&["config", "list", "config"]));
-    assert!(!listed.contains(secret) && listed.contains("api-key"), "{listed}");
+    assert!(
+        !listed.contains(secret) && listed.contains("api-key"),
+        "{listed}"
+    );
     let api = w.admin().get("/v1/functions/config/config").text().unwrap();
     assert!(!api.contains(secret), "{api}");
     assert!(!w.log_text().contains(secret));
@@ -186,7 +208,12 @@ fn proxy_reaches_an_allowed_upstream_only() {
 
     // Pointed at a host that is not allowed: 502 with the error.
     let other = upstream();
-    ok(&w.cli(&["config", "set", "proxy", &format!("upstream=http://127.0.0.1:{other}/")]));
+    ok(&w.cli(&[
+        "config",
+        "set",
+        "proxy",
+        &format!("upstream=http://127.0.0.1:{other}/"),
+    ]));
     let r = w.get("/proxy");
     assert_eq!(r.status(), 502);
     let body: Value = r.json().unwrap();
@@ -204,20 +231,39 @@ fn wisp_new_and_deploy_from_source() {
     let w = Wisp::start();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("greeter");
-    ok(&w.cli(&["new", "greeter", "--template", "router", "--path", path.to_str().unwrap()]));
+    ok(&w.cli(&[
+        "new",
+        "greeter",
+        "--template",
+        "router",
+        "--path",
+        path.to_str().unwrap(),
+    ]));
     assert!(path.join("Cargo.toml").exists() && path.join("src/lib.rs").exists());
     // Creating it again over a non-empty directory is refused.
     let again = w.cli(&["new", "greeter", "--path", path.to_str().unwrap()]);
     assert!(!again.status.success());
     // A bad name is refused before anything is written.
-    let bad = w.cli(&["new", "Bad_Name", "--path", dir.path().join("bad").to_str().unwrap()]);
+    let bad = w.cli(&[
+        "new",
+        "Bad_Name",
+        "--path",
+        dir.path().join("bad").to_str().unwrap(),
+    ]);
     assert!(!bad.status.success());
     assert!(!dir.path().join("bad").exists());
 
     // Share the guests' target directory: the SDK's dependencies are built
     // once.
     let out = Command::new(env!("CARGO_BIN_EXE_wisp"))
-        .args(["deploy", "greeter", "--from", path.to_str().unwrap(), "--route", "/greeter/*"])
+        .args([
+            "deploy",
+            "greeter",
+            "--from",
+            path.to_str().unwrap(),
+            "--route",
+            "/greeter/*",
+        ])
         .env("WISP_ADMIN_URL", &w.admin_url)
         .env("WISP_ADMIN_TOKEN", &w.token)
         .env("CARGO_TARGET_DIR", root().join("target/wasm"))
@@ -241,6 +287,10 @@ fn wisp_new_and_deploy_from_source() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("error"), "{err}");
-    let versions: Value = w.admin().get("/v1/functions/greeter/versions").json().unwrap();
+    let versions: Value = w
+        .admin()
+        .get("/v1/functions/greeter/versions")
+        .json()
+        .unwrap();
     assert_eq!(versions.as_array().unwrap().len(), 1, "{versions}");
 }

@@ -9,10 +9,24 @@ use std::time::{Duration, Instant};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
-const GUESTS: &[&str] = &["hello", "echo", "misbehave", "command", "bad-import", "caps", "todo-api", "counter", "config", "proxy"];
+const GUESTS: &[&str] = &[
+    "hello",
+    "echo",
+    "misbehave",
+    "command",
+    "bad-import",
+    "caps",
+    "todo-api",
+    "counter",
+    "config",
+    "proxy",
+];
 
 /// Path of a guest's `.wasm`, building every guest once per test process.
 /// Cargo's own lock on `target/wasm` serialises concurrent test processes.
@@ -21,7 +35,13 @@ pub fn guest(name: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         let mut cmd = Command::new(env!("CARGO"));
         cmd.current_dir(root())
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
             .arg(root().join("target/wasm"));
         for g in GUESTS {
             cmd.args(["-p", g]);
@@ -33,7 +53,9 @@ pub fn guest(name: &str) -> PathBuf {
         let out = cmd.output().expect("running cargo to build the guests");
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
-            if err.contains("target may not be installed") || err.contains("can't find crate for `core`") {
+            if err.contains("target may not be installed")
+                || err.contains("can't find crate for `core`")
+            {
                 panic!(
                     "the wasm32-wasip2 target is missing: run `rustup target add wasm32-wasip2` \
                      (scripts/test.sh does this for you)\n{err}"
@@ -44,7 +66,11 @@ pub fn guest(name: &str) -> PathBuf {
     });
     let file = name.replace('-', "_");
     let path = root().join(format!("target/wasm/wasm32-wasip2/release/{file}.wasm"));
-    assert!(path.exists(), "guest {name} was built but {} is missing", path.display());
+    assert!(
+        path.exists(),
+        "guest {name} was built but {} is missing",
+        path.display()
+    );
     path
 }
 
@@ -141,7 +167,10 @@ impl Wisp {
                 Ok(l) => l,
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("wisp serve did not start; log:\n{}", log.lock().unwrap().join("\n"));
+                    panic!(
+                        "wisp serve did not start; log:\n{}",
+                        log.lock().unwrap().join("\n")
+                    );
                 }
             };
             if let Some(rest) = line.strip_prefix("wisp: data plane") {
@@ -158,7 +187,12 @@ impl Wisp {
             .iter()
             .find(|(k, _)| k == "WISP_ADMIN_TOKEN")
             .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| std::fs::read_to_string(dir.join("admin-token")).unwrap().trim().to_string());
+            .unwrap_or_else(|| {
+                std::fs::read_to_string(dir.join("admin-token"))
+                    .unwrap()
+                    .trim()
+                    .to_string()
+            });
         Wisp {
             child,
             data_dir: dir.to_path_buf(),
@@ -181,7 +215,10 @@ impl Wisp {
 
     /// GET on the data plane.
     pub fn get(&self, path: &str) -> reqwest::blocking::Response {
-        client().get(format!("{}{}", self.data_url, path)).send().unwrap()
+        client()
+            .get(format!("{}{}", self.data_url, path))
+            .send()
+            .unwrap()
     }
 
     /// Runs the `wisp` CLI against this host.
@@ -285,7 +322,12 @@ impl Admin {
             .unwrap()
     }
 
-    pub fn deploy(&self, name: &str, wasm: &[u8], query: &[(&str, &str)]) -> reqwest::blocking::Response {
+    pub fn deploy(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        query: &[(&str, &str)],
+    ) -> reqwest::blocking::Response {
         self.http
             .post(format!("{}/v1/functions/{name}", self.url))
             .bearer_auth(&self.token)
@@ -316,7 +358,10 @@ impl Admin {
 pub fn assert_error(resp: reqwest::blocking::Response, status: u16, code: &str) -> String {
     assert_eq!(resp.status().as_u16(), status, "unexpected status");
     let body: serde_json::Value = resp.json().expect("error body is JSON");
-    assert_eq!(body["error"]["code"], code, "unexpected error code in {body}");
+    assert_eq!(
+        body["error"]["code"], code,
+        "unexpected error code in {body}"
+    );
     let msg = body["error"]["message"].as_str().unwrap().to_string();
     assert!(!msg.is_empty());
     msg
@@ -368,7 +413,13 @@ pub fn wasip1_guest(name: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         let mut cmd = Command::new(env!("CARGO"));
         cmd.current_dir(root())
-            .args(["build", "--release", "--target", "wasm32-wasip1", "--target-dir"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip1",
+                "--target-dir",
+            ])
             .arg(root().join("target/wasm"));
         for g in WASIP1_GUESTS {
             cmd.args(["-p", g]);
@@ -376,10 +427,14 @@ pub fn wasip1_guest(name: &str) -> PathBuf {
         for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
             cmd.env_remove(var);
         }
-        let out = cmd.output().expect("running cargo to build the wasm32-wasip1 guests");
+        let out = cmd
+            .output()
+            .expect("running cargo to build the wasm32-wasip1 guests");
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
-            if err.contains("target may not be installed") || err.contains("can't find crate for `core`") {
+            if err.contains("target may not be installed")
+                || err.contains("can't find crate for `core`")
+            {
                 panic!(
                     "the wasm32-wasip1 target is missing: run `rustup target add wasm32-wasip1` \
                      (scripts/test.sh does this for you)\n{err}"
@@ -389,7 +444,11 @@ pub fn wasip1_guest(name: &str) -> PathBuf {
         }
     });
     let path = root().join(format!("target/wasm/wasm32-wasip1/release/{name}.wasm"));
-    assert!(path.exists(), "guest {name} was built but {} is missing", path.display());
+    assert!(
+        path.exists(),
+        "guest {name} was built but {} is missing",
+        path.display()
+    );
     path
 }
 

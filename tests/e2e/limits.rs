@@ -25,12 +25,21 @@ fn tight_loop_is_interrupted_at_the_deadline() {
     let start = Instant::now();
     let r = w.get("/m/loop");
     let took = start.elapsed();
-    let id = r.headers()["wisp-invocation-id"].to_str().unwrap().to_string();
+    let id = r.headers()["wisp-invocation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let body: serde_json::Value = r.json().unwrap();
     assert_eq!(body["error"]["code"], "timeout");
     assert_eq!(body["error"]["invocation_id"], id);
-    assert!(took < Duration::from_millis(2000), "answered after {took:?}");
-    assert!(took >= Duration::from_millis(1000), "answered too early: {took:?}");
+    assert!(
+        took < Duration::from_millis(2000),
+        "answered after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(1000),
+        "answered too early: {took:?}"
+    );
     assert_ok_after(&w);
 }
 
@@ -75,19 +84,29 @@ fn oversized_body_answers_413() {
     let w = Wisp::start();
     misbehave(&w, &[("max_body_bytes", "1048576")]);
     let wasm = std::fs::read(guest("echo")).unwrap();
-    let r = w.admin().deploy("echo", &wasm, &[("route", "/echo"), ("max_body_bytes", "1048576")]);
+    let r = w.admin().deploy(
+        "echo",
+        &wasm,
+        &[("route", "/echo"), ("max_body_bytes", "1048576")],
+    );
     assert_eq!(r.status(), 201);
     let big = vec![b'x'; (1 << 20) + 1];
     // Declared too large: refused before any instance starts.
-    let r = client().post(format!("{}/m/ok", w.data_url)).body(big.clone()).send().unwrap();
+    let r = client()
+        .post(format!("{}/m/ok", w.data_url))
+        .body(big.clone())
+        .send()
+        .unwrap();
     let msg = assert_error(r, 413, "body_too_large");
     assert!(msg.contains("1048576"), "{msg}");
     // Streamed (chunked, no Content-Length): cut off at the cap while the
     // guest reads it.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let send_chunked = |len: usize| {
-        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-            vec![b'y'; len].chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![b'y'; len]
+            .chunks(64 * 1024)
+            .map(|c| Ok(c.to_vec()))
+            .collect();
         rt.block_on(async {
             let r = reqwest::Client::new()
                 .post(format!("{}/echo", w.data_url))

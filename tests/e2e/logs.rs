@@ -127,15 +127,27 @@ fn bad_log_queries_are_refused() {
     let w = Wisp::start();
     deploy_misbehave(&w);
     let admin = w.admin();
-    assert_error(admin.get("/v1/functions/nope/logs"), 404, "function_not_found");
+    assert_error(
+        admin.get("/v1/functions/nope/logs"),
+        404,
+        "function_not_found",
+    );
     let msg = assert_error(
         admin.get("/v1/functions/m/logs?since=whenever"),
         400,
         "invalid_argument",
     );
     assert!(msg.contains("RFC 3339"), "{msg}");
-    assert_error(admin.get("/v1/functions/m/logs?limit=0"), 400, "invalid_argument");
-    assert_error(admin.get("/v1/functions/m/logs?after=x"), 400, "invalid_argument");
+    assert_error(
+        admin.get("/v1/functions/m/logs?limit=0"),
+        400,
+        "invalid_argument",
+    );
+    assert_error(
+        admin.get("/v1/functions/m/logs?after=x"),
+        400,
+        "invalid_argument",
+    );
 }
 
 #[test]
@@ -158,10 +170,17 @@ fn cli_shows_logs_by_invocation_and_since() {
     w.get("/m/print?lines=1");
 
     let out = w.cli(&["logs", "m", "--invocation", &id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 3, "{text}");
-    assert!(text.contains("stdout line 1") && text.contains(&id), "{text}");
+    assert!(
+        text.contains("stdout line 1") && text.contains(&id),
+        "{text}"
+    );
 
     let out = w.cli(&["logs", "m", "--since", "1h", "--json"]);
     assert!(out.status.success());

@@ -67,7 +67,10 @@ fn outbound_is_denied_by_default_and_logged() {
     assert_eq!(deploy_caps(&w, &[]).status(), 201);
     let url = format!("http://127.0.0.1:{port}/");
     let answer = fetch(&w, &url, 1);
-    let err = answer["results"][0]["error"].as_str().unwrap_or_default().to_lowercase();
+    let err = answer["results"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
     assert!(err.contains("denied"), "{answer}");
 
     let logs: Value = w.admin().get("/v1/functions/caps/logs").json().unwrap();
@@ -79,8 +82,10 @@ fn outbound_is_denied_by_default_and_logged() {
         .map(|e| e["message"].as_str().unwrap())
         .collect();
     assert!(
-        notes.iter().any(|m| m.contains(&format!("127.0.0.1:{port}"))
-            && m.contains("not on the function's allow-list")),
+        notes
+            .iter()
+            .any(|m| m.contains(&format!("127.0.0.1:{port}"))
+                && m.contains("not on the function's allow-list")),
         "{notes:?}"
     );
     assert!(w.log_text().contains("not on the function's allow-list"));
@@ -137,7 +142,10 @@ fn outbound_calls_count_against_the_deadline() {
         .send()
         .unwrap();
     let took = start.elapsed();
-    assert!(took < Duration::from_millis(3000), "answered after {took:?}");
+    assert!(
+        took < Duration::from_millis(3000),
+        "answered after {took:?}"
+    );
     // Either the guest saw a timeout error, or the invocation hit its
     // deadline (504); never the upstream's answer after 5 s.
     let status = r.status().as_u16();
@@ -151,7 +159,12 @@ fn outbound_calls_count_against_the_deadline() {
 #[test]
 fn bad_allow_list_entries_are_refused_before_anything_is_stored() {
     let w = Wisp::start();
-    for entry in ["ftp://example.com", "https://example.com/path", "example.com:99999", ""] {
+    for entry in [
+        "ftp://example.com",
+        "https://example.com/path",
+        "example.com:99999",
+        "",
+    ] {
         let msg = assert_error(
             deploy_caps(&w, &[("allow_outbound", entry)]),
             400,
@@ -177,7 +190,11 @@ fn cli_deploys_with_an_allow_list() {
         "--allow-outbound",
         &allow,
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = w.cli(&["info", "caps"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&allow));
     let answer = fetch(&w, &format!("http://127.0.0.1:{port}/"), 1);

@@ -17,14 +17,20 @@ fn exact_prefix_longest_match_and_404() {
     assert_error(w.get("/hello/more"), 404, "route_not_found");
     // Prefix: the prefix itself and below.
     assert_eq!(w.get("/api").text().unwrap(), "hello from wisp at /api");
-    assert_eq!(w.get("/api/x/y").text().unwrap(), "hello from wisp at /api/x/y");
+    assert_eq!(
+        w.get("/api/x/y").text().unwrap(),
+        "hello from wisp at /api/x/y"
+    );
     assert_error(w.get("/apix"), 404, "route_not_found");
     // Longest match wins.
     let echoed: serde_json::Value = w.get("/api/echo/deep?q=1").json().unwrap();
     assert_eq!(echoed["path"], "/api/echo/deep");
     let echoed: serde_json::Value = w.get("/api/exact").json().unwrap();
     assert_eq!(echoed["path"], "/api/exact");
-    assert_eq!(w.get("/api/exactly").text().unwrap(), "hello from wisp at /api/exactly");
+    assert_eq!(
+        w.get("/api/exactly").text().unwrap(),
+        "hello from wisp at /api/exactly"
+    );
     let msg = assert_error(w.get("/nowhere"), 404, "route_not_found");
     assert!(msg.contains("/nowhere"), "{msg}");
 }
@@ -35,7 +41,10 @@ fn method_query_headers_and_body_reach_the_guest_as_sent() {
     w.admin().deploy_guest("echo", "echo", &["/echo/*"]);
     let c = client();
     let r = c
-        .request(reqwest::Method::PATCH, format!("{}/echo/a%20b?x=1&y=two&x=3", w.data_url))
+        .request(
+            reqwest::Method::PATCH,
+            format!("{}/echo/a%20b?x=1&y=two&x=3", w.data_url),
+        )
         .header("x-custom", "v1")
         .header("x-multi", "a")
         .header("x-multi", "b")
@@ -66,7 +75,9 @@ fn method_query_headers_and_body_reach_the_guest_as_sent() {
 fn five_mib_body_round_trips_byte_for_byte() {
     let w = Wisp::start();
     w.admin().deploy_guest("echo", "echo", &["/echo"]);
-    let body: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let body: Vec<u8> = (0..5 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     let r = client()
         .post(format!("{}/echo", w.data_url))
         .header("x-echo-mode", "raw")
@@ -113,7 +124,9 @@ fn python_component_runs_unchanged() {
     let w = Wisp::start();
     let wasm = std::fs::read(python_guest()).unwrap();
     assert!(wasm.len() > 10 << 20, "expected a large component");
-    let r = w.admin().deploy("py", &wasm, &[("route", "/py/*"), ("env", "GREETING=hi")]);
+    let r = w
+        .admin()
+        .deploy("py", &wasm, &[("route", "/py/*"), ("env", "GREETING=hi")]);
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
     let r = w.get("/py/x?y=1");
     assert_eq!(r.status(), 200);

@@ -42,7 +42,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let app = Router::new().fallback(hello);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    println!("native-hello: listening on http://{}", listener.local_addr()?);
+    println!(
+        "native-hello: listening on http://{}",
+        listener.local_addr()?
+    );
     axum::serve(listener, app).await?;
     Ok(())
 }

@@ -615,7 +615,11 @@ mod tests {
             parse_since("2027-01-15T08:00:00Z", now),
             Ok(1_800_000_000_000)
         );
-        assert!(parse_since("yesterday-ish", now).unwrap_err().contains("RFC 3339"));
+        assert!(
+            parse_since("yesterday-ish", now)
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
     }
 
     #[test]

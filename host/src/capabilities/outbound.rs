@@ -71,7 +71,11 @@ fn default_port(scheme: &str) -> u16 {
 
 impl Rule {
     fn parse(entry: &str) -> Result<Rule, BadRule> {
-        let bad = |why: &str| BadRule(format!("invalid outbound allow-list entry {entry:?}: {why}"));
+        let bad = |why: &str| {
+            BadRule(format!(
+                "invalid outbound allow-list entry {entry:?}: {why}"
+            ))
+        };
         let entry_trim = entry.trim();
         if entry_trim.is_empty() {
             return Err(bad("it is empty"));
@@ -96,7 +100,10 @@ impl Rule {
                 let port = if p == "*" {
                     PortPattern::Any
                 } else {
-                    PortPattern::Exact(p.parse().map_err(|_| bad("the port must be 1-65535 or *"))?)
+                    PortPattern::Exact(
+                        p.parse()
+                            .map_err(|_| bad("the port must be 1-65535 or *"))?,
+                    )
                 };
                 if port == PortPattern::Exact(0) {
                     return Err(bad("the port must be 1-65535 or *"));

@@ -63,8 +63,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;
-    let host = tokio::task::spawn_blocking(move || Host::builder().config(config).build())
-        .await??;
+    let host =
+        tokio::task::spawn_blocking(move || Host::builder().config(config).build()).await??;
 
     for p in &args.deploy {
         let wasm = std::fs::read(&p.file)
@@ -90,10 +90,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let admin_addr = admin.local_addr()?;
     tracing::info!(data = %data_addr, admin = %admin_addr, "wisp is serving");
     println!("wisp: data plane  http://{data_addr}");
-    println!("wisp: admin API   http://{admin_addr}/v1   (token in {}/admin-token unless WISP_ADMIN_TOKEN is set)", args.data_dir.display());
+    println!(
+        "wisp: admin API   http://{admin_addr}/v1   (token in {}/admin-token unless WISP_ADMIN_TOKEN is set)",
+        args.data_dir.display()
+    );
     for f in host.functions()? {
         for r in &f.routes {
-            println!("wisp:   {:<12} http://{data_addr}{}", f.name, r.trim_end_matches("/*"));
+            println!(
+                "wisp:   {:<12} http://{data_addr}{}",
+                f.name,
+                r.trim_end_matches("/*")
+            );
         }
     }
     host.serve(
