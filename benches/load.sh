@@ -17,6 +17,9 @@
 #   TODO       1 (default) also measures examples/todo-api in the same
 #              `wisp serve` as hello: `GET /todos/1`, one key-value read and a
 #              JSON answer per request: "todo" (target: >= 80% of hello's req/s)
+#   CGI        1 (default) also measures examples/cgi-rust, a wasm32-wasip1
+#              module run CGI-style, in the same `wisp serve`: "cgi"
+#              (target: >= 70% of hello's req/s)
 #
 # Per run: requests/s, p50 and p99 latency (wrk), and the server's CPU per
 # request: utime+stime of the server process (/proc/PID/stat, all threads)
@@ -38,6 +41,7 @@ CONNS=${CONNS:-"1 32"}
 WARMUP=${WARMUP:-3}
 INFO_LOG=${INFO_LOG:-1}
 TODO=${TODO:-1}
+CGI=${CGI:-1}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -46,6 +50,7 @@ WISP=$TARGET_DIR/release/wisp
 NATIVE=$TARGET_DIR/release/native-hello
 WASM=$ROOT/target/wasm/wasm32-wasip2/release/hello.wasm
 TODO_WASM=$ROOT/target/wasm/wasm32-wasip2/release/todo_api.wasm
+CGI_WASM=$ROOT/target/wasm/wasm32-wasip1/release/cgi-rust.wasm
 
 say() { echo "load.sh: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -60,6 +65,12 @@ say "building the hello and todo-api guests (wasm32-wasip2, release)"
 cargo build --release --target wasm32-wasip2 --target-dir target/wasm -p hello -p todo-api
 [ -f "$WASM" ] || die "no $WASM after the build"
 [ -f "$TODO_WASM" ] || die "no $TODO_WASM after the build"
+if [ ! -d "$(rustc --print sysroot)/lib/rustlib/wasm32-wasip1" ]; then
+    die "the wasm32-wasip1 target is not installed: rustup target add wasm32-wasip1"
+fi
+say "building the cgi-rust example (wasm32-wasip1, release)"
+cargo build --release --target wasm32-wasip1 --target-dir target/wasm -p cgi-rust
+[ -f "$CGI_WASM" ] || die "no $CGI_WASM after the build"
 
 # ------------------------------------------------------------------ tools
 if ! command -v wrk >/dev/null 2>&1; then
@@ -125,11 +136,12 @@ start_wisp() {
         RUST_LOG=$log "$WISP" serve --data-dir "$TMP/data-$name" \
             --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
             --deploy "hello=$WASM:/hello" --deploy "todo-api=$TODO_WASM:/todos/*" \
-            >>"$TMP/$name.log" 2>&1 &
+            --deploy "cgi=$CGI_WASM:/cgi/*" >>"$TMP/$name.log" 2>&1 &
     else
         env -u RUST_LOG "$WISP" serve --data-dir "$TMP/data-$name" \
             --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
-            --deploy "hello=$WASM:/hello" >>"$TMP/$name.log" 2>&1 &
+            --deploy "hello=$WASM:/hello" --deploy "todo-api=$TODO_WASM:/todos/*" \
+            --deploy "cgi=$CGI_WASM:/cgi/*" >>"$TMP/$name.log" 2>&1 &
     fi
     PIDS+=("$!")
     PID[$name]=$!
@@ -172,6 +184,12 @@ if [ "$TODO" = 1 ]; then
     URL[todo]="${BASE[wisp]}/todos/1"
     curl -sf "${URL[todo]}" | grep -q benchmark || die "GET ${URL[todo]} did not return the to-do"
     SERVERS="$SERVERS todo"
+fi
+if [ "$CGI" = 1 ]; then
+    PID[cgi]=${PID[wisp]}
+    URL[cgi]="${BASE[wisp]}/cgi/hello"
+    curl -sf -o /dev/null "${URL[cgi]}" || die "GET ${URL[cgi]} failed"
+    SERVERS="$SERVERS cgi"
 fi
 
 # Same bytes from both, or the comparison is meaningless.
@@ -267,6 +285,7 @@ label() {
         wisp) echo "wisp serve (RUST_LOG=warn)" ;;
         wisp-info) echo "wisp serve (default logging, to a file)" ;;
         todo) echo "wisp serve, todo-api GET /todos/1 (one kv read)" ;;
+        cgi) echo "wisp serve, cgi-rust (wasip1 CGI) GET /cgi/hello" ;;
         native) echo "native-hello (axum)" ;;
     esac
 }
@@ -302,6 +321,11 @@ if [[ " $CONNS " == *" 32 "* ]]; then
         ok = (wc <= 40); printf "- CPU <= 40 µs/request: %.1f µs -> %s\n", wc, ok ? "met" : "MISSED"
         ok = (rss / 1024 <= 25); printf "- idle RSS <= 25 MiB: %.1f MiB -> %s\n", rss / 1024, ok ? "met" : "MISSED"
     }'
+    if [ "$CGI" = 1 ]; then
+        awk -v cr="$(get cgi 32 3)" -v wr="$(get wisp 32 3)" 'BEGIN {
+            ok = (cr / wr >= 0.70); printf "- cgi-rust (wasip1 CGI) >= 70%% of hello req/s: %.0f%% -> %s\n", 100 * cr / wr, ok ? "met" : "MISSED"
+        }'
+    fi
     if [ "$TODO" = 1 ]; then
         awk -v tr="$(get todo 32 3)" -v wr="$(get wisp 32 3)" 'BEGIN {
             ok = (tr / wr >= 0.80); printf "- todo-api (one kv read) >= 80%% of hello req/s: %.0f%% -> %s\n", 100 * tr / wr, ok ? "met" : "MISSED"
