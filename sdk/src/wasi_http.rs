@@ -47,13 +47,30 @@ fn read_request(request: IncomingRequest) -> Result<Request, ErrorCode> {
     // `headers()` returns a child resource; the temporary is dropped at the
     // end of this statement, before the body is consumed.
     let headers = header_map(request.headers().entries());
+    let length = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    // HTTP/1.1: a request with neither `content-length` nor
+    // `transfer-encoding` has no body (RFC 9112, 6.3), nor has one with
+    // `content-length: 0`. Not reading it saves the host a body stream and a
+    // round trip through its executor on every GET. (HTTP/2 may send a body
+    // without either header, so only methods that normally carry none are
+    // taken at their word.)
+    let no_body_method = matches!(
+        method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
+    let bodiless = length == Some(0)
+        || (no_body_method
+            && length.is_none()
+            && !headers.contains_key(http::header::TRANSFER_ENCODING));
+    if bodiless {
+        return Ok(Request::from_parts(method, uri, headers, Vec::new()));
+    }
     let body = request
         .consume()
         .map_err(|()| internal("the request body was already consumed"))?;
-    let capacity = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .map_or(0, |len| len.min(MAX_PREALLOCATE));
+    let capacity = length.map_or(0, |len| len.min(MAX_PREALLOCATE));
     let body = read_body(body, capacity)?;
     Ok(Request::from_parts(method, uri, headers, body))
 }
@@ -148,7 +165,10 @@ fn send(response: Response, out: ResponseOutparam) {
     let Ok(stream) = outgoing.write() else {
         return;
     };
-    let written = write_all(&stream, &body);
+    // No flush before `finish`: finishing the body hands everything written
+    // to the host, and a flush would wait for the host to take each chunk
+    // (a round trip through its executor) before the guest can return.
+    let written = write_unflushed(&stream, &body);
     drop(stream);
     match written {
         Ok(()) => {
@@ -167,7 +187,13 @@ fn send(response: Response, out: ResponseOutparam) {
 /// Each write is at most what `check-write` permits (the host's buffer
 /// budget), waiting on the stream's pollable whenever that budget is spent,
 /// so a large body streams without the host buffering it whole.
-pub fn write_all(stream: &OutputStream, mut bytes: &[u8]) -> Result<(), StreamError> {
+pub fn write_all(stream: &OutputStream, bytes: &[u8]) -> Result<(), StreamError> {
+    write_unflushed(stream, bytes)?;
+    stream.blocking_flush()
+}
+
+/// [`write_all`] without the final flush.
+fn write_unflushed(stream: &OutputStream, mut bytes: &[u8]) -> Result<(), StreamError> {
     while !bytes.is_empty() {
         let permitted = stream.check_write()?;
         if permitted == 0 {
@@ -181,7 +207,7 @@ pub fn write_all(stream: &OutputStream, mut bytes: &[u8]) -> Result<(), StreamEr
         stream.write(now)?;
         bytes = rest;
     }
-    stream.blocking_flush()
+    Ok(())
 }
 
 fn internal(message: &str) -> ErrorCode {
