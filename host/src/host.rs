@@ -45,6 +45,8 @@ pub(crate) struct HostInner {
     pub admin_token: String,
     pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub data_dir: Option<PathBuf>,
+    /// Topics, subscriptions, group commit and the event dispatcher.
+    pub events: crate::events::plane::EventPlane,
     /// Keeps a temporary store alive for as long as the host.
     _temp: Option<tempfile::TempDir>,
 }
@@ -169,6 +171,7 @@ impl HostBuilder {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
             metrics: HostMetrics::new(),
         };
+        let events = crate::events::plane::EventPlane::new();
         let host = Host {
             inner: Arc::new(HostInner {
                 store,
@@ -179,6 +182,7 @@ impl HostBuilder {
                 admin_token,
                 prometheus,
                 data_dir: temp.is_none().then(|| dir.clone()),
+                events,
                 _temp: temp,
                 config,
             }),
@@ -562,6 +566,11 @@ impl Host {
         if let Err(e) = self.inner.store.purge_function_data(name) {
             tracing::warn!(function = name, error = %e, "purging the deleted function's data failed");
         }
+        // Its subscriptions too (their pending deliveries are cancelled
+        // when they come due).
+        if let Err(e) = self.inner.store.delete_subscriptions_of(name) {
+            tracing::warn!(function = name, error = %e, "removing the deleted function's subscriptions failed");
+        }
         tracing::info!(function = name, "deleted");
         Ok(())
     }
@@ -688,8 +697,11 @@ fn deployed(
     let name_arc: Arc<str> = Arc::from(record.name.as_str());
     let config = crate::capabilities::settings::load_snapshot(store, &record.name)?;
     let kv = crate::capabilities::kv::KvNamespace::new(store.clone(), name_arc.clone(), &v.limits);
-    let allow_outbound = AllowList::parse(&v.allow_outbound)
-        .map_err(|e| DeployError::Internal(format!("stored allow-list: {e}")))?;
+    let allow_outbound = crate::capabilities::outbound::effective(
+        &v.allow_outbound,
+        config.get(crate::capabilities::outbound::CONFIG_KEY),
+    )
+    .map_err(|e| DeployError::Internal(format!("stored allow-list: {e}")))?;
     Ok(Deployed {
         name: record.name.clone(),
         name_arc,

@@ -200,3 +200,27 @@ fn cli_deploys_with_an_allow_list() {
     let answer = fetch(&w, &format!("http://127.0.0.1:{port}/"), 1);
     assert_eq!(answer["ok"], 1, "{answer}");
 }
+
+#[test]
+fn allow_list_set_through_config_takes_effect_without_a_redeploy() {
+    let port = upstream();
+    let w = Wisp::start();
+    assert_eq!(deploy_caps(&w, &[]).status(), 201);
+    let url = format!("http://127.0.0.1:{port}/");
+    assert!(fetch(&w, &url, 1)["results"][0]["error"].is_string());
+
+    let entry = format!("wisp.allow-outbound=http://127.0.0.1:{port}");
+    let out = w.cli(&["config", "set", "caps", &entry]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(fetch(&w, &url, 1)["ok"], 1);
+
+    // A bad entry is refused before anything is stored; the list stands.
+    let out = w.cli(&["config", "set", "caps", "wisp.allow-outbound=ftp://nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allow-list"));
+    assert_eq!(fetch(&w, &url, 1)["ok"], 1);
+
+    let out = w.cli(&["config", "unset", "caps", "wisp.allow-outbound"]);
+    assert!(out.status.success());
+    assert!(fetch(&w, &url, 1)["results"][0]["error"].is_string());
+}

@@ -178,6 +178,29 @@ impl AllowList {
     }
 }
 
+/// The config key whose value (entries separated by commas or spaces) adds
+/// to the allow-list of the active version: `wisp config set NAME
+/// wisp.allow-outbound=https://api.example.com`. Changes take effect at the
+/// next invocation, like any config change.
+pub(crate) const CONFIG_KEY: &str = "wisp.allow-outbound";
+
+/// Splits the config value of [`CONFIG_KEY`] into entries.
+pub(crate) fn config_entries(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|e| !e.is_empty())
+}
+
+/// The allow-list of a version's entries plus those of the config key.
+pub(crate) fn effective(
+    version_entries: &[String],
+    config_value: Option<&str>,
+) -> Result<AllowList, BadRule> {
+    let mut entries: Vec<&str> = version_entries.iter().map(String::as_str).collect();
+    entries.extend(config_value.map(config_entries).into_iter().flatten());
+    AllowList::parse(&entries)
+}
+
 /// Per-invocation outbound state: the hooks `wasmtime-wasi-http` calls for
 /// every request the guest sends.
 pub(crate) struct Outbound {
@@ -349,6 +372,22 @@ mod tests {
             let err = AllowList::parse(&[entry]).expect_err(entry).to_string();
             assert!(err.contains(why), "{entry:?}: {err}");
         }
+    }
+
+    #[test]
+    fn config_entries_add_to_the_version_list() {
+        let l = effective(
+            &["https://a.example.com".to_string()],
+            Some("b.example.com, http://127.0.0.1:9000  *.c.example.com"),
+        )
+        .unwrap();
+        assert!(l.allows("https", "a.example.com", 443));
+        assert!(l.allows("http", "b.example.com", 80));
+        assert!(l.allows("http", "127.0.0.1", 9000));
+        assert!(l.allows("https", "x.c.example.com", 443));
+        assert!(!l.allows("https", "d.example.com", 443));
+        assert!(effective(&[], Some("ftp://x")).is_err());
+        assert_eq!(effective(&[], Some(" , ")).unwrap(), AllowList::default());
     }
 
     #[test]

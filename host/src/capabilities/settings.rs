@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::capabilities::bindings::wisp::function::config as wit;
+use crate::capabilities::outbound;
 use crate::config::config_limits::{MAX_KEY_LEN, MAX_KEYS, MAX_VALUE_BYTES};
 use crate::error::ApiError;
 use crate::invoke::InvocationState;
@@ -358,6 +359,16 @@ impl crate::Host {
         let store = &self.inner.store;
         let current = store.config_items(name)?;
         let changes = plan(&current)?;
+        // The outbound allow-list set through config is checked like the
+        // one given at deploy, before anything is stored.
+        for change in &changes {
+            if let ConfigChange::Set(item) = change
+                && item.key == outbound::CONFIG_KEY
+            {
+                outbound::effective(&[], Some(&item.value))
+                    .map_err(|e| ConfigError::InvalidValue(e.to_string()))?;
+            }
+        }
         store.config_apply(name, &changes)?;
         store.flush().await?;
         let items = store.config_items(name)?;
@@ -374,7 +385,16 @@ impl crate::Host {
         let registry = self.inner.registry.load();
         if let Some(old) = registry.by_name.get(name) {
             let active = record.active();
+            // Validated above (and at deploy), so this cannot fail; keep
+            // the old list rather than panic if it somehow does.
+            let allow_outbound = outbound::effective(
+                &active.allow_outbound,
+                snapshot.get(outbound::CONFIG_KEY),
+            )
+            .map(Arc::new)
+            .unwrap_or_else(|_| old.allow_outbound.clone());
             let next = Deployed {
+                allow_outbound,
                 env: guest_env(&active.env, active.config_env, &snapshot),
                 config: snapshot,
                 ..Deployed::clone(old)
