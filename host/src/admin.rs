@@ -21,8 +21,9 @@ use crate::{ConfigEntry, ConfigError, ConfigList, KeyList, KvError, SetConfig};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Wisp admin API", description = "Deploy, version, roll back, delete and invoke WebAssembly functions."),
-    paths(health, list_functions, deploy, get_function, delete_function, versions, function_logs, rollback, invoke, metrics_text, openapi_json, kv_list, kv_get, kv_put, kv_delete, config_list, config_set, config_unset),
-    components(schemas(LogPage, LogEntry, LogStream, LogLevel, FunctionInfo, FunctionSummary, VersionInfo, Limits, ErrorBody, crate::error::ErrorDetail, RollbackRequest, Health, Deleted, KeyList, KvStored, ConfigList, ConfigEntry, SetConfig)),
+    paths(health, list_functions, deploy, get_function, delete_function, versions, function_logs, rollback, invoke, metrics_text, openapi_json, kv_list, kv_get, kv_put, kv_delete, config_list, config_set, config_unset,
+        crate::events::admin::publish, crate::events::admin::invoke_async, crate::events::admin::list_subscriptions, crate::events::admin::create_subscription, crate::events::admin::delete_subscription, crate::events::admin::get_event, crate::events::admin::dead_letters, crate::events::admin::redrive),
+    components(schemas(crate::events::Published, crate::events::NewSubscription, crate::events::Subscription, crate::events::RetryPolicy, crate::events::EventInfo, crate::events::DeliveryRecord, crate::events::DeliveryStatus, crate::events::RedriveRequest, crate::events::Redriven, LogPage, LogEntry, LogStream, LogLevel, FunctionInfo, FunctionSummary, VersionInfo, Limits, ErrorBody, crate::error::ErrorDetail, RollbackRequest, Health, Deleted, KeyList, KvStored, ConfigList, ConfigEntry, SetConfig)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -90,6 +91,7 @@ pub fn router(host: Host) -> Router {
         .route("/v1/functions/{name}/config/{key}", delete(config_unset))
         .route("/v1/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics_text))
+        .merge(crate::events::admin::routes())
         .route_layer(middleware::from_fn_with_state(host.clone(), require_token));
     Router::new()
         .route("/v1/health", get(health))

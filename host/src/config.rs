@@ -159,6 +159,24 @@ pub struct HostConfig {
     /// Bytes of response body a preview-1 (CGI) module may write; past it
     /// the response is cut and the truncation noted in the invocation log.
     pub cgi_max_output_bytes: u64,
+    /// Largest event payload (publish, asynchronous invocation); larger
+    /// answers 413.
+    pub event_max_payload_bytes: u64,
+    /// Pending and running deliveries one topic may have; past it publishes
+    /// answer 429. Bounds the store's growth when subscribers fall behind.
+    pub event_max_queue_depth: u64,
+    /// Event deliveries running at once, host-wide (each also takes an
+    /// invocation slot of `max_in_flight`).
+    pub event_max_in_flight: u32,
+    /// Deliveries of one subscription running at once, unless it sets its
+    /// own.
+    pub event_concurrency: u32,
+    /// Retry defaults of subscriptions (and of asynchronous invocations).
+    pub event_retry: crate::events::RetryPolicy,
+    /// How long a finished event (every delivery done) stays readable
+    /// (`GET /v1/events/{id}`) before it is removed. Dead deliveries keep
+    /// their event until redriven.
+    pub event_retention: Duration,
 }
 
 impl Default for HostConfig {
@@ -178,6 +196,12 @@ impl Default for HostConfig {
             log_retention_entries: 10_000,
             log_retention: Duration::from_secs(7 * 24 * 3600),
             cgi_max_output_bytes: 16 << 20,
+            event_max_payload_bytes: 256 << 10,
+            event_max_queue_depth: 100_000,
+            event_max_in_flight: 64,
+            event_concurrency: 4,
+            event_retry: crate::events::RetryPolicy::default(),
+            event_retention: Duration::from_secs(3600),
         }
     }
 }
@@ -223,6 +247,21 @@ impl HostConfig {
         if self.cgi_max_output_bytes == 0 {
             return Err("the CGI output cap must be more than 0".into());
         }
+        if self.event_max_payload_bytes == 0 || self.event_max_payload_bytes > 64 << 20 {
+            return Err("the event payload limit must be between 1 and 64MiB".into());
+        }
+        if self.event_max_queue_depth == 0 {
+            return Err("the event queue depth must be more than 0".into());
+        }
+        if self.event_max_in_flight == 0 || self.event_max_in_flight > 100_000 {
+            return Err("event deliveries in flight must be between 1 and 100000".into());
+        }
+        if self.event_concurrency == 0 || self.event_concurrency > 1000 {
+            return Err("the per-subscription concurrency must be between 1 and 1000".into());
+        }
+        self.event_retry
+            .validate()
+            .map_err(|e| format!("event retries: {e}"))?;
         if let Some(t) = &self.admin_token
             && t.trim().len() < 16
         {

@@ -37,6 +37,7 @@ mod cgi;
 mod config;
 mod engine;
 mod error;
+mod events;
 mod gateway;
 mod host;
 mod invoke;
@@ -53,6 +54,10 @@ pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig
 pub use config::{HostConfig, LimitOverrides, Limits, StoreLocation};
 pub use engine::AllocatorKind;
 pub use error::{ApiError, DeployError, ErrorBody, ErrorDetail};
+pub use events::{
+    DeliveryRecord, DeliveryStatus, EventError, EventInfo, NewSubscription, Published,
+    RedriveRequest, Redriven, RetryPolicy, Subscription,
+};
 pub use host::{Host, HostBuilder};
 pub use invoke::INVOCATION_ID_HEADER;
 pub use serve::Listeners;

@@ -1,5 +1,6 @@
 //! Serving both planes on already-bound listeners until a shutdown signal,
-//! then draining in-flight requests and flushing the store.
+//! then draining in-flight requests and event deliveries and flushing the
+//! store.
 
 use std::future::Future;
 use std::time::Duration;
@@ -27,6 +28,7 @@ impl Host {
         shutdown: impl Future<Output = ()> + Send + 'static,
         grace: Duration,
     ) -> anyhow::Result<()> {
+        self.start_events()?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let wait = move || {
             let mut rx = rx.clone();
@@ -59,8 +61,10 @@ impl Host {
             if let Some(a) = admin {
                 let _ = a.await;
             }
-        })
-        .await;
+        });
+        // At the same time: no new event deliveries; running ones get the
+        // same grace period (those left stay pending for the next start).
+        let (drained, ()) = tokio::join!(drained, self.stop_events(grace));
         if drained.is_err() {
             tracing::warn!("grace period over; dropping the requests still in flight");
         }

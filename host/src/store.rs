@@ -11,6 +11,8 @@
 //! - `kv`, `kv_usage`: key-value entries per function and the bytes they
 //!   take; `config`, `secrets`: settings and secrets per function (see the
 //!   kv, config and secrets section).
+//! - `ev_*`: events, subscriptions, deliveries and their indexes (see the
+//!   events section).
 //!
 //! Writes that belong together (a deploy, a delete) happen in one sled
 //! transaction, and every write a client is told about is flushed first
@@ -18,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -25,6 +28,7 @@ use sled::{IVec, Transactional};
 
 use crate::capabilities::logs::LogEntry;
 use crate::config::Limits;
+use crate::events::{DeliveryRecord, DeliveryStatus, EventRecord, Outcome, Subscription, due_key};
 
 /// Store failures. Callers answer 500 for these; the details go to the log.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +130,110 @@ pub struct Store {
     compiled: sled::Tree,
     refs: sled::Tree,
     functions: sled::Tree,
+    /// The event plane's trees (see the events section).
+    ev: EventTrees,
+    /// Keeps flushes and sled's exclusive operations apart (see [`Gate`]).
+    gate: Gate,
+    /// The one thread that flushes (group commit, see [`Flusher`]).
+    flusher: Arc<FlusherHandle>,
+}
+
+/// sled 0.34's `flush` holds sled's global lock shared while it waits for
+/// the log to reach the disk. A transaction or batch asking for that lock
+/// exclusively meanwhile makes every later reader queue behind it, and one
+/// of those readers is what the flush is waiting for: a deadlock (seen with
+/// concurrent publishes, deliveries and kv writes; cf. sled issues #1308
+/// and #1412). So a flush and an exclusive operation never overlap: the
+/// flusher holds this gate shared, transactions and batches exclusively.
+/// Both are short (a flush ~1.3 ms here, a transaction microseconds).
+#[derive(Clone, Default)]
+struct Gate(Arc<RwLock<()>>);
+
+impl Gate {
+    fn flush(&self) -> RwLockReadGuard<'_, ()> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Group commit: writers that need their writes on disk take a ticket and
+/// wait; one thread flushes everything written up to the newest ticket and
+/// wakes them all. Under load one sled flush (~760/s here) acknowledges a
+/// whole batch of writes, and flushes never run concurrently (which sled
+/// 0.34 handles badly).
+struct Flusher {
+    /// Tickets handed out, and whether the store is gone.
+    state: Mutex<FlushState>,
+    wake: Condvar,
+    /// (flushed up to ticket, failed up to ticket), for the waiters.
+    done: tokio::sync::watch::Sender<(u64, u64)>,
+}
+
+#[derive(Default)]
+struct FlushState {
+    requested: u64,
+    stop: bool,
+}
+
+/// Stops the flusher thread when the last clone of the store goes, and
+/// waits for it (it holds the database open).
+struct FlusherHandle(Arc<Flusher>, Option<std::thread::JoinHandle<()>>);
+
+impl Drop for FlusherHandle {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
+        self.0.wake.notify_one();
+        if let Some(thread) = self.1.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Flusher {
+    fn start(db: sled::Db, gate: Gate) -> std::io::Result<FlusherHandle> {
+        let flusher = Arc::new(Flusher {
+            state: Mutex::new(FlushState::default()),
+            wake: Condvar::new(),
+            done: tokio::sync::watch::channel((0, 0)).0,
+        });
+        let f = flusher.clone();
+        let thread = std::thread::Builder::new()
+            .name("wisp-flusher".into())
+            .spawn(move || f.run(&db, &gate))?;
+        Ok(FlusherHandle(flusher, Some(thread)))
+    }
+
+    fn run(&self, db: &sled::Db, gate: &Gate) {
+        let mut flushed = 0;
+        loop {
+            let target = {
+                let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                while s.requested == flushed && !s.stop {
+                    s = self.wake.wait(s).unwrap_or_else(|e| e.into_inner());
+                }
+                if s.requested == flushed {
+                    return; // stopped, nobody waiting
+                }
+                s.requested
+            };
+            // Every ticket up to `target` was taken after its writes.
+            let result = {
+                let _shared = gate.flush();
+                db.flush()
+            };
+            flushed = target;
+            match result {
+                Ok(_) => self.done.send_modify(|d| d.0 = target),
+                Err(e) => {
+                    tracing::error!(error = %e, "flushing the store failed");
+                    self.done.send_modify(|d| d.1 = target);
+                }
+            }
+        }
+    }
 }
 
 fn compiled_key(sha256: &str, engine_key: &str) -> String {
@@ -169,24 +277,50 @@ impl Store {
     }
 
     fn from_db(db: sled::Db) -> Result<Store, StoreError> {
+        let gate = Gate::default();
+        let flusher = Flusher::start(db.clone(), gate.clone())
+            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
         Ok(Store {
+            gate,
+            flusher: Arc::new(flusher),
             artifacts: db.open_tree("artifacts")?,
             compiled: db.open_tree("compiled")?,
             refs: db.open_tree("refs")?,
             functions: db.open_tree("functions")?,
+            ev: EventTrees::open(&db)?,
             db,
         })
     }
 
-    /// Flushes everything written so far to disk. Called before answering a
-    /// client that a write succeeded.
+    /// Flushes everything this task wrote so far to disk (group commit:
+    /// concurrent callers share one flush). Called before answering a client
+    /// that a write succeeded.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+        let f = &self.flusher.0;
+        let mut done = f.done.subscribe();
+        let ticket = {
+            let mut s = f.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.requested += 1;
+            s.requested
+        };
+        f.wake.notify_one();
+        let (ok, _) = done
+            .wait_for(|(ok, failed)| *ok >= ticket || *failed >= ticket)
+            .await
+            .map(|d| *d)
+            .unwrap_or((0, 0));
+        if ok >= ticket {
+            Ok(())
+        } else {
+            Err(StoreError::Sled(sled::Error::ReportableBug(
+                "flushing the store failed (see the host log)".into(),
+            )))
+        }
     }
 
     /// Flushes synchronously (shutdown).
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        let _shared = self.gate.flush();
         self.db.flush()?;
         Ok(())
     }
@@ -242,6 +376,7 @@ impl Store {
     pub fn put_version(&self, new: NewVersion<'_>) -> Result<(), StoreError> {
         let record = encode(new.record);
         let ckey = new.compiled.map(|(k, _)| compiled_key(new.sha256, k));
+        let _exclusive = self.gate.exclusive();
         (&self.artifacts, &self.compiled, &self.refs, &self.functions)
             .transaction(|(artifacts, compiled, refs, functions)| {
                 let sha = new.sha256.as_bytes();
@@ -277,6 +412,7 @@ impl Store {
         for v in &record.versions {
             *uses.entry(v.sha256.as_str()).or_default() += 1;
         }
+        let exclusive = self.gate.exclusive();
         let freed = (&self.artifacts, &self.compiled, &self.refs, &self.functions)
             .transaction(|(artifacts, compiled, refs, functions)| {
                 let mut freed = Vec::new();
@@ -296,6 +432,7 @@ impl Store {
                 Ok::<_, ConflictableTransactionError<StoreError>>(freed)
             })
             .map_err(abort_on)?;
+        drop(exclusive);
         // Compiled code from other engine versions is not referenced by any
         // record; dropping it outside the transaction is safe either way.
         for sha in freed {
@@ -349,6 +486,7 @@ impl Store {
             let seq = self.db.generate_id()?;
             batch.insert(log_key(function, seq), encode(e));
         }
+        let _exclusive = self.gate.exclusive();
         logs.apply_batch(batch)?;
         Ok(())
     }
@@ -592,6 +730,7 @@ impl Store {
     ) -> Result<(T, bool), KvUpdateError<E>> {
         let (kv, usage) = self.kv_trees().map_err(KvUpdateError::Store)?;
         let k = ns_key(function, key);
+        let exclusive = self.gate.exclusive();
         let result = (&kv, &usage).transaction(|(kv, usage)| {
             let old =
                 match kv.get(&k)? {
@@ -629,6 +768,7 @@ impl Store {
             }
             Ok((out, wrote))
         });
+        drop(exclusive);
         result.map_err(|e| match e {
             TransactionError::Abort(e) => e,
             TransactionError::Storage(e) => KvUpdateError::Store(StoreError::Sled(e)),
@@ -700,6 +840,7 @@ impl Store {
     /// flushed.
     pub fn config_apply(&self, function: &str, changes: &[ConfigChange]) -> Result<(), StoreError> {
         let (config, secrets) = self.config_trees()?;
+        let _exclusive = self.gate.exclusive();
         (&config, &secrets)
             .transaction(|(config, secrets)| {
                 for change in changes {
@@ -741,10 +882,557 @@ impl Store {
             for key in tree.scan_prefix(&ns).keys() {
                 batch.remove(key?);
             }
+            let _exclusive = self.gate.exclusive();
             tree.apply_batch(batch)?;
         }
         usage.remove(function.as_bytes())?;
         Ok(())
+    }
+}
+
+// ------------------------------------------------------------------ events
+//
+// Trees (the records are defined in `crate::events`, the decisions made
+// there too; this section only reads, writes atomically and encodes):
+// - `ev_events`: event id (u64 BE) -> u32 BE length of the JSON
+//   `EventRecord`, the JSON, then the payload bytes.
+// - `ev_subs`: `topic \0 function` -> JSON `Subscription`.
+// - `ev_deliveries`: `event id | topic \0 function` -> JSON
+//   `DeliveryRecord`; one per subscription of the topic when the event was
+//   published, written in the same transaction as the event.
+// - `ev_due`: `due_ms | seq` (both BE) -> delivery key: the pending
+//   deliveries in due order, so finding what is due is a short range scan.
+// - `ev_running`: delivery key -> (): deliveries being run; pending again
+//   after a restart ([`Store::events_recover`]).
+// - `ev_dead`: `function \0 topic \0 event id` -> delivery key: the
+//   dead-letter list of each subscription.
+// - `ev_depth`: topic -> u64 BE: pending and running deliveries (the
+//   queue-depth limit and gauge).
+// - `ev_open`: event id -> u64 BE: deliveries not done yet; at 0 the event
+//   is scheduled for removal in `ev_expire`.
+// - `ev_expire`: `remove_at_ms | event id` -> (): finished events, removed
+//   with their deliveries after the retention time.
+
+/// The event-plane trees (opened once).
+#[derive(Clone)]
+pub(crate) struct EventTrees {
+    events: sled::Tree,
+    subs: sled::Tree,
+    deliveries: sled::Tree,
+    due: sled::Tree,
+    running: sled::Tree,
+    dead: sled::Tree,
+    depth: sled::Tree,
+    open: sled::Tree,
+    expire: sled::Tree,
+}
+
+impl EventTrees {
+    fn open(db: &sled::Db) -> Result<EventTrees, StoreError> {
+        Ok(EventTrees {
+            events: db.open_tree("ev_events")?,
+            subs: db.open_tree("ev_subs")?,
+            deliveries: db.open_tree("ev_deliveries")?,
+            due: db.open_tree("ev_due")?,
+            running: db.open_tree("ev_running")?,
+            dead: db.open_tree("ev_dead")?,
+            depth: db.open_tree("ev_depth")?,
+            open: db.open_tree("ev_open")?,
+            expire: db.open_tree("ev_expire")?,
+        })
+    }
+}
+
+/// Why a publish wrote nothing.
+#[derive(Debug)]
+pub enum PublishRefused {
+    /// The topic already has this many pending deliveries.
+    QueueFull(u64),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for PublishRefused {
+    fn from(e: StoreError) -> Self {
+        PublishRefused::Store(e)
+    }
+}
+
+fn sub_key(topic: &str, function: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.len() + 1 + function.len());
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(function.as_bytes());
+    k
+}
+
+fn dead_key(function: &str, topic: &str, event_id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(function.len() + topic.len() + 10);
+    k.extend_from_slice(function.as_bytes());
+    k.push(0);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&event_id.to_be_bytes());
+    k
+}
+
+fn expire_key(at_ms: u64, event_id: u64) -> [u8; 16] {
+    crate::events::due_key(at_ms, event_id)
+}
+
+fn encode_event(event: &EventRecord, payload: &[u8]) -> Vec<u8> {
+    let json = encode(event);
+    let mut v = Vec::with_capacity(4 + json.len() + payload.len());
+    v.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    v.extend_from_slice(&json);
+    v.extend_from_slice(payload);
+    v
+}
+
+fn decode_event(key: &[u8], stored: IVec) -> Result<(EventRecord, IVec), StoreError> {
+    let corrupt = || StoreError::Corrupt {
+        key: format!("event {}", read_u64(key)),
+        reason: "event shorter than its header".into(),
+    };
+    let len = stored
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(corrupt)? as usize;
+    let json = stored.get(4..4 + len).ok_or_else(corrupt)?;
+    let record: EventRecord = decode(key, json)?;
+    let payload = stored.subslice(4 + len, stored.len() - 4 - len);
+    Ok((record, payload))
+}
+
+type Tx = sled::transaction::TransactionalTree;
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+fn tx_add(tree: &Tx, key: &[u8], delta: i64) -> TxResult<u64> {
+    let old = tree.get(key)?.map(|v| read_u64(&v)).unwrap_or(0);
+    let new = (old as i64).saturating_add(delta).max(0) as u64;
+    if new == 0 {
+        tree.remove(key)?;
+    } else {
+        tree.insert(key, &new.to_be_bytes())?;
+    }
+    Ok(new)
+}
+
+fn tx_delivery(tree: &Tx, key: &[u8]) -> TxResult<Option<DeliveryRecord>> {
+    match tree.get(key)? {
+        Some(v) => Ok(Some(
+            decode(key, &v).map_err(ConflictableTransactionError::Abort)?,
+        )),
+        None => Ok(None),
+    }
+}
+
+impl Store {
+    /// A subscription.
+    pub fn subscription(
+        &self,
+        topic: &str,
+        function: &str,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let k = sub_key(topic, function);
+        self.ev.subs.get(&k)?.map(|v| decode(&k, &v)).transpose()
+    }
+
+    /// Creates or replaces a subscription. Not flushed.
+    pub fn put_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
+        self.ev
+            .subs
+            .insert(sub_key(&sub.topic, &sub.function), encode(sub))?;
+        Ok(())
+    }
+
+    /// Removes a subscription (its pending deliveries are cancelled when
+    /// they come due). Returns whether it existed. Not flushed.
+    pub fn delete_subscription(&self, topic: &str, function: &str) -> Result<bool, StoreError> {
+        Ok(self.ev.subs.remove(sub_key(topic, function))?.is_some())
+    }
+
+    /// The subscriptions of `topic`, or all of them, by topic and function.
+    pub fn subscriptions(&self, topic: Option<&str>) -> Result<Vec<Subscription>, StoreError> {
+        let prefix = topic.map(|t| sub_key(t, "")).unwrap_or_default();
+        self.ev
+            .subs
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Removes every subscription of a deleted function.
+    pub fn delete_subscriptions_of(&self, function: &str) -> Result<(), StoreError> {
+        for sub in self.subscriptions(None)? {
+            if sub.function == function {
+                self.delete_subscription(&sub.topic, function)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A fresh sequence number (unique, increasing; survives restarts).
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// Stores an event and one pending delivery (due at the event's time)
+    /// per `(topic, function)` in `to`, in one transaction, unless the
+    /// topic's queue would pass `max_depth`. An event nobody receives is
+    /// scheduled for removal after `retention_ms`. Not flushed.
+    pub fn publish_event(
+        &self,
+        event: &EventRecord,
+        payload: &[u8],
+        to: &[(String, String)],
+        max_depth: u64,
+        retention_ms: u64,
+    ) -> Result<(), PublishRefused> {
+        let id = event.id.to_be_bytes();
+        let value = encode_event(event, payload);
+        let mut deliveries = Vec::with_capacity(to.len());
+        for (topic, function) in to {
+            let seq = self.next_id()?;
+            let rec = DeliveryRecord {
+                event_id: event.id,
+                topic: topic.clone(),
+                function: function.clone(),
+                status: DeliveryStatus::Pending,
+                attempts: 0,
+                last_error: None,
+                due_ms: event.time_ms,
+                due_seq: seq,
+                attempt_times_ms: Vec::new(),
+                updated_ms: event.time_ms,
+            };
+            let key = crate::events::delivery_key(event.id, topic, function);
+            deliveries.push((key, due_key(event.time_ms, seq), encode(&rec)));
+        }
+        let n = to.len() as u64;
+        let t = &self.ev;
+        let _exclusive = self.gate.exclusive();
+        (
+            &t.events,
+            &t.deliveries,
+            &t.due,
+            &t.depth,
+            &t.open,
+            &t.expire,
+        )
+            .transaction(|(events, dtree, due, depth, open, expire)| {
+                if n > 0 {
+                    let topic = event.topic.as_bytes();
+                    let now = depth.get(topic)?.map(|v| read_u64(&v)).unwrap_or(0);
+                    if now + n > max_depth {
+                        return Err(ConflictableTransactionError::Abort(
+                            PublishRefused::QueueFull(now),
+                        ));
+                    }
+                    depth.insert(topic, &(now + n).to_be_bytes())?;
+                    open.insert(&id, &n.to_be_bytes())?;
+                } else {
+                    expire.insert(
+                        &expire_key(event.time_ms.saturating_add(retention_ms), event.id),
+                        &[],
+                    )?;
+                }
+                events.insert(&id, value.as_slice())?;
+                for (key, dkey, rec) in &deliveries {
+                    dtree.insert(key.as_slice(), rec.as_slice())?;
+                    due.insert(dkey, key.as_slice())?;
+                }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => PublishRefused::Store(StoreError::Sled(e)),
+            })
+    }
+
+    /// An event and its payload.
+    pub fn event(&self, id: u64) -> Result<Option<(EventRecord, IVec)>, StoreError> {
+        let k = id.to_be_bytes();
+        self.ev
+            .events
+            .get(k)?
+            .map(|v| decode_event(&k, v))
+            .transpose()
+    }
+
+    /// An event's deliveries, by topic and function.
+    pub fn deliveries_of(&self, id: u64) -> Result<Vec<DeliveryRecord>, StoreError> {
+        self.ev
+            .deliveries
+            .scan_prefix(id.to_be_bytes())
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Up to `max` entries of the due index due at or before `now_ms`:
+    /// (due key, delivery key), in due order.
+    pub fn due_deliveries(&self, now_ms: u64, max: usize) -> Result<Vec<(IVec, IVec)>, StoreError> {
+        let end = due_key(now_ms, u64::MAX);
+        self.ev
+            .due
+            .range(..=end)
+            .take(max)
+            .map(|kv| Ok(kv?))
+            .collect()
+    }
+
+    /// When the earliest pending delivery is due.
+    pub fn next_due_ms(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .ev
+            .due
+            .first()?
+            .and_then(|(k, _)| crate::events::parse_due_key(&k))
+            .map(|(due, _)| due))
+    }
+
+    /// Claims a due delivery: removes its due entry and marks it running
+    /// (started at `now_ms`). `None` if someone else claimed it first or it
+    /// is gone.
+    pub fn claim_delivery(
+        &self,
+        due_entry: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<(IVec, DeliveryRecord)>, StoreError> {
+        let t = &self.ev;
+        let _exclusive = self.gate.exclusive();
+        (&t.due, &t.deliveries, &t.running)
+            .transaction(|(due, dtree, running)| {
+                let Some(key) = due.get(due_entry)? else {
+                    return Ok(None);
+                };
+                due.remove(due_entry)?;
+                let Some(mut rec) = tx_delivery(dtree, &key)? else {
+                    return Ok(None);
+                };
+                rec.status = DeliveryStatus::Running;
+                rec.updated_ms = now_ms;
+                rec.attempt_times_ms.push(now_ms);
+                let excess = rec
+                    .attempt_times_ms
+                    .len()
+                    .saturating_sub(crate::events::KEPT_ATTEMPT_TIMES);
+                rec.attempt_times_ms.drain(..excess);
+                dtree.insert(&key, encode(&rec))?;
+                running.insert(&key, &[])?;
+                Ok(Some((key, rec)))
+            })
+            .map_err(abort_on)
+    }
+
+    /// Records the outcome of an attempt (see [`Outcome`]). Not flushed: a
+    /// crash before sled's background flush repeats the delivery (at least
+    /// once).
+    pub fn finish_delivery(
+        &self,
+        key: &[u8],
+        outcome: Outcome,
+        error: Option<&str>,
+        now_ms: u64,
+        retention_ms: u64,
+    ) -> Result<(), StoreError> {
+        let seq = match outcome {
+            Outcome::Retry(_) => self.next_id()?,
+            _ => 0,
+        };
+        let t = &self.ev;
+        let _exclusive = self.gate.exclusive();
+        (
+            &t.deliveries,
+            &t.due,
+            &t.running,
+            &t.dead,
+            &t.depth,
+            &t.open,
+            &t.expire,
+        )
+            .transaction(|(dtree, due, running, dead, depth, open, expire)| {
+                let Some(mut rec) = tx_delivery(dtree, key)? else {
+                    running.remove(key)?;
+                    return Ok(());
+                };
+                running.remove(key)?;
+                rec.updated_ms = now_ms;
+                if outcome != Outcome::Cancelled {
+                    rec.attempts += 1;
+                }
+                rec.last_error = error.map(str::to_string);
+                let id = rec.event_id.to_be_bytes();
+                match outcome {
+                    Outcome::Retry(at) => {
+                        rec.status = DeliveryStatus::Pending;
+                        rec.due_ms = at;
+                        rec.due_seq = seq;
+                        due.insert(&due_key(at, seq), key)?;
+                    }
+                    Outcome::Dead => {
+                        rec.status = DeliveryStatus::Dead;
+                        dead.insert(dead_key(&rec.function, &rec.topic, rec.event_id), key)?;
+                        tx_add(depth, rec.topic.as_bytes(), -1)?;
+                    }
+                    Outcome::Done | Outcome::Cancelled => {
+                        rec.status = if outcome == Outcome::Done {
+                            DeliveryStatus::Done
+                        } else {
+                            DeliveryStatus::Cancelled
+                        };
+                        tx_add(depth, rec.topic.as_bytes(), -1)?;
+                        if tx_add(open, &id, -1)? == 0 {
+                            expire.insert(
+                                &expire_key(now_ms.saturating_add(retention_ms), rec.event_id),
+                                &[],
+                            )?;
+                        }
+                    }
+                }
+                dtree.insert(key, encode(&rec))?;
+                Ok(())
+            })
+            .map_err(abort_on)
+    }
+
+    /// Makes every delivery that was running when the host stopped pending
+    /// again, due now (called on start, before the dispatcher runs).
+    /// Returns how many there were.
+    pub fn events_recover(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for key in self.ev.running.iter().keys() {
+            let key = key?;
+            let seq = self.next_id()?;
+            let t = &self.ev;
+            let _exclusive = self.gate.exclusive();
+            (&t.deliveries, &t.due, &t.running)
+                .transaction(|(dtree, due, running)| {
+                    running.remove(&key)?;
+                    if let Some(mut rec) = tx_delivery(dtree, &key)?
+                        && rec.status == DeliveryStatus::Running
+                    {
+                        rec.status = DeliveryStatus::Pending;
+                        rec.due_ms = now_ms;
+                        rec.due_seq = seq;
+                        rec.updated_ms = now_ms;
+                        due.insert(&due_key(now_ms, seq), &key)?;
+                        dtree.insert(&key, encode(&rec))?;
+                    }
+                    Ok::<_, ConflictableTransactionError<StoreError>>(())
+                })
+                .map_err(abort_on)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Dead deliveries of `function` (of one topic if given), oldest event
+    /// first, at most `max`.
+    pub fn dead_deliveries(
+        &self,
+        function: &str,
+        topic: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let mut prefix = ns_prefix(function);
+        if let Some(t) = topic {
+            prefix.extend_from_slice(t.as_bytes());
+            prefix.push(0);
+        }
+        let mut out = Vec::new();
+        for kv in self.ev.dead.scan_prefix(prefix).take(max) {
+            let (_, dkey) = kv?;
+            if let Some(v) = self.ev.deliveries.get(&dkey)? {
+                out.push(decode(&dkey, &v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes dead deliveries of `function` (of one topic if given; only the
+    /// events in `ids` if given) pending again, due now, with their attempts
+    /// reset. Returns the redriven deliveries. Not flushed.
+    pub fn redrive(
+        &self,
+        function: &str,
+        topic: Option<&str>,
+        ids: Option<&[u64]>,
+        now_ms: u64,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let mut out = Vec::new();
+        for rec in self.dead_deliveries(function, topic, usize::MAX)? {
+            if ids.is_some_and(|ids| !ids.contains(&rec.event_id)) {
+                continue;
+            }
+            let key = crate::events::delivery_key(rec.event_id, &rec.topic, &rec.function);
+            let dk = dead_key(&rec.function, &rec.topic, rec.event_id);
+            let seq = self.next_id()?;
+            let t = &self.ev;
+            let _exclusive = self.gate.exclusive();
+            let done = (&t.deliveries, &t.due, &t.dead, &t.depth)
+                .transaction(|(dtree, due, dead, depth)| {
+                    if dead.remove(dk.as_slice())?.is_none() {
+                        return Ok(None);
+                    }
+                    let Some(mut rec) = tx_delivery(dtree, &key)? else {
+                        return Ok(None);
+                    };
+                    rec.status = DeliveryStatus::Pending;
+                    rec.attempts = 0;
+                    rec.due_ms = now_ms;
+                    rec.due_seq = seq;
+                    rec.updated_ms = now_ms;
+                    due.insert(&due_key(now_ms, seq), key.as_slice())?;
+                    dtree.insert(key.as_slice(), encode(&rec))?;
+                    tx_add(depth, rec.topic.as_bytes(), 1)?;
+                    Ok(Some(rec))
+                })
+                .map_err(abort_on)?;
+            out.extend(done);
+        }
+        Ok(out)
+    }
+
+    /// Pending and running deliveries of all topics.
+    pub fn queue_depth_total(&self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for v in self.ev.depth.iter().values() {
+            n += read_u64(&v?);
+        }
+        Ok(n)
+    }
+
+    /// Removes up to `max` finished events whose retention ended by
+    /// `now_ms`, with their deliveries. Returns how many went.
+    pub fn sweep_events(&self, now_ms: u64, max: usize) -> Result<usize, StoreError> {
+        let end = expire_key(now_ms, u64::MAX);
+        let mut n = 0;
+        for kv in self.ev.expire.range(..=end).take(max) {
+            let (k, _) = kv?;
+            let Some((_, id)) = crate::events::parse_due_key(&k) else {
+                continue;
+            };
+            let mut batch = sled::Batch::default();
+            for key in self.ev.deliveries.scan_prefix(id.to_be_bytes()).keys() {
+                batch.remove(key?);
+            }
+            let _exclusive = self.gate.exclusive();
+            self.ev.deliveries.apply_batch(batch)?;
+            self.ev.events.remove(id.to_be_bytes())?;
+            self.ev.open.remove(id.to_be_bytes())?;
+            // Last: a crash before this line sweeps the event again.
+            self.ev.expire.remove(k)?;
+            n += 1;
+        }
+        Ok(n)
     }
 }
 

@@ -22,6 +22,7 @@ const GUESTS: &[&str] = &[
     "command",
     "bad-import",
     "caps",
+    "event-counter",
     "todo-api",
     "counter",
     "config",

@@ -8,6 +8,7 @@ mod cgi;
 mod cli;
 mod config_admin;
 mod durability;
+mod events;
 mod examples;
 mod kv_admin;
 mod limits;

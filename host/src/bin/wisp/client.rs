@@ -70,6 +70,17 @@ pub enum Command {
     /// Set, list and unset a function's settings and secrets.
     #[command(subcommand)]
     Config(crate::config::ConfigCommand),
+    /// Publish an event on a topic (acknowledged once durable).
+    Publish(crate::events::PublishArgs),
+    /// Subscribe a function to a topic: it gets each event as a POST.
+    Subscribe(crate::events::SubscribeArgs),
+    /// Remove a function's subscription to a topic.
+    Unsubscribe(crate::events::UnsubscribeArgs),
+    /// List subscriptions (of one function).
+    Subscriptions(crate::events::SubscriptionsArgs),
+    /// Inspect events; list and redrive dead deliveries.
+    #[command(subcommand)]
+    Events(crate::events::EventsCommand),
 }
 
 impl Command {
@@ -84,6 +95,11 @@ impl Command {
             Command::Logs(a) => &a.connection,
             Command::Kv(c) => c.connection(),
             Command::Config(c) => c.connection(),
+            Command::Publish(a) => &a.connection,
+            Command::Subscribe(a) => &a.connection,
+            Command::Unsubscribe(a) => &a.connection,
+            Command::Subscriptions(a) => &a.connection,
+            Command::Events(c) => c.connection(),
         }
     }
 }
@@ -237,6 +253,10 @@ pub struct InvokeArgs {
     /// Print the status line and headers before the body.
     #[arg(short, long)]
     include: bool,
+    /// Queue the invocation instead (a POST, retried on failure) and print
+    /// its event id once it is durable.
+    #[arg(long = "async", conflicts_with_all = ["include", "method"])]
+    asynchronous: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -255,6 +275,11 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Logs(args) => crate::logs::run(&api, args).await,
         Command::Kv(c) => crate::kv::run(&api, c).await,
         Command::Config(c) => crate::config::run(&api, c).await,
+        Command::Publish(args) => crate::events::publish(&api, args).await,
+        Command::Subscribe(args) => crate::events::subscribe(&api, args).await,
+        Command::Unsubscribe(args) => crate::events::unsubscribe(&api, args).await,
+        Command::Subscriptions(args) => crate::events::subscriptions(&api, args).await,
+        Command::Events(c) => crate::events::run(&api, c).await,
     }
 }
 
@@ -802,6 +827,15 @@ async fn invoke(api: &Api, args: InvokeArgs) -> Result<()> {
         Some(data) => Some(read_data(DataSource::parse(data)).await?),
         None => None,
     };
+    if args.asynchronous {
+        let invocation = Invocation {
+            method: Method::POST,
+            path: args.path,
+            headers: args.headers,
+            body,
+        };
+        return crate::events::invoke_async(api, &args.name, invocation).await;
+    }
     let method = match args.method {
         Some(method) => method,
         None if body.is_some() => Method::POST,
@@ -868,6 +902,11 @@ impl<'a> DataSource<'a> {
             None => DataSource::Literal(data),
         }
     }
+}
+
+/// Reads a `--data` argument: text, `@FILE` or `@-` (stdin).
+pub(crate) async fn read_data_arg(data: &str) -> Result<Bytes> {
+    read_data(DataSource::parse(data)).await
 }
 
 async fn read_data(source: DataSource<'_>) -> Result<Bytes> {

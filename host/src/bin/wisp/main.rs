@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod client;
 mod config;
+mod events;
 mod kv;
 mod logs;
 mod new;
@@ -203,6 +204,93 @@ pub struct ServeArgs {
         value_parser = parse_duration
     )]
     pub log_retention: Duration,
+
+    /// Largest event payload (publish, async invoke); larger answers 413.
+    #[arg(
+        long,
+        env = "WISP_EVENT_MAX_PAYLOAD",
+        value_name = "SIZE",
+        default_value = "256KiB",
+        value_parser = parse_size
+    )]
+    pub event_max_payload: u64,
+
+    /// Pending deliveries per topic; past it publishing answers 429.
+    #[arg(
+        long,
+        env = "WISP_MAX_QUEUE_DEPTH",
+        value_name = "N",
+        default_value_t = 100_000
+    )]
+    pub max_queue_depth: u64,
+
+    /// Event deliveries running at once, host-wide.
+    #[arg(
+        long,
+        env = "WISP_EVENT_MAX_IN_FLIGHT",
+        value_name = "N",
+        default_value_t = 64
+    )]
+    pub event_max_in_flight: u32,
+
+    /// Deliveries running at once per subscription, unless it sets its own.
+    #[arg(
+        long,
+        env = "WISP_EVENT_CONCURRENCY",
+        value_name = "N",
+        default_value_t = 4
+    )]
+    pub event_concurrency: u32,
+
+    /// Delivery attempts in total per event and subscription, unless the
+    /// subscription sets its own.
+    #[arg(
+        long,
+        env = "WISP_EVENT_MAX_ATTEMPTS",
+        value_name = "N",
+        default_value_t = 3
+    )]
+    pub event_max_attempts: u32,
+
+    /// Delay before the first retry; it doubles (with jitter) after each.
+    #[arg(
+        long,
+        env = "WISP_EVENT_RETRY_BASE",
+        value_name = "DURATION",
+        default_value = "1s",
+        value_parser = parse_duration
+    )]
+    pub event_retry_base: Duration,
+
+    /// Longest delay between retries.
+    #[arg(
+        long,
+        env = "WISP_EVENT_RETRY_MAX",
+        value_name = "DURATION",
+        default_value = "5m",
+        value_parser = parse_duration
+    )]
+    pub event_retry_max: Duration,
+
+    /// Events older than this are not retried (they go to the dead letters).
+    #[arg(
+        long,
+        env = "WISP_EVENT_MAX_AGE",
+        value_name = "DURATION",
+        default_value = "1h",
+        value_parser = parse_duration
+    )]
+    pub event_max_age: Duration,
+
+    /// How long finished events are kept for `GET /v1/events/{id}`.
+    #[arg(
+        long,
+        env = "WISP_EVENT_RETENTION",
+        value_name = "DURATION",
+        default_value = "1h",
+        value_parser = parse_duration
+    )]
+    pub event_retention: Duration,
 
     /// How long a shutdown waits for in-flight requests before dropping them.
     #[arg(

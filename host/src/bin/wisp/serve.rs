@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
-use wisp_host::{DeployOptions, Host, HostConfig, Limits, Listeners, StoreLocation};
+use wisp_host::{DeployOptions, Host, HostConfig, Limits, Listeners, RetryPolicy, StoreLocation};
 
 use crate::{LogFormat, ServeArgs};
 
@@ -51,6 +51,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cgi_max_output_bytes: args.cgi_max_output,
         log_retention_entries: args.log_retention_lines,
         log_retention: args.log_retention,
+        event_max_payload_bytes: args.event_max_payload,
+        event_max_queue_depth: args.max_queue_depth,
+        event_max_in_flight: args.event_max_in_flight,
+        event_concurrency: args.event_concurrency,
+        event_retry: RetryPolicy {
+            max_attempts: args.event_max_attempts,
+            base_delay_ms: args.event_retry_base.as_millis() as u64,
+            max_delay_ms: args.event_retry_max.as_millis() as u64,
+            max_age_ms: args.event_max_age.as_millis() as u64,
+        },
+        event_retention: args.event_retention,
         ..HostConfig::default()
     };
     config

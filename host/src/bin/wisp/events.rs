@@ -1,0 +1,409 @@
+//! The event-plane commands: `wisp publish`, `wisp subscribe`,
+//! `wisp unsubscribe`, `wisp subscriptions`, `wisp events ...` and
+//! `wisp invoke --async`, each a call to the admin API.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use reqwest::header::CONTENT_TYPE;
+use serde_json::{Value, json};
+use wisp_host::{DeliveryRecord, EventInfo, Published, Subscription};
+
+use crate::client::{Api, Connection, print_json, table, write_stdout};
+use crate::units::{format_ms, parse_duration};
+
+/// `wisp publish`.
+#[derive(Args)]
+pub struct PublishArgs {
+    /// Topic name ([a-z0-9._-], 1 to 63 characters).
+    topic: String,
+    /// The payload: text, `@FILE` for a file's contents, `@-` for stdin.
+    #[arg(short, long, value_name = "DATA", default_value = "")]
+    data: String,
+    /// Content type of the payload, passed to the subscribers.
+    #[arg(long, value_name = "TYPE")]
+    content_type: Option<String>,
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// `wisp subscribe`.
+#[derive(Args)]
+pub struct SubscribeArgs {
+    /// Function name.
+    name: String,
+    /// Topic name.
+    topic: String,
+    /// Path of the POST each event is delivered as [default: /].
+    #[arg(long, value_name = "PATH")]
+    path: Option<String>,
+    /// Attempts in total, the first one included [default: the host's, 3].
+    #[arg(long, value_name = "N")]
+    max_attempts: Option<u32>,
+    /// Deliveries running at once [default: the host's, 4].
+    #[arg(long, value_name = "C")]
+    concurrency: Option<u32>,
+    /// Events older than this are not retried (30m, 2h) [default: the
+    /// host's, 1h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    max_age: Option<Duration>,
+    /// Delay before the first retry, doubling after [default: the host's, 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    retry_base: Option<Duration>,
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// `wisp unsubscribe`.
+#[derive(Args)]
+pub struct UnsubscribeArgs {
+    /// Function name.
+    name: String,
+    /// Topic name.
+    topic: String,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// `wisp subscriptions`.
+#[derive(Args)]
+pub struct SubscriptionsArgs {
+    /// Only this function's.
+    name: Option<String>,
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// `wisp events ...`.
+#[derive(Subcommand)]
+pub enum EventsCommand {
+    /// Show an event and, per subscription, its delivery.
+    Show(ShowArgs),
+    /// List a function's dead deliveries (out of attempts or too old).
+    Dlq(DlqArgs),
+    /// Retry a function's dead deliveries now (all, or those of a topic or
+    /// of the given events).
+    Redrive(RedriveArgs),
+}
+
+impl EventsCommand {
+    pub fn connection(&self) -> &Connection {
+        match self {
+            EventsCommand::Show(a) => &a.connection,
+            EventsCommand::Dlq(a) => &a.connection,
+            EventsCommand::Redrive(a) => &a.connection,
+        }
+    }
+}
+
+/// `wisp events show`.
+#[derive(Args)]
+pub struct ShowArgs {
+    /// Event id.
+    id: String,
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// `wisp events dlq`.
+#[derive(Args)]
+pub struct DlqArgs {
+    /// Function name.
+    name: String,
+    /// Only this topic's (`invoke:NAME` for asynchronous invocations).
+    #[arg(long, value_name = "T")]
+    topic: Option<String>,
+    /// At most this many (up to 1000).
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// `wisp events redrive`.
+#[derive(Args)]
+pub struct RedriveArgs {
+    /// Function name.
+    name: String,
+    /// Only this topic's.
+    #[arg(long, value_name = "T")]
+    topic: Option<String>,
+    /// Only these events [default: all dead deliveries].
+    ids: Vec<String>,
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
+    serde_json::from_value(value)
+        .map_err(|e| anyhow::anyhow!("the admin API answered an unexpected shape: {e}"))
+}
+
+/// `wisp publish`.
+pub async fn publish(api: &Api, args: PublishArgs) -> Result<()> {
+    let payload = crate::client::read_data_arg(&args.data).await?;
+    let mut request = api
+        .request(Method::POST, &["v1", "topics", &args.topic, "events"])
+        .body(payload);
+    if let Some(ct) = &args.content_type {
+        request = request.header(CONTENT_TYPE, ct);
+    }
+    let value = api.call_json(request).await?;
+    if args.json {
+        return print_json(&value);
+    }
+    let p: Published = typed(value)?;
+    write_stdout(&format!(
+        "published {} on {} ({} subscriber{})\n",
+        p.id,
+        p.topic,
+        p.deliveries,
+        if p.deliveries == 1 { "" } else { "s" }
+    ))
+}
+
+/// `wisp invoke NAME --async`.
+pub async fn invoke_async(
+    api: &Api,
+    name: &str,
+    invocation: crate::client::Invocation,
+) -> Result<()> {
+    let mut request = api
+        .request(Method::POST, &["v1", "functions", name, "invoke-async"])
+        .query(&[("path", invocation.path)]);
+    for (k, v) in invocation.headers {
+        request = request.header(k, v);
+    }
+    if let Some(body) = invocation.body {
+        request = request.body(body);
+    }
+    let p: Published = typed(api.call_json(request).await?)?;
+    write_stdout(&format!("queued {} for {name}\n", p.id))
+}
+
+/// `wisp subscribe`.
+pub async fn subscribe(api: &Api, args: SubscribeArgs) -> Result<()> {
+    let body = json!({
+        "function": args.name,
+        "topic": args.topic,
+        "path": args.path,
+        "max_attempts": args.max_attempts,
+        "concurrency": args.concurrency,
+        "max_age_ms": args.max_age.map(|d| d.as_millis() as u64),
+        "retry_base_ms": args.retry_base.map(|d| d.as_millis() as u64),
+    });
+    let value = api
+        .call_json(
+            api.request(Method::POST, &["v1", "subscriptions"])
+                .json(&body),
+        )
+        .await?;
+    if args.json {
+        return print_json(&value);
+    }
+    let s: Subscription = typed(value)?;
+    write_stdout(&format!(
+        "subscribed {} to {} (POST {}, {} attempts, concurrency {})\n",
+        s.function, s.topic, s.path, s.retry.max_attempts, s.concurrency
+    ))
+}
+
+/// `wisp unsubscribe`.
+pub async fn unsubscribe(api: &Api, args: UnsubscribeArgs) -> Result<()> {
+    let request = api.request(
+        Method::DELETE,
+        &["v1", "subscriptions", &args.name, &args.topic],
+    );
+    let response = api.send(request).await?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.bytes().await.unwrap_or_default();
+        match crate::client::wisp_error_message(&body) {
+            Some(m) => bail!(m),
+            None => bail!(
+                "the admin API answered {status}{}",
+                crate::client::excerpt(&body)
+            ),
+        }
+    }
+    write_stdout(&format!("unsubscribed {} from {}\n", args.name, args.topic))
+}
+
+/// `wisp subscriptions`.
+pub async fn subscriptions(api: &Api, args: SubscriptionsArgs) -> Result<()> {
+    let mut request = api.request(Method::GET, &["v1", "subscriptions"]);
+    if let Some(name) = &args.name {
+        request = request.query(&[("function", name)]);
+    }
+    let value = api.call_json(request).await?;
+    if args.json {
+        return print_json(&value);
+    }
+    let subs: Vec<Subscription> = typed(value)?;
+    if subs.is_empty() {
+        return write_stdout("no subscriptions\n");
+    }
+    let rows: Vec<Vec<String>> = subs
+        .iter()
+        .map(|s| {
+            vec![
+                s.function.clone(),
+                s.topic.clone(),
+                s.path.clone(),
+                s.retry.max_attempts.to_string(),
+                s.concurrency.to_string(),
+                format_ms(s.retry.max_age_ms),
+            ]
+        })
+        .collect();
+    write_stdout(&table(
+        &[
+            "FUNCTION",
+            "TOPIC",
+            "PATH",
+            "ATTEMPTS",
+            "CONCURRENCY",
+            "MAX AGE",
+        ],
+        &rows,
+    ))
+}
+
+/// `wisp events ...`.
+pub async fn run(api: &Api, command: EventsCommand) -> Result<()> {
+    match command {
+        EventsCommand::Show(a) => show(api, a).await,
+        EventsCommand::Dlq(a) => dlq(api, a).await,
+        EventsCommand::Redrive(a) => redrive(api, a).await,
+    }
+}
+
+fn delivery_rows(deliveries: &[DeliveryRecord], with_event: bool) -> Vec<Vec<String>> {
+    deliveries
+        .iter()
+        .map(|d| {
+            let status = serde_json::to_value(d.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let mut row = Vec::new();
+            if with_event {
+                row.push(wisp_id(d.event_id));
+            }
+            row.extend([
+                d.topic.clone(),
+                d.function.clone(),
+                status,
+                d.attempts.to_string(),
+                d.last_error.clone().unwrap_or_default(),
+            ]);
+            row
+        })
+        .collect()
+}
+
+fn wisp_id(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+async fn show(api: &Api, args: ShowArgs) -> Result<()> {
+    let value = api
+        .call_json(api.request(Method::GET, &["v1", "events", &args.id]))
+        .await?;
+    if args.json {
+        return print_json(&value);
+    }
+    let e: EventInfo = typed(value)?;
+    let mut out = format!(
+        "event {} on {} ({} bytes{})\n",
+        e.id,
+        e.topic,
+        e.size_bytes,
+        e.content_type
+            .as_deref()
+            .map(|c| format!(", {c}"))
+            .unwrap_or_default()
+    );
+    if e.deliveries.is_empty() {
+        out.push_str("no subscribers\n");
+    } else {
+        out.push_str(&table(
+            &["TOPIC", "FUNCTION", "STATUS", "ATTEMPTS", "LAST ERROR"],
+            &delivery_rows(&e.deliveries, false),
+        ));
+    }
+    write_stdout(&out)
+}
+
+async fn dlq(api: &Api, args: DlqArgs) -> Result<()> {
+    let mut query = vec![("limit", args.limit.to_string())];
+    if let Some(t) = &args.topic {
+        query.push(("topic", t.clone()));
+    }
+    let value = api
+        .call_json(
+            api.request(Method::GET, &["v1", "functions", &args.name, "dlq"])
+                .query(&query),
+        )
+        .await?;
+    if args.json {
+        return print_json(&value);
+    }
+    let dead: Vec<DeliveryRecord> = typed(value)?;
+    if dead.is_empty() {
+        return write_stdout("no dead deliveries\n");
+    }
+    write_stdout(&table(
+        &[
+            "EVENT",
+            "TOPIC",
+            "FUNCTION",
+            "STATUS",
+            "ATTEMPTS",
+            "LAST ERROR",
+        ],
+        &delivery_rows(&dead, true),
+    ))
+}
+
+async fn redrive(api: &Api, args: RedriveArgs) -> Result<()> {
+    let body = json!({ "topic": args.topic, "ids": args.ids });
+    let value = api
+        .call_json(
+            api.request(
+                Method::POST,
+                &["v1", "functions", &args.name, "dlq", "redrive"],
+            )
+            .json(&body),
+        )
+        .await?;
+    if args.json {
+        return print_json(&value);
+    }
+    let n = value["redriven"].as_array().map_or(0, Vec::len);
+    write_stdout(&format!(
+        "redrove {n} dead deliver{} of {}\n",
+        if n == 1 { "y" } else { "ies" },
+        args.name
+    ))
+}

@@ -1,0 +1,400 @@
+//! The event plane: topics, subscriptions, asynchronous invocation, retries
+//! and dead letters.
+//!
+//! - This module: the records and the pure logic (names, retry delays, due
+//!   keys), with no sled, socket or wasm in it.
+//! - `plane`: publishing (with group commit), the admin operations and the
+//!   dispatcher that delivers due events to functions through the invoker.
+//! - The records are stored by [`crate::store`] (its events section), the
+//!   only code that knows sled.
+//!
+//! Semantics: at least once. A delivery is marked done only after the
+//! handler answered 2xx; anything else is retried with exponential backoff
+//! and jitter until the subscription's attempts are used up or the event is
+//! older than its maximum age; then the delivery is dead (kept per
+//! subscription until redriven).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub(crate) mod admin;
+pub(crate) mod plane;
+
+pub use plane::{EventError, EventInfo, NewSubscription, Published, RedriveRequest, Redriven};
+
+/// Prefix of the implicit topic of a function's asynchronous invocations
+/// (`invoke:NAME`); `:` never appears in a topic name, so it cannot clash.
+pub const INVOKE_TOPIC_PREFIX: &str = "invoke:";
+
+/// The implicit topic of `name`'s asynchronous invocations.
+pub fn invoke_topic(function: &str) -> String {
+    format!("{INVOKE_TOPIC_PREFIX}{function}")
+}
+
+/// Checks a topic name: `[a-z0-9._-]`, 1 to 63 characters.
+pub fn validate_topic(topic: &str) -> Result<(), String> {
+    if topic.is_empty() || topic.len() > 63 {
+        return Err(format!(
+            "topic name {topic:?} must be 1 to 63 characters long"
+        ));
+    }
+    if let Some(c) = topic
+        .chars()
+        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '.' | '_'))
+    {
+        return Err(format!(
+            "topic name {topic:?} may only contain a-z, 0-9, '-', '.' and '_' (found {c:?})"
+        ));
+    }
+    Ok(())
+}
+
+/// Retry settings of a subscription (defaults from the host config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RetryPolicy {
+    /// Attempts in total, the first one included (at least 1).
+    pub max_attempts: u32,
+    /// Delay before the first retry, in milliseconds; it doubles for each
+    /// further retry.
+    pub base_delay_ms: u64,
+    /// Upper bound of a retry delay, in milliseconds.
+    pub max_delay_ms: u64,
+    /// Events older than this (milliseconds since they were published) are
+    /// not retried.
+    pub max_age_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay_ms: 1_000,
+            max_delay_ms: 5 * 60 * 1_000,
+            max_age_ms: 60 * 60 * 1_000,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before retry number `retry` (1 for the first retry), given
+    /// `unit`, a uniform random number in `[0, 1)`.
+    ///
+    /// Exponential backoff with full jitter above a floor: the delay is
+    /// uniform in `[base, min(cap, base * 2^(retry-1))]`. The floor keeps a
+    /// failing handler from being retried faster than the base delay (pure
+    /// full jitter can pick ~0); above it, jitter spreads retries of many
+    /// deliveries that failed together.
+    pub fn retry_delay(&self, retry: u32, unit: f64) -> Duration {
+        let base = self.base_delay_ms.min(self.max_delay_ms);
+        let exp = retry.saturating_sub(1).min(62);
+        let ceiling = base
+            .saturating_mul(1u64 << exp)
+            .min(self.max_delay_ms)
+            .max(base);
+        let span = (ceiling - base) as f64 * unit.clamp(0.0, 1.0);
+        Duration::from_millis(base + span as u64)
+    }
+
+    /// What follows a failed attempt: `attempts` made so far (this one
+    /// included), for an event published at `event_ms`, now `now_ms`.
+    /// `Some(due_ms)` retries then; `None` makes the delivery dead.
+    pub fn after_failure(
+        &self,
+        attempts: u32,
+        event_ms: u64,
+        now_ms: u64,
+        unit: f64,
+    ) -> Option<u64> {
+        if attempts >= self.max_attempts {
+            return None;
+        }
+        let due = now_ms.saturating_add(self.retry_delay(attempts, unit).as_millis() as u64);
+        // Not retried past the maximum age: the retry would be older.
+        if due.saturating_sub(event_ms) > self.max_age_ms {
+            return None;
+        }
+        Some(due)
+    }
+
+    /// Checks the values (API input).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_attempts == 0 || self.max_attempts > 100 {
+            return Err(format!(
+                "max_attempts must be between 1 and 100 (got {})",
+                self.max_attempts
+            ));
+        }
+        if self.base_delay_ms == 0 || self.max_delay_ms < self.base_delay_ms {
+            return Err("the retry delays must be more than 0, the cap at least the base".into());
+        }
+        if self.max_age_ms == 0 {
+            return Err("max_age must be more than 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// A subscription: `function` gets every event published on `topic` after
+/// it subscribed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Subscription {
+    /// The topic.
+    pub topic: String,
+    /// The subscribed function.
+    pub function: String,
+    /// Path of the `POST` each event is delivered as (default `/`).
+    pub path: String,
+    /// Deliveries of this subscription running at once.
+    pub concurrency: u32,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// When it was created, ms since the epoch.
+    pub created_at_ms: u64,
+}
+
+/// Status of one delivery (one event to one subscription).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Waiting for its due time (first attempt or a retry).
+    Pending,
+    /// Being delivered now (after a crash: pending again on start).
+    Running,
+    /// The handler answered 2xx.
+    Done,
+    /// Out of attempts (or too old): in the subscription's dead-letter list.
+    Dead,
+    /// The subscription was removed before the delivery ran.
+    Cancelled,
+}
+
+/// A stored event (its payload is stored beside it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Unique, increasing.
+    pub id: u64,
+    /// The topic it was published on.
+    pub topic: String,
+    /// When it was published, ms since the epoch.
+    pub time_ms: u64,
+    /// The publisher's `content-type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// For an asynchronous invocation: the path and query the function sees
+    /// (instead of the subscription's path) and the request's headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Extra request headers (asynchronous invocations).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+    /// Payload size in bytes.
+    pub size_bytes: u64,
+}
+
+/// Attempt start times kept per delivery (the most recent ones).
+pub const KEPT_ATTEMPT_TIMES: usize = 20;
+
+/// One event's delivery to one subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeliveryRecord {
+    /// The event.
+    #[schema(value_type = String)]
+    #[serde(with = "id_string")]
+    pub event_id: u64,
+    /// The subscription's topic.
+    pub topic: String,
+    /// The subscription's function.
+    pub function: String,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// Attempts finished so far.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When it is (or was) due, ms since the epoch.
+    pub due_ms: u64,
+    /// Sequence number of its entry in the due index.
+    #[serde(default)]
+    pub due_seq: u64,
+    /// Start times of the latest attempts, ms since the epoch.
+    #[serde(default)]
+    pub attempt_times_ms: Vec<u64>,
+    /// Last change, ms since the epoch.
+    pub updated_ms: u64,
+}
+
+/// How a finished attempt changes a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Succeeded: done.
+    Done,
+    /// Failed; retried at this time (ms since the epoch).
+    Retry(u64),
+    /// Failed for good: dead.
+    Dead,
+    /// The subscription is gone.
+    Cancelled,
+}
+
+/// Event ids on the wire: 16 hex digits (sortable as text).
+pub fn format_id(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+/// Parses an event id as [`format_id`] writes it.
+pub fn parse_id(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
+}
+
+mod id_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_id(*id))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_id(&s).ok_or_else(|| serde::de::Error::custom("bad event id"))
+    }
+}
+
+/// Key of the due index: due time and a unique sequence number, both
+/// big-endian, so the index iterates in due order and a scan for what is
+/// due stops at the first key in the future.
+pub fn due_key(due_ms: u64, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&due_ms.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The due time and sequence number of a due-index key.
+pub fn parse_due_key(key: &[u8]) -> Option<(u64, u64)> {
+    let due = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(key.get(8..16)?.try_into().ok()?);
+    Some((due, seq))
+}
+
+/// Key of a delivery: `event id (be) | topic \0 function`, so an event's
+/// deliveries are one prefix scan.
+pub fn delivery_key(event_id: u64, topic: &str, function: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + topic.len() + 1 + function.len());
+    k.extend_from_slice(&event_id.to_be_bytes());
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(function.as_bytes());
+    k
+}
+
+/// Event id, topic and function of a delivery key.
+pub fn parse_delivery_key(key: &[u8]) -> Option<(u64, &str, &str)> {
+    let id = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+    let rest = std::str::from_utf8(key.get(8..)?).ok()?;
+    let (topic, function) = rest.split_once('\0')?;
+    Some((id, topic, function))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        for ok in ["a", "orders", "orders.created", "a-b_c.d", &"x".repeat(63)] {
+            assert!(validate_topic(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Orders", "a b", "a/b", "invoke:x", &"x".repeat(64), "é"] {
+            assert!(validate_topic(bad).is_err(), "{bad}");
+        }
+        assert!(validate_topic(&invoke_topic("f")).is_err());
+    }
+
+    #[test]
+    fn retry_delays_double_with_jitter_above_the_base() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            base_delay_ms: 1000,
+            max_delay_ms: 5000,
+            max_age_ms: 3_600_000,
+        };
+        // First retry: exactly the base, jitter or not.
+        assert_eq!(p.retry_delay(1, 0.0), Duration::from_secs(1));
+        assert_eq!(p.retry_delay(1, 0.99), Duration::from_secs(1));
+        // Then uniform in [base, base * 2^(n-1)].
+        assert_eq!(p.retry_delay(2, 0.0), Duration::from_secs(1));
+        assert_eq!(p.retry_delay(2, 0.5), Duration::from_millis(1500));
+        assert_eq!(p.retry_delay(3, 1.0), Duration::from_secs(4));
+        // Capped.
+        assert_eq!(p.retry_delay(4, 1.0), Duration::from_secs(5));
+        assert_eq!(p.retry_delay(60, 1.0), Duration::from_secs(5));
+        assert_eq!(p.retry_delay(u32::MAX, 1.0), Duration::from_secs(5));
+        for n in 1..30 {
+            for u in [0.0, 0.3, 0.999] {
+                let d = p.retry_delay(n, u);
+                assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(5));
+            }
+        }
+    }
+
+    #[test]
+    fn failures_retry_until_attempts_or_age_run_out() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.after_failure(1, 0, 10, 0.0), Some(1010));
+        assert!(p.after_failure(2, 0, 10, 0.5).is_some());
+        assert_eq!(p.after_failure(3, 0, 10, 0.0), None);
+        // Too old: the retry would be past the maximum age.
+        assert_eq!(p.after_failure(1, 0, p.max_age_ms, 0.0), None);
+        assert!(p.after_failure(1, 0, p.max_age_ms - 1001, 0.0).is_some());
+    }
+
+    #[test]
+    fn policies_are_checked() {
+        assert!(RetryPolicy::default().validate().is_ok());
+        let bad = RetryPolicy {
+            max_attempts: 0,
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = RetryPolicy {
+            max_delay_ms: 1,
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn due_keys_sort_by_time_then_seq() {
+        let a = due_key(5, u64::MAX);
+        let b = due_key(6, 0);
+        let c = due_key(6, 1);
+        assert!(a < b && b < c);
+        assert_eq!(parse_due_key(&c), Some((6, 1)));
+        assert_eq!(parse_due_key(&[1, 2]), None);
+        // Time ordering holds across byte boundaries.
+        assert!(due_key(255, 0) < due_key(256, 0));
+    }
+
+    #[test]
+    fn delivery_keys_round_trip() {
+        let k = delivery_key(7, "orders", "mailer");
+        assert_eq!(parse_delivery_key(&k), Some((7, "orders", "mailer")));
+        assert!(k.starts_with(&7u64.to_be_bytes()));
+        let k = delivery_key(1, &invoke_topic("f"), "f");
+        assert_eq!(parse_delivery_key(&k), Some((1, "invoke:f", "f")));
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        assert_eq!(format_id(255), "00000000000000ff");
+        assert_eq!(parse_id("00000000000000ff"), Some(255));
+        assert_eq!(parse_id("zz"), None);
+        assert_eq!(parse_id(""), None);
+        assert_eq!(parse_id("00000000000000000"), None);
+    }
+}

@@ -1,0 +1,969 @@
+//! The event plane at work: publishing with group commit, subscriptions,
+//! dead letters, and the dispatcher that delivers due events to functions.
+//!
+//! The queue lives in the store, not in memory: the dispatcher scans the due
+//! index for what is due, claims a bounded batch (at most the free delivery
+//! slots), and runs each claimed delivery as a `POST` through the same
+//! [`Invoker`](crate::invoke::Invoker) path as HTTP requests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::{
+    DeliveryRecord, EventRecord, INVOKE_TOPIC_PREFIX, Outcome, RetryPolicy, Subscription,
+    format_id, invoke_topic, parse_delivery_key, parse_id, validate_topic,
+};
+use crate::Host;
+use crate::error::ApiError;
+use crate::host::HostInner;
+use crate::store::{PublishRefused, StoreError};
+
+/// Due-index entries looked at per dispatcher pass (keys only; cheap).
+const SCAN: usize = 2048;
+/// Longest the dispatcher sleeps without looking at the store again.
+const IDLE: Duration = Duration::from_secs(1);
+/// How often finished events past their retention are removed.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// Bytes of a failed response kept as the delivery's last error.
+const ERROR_EXCERPT: usize = 300;
+
+/// Metric: events published.
+pub const PUBLISHED: &str = "wisp_events_published_total";
+/// Metric: delivery attempts by result (`success`, `failure`, `dead`).
+pub const DELIVERIES: &str = "wisp_event_deliveries_total";
+/// Metric: pending and running deliveries, all topics.
+pub const QUEUE_DEPTH: &str = "wisp_event_queue_depth";
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------- errors
+
+/// Event-plane failures that reach clients.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// A topic (or function) name is malformed.
+    #[error("{0}")]
+    InvalidName(String),
+    /// A parameter is malformed or out of range.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The payload is over the host's limit.
+    #[error("the event payload is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// The topic's queue is full.
+    #[error(
+        "the queue of topic {topic:?} is full ({depth} pending deliveries; the limit is {limit}): \
+         its subscribers are behind; retry later, or raise --max-queue-depth"
+    )]
+    QueueFull {
+        /// The topic.
+        topic: String,
+        /// Its pending deliveries.
+        depth: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// No such function.
+    #[error("function {0:?} not found")]
+    FunctionNotFound(String),
+    /// No such subscription.
+    #[error("function {function:?} is not subscribed to topic {topic:?}")]
+    SubscriptionNotFound {
+        /// The function.
+        function: String,
+        /// The topic.
+        topic: String,
+    },
+    /// No such event (unknown, or removed after its retention).
+    #[error("event {0:?} not found")]
+    EventNotFound(String),
+    /// Store failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IntoResponse for EventError {
+    fn into_response(self) -> Response {
+        use EventError::*;
+        let (status, code) = match &self {
+            InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+            InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+            FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
+            SubscriptionNotFound { .. } => (StatusCode::NOT_FOUND, "subscription_not_found"),
+            EventNotFound(_) => (StatusCode::NOT_FOUND, "event_not_found"),
+            Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self, "event request failed");
+            return ApiError::new(status, code, "internal error; see the host log").into_response();
+        }
+        let mut e = ApiError::new(status, code, self.to_string());
+        if matches!(self, QueueFull { .. }) {
+            e = e.retry_after(1);
+        }
+        e.into_response()
+    }
+}
+
+// ------------------------------------------------------------- API types
+
+/// Answer to a publish or an asynchronous invocation: the event is durable.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Published {
+    /// The event's id (`GET /v1/events/{id}`).
+    pub id: String,
+    /// The topic.
+    pub topic: String,
+    /// How many subscriptions it will be delivered to.
+    pub deliveries: u32,
+}
+
+/// Body of `POST /v1/subscriptions`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NewSubscription {
+    /// The function to deliver to.
+    pub function: String,
+    /// The topic.
+    pub topic: String,
+    /// Path of the `POST` each event is delivered as; default `/`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Attempts in total; default from the host (3).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Deliveries running at once; default from the host (4).
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// Events older than this (ms) are not retried; default from the host
+    /// (1 h).
+    #[serde(default)]
+    pub max_age_ms: Option<u64>,
+    /// Delay before the first retry (ms), doubling; default from the host
+    /// (1 s).
+    #[serde(default)]
+    pub retry_base_ms: Option<u64>,
+}
+
+/// An event and, per subscription, where its delivery stands.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventInfo {
+    /// The id.
+    pub id: String,
+    /// The topic (`invoke:NAME` for an asynchronous invocation).
+    pub topic: String,
+    /// When it was published, ms since the epoch.
+    pub time_ms: u64,
+    /// The publisher's content type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Payload size.
+    pub size_bytes: u64,
+    /// One per subscription.
+    pub deliveries: Vec<DeliveryRecord>,
+}
+
+/// Body of a redrive: which dead deliveries to retry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RedriveRequest {
+    /// Only this topic's.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Only these events; empty: all.
+    #[serde(default)]
+    pub ids: Vec<String>,
+}
+
+/// Answer to a redrive.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Redriven {
+    /// Deliveries made pending again.
+    pub redriven: Vec<DeliveryRecord>,
+}
+
+// ------------------------------------------------------------- the plane
+
+/// Per-host event state: the dispatcher and its wake-up.
+pub(crate) struct EventPlane {
+    /// Wakes the dispatcher: a publish, a finished delivery, a redrive.
+    wake: Arc<Notify>,
+    /// Set to stop the dispatcher (shutdown).
+    stop: watch::Sender<bool>,
+    dispatcher: StdMutex<Option<tokio::task::JoinHandle<()>>>,
+    published: metrics::Counter,
+}
+
+impl EventPlane {
+    pub(crate) fn new() -> EventPlane {
+        metrics::describe_counter!(PUBLISHED, "Events published (and async invocations).");
+        metrics::describe_counter!(DELIVERIES, "Event delivery attempts by result.");
+        metrics::describe_gauge!(QUEUE_DEPTH, "Pending and running event deliveries.");
+        EventPlane {
+            wake: Arc::new(Notify::new()),
+            stop: watch::channel(false).0,
+            dispatcher: StdMutex::new(None),
+            published: metrics::counter!(PUBLISHED),
+        }
+    }
+}
+
+impl Host {
+    fn events(&self) -> &EventPlane {
+        &self.inner.events
+    }
+
+    /// Publishes `payload` on `topic`: one delivery per current subscriber.
+    /// Returns once the event is durable.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        content_type: Option<String>,
+    ) -> Result<Published, EventError> {
+        validate_topic(topic).map_err(EventError::InvalidName)?;
+        let to = self
+            .inner
+            .store
+            .subscriptions(Some(topic))?
+            .into_iter()
+            .map(|s| (s.topic, s.function))
+            .collect();
+        self.enqueue(topic, payload, content_type, None, Vec::new(), to)
+            .await
+    }
+
+    /// Queues an invocation of `function` (`POST` to `path` with these
+    /// headers and body), delivered like an event, with retries. Returns
+    /// once it is durable.
+    pub async fn invoke_async(
+        &self,
+        function: &str,
+        path: String,
+        headers: Vec<(String, String)>,
+        payload: Bytes,
+    ) -> Result<Published, EventError> {
+        if self.inner.store.function(function)?.is_none() {
+            return Err(EventError::FunctionNotFound(function.to_string()));
+        }
+        let topic = invoke_topic(function);
+        let content_type = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.clone());
+        let to = vec![(topic.clone(), function.to_string())];
+        self.enqueue(&topic, payload, content_type, Some(path), headers, to)
+            .await
+    }
+
+    async fn enqueue(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        content_type: Option<String>,
+        path: Option<String>,
+        headers: Vec<(String, String)>,
+        to: Vec<(String, String)>,
+    ) -> Result<Published, EventError> {
+        let config = &self.inner.config;
+        if payload.len() as u64 > config.event_max_payload_bytes {
+            return Err(EventError::PayloadTooLarge {
+                limit: config.event_max_payload_bytes,
+            });
+        }
+        let store = &self.inner.store;
+        let event = EventRecord {
+            id: store.next_id()?,
+            topic: topic.to_string(),
+            time_ms: now_ms(),
+            content_type,
+            path,
+            headers,
+            size_bytes: payload.len() as u64,
+        };
+        let limit = config.event_max_queue_depth;
+        let retention = config.event_retention.as_millis() as u64;
+        match store.publish_event(&event, &payload, &to, limit, retention) {
+            Ok(()) => {}
+            Err(PublishRefused::QueueFull(depth)) => {
+                return Err(EventError::QueueFull {
+                    topic: topic.to_string(),
+                    depth,
+                    limit,
+                });
+            }
+            Err(PublishRefused::Store(e)) => return Err(e.into()),
+        }
+        // Durable before anyone is told (the store's group commit: one flush
+        // for all the writers waiting now).
+        self.inner.store.flush().await?;
+        self.events().published.increment(1);
+        self.events().wake.notify_one();
+        Ok(Published {
+            id: format_id(event.id),
+            topic: topic.to_string(),
+            deliveries: to.len() as u32,
+        })
+    }
+
+    /// Subscribes a function to a topic (or changes its subscription).
+    pub async fn subscribe(&self, new: NewSubscription) -> Result<Subscription, EventError> {
+        validate_topic(&new.topic).map_err(EventError::InvalidName)?;
+        let config = &self.inner.config;
+        let path = new.path.unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') || path.parse::<axum::http::Uri>().is_err() {
+            return Err(EventError::InvalidArgument(format!(
+                "path {path:?} is not an absolute path (with an optional query)"
+            )));
+        }
+        let concurrency = new.concurrency.unwrap_or(config.event_concurrency);
+        if concurrency == 0 || concurrency > 1000 {
+            return Err(EventError::InvalidArgument(format!(
+                "concurrency must be between 1 and 1000 (got {concurrency})"
+            )));
+        }
+        let d = config.event_retry;
+        let retry = RetryPolicy {
+            max_attempts: new.max_attempts.unwrap_or(d.max_attempts),
+            base_delay_ms: new.retry_base_ms.unwrap_or(d.base_delay_ms),
+            max_delay_ms: d.max_delay_ms.max(new.retry_base_ms.unwrap_or(0)),
+            max_age_ms: new.max_age_ms.unwrap_or(d.max_age_ms),
+        };
+        retry.validate().map_err(EventError::InvalidArgument)?;
+        let _guard = self.inner.admin_lock.lock().await;
+        if self.inner.store.function(&new.function)?.is_none() {
+            return Err(EventError::FunctionNotFound(new.function));
+        }
+        let created_at_ms = self
+            .inner
+            .store
+            .subscription(&new.topic, &new.function)?
+            .map(|s| s.created_at_ms)
+            .unwrap_or_else(now_ms);
+        let sub = Subscription {
+            topic: new.topic,
+            function: new.function,
+            path,
+            concurrency,
+            retry,
+            created_at_ms,
+        };
+        self.inner.store.put_subscription(&sub)?;
+        self.inner.store.flush().await?;
+        tracing::info!(function = %sub.function, topic = %sub.topic, "subscribed");
+        Ok(sub)
+    }
+
+    /// Removes a subscription; its pending deliveries are cancelled.
+    pub async fn unsubscribe(&self, function: &str, topic: &str) -> Result<(), EventError> {
+        let _guard = self.inner.admin_lock.lock().await;
+        if !self.inner.store.delete_subscription(topic, function)? {
+            return Err(EventError::SubscriptionNotFound {
+                function: function.to_string(),
+                topic: topic.to_string(),
+            });
+        }
+        self.inner.store.flush().await?;
+        tracing::info!(function, topic, "unsubscribed");
+        Ok(())
+    }
+
+    /// Subscriptions (of one function if given), by topic.
+    pub fn subscriptions(&self, function: Option<&str>) -> Result<Vec<Subscription>, EventError> {
+        let mut subs = self.inner.store.subscriptions(None)?;
+        subs.retain(|s| function.is_none_or(|f| s.function == f));
+        Ok(subs)
+    }
+
+    /// An event and the state of each of its deliveries.
+    pub fn event(&self, id: &str) -> Result<EventInfo, EventError> {
+        let not_found = || EventError::EventNotFound(id.to_string());
+        let n = parse_id(id).ok_or_else(not_found)?;
+        let (event, _) = self.inner.store.event(n)?.ok_or_else(not_found)?;
+        Ok(EventInfo {
+            id: format_id(event.id),
+            topic: event.topic,
+            time_ms: event.time_ms,
+            content_type: event.content_type,
+            size_bytes: event.size_bytes,
+            deliveries: self.inner.store.deliveries_of(n)?,
+        })
+    }
+
+    /// The dead-letter list of a function's subscriptions (of one topic if
+    /// given), oldest first, at most `limit`.
+    pub fn dead_letters(
+        &self,
+        function: &str,
+        topic: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, EventError> {
+        if self.inner.store.function(function)?.is_none() {
+            return Err(EventError::FunctionNotFound(function.to_string()));
+        }
+        Ok(self.inner.store.dead_deliveries(function, topic, limit)?)
+    }
+
+    /// Retries dead deliveries of a function now, attempts reset.
+    pub async fn redrive(
+        &self,
+        function: &str,
+        req: RedriveRequest,
+    ) -> Result<Redriven, EventError> {
+        if self.inner.store.function(function)?.is_none() {
+            return Err(EventError::FunctionNotFound(function.to_string()));
+        }
+        let ids = req
+            .ids
+            .iter()
+            .map(|s| {
+                parse_id(s)
+                    .ok_or_else(|| EventError::InvalidArgument(format!("{s:?} is not an event id")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids = (!ids.is_empty()).then_some(ids.as_slice());
+        let redriven = self
+            .inner
+            .store
+            .redrive(function, req.topic.as_deref(), ids, now_ms())?;
+        self.inner.store.flush().await?;
+        self.events().wake.notify_one();
+        Ok(Redriven { redriven })
+    }
+
+    /// Starts the dispatcher (once; [`Host::serve`] does it). Deliveries
+    /// that were running when the host last stopped are pending again
+    /// first. Needs a tokio runtime.
+    pub fn start_events(&self) -> anyhow::Result<()> {
+        let mut slot = self.events().dispatcher.lock().expect("not poisoned");
+        if slot.is_some() {
+            return Ok(());
+        }
+        let n = self.inner.store.events_recover(now_ms())?;
+        if n > 0 {
+            tracing::info!(
+                deliveries = n,
+                "deliveries interrupted by the last stop are pending again"
+            );
+        }
+        let _ = self.events().stop.send(false);
+        let weak = Arc::downgrade(&self.inner);
+        let wake = self.events().wake.clone();
+        let stop = self.events().stop.subscribe();
+        *slot = Some(tokio::spawn(dispatch(weak, wake, stop)));
+        Ok(())
+    }
+
+    /// Stops the dispatcher: no new deliveries start; running ones get up
+    /// to `grace` to finish. Those still running then stay `running` in the
+    /// store and are retried after the next start.
+    pub async fn stop_events(&self, grace: Duration) {
+        let handle = self
+            .events()
+            .dispatcher
+            .lock()
+            .expect("not poisoned")
+            .take();
+        let Some(mut handle) = handle else { return };
+        let _ = self.events().stop.send(true);
+        if tokio::time::timeout(grace, &mut handle).await.is_err() {
+            tracing::warn!(
+                "event deliveries still running after the grace period are left for the next start"
+            );
+            handle.abort();
+        }
+    }
+}
+
+// ------------------------------------------------------------ dispatcher
+
+/// The subscription a delivery runs under: stored, or the implicit one of
+/// asynchronous invocations (host defaults).
+fn subscription_for(
+    host: &Host,
+    topic: &str,
+    function: &str,
+) -> Result<Option<Subscription>, StoreError> {
+    if topic.starts_with(INVOKE_TOPIC_PREFIX) {
+        let c = &host.inner.config;
+        return Ok(Some(Subscription {
+            topic: topic.to_string(),
+            function: function.to_string(),
+            path: "/".into(),
+            concurrency: c.event_concurrency,
+            retry: c.event_retry,
+            created_at_ms: 0,
+        }));
+    }
+    host.inner.store.subscription(topic, function)
+}
+
+type Busy = Arc<StdMutex<HashMap<(String, String), u32>>>;
+
+async fn dispatch(host: Weak<HostInner>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    let Some(max) = host.upgrade().map(|h| h.config.event_max_in_flight) else {
+        return;
+    };
+    let slots = Arc::new(Semaphore::new(max as usize));
+    let busy: Busy = Arc::default();
+    let mut tasks = JoinSet::new();
+    let mut last_sweep = std::time::Instant::now();
+    let depth_gauge = metrics::gauge!(QUEUE_DEPTH);
+    let results = [
+        metrics::counter!(DELIVERIES, "result" => "success"),
+        metrics::counter!(DELIVERIES, "result" => "failure"),
+        metrics::counter!(DELIVERIES, "result" => "dead"),
+    ];
+    let results = Arc::new(results);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let Some(inner) = host.upgrade() else { break };
+        let host = Host { inner };
+        let pass = pass(&host, &slots, &busy, &mut tasks, &wake, &results);
+        let wait = match pass {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "event dispatcher: store failure");
+                IDLE
+            }
+        };
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = std::time::Instant::now();
+            if let Err(e) = host.inner.store.sweep_events(now_ms(), 1000) {
+                tracing::warn!(error = %e, "removing finished events failed");
+            }
+        }
+        if let Ok(n) = host.inner.store.queue_depth_total() {
+            depth_gauge.set(n as f64);
+        }
+        drop(host);
+        while tasks.try_join_next().is_some() {}
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    // Shutdown: let the running deliveries finish (the caller bounds the
+    // wait by the grace period and aborts the rest).
+    while tasks.join_next().await.is_some() {}
+}
+
+/// One pass: claims and starts what is due and has a free slot; returns
+/// how long to sleep before the next pass (unless woken).
+fn pass(
+    host: &Host,
+    slots: &Arc<Semaphore>,
+    busy: &Busy,
+    tasks: &mut JoinSet<()>,
+    wake: &Arc<Notify>,
+    results: &Arc<[metrics::Counter; 3]>,
+) -> Result<Duration, StoreError> {
+    let store = &host.inner.store;
+    let now = now_ms();
+    let mut subs: HashMap<(String, String), Option<Subscription>> = HashMap::new();
+    let mut saturated = false;
+    for (due_entry, dkey) in store.due_deliveries(now, SCAN)? {
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            saturated = true;
+            break;
+        };
+        let Some((_, topic, function)) = parse_delivery_key(&dkey) else {
+            continue;
+        };
+        let sub_id = (topic.to_string(), function.to_string());
+        let sub = match subs.get(&sub_id) {
+            Some(s) => s.clone(),
+            None => {
+                let s = subscription_for(host, topic, function)?;
+                subs.insert(sub_id.clone(), s.clone());
+                s
+            }
+        };
+        let cap = sub.as_ref().map_or(u32::MAX, |s| s.concurrency);
+        {
+            let mut b = busy.lock().expect("not poisoned");
+            let n = b.entry(sub_id.clone()).or_default();
+            if *n >= cap {
+                saturated = true;
+                continue;
+            }
+            *n += 1;
+        }
+        let claimed = match store.claim_delivery(&due_entry, now) {
+            Ok(c) => c,
+            Err(e) => {
+                release(busy, &sub_id);
+                return Err(e);
+            }
+        };
+        let Some((key, rec)) = claimed else {
+            release(busy, &sub_id);
+            continue;
+        };
+        let host = host.clone();
+        let busy = busy.clone();
+        let wake = wake.clone();
+        let results = results.clone();
+        tasks.spawn(async move {
+            run_delivery(&host, &key, rec, sub, &results).await;
+            release(&busy, &sub_id);
+            drop(permit);
+            wake.notify_one();
+        });
+    }
+    if saturated {
+        // Woken when a delivery finishes; the timer is a backstop.
+        return Ok(IDLE);
+    }
+    Ok(match store.next_due_ms()? {
+        Some(due) => Duration::from_millis(due.saturating_sub(now_ms())).min(IDLE),
+        None => IDLE,
+    })
+}
+
+fn release(busy: &Busy, sub_id: &(String, String)) {
+    let mut b = busy.lock().expect("not poisoned");
+    if let Some(n) = b.get_mut(sub_id) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            b.remove(sub_id);
+        }
+    }
+}
+
+async fn run_delivery(
+    host: &Host,
+    key: &[u8],
+    rec: DeliveryRecord,
+    sub: Option<Subscription>,
+    results: &[metrics::Counter; 3],
+) {
+    let store = &host.inner.store;
+    let retention = host.inner.config.event_retention.as_millis() as u64;
+    let finish = |outcome: Outcome, error: Option<&str>| {
+        if let Err(e) = store.finish_delivery(key, outcome, error, now_ms(), retention) {
+            tracing::error!(error = %e, event = %format_id(rec.event_id), "recording a delivery failed");
+        }
+    };
+    let Some(sub) = sub else {
+        finish(Outcome::Cancelled, Some("the subscription was removed"));
+        return;
+    };
+    let event = match store.event(rec.event_id) {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            finish(Outcome::Cancelled, Some("the event is gone"));
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading an event failed");
+            finish(Outcome::Retry(now_ms() + 1000), Some("store failure"));
+            return;
+        }
+    };
+    let (event, payload) = event;
+    let attempt = rec.attempts + 1;
+    let result = attempt_delivery(host, &sub, &event, payload, attempt).await;
+    match result {
+        Ok(()) => {
+            results[0].increment(1);
+            finish(Outcome::Done, None);
+        }
+        Err(error) => {
+            let now = now_ms();
+            let outcome =
+                match sub
+                    .retry
+                    .after_failure(attempt, event.time_ms, now, rand::random::<f64>())
+                {
+                    Some(due) => {
+                        results[1].increment(1);
+                        Outcome::Retry(due)
+                    }
+                    None => {
+                        results[2].increment(1);
+                        tracing::warn!(
+                            event = %format_id(event.id),
+                            topic = %event.topic,
+                            function = %sub.function,
+                            attempts = attempt,
+                            error = %error,
+                            "event delivery is dead (in the dead-letter list)"
+                        );
+                        Outcome::Dead
+                    }
+                };
+            finish(outcome, Some(&error));
+        }
+    }
+}
+
+/// One attempt: `POST` the event to the function; 2xx is success.
+async fn attempt_delivery(
+    host: &Host,
+    sub: &Subscription,
+    event: &EventRecord,
+    payload: sled::IVec,
+    attempt: u32,
+) -> Result<(), String> {
+    let target = host
+        .inner
+        .registry
+        .load()
+        .by_name
+        .get(&sub.function)
+        .cloned()
+        .ok_or_else(|| format!("function {:?} is not deployed", sub.function))?;
+    let path = event.path.as_deref().unwrap_or(&sub.path);
+    let mut req = Request::post(path);
+    for (k, v) in &event.headers {
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v)) {
+            req = req.header(k, v);
+        }
+    }
+    let time = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(event.time_ms));
+    let headers = req.headers_mut().expect("a valid builder");
+    if let Some(ct) = event
+        .content_type
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+    {
+        headers.insert(header::CONTENT_TYPE, ct);
+    }
+    let wisp_headers = [
+        ("wisp-event-id", format_id(event.id)),
+        ("wisp-event-topic", event.topic.clone()),
+        ("wisp-event-attempt", attempt.to_string()),
+        ("wisp-event-time", time.to_string()),
+    ];
+    for (k, v) in wisp_headers {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            headers.insert(k, v);
+        }
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(payload.len()));
+    let req = req
+        .body(Body::from(Bytes::copy_from_slice(&payload)))
+        .map_err(|e| format!("building the request: {e}"))?;
+    let response = host.inner.invoker.invoke(target, req).await;
+    let status = response.status();
+    // Read the body to its end: the guest runs until it has written it.
+    let mut body = response.into_body();
+    let mut excerpt = Vec::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Some(data) = f.data_ref()
+                    && excerpt.len() < ERROR_EXCERPT
+                {
+                    let n = (ERROR_EXCERPT - excerpt.len()).min(data.len());
+                    excerpt.extend_from_slice(&data[..n]);
+                }
+            }
+            Err(e) => return Err(format!("the response broke off: {e}")),
+        }
+    }
+    if status.is_success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&excerpt);
+    Err(format!("{status}: {}", text.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{DeliveryStatus, due_key};
+    use crate::store::Store;
+
+    fn event(id: u64, topic: &str, time_ms: u64) -> EventRecord {
+        EventRecord {
+            id,
+            topic: topic.into(),
+            time_ms,
+            content_type: None,
+            path: None,
+            headers: Vec::new(),
+            size_bytes: 1,
+        }
+    }
+
+    fn to(subs: &[(&str, &str)]) -> Vec<(String, String)> {
+        subs.iter()
+            .map(|(t, f)| (t.to_string(), f.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn deliveries_move_through_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let subs = to(&[("t", "a"), ("t", "b")]);
+        store
+            .publish_event(&event(1, "t", 100), b"x", &subs, 10, 1000)
+            .unwrap();
+        assert_eq!(store.queue_depth_total().unwrap(), 2);
+        // Nothing is due before its time; both are at 100.
+        assert!(store.due_deliveries(99, 10).unwrap().is_empty());
+        let due = store.due_deliveries(100, 10).unwrap();
+        assert_eq!(due.len(), 2);
+        assert_eq!(store.next_due_ms().unwrap(), Some(100));
+
+        // a: claimed, done. b: claimed, fails, retried, then dead.
+        let (ka, ra) = store.claim_delivery(&due[0].0, 150).unwrap().unwrap();
+        assert_eq!(ra.status, DeliveryStatus::Running);
+        assert!(store.claim_delivery(&due[0].0, 150).unwrap().is_none());
+        store
+            .finish_delivery(&ka, Outcome::Done, None, 160, 1000)
+            .unwrap();
+        let (kb, _) = store.claim_delivery(&due[1].0, 150).unwrap().unwrap();
+        store
+            .finish_delivery(&kb, Outcome::Retry(500), Some("500"), 170, 1000)
+            .unwrap();
+        assert!(store.due_deliveries(499, 10).unwrap().is_empty());
+        let due = store.due_deliveries(500, 10).unwrap();
+        let (kb, rb) = store.claim_delivery(&due[0].0, 500).unwrap().unwrap();
+        assert_eq!(rb.attempts, 1);
+        assert_eq!(rb.attempt_times_ms, [150, 500]);
+        store
+            .finish_delivery(&kb, Outcome::Dead, Some("500"), 510, 1000)
+            .unwrap();
+        assert_eq!(store.queue_depth_total().unwrap(), 0);
+        let dead = store.dead_deliveries("b", None, 10).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].attempts, 2);
+        assert!(store.dead_deliveries("a", None, 10).unwrap().is_empty());
+        assert!(
+            store
+                .dead_deliveries("b", Some("other"), 10)
+                .unwrap()
+                .is_empty()
+        );
+
+        // Redriven: pending now, attempts reset; then done, and the event
+        // goes after its retention.
+        let redriven = store.redrive("b", Some("t"), None, 600).unwrap();
+        assert_eq!(redriven.len(), 1);
+        assert_eq!(redriven[0].attempts, 0);
+        assert!(store.dead_deliveries("b", None, 10).unwrap().is_empty());
+        assert_eq!(store.queue_depth_total().unwrap(), 1);
+        let due = store.due_deliveries(600, 10).unwrap();
+        let (kb, _) = store.claim_delivery(&due[0].0, 600).unwrap().unwrap();
+        store
+            .finish_delivery(&kb, Outcome::Done, None, 700, 1000)
+            .unwrap();
+        let statuses: Vec<_> = store
+            .deliveries_of(1)
+            .unwrap()
+            .iter()
+            .map(|d| d.status)
+            .collect();
+        assert_eq!(statuses, [DeliveryStatus::Done, DeliveryStatus::Done]);
+        assert_eq!(store.sweep_events(1699, 10).unwrap(), 0);
+        assert_eq!(store.sweep_events(1700, 10).unwrap(), 1);
+        assert!(store.event(1).unwrap().is_none());
+        assert!(store.deliveries_of(1).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_full_topic_refuses_and_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let subs = to(&[("t", "a"), ("t", "b")]);
+        store
+            .publish_event(&event(1, "t", 1), b"x", &subs, 3, 1000)
+            .unwrap();
+        let refused = store.publish_event(&event(2, "t", 1), b"x", &subs, 3, 1000);
+        assert!(matches!(refused, Err(PublishRefused::QueueFull(2))));
+        assert!(store.event(2).unwrap().is_none());
+        assert_eq!(store.due_deliveries(10, 10).unwrap().len(), 2);
+        // Another topic has its own queue.
+        store
+            .publish_event(&event(3, "u", 1), b"x", &to(&[("u", "a")]), 3, 1000)
+            .unwrap();
+    }
+
+    #[test]
+    fn running_deliveries_are_pending_again_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            store
+                .publish_event(&event(1, "t", 1), b"x", &to(&[("t", "a")]), 3, 1000)
+                .unwrap();
+            let due = store.due_deliveries(1, 10).unwrap();
+            store.claim_delivery(&due[0].0, 5).unwrap().unwrap();
+            assert!(store.due_deliveries(u64::MAX - 1, 10).unwrap().is_empty());
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.events_recover(50).unwrap(), 1);
+        let due = store.due_deliveries(50, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert!(due[0].0.starts_with(&due_key(50, 0)[..8]));
+        assert_eq!(
+            store.deliveries_of(1).unwrap()[0].status,
+            DeliveryStatus::Pending
+        );
+        assert_eq!(store.events_recover(60).unwrap(), 0);
+    }
+
+    /// Publishes (transactions), claims and flushes from many tasks at once:
+    /// all finish (sled 0.34 deadlocked here before flushes and exclusive
+    /// operations were kept apart).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writes_and_flushes_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut set = JoinSet::new();
+        for t in 0..8u64 {
+            let store = store.clone();
+            set.spawn(async move {
+                for i in 0..100u64 {
+                    let id = store.next_id().unwrap();
+                    let subs = to(&[("t", "a")]);
+                    store
+                        .publish_event(&event(id, "t", t * 1000 + i), b"x", &subs, 1 << 20, 1)
+                        .unwrap();
+                    store.flush().await.unwrap();
+                    for (k, _) in store.due_deliveries(u64::MAX - 1, 2).unwrap() {
+                        if let Some((key, _)) = store.claim_delivery(&k, 1).unwrap() {
+                            store
+                                .finish_delivery(&key, Outcome::Done, None, 1, 1)
+                                .unwrap();
+                        }
+                    }
+                }
+            });
+        }
+        let all = async {
+            while let Some(r) = set.join_next().await {
+                r.unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), all)
+            .await
+            .expect("no deadlock");
+    }
+}
