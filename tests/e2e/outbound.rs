@@ -211,7 +211,11 @@ fn allow_list_set_through_config_takes_effect_without_a_redeploy() {
 
     let entry = format!("wisp.allow-outbound=http://127.0.0.1:{port}");
     let out = w.cli(&["config", "set", "caps", &entry]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(fetch(&w, &url, 1)["ok"], 1);
 
     // A bad entry is refused before anything is stored; the list stands.

@@ -387,12 +387,10 @@ impl crate::Host {
             let active = record.active();
             // Validated above (and at deploy), so this cannot fail; keep
             // the old list rather than panic if it somehow does.
-            let allow_outbound = outbound::effective(
-                &active.allow_outbound,
-                snapshot.get(outbound::CONFIG_KEY),
-            )
-            .map(Arc::new)
-            .unwrap_or_else(|_| old.allow_outbound.clone());
+            let allow_outbound =
+                outbound::effective(&active.allow_outbound, snapshot.get(outbound::CONFIG_KEY))
+                    .map(Arc::new)
+                    .unwrap_or_else(|_| old.allow_outbound.clone());
             let next = Deployed {
                 allow_outbound,
                 env: guest_env(&active.env, active.config_env, &snapshot),
