@@ -55,8 +55,8 @@ pub use config::{HostConfig, LimitOverrides, Limits, StoreLocation};
 pub use engine::AllocatorKind;
 pub use error::{ApiError, DeployError, ErrorBody, ErrorDetail};
 pub use events::{
-    DeliveryRecord, DeliveryStatus, EventError, EventInfo, NewSubscription, Published,
-    RedriveRequest, Redriven, RetryPolicy, Subscription,
+    DeliveryRecord, DeliveryStatus, EventError, EventInfo, NewSchedule, NewSubscription, Published,
+    RedriveRequest, Redriven, RetryPolicy, Schedule, Subscription,
 };
 pub use host::{Host, HostBuilder};
 pub use invoke::INVOCATION_ID_HEADER;

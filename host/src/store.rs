@@ -28,7 +28,9 @@ use sled::{IVec, Transactional};
 
 use crate::capabilities::logs::LogEntry;
 use crate::config::Limits;
-use crate::events::{DeliveryRecord, DeliveryStatus, EventRecord, Outcome, Subscription, due_key};
+use crate::events::{
+    DeliveryRecord, DeliveryStatus, EventRecord, Outcome, Schedule, Subscription, due_key,
+};
 
 /// Store failures. Callers answer 500 for these; the details go to the log.
 #[derive(Debug, thiserror::Error)]
@@ -912,6 +914,7 @@ impl Store {
 //   is scheduled for removal in `ev_expire`.
 // - `ev_expire`: `remove_at_ms | event id` -> (): finished events, removed
 //   with their deliveries after the retention time.
+// - `ev_schedules`: schedule id (u64 BE) -> JSON `Schedule`.
 
 /// The event-plane trees (opened once).
 #[derive(Clone)]
@@ -925,6 +928,7 @@ pub(crate) struct EventTrees {
     depth: sled::Tree,
     open: sled::Tree,
     expire: sled::Tree,
+    schedules: sled::Tree,
 }
 
 impl EventTrees {
@@ -939,6 +943,7 @@ impl EventTrees {
             depth: db.open_tree("ev_depth")?,
             open: db.open_tree("ev_open")?,
             expire: db.open_tree("ev_expire")?,
+            schedules: db.open_tree("ev_schedules")?,
         })
     }
 }
@@ -1066,14 +1071,44 @@ impl Store {
             .collect()
     }
 
-    /// Removes every subscription of a deleted function.
+    /// Removes every subscription and schedule of a deleted function.
     pub fn delete_subscriptions_of(&self, function: &str) -> Result<(), StoreError> {
         for sub in self.subscriptions(None)? {
             if sub.function == function {
                 self.delete_subscription(&sub.topic, function)?;
             }
         }
+        for s in self.schedules()? {
+            if s.function == function {
+                self.delete_schedule(s.id)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Creates or replaces a schedule. Not flushed.
+    pub fn put_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
+        self.ev
+            .schedules
+            .insert(schedule.id.to_be_bytes(), encode(schedule))?;
+        Ok(())
+    }
+
+    /// Every schedule, oldest first.
+    pub fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        self.ev
+            .schedules
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Removes a schedule; whether it existed. Not flushed.
+    pub fn delete_schedule(&self, id: u64) -> Result<bool, StoreError> {
+        Ok(self.ev.schedules.remove(id.to_be_bytes())?.is_some())
     }
 
     /// A fresh sequence number (unique, increasing; survives restarts).

@@ -421,3 +421,83 @@ fn kill_9_while_publishing_loses_no_acknowledged_event() {
     );
     assert!(duplicates >= 0);
 }
+
+#[test]
+fn schedules_fire_each_tick_survive_a_restart_and_stop_when_deleted() {
+    let mut w = Wisp::start();
+    let a = w.admin();
+    a.deploy_guest("s", "event-counter", &["/s/*"]);
+    // 6 fields: every second (the seconds extension; 5-field cron's
+    // shortest period is a minute).
+    let out = cli_ok(
+        &w,
+        &[
+            "schedule",
+            "add",
+            "s",
+            "* * * * * *",
+            "--payload",
+            "tick",
+            "--path",
+            "/tick",
+        ],
+    );
+    assert!(out.starts_with("schedule "), "{out}");
+    let id = out.split_whitespace().nth(1).unwrap().to_string();
+    // A standard 5-field one, in a time zone.
+    let out = cli_ok(
+        &w,
+        &[
+            "schedule",
+            "add",
+            "s",
+            "0 9 * * MON-FRI",
+            "--tz",
+            "Europe/Paris",
+        ],
+    );
+    let daily = out.split_whitespace().nth(1).unwrap().to_string();
+    let list = cli_ok(&w, &["schedule", "list", "s"]);
+    assert!(
+        list.contains(&id) && list.contains("0 9 * * MON-FRI"),
+        "{list}"
+    );
+
+    wait_until("two ticks", Duration::from_secs(30), || {
+        counter(&a, "s", "total") >= 2
+    });
+    let logs = a.get("/v1/functions/s/logs").text().unwrap();
+    assert!(
+        logs.contains(&format!("on schedule:{id} at /tick")),
+        "{logs}"
+    );
+
+    // Survives a restart (and keeps ticking).
+    assert_eq!(w.terminate().code(), Some(0));
+    let w2 = w.restart_on(Opts::default());
+    let a = w2.admin();
+    let before = counter(&a, "s", "total");
+    wait_until("ticks after the restart", Duration::from_secs(30), || {
+        counter(&a, "s", "total") >= before + 2
+    });
+    let list = cli_ok(&w2, &["schedule", "list"]);
+    assert!(list.contains(&id) && list.contains(&daily), "{list}");
+
+    // Deleted: no more ticks.
+    let out = cli_ok(&w2, &["schedule", "delete", &id]);
+    assert!(out.contains("deleted"), "{out}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let settled = counter(&a, "s", "total");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(counter(&a, "s", "total"), settled);
+
+    // Errors.
+    let out = w2.cli(&["schedule", "add", "s", "61 * * * *"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cron expression"));
+    let out = w2.cli(&["schedule", "add", "s", "* * * * *", "--tz", "Mars/Olympus"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("time zone"));
+    let out = w2.cli(&["schedule", "add", "ghost", "* * * * *"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    let out = w2.cli(&["schedule", "delete", &id]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::{
-    DeliveryRecord, EventError, EventInfo, NewSubscription, Published, RedriveRequest, Redriven,
-    Subscription,
+    DeliveryRecord, EventError, EventInfo, NewSchedule, NewSubscription, Published, RedriveRequest,
+    Redriven, Schedule, Subscription,
 };
 use crate::Host;
 
@@ -35,6 +35,8 @@ pub(crate) fn routes() -> Router<Host> {
         .route("/v1/events/{id}", get(get_event))
         .route("/v1/functions/{name}/dlq", get(dead_letters))
         .route("/v1/functions/{name}/dlq/redrive", post(redrive))
+        .route("/v1/schedules", get(list_schedules).post(create_schedule))
+        .route("/v1/schedules/{id}", delete(delete_schedule))
 }
 
 /// Reads a body of at most `limit` bytes (413 past it, from the declared
@@ -250,4 +252,50 @@ pub(crate) async fn redrive(
             .map_err(|e| EventError::InvalidArgument(format!("bad redrive body: {e}")))?
     };
     Ok(Json(host.redrive(&name, req).await?))
+}
+
+/// Query of `GET /v1/schedules`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ScheduleQuery {
+    /// Only this function's.
+    function: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/schedules", params(ScheduleQuery),
+    responses((status = 200, body = [Schedule])))]
+pub(crate) async fn list_schedules(
+    State(host): State<Host>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<Schedule>>, EventError> {
+    let q: ScheduleQuery = serde_html_form::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| EventError::InvalidArgument(format!("bad query: {e}")))?;
+    Ok(Json(host.schedules(q.function.as_deref())?))
+}
+
+#[utoipa::path(post, path = "/v1/schedules",
+    request_body(content = NewSchedule),
+    responses(
+        (status = 201, body = Schedule, description = "Created and durable; each tick enqueues one event for the function"),
+        (status = 400, body = crate::ErrorBody, description = "invalid_argument (cron expression, time zone, path)"),
+        (status = 404, body = crate::ErrorBody, description = "function_not_found"),
+        (status = 413, body = crate::ErrorBody, description = "payload_too_large"),
+    ))]
+pub(crate) async fn create_schedule(
+    State(host): State<Host>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Schedule>), EventError> {
+    let new: NewSchedule = serde_json::from_slice(&body)
+        .map_err(|e| EventError::InvalidArgument(format!("bad schedule: {e}")))?;
+    Ok((StatusCode::CREATED, Json(host.add_schedule(new).await?)))
+}
+
+#[utoipa::path(delete, path = "/v1/schedules/{id}", params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted; no further ticks"), (status = 404, body = crate::ErrorBody)))]
+pub(crate) async fn delete_schedule(
+    State(host): State<Host>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, EventError> {
+    host.delete_schedule(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

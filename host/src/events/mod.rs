@@ -20,12 +20,19 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) mod admin;
 pub(crate) mod plane;
+pub(crate) mod schedule;
 
-pub use plane::{EventError, EventInfo, NewSubscription, Published, RedriveRequest, Redriven};
+pub use plane::{
+    EventError, EventInfo, NewSchedule, NewSubscription, Published, RedriveRequest, Redriven,
+};
+pub use schedule::Schedule;
 
 /// Prefix of the implicit topic of a function's asynchronous invocations
 /// (`invoke:NAME`); `:` never appears in a topic name, so it cannot clash.
 pub const INVOKE_TOPIC_PREFIX: &str = "invoke:";
+
+/// Prefix of a schedule's implicit topic (`schedule:ID`).
+pub const SCHEDULE_TOPIC_PREFIX: &str = "schedule:";
 
 /// The implicit topic of `name`'s asynchronous invocations.
 pub fn invoke_topic(function: &str) -> String {

@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
+use super::schedule::{Schedule, due_tick};
 use super::{
-    DeliveryRecord, EventRecord, INVOKE_TOPIC_PREFIX, Outcome, RetryPolicy, Subscription,
-    format_id, invoke_topic, parse_delivery_key, parse_id, validate_topic,
+    DeliveryRecord, EventRecord, INVOKE_TOPIC_PREFIX, Outcome, RetryPolicy, SCHEDULE_TOPIC_PREFIX,
+    Subscription, format_id, invoke_topic, parse_delivery_key, parse_id, validate_topic,
 };
 use crate::Host;
 use crate::error::ApiError;
@@ -32,6 +33,8 @@ use crate::store::{PublishRefused, StoreError};
 const SCAN: usize = 2048;
 /// Longest the dispatcher sleeps without looking at the store again.
 const IDLE: Duration = Duration::from_secs(1);
+/// How often schedules are checked (the resolution of ticks).
+const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
 /// How often finished events past their retention are removed.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Bytes of a failed response kept as the delivery's last error.
@@ -95,6 +98,9 @@ pub enum EventError {
     /// No such event (unknown, or removed after its retention).
     #[error("event {0:?} not found")]
     EventNotFound(String),
+    /// No such schedule.
+    #[error("schedule {0:?} not found")]
+    ScheduleNotFound(String),
     /// Store failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -111,6 +117,7 @@ impl IntoResponse for EventError {
             FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
             SubscriptionNotFound { .. } => (StatusCode::NOT_FOUND, "subscription_not_found"),
             EventNotFound(_) => (StatusCode::NOT_FOUND, "event_not_found"),
+            ScheduleNotFound(_) => (StatusCode::NOT_FOUND, "schedule_not_found"),
             Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         if status.is_server_error() {
@@ -162,6 +169,28 @@ pub struct NewSubscription {
     /// (1 s).
     #[serde(default)]
     pub retry_base_ms: Option<u64>,
+}
+
+/// Body of `POST /v1/schedules`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NewSchedule {
+    /// The function each tick is delivered to.
+    pub function: String,
+    /// Standard 5-field cron (`*/5 * * * *`), or 6 fields with leading
+    /// seconds (`*/10 * * * * *`).
+    pub cron: String,
+    /// IANA time zone; default `UTC`.
+    #[serde(default)]
+    pub tz: Option<String>,
+    /// Path of the `POST`; default `/`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Body of each tick's event; default empty.
+    #[serde(default)]
+    pub payload: Option<String>,
+    /// Content type of the payload.
+    #[serde(default)]
+    pub content_type: Option<String>,
 }
 
 /// An event and, per subscription, where its delivery stands.
@@ -449,6 +478,114 @@ impl Host {
         Ok(Redriven { redriven })
     }
 
+    /// Adds a schedule: each tick of `cron` enqueues one event for the
+    /// function (delivered like any other, with retries).
+    pub async fn add_schedule(&self, new: NewSchedule) -> Result<Schedule, EventError> {
+        let tz = new.tz.unwrap_or_else(|| "UTC".into());
+        super::schedule::parse(&new.cron, &tz).map_err(EventError::InvalidArgument)?;
+        let path = new.path.unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') || path.parse::<axum::http::Uri>().is_err() {
+            return Err(EventError::InvalidArgument(format!(
+                "path {path:?} is not an absolute path (with an optional query)"
+            )));
+        }
+        let payload = new.payload.unwrap_or_default();
+        if payload.len() as u64 > self.inner.config.event_max_payload_bytes {
+            return Err(EventError::PayloadTooLarge {
+                limit: self.inner.config.event_max_payload_bytes,
+            });
+        }
+        let _guard = self.inner.admin_lock.lock().await;
+        if self.inner.store.function(&new.function)?.is_none() {
+            return Err(EventError::FunctionNotFound(new.function));
+        }
+        let schedule = Schedule {
+            id: self.inner.store.next_id()?,
+            function: new.function,
+            cron: new.cron,
+            tz,
+            path,
+            payload,
+            content_type: new.content_type,
+            created_at_ms: now_ms(),
+            last_fired_ms: 0,
+            next_ms: None,
+        };
+        self.inner.store.put_schedule(&schedule)?;
+        self.inner.store.flush().await?;
+        self.events().wake.notify_one();
+        tracing::info!(function = %schedule.function, cron = %schedule.cron, id = %format_id(schedule.id), "schedule added");
+        Ok(schedule.with_next(now_ms()))
+    }
+
+    /// Schedules (of one function if given), oldest first.
+    pub fn schedules(&self, function: Option<&str>) -> Result<Vec<Schedule>, EventError> {
+        let mut all = self.inner.store.schedules()?;
+        all.retain(|s| function.is_none_or(|f| s.function == f));
+        let now = now_ms();
+        Ok(all.into_iter().map(|s| s.with_next(now)).collect())
+    }
+
+    /// Deletes a schedule.
+    pub async fn delete_schedule(&self, id: &str) -> Result<(), EventError> {
+        let not_found = || EventError::ScheduleNotFound(id.to_string());
+        let n = parse_id(id).ok_or_else(not_found)?;
+        let _guard = self.inner.admin_lock.lock().await;
+        if !self.inner.store.delete_schedule(n)? {
+            return Err(not_found());
+        }
+        self.inner.store.flush().await?;
+        tracing::info!(id, "schedule deleted");
+        Ok(())
+    }
+
+    /// Fires the schedules that are due: one event each, for the latest
+    /// tick (ticks missed while the host was down collapse into one).
+    async fn fire_schedules(&self) -> Result<(), EventError> {
+        let now = now_ms();
+        for s in self.inner.store.schedules()? {
+            let spec = match super::schedule::parse(&s.cron, &s.tz) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    tracing::warn!(id = %format_id(s.id), error = %e, "stored schedule does not parse; skipped");
+                    continue;
+                }
+            };
+            let Some(tick) = due_tick(&spec, s.created_at_ms, s.last_fired_ms, now) else {
+                continue;
+            };
+            let topic = format!("{SCHEDULE_TOPIC_PREFIX}{}", format_id(s.id));
+            let headers = vec![("wisp-schedule-id".to_string(), format_id(s.id))];
+            let to = vec![(topic.clone(), s.function.clone())];
+            let payload = Bytes::from(s.payload.clone().into_bytes());
+            let result = self
+                .enqueue(
+                    &topic,
+                    payload,
+                    s.content_type.clone(),
+                    Some(s.path.clone()),
+                    headers,
+                    to,
+                )
+                .await;
+            if let Err(e) = &result {
+                tracing::warn!(id = %format_id(s.id), function = %s.function, error = %e, "a schedule tick was not enqueued");
+            }
+            // Recorded either way: a tick is fired (or skipped) once. Under
+            // the admin lock, so a schedule deleted meanwhile stays deleted.
+            let _guard = self.inner.admin_lock.lock().await;
+            if self.inner.store.schedules()?.iter().any(|x| x.id == s.id) {
+                let fired = Schedule {
+                    last_fired_ms: tick,
+                    next_ms: None,
+                    ..s
+                };
+                self.inner.store.put_schedule(&fired)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Starts the dispatcher (once; [`Host::serve`] does it). Deliveries
     /// that were running when the host last stopped are pending again
     /// first. Needs a tokio runtime.
@@ -502,7 +639,7 @@ fn subscription_for(
     topic: &str,
     function: &str,
 ) -> Result<Option<Subscription>, StoreError> {
-    if topic.starts_with(INVOKE_TOPIC_PREFIX) {
+    if topic.starts_with(INVOKE_TOPIC_PREFIX) || topic.starts_with(SCHEDULE_TOPIC_PREFIX) {
         let c = &host.inner.config;
         return Ok(Some(Subscription {
             topic: topic.to_string(),
@@ -526,6 +663,7 @@ async fn dispatch(host: Weak<HostInner>, wake: Arc<Notify>, mut stop: watch::Rec
     let busy: Busy = Arc::default();
     let mut tasks = JoinSet::new();
     let mut last_sweep = std::time::Instant::now();
+    let mut last_schedules = std::time::Instant::now() - SCHEDULE_EVERY;
     let depth_gauge = metrics::gauge!(QUEUE_DEPTH);
     let results = [
         metrics::counter!(DELIVERIES, "result" => "success"),
@@ -546,7 +684,14 @@ async fn dispatch(host: Weak<HostInner>, wake: Arc<Notify>, mut stop: watch::Rec
                 tracing::error!(error = %e, "event dispatcher: store failure");
                 IDLE
             }
-        };
+        }
+        .min(SCHEDULE_EVERY);
+        if last_schedules.elapsed() >= SCHEDULE_EVERY {
+            last_schedules = std::time::Instant::now();
+            if let Err(e) = host.fire_schedules().await {
+                tracing::error!(error = %e, "firing schedules failed");
+            }
+        }
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = std::time::Instant::now();
             if let Err(e) = host.inner.store.sweep_events(now_ms(), 1000) {

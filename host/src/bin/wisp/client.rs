@@ -81,6 +81,9 @@ pub enum Command {
     /// Inspect events; list and redrive dead deliveries.
     #[command(subcommand)]
     Events(crate::events::EventsCommand),
+    /// Run functions on cron schedules.
+    #[command(subcommand)]
+    Schedule(crate::events::ScheduleCommand),
 }
 
 impl Command {
@@ -100,6 +103,7 @@ impl Command {
             Command::Unsubscribe(a) => &a.connection,
             Command::Subscriptions(a) => &a.connection,
             Command::Events(c) => c.connection(),
+            Command::Schedule(c) => c.connection(),
         }
     }
 }
@@ -280,6 +284,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Unsubscribe(args) => crate::events::unsubscribe(&api, args).await,
         Command::Subscriptions(args) => crate::events::subscriptions(&api, args).await,
         Command::Events(c) => crate::events::run(&api, c).await,
+        Command::Schedule(c) => crate::events::schedule(&api, c).await,
     }
 }
 

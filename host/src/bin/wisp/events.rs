@@ -1,6 +1,7 @@
 //! The event-plane commands: `wisp publish`, `wisp subscribe`,
-//! `wisp unsubscribe`, `wisp subscriptions`, `wisp events ...` and
-//! `wisp invoke --async`, each a call to the admin API.
+//! `wisp unsubscribe`, `wisp subscriptions`, `wisp events ...`,
+//! `wisp schedule ...` and `wisp invoke --async`, each a call to the admin
+//! API.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
-use wisp_host::{DeliveryRecord, EventInfo, Published, Subscription};
+use wisp_host::{DeliveryRecord, EventInfo, Published, Schedule, Subscription};
 
 use crate::client::{Api, Connection, print_json, table, write_stdout};
 use crate::units::{format_ms, parse_duration};
@@ -406,4 +407,165 @@ async fn redrive(api: &Api, args: RedriveArgs) -> Result<()> {
         if n == 1 { "y" } else { "ies" },
         args.name
     ))
+}
+
+/// `wisp schedule ...`.
+#[derive(Subcommand)]
+pub enum ScheduleCommand {
+    /// Run a function on a cron schedule: each tick is one event (a POST).
+    Add(ScheduleAddArgs),
+    /// List schedules (of one function).
+    List(ScheduleListArgs),
+    /// Delete a schedule.
+    Delete(ScheduleDeleteArgs),
+}
+
+impl ScheduleCommand {
+    pub fn connection(&self) -> &Connection {
+        match self {
+            ScheduleCommand::Add(a) => &a.connection,
+            ScheduleCommand::List(a) => &a.connection,
+            ScheduleCommand::Delete(a) => &a.connection,
+        }
+    }
+}
+
+/// `wisp schedule add`.
+#[derive(Args)]
+pub struct ScheduleAddArgs {
+    /// Function name.
+    name: String,
+    /// Cron expression: 5 fields (`*/5 * * * *`), or 6 with leading seconds.
+    cron: String,
+    /// Body of each tick's event: text, `@FILE`, `@-` for stdin.
+    #[arg(long, value_name = "DATA")]
+    payload: Option<String>,
+    /// Content type of the payload.
+    #[arg(long, value_name = "TYPE")]
+    content_type: Option<String>,
+    /// IANA time zone the expression is evaluated in.
+    #[arg(long, default_value = "UTC")]
+    tz: String,
+    /// Path of the POST [default: /].
+    #[arg(long, value_name = "PATH")]
+    path: Option<String>,
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// `wisp schedule list`.
+#[derive(Args)]
+pub struct ScheduleListArgs {
+    /// Only this function's.
+    name: Option<String>,
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// `wisp schedule delete`.
+#[derive(Args)]
+pub struct ScheduleDeleteArgs {
+    /// Schedule id.
+    id: String,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+fn format_time(ms: Option<u64>) -> String {
+    match ms {
+        Some(ms) if ms > 0 => {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+                .to_string()
+        }
+        _ => "-".into(),
+    }
+}
+
+/// `wisp schedule ...`.
+pub async fn schedule(api: &Api, command: ScheduleCommand) -> Result<()> {
+    match command {
+        ScheduleCommand::Add(a) => {
+            let payload = match &a.payload {
+                Some(p) => Some(
+                    String::from_utf8(crate::client::read_data_arg(p).await?.to_vec())
+                        .map_err(|_| anyhow::anyhow!("the schedule payload must be UTF-8 text"))?,
+                ),
+                None => None,
+            };
+            let body = json!({
+                "function": a.name, "cron": a.cron, "tz": a.tz, "path": a.path,
+                "payload": payload, "content_type": a.content_type,
+            });
+            let value = api
+                .call_json(api.request(Method::POST, &["v1", "schedules"]).json(&body))
+                .await?;
+            if a.json {
+                return print_json(&value);
+            }
+            let s: Schedule = typed(value)?;
+            write_stdout(&format!(
+                "schedule {} runs {} at `{}` ({}); next {}\n",
+                wisp_id(s.id),
+                s.function,
+                s.cron,
+                s.tz,
+                format_time(s.next_ms)
+            ))
+        }
+        ScheduleCommand::List(a) => {
+            let mut request = api.request(Method::GET, &["v1", "schedules"]);
+            if let Some(name) = &a.name {
+                request = request.query(&[("function", name)]);
+            }
+            let value = api.call_json(request).await?;
+            if a.json {
+                return print_json(&value);
+            }
+            let all: Vec<Schedule> = typed(value)?;
+            if all.is_empty() {
+                return write_stdout("no schedules\n");
+            }
+            let rows: Vec<Vec<String>> = all
+                .iter()
+                .map(|s| {
+                    vec![
+                        wisp_id(s.id),
+                        s.function.clone(),
+                        s.cron.clone(),
+                        s.tz.clone(),
+                        s.path.clone(),
+                        format_time(Some(s.last_fired_ms)),
+                        format_time(s.next_ms),
+                    ]
+                })
+                .collect();
+            write_stdout(&table(
+                &["ID", "FUNCTION", "CRON", "TZ", "PATH", "LAST", "NEXT"],
+                &rows,
+            ))
+        }
+        ScheduleCommand::Delete(a) => {
+            let response = api
+                .send(api.request(Method::DELETE, &["v1", "schedules", &a.id]))
+                .await?;
+            let status = response.status();
+            if !status.is_success() {
+                let body = response.bytes().await.unwrap_or_default();
+                match crate::client::wisp_error_message(&body) {
+                    Some(m) => bail!(m),
+                    None => bail!(
+                        "the admin API answered {status}{}",
+                        crate::client::excerpt(&body)
+                    ),
+                }
+            }
+            write_stdout(&format!("deleted schedule {}\n", a.id))
+        }
+    }
 }

@@ -1,0 +1,171 @@
+//! Schedules: cron expressions, time zones and when a schedule fires. Pure
+//! logic, with the clock passed in (milliseconds since the epoch), so the
+//! next-tick and missed-tick rules are tested without waiting.
+//!
+//! Expressions are standard 5-field cron (`minute hour day-of-month month
+//! day-of-week`, with `*`, lists, ranges, steps and names), parsed by the
+//! `croner` crate. As an extension a 6th, leading field gives seconds
+//! (`*/5 * * * * *`: every five seconds).
+
+use std::str::FromStr as _;
+
+use chrono::{TimeZone as _, Utc};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+use serde::{Deserialize, Serialize};
+
+/// A stored schedule: each tick enqueues one event for `function`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Schedule {
+    /// Unique id.
+    #[schema(value_type = String)]
+    #[serde(with = "super::id_string")]
+    pub id: u64,
+    /// The function.
+    pub function: String,
+    /// The cron expression, as given.
+    pub cron: String,
+    /// IANA time zone the expression is evaluated in (`UTC`,
+    /// `Europe/Paris`).
+    pub tz: String,
+    /// Path of the `POST` each tick is delivered as.
+    pub path: String,
+    /// Body of each tick's event.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub payload: String,
+    /// Content type of the payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// When it was created, ms since the epoch.
+    pub created_at_ms: u64,
+    /// The tick it last fired for, ms since the epoch (0: never).
+    #[serde(default)]
+    pub last_fired_ms: u64,
+    /// The next tick, ms since the epoch (in answers; not stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_ms: Option<u64>,
+}
+
+impl Schedule {
+    /// This schedule with its next tick after `now_ms` filled in.
+    pub fn with_next(mut self, now_ms: u64) -> Schedule {
+        self.next_ms = parse(&self.cron, &self.tz)
+            .ok()
+            .and_then(|spec| spec.next_after(now_ms.max(self.last_fired_ms)));
+        self
+    }
+}
+
+/// A parsed cron expression in its time zone.
+#[derive(Debug, Clone)]
+pub struct CronSpec {
+    cron: Cron,
+    tz: chrono_tz::Tz,
+}
+
+/// Parses `expr` (5 fields, or 6 with leading seconds) in time zone `tz`.
+pub fn parse(expr: &str, tz: &str) -> Result<CronSpec, String> {
+    let fields = expr.split_whitespace().count();
+    if !(5..=6).contains(&fields) {
+        return Err(format!(
+            "cron expression {expr:?} has {fields} fields; expected 5 (minute hour day month \
+             weekday) or 6 (with leading seconds)"
+        ));
+    }
+    let cron = CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("cron expression {expr:?}: {e}"))?;
+    let tz = chrono_tz::Tz::from_str(tz).map_err(|_| {
+        format!("unknown time zone {tz:?}: use an IANA name such as UTC or Europe/Paris")
+    })?;
+    Ok(CronSpec { cron, tz })
+}
+
+impl CronSpec {
+    /// The first tick strictly after `after_ms`.
+    pub fn next_after(&self, after_ms: u64) -> Option<u64> {
+        let t = self.at(after_ms)?;
+        let next = self.cron.find_next_occurrence(&t, false).ok()?;
+        u64::try_from(next.timestamp_millis()).ok()
+    }
+
+    /// The last tick at or before `at_ms`.
+    pub fn last_at_or_before(&self, at_ms: u64) -> Option<u64> {
+        let t = self.at(at_ms)?;
+        let prev = self.cron.find_previous_occurrence(&t, true).ok()?;
+        u64::try_from(prev.timestamp_millis()).ok()
+    }
+
+    fn at(&self, ms: u64) -> Option<chrono::DateTime<chrono_tz::Tz>> {
+        let utc = Utc.timestamp_millis_opt(i64::try_from(ms).ok()?).single()?;
+        Some(utc.with_timezone(&self.tz))
+    }
+}
+
+/// Whether a schedule fires now: the latest tick after both its creation
+/// and the tick it last fired for, at or before `now_ms`. However many ticks
+/// were missed (the host was down), it fires once, for the latest; the
+/// caller records that tick as `last_fired_ms`.
+pub fn due_tick(spec: &CronSpec, created_ms: u64, last_fired_ms: u64, now_ms: u64) -> Option<u64> {
+    let tick = spec.last_at_or_before(now_ms)?;
+    (tick > last_fired_ms && tick > created_ms).then_some(tick)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-01-01T00:00:00Z.
+    const T0: u64 = 1_767_225_600_000;
+    const MIN: u64 = 60_000;
+
+    #[test]
+    fn parses_five_and_six_fields_and_zones() {
+        assert!(parse("*/5 * * * *", "UTC").is_ok());
+        assert!(parse("0 9 * * MON-FRI", "Europe/Paris").is_ok());
+        assert!(parse("*/2 * * * * *", "UTC").is_ok());
+        for bad in ["* * * *", "* * * * * * *", "61 * * * *", "nonsense", ""] {
+            assert!(parse(bad, "UTC").is_err(), "{bad:?}");
+        }
+        let e = parse("* * * * *", "Mars/Olympus").unwrap_err();
+        assert!(e.contains("time zone"), "{e}");
+    }
+
+    #[test]
+    fn next_ticks() {
+        let every5 = parse("*/5 * * * *", "UTC").unwrap();
+        assert_eq!(every5.next_after(T0), Some(T0 + 5 * MIN));
+        assert_eq!(every5.next_after(T0 + 1), Some(T0 + 5 * MIN));
+        assert_eq!(every5.next_after(T0 - 1), Some(T0));
+        let secs = parse("*/2 * * * * *", "UTC").unwrap();
+        assert_eq!(secs.next_after(T0), Some(T0 + 2000));
+        // 09:00 in Paris is 08:00 UTC in January.
+        let paris = parse("0 9 * * *", "Europe/Paris").unwrap();
+        assert_eq!(paris.next_after(T0), Some(T0 + 8 * 60 * MIN));
+    }
+
+    #[test]
+    fn missed_ticks_fire_once_for_the_latest() {
+        let every_min = parse("* * * * *", "UTC").unwrap();
+        let created = T0 + 10;
+        // Before the first tick after creation: nothing.
+        assert_eq!(due_tick(&every_min, created, 0, T0 + MIN - 1), None);
+        // At the tick: fires.
+        assert_eq!(due_tick(&every_min, created, 0, T0 + MIN), Some(T0 + MIN));
+        // Recorded: not again until the next tick.
+        assert_eq!(
+            due_tick(&every_min, created, T0 + MIN, T0 + MIN + 30_000),
+            None
+        );
+        // Down for an hour: one firing, for the latest tick.
+        let later = T0 + 61 * MIN + 5;
+        assert_eq!(
+            due_tick(&every_min, created, T0 + MIN, later),
+            Some(T0 + 61 * MIN)
+        );
+        assert_eq!(due_tick(&every_min, created, T0 + 61 * MIN, later), None);
+    }
+}
