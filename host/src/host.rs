@@ -188,6 +188,8 @@ impl HostBuilder {
             }),
         };
         host.load_all()?;
+        // Loading may have compiled (a new engine version): free its scratch.
+        crate::engine::release_free_memory();
         Ok(host)
     }
 }
@@ -451,6 +453,8 @@ impl Host {
         let next = self.inner.registry.load().with(deployed);
         self.inner.registry.store(Arc::new(next));
         tracing::info!(function = name, version = record.active_version, "deployed");
+        // The compiler's scratch memory is free now: give it back.
+        tokio::task::spawn_blocking(crate::engine::release_free_memory);
         Ok(FunctionInfo::from(&record))
     }
 
