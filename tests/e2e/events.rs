@@ -501,3 +501,21 @@ fn schedules_fire_each_tick_survive_a_restart_and_stop_when_deleted() {
     let out = w2.cli(&["schedule", "delete", &id]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 }
+
+#[test]
+fn preview_1_modules_get_events_as_posts() {
+    let w = Wisp::start();
+    let a = w.admin();
+    let wasm = std::fs::read(wasip1_guest("cgi-rust")).unwrap();
+    let r = a.deploy("cgi", &wasm, &[("route", "/cgi/*")]);
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    cli_ok(&w, &["subscribe", "cgi", "pings", "--path", "/cgi/hook"]);
+    let id = published_id(publish(&a, "pings", b"ping"));
+    wait_until(
+        "the CGI module to take the event",
+        Duration::from_secs(30),
+        || statuses(&event(&a, &id)) == ["done"],
+    );
+    let ev = event(&a, &id);
+    assert_eq!(ev["deliveries"][0]["attempts"], 1, "{ev}");
+}
