@@ -8,22 +8,31 @@ source scripts/common.sh
 ensure_wasm_targets
 echo "==> building wisp (release)"
 cargo build --release -p wisp-host --bin wisp
-echo "==> building the examples (wasm32-wasip2)"
-build_guests hello echo
+echo "==> building the examples (wasm32-wasip2, and cgi-rust for wasm32-wasip1)"
+build_guests hello echo todo-api counter
+cargo build --release --target wasm32-wasip1 --target-dir "$GUEST_TARGET_DIR" -p cgi-rust
 wasm="$GUEST_TARGET_DIR/wasm32-wasip2/release"
+p1="$GUEST_TARGET_DIR/wasm32-wasip1/release"
 
 cat <<MSG
 
 Try, in another terminal:
   curl http://127.0.0.1:8080/hello/world
   curl -d 'some body' 'http://127.0.0.1:8080/echo/path?x=1'
+  curl -d '{"title":"try wisp"}' http://127.0.0.1:8080/todos   # then: curl http://127.0.0.1:8080/todos
+  curl http://127.0.0.1:8080/count/a
+  curl 'http://127.0.0.1:8080/cgi/hi?x=1'                       # a wasm32-wasip1 module, CGI-style
   export WISP_ADMIN_TOKEN=\$(cat wisp-data/admin-token)
   target/release/wisp list
   target/release/wisp invoke echo --data hi
+  target/release/wisp logs todo-api
 
 MSG
 # RUST_BACKTRACE makes wasmtime capture a backtrace at every instance
 # teardown: about a fifth of the throughput.
 exec env -u RUST_BACKTRACE target/release/wisp serve --data-dir ./wisp-data \
     --deploy "hello=$wasm/hello.wasm:/hello/*" \
-    --deploy "echo=$wasm/echo.wasm:/echo/*"
+    --deploy "echo=$wasm/echo.wasm:/echo/*" \
+    --deploy "todo-api=$wasm/todo_api.wasm:/todos/*" \
+    --deploy "counter=$wasm/counter.wasm:/count/*" \
+    --deploy "cgi=$p1/cgi-rust.wasm:/cgi/*"
