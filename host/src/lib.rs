@@ -58,6 +58,7 @@ pub use events::{
     DeliveryRecord, DeliveryStatus, EventError, EventInfo, NewSchedule, NewSubscription, Published,
     RedriveRequest, Redriven, RetryPolicy, Schedule, Subscription,
 };
+pub use events::{JobCounts, JobInfo, JobState, JobTask, NewJob, parse_array};
 pub use host::{Host, HostBuilder};
 pub use invoke::INVOCATION_ID_HEADER;
 pub use serve::Listeners;

@@ -29,7 +29,8 @@ use sled::{IVec, Transactional};
 use crate::capabilities::logs::LogEntry;
 use crate::config::Limits;
 use crate::events::{
-    DeliveryRecord, DeliveryStatus, EventRecord, Outcome, Schedule, Subscription, due_key,
+    DeliveryRecord, DeliveryStatus, EventRecord, JobRecord, Outcome, Schedule, Subscription,
+    due_key,
 };
 
 /// Store failures. Callers answer 500 for these; the details go to the log.
@@ -915,6 +916,9 @@ impl Store {
 // - `ev_expire`: `remove_at_ms | event id` -> (): finished events, removed
 //   with their deliveries after the retention time.
 // - `ev_schedules`: schedule id (u64 BE) -> JSON `Schedule`.
+// - `ev_jobs`: job id (u64 BE) -> JSON `JobRecord`.
+// - `ev_job_tasks`: `job id | index` (u64 BE, u32 BE) -> event id (u64 BE):
+//   the event (topic `job:ID`) that carries each index of a job.
 
 /// The event-plane trees (opened once).
 #[derive(Clone)]
@@ -929,6 +933,8 @@ pub(crate) struct EventTrees {
     open: sled::Tree,
     expire: sled::Tree,
     schedules: sled::Tree,
+    jobs: sled::Tree,
+    job_tasks: sled::Tree,
 }
 
 impl EventTrees {
@@ -944,6 +950,8 @@ impl EventTrees {
             open: db.open_tree("ev_open")?,
             expire: db.open_tree("ev_expire")?,
             schedules: db.open_tree("ev_schedules")?,
+            jobs: db.open_tree("ev_jobs")?,
+            job_tasks: db.open_tree("ev_job_tasks")?,
         })
     }
 }
@@ -1455,6 +1463,19 @@ impl Store {
             let Some((_, id)) = crate::events::parse_due_key(&k) else {
                 continue;
             };
+            // A job's events stay while its record does (looked at again a
+            // minute later).
+            if let Some((event, _)) = self.event(id)?
+                && let Some(job) = crate::events::job::job_of_topic(&event.topic)
+                && self.ev.jobs.contains_key(job.to_be_bytes())?
+            {
+                let _exclusive = self.gate.exclusive();
+                let mut batch = sled::Batch::default();
+                batch.remove(k.clone());
+                batch.insert(&expire_key(now_ms.saturating_add(60_000), id), &[]);
+                self.ev.expire.apply_batch(batch)?;
+                continue;
+            }
             let mut batch = sled::Batch::default();
             for key in self.ev.deliveries.scan_prefix(id.to_be_bytes()).keys() {
                 batch.remove(key?);
@@ -1468,6 +1489,132 @@ impl Store {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+fn job_task_key(job: u64, index: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&job.to_be_bytes());
+    k[8..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// Creates or replaces a job record. Not flushed.
+    pub fn put_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        self.ev.jobs.insert(job.id.to_be_bytes(), encode(job))?;
+        Ok(())
+    }
+
+    /// A job record.
+    pub fn job(&self, id: u64) -> Result<Option<JobRecord>, StoreError> {
+        let k = id.to_be_bytes();
+        self.ev.jobs.get(k)?.map(|v| decode(&k, &v)).transpose()
+    }
+
+    /// Every job record, oldest first.
+    pub fn jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        self.ev
+            .jobs
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Stores a batch of a job's events (empty payloads: the job record
+    /// holds it), each with one pending delivery to `function` and its task
+    /// entry, in one transaction. Not flushed.
+    pub fn add_job_tasks(
+        &self,
+        job: u64,
+        function: &str,
+        events: &[(u32, EventRecord)],
+    ) -> Result<(), StoreError> {
+        let mut rows = Vec::with_capacity(events.len());
+        for (index, event) in events {
+            let seq = self.next_id()?;
+            let rec = DeliveryRecord {
+                event_id: event.id,
+                topic: event.topic.clone(),
+                function: function.to_string(),
+                status: DeliveryStatus::Pending,
+                attempts: 0,
+                last_error: None,
+                due_ms: event.time_ms,
+                due_seq: seq,
+                attempt_times_ms: Vec::new(),
+                updated_ms: event.time_ms,
+            };
+            let key = crate::events::delivery_key(event.id, &event.topic, function);
+            rows.push((
+                job_task_key(job, *index),
+                event.id.to_be_bytes(),
+                encode_event(event, &[]),
+                key,
+                due_key(event.time_ms, seq),
+                encode(&rec),
+            ));
+        }
+        let Some(topic) = events.first().map(|(_, e)| e.topic.clone()) else {
+            return Ok(());
+        };
+        let n = rows.len() as i64;
+        let t = &self.ev;
+        let _exclusive = self.gate.exclusive();
+        (
+            &t.events,
+            &t.deliveries,
+            &t.due,
+            &t.depth,
+            &t.open,
+            &t.job_tasks,
+        )
+            .transaction(|(events, dtree, due, depth, open, tasks)| {
+                tx_add(depth, topic.as_bytes(), n)?;
+                for (tk, id, event, key, dk, rec) in &rows {
+                    events.insert(id, event.as_slice())?;
+                    open.insert(id, &1u64.to_be_bytes())?;
+                    dtree.insert(key.as_slice(), rec.as_slice())?;
+                    due.insert(dk, key.as_slice())?;
+                    tasks.insert(tk, id)?;
+                }
+                Ok(())
+            })
+            .map_err(abort_on)
+    }
+
+    /// A job's tasks in index order: (index, its delivery).
+    pub fn job_tasks(&self, job: u64) -> Result<Vec<(u32, DeliveryRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.ev.job_tasks.scan_prefix(job.to_be_bytes()) {
+            let (k, v) = kv?;
+            let index = k
+                .get(8..12)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+                .unwrap_or_default();
+            let id = read_u64(&v);
+            if let Some(d) = self.deliveries_of(id)?.into_iter().next() {
+                out.push((index, d));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a job record and its task entries (its events go with the
+    /// event retention). Not flushed.
+    pub fn delete_job(&self, job: u64) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for k in self.ev.job_tasks.scan_prefix(job.to_be_bytes()).keys() {
+            batch.remove(k?);
+        }
+        let _exclusive = self.gate.exclusive();
+        self.ev.job_tasks.apply_batch(batch)?;
+        self.ev.jobs.remove(job.to_be_bytes())?;
+        Ok(())
     }
 }
 

@@ -10,6 +10,7 @@ mod config_admin;
 mod durability;
 mod events;
 mod examples;
+mod jobs;
 mod kv_admin;
 mod limits;
 mod logs;

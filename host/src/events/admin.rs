@@ -11,8 +11,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::{
-    DeliveryRecord, EventError, EventInfo, NewSchedule, NewSubscription, Published, RedriveRequest,
-    Redriven, Schedule, Subscription,
+    DeliveryRecord, EventError, EventInfo, JobInfo, NewJob, NewSchedule, NewSubscription,
+    Published, RedriveRequest, Redriven, Schedule, Subscription,
 };
 use crate::Host;
 
@@ -37,6 +37,10 @@ pub(crate) fn routes() -> Router<Host> {
         .route("/v1/functions/{name}/dlq/redrive", post(redrive))
         .route("/v1/schedules", get(list_schedules).post(create_schedule))
         .route("/v1/schedules/{id}", delete(delete_schedule))
+        .route("/v1/functions/{name}/jobs", post(start_job))
+        .route("/v1/jobs", get(list_jobs))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/cancel", post(cancel_job))
 }
 
 /// Reads a body of at most `limit` bytes (413 past it, from the declared
@@ -298,4 +302,73 @@ pub(crate) async fn delete_schedule(
 ) -> Result<StatusCode, EventError> {
     host.delete_schedule(&id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/functions/{name}/jobs", params(("name" = String, Path)),
+    request_body(content = NewJob),
+    responses(
+        (status = 202, body = JobInfo, description = "Durable; one POST per array index, with wisp-job-id, wisp-job-index and wisp-job-array-size headers"),
+        (status = 400, body = crate::ErrorBody, description = "invalid_argument (array, parallelism, retries, path)"),
+        (status = 404, body = crate::ErrorBody, description = "function_not_found"),
+        (status = 413, body = crate::ErrorBody, description = "payload_too_large"),
+    ))]
+pub(crate) async fn start_job(
+    State(host): State<Host>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<JobInfo>), EventError> {
+    let limit = host.config().event_max_payload_bytes;
+    // The payload travels as a JSON string: allow for its escaping.
+    if body.len() as u64 > limit.saturating_mul(2).saturating_add(64 * 1024) {
+        return Err(EventError::PayloadTooLarge { limit });
+    }
+    let new: NewJob = serde_json::from_slice(&body)
+        .map_err(|e| EventError::InvalidArgument(format!("bad job: {e}")))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(host.start_job(&name, new).await?),
+    ))
+}
+
+/// Query of `GET /v1/jobs`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct JobQuery {
+    /// Only this function's.
+    function: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/jobs", params(JobQuery),
+    responses((status = 200, body = [JobInfo], description = "Jobs, oldest first, with counts by state (no per-index list)")))]
+pub(crate) async fn list_jobs(
+    State(host): State<Host>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<JobInfo>>, EventError> {
+    let q: JobQuery = serde_html_form::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| EventError::InvalidArgument(format!("bad query: {e}")))?;
+    Ok(Json(host.jobs(q.function.as_deref())?))
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = String, Path)),
+    responses(
+        (status = 200, body = JobInfo, description = "The job, its state (running, succeeded, failed, cancelled) and each index's"),
+        (status = 404, body = crate::ErrorBody, description = "job_not_found (unknown, or removed after its retention)"),
+    ))]
+pub(crate) async fn get_job(
+    State(host): State<Host>,
+    Path(id): Path<String>,
+) -> Result<Json<JobInfo>, EventError> {
+    Ok(Json(host.job(&id)?))
+}
+
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = String, Path)),
+    responses(
+        (status = 200, body = JobInfo, description = "Cancelled: pending indices are not run; running ones finish"),
+        (status = 404, body = crate::ErrorBody, description = "job_not_found"),
+    ))]
+pub(crate) async fn cancel_job(
+    State(host): State<Host>,
+    Path(id): Path<String>,
+) -> Result<Json<JobInfo>, EventError> {
+    Ok(Json(host.cancel_job(&id).await?))
 }

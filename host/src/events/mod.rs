@@ -19,9 +19,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub(crate) mod admin;
+pub(crate) mod job;
 pub(crate) mod plane;
 pub(crate) mod schedule;
 
+pub use job::{JobCounts, JobInfo, JobRecord, JobState, JobTask, NewJob, parse_array};
 pub use plane::{
     EventError, EventInfo, NewSchedule, NewSubscription, Published, RedriveRequest, Redriven,
 };

@@ -47,7 +47,7 @@ pub const DELIVERIES: &str = "wisp_event_deliveries_total";
 /// Metric: pending and running deliveries, all topics.
 pub const QUEUE_DEPTH: &str = "wisp_event_queue_depth";
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -101,6 +101,9 @@ pub enum EventError {
     /// No such schedule.
     #[error("schedule {0:?} not found")]
     ScheduleNotFound(String),
+    /// No such job (unknown, or removed after its retention).
+    #[error("job {0:?} not found")]
+    JobNotFound(String),
     /// Store failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -118,6 +121,7 @@ impl IntoResponse for EventError {
             SubscriptionNotFound { .. } => (StatusCode::NOT_FOUND, "subscription_not_found"),
             EventNotFound(_) => (StatusCode::NOT_FOUND, "event_not_found"),
             ScheduleNotFound(_) => (StatusCode::NOT_FOUND, "schedule_not_found"),
+            JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),
             Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         if status.is_server_error() {
@@ -258,6 +262,11 @@ impl EventPlane {
 impl Host {
     fn events(&self) -> &EventPlane {
         &self.inner.events
+    }
+
+    /// Wakes the dispatcher.
+    pub(crate) fn wake_events(&self) {
+        self.events().wake.notify_one();
     }
 
     /// Publishes `payload` on `topic`: one delivery per current subscriber.
@@ -594,6 +603,7 @@ impl Host {
         if slot.is_some() {
             return Ok(());
         }
+        self.jobs_recover()?;
         let n = self.inner.store.events_recover(now_ms())?;
         if n > 0 {
             tracing::info!(
@@ -633,24 +643,32 @@ impl Host {
 // ------------------------------------------------------------ dispatcher
 
 /// The subscription a delivery runs under: stored, or the implicit one of
-/// asynchronous invocations (host defaults).
+/// asynchronous invocations (host defaults) or of a job. The outer `None`:
+/// not yet (a job being created).
 fn subscription_for(
     host: &Host,
     topic: &str,
     function: &str,
-) -> Result<Option<Subscription>, StoreError> {
+) -> Result<Option<Option<Subscription>>, StoreError> {
+    if let Some(job) = super::job::job_of_topic(topic) {
+        return Ok(match host.job_subscription(job, topic)? {
+            None => Some(None),
+            Some(None) => None,
+            Some(Some(s)) => Some(Some(s)),
+        });
+    }
     if topic.starts_with(INVOKE_TOPIC_PREFIX) || topic.starts_with(SCHEDULE_TOPIC_PREFIX) {
         let c = &host.inner.config;
-        return Ok(Some(Subscription {
+        return Ok(Some(Some(Subscription {
             topic: topic.to_string(),
             function: function.to_string(),
             path: "/".into(),
             concurrency: c.event_concurrency,
             retry: c.event_retry,
             created_at_ms: 0,
-        }));
+        })));
     }
-    host.inner.store.subscription(topic, function)
+    Ok(Some(host.inner.store.subscription(topic, function)?))
 }
 
 type Busy = Arc<StdMutex<HashMap<(String, String), u32>>>;
@@ -697,6 +715,9 @@ async fn dispatch(host: Weak<HostInner>, wake: Arc<Notify>, mut stop: watch::Rec
             if let Err(e) = host.inner.store.sweep_events(now_ms(), 1000) {
                 tracing::warn!(error = %e, "removing finished events failed");
             }
+            if let Err(e) = host.sweep_jobs() {
+                tracing::warn!(error = %e, "removing finished jobs failed");
+            }
         }
         if let Ok(n) = host.inner.store.queue_depth_total() {
             depth_gauge.set(n as f64);
@@ -726,7 +747,7 @@ fn pass(
 ) -> Result<Duration, StoreError> {
     let store = &host.inner.store;
     let now = now_ms();
-    let mut subs: HashMap<(String, String), Option<Subscription>> = HashMap::new();
+    let mut subs: HashMap<(String, String), Option<Option<Subscription>>> = HashMap::new();
     let mut saturated = false;
     for (due_entry, dkey) in store.due_deliveries(now, SCAN)? {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
@@ -744,6 +765,11 @@ fn pass(
                 subs.insert(sub_id.clone(), s.clone());
                 s
             }
+        };
+        let Some(sub) = sub else {
+            // A job being created: left alone until it is running.
+            saturated = true;
+            continue;
         };
         let cap = sub.as_ref().map_or(u32::MAX, |s| s.concurrency);
         {
@@ -827,7 +853,21 @@ async fn run_delivery(
             return;
         }
     };
-    let (event, payload) = event;
+    let (event, mut payload) = event;
+    if let Some(job) = super::job::job_of_topic(&event.topic) {
+        match host.job_payload(job) {
+            Ok(Some(p)) => payload = sled::IVec::from(&p[..]),
+            Ok(None) => {
+                finish(Outcome::Cancelled, Some("the job is gone"));
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading a job failed");
+                finish(Outcome::Retry(now_ms() + 1000), Some("store failure"));
+                return;
+            }
+        }
+    }
     let attempt = rec.attempts + 1;
     let result = attempt_delivery(host, &sub, &event, payload, attempt).await;
     match result {

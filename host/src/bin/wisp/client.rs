@@ -84,6 +84,9 @@ pub enum Command {
     /// Run functions on cron schedules.
     #[command(subcommand)]
     Schedule(crate::events::ScheduleCommand),
+    /// Batch jobs: one POST per array index, with retries.
+    #[command(subcommand)]
+    Job(crate::jobs::JobCommand),
 }
 
 impl Command {
@@ -104,6 +107,7 @@ impl Command {
             Command::Subscriptions(a) => &a.connection,
             Command::Events(c) => c.connection(),
             Command::Schedule(c) => c.connection(),
+            Command::Job(c) => c.connection(),
         }
     }
 }
@@ -285,6 +289,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Subscriptions(args) => crate::events::subscriptions(&api, args).await,
         Command::Events(c) => crate::events::run(&api, c).await,
         Command::Schedule(c) => crate::events::schedule(&api, c).await,
+        Command::Job(c) => crate::jobs::run(&api, c).await,
     }
 }
 

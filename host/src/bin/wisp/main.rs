@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod client;
 mod config;
 mod events;
+mod jobs;
 mod kv;
 mod logs;
 mod new;

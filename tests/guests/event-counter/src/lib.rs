@@ -8,6 +8,11 @@
 //! - otherwise increments `done:<id>` and the key `total`, and answers
 //!   `200 ok`.
 //!
+//! - for a batch-job task (`wisp-job-index`): also increments
+//!   `index-seen:<index>` (every attempt) and, on success,
+//!   `index-done:<index>`, and logs `job <id> index <i> of <size>`;
+//! - if the setting `sleep_ms` is set, sleeps that long first.
+//!
 //! A request without `wisp-event-id` (a plain invocation) uses the id `none`.
 //! Build: `cargo build --release --target wasm32-wasip2 --target-dir target/wasm -p event-counter`.
 
@@ -22,6 +27,20 @@ fn handle(req: Request) -> (StatusCode, String) {
         "attempt {attempt} of {id} on {topic} at {}",
         req.path()
     ));
+    if let Some(ms) = config::get("sleep_ms").and_then(|v| v.parse::<u64>().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    let index = req.header("wisp-job-index").map(str::to_string);
+    if let Some(i) = &index {
+        log::info(&format!(
+            "job {} index {i} of {}",
+            req.header("wisp-job-id").unwrap_or("?"),
+            req.header("wisp-job-array-size").unwrap_or("?")
+        ));
+        if let Err(e) = kv::increment(&format!("index-seen:{i}"), 1) {
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("kv: {e}"));
+        }
+    }
     if let Err(e) = kv::increment(&format!("seen:{id}"), 1) {
         return (StatusCode::INTERNAL_SERVER_ERROR, format!("kv: {e}"));
     }
@@ -31,7 +50,12 @@ fn handle(req: Request) -> (StatusCode, String) {
             "failing on purpose".to_string(),
         );
     }
-    let counted = kv::increment(&format!("done:{id}"), 1).and_then(|_| kv::increment("total", 1));
+    let counted = kv::increment(&format!("done:{id}"), 1)
+        .and_then(|_| kv::increment("total", 1))
+        .and_then(|n| match &index {
+            Some(i) => kv::increment(&format!("index-done:{i}"), 1),
+            None => Ok(n),
+        });
     match counted {
         Ok(_) => (StatusCode::OK, "ok".to_string()),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("kv: {e}")),

@@ -1,0 +1,558 @@
+//! Batch jobs: one task per array index, each delivered to the function as
+//! an event on the job's implicit topic `job:ID` (concurrency = the job's
+//! parallelism, attempts = retries + 1). A task's state is its delivery's;
+//! the job's state is computed from them.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::plane::{EventError, now_ms};
+use super::{DeliveryStatus, EventRecord, RetryPolicy, Subscription, format_id, parse_id};
+use crate::Host;
+
+/// Prefix of a job's implicit topic (`job:ID`).
+pub const JOB_TOPIC_PREFIX: &str = "job:";
+/// Highest array index.
+pub const MAX_INDEX: u32 = 1_000_000;
+/// Most indices in one job.
+pub const MAX_TASKS: usize = 100_000;
+/// Events written per store transaction when a job starts.
+const BATCH: usize = 1000;
+/// Maximum age of a job's events (retries are bounded by attempts).
+const JOB_MAX_AGE_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// The job id of a job topic.
+pub fn job_of_topic(topic: &str) -> Option<u64> {
+    parse_id(topic.strip_prefix(JOB_TOPIC_PREFIX)?)
+}
+
+/// Parses an array spec (`0-99,200`): sorted, without duplicates.
+pub fn parse_array(spec: &str) -> Result<Vec<u32>, String> {
+    let bad = |why: String| format!("bad array {spec:?}: {why}");
+    let num = |s: &str| -> Result<u32, String> {
+        let s = s.trim();
+        let n: u64 = s
+            .parse()
+            .map_err(|_| bad(format!("{s:?} is not an index")))?;
+        if n > MAX_INDEX as u64 {
+            return Err(bad(format!("index {n} is over {MAX_INDEX}")));
+        }
+        Ok(n as u32)
+    };
+    if spec.trim().is_empty() {
+        return Err(bad("no indices".into()));
+    }
+    let mut out = Vec::new();
+    for part in spec.split(',') {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => {
+                let n = num(part)?;
+                (n, n)
+            }
+        };
+        if lo > hi {
+            return Err(bad(format!("range {lo}-{hi} is backwards")));
+        }
+        if out.len() + (hi - lo) as usize + 1 > MAX_TASKS {
+            return Err(bad(format!("more than {MAX_TASKS} indices")));
+        }
+        out.extend(lo..=hi);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Its tasks are being written (not visible).
+    Creating,
+    /// Tasks pending or running.
+    Running,
+    /// Every index done.
+    Succeeded,
+    /// Finished with at least one index dead.
+    Failed,
+    /// Cancelled: pending indices are not run.
+    Cancelled,
+}
+
+/// A stored job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Unique.
+    pub id: u64,
+    /// The function.
+    pub function: String,
+    /// The array spec as given.
+    pub array: String,
+    /// Number of indices.
+    pub size: u32,
+    /// Tasks running at once.
+    pub parallelism: u32,
+    /// Retries per index.
+    pub retries: u32,
+    /// Path of each `POST`.
+    pub path: String,
+    /// Payload of every task.
+    pub payload: String,
+    /// Its content type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// `Creating` until every task is stored, `Cancelled` once cancelled,
+    /// else `Running` (the end state is computed).
+    pub state: JobState,
+    /// Created, ms since the epoch.
+    pub created_ms: u64,
+    /// When it was first seen finished (retention starts then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
+}
+
+/// Body of `POST /v1/functions/{name}/jobs`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NewJob {
+    /// Array indices: `0-99,200` (0 to 1000000, at most 100000).
+    pub array: String,
+    /// Tasks running at once (1 to 1000); default 1.
+    #[serde(default)]
+    pub parallelism: Option<u32>,
+    /// Retries per failed index (0 to 100); default 0.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Body of every task; default empty.
+    #[serde(default)]
+    pub payload: Option<String>,
+    /// Path of each `POST`; default `/`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Content type of the payload.
+    #[serde(default)]
+    pub content_type: Option<String>,
+}
+
+/// Tasks by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobCounts {
+    /// Waiting (first attempt or a retry).
+    pub pending: u32,
+    /// Running now.
+    pub running: u32,
+    /// Succeeded.
+    pub done: u32,
+    /// Out of attempts.
+    pub dead: u32,
+    /// Not run (cancelled).
+    pub cancelled: u32,
+}
+
+/// One index of a job.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobTask {
+    /// The array index.
+    pub index: u32,
+    /// Its delivery's state.
+    pub status: DeliveryStatus,
+    /// Attempts finished.
+    pub attempts: u32,
+    /// The event carrying it.
+    pub event_id: String,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A job and where it stands.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobInfo {
+    /// The id.
+    pub id: String,
+    /// The function.
+    pub function: String,
+    /// The array spec.
+    pub array: String,
+    /// Number of indices.
+    pub size: u32,
+    /// Tasks running at once.
+    pub parallelism: u32,
+    /// Retries per index.
+    pub retries: u32,
+    /// Path of each `POST`.
+    pub path: String,
+    /// running, succeeded, failed or cancelled.
+    pub state: JobState,
+    /// Tasks by state.
+    pub counts: JobCounts,
+    /// Created, ms since the epoch.
+    pub created_ms: u64,
+    /// Per index (`GET /v1/jobs/{id}` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<JobTask>,
+}
+
+fn state_of(job: &JobRecord, c: &JobCounts) -> JobState {
+    match job.state {
+        JobState::Creating | JobState::Cancelled => job.state,
+        _ if c.pending + c.running > 0 => JobState::Running,
+        _ if c.dead > 0 || c.cancelled > 0 => JobState::Failed,
+        _ => JobState::Succeeded,
+    }
+}
+
+impl Host {
+    fn job_info(&self, job: JobRecord, with_tasks: bool) -> Result<JobInfo, EventError> {
+        let mut counts = JobCounts::default();
+        let mut tasks = Vec::new();
+        for (index, d) in self.inner.store.job_tasks(job.id)? {
+            match d.status {
+                DeliveryStatus::Pending => counts.pending += 1,
+                DeliveryStatus::Running => counts.running += 1,
+                DeliveryStatus::Done => counts.done += 1,
+                DeliveryStatus::Dead => counts.dead += 1,
+                DeliveryStatus::Cancelled => counts.cancelled += 1,
+            }
+            if with_tasks {
+                tasks.push(JobTask {
+                    index,
+                    status: d.status,
+                    attempts: d.attempts,
+                    event_id: format_id(d.event_id),
+                    last_error: d.last_error,
+                });
+            }
+        }
+        Ok(JobInfo {
+            id: format_id(job.id),
+            state: state_of(&job, &counts),
+            function: job.function,
+            array: job.array,
+            size: job.size,
+            parallelism: job.parallelism,
+            retries: job.retries,
+            path: job.path,
+            counts,
+            created_ms: job.created_ms,
+            tasks,
+        })
+    }
+
+    /// Starts a job: one event per index, written in batches, the job
+    /// record made visible last, then one flush.
+    pub async fn start_job(&self, function: &str, new: NewJob) -> Result<JobInfo, EventError> {
+        let indices = parse_array(&new.array).map_err(EventError::InvalidArgument)?;
+        let parallelism = new.parallelism.unwrap_or(1);
+        if parallelism == 0 || parallelism > 1000 {
+            return Err(EventError::InvalidArgument(format!(
+                "parallelism must be between 1 and 1000 (got {parallelism})"
+            )));
+        }
+        let retries = new.retries.unwrap_or(0);
+        if retries > 100 {
+            return Err(EventError::InvalidArgument(format!(
+                "retries must be between 0 and 100 (got {retries})"
+            )));
+        }
+        let path = new.path.unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') || path.parse::<axum::http::Uri>().is_err() {
+            return Err(EventError::InvalidArgument(format!(
+                "path {path:?} is not an absolute path (with an optional query)"
+            )));
+        }
+        let payload = new.payload.unwrap_or_default();
+        let limit = self.inner.config.event_max_payload_bytes;
+        if payload.len() as u64 > limit {
+            return Err(EventError::PayloadTooLarge { limit });
+        }
+        let store = &self.inner.store;
+        if store.function(function)?.is_none() {
+            return Err(EventError::FunctionNotFound(function.to_string()));
+        }
+        let mut job = JobRecord {
+            id: store.next_id()?,
+            function: function.to_string(),
+            array: new.array,
+            size: indices.len() as u32,
+            parallelism,
+            retries,
+            path: path.clone(),
+            payload,
+            content_type: new.content_type,
+            state: JobState::Creating,
+            created_ms: now_ms(),
+            finished_ms: None,
+        };
+        // Creating: the dispatcher leaves its tasks alone until it is
+        // running; a crash meanwhile leaves it creating, cancelled on start.
+        store.put_job(&job)?;
+        // Written off the async workers: a large array is many batches.
+        let writer = store.clone();
+        let (id, created_ms, content_type, size_bytes, function_name) = (
+            job.id,
+            job.created_ms,
+            job.content_type.clone(),
+            job.payload.len() as u64,
+            function.to_string(),
+        );
+        let written = tokio::task::spawn_blocking(move || {
+            let topic = format!("{JOB_TOPIC_PREFIX}{}", format_id(id));
+            let size = indices.len().to_string();
+            for chunk in indices.chunks(BATCH) {
+                let mut events = Vec::with_capacity(chunk.len());
+                for &index in chunk {
+                    events.push((
+                        index,
+                        EventRecord {
+                            id: writer.next_id()?,
+                            topic: topic.clone(),
+                            time_ms: created_ms,
+                            content_type: content_type.clone(),
+                            path: Some(path.clone()),
+                            headers: vec![
+                                ("wisp-job-id".into(), format_id(id)),
+                                ("wisp-job-index".into(), index.to_string()),
+                                ("wisp-job-array-size".into(), size.clone()),
+                            ],
+                            size_bytes,
+                        },
+                    ));
+                }
+                writer.add_job_tasks(id, &function_name, &events)?;
+            }
+            Ok::<_, crate::store::StoreError>(())
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(crate::store::StoreError::Sled(sled::Error::Io(
+                std::io::Error::other(format!("writing a job's events: {e}")),
+            )))
+        });
+        if let Err(e) = written {
+            // Never acknowledged: cancelled, its events are never run.
+            job.state = JobState::Cancelled;
+            job.finished_ms = Some(now_ms());
+            let _ = store.put_job(&job);
+            return Err(e.into());
+        }
+        job.state = JobState::Running;
+        store.put_job(&job)?;
+        store.flush().await?;
+        self.wake_events();
+        tracing::info!(id = %format_id(job.id), function, size = job.size, "job started");
+        self.job_info(job, false)
+    }
+
+    /// A job and the state of each index.
+    pub fn job(&self, id: &str) -> Result<JobInfo, EventError> {
+        let job = self.visible_job(id)?;
+        self.job_info(job, true)
+    }
+
+    fn visible_job(&self, id: &str) -> Result<JobRecord, EventError> {
+        let not_found = || EventError::JobNotFound(id.to_string());
+        let n = parse_id(id).ok_or_else(not_found)?;
+        match self.inner.store.job(n)? {
+            Some(j) if j.state != JobState::Creating => Ok(j),
+            _ => Err(not_found()),
+        }
+    }
+
+    /// Jobs (of one function if given), oldest first, without per-index
+    /// states.
+    pub fn jobs(&self, function: Option<&str>) -> Result<Vec<JobInfo>, EventError> {
+        let mut out = Vec::new();
+        for job in self.inner.store.jobs()? {
+            if job.state == JobState::Creating || function.is_some_and(|f| job.function != f) {
+                continue;
+            }
+            out.push(self.job_info(job, false)?);
+        }
+        Ok(out)
+    }
+
+    /// Cancels a job: its pending indices are not run (they are cancelled
+    /// when they come due); running ones finish.
+    pub async fn cancel_job(&self, id: &str) -> Result<JobInfo, EventError> {
+        let _guard = self.inner.admin_lock.lock().await;
+        let mut job = self.visible_job(id)?;
+        let info = self.job_info(job.clone(), false)?;
+        if matches!(info.state, JobState::Running) {
+            job.state = JobState::Cancelled;
+            self.inner.store.put_job(&job)?;
+            self.inner.store.flush().await?;
+            self.wake_events();
+            tracing::info!(id, "job cancelled");
+        }
+        self.job_info(job, false)
+    }
+
+    /// The implicit subscription of a job's topic: `None` when the job is
+    /// gone or cancelled (its deliveries are cancelled), `Some(None)` while
+    /// it is being created (left alone).
+    pub(crate) fn job_subscription(
+        &self,
+        job: u64,
+        topic: &str,
+    ) -> Result<Option<Option<Subscription>>, crate::store::StoreError> {
+        let Some(j) = self.inner.store.job(job)? else {
+            return Ok(None);
+        };
+        Ok(match j.state {
+            JobState::Cancelled => None,
+            JobState::Creating => Some(None),
+            _ => {
+                let c = &self.inner.config;
+                Some(Some(Subscription {
+                    topic: topic.to_string(),
+                    function: j.function,
+                    path: j.path,
+                    concurrency: j.parallelism,
+                    retry: RetryPolicy {
+                        max_attempts: j.retries + 1,
+                        max_age_ms: JOB_MAX_AGE_MS,
+                        ..c.event_retry
+                    },
+                    created_at_ms: j.created_ms,
+                }))
+            }
+        })
+    }
+
+    /// A job's payload.
+    pub(crate) fn job_payload(&self, job: u64) -> Result<Option<Bytes>, EventError> {
+        Ok(self
+            .inner
+            .store
+            .job(job)?
+            .map(|j| Bytes::from(j.payload.into_bytes())))
+    }
+
+    /// Start-up: jobs left creating by a crash are cancelled (never
+    /// acknowledged).
+    pub(crate) fn jobs_recover(&self) -> Result<(), crate::store::StoreError> {
+        for mut job in self.inner.store.jobs()? {
+            if job.state == JobState::Creating {
+                tracing::warn!(id = %format_id(job.id), "a job interrupted while starting is cancelled");
+                job.state = JobState::Cancelled;
+                job.finished_ms = Some(now_ms());
+                self.inner.store.put_job(&job)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes when jobs finish and removes the records past the retention.
+    pub(crate) fn sweep_jobs(&self) -> Result<(), EventError> {
+        let now = now_ms();
+        let retention = self.inner.config.event_retention.as_millis() as u64;
+        for job in self.inner.store.jobs()? {
+            if job.state == JobState::Creating {
+                continue;
+            }
+            match job.finished_ms {
+                Some(at) if at.saturating_add(retention) <= now => {
+                    self.inner.store.delete_job(job.id)?;
+                }
+                Some(_) => {}
+                None => {
+                    let info = self.job_info(job.clone(), false)?;
+                    if info.counts.pending + info.counts.running == 0 {
+                        let mut job = job;
+                        job.finished_ms = Some(now);
+                        self.inner.store.put_job(&job)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrays_parse() {
+        assert_eq!(parse_array("0-3,7").unwrap(), [0, 1, 2, 3, 7]);
+        assert_eq!(parse_array("5").unwrap(), [5]);
+        assert_eq!(parse_array(" 2 , 1-2 ").unwrap(), [1, 2]);
+        assert_eq!(parse_array("0-99,200").unwrap().len(), 101);
+        assert_eq!(parse_array("1000000").unwrap(), [1_000_000]);
+        assert_eq!(parse_array("0-99999").unwrap().len(), 100_000);
+        for bad in [
+            "", " ", ",", "1,", "a", "1-", "-1", "3-1", "1000001", "0-100000", "1-2-3", "1.5",
+        ] {
+            assert!(parse_array(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn job_events_outlive_their_retention_while_the_job_exists() {
+        use crate::events::Outcome;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path(), 1 << 20).unwrap();
+        let job = JobRecord {
+            id: 7,
+            function: "f".into(),
+            array: "3,5".into(),
+            size: 2,
+            parallelism: 1,
+            retries: 0,
+            path: "/".into(),
+            payload: String::new(),
+            content_type: None,
+            state: JobState::Running,
+            created_ms: 1,
+            finished_ms: None,
+        };
+        store.put_job(&job).unwrap();
+        let topic = format!("{JOB_TOPIC_PREFIX}{}", format_id(7));
+        let events: Vec<_> = [3u32, 5]
+            .iter()
+            .map(|&i| {
+                let id = store.next_id().unwrap();
+                (
+                    i,
+                    EventRecord {
+                        id,
+                        topic: topic.clone(),
+                        time_ms: 1,
+                        content_type: None,
+                        path: Some("/".into()),
+                        headers: Vec::new(),
+                        size_bytes: 0,
+                    },
+                )
+            })
+            .collect();
+        store.add_job_tasks(7, "f", &events).unwrap();
+        let tasks = store.job_tasks(7).unwrap();
+        assert_eq!(tasks.iter().map(|t| t.0).collect::<Vec<_>>(), [3, 5]);
+        assert!(tasks.iter().all(|t| t.1.status == DeliveryStatus::Pending));
+        assert_eq!(store.queue_depth_total().unwrap(), 2);
+        for (due, _) in store.due_deliveries(10, 10).unwrap() {
+            let (key, _) = store.claim_delivery(&due, 10).unwrap().unwrap();
+            store
+                .finish_delivery(&key, Outcome::Done, None, 20, 100)
+                .unwrap();
+        }
+        // Past the retention, but the job is still there: kept.
+        assert_eq!(store.sweep_events(200, 10).unwrap(), 0);
+        assert_eq!(store.job_tasks(7).unwrap().len(), 2);
+        // The job gone: swept (after the minute it was put off by).
+        store.delete_job(7).unwrap();
+        assert!(store.job(7).unwrap().is_none());
+        assert_eq!(store.sweep_events(200 + 60_000, 10).unwrap(), 2);
+        assert!(store.event(events[0].1.id).unwrap().is_none());
+    }
+
+    #[test]
+    fn job_topics() {
+        assert_eq!(job_of_topic("job:00000000000000ff"), Some(255));
+        assert_eq!(job_of_topic("invoke:f"), None);
+        assert_eq!(job_of_topic("job:zz"), None);
+    }
+}
