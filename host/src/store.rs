@@ -1604,6 +1604,57 @@ impl Store {
         Ok(out)
     }
 
+    /// Cancels a job's pending deliveries (out of the due index), in
+    /// transactions of up to 500. Running ones are left to finish. Returns
+    /// how many were cancelled. Not flushed.
+    pub fn cancel_job_tasks(
+        &self,
+        job: u64,
+        now_ms: u64,
+        retention_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let mut keys = Vec::new();
+        for v in self.ev.job_tasks.scan_prefix(job.to_be_bytes()).values() {
+            let id = read_u64(&v?);
+            for k in self.ev.deliveries.scan_prefix(id.to_be_bytes()).keys() {
+                keys.push(k?);
+            }
+        }
+        let mut n = 0;
+        for chunk in keys.chunks(500) {
+            let t = &self.ev;
+            let _exclusive = self.gate.exclusive();
+            n += (&t.deliveries, &t.due, &t.depth, &t.open, &t.expire)
+                .transaction(|(dtree, due, depth, open, expire)| {
+                    let mut n = 0u64;
+                    for key in chunk {
+                        let Some(mut rec) = tx_delivery(dtree, key)? else {
+                            continue;
+                        };
+                        if rec.status != DeliveryStatus::Pending {
+                            continue;
+                        }
+                        due.remove(&due_key(rec.due_ms, rec.due_seq))?;
+                        rec.status = DeliveryStatus::Cancelled;
+                        rec.last_error = Some("the job was cancelled".into());
+                        rec.updated_ms = now_ms;
+                        dtree.insert(key, encode(&rec))?;
+                        tx_add(depth, rec.topic.as_bytes(), -1)?;
+                        if tx_add(open, &rec.event_id.to_be_bytes(), -1)? == 0 {
+                            expire.insert(
+                                &expire_key(now_ms.saturating_add(retention_ms), rec.event_id),
+                                &[],
+                            )?;
+                        }
+                        n += 1;
+                    }
+                    Ok(n)
+                })
+                .map_err(abort_on)?;
+        }
+        Ok(n)
+    }
+
     /// Removes a job record and its task entries (its events go with the
     /// event retention). Not flushed.
     pub fn delete_job(&self, job: u64) -> Result<(), StoreError> {

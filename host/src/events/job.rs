@@ -372,8 +372,8 @@ impl Host {
         Ok(out)
     }
 
-    /// Cancels a job: its pending indices are not run (they are cancelled
-    /// when they come due); running ones finish.
+    /// Cancels a job: its pending indices are not run; running ones
+    /// finish.
     pub async fn cancel_job(&self, id: &str) -> Result<JobInfo, EventError> {
         let _guard = self.inner.admin_lock.lock().await;
         let mut job = self.visible_job(id)?;
@@ -381,9 +381,23 @@ impl Host {
         if matches!(info.state, JobState::Running) {
             job.state = JobState::Cancelled;
             self.inner.store.put_job(&job)?;
+            // Pending indices dropped now, off the async workers (any the
+            // dispatcher reaches first are cancelled by it).
+            let store = self.inner.store.clone();
+            let retention = self.inner.config.event_retention.as_millis() as u64;
+            let job_id = job.id;
+            let dropped = tokio::task::spawn_blocking(move || {
+                store.cancel_job_tasks(job_id, now_ms(), retention)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(crate::store::StoreError::Sled(sled::Error::Io(
+                    std::io::Error::other(format!("cancelling a job: {e}")),
+                )))
+            })?;
             self.inner.store.flush().await?;
             self.wake_events();
-            tracing::info!(id, "job cancelled");
+            tracing::info!(id, dropped, "job cancelled");
         }
         self.job_info(job, false)
     }
@@ -539,6 +553,8 @@ mod tests {
                 .finish_delivery(&key, Outcome::Done, None, 20, 100)
                 .unwrap();
         }
+        // Cancelling leaves finished deliveries alone.
+        assert_eq!(store.cancel_job_tasks(7, 30, 100).unwrap(), 0);
         // Past the retention, but the job is still there: kept.
         assert_eq!(store.sweep_events(200, 10).unwrap(), 0);
         assert_eq!(store.job_tasks(7).unwrap().len(), 2);
@@ -547,6 +563,42 @@ mod tests {
         assert!(store.job(7).unwrap().is_none());
         assert_eq!(store.sweep_events(200 + 60_000, 10).unwrap(), 2);
         assert!(store.event(events[0].1.id).unwrap().is_none());
+    }
+
+    #[test]
+    fn cancelling_drops_pending_tasks_from_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path(), 1 << 20).unwrap();
+        let topic = format!("{JOB_TOPIC_PREFIX}{}", format_id(9));
+        let events: Vec<_> = (0..1200u32)
+            .map(|i| {
+                let id = store.next_id().unwrap();
+                let event = EventRecord {
+                    id,
+                    topic: topic.clone(),
+                    time_ms: 1,
+                    content_type: None,
+                    path: None,
+                    headers: Vec::new(),
+                    size_bytes: 0,
+                };
+                (i, event)
+            })
+            .collect();
+        store.add_job_tasks(9, "f", &events).unwrap();
+        // One running: left to finish.
+        let (due, _) = store.due_deliveries(1, 1).unwrap().remove(0);
+        store.claim_delivery(&due, 2).unwrap().unwrap();
+        assert_eq!(store.cancel_job_tasks(9, 3, 100).unwrap(), 1199);
+        assert!(store.due_deliveries(u64::MAX - 1, 10).unwrap().is_empty());
+        assert_eq!(store.queue_depth_total().unwrap(), 1);
+        let tasks = store.job_tasks(9).unwrap();
+        let cancelled = tasks
+            .iter()
+            .filter(|t| t.1.status == DeliveryStatus::Cancelled)
+            .count();
+        assert_eq!(cancelled, 1199);
+        assert_eq!(store.cancel_job_tasks(9, 4, 100).unwrap(), 0);
     }
 
     #[test]
