@@ -2,28 +2,6 @@
 
 use crate::harness::*;
 
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(out: std::process::Output) -> String {
-    assert!(!out.status.success(), "command should have failed");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.starts_with("error: "), "{err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one-line error expected: {err}"
-    );
-    err
-}
-
 #[test]
 fn deploy_list_info_versions_invoke_rollback_delete() {
     let w = Wisp::start();

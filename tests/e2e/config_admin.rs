@@ -305,28 +305,6 @@ fn config_changes_reach_the_next_invocation_and_go_with_the_function() {
     );
 }
 
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(out: std::process::Output) -> String {
-    assert!(!out.status.success(), "command should have failed");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.starts_with("error: "), "{err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one-line error expected: {err}"
-    );
-    err
-}
-
 #[test]
 fn cli_set_list_unset_and_deploy_config_env() {
     let w = Wisp::start();

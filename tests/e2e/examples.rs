@@ -20,15 +20,6 @@ fn post_json(w: &Wisp, path: &str, body: &str) -> reqwest::blocking::Response {
         .unwrap()
 }
 
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
 #[test]
 fn todo_api_crud() {
     let w = Wisp::start();
@@ -93,7 +84,7 @@ fn todo_api_crud() {
     assert_eq!(list.as_array().unwrap().len(), 1);
 
     // The data is the function's key-value namespace, visible to `wisp kv`.
-    let keys = ok(&w.cli(&["kv", "list", "todo-api"]));
+    let keys = ok(w.cli(&["kv", "list", "todo-api"]));
     assert!(keys.contains("todo:"), "{keys}");
 }
 
@@ -118,7 +109,7 @@ fn counter_counts_atomically() {
     let other: Value = w.get("/count/b").json().unwrap();
     assert_eq!(other["count"], 1);
     assert_eq!(
-        ok(&w.cli(&["kv", "get", "counter", "count:/count/a"])).trim(),
+        ok(w.cli(&["kv", "get", "counter", "count:/count/a"])).trim(),
         "42"
     );
 }
@@ -128,8 +119,8 @@ fn config_example_reads_settings_and_never_shows_the_secret() {
     let w = Wisp::start();
     w.admin().deploy_guest("config", "config", &["/config"]);
     let secret = "s3cr3t-value-never-shown";
-    ok(&w.cli(&["config", "set", "config", "greeting=hello from config"]));
-    ok(&w.cli(&[
+    ok(w.cli(&["config", "set", "config", "greeting=hello from config"]));
+    ok(w.cli(&[
         "config",
         "set",
         "config",
@@ -147,14 +138,14 @@ fn config_example_reads_settings_and_never_shows_the_secret() {
     assert_eq!(body["api_key"]["length"], secret.len());
 
     // A change is seen at the next request, without a redeploy.
-    ok(&w.cli(&["config", "set", "config", "greeting=changed"]));
+    ok(w.cli(&["config", "set", "config", "greeting=changed"]));
     let body: Value = w.get("/config").json().unwrap();
     assert_eq!(body["greeting"], "changed");
     let info: Value = w.admin().get("/v1/functions/config").json().unwrap();
     assert_eq!(info["active_version"], 1);
 
     // Never visible through the CLI, the API or the host's log.
-    let listed = ok(&w.cli(&["config", "list", "config"]));
+    let listed = ok(w.cli(&["config", "list", "config"]));
     assert!(
         !listed.contains(secret) && listed.contains("api-key"),
         "{listed}"
@@ -192,7 +183,7 @@ fn proxy_reaches_an_allowed_upstream_only() {
     let w = Wisp::start();
     let wasm = guest("proxy");
     let allow = format!("http://127.0.0.1:{port}");
-    ok(&w.cli(&[
+    ok(w.cli(&[
         "deploy",
         "proxy",
         wasm.to_str().unwrap(),
@@ -201,14 +192,14 @@ fn proxy_reaches_an_allowed_upstream_only() {
         "--allow-outbound",
         &allow,
     ]));
-    ok(&w.cli(&["config", "set", "proxy", &format!("upstream={allow}/")]));
+    ok(w.cli(&["config", "set", "proxy", &format!("upstream={allow}/")]));
     let r = w.get("/proxy");
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().unwrap(), "upstream says hi");
 
     // Pointed at a host that is not allowed: 502 with the error.
     let other = upstream();
-    ok(&w.cli(&[
+    ok(w.cli(&[
         "config",
         "set",
         "proxy",
@@ -231,7 +222,7 @@ fn wisp_new_and_deploy_from_source() {
     let w = Wisp::start();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("greeter");
-    ok(&w.cli(&[
+    ok(w.cli(&[
         "new",
         "greeter",
         "--template",
@@ -269,7 +260,7 @@ fn wisp_new_and_deploy_from_source() {
         .env("CARGO_TARGET_DIR", root().join("target/wasm"))
         .output()
         .unwrap();
-    ok(&out);
+    ok(out);
     let r = w.get("/greeter/");
     assert!(r.status().is_success(), "{}", r.status());
     assert!(!r.text().unwrap().is_empty());

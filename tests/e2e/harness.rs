@@ -476,3 +476,27 @@ pub fn c_example() -> PathBuf {
         })
         .clone()
 }
+
+/// Asserts a CLI command succeeded; returns its stdout.
+pub fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Asserts a CLI command failed with a one-line `error: ...`; returns it.
+pub fn fails(out: std::process::Output) -> String {
+    assert!(!out.status.success(), "command should have failed");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("error: "), "{err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one-line error expected: {err}"
+    );
+    err
+}

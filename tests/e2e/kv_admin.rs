@@ -352,28 +352,6 @@ fn acknowledged_writes_survive_kill_9() {
     assert_eq!(value(&a2, "f", "k00"), None);
 }
 
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(out: std::process::Output) -> String {
-    assert!(!out.status.success(), "command should have failed");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.starts_with("error: "), "{err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one-line error expected: {err}"
-    );
-    err
-}
-
 #[test]
 fn cli_get_set_delete_list() {
     let w = Wisp::start();
@@ -394,6 +372,10 @@ fn cli_get_set_delete_list() {
     assert_eq!(ok(w.cli(&["kv", "get", "f", "greeting"])), "hello world");
     // A key with a slash and a space goes through encoded.
     ok(w.cli(&["kv", "set", "f", "a/b c", "x"]));
+    // An empty key is refused before any request.
+    let out = w.cli(&["kv", "set", "f", "", "x"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a key cannot be empty"));
     assert_eq!(value(&a, "f", "a%2Fb%20c").unwrap(), b"x");
     assert_eq!(ok(w.cli(&["kv", "get", "f", "a/b c"])), "x");
 

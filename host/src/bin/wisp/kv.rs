@@ -43,7 +43,8 @@ impl KvCommand {
 pub struct KeyArgs {
     /// Function name.
     name: String,
-    /// The key.
+    /// The key (not empty).
+    #[arg(value_parser = non_empty_key)]
     key: String,
     #[command(flatten)]
     connection: Connection,
@@ -54,7 +55,8 @@ pub struct KeyArgs {
 pub struct SetArgs {
     /// Function name.
     name: String,
-    /// The key.
+    /// The key (not empty).
+    #[arg(value_parser = non_empty_key)]
     key: String,
     /// The value: text, `@FILE` for a file's contents, `@-` for stdin.
     value: String,
@@ -84,6 +86,15 @@ pub struct ListArgs {
 struct Page {
     keys: Vec<String>,
     cursor: Option<String>,
+}
+
+/// Refuses an empty key here: it would name no endpoint of the admin API.
+fn non_empty_key(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("a key cannot be empty".into())
+    } else {
+        Ok(s.to_string())
+    }
 }
 
 /// Runs a `wisp kv` command.
