@@ -48,7 +48,8 @@ const NO_TOKEN: &str =
 /// The commands that talk to a running host.
 #[derive(Subcommand)]
 pub enum Command {
-    /// Deploy a new version of a function from a WebAssembly component.
+    /// Deploy a new version of a function: a component, a wasm32-wasip1
+    /// module, or a crate built from source (--from).
     Deploy(DeployArgs),
     /// List the deployed functions.
     List(ListArgs),
@@ -150,7 +151,8 @@ pub struct Connection {
 pub struct DeployArgs {
     /// Function name.
     name: String,
-    /// The WebAssembly component to deploy.
+    /// The WebAssembly file to deploy: a `wasi:http/proxy` component or a
+    /// `wasm32-wasip1` module (run CGI-style).
     #[arg(required_unless_present = "from", conflicts_with = "from")]
     file: Option<PathBuf>,
     /// Build the function crate at PATH (its directory or Cargo.toml) with
