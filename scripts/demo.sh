@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 source scripts/common.sh
 
 ensure_wasm_targets
+# Where cargo puts the host binary (CARGO_TARGET_DIR is honoured).
+bin="${CARGO_TARGET_DIR:-target}/release/wisp"
 echo "==> building wisp (release)"
 cargo build --release -p wisp-host --bin wisp
 echo "==> building the examples (wasm32-wasip2, and cgi-rust for wasm32-wasip1)"
@@ -23,14 +25,14 @@ Try, in another terminal:
   curl http://127.0.0.1:8080/count/a
   curl 'http://127.0.0.1:8080/cgi/hi?x=1'                       # a wasm32-wasip1 module, CGI-style
   export WISP_ADMIN_TOKEN=\$(cat wisp-data/admin-token)
-  target/release/wisp list
-  target/release/wisp invoke echo --data hi
-  target/release/wisp logs todo-api
+  $bin list
+  $bin invoke echo --data hi
+  $bin logs todo-api
 
 MSG
 # RUST_BACKTRACE makes wasmtime capture a backtrace at every instance
 # teardown: about a fifth of the throughput.
-exec env -u RUST_BACKTRACE target/release/wisp serve --data-dir ./wisp-data \
+exec env -u RUST_BACKTRACE "$bin" serve --data-dir ./wisp-data \
     --deploy "hello=$wasm/hello.wasm:/hello/*" \
     --deploy "echo=$wasm/echo.wasm:/echo/*" \
     --deploy "todo-api=$wasm/todo_api.wasm:/todos/*" \
