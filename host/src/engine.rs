@@ -15,6 +15,7 @@ use wasmtime::{
 };
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::capabilities::event_bindings::EventsPre;
 use crate::cgi::CgiState;
 use crate::config::HostConfig;
 use crate::error::DeployError;
@@ -27,6 +28,8 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// The export every HTTP function must have.
 pub(crate) const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+/// Prefix of Wisp's event-handler export's name (any 0.1.x).
+pub(crate) const EVENT_HANDLER: &str = "wisp:function/event-handler@0.1";
 
 /// Which instance allocator the engine ended up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,22 +208,18 @@ impl WispEngine {
         }
     }
 
-    fn prepare_component(
-        &self,
-        component: &Component,
-    ) -> Result<ProxyPre<InvocationState>, DeployError> {
+    fn prepare_component(&self, component: &Component) -> Result<ComponentPre, DeployError> {
         let ty = component.component_type();
-        let exports_handler = ty
+        let exports: Vec<String> = ty
             .exports(&self.engine)
-            .any(|(name, _)| name.starts_with(INCOMING_HANDLER));
-        if !exports_handler {
-            let exports: Vec<String> = ty
-                .exports(&self.engine)
-                .map(|(n, _)| n.to_string())
-                .collect();
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let exports_http = exports.iter().any(|n| n.starts_with(INCOMING_HANDLER));
+        let exports_events = exports.iter().any(|n| n.starts_with(EVENT_HANDLER));
+        if !exports_http && !exports_events {
             return Err(DeployError::MissingExport(format!(
                 "the component does not export wasi:http/incoming-handler@0.2.x (the wasi:http/proxy \
-                 world); it exports: {}",
+                 world) nor wisp:function/event-handler@0.1.x; it exports: {}",
                 if exports.is_empty() {
                     "nothing".to_string()
                 } else {
@@ -239,7 +238,15 @@ impl WispEngine {
                 ))
             }
         })?;
-        ProxyPre::new(pre).map_err(|e| DeployError::MissingExport(format!("{e:#}")))
+        let http = exports_http
+            .then(|| ProxyPre::new(pre.clone()))
+            .transpose()
+            .map_err(|e| DeployError::MissingExport(format!("{e:#}")))?;
+        let events = exports_events
+            .then(|| EventsPre::new(pre))
+            .transpose()
+            .map_err(|e| DeployError::MissingExport(format!("{e:#}")))?;
+        Ok(ComponentPre { http, events })
     }
 
     /// Names of the component's imports the linker cannot satisfy, found by
@@ -264,7 +271,10 @@ fn provided_interface(name: &str) -> bool {
     if version.starts_with("0.1.")
         && matches!(
             path,
-            "wisp:function/kv" | "wisp:function/config" | "wisp:function/log"
+            "wisp:function/kv"
+                | "wisp:function/config"
+                | "wisp:function/log"
+                | "wisp:function/topics"
         )
     {
         return true;
@@ -305,7 +315,8 @@ fn start_epoch_ticker(engine: &Engine) {
 
 /// Compiled code of either kind of function.
 pub(crate) enum Compiled {
-    /// A component (`wasi:http/incoming-handler`).
+    /// A component (`wasi:http/incoming-handler` and/or
+    /// `wisp:function/event-handler`).
     Component(Component),
     /// A preview-1 core module, run CGI-style.
     Module(Module),
@@ -321,12 +332,23 @@ impl Compiled {
     }
 }
 
+/// A component's pre-instantiation with the handlers it exports (at least
+/// one of them).
+#[derive(Clone)]
+pub(crate) struct ComponentPre {
+    /// `wasi:http/incoming-handler`: HTTP requests.
+    pub http: Option<ProxyPre<InvocationState>>,
+    /// `wisp:function/event-handler`: events, as typed calls.
+    pub events: Option<EventsPre<InvocationState>>,
+}
+
 /// A function ready to serve: its pre-instantiation, built once per
 /// deployed version. Cheap to clone.
 #[derive(Clone)]
 pub(crate) enum Prepared {
-    /// A component, called through `wasi:http/incoming-handler`.
-    Component(ProxyPre<InvocationState>),
+    /// A component, called through `wasi:http/incoming-handler` and/or
+    /// `wisp:function/event-handler`.
+    Component(ComponentPre),
     /// A preview-1 module, run CGI-style (`cgi`).
     Module(InstancePre<CgiState>),
 }

@@ -17,7 +17,7 @@ use crate::api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
 use crate::capabilities::logs::{LogSink, Retention};
 use crate::capabilities::outbound::AllowList;
 use crate::config::{HostConfig, LimitOverrides, Limits, StoreLocation};
-use crate::engine::{AllocatorKind, WispEngine};
+use crate::engine::{AllocatorKind, ComponentPre, Prepared, WispEngine};
 use crate::error::DeployError;
 use crate::invoke::Invoker;
 use crate::metrics::{FunctionMetrics, HostMetrics};
@@ -162,31 +162,30 @@ impl HostBuilder {
                 max_age: config.log_retention,
             },
         )?;
-        let invoker = Invoker {
-            logs,
-            log_limit: config.log_bytes_per_invocation as usize,
-            max_outbound: config.max_outbound_requests,
-            cgi_max_output: config.cgi_max_output_bytes,
-            engine: engine.engine.clone(),
-            in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
-            metrics: HostMetrics::new(),
-        };
         let events = crate::events::plane::EventPlane::new();
-        let host = Host {
-            inner: Arc::new(HostInner {
-                store,
-                engine,
-                registry: ArcSwap::from_pointee(Registry::default()),
-                admin_lock: Mutex::new(()),
-                invoker,
-                admin_token,
-                prometheus,
-                data_dir: temp.is_none().then(|| dir.clone()),
-                events,
-                _temp: temp,
-                config,
-            }),
-        };
+        let inner = Arc::new_cyclic(|host| HostInner {
+            invoker: Invoker {
+                logs,
+                log_limit: config.log_bytes_per_invocation as usize,
+                max_outbound: config.max_outbound_requests,
+                cgi_max_output: config.cgi_max_output_bytes,
+                engine: engine.engine.clone(),
+                in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
+                metrics: HostMetrics::new(),
+                host: host.clone(),
+            },
+            store,
+            engine,
+            registry: ArcSwap::from_pointee(Registry::default()),
+            admin_lock: Mutex::new(()),
+            admin_token,
+            prometheus,
+            data_dir: temp.is_none().then(|| dir.clone()),
+            events,
+            _temp: temp,
+            config,
+        });
+        let host = Host { inner };
         host.load_all()?;
         // Loading may have compiled (a new engine version): free its scratch.
         crate::engine::release_free_memory();
@@ -338,7 +337,7 @@ impl Host {
         let _guard = self.inner.admin_lock.lock().await;
         let existing = self.inner.store.function(name)?;
         let base = existing.as_ref().map(|r| r.active().clone());
-        let routes: Vec<String> = if !options.routes.is_empty() {
+        let mut routes: Vec<String> = if !options.routes.is_empty() {
             dedup(options.routes.clone())
         } else if let Some(b) = &base {
             b.routes.clone()
@@ -394,6 +393,18 @@ impl Host {
         let (prepared, compiled) = tokio::task::spawn_blocking(move || engine.compile_new(&wasm2))
             .await
             .map_err(|e| DeployError::Internal(format!("compile task: {e}")))??;
+        // A component that exports only the event handler serves no HTTP:
+        // it takes no routes (and does not inherit the previous version's).
+        if let Prepared::Component(ComponentPre { http: None, .. }) = &prepared {
+            if !options.routes.is_empty() {
+                return Err(DeployError::InvalidRoute(format!(
+                    "function {name:?} exports only wisp:function/event-handler (no \
+                     wasi:http/incoming-handler), so it cannot have HTTP routes; deploy it without \
+                     --route and subscribe it to topics"
+                )));
+            }
+            routes.clear();
+        }
 
         let now = now_ms();
         let sha256 = sha256_hex(&wasm);

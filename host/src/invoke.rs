@@ -5,8 +5,8 @@
 //! This is the hot path: nothing here takes a lock or formats labels.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -22,10 +22,13 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::capabilities::event_bindings::EventsPre;
+use crate::capabilities::event_bindings::exports::wisp::function::event_handler::Event;
 use crate::capabilities::logs::{LogCapture, LogSink, LogStream};
 use crate::capabilities::outbound::Outbound;
 use crate::engine::Prepared;
 use crate::error::ApiError;
+use crate::host::HostInner;
 use crate::metrics::HostMetrics;
 use crate::registry::Deployed;
 
@@ -48,8 +51,17 @@ pub struct InvocationState {
     /// The function's settings and secrets as of this invocation's start
     /// (`wisp:function/config`).
     pub(crate) config: Arc<crate::capabilities::settings::ConfigSnapshot>,
+    /// The host, for publishing events (`wisp:function/topics`).
+    pub(crate) host: Weak<HostInner>,
     /// Wall-clock deadline, checked on every epoch tick.
     deadline: Instant,
+}
+
+impl InvocationState {
+    /// The name of the function this invocation runs.
+    pub(crate) fn function(&self) -> &str {
+        &self.hooks.function
+    }
 }
 
 impl WasiView for InvocationState {
@@ -162,6 +174,8 @@ pub(crate) struct Invoker {
     pub max_outbound: u32,
     /// Bytes of response body a preview-1 (CGI) module may write.
     pub cgi_max_output: u64,
+    /// The host this invoker belongs to (guests publish events through it).
+    pub host: Weak<HostInner>,
 }
 
 /// How an invocation failed.
@@ -173,6 +187,16 @@ pub(crate) enum Failure {
     NoResponse,
     GuestError(String),
     Overloaded,
+    /// The function exports only the event handler.
+    NoHttpHandler,
+}
+
+/// How an event delivery failed.
+enum EventFailure {
+    /// The handler ran and returned an error.
+    Handler(String),
+    /// The invocation failed (deadline, trap, memory, overload).
+    Invocation(Failure),
 }
 
 impl Invoker {
@@ -181,7 +205,10 @@ impl Invoker {
         let id = next_invocation_id();
         let start = Instant::now();
         let response = match &target.pre {
-            Prepared::Component(pre) => self.run(&target, pre, &id, start, req).await,
+            Prepared::Component(pre) => match &pre.http {
+                Some(http) => self.run(&target, http, &id, start, req).await,
+                None => self.failure(&target, &id, Failure::NoHttpHandler),
+            },
             Prepared::Module(pre) => crate::cgi::run(self, &target, pre, &id, start, req).await,
         };
         let status = response.status().as_u16();
@@ -357,6 +384,7 @@ impl Invoker {
                 log,
                 kv: target.kv.clone(),
                 config: target.config.clone(),
+                host: self.host.clone(),
                 deadline,
             },
         );
@@ -375,8 +403,99 @@ impl Invoker {
             Prepared::Module(pre) => return crate::cgi::instantiate_only(self, target, pre).await,
         };
         let mut store = self.new_store(target, Instant::now() + target.limits.timeout());
-        pre.instantiate_async(&mut store).await?;
+        match (&pre.http, &pre.events) {
+            (Some(http), _) => {
+                http.instantiate_async(&mut store).await?;
+            }
+            (None, Some(events)) => {
+                events.instantiate_async(&mut store).await?;
+            }
+            (None, None) => {}
+        }
         Ok(())
+    }
+
+    /// Runs one event through a fresh instance of `target`'s
+    /// `wisp:function/event-handler` export, with the same limits, log
+    /// capture and metrics as an HTTP invocation. `Err` carries why the
+    /// attempt failed (the handler's error, a trap, the deadline...), for
+    /// the delivery's record; the invocation's log has it too.
+    pub(crate) async fn handle_event(
+        &self,
+        target: &Arc<Deployed>,
+        pre: &EventsPre<InvocationState>,
+        event: &Event,
+    ) -> Result<(), String> {
+        let id = next_invocation_id();
+        let start = Instant::now();
+        let result = self.run_event(target, pre, &id, start, event).await;
+        let status = match &result {
+            Ok(()) => StatusCode::OK,
+            Err(EventFailure::Handler(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            Err(EventFailure::Invocation(f)) => f.status(),
+        };
+        let took = start.elapsed();
+        target.metrics.record(status.as_u16(), took);
+        tracing::info!(
+            target: "wisp::invocation",
+            function = %target.name,
+            version = target.version,
+            status = status.as_u16(),
+            duration_us = took.as_micros() as u64,
+            invocation_id = %id,
+            event_id = %event.id,
+        );
+        result.map_err(|f| match f {
+            EventFailure::Handler(message) => format!("the handler returned an error: {message}"),
+            EventFailure::Invocation(f) => format!("{} (invocation {id})", f.describe()),
+        })
+    }
+
+    async fn run_event(
+        &self,
+        target: &Arc<Deployed>,
+        pre: &EventsPre<InvocationState>,
+        id: &str,
+        start: Instant,
+        event: &Event,
+    ) -> Result<(), EventFailure> {
+        let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
+            self.metrics.overloaded.increment(1);
+            return Err(EventFailure::Invocation(Failure::Overloaded));
+        };
+        let timeout = target.limits.timeout();
+        let mut store = self.new_store(target, start + timeout);
+        let log = store.data().log.clone();
+        self.metrics.in_flight.increment(1.0);
+        let result = tokio::time::timeout(timeout, async {
+            let t = Instant::now();
+            let instance = pre.instantiate_async(&mut store).await?;
+            self.metrics.instantiation.record(t.elapsed().as_secs_f64());
+            instance
+                .wisp_function_event_handler()
+                .call_handle(&mut store, event)
+                .await
+        })
+        .await;
+        self.metrics.in_flight.decrement(1.0);
+        drop(store);
+        let result = match result {
+            Err(_elapsed) => Err(EventFailure::Invocation(Failure::Timeout)),
+            Ok(Err(e)) => Err(EventFailure::Invocation(classify(e))),
+            Ok(Ok(Err(message))) => Err(EventFailure::Handler(message)),
+            Ok(Ok(Ok(()))) => Ok(()),
+        };
+        match &result {
+            Err(EventFailure::Handler(message)) => {
+                log.note(format!("event {} failed: {message}", event.id));
+            }
+            Err(EventFailure::Invocation(f)) => {
+                log.note(format!("invocation failed: {}", f.describe()));
+            }
+            Ok(()) => {}
+        }
+        self.logs.send(&target.name_arc, id, log.finish());
+        result
     }
 
     pub(crate) fn failure(&self, target: &Deployed, id: &str, failure: Failure) -> Response<Body> {
@@ -429,6 +548,15 @@ impl Invoker {
                     format!("the function reported an error: {detail}"),
                 )
             }
+            Failure::NoHttpHandler => (
+                StatusCode::NOT_IMPLEMENTED,
+                "no_http_handler",
+                format!(
+                    "function {:?} exports only wisp:function/event-handler: it handles events, not \
+                     HTTP requests (publish to a topic it subscribes to, or invoke it with --async)",
+                    target.name
+                ),
+            ),
             Failure::Overloaded => {
                 return ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -447,6 +575,20 @@ impl Invoker {
 }
 
 impl Failure {
+    /// The HTTP status this failure is answered (and counted) with.
+    fn status(&self) -> StatusCode {
+        match self {
+            Failure::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Failure::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Failure::NoResponse => StatusCode::BAD_GATEWAY,
+            Failure::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::NoHttpHandler => StatusCode::NOT_IMPLEMENTED,
+            Failure::Memory(_) | Failure::Trap(_) | Failure::GuestError(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
     /// What happened, for the function's log.
     pub(crate) fn describe(&self) -> String {
         match self {
@@ -455,6 +597,7 @@ impl Failure {
             Failure::BodyTooLarge => "the request body is over the limit".into(),
             Failure::NoResponse => "returned without sending a response".into(),
             Failure::Overloaded => "too many invocations in flight".into(),
+            Failure::NoHttpHandler => "the function has no HTTP handler".into(),
         }
     }
 }

@@ -151,9 +151,25 @@ mod bindings {
     });
 }
 
+// The event handler's export, generated apart from the `function` world
+// so that a component exports it only if the crate has an
+// `#[event_handler]` (and `wasi:http/incoming-handler` only if it has a
+// `#[handler]`).
+#[allow(missing_docs)]
+mod event_bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "events",
+        pub_export_macro: true,
+        export_macro_name: "export_events",
+        features: ["clocks-timezone"],
+    });
+}
+
 pub mod config;
 mod de;
 mod error;
+pub mod events;
 mod executor;
 mod extract;
 mod handlers;
@@ -169,6 +185,7 @@ mod wasi_http;
 
 pub use ::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 pub use error::Error;
+pub use events::Event;
 pub use executor::block_on;
 pub use extract::{FromRequest, FromRequestParts, Json, Path, Query};
 pub use handlers::{Handler, marker};
@@ -200,6 +217,20 @@ pub mod testing {
     /// configuration.
     pub fn set_config(key: &str, value: &str) {
         crate::native::set_config(key, value);
+    }
+
+    /// The topics and payloads [`events::publish`](crate::events::publish)
+    /// was called with on this thread since the last [`reset`], in order.
+    ///
+    /// ```
+    /// use wisp_sdk::{events, testing};
+    ///
+    /// testing::reset();
+    /// events::publish("orders", "42").unwrap();
+    /// assert_eq!(testing::published(), [("orders".to_string(), b"42".to_vec())]);
+    /// ```
+    pub fn published() -> Vec<(String, Vec<u8>)> {
+        crate::native::published()
     }
 }
 
@@ -236,6 +267,37 @@ pub mod testing {
 /// ```
 pub use wisp_sdk_macros::handler;
 
+/// Marks the function that handles every event delivered to this component:
+/// events on the topics it subscribes to, its asynchronous invocations, its
+/// schedules' ticks and its batch jobs' tasks. The component then exports
+/// `wisp:function/event-handler`, and the host calls it instead of sending
+/// the event as an HTTP `POST`.
+///
+/// The function takes an [`Event`] and returns `Result<(), E>` where `E`
+/// can be displayed (or returns nothing); it may be `async`. `Ok` marks
+/// the event done; `Err` fails this attempt, and the host retries it with
+/// backoff up to the subscription's attempts, then dead-letters it. A crate
+/// has at most one event handler, and may have a [`handler`] beside it.
+///
+/// ```
+/// use wisp_sdk::Event;
+///
+/// #[wisp_sdk::event_handler]
+/// fn on_event(event: Event) -> Result<(), wisp_sdk::Error> {
+///     let n = wisp_sdk::kv::increment(&format!("seen:{}", event.topic), 1)?;
+///     wisp_sdk::log::info(&format!("event {} (attempt {}), {n} so far", event.id, event.attempt));
+///     Ok(())
+/// }
+/// ```
+///
+/// The handler takes exactly one argument:
+///
+/// ```compile_fail
+/// #[wisp_sdk::event_handler]
+/// fn on_event() -> Result<(), String> { Ok(()) }
+/// ```
+pub use wisp_sdk_macros::event_handler;
+
 /// Implementation details used by the `#[handler]` expansion and by test
 /// guests that need raw access to `wasi:http`. Not a stable API.
 #[doc(hidden)]
@@ -246,6 +308,37 @@ pub mod __private {
     pub use crate::bindings::wasi;
     pub use crate::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
     pub use crate::wasi_http::{serve, write_all};
+
+    /// What the `#[event_handler]` expansion needs.
+    pub mod events {
+        pub use crate::event_bindings::export_events as export;
+        pub use crate::event_bindings::exports::wisp::function::event_handler::{
+            Event, Guest, JobTask,
+        };
+        pub use crate::event_bindings::*;
+
+        /// The SDK's [`Event`](crate::Event) from the host's record.
+        pub fn event(e: Event) -> crate::Event {
+            crate::Event {
+                id: e.id,
+                topic: e.topic,
+                time_ms: e.time_ms,
+                content_type: e.content_type,
+                payload: e.payload,
+                attempt: e.attempt,
+                job: e.job.map(|j| crate::events::JobTask {
+                    id: j.id,
+                    index: j.index,
+                    array_size: j.array_size,
+                }),
+            }
+        }
+
+        /// Turns what the handler returned into the export's result.
+        pub fn outcome(o: impl crate::events::EventOutcome) -> Result<(), String> {
+            o.into_outcome()
+        }
+    }
 
     /// Calls a [`Handler`](crate::Handler); the `#[handler]` expansion uses
     /// it so that the handler's type parameter is inferred.

@@ -19,11 +19,52 @@ type Store = BTreeMap<String, (Vec<u8>, Option<Instant>)>;
 thread_local! {
     static KV: RefCell<Store> = const { RefCell::new(BTreeMap::new()) };
     static CONFIG: RefCell<BTreeMap<String, String>> = const { RefCell::new(BTreeMap::new()) };
+    static PUBLISHED: RefCell<Vec<(String, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
 }
 
 pub(crate) fn reset() {
     KV.with_borrow_mut(BTreeMap::clear);
     CONFIG.with_borrow_mut(BTreeMap::clear);
+    PUBLISHED.with_borrow_mut(Vec::clear);
+}
+
+pub(crate) fn published() -> Vec<(String, Vec<u8>)> {
+    PUBLISHED.with_borrow(Clone::clone)
+}
+
+pub(crate) mod topics {
+    use super::*;
+    use crate::events::PublishError;
+
+    /// The host's payload limit (256 KiB by default).
+    const MAX_PAYLOAD: usize = 256 << 10;
+
+    pub(crate) fn publish(
+        topic: &str,
+        payload: &[u8],
+        _content_type: Option<&str>,
+    ) -> Result<String, PublishError> {
+        if topic.is_empty() || topic.len() > 63 {
+            return Err(PublishError::InvalidTopic(format!(
+                "topic name {topic:?} must be 1 to 63 characters long"
+            )));
+        }
+        if let Some(c) = topic
+            .chars()
+            .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '.' | '_'))
+        {
+            return Err(PublishError::InvalidTopic(format!(
+                "topic name {topic:?} may only contain a-z, 0-9, '-', '.' and '_' (found {c:?})"
+            )));
+        }
+        if payload.len() > MAX_PAYLOAD {
+            return Err(PublishError::PayloadTooLarge(MAX_PAYLOAD as u64));
+        }
+        PUBLISHED.with_borrow_mut(|p| {
+            p.push((topic.to_string(), payload.to_vec()));
+            Ok(p.len().to_string())
+        })
+    }
 }
 
 pub(crate) fn set_config(key: &str, value: &str) {

@@ -23,6 +23,7 @@ const GUESTS: &[&str] = &[
     "bad-import",
     "caps",
     "event-counter",
+    "event-handler",
     "todo-api",
     "counter",
     "config",

@@ -12,6 +12,7 @@ pub(crate) mod kv;
 pub(crate) mod logs;
 pub(crate) mod outbound;
 pub(crate) mod settings;
+pub(crate) mod topics;
 
 /// Bindings generated from sdk/wit, the WIT package shared with the SDK.
 pub(crate) mod bindings {
@@ -23,7 +24,19 @@ pub(crate) mod bindings {
             // before the guest is told it succeeded). Failures are WIT
             // error values for the guest, never traps.
             "wisp:function/kv": async,
+            // A publish returns once the event is durable (group commit).
+            "wisp:function/topics": async,
         },
+    });
+}
+
+/// Bindings of the event handler a function may export
+/// (`wisp:function/event-handler`), from the same WIT package.
+pub(crate) mod event_bindings {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "wisp:function/events",
+        exports: { default: async },
     });
 }
 

@@ -25,6 +25,10 @@ use super::{
     Subscription, format_id, invoke_topic, parse_delivery_key, parse_id, validate_topic,
 };
 use crate::Host;
+use crate::capabilities::event_bindings::exports::wisp::function::event_handler::{
+    Event as HandlerEvent, JobTask,
+};
+use crate::engine::{ComponentPre, Prepared};
 use crate::error::ApiError;
 use crate::host::HostInner;
 use crate::store::{PublishRefused, StoreError};
@@ -904,7 +908,8 @@ async fn run_delivery(
     }
 }
 
-/// One attempt: `POST` the event to the function; 2xx is success.
+/// One attempt: a call of the function's event handler if it exports one
+/// (`Ok` is success), else a `POST` (2xx is success).
 async fn attempt_delivery(
     host: &Host,
     sub: &Subscription,
@@ -920,6 +925,13 @@ async fn attempt_delivery(
         .get(&sub.function)
         .cloned()
         .ok_or_else(|| format!("function {:?} is not deployed", sub.function))?;
+    if let Prepared::Component(ComponentPre {
+        events: Some(pre), ..
+    }) = &target.pre
+    {
+        let event = event_for_handler(event, payload, attempt);
+        return host.inner.invoker.handle_event(&target, pre, &event).await;
+    }
     let path = event.path.as_deref().unwrap_or(&sub.path);
     let mut req = Request::post(path);
     for (k, v) in &event.headers {
@@ -974,6 +986,38 @@ async fn attempt_delivery(
     }
     let text = String::from_utf8_lossy(&excerpt);
     Err(format!("{status}: {}", text.trim()))
+}
+
+/// The event as the `wisp:function/event-handler` export receives it.
+fn event_for_handler(event: &EventRecord, payload: sled::IVec, attempt: u32) -> HandlerEvent {
+    let header = |name: &str| {
+        event
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let job = match (
+        header("wisp-job-id"),
+        header("wisp-job-index").and_then(|v| v.parse().ok()),
+        header("wisp-job-array-size").and_then(|v| v.parse().ok()),
+    ) {
+        (Some(id), Some(index), Some(array_size)) => Some(JobTask {
+            id: id.to_string(),
+            index,
+            array_size,
+        }),
+        _ => None,
+    };
+    HandlerEvent {
+        id: format_id(event.id),
+        topic: event.topic.clone(),
+        time_ms: event.time_ms,
+        content_type: event.content_type.clone(),
+        payload: payload.to_vec(),
+        attempt,
+        job,
+    }
 }
 
 #[cfg(test)]

@@ -60,43 +60,113 @@ fn expand(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     })
 }
 
-fn check_signature(function: &ItemFn) -> syn::Result<()> {
+/// Turns `fn name(event: wisp_sdk::Event) -> Result<(), E>` (or `async fn`,
+/// or returning nothing) into the component's `wisp:function/event-handler`
+/// export. See `wisp_sdk::event_handler`.
+#[proc_macro_attribute]
+pub fn event_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let attr = proc_macro2::TokenStream::from(attr);
+    if !attr.is_empty() {
+        return syn::Error::new(attr.span(), "#[wisp_sdk::event_handler] takes no arguments")
+            .to_compile_error()
+            .into();
+    }
+    let function = syn::parse_macro_input!(item as ItemFn);
+    match expand_event_handler(&function) {
+        Ok(tokens) => tokens.into(),
+        Err(error) => {
+            let error = error.to_compile_error();
+            quote!(#function #error).into()
+        }
+    }
+}
+
+fn expand_event_handler(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
+    check_common(function, "an event handler")?;
     let sig = &function.sig;
-    let shape = "expected a free function: `fn name(req: wisp_sdk::Request) -> impl IntoResponse`, \
-                 a function of extractors, or `fn app() -> wisp_sdk::Router`";
+    if sig.inputs.len() != 1 {
+        return Err(syn::Error::new(
+            sig.inputs.span(),
+            "an event handler takes one argument: `fn name(event: wisp_sdk::Event) -> Result<(), E>`",
+        ));
+    }
+    let name = &sig.ident;
+    let call = if sig.asyncness.is_some() {
+        quote!(::wisp_sdk::block_on(#name(event)))
+    } else {
+        quote!(#name(event))
+    };
+    Ok(quote! {
+        #function
+
+        // As for `#[handler]`: the export is a symbol, so a second event
+        // handler in the crate fails to link with a duplicate export.
+        const _: () = {
+            struct WispEventHandler;
+
+            impl ::wisp_sdk::__private::events::Guest for WispEventHandler {
+                fn handle(
+                    event: ::wisp_sdk::__private::events::Event,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    let event = ::wisp_sdk::__private::events::event(event);
+                    ::wisp_sdk::__private::events::outcome(#call)
+                }
+            }
+
+            ::wisp_sdk::__private::events::export!(
+                WispEventHandler with_types_in ::wisp_sdk::__private::events
+            );
+        };
+    })
+}
+
+/// What every handler must be: a free, non-generic, safe Rust function.
+fn check_common(function: &ItemFn, what: &str) -> syn::Result<()> {
+    let sig = &function.sig;
     if let Some(constness) = &sig.constness {
         return Err(syn::Error::new(
             constness.span(),
-            "a handler cannot be `const`",
+            format!("{what} cannot be `const`"),
         ));
     }
     if let Some(unsafety) = &sig.unsafety {
         return Err(syn::Error::new(
             unsafety.span(),
-            "a handler cannot be `unsafe`",
+            format!("{what} cannot be `unsafe`"),
         ));
     }
     if let Some(abi) = &sig.abi {
         return Err(syn::Error::new(
             abi.span(),
-            "a handler cannot declare an ABI",
+            format!("{what} cannot declare an ABI"),
         ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         return Err(syn::Error::new(
             sig.generics.span(),
-            "a handler cannot be generic",
+            format!("{what} cannot be generic"),
         ));
     }
     if let Some(variadic) = &sig.variadic {
-        return Err(syn::Error::new(variadic.span(), shape));
+        return Err(syn::Error::new(
+            variadic.span(),
+            format!("{what} cannot be variadic"),
+        ));
     }
     if let Some(receiver) = sig.inputs.iter().find(|a| matches!(a, FnArg::Receiver(_))) {
-        return Err(syn::Error::new(receiver.span(), shape));
-    }
-    if let ReturnType::Default = sig.output {
         return Err(syn::Error::new(
-            sig.ident.span(),
+            receiver.span(),
+            format!("{what} must be a free function, not a method"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_signature(function: &ItemFn) -> syn::Result<()> {
+    check_common(function, "a handler")?;
+    if let ReturnType::Default = function.sig.output {
+        return Err(syn::Error::new(
+            function.sig.ident.span(),
             "a handler must return a response: `-> impl IntoResponse`",
         ));
     }

@@ -1,0 +1,53 @@
+//! A guest for the host's event tests: a typed event handler
+//! (`#[wisp_sdk::event_handler]`) and no HTTP handler, so the component
+//! exports only `wisp:function/event-handler`. For every event:
+//!
+//! - increments the kv key `seen:<id>` (every attempt) and logs
+//!   `attempt <n> of <id> on <topic>`;
+//! - if the setting `fail` is `1`, fails with `failing on purpose`;
+//! - if the payload is `trap`, panics (a trap);
+//! - otherwise writes what it was given, as JSON, to `last` and to
+//!   `event:<id>` (topic, attempt, content type, payload as text, job
+//!   index and array size), increments `done:<id>`, `total` and, for a job
+//!   task, `index-done:<index>`.
+//!
+//! Build: `cargo build --release --target wasm32-wasip2 --target-dir target/wasm -p event-handler`.
+
+use wisp_sdk::{Event, config, kv, log};
+
+#[wisp_sdk::event_handler]
+fn on_event(event: Event) -> Result<(), String> {
+    log::info(&format!(
+        "attempt {} of {} on {}",
+        event.attempt, event.id, event.topic
+    ));
+    kv::increment(&format!("seen:{}", event.id), 1).map_err(|e| format!("kv: {e}"))?;
+    if config::get("fail").as_deref() == Some("1") {
+        return Err("failing on purpose".into());
+    }
+    if event.payload == b"trap" {
+        panic!("trapping on purpose");
+    }
+    let record = serde_json::json!({
+        "id": event.id,
+        "topic": event.topic,
+        "time_ms": event.time_ms,
+        "attempt": event.attempt,
+        "content_type": event.content_type,
+        "payload": String::from_utf8_lossy(&event.payload),
+        "job_index": event.job.as_ref().map(|j| j.index),
+        "job_array_size": event.job.as_ref().map(|j| j.array_size),
+        "job_id": event.job.as_ref().map(|j| j.id.clone()),
+    });
+    let write = || -> Result<(), kv::Error> {
+        kv::set_json("last", &record)?;
+        kv::set_json(&format!("event:{}", event.id), &record)?;
+        kv::increment(&format!("done:{}", event.id), 1)?;
+        kv::increment("total", 1)?;
+        if let Some(job) = &event.job {
+            kv::increment(&format!("index-done:{}", job.index), 1)?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| format!("kv: {e}"))
+}
