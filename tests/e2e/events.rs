@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-fn publish(a: &Admin, topic: &str, body: &[u8]) -> reqwest::blocking::Response {
+pub(crate) fn publish(a: &Admin, topic: &str, body: &[u8]) -> reqwest::blocking::Response {
     a.http
         .post(format!("{}/v1/topics/{topic}/events", a.url))
         .bearer_auth(&a.token)
@@ -25,7 +25,7 @@ fn publish(a: &Admin, topic: &str, body: &[u8]) -> reqwest::blocking::Response {
         .unwrap()
 }
 
-fn published_id(resp: reqwest::blocking::Response) -> String {
+pub(crate) fn published_id(resp: reqwest::blocking::Response) -> String {
     let status = resp.status();
     let body: Value = resp.json().unwrap();
     assert_eq!(status, 202, "publish failed: {body}");
@@ -33,7 +33,7 @@ fn published_id(resp: reqwest::blocking::Response) -> String {
 }
 
 /// A kv counter of the function (0 when unset).
-fn counter(a: &Admin, function: &str, key: &str) -> i64 {
+pub(crate) fn counter(a: &Admin, function: &str, key: &str) -> i64 {
     let resp = a.get(&format!("/v1/functions/{function}/kv/{key}"));
     match resp.status().as_u16() {
         200 => resp.text().unwrap().parse().unwrap(),
@@ -42,7 +42,7 @@ fn counter(a: &Admin, function: &str, key: &str) -> i64 {
     }
 }
 
-fn set_fail(a: &Admin, function: &str, on: bool) {
+pub(crate) fn set_fail(a: &Admin, function: &str, on: bool) {
     let resp = a
         .http
         .put(format!("{}/v1/functions/{function}/config", a.url))
@@ -53,13 +53,13 @@ fn set_fail(a: &Admin, function: &str, on: bool) {
     assert_eq!(resp.status(), 200);
 }
 
-fn event(a: &Admin, id: &str) -> Value {
+pub(crate) fn event(a: &Admin, id: &str) -> Value {
     let resp = a.get(&format!("/v1/events/{id}"));
     assert_eq!(resp.status(), 200);
     resp.json().unwrap()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -68,7 +68,7 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 }
 
 /// Runs the CLI, asserting success (with the host's log when it fails).
-fn cli_ok(w: &Wisp, args: &[&str]) -> String {
+pub(crate) fn cli_ok(w: &Wisp, args: &[&str]) -> String {
     let out = w.cli(args);
     assert!(
         out.status.success(),
@@ -79,7 +79,7 @@ fn cli_ok(w: &Wisp, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn statuses(ev: &Value) -> Vec<String> {
+pub(crate) fn statuses(ev: &Value) -> Vec<String> {
     ev["deliveries"]
         .as_array()
         .unwrap()

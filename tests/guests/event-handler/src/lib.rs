@@ -6,6 +6,9 @@
 //!   `attempt <n> of <id> on <topic>`;
 //! - if the setting `fail` is `1`, fails with `failing on purpose`;
 //! - if the payload is `trap`, panics (a trap);
+//! - if the payload is `forward:TOPIC:TEXT`, publishes TEXT on TOPIC
+//!   (`wisp:function/topics`) and writes the new event's id to
+//!   `forwarded:<id>`, or the error to `publish-error`;
 //! - otherwise writes what it was given, as JSON, to `last` and to
 //!   `event:<id>` (topic, attempt, content type, payload as text, job
 //!   index and array size), increments `done:<id>`, `total` and, for a job
@@ -13,7 +16,7 @@
 //!
 //! Build: `cargo build --release --target wasm32-wasip2 --target-dir target/wasm -p event-handler`.
 
-use wisp_sdk::{Event, config, kv, log};
+use wisp_sdk::{Event, config, events, kv, log};
 
 #[wisp_sdk::event_handler]
 fn on_event(event: Event) -> Result<(), String> {
@@ -27,6 +30,17 @@ fn on_event(event: Event) -> Result<(), String> {
     }
     if event.payload == b"trap" {
         panic!("trapping on purpose");
+    }
+    if let Some(rest) = event.payload.strip_prefix(b"forward:")
+        && let Some((topic, text)) = std::str::from_utf8(rest)
+            .ok()
+            .and_then(|r| r.split_once(':'))
+    {
+        match events::publish(topic, text) {
+            Ok(id) => kv::set(&format!("forwarded:{}", event.id), id.as_bytes()),
+            Err(e) => kv::set("publish-error", e.to_string().as_bytes()),
+        }
+        .map_err(|e| format!("kv: {e}"))?;
     }
     let record = serde_json::json!({
         "id": event.id,
