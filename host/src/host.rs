@@ -586,6 +586,11 @@ impl Host {
         if let Err(e) = self.inner.store.delete_subscriptions_of(name) {
             tracing::warn!(function = name, error = %e, "removing the deleted function's subscriptions failed");
         }
+        // And its running batch jobs: cancelled, so they end (cancelled)
+        // instead of failing index by index against a missing function.
+        if let Err(e) = self.cancel_jobs_of_locked(name).await {
+            tracing::warn!(function = name, error = %e, "cancelling the deleted function's jobs failed");
+        }
         tracing::info!(function = name, "deleted");
         Ok(())
     }

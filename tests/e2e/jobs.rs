@@ -4,20 +4,12 @@
 //! in its kv: `index-seen:<i>` every attempt, `index-done:<i>` on success).
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::events::{cli_ok, counter, wait_until};
 use crate::harness::*;
-
-fn counter(a: &Admin, function: &str, key: &str) -> i64 {
-    let resp = a.get(&format!("/v1/functions/{function}/kv/{key}"));
-    match resp.status().as_u16() {
-        200 => resp.text().unwrap().parse().unwrap(),
-        404 => 0,
-        s => panic!("reading {key} of {function}: status {s}"),
-    }
-}
 
 fn set_config(a: &Admin, function: &str, values: Value) {
     let resp = a
@@ -28,25 +20,6 @@ fn set_config(a: &Admin, function: &str, values: Value) {
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200);
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn cli_ok(w: &Wisp, args: &[&str]) -> String {
-    let out = w.cli(args);
-    assert!(
-        out.status.success(),
-        "wisp {args:?} failed: {}\nhost log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        w.log_text()
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn start_job(a: &Admin, function: &str, body: Value) -> reqwest::blocking::Response {
@@ -212,6 +185,31 @@ fn cancel_stops_the_pending_indices() {
         .unwrap();
     assert_error(resp, 404, "job_not_found");
     assert_error(a.get("/v1/jobs/nonsense"), 404, "job_not_found");
+}
+
+#[test]
+fn deleting_the_function_cancels_its_running_jobs() {
+    let w = Wisp::start();
+    let a = w.admin();
+    a.deploy_guest("d", "event-counter", &["/d/*"]);
+    set_config(&a, "d", json!({"sleep_ms": "200"}));
+    let id = started(start_job(
+        &a,
+        "d",
+        json!({"array": "0-19", "parallelism": 1}),
+    ));
+    wait_until("one index done", Duration::from_secs(60), || {
+        counter(&a, "d", "total") >= 1
+    });
+    cli_ok(&w, &["delete", "d"]);
+    wait_until("nothing left to run", Duration::from_secs(30), || {
+        let c = &job(&a, &id)["counts"];
+        c["pending"] == 0 && c["running"] == 0
+    });
+    let j = job(&a, &id);
+    assert_eq!(j["state"], "cancelled", "{j}");
+    assert_eq!(j["counts"]["dead"], 0, "{j}");
+    assert!(j["counts"]["cancelled"].as_u64().unwrap() > 0, "{j}");
 }
 
 #[test]

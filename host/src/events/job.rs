@@ -376,7 +376,24 @@ impl Host {
     /// finish.
     pub async fn cancel_job(&self, id: &str) -> Result<JobInfo, EventError> {
         let _guard = self.inner.admin_lock.lock().await;
-        let mut job = self.visible_job(id)?;
+        let job = self.visible_job(id)?;
+        self.cancel_locked(job).await
+    }
+
+    /// Cancels the running jobs of `function` (it is being deleted). The
+    /// caller holds the admin lock.
+    pub(crate) async fn cancel_jobs_of_locked(&self, function: &str) -> Result<(), EventError> {
+        for job in self.inner.store.jobs()? {
+            if job.function == function && job.state != JobState::Creating {
+                self.cancel_locked(job).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels `job` if it is running; the caller holds the admin lock.
+    async fn cancel_locked(&self, mut job: JobRecord) -> Result<JobInfo, EventError> {
+        let id = format_id(job.id);
         let info = self.job_info(job.clone(), false)?;
         if matches!(info.state, JobState::Running) {
             job.state = JobState::Cancelled;
