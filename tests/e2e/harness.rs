@@ -28,6 +28,9 @@ const GUESTS: &[&str] = &[
     "counter",
     "config",
     "proxy",
+    "order-events",
+    "nightly-report",
+    "thumbnail-batch",
 ];
 
 /// Path of a guest's `.wasm`, building every guest once per test process.
