@@ -73,7 +73,8 @@ pub enum Command {
     Config(crate::config::ConfigCommand),
     /// Publish an event on a topic (acknowledged once durable).
     Publish(crate::events::PublishArgs),
-    /// Subscribe a function to a topic: it gets each event as a POST.
+    /// Subscribe a function to a topic: it gets each event through its event
+    /// handler, or as a POST if it has none.
     Subscribe(crate::events::SubscribeArgs),
     /// Remove a function's subscription to a topic.
     Unsubscribe(crate::events::UnsubscribeArgs),
@@ -85,7 +86,7 @@ pub enum Command {
     /// Run functions on cron schedules.
     #[command(subcommand)]
     Schedule(crate::events::ScheduleCommand),
-    /// Batch jobs: one POST per array index, with retries.
+    /// Batch jobs: one event per array index, with retries.
     #[command(subcommand)]
     Job(crate::jobs::JobCommand),
 }
@@ -263,8 +264,8 @@ pub struct InvokeArgs {
     /// Print the status line and headers before the body.
     #[arg(short, long)]
     include: bool,
-    /// Queue the invocation instead (a POST, retried on failure) and print
-    /// its event id once it is durable.
+    /// Queue the invocation instead (an event for the event handler, or a
+    /// POST; retried on failure) and print its event id once it is durable.
     #[arg(long = "async", conflicts_with_all = ["include", "method"])]
     asynchronous: bool,
     #[command(flatten)]

@@ -40,7 +40,8 @@ pub struct SubscribeArgs {
     name: String,
     /// Topic name.
     topic: String,
-    /// Path of the POST each event is delivered as [default: /].
+    /// Path of the POST each event is delivered as, for a function without
+    /// an event handler [default: /].
     #[arg(long, value_name = "PATH")]
     path: Option<String>,
     /// Attempts in total, the first one included [default: the host's, 3].
@@ -412,7 +413,7 @@ async fn redrive(api: &Api, args: RedriveArgs) -> Result<()> {
 /// `wisp schedule ...`.
 #[derive(Subcommand)]
 pub enum ScheduleCommand {
-    /// Run a function on a cron schedule: each tick is one event (a POST).
+    /// Run a function on a cron schedule: each tick is one event.
     Add(ScheduleAddArgs),
     /// List schedules (of one function).
     List(ScheduleListArgs),
@@ -446,7 +447,8 @@ pub struct ScheduleAddArgs {
     /// IANA time zone the expression is evaluated in.
     #[arg(long, default_value = "UTC")]
     tz: String,
-    /// Path of the POST [default: /].
+    /// Path of the POST, for a function without an event handler
+    /// [default: /].
     #[arg(long, value_name = "PATH")]
     path: Option<String>,
     /// Print the server's JSON.

@@ -11,8 +11,9 @@ use crate::client::{Api, Connection, print_json, table, write_stdout};
 /// `wisp job ...`.
 #[derive(Subcommand)]
 pub enum JobCommand {
-    /// Start a job: one POST per array index (headers wisp-job-id,
-    /// wisp-job-index, wisp-job-array-size), retried on failure.
+    /// Start a job: one event per array index, retried on failure (the event
+    /// handler gets the index and array size; a function without one gets a
+    /// POST with headers wisp-job-id, wisp-job-index, wisp-job-array-size).
     Run(RunArgs),
     /// A job's state and each index's.
     Status(StatusArgs),
@@ -47,13 +48,14 @@ pub struct RunArgs {
     /// Retries per failed index (0 to 100).
     #[arg(long, value_name = "N", default_value_t = 0)]
     retries: u32,
-    /// Body of every POST: text, `@FILE`, `@-` for stdin.
+    /// Payload of every task: text, `@FILE`, `@-` for stdin.
     #[arg(long, value_name = "DATA")]
     payload: Option<String>,
     /// Content type of the payload.
     #[arg(long, value_name = "TYPE")]
     content_type: Option<String>,
-    /// Path of each POST [default: /].
+    /// Path of each POST, for a function without an event handler
+    /// [default: /].
     #[arg(long, value_name = "PATH")]
     path: Option<String>,
     /// Print the server's JSON.
