@@ -11,7 +11,7 @@ bin="${CARGO_TARGET_DIR:-target}/release/wisp"
 echo "==> building wisp (release)"
 cargo build --release -p wisp-host --bin wisp
 echo "==> building the examples (wasm32-wasip2, and cgi-rust for wasm32-wasip1)"
-build_guests hello echo todo-api counter
+build_guests hello echo todo-api counter order-events
 cargo build --release --target wasm32-wasip1 --target-dir "$GUEST_TARGET_DIR" -p cgi-rust
 wasm="$GUEST_TARGET_DIR/wasm32-wasip2/release"
 p1="$GUEST_TARGET_DIR/wasm32-wasip1/release"
@@ -23,13 +23,31 @@ Try, in another terminal:
   curl -d 'some body' 'http://127.0.0.1:8080/echo/path?x=1'
   curl -d '{"title":"try wisp"}' http://127.0.0.1:8080/todos   # then: curl http://127.0.0.1:8080/todos
   curl http://127.0.0.1:8080/count/a
+  curl -d '{"item":"tea","quantity":2}' http://127.0.0.1:8080/orders   # published on topic orders
+  curl http://127.0.0.1:8080/orders                                     # recorded by its event handler
   curl 'http://127.0.0.1:8080/cgi/hi?x=1'                       # a wasm32-wasip1 module, CGI-style
   export WISP_ADMIN_TOKEN=\$(cat wisp-data/admin-token)
   $bin list
   $bin invoke echo --data hi
   $bin logs todo-api
+  $bin logs order-events
 
 MSG
+# order-events gets the topic orders through its event handler. `wisp
+# serve` has no flag for subscriptions, so subscribe through the admin API
+# once the host answers (subscriptions are kept in the store; subscribing
+# again is harmless), from a detached process: `exec` below still makes
+# wisp the foreground process that ctrl-c stops.
+subscribe_when_up() {
+    for _ in $(seq 1 300); do
+        if "$bin" subscribe order-events orders >/dev/null 2>&1; then
+            return
+        fi
+        sleep 0.2
+    done
+    echo "demo.sh: could not subscribe order-events to orders; run: $bin subscribe order-events orders" >&2
+}
+(subscribe_when_up &)
 # RUST_BACKTRACE makes wasmtime capture a backtrace at every instance
 # teardown: about a fifth of the throughput.
 exec env -u RUST_BACKTRACE "$bin" serve --data-dir ./wisp-data \
@@ -37,4 +55,5 @@ exec env -u RUST_BACKTRACE "$bin" serve --data-dir ./wisp-data \
     --deploy "echo=$wasm/echo.wasm:/echo/*" \
     --deploy "todo-api=$wasm/todo_api.wasm:/todos/*" \
     --deploy "counter=$wasm/counter.wasm:/count/*" \
+    --deploy "order-events=$wasm/order_events.wasm:/orders/*" \
     --deploy "cgi=$p1/cgi-rust.wasm:/cgi/*"
