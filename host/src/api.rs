@@ -58,6 +58,12 @@ pub struct FunctionInfo {
     pub updated_at: String,
     /// All versions, oldest first.
     pub versions: Vec<VersionInfo>,
+    /// What the active version handles: `http` (it exports
+    /// `wasi:http/incoming-handler`), `events` (it exports
+    /// `wisp:function/event-handler`: events are calls of it, not POSTs),
+    /// `cgi` (a preview-1 module).
+    #[serde(default)]
+    pub handlers: Vec<String>,
 }
 
 /// A line of `GET /v1/functions`.
@@ -113,6 +119,7 @@ impl From<&FunctionRecord> for FunctionInfo {
                 .iter()
                 .map(|v| VersionInfo::from_record(v, r.active_version))
                 .collect(),
+            handlers: Vec::new(),
         }
     }
 }

@@ -466,7 +466,7 @@ impl Host {
         tracing::info!(function = name, version = record.active_version, "deployed");
         // The compiler's scratch memory is free now: give it back.
         tokio::task::spawn_blocking(crate::engine::release_free_memory);
-        Ok(FunctionInfo::from(&record))
+        Ok(self.info(&record))
     }
 
     /// Where a static directory (`static_dir`, relative) is on the host;
@@ -549,7 +549,7 @@ impl Host {
             version = record.active_version,
             "rolled back"
         );
-        Ok(FunctionInfo::from(&record))
+        Ok(self.info(&record))
     }
 
     /// Deletes a function, all its versions and the artifacts nothing else
@@ -600,8 +600,26 @@ impl Host {
         self.inner
             .store
             .function(name)?
-            .map(|r| FunctionInfo::from(&r))
+            .map(|r| self.info(&r))
             .ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))
+    }
+
+    /// A function's record, with what its deployed version handles.
+    fn info(&self, record: &FunctionRecord) -> FunctionInfo {
+        let mut info = FunctionInfo::from(record);
+        if let Some(d) = self.inner.registry.load().by_name.get(&record.name) {
+            info.handlers = match &d.pre {
+                Prepared::Component(c) => {
+                    [("http", c.http.is_some()), ("events", c.events.is_some())]
+                        .into_iter()
+                        .filter(|(_, has)| *has)
+                        .map(|(h, _)| h.to_string())
+                        .collect()
+                }
+                Prepared::Module(_) => vec!["cgi".to_string()],
+            };
+        }
+        info
     }
 
     /// All functions, by name.

@@ -38,10 +38,16 @@ fn topic_events_async_invocations_and_job_tasks_arrive_as_typed_calls() {
     // `/ev/*`).
     let info = a.deploy_guest("ev", "event-handler", &[]);
     assert_eq!(info["routes"], serde_json::json!([]), "{info}");
+    assert_eq!(info["handlers"], serde_json::json!(["events"]), "{info}");
+    let shown = cli_ok(&w, &["info", "ev"]);
+    assert!(shown.contains("events (event handler)"), "{shown}");
+    let hello = a.deploy_guest("hello", "hello", &["/hello"]);
+    assert_eq!(hello["handlers"], serde_json::json!(["http"]), "{hello}");
     assert_eq!(w.get("/ev/x").status(), 404);
 
     // A topic event: topic, payload, content type, attempt.
-    cli_ok(&w, &["subscribe", "ev", "orders"]);
+    let out = cli_ok(&w, &["subscribe", "ev", "orders"]);
+    assert!(out.contains("(event handler, 3 attempts"), "{out}");
     let id = published_id(publish(&a, "orders", b"order one"));
     wait_until("the event handler to run", Duration::from_secs(30), || {
         counter(&a, "ev", &format!("done:{id}")) == 1

@@ -775,6 +775,7 @@ fn info_text(info: &FunctionInfo) -> String {
     let fields = [
         ("name", info.name.clone()),
         ("active version", info.active_version.to_string()),
+        ("handles", describe_handlers(&info.handlers)),
         ("routes", join_or_none(&info.routes)),
         // One variable a line, aligned under the first.
         ("env", lines_or_none(&env, LABEL_WIDTH)),
@@ -994,6 +995,24 @@ pub(crate) fn write_stdout(text: &str) -> Result<()> {
 
 fn short_sha(sha256: &str) -> &str {
     sha256.get(..SHORT_SHA).unwrap_or(sha256)
+}
+
+/// `http requests, events (event handler)` and the like, for `wisp info`.
+fn describe_handlers(handlers: &[String]) -> String {
+    let described: Vec<&str> = handlers
+        .iter()
+        .map(|h| match h.as_str() {
+            "http" => "http requests",
+            "events" => "events (event handler)",
+            "cgi" => "http requests (preview-1 module, CGI)",
+            other => other,
+        })
+        .collect();
+    if described.is_empty() {
+        "(unknown)".into()
+    } else {
+        described.join(", ")
+    }
 }
 
 fn join_or_none(items: &[String]) -> String {

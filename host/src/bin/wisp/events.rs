@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
-use wisp_host::{DeliveryRecord, EventInfo, Published, Schedule, Subscription};
+use wisp_host::{DeliveryRecord, EventInfo, FunctionInfo, Published, Schedule, Subscription};
 
 use crate::client::{Api, Connection, print_json, table, write_stdout};
 use crate::units::{format_ms, parse_duration};
@@ -224,9 +224,20 @@ pub async fn subscribe(api: &Api, args: SubscribeArgs) -> Result<()> {
         return print_json(&value);
     }
     let s: Subscription = typed(value)?;
+    // How events will arrive: through the event handler if the function
+    // has one, else as POSTs to the path.
+    let info: FunctionInfo = typed(
+        api.call_json(api.request(Method::GET, &["v1", "functions", &s.function]))
+            .await?,
+    )?;
+    let delivery = if info.handlers.iter().any(|h| h == "events") {
+        "event handler".to_string()
+    } else {
+        format!("POST {}", s.path)
+    };
     write_stdout(&format!(
-        "subscribed {} to {} (POST {}, {} attempts, concurrency {})\n",
-        s.function, s.topic, s.path, s.retry.max_attempts, s.concurrency
+        "subscribed {} to {} ({delivery}, {} attempts, concurrency {})\n",
+        s.function, s.topic, s.retry.max_attempts, s.concurrency
     ))
 }
 
