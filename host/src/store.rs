@@ -39,6 +39,10 @@ pub enum StoreError {
     /// sled failed (I/O, corruption).
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
+    /// A batched write (of many requests at once) failed; the cause is in
+    /// the host's log, once.
+    #[error("store: {0}")]
+    Batch(String),
     /// A record could not be decoded.
     #[error("store: corrupt record {key:?}: {reason}")]
     Corrupt {
@@ -956,19 +960,62 @@ impl EventTrees {
     }
 }
 
-/// Why a publish wrote nothing.
+/// Why a publish wrote nothing (tests: [`Store::publish_event`]).
+#[cfg(test)]
 #[derive(Debug)]
 pub enum PublishRefused {
     /// The topic already has this many pending deliveries.
     QueueFull(u64),
-    /// The store failed.
-    Store(StoreError),
 }
 
-impl From<StoreError> for PublishRefused {
-    fn from(e: StoreError) -> Self {
-        PublishRefused::Store(e)
-    }
+/// One event of [`Store::event_writes`]: the record, its payload and the
+/// `(topic, function)` pairs it is delivered to.
+pub struct NewEvent<'a> {
+    /// The record.
+    pub event: &'a EventRecord,
+    /// The payload.
+    pub payload: &'a [u8],
+    /// One pending delivery each.
+    pub to: &'a [(String, String)],
+}
+
+/// What [`Store::event_writes`] writes in one transaction.
+#[derive(Default)]
+pub struct EventWrites<'a> {
+    /// Outcomes of finished attempts.
+    pub finishes: &'a [Finish],
+    /// New events.
+    pub publishes: &'a [NewEvent<'a>],
+    /// Due entries to claim.
+    pub claims: &'a [IVec],
+    /// The claims' start time, ms since the epoch.
+    pub now_ms: u64,
+    /// Pending deliveries a topic may have (publishes past it are refused).
+    pub max_depth: u64,
+    /// How long finished events are kept.
+    pub retention_ms: u64,
+}
+
+/// What [`Store::event_writes`] did.
+pub struct EventWritten {
+    /// Per new event: written, or refused with the topic's queue depth.
+    pub published: Vec<Result<(), u64>>,
+    /// Per due entry: the claimed delivery (key and record), or `None` if
+    /// it was gone.
+    pub claimed: Vec<Option<(IVec, DeliveryRecord)>>,
+}
+
+/// One finished attempt for [`Store::event_writes`].
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// The delivery's key (as a claim returned it).
+    pub key: IVec,
+    /// What follows.
+    pub outcome: Outcome,
+    /// Why the attempt failed.
+    pub error: Option<String>,
+    /// When it finished, ms since the epoch.
+    pub now_ms: u64,
 }
 
 fn sub_key(topic: &str, function: &str) -> Vec<u8> {
@@ -1127,7 +1174,9 @@ impl Store {
     /// Stores an event and one pending delivery (due at the event's time)
     /// per `(topic, function)` in `to`, in one transaction, unless the
     /// topic's queue would pass `max_depth`. An event nobody receives is
-    /// scheduled for removal after `retention_ms`. Not flushed.
+    /// scheduled for removal after `retention_ms`. Not flushed. (Tests; the
+    /// event plane writes batches with [`Store::event_writes`].)
+    #[cfg(test)]
     pub fn publish_event(
         &self,
         event: &EventRecord,
@@ -1136,27 +1185,72 @@ impl Store {
         max_depth: u64,
         retention_ms: u64,
     ) -> Result<(), PublishRefused> {
-        let id = event.id.to_be_bytes();
-        let value = encode_event(event, payload);
-        let mut deliveries = Vec::with_capacity(to.len());
-        for (topic, function) in to {
-            let seq = self.next_id()?;
-            let rec = DeliveryRecord {
-                event_id: event.id,
-                topic: topic.clone(),
-                function: function.clone(),
-                status: DeliveryStatus::Pending,
-                attempts: 0,
-                last_error: None,
-                due_ms: event.time_ms,
-                due_seq: seq,
-                attempt_times_ms: Vec::new(),
-                updated_ms: event.time_ms,
-            };
-            let key = crate::events::delivery_key(event.id, topic, function);
-            deliveries.push((key, due_key(event.time_ms, seq), encode(&rec)));
+        let writes = EventWrites {
+            publishes: &[NewEvent { event, payload, to }],
+            max_depth,
+            retention_ms,
+            ..EventWrites::default()
+        };
+        let written = self
+            .event_writes(&writes)
+            .expect("the store works in tests");
+        match written.published.first() {
+            Some(Err(depth)) => Err(PublishRefused::QueueFull(*depth)),
+            _ => Ok(()),
         }
-        let n = to.len() as u64;
+    }
+
+    /// The event plane's writes of one moment, all in one transaction:
+    /// outcomes of finished deliveries first (they free queue depth), then
+    /// new events, then claims of due deliveries.
+    ///
+    /// One transaction instead of one per event and per delivery matters
+    /// twice with sled 0.34: a transaction is an exclusive section (see
+    /// [`Gate`]), which waits for a flush in progress; and each one seals
+    /// and writes the current log buffer (a `pwrite` and a
+    /// `sync_file_range` on sled's I/O threads), so the disk work grows
+    /// with the number of transactions, not of writes. Not flushed.
+    pub fn event_writes(&self, w: &EventWrites<'_>) -> Result<EventWritten, StoreError> {
+        struct Row {
+            id: [u8; 8],
+            value: Vec<u8>,
+            deliveries: Vec<(Vec<u8>, [u8; 16], Vec<u8>)>,
+        }
+        let mut rows = Vec::with_capacity(w.publishes.len());
+        for item in w.publishes {
+            let event = item.event;
+            let mut deliveries = Vec::with_capacity(item.to.len());
+            for (topic, function) in item.to {
+                let seq = self.next_id()?;
+                let rec = DeliveryRecord {
+                    event_id: event.id,
+                    topic: topic.clone(),
+                    function: function.clone(),
+                    status: DeliveryStatus::Pending,
+                    attempts: 0,
+                    last_error: None,
+                    due_ms: event.time_ms,
+                    due_seq: seq,
+                    attempt_times_ms: Vec::new(),
+                    updated_ms: event.time_ms,
+                };
+                let key = crate::events::delivery_key(event.id, topic, function);
+                deliveries.push((key, due_key(event.time_ms, seq), encode(&rec)));
+            }
+            rows.push(Row {
+                id: event.id.to_be_bytes(),
+                value: encode_event(event, item.payload),
+                deliveries,
+            });
+        }
+        let mut seqs = Vec::with_capacity(w.finishes.len());
+        for f in w.finishes {
+            seqs.push(match f.outcome {
+                Outcome::Retry(_) => self.next_id()?,
+                _ => 0,
+            });
+        }
+        let (max_depth, retention_ms) = (w.max_depth, w.retention_ms);
         let t = &self.ev;
         let _exclusive = self.gate.exclusive();
         (
@@ -1166,35 +1260,111 @@ impl Store {
             &t.depth,
             &t.open,
             &t.expire,
+            &t.running,
+            &t.dead,
         )
-            .transaction(|(events, dtree, due, depth, open, expire)| {
-                if n > 0 {
-                    let topic = event.topic.as_bytes();
-                    let now = depth.get(topic)?.map(|v| read_u64(&v)).unwrap_or(0);
-                    if now + n > max_depth {
-                        return Err(ConflictableTransactionError::Abort(
-                            PublishRefused::QueueFull(now),
-                        ));
+            .transaction(|(events, dtree, due, depth, open, expire, running, dead)| {
+                // Answers are built inside: sled may run this more than once.
+                for (f, &seq) in w.finishes.iter().zip(&seqs) {
+                    let (key, outcome, now_ms) = (&f.key[..], f.outcome, f.now_ms);
+                    running.remove(key)?;
+                    let Some(mut rec) = tx_delivery(dtree, key)? else {
+                        continue;
+                    };
+                    rec.updated_ms = now_ms;
+                    if outcome != Outcome::Cancelled {
+                        rec.attempts += 1;
                     }
-                    depth.insert(topic, &(now + n).to_be_bytes())?;
-                    open.insert(&id, &n.to_be_bytes())?;
-                } else {
-                    expire.insert(
-                        &expire_key(event.time_ms.saturating_add(retention_ms), event.id),
-                        &[],
-                    )?;
+                    rec.last_error = f.error.clone();
+                    let id = rec.event_id.to_be_bytes();
+                    match outcome {
+                        Outcome::Retry(at) => {
+                            rec.status = DeliveryStatus::Pending;
+                            rec.due_ms = at;
+                            rec.due_seq = seq;
+                            due.insert(&due_key(at, seq), key)?;
+                        }
+                        Outcome::Dead => {
+                            rec.status = DeliveryStatus::Dead;
+                            dead.insert(dead_key(&rec.function, &rec.topic, rec.event_id), key)?;
+                            tx_add(depth, rec.topic.as_bytes(), -1)?;
+                        }
+                        Outcome::Done | Outcome::Cancelled => {
+                            rec.status = if outcome == Outcome::Done {
+                                DeliveryStatus::Done
+                            } else {
+                                DeliveryStatus::Cancelled
+                            };
+                            tx_add(depth, rec.topic.as_bytes(), -1)?;
+                            if tx_add(open, &id, -1)? == 0 {
+                                expire.insert(
+                                    &expire_key(now_ms.saturating_add(retention_ms), rec.event_id),
+                                    &[],
+                                )?;
+                            }
+                        }
+                    }
+                    dtree.insert(key, encode(&rec))?;
                 }
-                events.insert(&id, value.as_slice())?;
-                for (key, dkey, rec) in &deliveries {
-                    dtree.insert(key.as_slice(), rec.as_slice())?;
-                    due.insert(dkey, key.as_slice())?;
+
+                let mut published = Vec::with_capacity(rows.len());
+                for (item, row) in w.publishes.iter().zip(&rows) {
+                    let event = item.event;
+                    let n = row.deliveries.len() as u64;
+                    if n > 0 {
+                        // A transaction reads its own writes: the depth
+                        // counts the events accepted earlier in the batch.
+                        let topic = event.topic.as_bytes();
+                        let now = depth.get(topic)?.map(|v| read_u64(&v)).unwrap_or(0);
+                        if now + n > max_depth {
+                            published.push(Err(now));
+                            continue;
+                        }
+                        depth.insert(topic, &(now + n).to_be_bytes())?;
+                        open.insert(&row.id, &n.to_be_bytes())?;
+                    } else {
+                        expire.insert(
+                            &expire_key(event.time_ms.saturating_add(retention_ms), event.id),
+                            &[],
+                        )?;
+                    }
+                    events.insert(&row.id, row.value.as_slice())?;
+                    for (key, dkey, rec) in &row.deliveries {
+                        dtree.insert(key.as_slice(), rec.as_slice())?;
+                        due.insert(dkey, key.as_slice())?;
+                    }
+                    published.push(Ok(()));
                 }
-                Ok(())
+
+                let mut claimed = Vec::with_capacity(w.claims.len());
+                for due_entry in w.claims {
+                    let Some(key) = due.get(due_entry)? else {
+                        claimed.push(None);
+                        continue;
+                    };
+                    due.remove(due_entry)?;
+                    let Some(mut rec) = tx_delivery(dtree, &key)? else {
+                        claimed.push(None);
+                        continue;
+                    };
+                    rec.status = DeliveryStatus::Running;
+                    rec.updated_ms = w.now_ms;
+                    rec.attempt_times_ms.push(w.now_ms);
+                    let excess = rec
+                        .attempt_times_ms
+                        .len()
+                        .saturating_sub(crate::events::KEPT_ATTEMPT_TIMES);
+                    rec.attempt_times_ms.drain(..excess);
+                    dtree.insert(&key, encode(&rec))?;
+                    running.insert(&key, &[])?;
+                    claimed.push(Some((key, rec)));
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(EventWritten {
+                    published,
+                    claimed,
+                })
             })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => PublishRefused::Store(StoreError::Sled(e)),
-            })
+            .map_err(abort_on)
     }
 
     /// An event and its payload.
@@ -1220,7 +1390,9 @@ impl Store {
     }
 
     /// Up to `max` entries of the due index due at or before `now_ms`:
-    /// (due key, delivery key), in due order.
+    /// (due key, delivery key), in due order. (Tests; the dispatcher reads
+    /// [`Store::due_iter`].)
+    #[cfg(test)]
     pub fn due_deliveries(&self, now_ms: u64, max: usize) -> Result<Vec<(IVec, IVec)>, StoreError> {
         let end = due_key(now_ms, u64::MAX);
         self.ev
@@ -1229,6 +1401,26 @@ impl Store {
             .take(max)
             .map(|kv| Ok(kv?))
             .collect()
+    }
+
+    /// The entries of the due index due at or before `now_ms` (and after
+    /// the due key `after`, if given), lazily: (due key, delivery key), in
+    /// due order. The dispatcher reads only as many as it can use.
+    pub fn due_iter(
+        &self,
+        now_ms: u64,
+        after: Option<&[u8]>,
+    ) -> impl Iterator<Item = Result<(IVec, IVec), StoreError>> + use<> {
+        use std::ops::Bound;
+        let end = Bound::Included(IVec::from(&due_key(now_ms, u64::MAX)[..]));
+        let start = match after {
+            Some(k) => Bound::Excluded(IVec::from(k)),
+            None => Bound::Unbounded,
+        };
+        self.ev
+            .due
+            .range::<IVec, _>((start, end))
+            .map(|kv| kv.map_err(StoreError::from))
     }
 
     /// When the earliest pending delivery is due.
@@ -1243,41 +1435,26 @@ impl Store {
 
     /// Claims a due delivery: removes its due entry and marks it running
     /// (started at `now_ms`). `None` if someone else claimed it first or it
-    /// is gone.
+    /// is gone. (Tests; the dispatcher claims through
+    /// [`Store::event_writes`].)
+    #[cfg(test)]
     pub fn claim_delivery(
         &self,
         due_entry: &[u8],
         now_ms: u64,
     ) -> Result<Option<(IVec, DeliveryRecord)>, StoreError> {
-        let t = &self.ev;
-        let _exclusive = self.gate.exclusive();
-        (&t.due, &t.deliveries, &t.running)
-            .transaction(|(due, dtree, running)| {
-                let Some(key) = due.get(due_entry)? else {
-                    return Ok(None);
-                };
-                due.remove(due_entry)?;
-                let Some(mut rec) = tx_delivery(dtree, &key)? else {
-                    return Ok(None);
-                };
-                rec.status = DeliveryStatus::Running;
-                rec.updated_ms = now_ms;
-                rec.attempt_times_ms.push(now_ms);
-                let excess = rec
-                    .attempt_times_ms
-                    .len()
-                    .saturating_sub(crate::events::KEPT_ATTEMPT_TIMES);
-                rec.attempt_times_ms.drain(..excess);
-                dtree.insert(&key, encode(&rec))?;
-                running.insert(&key, &[])?;
-                Ok(Some((key, rec)))
-            })
-            .map_err(abort_on)
+        let writes = EventWrites {
+            claims: &[IVec::from(due_entry)],
+            now_ms,
+            ..EventWrites::default()
+        };
+        Ok(self.event_writes(&writes)?.claimed.pop().flatten())
     }
 
-    /// Records the outcome of an attempt (see [`Outcome`]). Not flushed: a
-    /// crash before sled's background flush repeats the delivery (at least
-    /// once).
+    /// Records the outcome of an attempt (see [`Outcome`]). Not flushed.
+    /// (Tests; the event plane records batches with
+    /// [`Store::event_writes`].)
+    #[cfg(test)]
     pub fn finish_delivery(
         &self,
         key: &[u8],
@@ -1286,64 +1463,18 @@ impl Store {
         now_ms: u64,
         retention_ms: u64,
     ) -> Result<(), StoreError> {
-        let seq = match outcome {
-            Outcome::Retry(_) => self.next_id()?,
-            _ => 0,
+        let finish = Finish {
+            key: IVec::from(key),
+            outcome,
+            error: error.map(str::to_string),
+            now_ms,
         };
-        let t = &self.ev;
-        let _exclusive = self.gate.exclusive();
-        (
-            &t.deliveries,
-            &t.due,
-            &t.running,
-            &t.dead,
-            &t.depth,
-            &t.open,
-            &t.expire,
-        )
-            .transaction(|(dtree, due, running, dead, depth, open, expire)| {
-                let Some(mut rec) = tx_delivery(dtree, key)? else {
-                    running.remove(key)?;
-                    return Ok(());
-                };
-                running.remove(key)?;
-                rec.updated_ms = now_ms;
-                if outcome != Outcome::Cancelled {
-                    rec.attempts += 1;
-                }
-                rec.last_error = error.map(str::to_string);
-                let id = rec.event_id.to_be_bytes();
-                match outcome {
-                    Outcome::Retry(at) => {
-                        rec.status = DeliveryStatus::Pending;
-                        rec.due_ms = at;
-                        rec.due_seq = seq;
-                        due.insert(&due_key(at, seq), key)?;
-                    }
-                    Outcome::Dead => {
-                        rec.status = DeliveryStatus::Dead;
-                        dead.insert(dead_key(&rec.function, &rec.topic, rec.event_id), key)?;
-                        tx_add(depth, rec.topic.as_bytes(), -1)?;
-                    }
-                    Outcome::Done | Outcome::Cancelled => {
-                        rec.status = if outcome == Outcome::Done {
-                            DeliveryStatus::Done
-                        } else {
-                            DeliveryStatus::Cancelled
-                        };
-                        tx_add(depth, rec.topic.as_bytes(), -1)?;
-                        if tx_add(open, &id, -1)? == 0 {
-                            expire.insert(
-                                &expire_key(now_ms.saturating_add(retention_ms), rec.event_id),
-                                &[],
-                            )?;
-                        }
-                    }
-                }
-                dtree.insert(key, encode(&rec))?;
-                Ok(())
-            })
-            .map_err(abort_on)
+        let writes = EventWrites {
+            finishes: &[finish],
+            retention_ms,
+            ..EventWrites::default()
+        };
+        self.event_writes(&writes).map(drop)
     }
 
     /// Makes every delivery that was running when the host stopped pending

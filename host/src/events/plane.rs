@@ -3,8 +3,14 @@
 //!
 //! The queue lives in the store, not in memory: the dispatcher scans the due
 //! index for what is due, claims a bounded batch (at most the free delivery
-//! slots), and runs each claimed delivery as a `POST` through the same
-//! [`Invoker`](crate::invoke::Invoker) path as HTTP requests.
+//! slots), and runs each claimed delivery through the same
+//! [`Invoker`](crate::invoke::Invoker) as HTTP requests (a call of the
+//! event-handler export, or a `POST`).
+//!
+//! Writes are batched: publishes, claims and outcomes queued at the same
+//! time share one store transaction and one flush (see "batched writes"
+//! below). A publisher is answered only after the flush that covers its
+//! event; an outcome is counted in the metrics once it is flushed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex, Weak};
@@ -16,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::schedule::{Schedule, due_tick};
@@ -31,10 +37,16 @@ use crate::capabilities::event_bindings::exports::wisp::function::event_handler:
 use crate::engine::{ComponentPre, Prepared};
 use crate::error::ApiError;
 use crate::host::HostInner;
-use crate::store::{PublishRefused, StoreError};
+use crate::store::{Finish, NewEvent, StoreError};
 
-/// Due-index entries looked at per dispatcher pass (keys only; cheap).
-const SCAN: usize = 2048;
+/// Due-index entries a dispatcher pass looks at from the front (the
+/// earliest due), and then further on, from where the last pass stopped
+/// (see [`pass`]).
+const HEAD: usize = 64;
+const SWEEP: usize = 256;
+/// How soon a pass that stopped part-way through the due index is
+/// followed by the next, when nothing wakes the dispatcher sooner.
+const SWEEP_AGAIN: Duration = Duration::from_millis(10);
 /// Longest the dispatcher sleeps without looking at the store again.
 const IDLE: Duration = Duration::from_secs(1);
 /// How often schedules are checked (the resolution of ticks).
@@ -43,6 +55,15 @@ const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Bytes of a failed response kept as the delivery's last error.
 const ERROR_EXCERPT: usize = 300;
+/// Most queued writes (publishes, outcomes, claims) taken into one
+/// transaction (see [`Batcher`]).
+const WRITE_BATCH: usize = 512;
+/// Under load (the last transaction took at least `PACE_AT` writes), the
+/// shortest time between the starts of two event-plane transactions: what
+/// arrives meanwhile joins the next one (see [`drain_writes`]). Below it,
+/// a write is written at once.
+const WRITE_INTERVAL: Duration = Duration::from_millis(1);
+const PACE_AT: usize = 8;
 
 /// Metric: events published.
 pub const PUBLISHED: &str = "wisp_events_published_total";
@@ -239,14 +260,20 @@ pub struct Redriven {
 
 // ------------------------------------------------------------- the plane
 
-/// Per-host event state: the dispatcher and its wake-up.
+/// Per-host event state: the dispatcher and its wake-up, and the queues of
+/// writes waiting to be batched.
 pub(crate) struct EventPlane {
     /// Wakes the dispatcher: a publish, a finished delivery, a redrive.
     wake: Arc<Notify>,
     /// Set to stop the dispatcher (shutdown).
     stop: watch::Sender<bool>,
     dispatcher: StdMutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Publishes, outcomes and claims waiting for their transaction.
+    writes: Batcher<Write>,
     published: metrics::Counter,
+    /// Delivery attempts by result: success, failure, dead (counted once
+    /// the outcome is on disk).
+    results: [metrics::Counter; 3],
 }
 
 impl EventPlane {
@@ -258,8 +285,274 @@ impl EventPlane {
             wake: Arc::new(Notify::new()),
             stop: watch::channel(false).0,
             dispatcher: StdMutex::new(None),
+            writes: Batcher::default(),
             published: metrics::counter!(PUBLISHED),
+            results: [
+                metrics::counter!(DELIVERIES, "result" => "success"),
+                metrics::counter!(DELIVERIES, "result" => "failure"),
+                metrics::counter!(DELIVERIES, "result" => "dead"),
+            ],
         }
+    }
+}
+
+// ------------------------------------------------------ batched writes
+//
+// Every write of the event plane is a sled transaction, and with sled 0.34
+// a transaction is expensive twice over: it cannot run while the store's
+// flusher is flushing (see `Gate` in `store.rs`; a flush takes ~1-2 ms
+// here), and each one seals and writes sled's log buffer (a `pwrite` and a
+// `sync_file_range`). One transaction per publish, per claim and per
+// outcome meant several per event. Instead, publishes, the outcomes of
+// finished deliveries and the dispatcher's claims go into one queue; one
+// task at a time (started by whoever finds the queue idle) takes
+// everything queued, writes it in one transaction on the blocking pool
+// (`Store::event_writes`), and asks for one flush for all of it (the
+// store's group commit). While that flush runs, the next batch gathers.
+
+/// A queue drained in batches by one task at a time.
+struct Batcher<T> {
+    state: StdMutex<BatchState<T>>,
+}
+
+struct BatchState<T> {
+    items: Vec<T>,
+    /// A task is draining the queue.
+    draining: bool,
+}
+
+impl<T> Default for Batcher<T> {
+    fn default() -> Self {
+        Batcher {
+            state: StdMutex::new(BatchState {
+                items: Vec::new(),
+                draining: false,
+            }),
+        }
+    }
+}
+
+impl<T> Batcher<T> {
+    /// Queues `item`; true if nobody is draining the queue, in which case
+    /// the caller must start a task that does ([`Batcher::take`] until
+    /// `None`, with a [`Draining`] guard).
+    fn push(&self, item: T) -> bool {
+        let mut s = self.state.lock().expect("not poisoned");
+        s.items.push(item);
+        !std::mem::replace(&mut s.draining, true)
+    }
+
+    /// Up to `max` queued items, oldest first; `None` when the queue is
+    /// empty, and then the caller has stopped draining it.
+    fn take(&self, max: usize) -> Option<Vec<T>> {
+        let mut s = self.state.lock().expect("not poisoned");
+        if s.items.is_empty() {
+            s.draining = false;
+            return None;
+        }
+        let n = s.items.len().min(max);
+        Some(s.items.drain(..n).collect())
+    }
+}
+
+/// Marks a queue as no longer drained if the draining task is dropped
+/// part-way (its runtime shutting down): the next push starts another.
+struct Draining<'a, T>(&'a Batcher<T>);
+
+impl<T> Drop for Draining<'_, T> {
+    fn drop(&mut self) {
+        // After `take` answered `None` this is already false.
+        self.0.state.lock().expect("not poisoned").draining = false;
+    }
+}
+
+/// Claimed deliveries (key and record), or `None` for a due entry that was
+/// gone, in the order asked for.
+type Claimed = Vec<Option<(sled::IVec, DeliveryRecord)>>;
+
+/// A write waiting for its transaction.
+enum Write {
+    /// A new event: answered once it is durable (or refused).
+    Publish {
+        event: EventRecord,
+        payload: Bytes,
+        to: Vec<(String, String)>,
+        reply: oneshot::Sender<Result<(), EventError>>,
+    },
+    /// A finished attempt: answered once committed (the flush after it is
+    /// not waited for; its result is counted once it is done).
+    Outcome {
+        finish: Finish,
+        /// Index into [`EventPlane::results`].
+        result: Option<usize>,
+        reply: oneshot::Sender<()>,
+    },
+    /// The dispatcher's claims: answered once committed.
+    Claim {
+        entries: Vec<sled::IVec>,
+        now_ms: u64,
+        reply: oneshot::Sender<Result<Claimed, StoreError>>,
+    },
+}
+
+/// The error every request of a failed batch gets (the cause is logged once).
+fn batch_error(e: &StoreError) -> EventError {
+    EventError::Store(StoreError::Batch(e.to_string()))
+}
+
+impl Host {
+    /// Queues a write for the next event-plane transaction.
+    fn queue_write(&self, write: Write) {
+        if self.events().writes.push(write) {
+            tokio::spawn(drain_writes(self.clone()));
+        }
+    }
+}
+
+/// Writes queued writes, a batch per transaction, until the queue is empty.
+/// Publishers are answered after the flush that makes their batch durable,
+/// and the next batch is written meanwhile. Under load, transactions start
+/// at most every [`WRITE_INTERVAL`] (a lone write is written at once).
+async fn drain_writes(host: Host) {
+    let plane = host.events();
+    let _guard = Draining(&plane.writes);
+    let config = &host.inner.config;
+    let max_depth = config.event_max_queue_depth;
+    let retention_ms = config.event_retention.as_millis() as u64;
+    let mut last: Option<(tokio::time::Instant, usize)> = None;
+    loop {
+        if let Some((at, n)) = last
+            && n >= PACE_AT
+        {
+            tokio::time::sleep_until(at + WRITE_INTERVAL).await;
+        }
+        let Some(batch) = plane.writes.take(WRITE_BATCH) else {
+            break;
+        };
+        last = Some((tokio::time::Instant::now(), batch.len()));
+        let mut publishes = Vec::new();
+        let mut outcomes = Vec::new();
+        let mut claims = Vec::new();
+        for w in batch {
+            match w {
+                Write::Publish {
+                    event,
+                    payload,
+                    to,
+                    reply,
+                } => publishes.push((event, payload, to, reply)),
+                Write::Outcome {
+                    finish,
+                    result,
+                    reply,
+                } => outcomes.push((finish, result, reply)),
+                Write::Claim {
+                    entries,
+                    now_ms,
+                    reply,
+                } => claims.push((entries, now_ms, reply)),
+            }
+        }
+        let store = host.inner.store.clone();
+        let finishes: Vec<Finish> = outcomes.iter().map(|o| o.0.clone()).collect();
+        let entries: Vec<sled::IVec> = claims.iter().flat_map(|c| c.0.iter().cloned()).collect();
+        // Claims start now; all claims in a batch share the latest time.
+        let now = claims.iter().map(|c| c.1).max().unwrap_or_else(now_ms);
+        let written = tokio::task::spawn_blocking(move || {
+            let items: Vec<_> = publishes
+                .iter()
+                .map(|(event, payload, to, _)| NewEvent { event, payload, to })
+                .collect();
+            let writes = crate::store::EventWrites {
+                finishes: &finishes,
+                publishes: &items,
+                claims: &entries,
+                now_ms: now,
+                max_depth,
+                retention_ms,
+            };
+            let result = store.event_writes(&writes);
+            drop(items);
+            (publishes, result)
+        })
+        .await;
+        // A panic in the transaction drops the batch: every writer in it
+        // gets an error (their reply senders are gone).
+        let Ok((publishes, result)) = written else {
+            tracing::error!("an event-plane transaction panicked");
+            continue;
+        };
+        let written = match result {
+            Ok(w) => w,
+            Err(e) => {
+                // Outcomes not recorded stay `running`: run again after a
+                // restart.
+                tracing::error!(error = %e, events = publishes.len(), outcomes = outcomes.len(),
+                    claims = claims.len(), "an event-plane transaction failed");
+                for (.., reply) in publishes {
+                    let _ = reply.send(Err(batch_error(&e)));
+                }
+                for (entries, _, reply) in claims {
+                    let _ = reply.send(Err(StoreError::Batch(e.to_string())));
+                    drop(entries);
+                }
+                continue;
+            }
+        };
+        let mut claimed = written.claimed.into_iter();
+        for (entries, _, reply) in claims {
+            let _ = reply.send(Ok(claimed.by_ref().take(entries.len()).collect()));
+        }
+        let mut counts = [0u64; 3];
+        let outcomes_n = outcomes.len();
+        for (_, result, reply) in outcomes {
+            if let Some(i) = result {
+                counts[i] += 1;
+            }
+            let _ = reply.send(());
+        }
+        if outcomes_n > 0 {
+            // Retries are in the due index now.
+            plane.wake.notify_one();
+        }
+        let mut accepted = Vec::with_capacity(publishes.len());
+        for ((event, .., reply), answer) in publishes.into_iter().zip(written.published) {
+            match answer {
+                Ok(()) => accepted.push(reply),
+                Err(depth) => {
+                    let _ = reply.send(Err(EventError::QueueFull {
+                        topic: event.topic,
+                        depth,
+                        limit: max_depth,
+                    }));
+                }
+            }
+        }
+        if accepted.is_empty() && outcomes_n == 0 {
+            continue;
+        }
+        // The flush ticket is taken now, after the transaction: the flush
+        // covers it. Waited for elsewhere so the next batch is written
+        // while this one is flushed.
+        let host = host.clone();
+        tokio::spawn(async move {
+            let flushed = host.inner.store.flush().await;
+            let plane = host.events();
+            if flushed.is_ok() {
+                for (counter, n) in plane.results.iter().zip(counts) {
+                    if n > 0 {
+                        counter.increment(n);
+                    }
+                }
+                if !accepted.is_empty() {
+                    plane.published.increment(accepted.len() as u64);
+                    plane.wake.notify_one();
+                }
+            }
+            for reply in accepted {
+                let _ = reply.send(flushed.as_ref().map(|_| ()).map_err(batch_error));
+            }
+        });
     }
 }
 
@@ -341,29 +634,27 @@ impl Host {
             headers,
             size_bytes: payload.len() as u64,
         };
-        let limit = config.event_max_queue_depth;
-        let retention = config.event_retention.as_millis() as u64;
-        match store.publish_event(&event, &payload, &to, limit, retention) {
-            Ok(()) => {}
-            Err(PublishRefused::QueueFull(depth)) => {
-                return Err(EventError::QueueFull {
-                    topic: topic.to_string(),
-                    depth,
-                    limit,
-                });
-            }
-            Err(PublishRefused::Store(e)) => return Err(e.into()),
-        }
-        // Durable before anyone is told (the store's group commit: one flush
-        // for all the writers waiting now).
-        self.inner.store.flush().await?;
-        self.events().published.increment(1);
-        self.events().wake.notify_one();
-        Ok(Published {
+        let published = Published {
             id: format_id(event.id),
             topic: topic.to_string(),
             deliveries: to.len() as u32,
-        })
+        };
+        // Written with the other publishes queued now, in one transaction,
+        // and answered once the flush after it is done: durable before
+        // anyone is told.
+        let (reply, answer) = oneshot::channel();
+        self.queue_write(Write::Publish {
+            event,
+            payload,
+            to,
+            reply,
+        });
+        answer.await.unwrap_or_else(|_| {
+            Err(EventError::Store(StoreError::Batch(
+                "the publish was dropped (see the host log)".into(),
+            )))
+        })?;
+        Ok(published)
     }
 
     /// Subscribes a function to a topic (or changes its subscription).
@@ -675,7 +966,9 @@ fn subscription_for(
     Ok(Some(host.inner.store.subscription(topic, function)?))
 }
 
-type Busy = Arc<StdMutex<HashMap<(String, String), u32>>>;
+/// Deliveries running per subscription, keyed by `topic \0 function` (the
+/// tail of a delivery key, so a due entry is looked up without allocating).
+type Busy = Arc<StdMutex<HashMap<Box<[u8]>, u32>>>;
 
 async fn dispatch(host: Weak<HostInner>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
     let Some(max) = host.upgrade().map(|h| h.config.event_max_in_flight) else {
@@ -687,19 +980,14 @@ async fn dispatch(host: Weak<HostInner>, wake: Arc<Notify>, mut stop: watch::Rec
     let mut last_sweep = std::time::Instant::now();
     let mut last_schedules = std::time::Instant::now() - SCHEDULE_EVERY;
     let depth_gauge = metrics::gauge!(QUEUE_DEPTH);
-    let results = [
-        metrics::counter!(DELIVERIES, "result" => "success"),
-        metrics::counter!(DELIVERIES, "result" => "failure"),
-        metrics::counter!(DELIVERIES, "result" => "dead"),
-    ];
-    let results = Arc::new(results);
+    let mut sweep = None;
     loop {
         if *stop.borrow() {
             break;
         }
         let Some(inner) = host.upgrade() else { break };
         let host = Host { inner };
-        let pass = pass(&host, &slots, &busy, &mut tasks, &wake, &results);
+        let pass = pass(&host, &slots, &busy, &mut tasks, &wake, &mut sweep).await;
         let wait = match pass {
             Ok(w) => w,
             Err(e) => {
@@ -734,81 +1022,205 @@ async fn dispatch(host: Weak<HostInner>, wake: Arc<Notify>, mut stop: watch::Rec
             _ = stop.changed() => {}
         }
     }
-    // Shutdown: let the running deliveries finish (the caller bounds the
-    // wait by the grace period and aborts the rest).
+    // Shutdown: let the running deliveries finish and be recorded (the
+    // caller bounds the wait by the grace period and aborts the rest).
     while tasks.join_next().await.is_some() {}
 }
 
-/// One pass: claims and starts what is due and has a free slot; returns
-/// how long to sleep before the next pass (unless woken).
-fn pass(
-    host: &Host,
-    slots: &Arc<Semaphore>,
-    busy: &Busy,
-    tasks: &mut JoinSet<()>,
-    wake: &Arc<Notify>,
-    results: &Arc<[metrics::Counter; 3]>,
-) -> Result<Duration, StoreError> {
-    let store = &host.inner.store;
-    let now = now_ms();
-    let mut subs: HashMap<(String, String), Option<Option<Subscription>>> = HashMap::new();
-    let mut saturated = false;
-    for (due_entry, dkey) in store.due_deliveries(now, SCAN)? {
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            saturated = true;
-            break;
+/// A due delivery picked in a pass, with its slot, before it is claimed.
+struct Picked {
+    due_entry: sled::IVec,
+    sub_key: Box<[u8]>,
+    sub: Option<Subscription>,
+    permit: OwnedSemaphorePermit,
+}
+
+/// The due entries a pass picks: a free slot each, within the
+/// subscriptions' concurrency.
+struct Picker<'a> {
+    host: &'a Host,
+    slots: &'a Arc<Semaphore>,
+    busy: &'a Busy,
+    subs: HashMap<Box<[u8]>, Option<Option<Subscription>>>,
+    picked: Vec<Picked>,
+    /// Something due was left for want of a slot (or a job not started).
+    saturated: bool,
+    /// No slot is left at all.
+    full: bool,
+}
+
+impl Picker<'_> {
+    /// Picks this due entry if it can run now.
+    fn consider(&mut self, due_entry: sled::IVec, dkey: &[u8]) -> Result<(), StoreError> {
+        let Some((_, topic, function)) = parse_delivery_key(dkey) else {
+            return Ok(());
         };
-        let Some((_, topic, function)) = parse_delivery_key(&dkey) else {
-            continue;
-        };
-        let sub_id = (topic.to_string(), function.to_string());
-        let sub = match subs.get(&sub_id) {
+        let sub_key = &dkey[8..];
+        let sub = match self.subs.get(sub_key) {
             Some(s) => s.clone(),
             None => {
-                let s = subscription_for(host, topic, function)?;
-                subs.insert(sub_id.clone(), s.clone());
+                let s = subscription_for(self.host, topic, function)?;
+                self.subs.insert(sub_key.into(), s.clone());
                 s
             }
         };
         let Some(sub) = sub else {
             // A job being created: left alone until it is running.
-            saturated = true;
-            continue;
+            self.saturated = true;
+            return Ok(());
+        };
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            self.saturated = true;
+            self.full = true;
+            return Ok(());
         };
         let cap = sub.as_ref().map_or(u32::MAX, |s| s.concurrency);
         {
-            let mut b = busy.lock().expect("not poisoned");
-            let n = b.entry(sub_id.clone()).or_default();
+            let mut b = self.busy.lock().expect("not poisoned");
+            let n = match b.get_mut(sub_key) {
+                Some(n) => n,
+                None => b.entry(sub_key.into()).or_default(),
+            };
             if *n >= cap {
-                saturated = true;
-                continue;
+                self.saturated = true;
+                return Ok(());
             }
             *n += 1;
         }
-        let claimed = match store.claim_delivery(&due_entry, now) {
+        self.picked.push(Picked {
+            due_entry,
+            sub_key: sub_key.into(),
+            sub,
+            permit,
+        });
+        Ok(())
+    }
+}
+
+/// One pass: picks what is due and has a free slot, claims it in one
+/// transaction and starts it; returns how long to sleep before the next
+/// pass (unless woken).
+///
+/// A pass reads a bounded part of the due index, so that a long backlog
+/// of a subscription at its concurrency limit is not read again on every
+/// pass (passes follow every finished delivery): the `HEAD` earliest
+/// entries, then `SWEEP` entries from where the previous pass stopped
+/// (`sweep`), wrapping around at the end of what is due. Deliveries of
+/// other subscriptions behind such a backlog are reached within a few
+/// passes.
+async fn pass(
+    host: &Host,
+    slots: &Arc<Semaphore>,
+    busy: &Busy,
+    tasks: &mut JoinSet<()>,
+    wake: &Arc<Notify>,
+    sweep: &mut Option<sled::IVec>,
+) -> Result<Duration, StoreError> {
+    let store = &host.inner.store;
+    let now = now_ms();
+    let mut p = Picker {
+        host,
+        slots,
+        busy,
+        subs: HashMap::new(),
+        picked: Vec::new(),
+        saturated: false,
+        full: false,
+    };
+    let mut head_end = None;
+    let mut head_len = 0;
+    for entry in store.due_iter(now, None).take(HEAD) {
+        let (due_entry, dkey) = entry?;
+        head_len += 1;
+        head_end = Some(due_entry.clone());
+        p.consider(due_entry, &dkey)?;
+        if p.full {
+            break;
+        }
+    }
+    let mut part_way = false;
+    if let (false, true, Some(head_end)) = (p.full, head_len == HEAD, head_end) {
+        let from = match sweep.take() {
+            Some(at) if at > head_end => at,
+            _ => head_end,
+        };
+        let mut n = 0;
+        let mut last = None;
+        for entry in store.due_iter(now, Some(&from)).take(SWEEP) {
+            let (due_entry, dkey) = entry?;
+            n += 1;
+            last = Some(due_entry.clone());
+            p.consider(due_entry, &dkey)?;
+            if p.full {
+                break;
+            }
+        }
+        // Stopped for want of slots: the next pass starts from here again.
+        // Read SWEEP entries: it goes on from the last. Reached the end:
+        // the next starts over.
+        if p.full {
+            *sweep = Some(from);
+        } else if n == SWEEP {
+            *sweep = last;
+            part_way = true;
+        }
+    }
+    let Picker {
+        picked,
+        saturated,
+        full,
+        ..
+    } = p;
+    if !picked.is_empty() {
+        let entries: Vec<_> = picked.iter().map(|p| p.due_entry.clone()).collect();
+        let (reply, answer) = oneshot::channel();
+        host.queue_write(Write::Claim {
+            entries,
+            now_ms: now,
+            reply,
+        });
+        let claimed = answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Batch("the claim was dropped".into())));
+        let claimed = match claimed {
             Ok(c) => c,
             Err(e) => {
-                release(busy, &sub_id);
+                for p in &picked {
+                    release(busy, &p.sub_key);
+                }
                 return Err(e);
             }
         };
-        let Some((key, rec)) = claimed else {
-            release(busy, &sub_id);
-            continue;
-        };
-        let host = host.clone();
-        let busy = busy.clone();
-        let wake = wake.clone();
-        let results = results.clone();
-        tasks.spawn(async move {
-            run_delivery(&host, &key, rec, sub, &results).await;
-            release(&busy, &sub_id);
-            drop(permit);
-            wake.notify_one();
-        });
+        for (p, claimed) in picked.into_iter().zip(claimed) {
+            let Some((key, rec)) = claimed else {
+                release(busy, &p.sub_key);
+                continue;
+            };
+            let host = host.clone();
+            let busy = busy.clone();
+            let wake = wake.clone();
+            tasks.spawn(async move {
+                let (finish, result) = run_delivery(&host, key, rec, p.sub).await;
+                // Queued before the slot is given back, so that the
+                // dispatcher's next claim does not go ahead of it.
+                let recorded = host.record_finish(finish, result);
+                // The handler is done: its slot is free for the next
+                // delivery while this outcome waits for its transaction.
+                release(&busy, &p.sub_key);
+                drop(p.permit);
+                wake.notify_one();
+                let _ = recorded.await;
+            });
+        }
+    }
+    if full {
+        // Woken when a delivery finishes; the timer is a backstop.
+        return Ok(IDLE);
+    }
+    if part_way {
+        return Ok(SWEEP_AGAIN);
     }
     if saturated {
-        // Woken when a delivery finishes; the timer is a backstop.
         return Ok(IDLE);
     }
     Ok(match store.next_due_ms()? {
@@ -817,93 +1229,99 @@ fn pass(
     })
 }
 
-fn release(busy: &Busy, sub_id: &(String, String)) {
+fn release(busy: &Busy, sub_key: &[u8]) {
     let mut b = busy.lock().expect("not poisoned");
-    if let Some(n) = b.get_mut(sub_id) {
+    if let Some(n) = b.get_mut(sub_key) {
         *n = n.saturating_sub(1);
         if *n == 0 {
-            b.remove(sub_id);
+            b.remove(sub_key);
         }
     }
 }
 
+impl Host {
+    /// Queues a finished attempt for the next event-plane transaction;
+    /// the answer comes once it is committed.
+    fn record_finish(&self, finish: Finish, result: Option<usize>) -> oneshot::Receiver<()> {
+        let (reply, done) = oneshot::channel();
+        self.queue_write(Write::Outcome {
+            finish,
+            result,
+            reply,
+        });
+        done
+    }
+}
+
+/// Runs one claimed delivery; returns its outcome to record and the
+/// result it counts as (an index into [`EventPlane::results`]).
 async fn run_delivery(
     host: &Host,
-    key: &[u8],
+    key: sled::IVec,
     rec: DeliveryRecord,
     sub: Option<Subscription>,
-    results: &[metrics::Counter; 3],
-) {
+) -> (Finish, Option<usize>) {
     let store = &host.inner.store;
-    let retention = host.inner.config.event_retention.as_millis() as u64;
-    let finish = |outcome: Outcome, error: Option<&str>| {
-        if let Err(e) = store.finish_delivery(key, outcome, error, now_ms(), retention) {
-            tracing::error!(error = %e, event = %format_id(rec.event_id), "recording a delivery failed");
-        }
+    let finish = |outcome: Outcome, error: Option<&str>| Finish {
+        key: key.clone(),
+        outcome,
+        error: error.map(str::to_string),
+        now_ms: now_ms(),
     };
     let Some(sub) = sub else {
-        finish(Outcome::Cancelled, Some("the subscription was removed"));
-        return;
+        return (
+            finish(Outcome::Cancelled, Some("the subscription was removed")),
+            None,
+        );
     };
     let event = match store.event(rec.event_id) {
         Ok(Some(e)) => e,
-        Ok(None) => {
-            finish(Outcome::Cancelled, Some("the event is gone"));
-            return;
-        }
+        Ok(None) => return (finish(Outcome::Cancelled, Some("the event is gone")), None),
         Err(e) => {
             tracing::error!(error = %e, "reading an event failed");
-            finish(Outcome::Retry(now_ms() + 1000), Some("store failure"));
-            return;
+            return (
+                finish(Outcome::Retry(now_ms() + 1000), Some("store failure")),
+                None,
+            );
         }
     };
     let (event, mut payload) = event;
     if let Some(job) = super::job::job_of_topic(&event.topic) {
         match host.job_payload(job) {
             Ok(Some(p)) => payload = sled::IVec::from(&p[..]),
-            Ok(None) => {
-                finish(Outcome::Cancelled, Some("the job is gone"));
-                return;
-            }
+            Ok(None) => return (finish(Outcome::Cancelled, Some("the job is gone")), None),
             Err(e) => {
                 tracing::error!(error = %e, "reading a job failed");
-                finish(Outcome::Retry(now_ms() + 1000), Some("store failure"));
-                return;
+                return (
+                    finish(Outcome::Retry(now_ms() + 1000), Some("store failure")),
+                    None,
+                );
             }
         }
     }
     let attempt = rec.attempts + 1;
     let result = attempt_delivery(host, &sub, &event, payload, attempt).await;
     match result {
-        Ok(()) => {
-            results[0].increment(1);
-            finish(Outcome::Done, None);
-        }
+        Ok(()) => (finish(Outcome::Done, None), Some(0)),
         Err(error) => {
             let now = now_ms();
-            let outcome =
-                match sub
-                    .retry
-                    .after_failure(attempt, event.time_ms, now, rand::random::<f64>())
-                {
-                    Some(due) => {
-                        results[1].increment(1);
-                        Outcome::Retry(due)
-                    }
-                    None => {
-                        results[2].increment(1);
-                        tracing::warn!(
-                            event = %format_id(event.id),
-                            topic = %event.topic,
-                            function = %sub.function,
-                            attempts = attempt,
-                            error = %error,
-                            "event delivery is dead (in the dead-letter list)"
-                        );
-                        Outcome::Dead
-                    }
-                };
-            finish(outcome, Some(&error));
+            match sub
+                .retry
+                .after_failure(attempt, event.time_ms, now, rand::random::<f64>())
+            {
+                Some(due) => (finish(Outcome::Retry(due), Some(&error)), Some(1)),
+                None => {
+                    tracing::warn!(
+                        event = %format_id(event.id),
+                        topic = %event.topic,
+                        function = %sub.function,
+                        attempts = attempt,
+                        error = %error,
+                        "event delivery is dead (in the dead-letter list)"
+                    );
+                    (finish(Outcome::Dead, Some(&error)), Some(2))
+                }
+            }
         }
     }
 }
@@ -1024,7 +1442,7 @@ fn event_for_handler(event: &EventRecord, payload: sled::IVec, attempt: u32) -> 
 mod tests {
     use super::*;
     use crate::events::{DeliveryStatus, due_key};
-    use crate::store::Store;
+    use crate::store::{EventWrites, PublishRefused, Store};
 
     fn event(id: u64, topic: &str, time_ms: u64) -> EventRecord {
         EventRecord {
@@ -1131,6 +1549,97 @@ mod tests {
         store
             .publish_event(&event(3, "u", 1), b"x", &to(&[("u", "a")]), 3, 1000)
             .unwrap();
+    }
+
+    /// Batches behave as the same writes one by one: the depth limit
+    /// counts the events before in the batch, claims and outcomes of one
+    /// event's deliveries in one transaction add up.
+    #[test]
+    fn batched_publishes_claims_and_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let subs = to(&[("t", "a"), ("t", "b")]);
+        let none = to(&[]);
+        let events: Vec<_> = (1..=4).map(|i| event(i, "t", 10)).collect();
+        let item = |i: usize, to| NewEvent {
+            event: &events[i],
+            payload: b"x",
+            to,
+        };
+        // Limit 5: events 1 and 2 fit (4 deliveries), 3 does not (it would
+        // make 6), 4 has no subscriber (not counted).
+        let batch = [
+            item(0, &subs),
+            item(1, &subs),
+            item(2, &subs),
+            item(3, &none),
+        ];
+        let writes = EventWrites {
+            publishes: &batch,
+            max_depth: 5,
+            retention_ms: 1000,
+            ..EventWrites::default()
+        };
+        let answers = store.event_writes(&writes).unwrap().published;
+        assert_eq!(answers, [Ok(()), Ok(()), Err(4), Ok(())]);
+        assert!(store.event(3).unwrap().is_none());
+        assert!(store.event(4).unwrap().is_some());
+        assert_eq!(store.queue_depth_total().unwrap(), 4);
+
+        let due: Vec<_> = store.due_iter(10, None).map(|kv| kv.unwrap().0).collect();
+        assert_eq!(due.len(), 4);
+        // The same entry twice: claimed once.
+        let mut entries = due.clone();
+        entries.push(due[0].clone());
+        let claims = EventWrites {
+            claims: &entries,
+            now_ms: 20,
+            ..EventWrites::default()
+        };
+        let claimed = store.event_writes(&claims).unwrap().claimed;
+        assert_eq!(claimed.iter().filter(|c| c.is_some()).count(), 4);
+        assert!(claimed[4].is_none());
+        assert_eq!(store.due_iter(u64::MAX - 1, None).count(), 0);
+
+        // Event 1: both done (its open count reaches 0: it expires); event
+        // 2: one retried, one dead.
+        let keys: Vec<_> = claimed.into_iter().flatten().collect();
+        let finish = |i: usize, outcome| Finish {
+            key: keys[i].0.clone(),
+            outcome,
+            error: None,
+            now_ms: 30,
+        };
+        assert_eq!(keys[0].1.event_id, 1);
+        assert_eq!(keys[1].1.event_id, 1);
+        let finishes = [
+            finish(0, Outcome::Done),
+            finish(1, Outcome::Done),
+            finish(2, Outcome::Retry(100)),
+            finish(3, Outcome::Dead),
+        ];
+        let writes = EventWrites {
+            finishes: &finishes,
+            retention_ms: 1000,
+            ..EventWrites::default()
+        };
+        store.event_writes(&writes).unwrap();
+        let statuses = |id| {
+            store
+                .deliveries_of(id)
+                .unwrap()
+                .iter()
+                .map(|d| d.status)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(statuses(1), [DeliveryStatus::Done, DeliveryStatus::Done]);
+        assert_eq!(statuses(2), [DeliveryStatus::Pending, DeliveryStatus::Dead]);
+        // Pending: the retry only.
+        assert_eq!(store.queue_depth_total().unwrap(), 1);
+        assert_eq!(store.next_due_ms().unwrap(), Some(100));
+        assert_eq!(store.sweep_events(1030, 10).unwrap(), 2); // events 1 and 4
+        assert!(store.event(1).unwrap().is_none());
+        assert!(store.event(2).unwrap().is_some());
     }
 
     #[test]
