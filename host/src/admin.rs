@@ -2,7 +2,7 @@
 //! health and metrics. Every route but health needs the bearer token.
 
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
@@ -99,7 +99,28 @@ pub fn router(host: Host) -> Router {
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint")
         })
+        .layer(middleware::from_fn(close_after_refused_body))
         .with_state(host)
+}
+
+/// An error answered to a request that came with a body closes the
+/// connection (`Connection: close`). The body may not have been read (an
+/// upload refused for its name, its query or its token is answered before
+/// it is sent whole); without the header a client would send its next
+/// request on a connection the server then drops (`IncompleteMessage`).
+async fn close_after_refused_body(req: Request, next: Next) -> Response {
+    let has_body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    if has_body && (status.is_client_error() || status.is_server_error()) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// Checks `Authorization: Bearer <token>` in constant time. The token is

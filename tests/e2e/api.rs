@@ -34,6 +34,13 @@ fn bad_uploads_are_refused_and_nothing_is_stored() {
     assert!(msg.contains("_start"), "{msg}");
     assert_nothing_stored(&w, "f");
 
+    // A refused upload closes its connection (its body may be unread), so
+    // the client's next request goes on a fresh one.
+    let resp = a.deploy("Bad", b"\0asm\x01\0\0\0", &[]);
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["connection"], "close");
+    assert_eq!(a.get("/v1/functions").status(), 200);
+
     // A component that does not export wasi:http/incoming-handler.
     let wasm = std::fs::read(guest("command")).unwrap();
     let msg = assert_error(a.deploy("f", &wasm, &[]), 400, "missing_export");
