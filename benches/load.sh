@@ -20,6 +20,14 @@
 #   CGI        1 (default) also measures examples/cgi-rust, a wasm32-wasip1
 #              module run CGI-style, in the same `wisp serve`: "cgi"
 #              (target: >= 70% of hello's req/s)
+#   MINIMAL    1 (default) also measures minimal-host (benches/src/bin): the
+#              same hello.wasm in the smallest wasmtime host with Wisp's
+#              engine settings, a fresh instance per request: the floor of
+#              what Wisp could cost on this machine: "minimal"
+#   GUEST_TARGET_DIR  where the guests are built (default target/wasm)
+#   WAIT_IDLE  1 (default): before each wrk run, wait (up to 10 min) until
+#              the machine is idle (>= 90% over a second); on a shared 2-CPU
+#              machine a build or a load test next door halves req/s
 #
 # Per run: requests/s, p50 and p99 latency (wrk), and the server's CPU per
 # request: utime+stime of the server process (/proc/PID/stat, all threads)
@@ -42,34 +50,38 @@ WARMUP=${WARMUP:-3}
 INFO_LOG=${INFO_LOG:-1}
 TODO=${TODO:-1}
 CGI=${CGI:-1}
+MINIMAL=${MINIMAL:-1}
+WAIT_IDLE=${WAIT_IDLE:-1}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WISP=$TARGET_DIR/release/wisp
 NATIVE=$TARGET_DIR/release/native-hello
-WASM=$ROOT/target/wasm/wasm32-wasip2/release/hello.wasm
-TODO_WASM=$ROOT/target/wasm/wasm32-wasip2/release/todo_api.wasm
-CGI_WASM=$ROOT/target/wasm/wasm32-wasip1/release/cgi-rust.wasm
+MINIMAL_HOST=$TARGET_DIR/release/minimal-host
+GUEST_TARGET_DIR=${GUEST_TARGET_DIR:-target/wasm}
+WASM=$GUEST_TARGET_DIR/wasm32-wasip2/release/hello.wasm
+TODO_WASM=$GUEST_TARGET_DIR/wasm32-wasip2/release/todo_api.wasm
+CGI_WASM=$GUEST_TARGET_DIR/wasm32-wasip1/release/cgi-rust.wasm
 
 say() { echo "load.sh: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 # ------------------------------------------------------------------ build
-say "building wisp and native-hello (release)"
-cargo build --release -p wisp-host --bin wisp -p wisp-benches --bin native-hello
+say "building wisp, native-hello and minimal-host (release)"
+cargo build --release -p wisp-host --bin wisp -p wisp-benches --bin native-hello --bin minimal-host
 if [ ! -d "$(rustc --print sysroot)/lib/rustlib/wasm32-wasip2" ]; then
     die "the wasm32-wasip2 target is not installed: rustup target add wasm32-wasip2"
 fi
 say "building the hello and todo-api guests (wasm32-wasip2, release)"
-cargo build --release --target wasm32-wasip2 --target-dir target/wasm -p hello -p todo-api
+cargo build --release --target wasm32-wasip2 --target-dir "$GUEST_TARGET_DIR" -p hello -p todo-api
 [ -f "$WASM" ] || die "no $WASM after the build"
 [ -f "$TODO_WASM" ] || die "no $TODO_WASM after the build"
 if [ ! -d "$(rustc --print sysroot)/lib/rustlib/wasm32-wasip1" ]; then
     die "the wasm32-wasip1 target is not installed: rustup target add wasm32-wasip1"
 fi
 say "building the cgi-rust example (wasm32-wasip1, release)"
-cargo build --release --target wasm32-wasip1 --target-dir target/wasm -p cgi-rust
+cargo build --release --target wasm32-wasip1 --target-dir "$GUEST_TARGET_DIR" -p cgi-rust
 [ -f "$CGI_WASM" ] || die "no $CGI_WASM after the build"
 
 # ------------------------------------------------------------------ tools
@@ -160,6 +172,16 @@ start_native() {
     wait_ready native "${PID[native]}" "${URL[native]}"
 }
 
+start_minimal() {
+    local port
+    free_port; port=$PORT
+    "$MINIMAL_HOST" --listen "127.0.0.1:$port" "$WASM" >>"$TMP/minimal.log" 2>&1 &
+    PIDS+=("$!")
+    PID[minimal]=$!
+    URL[minimal]="http://127.0.0.1:$port/hello"
+    wait_ready minimal "${PID[minimal]}" "${URL[minimal]}"
+}
+
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # utime stime minflt majflt of a process (all its threads); the fields after
 # the parenthesised command name, which may itself hold spaces.
@@ -176,6 +198,10 @@ if [ "$INFO_LOG" = 1 ]; then
 fi
 start_native
 NATIVE_IDLE_RSS=$(rss_kib "${PID[native]}")
+if [ "$MINIMAL" = 1 ]; then
+    start_minimal
+    SERVERS="$SERVERS minimal"
+fi
 if [ "$TODO" = 1 ]; then
     # The same process as "wisp": one to-do, then GET it per request.
     curl -sf -o /dev/null -d '{"title":"benchmark"}' "${BASE[wisp]}/todos" ||
@@ -211,12 +237,35 @@ to_us() {
     }'
 }
 
+# idle_pct: percentage of all CPUs' time spent idle over the next second.
+idle_pct() {
+    local a b i ta=0 tb=0
+    read -ra a < <(head -n1 /proc/stat)
+    sleep 1
+    read -ra b < <(head -n1 /proc/stat)
+    for i in 1 2 3 4 5 6 7 8; do ta=$((ta + a[i])); tb=$((tb + b[i])); done
+    echo $((100 * (b[4] + b[5] - a[4] - a[5]) / (tb - ta > 0 ? tb - ta : 1)))
+}
+
+# wait_idle: until the machine is idle (>= 90% over a second: between runs
+# our servers are idle too), for at most 10 minutes (WAIT_IDLE=1).
+wait_idle() {
+    [ "$WAIT_IDLE" = 1 ] || return 0
+    local n
+    for n in $(seq 600); do
+        [ "$(idle_pct)" -ge 90 ] && return 0
+        [ "$n" = 1 ] && say "waiting for the machine to be idle (something else is running)"
+    done
+    say "warning: still busy after 10 min; measuring anyway"
+}
+
 RESULTS=$TMP/results
 : >"$RESULTS"
 # run NAME CONNS ROUND
 run() {
     local name=$1 c=$2 round=$3 pid=${PID[$1]} out
     local u0 s0 f0 j0 u1 s1 f1 j1
+    wait_idle
     read -r u0 s0 f0 j0 < <(proc_stat "$pid")
     out=$(wrk -t1 -c"$c" -d"${DURATION}s" --latency "${URL[$name]}")
     read -r u1 s1 f1 j1 < <(proc_stat "$pid")
@@ -287,6 +336,7 @@ label() {
         todo) echo "wisp serve, todo-api GET /todos/1 (one kv read)" ;;
         cgi) echo "wisp serve, cgi-rust (wasip1 CGI) GET /cgi/hello" ;;
         native) echo "native-hello (axum)" ;;
+        minimal) echo "minimal-host (wasmtime floor, same hello.wasm)" ;;
     esac
 }
 fmt_us() { awk -v u="$1" 'BEGIN { if (u >= 1000) printf "%.2f ms", u / 1000; else printf "%.0f µs", u }'; }
@@ -309,6 +359,16 @@ for c in $CONNS; do
             'BEGIN { printf "| %s | %s | %.2f (%.0f%%) | %.1fx |\n", l, c, wr / nr, 100 * wr / nr, wc / nc }'
     done
 done
+if [ "$MINIMAL" = 1 ]; then
+    echo
+    echo "| ratio | connections | req/s (wisp / minimal-host) | CPU per request (wisp / minimal-host) |"
+    echo "|---|---:|---:|---:|"
+    for c in $CONNS; do
+        awk -v c="$c" -v wr="$(get wisp "$c" 3)" -v mr="$(get minimal "$c" 3)" \
+            -v wc="$(get wisp "$c" 6)" -v mc="$(get minimal "$c" 6)" \
+            'BEGIN { printf "| wisp serve / minimal-host | %s | %.2f | %.2fx (+%.1f µs) |\n", c, wr / mr, wc / mc, wc - mc }'
+    done
+fi
 echo
 awk -v w="$WISP_IDLE_RSS" -v l="$WISP_LOADED_RSS" -v n="$NATIVE_IDLE_RSS" 'BEGIN {
     printf "Idle RSS of wisp serve with hello deployed (before load): %.1f MiB; after the load: %.1f MiB; native-hello idle: %.1f MiB\n", w / 1024, l / 1024, n / 1024

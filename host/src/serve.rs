@@ -38,12 +38,8 @@ impl Host {
         };
         // With the peer's address: preview-1 (CGI) functions see it as
         // REMOTE_ADDR. Recorded once per connection, not per request.
-        let data = axum::serve(
-            listeners.data,
-            self.gateway_router()
-                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(wait());
+        let data = axum::serve(listeners.data, crate::gateway::MakeGateway(self.clone()))
+            .with_graceful_shutdown(wait());
         let data = tokio::spawn(async move { data.await });
         let admin = listeners.admin.map(|l| {
             let s = axum::serve(l, self.admin_router()).with_graceful_shutdown(wait());
