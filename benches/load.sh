@@ -366,7 +366,7 @@ if [ "$MINIMAL" = 1 ]; then
     for c in $CONNS; do
         awk -v c="$c" -v wr="$(get wisp "$c" 3)" -v mr="$(get minimal "$c" 3)" \
             -v wc="$(get wisp "$c" 6)" -v mc="$(get minimal "$c" 6)" \
-            'BEGIN { printf "| wisp serve / minimal-host | %s | %.2f | %.2fx (+%.1f µs) |\n", c, wr / mr, wc / mc, wc - mc }'
+            'BEGIN { printf "| wisp serve / minimal-host | %s | %.2f | %.2fx (%+.1f µs) |\n", c, wr / mr, wc / mc, wc - mc }'
     done
 fi
 echo
