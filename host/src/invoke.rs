@@ -568,9 +568,16 @@ impl Invoker {
                 .into_response_body();
             }
         };
-        ApiError::new(status, code, message)
+        let mut resp = ApiError::new(status, code, message)
             .invocation(id)
-            .into_response_body()
+            .into_response_body();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is not read: the client must not send its
+            // next request on this connection.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
     }
 }
 

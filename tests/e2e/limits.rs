@@ -97,6 +97,8 @@ fn oversized_body_answers_413() {
         .body(big.clone())
         .send()
         .unwrap();
+    // The unread rest of the body: the connection is not reused.
+    assert_eq!(r.headers()["connection"], "close");
     let msg = assert_error(r, 413, "body_too_large");
     assert!(msg.contains("1048576"), "{msg}");
     // Streamed (chunked, no Content-Length): cut off at the cap while the
