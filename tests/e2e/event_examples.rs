@@ -9,31 +9,13 @@
 //! an event that ends `done` went through the `wisp:function/event-handler`
 //! export.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::events::{cli_ok, counter, event, wait_until};
 use crate::harness::*;
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Runs the CLI, asserting success (with the host's log when it fails).
-fn cli_ok(w: &Wisp, args: &[&str]) -> String {
-    let out = w.cli(args);
-    assert!(
-        out.status.success(),
-        "wisp {args:?} failed: {}\nhost log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        w.log_text()
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use crate::jobs::job;
 
 /// A function's kv value, through the admin API.
 fn kv(a: &Admin, function: &str, key: &str) -> Option<Vec<u8>> {
@@ -43,10 +25,6 @@ fn kv(a: &Admin, function: &str, key: &str) -> Option<Vec<u8>> {
         404 => None,
         s => panic!("reading {key} of {function}: status {s}"),
     }
-}
-
-fn kv_number(a: &Admin, function: &str, key: &str) -> i64 {
-    kv(a, function, key).map_or(0, |v| String::from_utf8(v).unwrap().parse().unwrap())
 }
 
 fn post(w: &Wisp, path: &str, body: &str) -> reqwest::blocking::Response {
@@ -62,18 +40,6 @@ fn get_json(w: &Wisp, path: &str) -> (u16, Value) {
     let resp = w.get(path);
     let status = resp.status().as_u16();
     (status, resp.json().unwrap())
-}
-
-fn event(a: &Admin, id: &str) -> Value {
-    let resp = a.get(&format!("/v1/events/{id}"));
-    assert_eq!(resp.status(), 200);
-    resp.json().unwrap()
-}
-
-fn job(a: &Admin, id: &str) -> Value {
-    let resp = a.get(&format!("/v1/jobs/{id}"));
-    assert_eq!(resp.status(), 200);
-    resp.json().unwrap()
 }
 
 #[test]
@@ -156,7 +122,7 @@ fn order_events_publishes_valid_orders_and_the_handler_records_them() {
         published_before + 1.0
     );
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(kv_number(&a, "order-events", "orders-recorded"), 1);
+    assert_eq!(counter(&a, "order-events", "orders-recorded"), 1);
     let (_, listing) = get_json(&w, "/orders");
     assert_eq!(listing, json!({"count": 1, "ids": [id]}));
 
@@ -272,7 +238,7 @@ fn nightly_report_writes_a_report_on_each_tick_until_the_schedule_is_deleted() {
     );
 
     wait_until("a second report", Duration::from_secs(30), || {
-        kv_number(&a, "nightly-report", "runs") >= 2
+        counter(&a, "nightly-report", "runs") >= 2
     });
     let (status, reports) = get_json(&w, "/reports");
     assert_eq!(status, 200);
@@ -291,9 +257,9 @@ fn nightly_report_writes_a_report_on_each_tick_until_the_schedule_is_deleted() {
     cli_ok(&w, &["schedule", "delete", &id]);
     assert!(cli_ok(&w, &["schedule", "list", "nightly-report"]).contains("no schedules"));
     std::thread::sleep(Duration::from_millis(1500));
-    let settled = kv_number(&a, "nightly-report", "runs");
+    let settled = counter(&a, "nightly-report", "runs");
     std::thread::sleep(Duration::from_millis(3000));
-    assert_eq!(kv_number(&a, "nightly-report", "runs"), settled);
+    assert_eq!(counter(&a, "nightly-report", "runs"), settled);
     let (_, reports) = get_json(&w, "/reports");
     assert_eq!(reports.as_array().unwrap().len() as i64, settled);
 }

@@ -31,7 +31,7 @@ fn start_job(a: &Admin, function: &str, body: Value) -> reqwest::blocking::Respo
         .unwrap()
 }
 
-fn job(a: &Admin, id: &str) -> Value {
+pub(crate) fn job(a: &Admin, id: &str) -> Value {
     let resp = a.get(&format!("/v1/jobs/{id}"));
     assert_eq!(resp.status(), 200);
     resp.json().unwrap()
