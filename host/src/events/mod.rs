@@ -152,7 +152,8 @@ pub struct Subscription {
     pub topic: String,
     /// The subscribed function.
     pub function: String,
-    /// Path of the `POST` each event is delivered as (default `/`).
+    /// Path of the `POST` each event is delivered as (default `/`), for a
+    /// function without an event handler.
     pub path: String,
     /// Deliveries of this subscription running at once.
     pub concurrency: u32,

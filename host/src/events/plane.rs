@@ -181,7 +181,8 @@ pub struct NewSubscription {
     pub function: String,
     /// The topic.
     pub topic: String,
-    /// Path of the `POST` each event is delivered as; default `/`.
+    /// Path of the `POST` each event is delivered as, for a function
+    /// without an event handler; default `/`.
     #[serde(default)]
     pub path: Option<String>,
     /// Attempts in total; default from the host (3).
@@ -211,7 +212,8 @@ pub struct NewSchedule {
     /// IANA time zone; default `UTC`.
     #[serde(default)]
     pub tz: Option<String>,
-    /// Path of the `POST`; default `/`.
+    /// Path of the `POST`, for a function without an event handler; default
+    /// `/`.
     #[serde(default)]
     pub path: Option<String>,
     /// Body of each tick's event; default empty.

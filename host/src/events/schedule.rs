@@ -28,7 +28,8 @@ pub struct Schedule {
     /// IANA time zone the expression is evaluated in (`UTC`,
     /// `Europe/Paris`).
     pub tz: String,
-    /// Path of the `POST` each tick is delivered as.
+    /// Path of the `POST` each tick is delivered as (a function without an
+    /// event handler).
     pub path: String,
     /// Body of each tick's event.
     #[serde(default, skip_serializing_if = "String::is_empty")]
