@@ -18,7 +18,7 @@
 //! transaction, and every write a client is told about is flushed first
 //! ([`Store::flush`]), so an acknowledged deploy survives `kill -9`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -909,20 +909,25 @@ impl Store {
 //   published, written in the same transaction as the event.
 // - `ev_due`: `due_ms | seq` (both BE) -> delivery key: the pending
 //   deliveries in due order, so finding what is due is a short range scan.
-// - `ev_running`: delivery key -> (): deliveries being run; pending again
-//   after a restart ([`Store::events_recover`]).
+//   A claimed delivery keeps its entry while it runs (it is skipped, see
+//   below), so after a crash it is simply due again.
 // - `ev_dead`: `function \0 topic \0 event id` -> delivery key: the
 //   dead-letter list of each subscription.
-// - `ev_depth`: topic -> u64 BE: pending and running deliveries (the
-//   queue-depth limit and gauge).
-// - `ev_open`: event id -> u64 BE: deliveries not done yet; at 0 the event
-//   is scheduled for removal in `ev_expire`.
+// - `ev_open`: event id -> u64 BE: deliveries not done yet, for events with
+//   more than one (an event with one delivery has no entry); when the last
+//   is done the event is scheduled for removal in `ev_expire`.
 // - `ev_expire`: `remove_at_ms | event id` -> (): finished events, removed
 //   with their deliveries after the retention time.
 // - `ev_schedules`: schedule id (u64 BE) -> JSON `Schedule`.
 // - `ev_jobs`: job id (u64 BE) -> JSON `JobRecord`.
 // - `ev_job_tasks`: `job id | index` (u64 BE, u32 BE) -> event id (u64 BE):
 //   the event (topic `job:ID`) that carries each index of a job.
+//
+// Beside the trees, in memory ([`EventMemory`]): the queue depth of each
+// topic (counted from `ev_due` on open) and the claimed deliveries being
+// run. Neither is written per event: a claim costs no write, and a publish
+// and its outcome write three entries each (event or outcome record, due
+// entry, and the event or its expiry entry).
 
 /// The event-plane trees (opened once).
 #[derive(Clone)]
@@ -931,26 +936,62 @@ pub(crate) struct EventTrees {
     subs: sled::Tree,
     deliveries: sled::Tree,
     due: sled::Tree,
-    running: sled::Tree,
     dead: sled::Tree,
-    depth: sled::Tree,
     open: sled::Tree,
     expire: sled::Tree,
     schedules: sled::Tree,
     jobs: sled::Tree,
     job_tasks: sled::Tree,
+    /// Changed only together with the trees, under its lock (taken after
+    /// the gate).
+    mem: Arc<Mutex<EventMemory>>,
+}
+
+/// What the event plane keeps in memory beside its trees.
+#[derive(Default)]
+struct EventMemory {
+    /// Pending and running deliveries per topic: the due index counted by
+    /// topic (the queue-depth limit and gauge).
+    depth: HashMap<String, u64>,
+    /// Claimed deliveries being run: delivery key -> when the attempt
+    /// started (ms since the epoch). Their due entries stay in the due
+    /// index; readers of it skip them.
+    running: HashMap<IVec, u64>,
+}
+
+impl EventMemory {
+    fn add_depth(&mut self, topic: &str, delta: i64) {
+        let n = self.depth.get(topic).copied().unwrap_or(0);
+        let n = (n as i64).saturating_add(delta).max(0) as u64;
+        if n == 0 {
+            self.depth.remove(topic);
+        } else {
+            self.depth.insert(topic.to_string(), n);
+        }
+    }
 }
 
 impl EventTrees {
+    fn mem(&self) -> std::sync::MutexGuard<'_, EventMemory> {
+        self.mem.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn open(db: &sled::Db) -> Result<EventTrees, StoreError> {
+        let due = db.open_tree("ev_due")?;
+        let mut mem = EventMemory::default();
+        for dkey in due.iter().values() {
+            let dkey = dkey?;
+            if let Some((_, topic, _)) = crate::events::parse_delivery_key(&dkey) {
+                mem.add_depth(topic, 1);
+            }
+        }
         Ok(EventTrees {
+            mem: Arc::new(Mutex::new(mem)),
             events: db.open_tree("ev_events")?,
             subs: db.open_tree("ev_subs")?,
             deliveries: db.open_tree("ev_deliveries")?,
-            due: db.open_tree("ev_due")?,
-            running: db.open_tree("ev_running")?,
+            due,
             dead: db.open_tree("ev_dead")?,
-            depth: db.open_tree("ev_depth")?,
             open: db.open_tree("ev_open")?,
             expire: db.open_tree("ev_expire")?,
             schedules: db.open_tree("ev_schedules")?,
@@ -986,10 +1027,6 @@ pub struct EventWrites<'a> {
     pub finishes: &'a [Finish],
     /// New events.
     pub publishes: &'a [NewEvent<'a>],
-    /// Due entries to claim.
-    pub claims: &'a [IVec],
-    /// The claims' start time, ms since the epoch.
-    pub now_ms: u64,
     /// Pending deliveries a topic may have (publishes past it are refused).
     pub max_depth: u64,
     /// How long finished events are kept.
@@ -1000,9 +1037,6 @@ pub struct EventWrites<'a> {
 pub struct EventWritten {
     /// Per new event: written, or refused with the topic's queue depth.
     pub published: Vec<Result<(), u64>>,
-    /// Per due entry: the claimed delivery (key and record), or `None` if
-    /// it was gone.
-    pub claimed: Vec<Option<(IVec, DeliveryRecord)>>,
 }
 
 /// One finished attempt for [`Store::event_writes`].
@@ -1068,15 +1102,30 @@ fn decode_event(key: &[u8], stored: IVec) -> Result<(EventRecord, IVec), StoreEr
 type Tx = sled::transaction::TransactionalTree;
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
-fn tx_add(tree: &Tx, key: &[u8], delta: i64) -> TxResult<u64> {
-    let old = tree.get(key)?.map(|v| read_u64(&v)).unwrap_or(0);
-    let new = (old as i64).saturating_add(delta).max(0) as u64;
-    if new == 0 {
-        tree.remove(key)?;
+/// Counts one more finished delivery of event `id` in `ev_open`; true if
+/// it was the last (an event without an entry has one delivery).
+fn tx_finish_one(open: &Tx, id: u64) -> TxResult<bool> {
+    let key = id.to_be_bytes();
+    let Some(v) = open.get(key)? else {
+        return Ok(true);
+    };
+    let left = read_u64(&v).saturating_sub(1);
+    if left == 0 {
+        open.remove(&key)?;
     } else {
-        tree.insert(key, &new.to_be_bytes())?;
+        open.insert(&key, &left.to_be_bytes())?;
     }
-    Ok(new)
+    Ok(left == 0)
+}
+
+/// Appends an attempt's start time to a delivery, keeping the latest.
+fn push_attempt_time(rec: &mut DeliveryRecord, started_ms: u64) {
+    rec.attempt_times_ms.push(started_ms);
+    let excess = rec
+        .attempt_times_ms
+        .len()
+        .saturating_sub(crate::events::KEPT_ATTEMPT_TIMES);
+    rec.attempt_times_ms.drain(..excess);
 }
 
 fn tx_delivery(tree: &Tx, key: &[u8]) -> TxResult<Option<DeliveryRecord>> {
@@ -1202,7 +1251,7 @@ impl Store {
 
     /// The event plane's writes of one moment, all in one transaction:
     /// outcomes of finished deliveries first (they free queue depth), then
-    /// new events, then claims of due deliveries.
+    /// new events.
     ///
     /// One transaction instead of one per event and per delivery matters
     /// twice with sled 0.34: a transaction is an exclusive section (see
@@ -1210,6 +1259,9 @@ impl Store {
     /// and writes the current log buffer (a `pwrite` and a
     /// `sync_file_range` on sled's I/O threads), so the disk work grows
     /// with the number of transactions, not of writes. Not flushed.
+    ///
+    /// An outcome whose delivery is no longer at its due entry (cancelled
+    /// while it ran) is dropped. Either way its claim ends.
     pub fn event_writes(&self, w: &EventWrites<'_>) -> Result<EventWritten, StoreError> {
         struct Row {
             id: [u8; 8],
@@ -1253,30 +1305,38 @@ impl Store {
         let (max_depth, retention_ms) = (w.max_depth, w.retention_ms);
         let t = &self.ev;
         let _exclusive = self.gate.exclusive();
-        (
+        let mut mem = self.ev.mem();
+        let result = (
             &t.events,
             &t.deliveries,
             &t.due,
-            &t.depth,
             &t.open,
             &t.expire,
-            &t.running,
             &t.dead,
         )
-            .transaction(|(events, dtree, due, depth, open, expire, running, dead)| {
-                // Answers are built inside: sled may run this more than once.
+            .transaction(|(events, dtree, due, open, expire, dead)| {
+                // Answers are built inside: sled may run this more than
+                // once. The depth changes are applied after the commit.
+                let mut freed: Vec<String> = Vec::new();
+                let mut depth: HashMap<&str, i64> = HashMap::new();
                 for (f, &seq) in w.finishes.iter().zip(&seqs) {
                     let (key, outcome, now_ms) = (&f.key[..], f.outcome, f.now_ms);
-                    running.remove(key)?;
                     let Some(mut rec) = tx_delivery(dtree, key)? else {
                         continue;
                     };
+                    let entry = due_key(rec.due_ms, rec.due_seq);
+                    if due.get(entry)?.as_deref() != Some(key) {
+                        continue;
+                    }
+                    due.remove(&entry)?;
+                    if let Some(&started) = mem.running.get(key) {
+                        push_attempt_time(&mut rec, started);
+                    }
                     rec.updated_ms = now_ms;
                     if outcome != Outcome::Cancelled {
                         rec.attempts += 1;
                     }
                     rec.last_error = f.error.clone();
-                    let id = rec.event_id.to_be_bytes();
                     match outcome {
                         Outcome::Retry(at) => {
                             rec.status = DeliveryStatus::Pending;
@@ -1287,7 +1347,7 @@ impl Store {
                         Outcome::Dead => {
                             rec.status = DeliveryStatus::Dead;
                             dead.insert(dead_key(&rec.function, &rec.topic, rec.event_id), key)?;
-                            tx_add(depth, rec.topic.as_bytes(), -1)?;
+                            freed.push(rec.topic.clone());
                         }
                         Outcome::Done | Outcome::Cancelled => {
                             rec.status = if outcome == Outcome::Done {
@@ -1295,8 +1355,8 @@ impl Store {
                             } else {
                                 DeliveryStatus::Cancelled
                             };
-                            tx_add(depth, rec.topic.as_bytes(), -1)?;
-                            if tx_add(open, &id, -1)? == 0 {
+                            freed.push(rec.topic.clone());
+                            if tx_finish_one(open, rec.event_id)? {
                                 expire.insert(
                                     &expire_key(now_ms.saturating_add(retention_ms), rec.event_id),
                                     &[],
@@ -1306,22 +1366,29 @@ impl Store {
                     }
                     dtree.insert(key, encode(&rec))?;
                 }
+                for topic in &freed {
+                    *depth.entry(topic).or_default() -= 1;
+                }
 
                 let mut published = Vec::with_capacity(rows.len());
                 for (item, row) in w.publishes.iter().zip(&rows) {
                     let event = item.event;
                     let n = row.deliveries.len() as u64;
                     if n > 0 {
-                        // A transaction reads its own writes: the depth
-                        // counts the events accepted earlier in the batch.
-                        let topic = event.topic.as_bytes();
-                        let now = depth.get(topic)?.map(|v| read_u64(&v)).unwrap_or(0);
+                        // The depth counts the events accepted earlier in
+                        // the batch (and the outcomes before them).
+                        let topic = event.topic.as_str();
+                        let stored = mem.depth.get(topic).copied().unwrap_or(0);
+                        let change = depth.entry(topic).or_default();
+                        let now = (stored as i64 + *change).max(0) as u64;
                         if now + n > max_depth {
                             published.push(Err(now));
                             continue;
                         }
-                        depth.insert(topic, &(now + n).to_be_bytes())?;
-                        open.insert(&row.id, &n.to_be_bytes())?;
+                        *change += n as i64;
+                        if n > 1 {
+                            open.insert(&row.id, &n.to_be_bytes())?;
+                        }
                     } else {
                         expire.insert(
                             &expire_key(event.time_ms.saturating_add(retention_ms), event.id),
@@ -1335,36 +1402,54 @@ impl Store {
                     }
                     published.push(Ok(()));
                 }
-
-                let mut claimed = Vec::with_capacity(w.claims.len());
-                for due_entry in w.claims {
-                    let Some(key) = due.get(due_entry)? else {
-                        claimed.push(None);
-                        continue;
-                    };
-                    due.remove(due_entry)?;
-                    let Some(mut rec) = tx_delivery(dtree, &key)? else {
-                        claimed.push(None);
-                        continue;
-                    };
-                    rec.status = DeliveryStatus::Running;
-                    rec.updated_ms = w.now_ms;
-                    rec.attempt_times_ms.push(w.now_ms);
-                    let excess = rec
-                        .attempt_times_ms
-                        .len()
-                        .saturating_sub(crate::events::KEPT_ATTEMPT_TIMES);
-                    rec.attempt_times_ms.drain(..excess);
-                    dtree.insert(&key, encode(&rec))?;
-                    running.insert(&key, &[])?;
-                    claimed.push(Some((key, rec)));
-                }
-                Ok::<_, ConflictableTransactionError<StoreError>>(EventWritten {
-                    published,
-                    claimed,
-                })
+                let depth: Vec<(String, i64)> =
+                    depth.into_iter().map(|(t, n)| (t.to_string(), n)).collect();
+                Ok::<_, ConflictableTransactionError<StoreError>>((published, depth))
             })
-            .map_err(abort_on)
+            .map_err(abort_on);
+        for f in w.finishes {
+            mem.running.remove(&f.key);
+        }
+        let (published, depth) = result?;
+        for (topic, n) in depth {
+            mem.add_depth(&topic, n);
+        }
+        Ok(EventWritten { published })
+    }
+
+    /// Claims due deliveries for a run: each due entry that is still there
+    /// and not claimed gives its delivery (key, and the record as it
+    /// stands while running, started at `now_ms`); `None` otherwise. The
+    /// claim is kept in memory only, until the outcome is written (see
+    /// [`Store::event_writes`]): a crash meanwhile leaves the delivery due.
+    pub fn claim(
+        &self,
+        entries: &[IVec],
+        now_ms: u64,
+    ) -> Result<Vec<Option<(IVec, DeliveryRecord)>>, StoreError> {
+        let mut mem = self.ev.mem();
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let Some(key) = self.ev.due.get(entry)? else {
+                out.push(None);
+                continue;
+            };
+            if mem.running.contains_key(&key) {
+                out.push(None);
+                continue;
+            }
+            let Some(v) = self.ev.deliveries.get(&key)? else {
+                out.push(None);
+                continue;
+            };
+            let mut rec: DeliveryRecord = decode(&key, &v)?;
+            rec.status = DeliveryStatus::Running;
+            rec.updated_ms = now_ms;
+            push_attempt_time(&mut rec, now_ms);
+            mem.running.insert(key.clone(), now_ms);
+            out.push(Some((key, rec)));
+        }
+        Ok(out)
     }
 
     /// An event and its payload.
@@ -1377,35 +1462,34 @@ impl Store {
             .transpose()
     }
 
-    /// An event's deliveries, by topic and function.
+    /// An event's deliveries, by topic and function (a claimed one as
+    /// running).
     pub fn deliveries_of(&self, id: u64) -> Result<Vec<DeliveryRecord>, StoreError> {
-        self.ev
-            .deliveries
-            .scan_prefix(id.to_be_bytes())
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode(&k, &v)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for kv in self.ev.deliveries.scan_prefix(id.to_be_bytes()) {
+            let (k, v) = kv?;
+            let mut rec: DeliveryRecord = decode(&k, &v)?;
+            if let Some(&started) = self.ev.mem().running.get(&k) {
+                rec.status = DeliveryStatus::Running;
+                push_attempt_time(&mut rec, started);
+            }
+            out.push(rec);
+        }
+        Ok(out)
     }
 
-    /// Up to `max` entries of the due index due at or before `now_ms`:
-    /// (due key, delivery key), in due order. (Tests; the dispatcher reads
-    /// [`Store::due_iter`].)
+    /// Up to `max` entries of the due index due at or before `now_ms`
+    /// and not claimed: (due key, delivery key), in due order. (Tests; the
+    /// dispatcher reads [`Store::due_iter`].)
     #[cfg(test)]
     pub fn due_deliveries(&self, now_ms: u64, max: usize) -> Result<Vec<(IVec, IVec)>, StoreError> {
-        let end = due_key(now_ms, u64::MAX);
-        self.ev
-            .due
-            .range(..=end)
-            .take(max)
-            .map(|kv| Ok(kv?))
-            .collect()
+        self.due_iter(now_ms, None).take(max).collect()
     }
 
     /// The entries of the due index due at or before `now_ms` (and after
-    /// the due key `after`, if given), lazily: (due key, delivery key), in
-    /// due order. The dispatcher reads only as many as it can use.
+    /// the due key `after`, if given) that are not claimed, lazily: (due
+    /// key, delivery key), in due order. The dispatcher reads only as many
+    /// as it can use.
     pub fn due_iter(
         &self,
         now_ms: u64,
@@ -1417,38 +1501,42 @@ impl Store {
             Some(k) => Bound::Excluded(IVec::from(k)),
             None => Bound::Unbounded,
         };
+        let mem = self.ev.mem.clone();
         self.ev
             .due
             .range::<IVec, _>((start, end))
             .map(|kv| kv.map_err(StoreError::from))
+            .filter(move |kv| match kv {
+                Ok((_, dkey)) => !mem
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .running
+                    .contains_key(dkey),
+                Err(_) => true,
+            })
     }
 
-    /// When the earliest pending delivery is due.
+    /// When the earliest pending delivery not claimed is due.
     pub fn next_due_ms(&self) -> Result<Option<u64>, StoreError> {
         Ok(self
-            .ev
-            .due
-            .first()?
+            .due_iter(u64::MAX - 1, None)
+            .next()
+            .transpose()?
             .and_then(|(k, _)| crate::events::parse_due_key(&k))
             .map(|(due, _)| due))
     }
 
-    /// Claims a due delivery: removes its due entry and marks it running
-    /// (started at `now_ms`). `None` if someone else claimed it first or it
-    /// is gone. (Tests; the dispatcher claims through
-    /// [`Store::event_writes`].)
+    /// Claims a due delivery (see [`Store::claim`]). (Tests.)
     #[cfg(test)]
     pub fn claim_delivery(
         &self,
         due_entry: &[u8],
         now_ms: u64,
     ) -> Result<Option<(IVec, DeliveryRecord)>, StoreError> {
-        let writes = EventWrites {
-            claims: &[IVec::from(due_entry)],
-            now_ms,
-            ..EventWrites::default()
-        };
-        Ok(self.event_writes(&writes)?.claimed.pop().flatten())
+        Ok(self
+            .claim(&[IVec::from(due_entry)], now_ms)?
+            .pop()
+            .flatten())
     }
 
     /// Records the outcome of an attempt (see [`Outcome`]). Not flushed.
@@ -1475,37 +1563,6 @@ impl Store {
             ..EventWrites::default()
         };
         self.event_writes(&writes).map(drop)
-    }
-
-    /// Makes every delivery that was running when the host stopped pending
-    /// again, due now (called on start, before the dispatcher runs).
-    /// Returns how many there were.
-    pub fn events_recover(&self, now_ms: u64) -> Result<u64, StoreError> {
-        let mut n = 0;
-        for key in self.ev.running.iter().keys() {
-            let key = key?;
-            let seq = self.next_id()?;
-            let t = &self.ev;
-            let _exclusive = self.gate.exclusive();
-            (&t.deliveries, &t.due, &t.running)
-                .transaction(|(dtree, due, running)| {
-                    running.remove(&key)?;
-                    if let Some(mut rec) = tx_delivery(dtree, &key)?
-                        && rec.status == DeliveryStatus::Running
-                    {
-                        rec.status = DeliveryStatus::Pending;
-                        rec.due_ms = now_ms;
-                        rec.due_seq = seq;
-                        rec.updated_ms = now_ms;
-                        due.insert(&due_key(now_ms, seq), &key)?;
-                        dtree.insert(&key, encode(&rec))?;
-                    }
-                    Ok::<_, ConflictableTransactionError<StoreError>>(())
-                })
-                .map_err(abort_on)?;
-            n += 1;
-        }
-        Ok(n)
     }
 
     /// Dead deliveries of `function` (of one topic if given), oldest event
@@ -1551,8 +1608,9 @@ impl Store {
             let seq = self.next_id()?;
             let t = &self.ev;
             let _exclusive = self.gate.exclusive();
-            let done = (&t.deliveries, &t.due, &t.dead, &t.depth)
-                .transaction(|(dtree, due, dead, depth)| {
+            let mut mem = self.ev.mem();
+            let done = (&t.deliveries, &t.due, &t.dead)
+                .transaction(|(dtree, due, dead)| {
                     if dead.remove(dk.as_slice())?.is_none() {
                         return Ok(None);
                     }
@@ -1566,10 +1624,12 @@ impl Store {
                     rec.updated_ms = now_ms;
                     due.insert(&due_key(now_ms, seq), key.as_slice())?;
                     dtree.insert(key.as_slice(), encode(&rec))?;
-                    tx_add(depth, rec.topic.as_bytes(), 1)?;
                     Ok(Some(rec))
                 })
                 .map_err(abort_on)?;
+            if let Some(rec) = &done {
+                mem.add_depth(&rec.topic, 1);
+            }
             out.extend(done);
         }
         Ok(out)
@@ -1577,11 +1637,7 @@ impl Store {
 
     /// Pending and running deliveries of all topics.
     pub fn queue_depth_total(&self) -> Result<u64, StoreError> {
-        let mut n = 0;
-        for v in self.ev.depth.iter().values() {
-            n += read_u64(&v?);
-        }
-        Ok(n)
+        Ok(self.ev.mem().depth.values().sum())
     }
 
     /// Removes up to `max` finished events whose retention ended by
@@ -1692,29 +1748,22 @@ impl Store {
         let Some(topic) = events.first().map(|(_, e)| e.topic.clone()) else {
             return Ok(());
         };
-        let n = rows.len() as i64;
         let t = &self.ev;
         let _exclusive = self.gate.exclusive();
-        (
-            &t.events,
-            &t.deliveries,
-            &t.due,
-            &t.depth,
-            &t.open,
-            &t.job_tasks,
-        )
-            .transaction(|(events, dtree, due, depth, open, tasks)| {
-                tx_add(depth, topic.as_bytes(), n)?;
+        let mut mem = self.ev.mem();
+        (&t.events, &t.deliveries, &t.due, &t.job_tasks)
+            .transaction(|(events, dtree, due, tasks)| {
                 for (tk, id, event, key, dk, rec) in &rows {
                     events.insert(id, event.as_slice())?;
-                    open.insert(id, &1u64.to_be_bytes())?;
                     dtree.insert(key.as_slice(), rec.as_slice())?;
                     due.insert(dk, key.as_slice())?;
                     tasks.insert(tk, id)?;
                 }
-                Ok(())
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
             })
-            .map_err(abort_on)
+            .map_err(abort_on)?;
+        mem.add_depth(&topic, rows.len() as i64);
+        Ok(())
     }
 
     /// A job's tasks in index order: (index, its delivery).
@@ -1736,7 +1785,7 @@ impl Store {
     }
 
     /// Cancels a job's pending deliveries (out of the due index), in
-    /// transactions of up to 500. Running ones are left to finish. Returns
+    /// transactions of up to 500. Claimed ones are left to finish. Returns
     /// how many were cancelled. Not flushed.
     pub fn cancel_job_tasks(
         &self,
@@ -1755,14 +1804,15 @@ impl Store {
         for chunk in keys.chunks(500) {
             let t = &self.ev;
             let _exclusive = self.gate.exclusive();
-            n += (&t.deliveries, &t.due, &t.depth, &t.open, &t.expire)
-                .transaction(|(dtree, due, depth, open, expire)| {
-                    let mut n = 0u64;
+            let mut mem = self.ev.mem();
+            let cancelled = (&t.deliveries, &t.due, &t.open, &t.expire)
+                .transaction(|(dtree, due, open, expire)| {
+                    let mut topics = Vec::new();
                     for key in chunk {
                         let Some(mut rec) = tx_delivery(dtree, key)? else {
                             continue;
                         };
-                        if rec.status != DeliveryStatus::Pending {
+                        if rec.status != DeliveryStatus::Pending || mem.running.contains_key(key) {
                             continue;
                         }
                         due.remove(&due_key(rec.due_ms, rec.due_seq))?;
@@ -1770,18 +1820,21 @@ impl Store {
                         rec.last_error = Some("the job was cancelled".into());
                         rec.updated_ms = now_ms;
                         dtree.insert(key, encode(&rec))?;
-                        tx_add(depth, rec.topic.as_bytes(), -1)?;
-                        if tx_add(open, &rec.event_id.to_be_bytes(), -1)? == 0 {
+                        if tx_finish_one(open, rec.event_id)? {
                             expire.insert(
                                 &expire_key(now_ms.saturating_add(retention_ms), rec.event_id),
                                 &[],
                             )?;
                         }
-                        n += 1;
+                        topics.push(rec.topic);
                     }
-                    Ok(n)
+                    Ok(topics)
                 })
                 .map_err(abort_on)?;
+            n += cancelled.len() as u64;
+            for topic in cancelled {
+                mem.add_depth(&topic, -1);
+            }
         }
         Ok(n)
     }
@@ -1876,5 +1929,48 @@ mod tests {
         assert_eq!(store.artifact_count(), 0);
         assert!(store.compiled("s1", "e").unwrap().is_none());
         assert!(!store.delete_function("b", "e").unwrap());
+    }
+
+    fn ev_record(id: u64) -> EventRecord {
+        EventRecord {
+            id,
+            topic: "t".into(),
+            time_ms: 1,
+            content_type: None,
+            path: None,
+            headers: Vec::new(),
+            size_bytes: 1,
+        }
+    }
+
+    /// An outcome of a delivery cancelled while it ran is dropped, and its
+    /// claim ends either way.
+    #[test]
+    fn an_outcome_after_a_cancel_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        store
+            .publish_event(&ev_record(1), b"x", &[("t".into(), "a".into())], 3, 1000)
+            .unwrap();
+        let due = store.due_deliveries(1, 10).unwrap();
+        let (key, _) = store.claim_delivery(&due[0].0, 5).unwrap().unwrap();
+        // A claimed entry cannot be claimed twice.
+        assert!(store.claim_delivery(&due[0].0, 6).unwrap().is_none());
+        store
+            .finish_delivery(&key, Outcome::Retry(100), Some("boom"), 7, 1000)
+            .unwrap();
+        let due = store.due_deliveries(100, 10).unwrap();
+        let (key, rec) = store.claim_delivery(&due[0].0, 100).unwrap().unwrap();
+        assert_eq!((rec.attempts, rec.attempt_times_ms), (1, vec![5, 100]));
+        // Another writer moves it on meanwhile (here: a redrive-like
+        // rewrite of its due entry).
+        store.ev.due.remove(&due[0].0).unwrap();
+        store
+            .finish_delivery(&key, Outcome::Done, None, 110, 1000)
+            .unwrap();
+        let rec = &store.deliveries_of(1).unwrap()[0];
+        assert_eq!(rec.status, DeliveryStatus::Pending);
+        assert_eq!(rec.attempts, 1);
+        assert!(store.ev.mem().running.is_empty());
     }
 }

@@ -3,11 +3,12 @@
 //!
 //! The queue lives in the store, not in memory: the dispatcher scans the due
 //! index for what is due, claims a bounded batch (at most the free delivery
-//! slots), and runs each claimed delivery through the same
+//! slots; a claim is held in memory, so it costs no write and a crash
+//! leaves the delivery due), and runs each claimed delivery through the same
 //! [`Invoker`](crate::invoke::Invoker) as HTTP requests (a call of the
 //! event-handler export, or a `POST`).
 //!
-//! Writes are batched: publishes, claims and outcomes queued at the same
+//! Writes are batched: publishes and outcomes queued at the same
 //! time share one store transaction and one flush (see "batched writes"
 //! below). A publisher is answered only after the flush that covers its
 //! event; an outcome is counted in the metrics once it is flushed.
@@ -55,7 +56,7 @@ const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Bytes of a failed response kept as the delivery's last error.
 const ERROR_EXCERPT: usize = 300;
-/// Most queued writes (publishes, outcomes, claims) taken into one
+/// Most queued writes (publishes, outcomes) taken into one
 /// transaction (see [`Batcher`]).
 const WRITE_BATCH: usize = 512;
 /// Under load (the last transaction took at least `PACE_AT` writes), the
@@ -270,7 +271,7 @@ pub(crate) struct EventPlane {
     /// Set to stop the dispatcher (shutdown).
     stop: watch::Sender<bool>,
     dispatcher: StdMutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Publishes, outcomes and claims waiting for their transaction.
+    /// Publishes and outcomes waiting for their transaction.
     writes: Batcher<Write>,
     published: metrics::Counter,
     /// Delivery attempts by result: success, failure, dead (counted once
@@ -304,9 +305,9 @@ impl EventPlane {
 // a transaction is expensive twice over: it cannot run while the store's
 // flusher is flushing (see `Gate` in `store.rs`; a flush takes ~1-2 ms
 // here), and each one seals and writes sled's log buffer (a `pwrite` and a
-// `sync_file_range`). One transaction per publish, per claim and per
-// outcome meant several per event. Instead, publishes, the outcomes of
-// finished deliveries and the dispatcher's claims go into one queue; one
+// `sync_file_range`). One transaction per publish and per outcome meant
+// several per event. Instead, publishes and the outcomes of finished
+// deliveries go into one queue; one
 // task at a time (started by whoever finds the queue idle) takes
 // everything queued, writes it in one transaction on the blocking pool
 // (`Store::event_writes`), and asks for one flush for all of it (the
@@ -368,10 +369,6 @@ impl<T> Drop for Draining<'_, T> {
     }
 }
 
-/// Claimed deliveries (key and record), or `None` for a due entry that was
-/// gone, in the order asked for.
-type Claimed = Vec<Option<(sled::IVec, DeliveryRecord)>>;
-
 /// A write waiting for its transaction.
 enum Write {
     /// A new event: answered once it is durable (or refused).
@@ -388,12 +385,6 @@ enum Write {
         /// Index into [`EventPlane::results`].
         result: Option<usize>,
         reply: oneshot::Sender<()>,
-    },
-    /// The dispatcher's claims: answered once committed.
-    Claim {
-        entries: Vec<sled::IVec>,
-        now_ms: u64,
-        reply: oneshot::Sender<Result<Claimed, StoreError>>,
     },
 }
 
@@ -434,7 +425,6 @@ async fn drain_writes(host: Host) {
         last = Some((tokio::time::Instant::now(), batch.len()));
         let mut publishes = Vec::new();
         let mut outcomes = Vec::new();
-        let mut claims = Vec::new();
         for w in batch {
             match w {
                 Write::Publish {
@@ -448,18 +438,10 @@ async fn drain_writes(host: Host) {
                     result,
                     reply,
                 } => outcomes.push((finish, result, reply)),
-                Write::Claim {
-                    entries,
-                    now_ms,
-                    reply,
-                } => claims.push((entries, now_ms, reply)),
             }
         }
         let store = host.inner.store.clone();
         let finishes: Vec<Finish> = outcomes.iter().map(|o| o.0.clone()).collect();
-        let entries: Vec<sled::IVec> = claims.iter().flat_map(|c| c.0.iter().cloned()).collect();
-        // Claims start now; all claims in a batch share the latest time.
-        let now = claims.iter().map(|c| c.1).max().unwrap_or_else(now_ms);
         let written = tokio::task::spawn_blocking(move || {
             let items: Vec<_> = publishes
                 .iter()
@@ -468,8 +450,6 @@ async fn drain_writes(host: Host) {
             let writes = crate::store::EventWrites {
                 finishes: &finishes,
                 publishes: &items,
-                claims: &entries,
-                now_ms: now,
                 max_depth,
                 retention_ms,
             };
@@ -487,24 +467,16 @@ async fn drain_writes(host: Host) {
         let written = match result {
             Ok(w) => w,
             Err(e) => {
-                // Outcomes not recorded stay `running`: run again after a
-                // restart.
+                // Outcomes not recorded leave their deliveries due: run
+                // again.
                 tracing::error!(error = %e, events = publishes.len(), outcomes = outcomes.len(),
-                    claims = claims.len(), "an event-plane transaction failed");
+                    "an event-plane transaction failed");
                 for (.., reply) in publishes {
                     let _ = reply.send(Err(batch_error(&e)));
-                }
-                for (entries, _, reply) in claims {
-                    let _ = reply.send(Err(StoreError::Batch(e.to_string())));
-                    drop(entries);
                 }
                 continue;
             }
         };
-        let mut claimed = written.claimed.into_iter();
-        for (entries, _, reply) in claims {
-            let _ = reply.send(Ok(claimed.by_ref().take(entries.len()).collect()));
-        }
         let mut counts = [0u64; 3];
         let outcomes_n = outcomes.len();
         for (_, result, reply) in outcomes {
@@ -893,21 +865,14 @@ impl Host {
     }
 
     /// Starts the dispatcher (once; [`Host::serve`] does it). Deliveries
-    /// that were running when the host last stopped are pending again
-    /// first. Needs a tokio runtime.
+    /// that were running when the host last stopped are due (their claims
+    /// were not stored). Needs a tokio runtime.
     pub fn start_events(&self) -> anyhow::Result<()> {
         let mut slot = self.events().dispatcher.lock().expect("not poisoned");
         if slot.is_some() {
             return Ok(());
         }
         self.jobs_recover()?;
-        let n = self.inner.store.events_recover(now_ms())?;
-        if n > 0 {
-            tracing::info!(
-                deliveries = n,
-                "deliveries interrupted by the last stop are pending again"
-            );
-        }
         let _ = self.events().stop.send(false);
         let weak = Arc::downgrade(&self.inner);
         let wake = self.events().wake.clone();
@@ -917,7 +882,7 @@ impl Host {
     }
 
     /// Stops the dispatcher: no new deliveries start; running ones get up
-    /// to `grace` to finish. Those still running then stay `running` in the
+    /// to `grace` to finish. Those still running then stay due in the
     /// store and are retried after the next start.
     pub async fn stop_events(&self, grace: Duration) {
         let handle = self
@@ -1099,8 +1064,8 @@ impl Picker<'_> {
     }
 }
 
-/// One pass: picks what is due and has a free slot, claims it in one
-/// transaction and starts it; returns how long to sleep before the next
+/// One pass: picks what is due and has a free slot, claims it (in
+/// memory) and starts it; returns how long to sleep before the next
 /// pass (unless woken).
 ///
 /// A pass reads a bounded part of the due index, so that a long backlog
@@ -1175,16 +1140,7 @@ async fn pass(
     } = p;
     if !picked.is_empty() {
         let entries: Vec<_> = picked.iter().map(|p| p.due_entry.clone()).collect();
-        let (reply, answer) = oneshot::channel();
-        host.queue_write(Write::Claim {
-            entries,
-            now_ms: now,
-            reply,
-        });
-        let claimed = answer
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Batch("the claim was dropped".into())));
-        let claimed = match claimed {
+        let claimed = match store.claim(&entries, now) {
             Ok(c) => c,
             Err(e) => {
                 for p in &picked {
@@ -1593,12 +1549,7 @@ mod tests {
         // The same entry twice: claimed once.
         let mut entries = due.clone();
         entries.push(due[0].clone());
-        let claims = EventWrites {
-            claims: &entries,
-            now_ms: 20,
-            ..EventWrites::default()
-        };
-        let claimed = store.event_writes(&claims).unwrap().claimed;
+        let claimed = store.claim(&entries, 20).unwrap();
         assert_eq!(claimed.iter().filter(|c| c.is_some()).count(), 4);
         assert!(claimed[4].is_none());
         assert_eq!(store.due_iter(u64::MAX - 1, None).count(), 0);
@@ -1655,18 +1606,23 @@ mod tests {
             let due = store.due_deliveries(1, 10).unwrap();
             store.claim_delivery(&due[0].0, 5).unwrap().unwrap();
             assert!(store.due_deliveries(u64::MAX - 1, 10).unwrap().is_empty());
+            assert_eq!(
+                store.deliveries_of(1).unwrap()[0].status,
+                DeliveryStatus::Running
+            );
+            // Claimed, not finished: still counted in the queue.
+            assert_eq!(store.queue_depth_total().unwrap(), 1);
             store.flush_blocking().unwrap();
         }
         let store = Store::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(store.events_recover(50).unwrap(), 1);
         let due = store.due_deliveries(50, 10).unwrap();
         assert_eq!(due.len(), 1);
-        assert!(due[0].0.starts_with(&due_key(50, 0)[..8]));
+        assert!(due[0].0.starts_with(&due_key(1, 0)[..8]));
         assert_eq!(
             store.deliveries_of(1).unwrap()[0].status,
             DeliveryStatus::Pending
         );
-        assert_eq!(store.events_recover(60).unwrap(), 0);
+        assert_eq!(store.queue_depth_total().unwrap(), 1);
     }
 
     /// Publishes (transactions), claims and flushes from many tasks at once:
