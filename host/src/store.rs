@@ -1641,41 +1641,73 @@ impl Store {
     }
 
     /// Removes up to `max` finished events whose retention ended by
-    /// `now_ms`, with their deliveries. Returns how many went.
+    /// `now_ms`, with their deliveries, in one transaction. A job's events
+    /// stay while its record does (looked at again a minute later).
+    /// Returns how many expiry entries were handled (removed or put off):
+    /// fewer than `max` when nothing more has expired.
     pub fn sweep_events(&self, now_ms: u64, max: usize) -> Result<usize, StoreError> {
+        struct Gone {
+            expiry: IVec,
+            id: [u8; 8],
+            deliveries: Vec<IVec>,
+            open: bool,
+        }
         let end = expire_key(now_ms, u64::MAX);
-        let mut n = 0;
+        let mut gone = Vec::new();
+        let mut later = Vec::new();
         for kv in self.ev.expire.range(..=end).take(max) {
-            let (k, _) = kv?;
-            let Some((_, id)) = crate::events::parse_due_key(&k) else {
+            let (expiry, _) = kv?;
+            let Some((_, id)) = crate::events::parse_due_key(&expiry) else {
                 continue;
             };
-            // A job's events stay while its record does (looked at again a
-            // minute later).
             if let Some((event, _)) = self.event(id)?
                 && let Some(job) = crate::events::job::job_of_topic(&event.topic)
                 && self.ev.jobs.contains_key(job.to_be_bytes())?
             {
-                let _exclusive = self.gate.exclusive();
-                let mut batch = sled::Batch::default();
-                batch.remove(k.clone());
-                batch.insert(&expire_key(now_ms.saturating_add(60_000), id), &[]);
-                self.ev.expire.apply_batch(batch)?;
+                later.push((expiry, id));
                 continue;
             }
-            let mut batch = sled::Batch::default();
-            for key in self.ev.deliveries.scan_prefix(id.to_be_bytes()).keys() {
-                batch.remove(key?);
-            }
-            let _exclusive = self.gate.exclusive();
-            self.ev.deliveries.apply_batch(batch)?;
-            self.ev.events.remove(id.to_be_bytes())?;
-            self.ev.open.remove(id.to_be_bytes())?;
-            // Last: a crash before this line sweeps the event again.
-            self.ev.expire.remove(k)?;
-            n += 1;
+            let id = id.to_be_bytes();
+            let deliveries = self
+                .ev
+                .deliveries
+                .scan_prefix(id)
+                .keys()
+                .collect::<Result<_, _>>()?;
+            let open = self.ev.open.contains_key(id)?;
+            gone.push(Gone {
+                expiry,
+                id,
+                deliveries,
+                open,
+            });
         }
-        Ok(n)
+        let handled = gone.len() + later.len();
+        if handled == 0 {
+            return Ok(0);
+        }
+        let t = &self.ev;
+        let _exclusive = self.gate.exclusive();
+        (&t.events, &t.deliveries, &t.open, &t.expire)
+            .transaction(|(events, dtree, open, expire)| {
+                for g in &gone {
+                    for key in &g.deliveries {
+                        dtree.remove(key)?;
+                    }
+                    events.remove(&g.id)?;
+                    if g.open {
+                        open.remove(&g.id)?;
+                    }
+                    expire.remove(&g.expiry)?;
+                }
+                for (expiry, id) in &later {
+                    expire.remove(expiry)?;
+                    expire.insert(&expire_key(now_ms.saturating_add(60_000), *id), &[])?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(abort_on)?;
+        Ok(handled)
     }
 }
 

@@ -54,6 +54,8 @@ const IDLE: Duration = Duration::from_secs(1);
 const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
 /// How often finished events past their retention are removed.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// Finished events removed per transaction of a sweep.
+const SWEEP_BATCH: usize = 256;
 /// Bytes of a failed response kept as the delivery's last error.
 const ERROR_EXCERPT: usize = 300;
 /// Most queued writes (publishes, outcomes) taken into one
@@ -945,6 +947,7 @@ async fn dispatch(host: Weak<HostInner>, wake: Arc<Notify>, mut stop: watch::Rec
     let busy: Busy = Arc::default();
     let mut tasks = JoinSet::new();
     let mut last_sweep = std::time::Instant::now();
+    let mut sweeping: Option<tokio::task::JoinHandle<()>> = None;
     let mut last_schedules = std::time::Instant::now() - SCHEDULE_EVERY;
     let depth_gauge = metrics::gauge!(QUEUE_DEPTH);
     let mut sweep = None;
@@ -971,8 +974,9 @@ async fn dispatch(host: Weak<HostInner>, wake: Arc<Notify>, mut stop: watch::Rec
         }
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = std::time::Instant::now();
-            if let Err(e) = host.inner.store.sweep_events(now_ms(), 1000) {
-                tracing::warn!(error = %e, "removing finished events failed");
+            if sweeping.as_ref().is_none_or(|t| t.is_finished()) {
+                let store = host.inner.store.clone();
+                sweeping = Some(tokio::task::spawn_blocking(move || sweep_events(&store)));
             }
             if let Err(e) = host.sweep_jobs() {
                 tracing::warn!(error = %e, "removing finished jobs failed");
@@ -992,6 +996,22 @@ async fn dispatch(host: Weak<HostInner>, wake: Arc<Notify>, mut stop: watch::Rec
     // Shutdown: let the running deliveries finish and be recorded (the
     // caller bounds the wait by the grace period and aborts the rest).
     while tasks.join_next().await.is_some() {}
+}
+
+/// Removes every finished event whose retention has ended, a bounded
+/// transaction at a time (off the runtime: it reads and writes the store).
+fn sweep_events(store: &crate::store::Store) {
+    let now = now_ms();
+    loop {
+        match store.sweep_events(now, SWEEP_BATCH) {
+            Ok(n) if n == SWEEP_BATCH => {}
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "removing finished events failed");
+                break;
+            }
+        }
+    }
 }
 
 /// A due delivery picked in a pass, with its slot, before it is claimed.
@@ -1623,6 +1643,35 @@ mod tests {
             DeliveryStatus::Pending
         );
         assert_eq!(store.queue_depth_total().unwrap(), 1);
+    }
+
+    /// A sweep removes everything expired, in as many transactions as it
+    /// takes (not a fixed number of events per sweep).
+    #[test]
+    fn a_sweep_removes_every_expired_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let events: Vec<_> = (1..=600).map(|i| event(i, "t", 1)).collect();
+        let items: Vec<_> = events
+            .iter()
+            .map(|event| NewEvent {
+                event,
+                payload: b"x",
+                to: &[],
+            })
+            .collect();
+        let writes = EventWrites {
+            publishes: &items,
+            max_depth: 10,
+            retention_ms: 1000,
+            ..EventWrites::default()
+        };
+        store.event_writes(&writes).unwrap();
+        assert!(store.event(600).unwrap().is_some());
+        sweep_events(&store);
+        assert!(store.event(1).unwrap().is_none());
+        assert!(store.event(600).unwrap().is_none());
+        assert_eq!(store.sweep_events(u64::MAX - 1, 10).unwrap(), 0);
     }
 
     /// Publishes (transactions), claims and flushes from many tasks at once:
