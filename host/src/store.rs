@@ -916,7 +916,8 @@ impl Store {
 // - `ev_open`: event id -> u64 BE: deliveries not done yet, for events with
 //   more than one (an event with one delivery has no entry); when the last
 //   is done the event is scheduled for removal in `ev_expire`.
-// - `ev_expire`: `remove_at_ms | event id` -> (): finished events, removed
+// - `ev_expire`: `remove_at_ms | seq` -> event ids (u64 BE each): finished
+//   events, removed
 //   with their deliveries after the retention time.
 // - `ev_schedules`: schedule id (u64 BE) -> JSON `Schedule`.
 // - `ev_jobs`: job id (u64 BE) -> JSON `JobRecord`.
@@ -925,9 +926,10 @@ impl Store {
 //
 // Beside the trees, in memory ([`EventMemory`]): the queue depth of each
 // topic (counted from `ev_due` on open) and the claimed deliveries being
-// run. Neither is written per event: a claim costs no write, and a publish
-// and its outcome write three entries each (event or outcome record, due
-// entry, and the event or its expiry entry).
+// run. Neither is written per event: a claim costs no write; a publish
+// writes the event, its delivery records and due entries; an outcome
+// removes the due entry and writes the record; the events that finish in
+// one transaction share one expiry entry.
 
 /// The event-plane trees (opened once).
 #[derive(Clone)]
@@ -1070,8 +1072,31 @@ fn dead_key(function: &str, topic: &str, event_id: u64) -> Vec<u8> {
     k
 }
 
-fn expire_key(at_ms: u64, event_id: u64) -> [u8; 16] {
-    crate::events::due_key(at_ms, event_id)
+fn expire_key(at_ms: u64, seq: u64) -> [u8; 16] {
+    crate::events::due_key(at_ms, seq)
+}
+
+/// Finished events to remove, gathered in a transaction and written as one
+/// `ev_expire` entry (one write per transaction instead of one per event).
+#[derive(Default)]
+struct Expiring {
+    at_ms: u64,
+    ids: Vec<u8>,
+}
+
+impl Expiring {
+    fn add(&mut self, at_ms: u64, id: u64) {
+        self.at_ms = self.at_ms.max(at_ms);
+        self.ids.extend_from_slice(&id.to_be_bytes());
+    }
+
+    /// Writes the entry (`seq`: a fresh sequence number), if any.
+    fn write(&self, expire: &Tx, seq: u64) -> TxResult<()> {
+        if !self.ids.is_empty() {
+            expire.insert(&expire_key(self.at_ms, seq), self.ids.as_slice())?;
+        }
+        Ok(())
+    }
 }
 
 fn encode_event(event: &EventRecord, payload: &[u8]) -> Vec<u8> {
@@ -1302,6 +1327,7 @@ impl Store {
                 _ => 0,
             });
         }
+        let expiry_seq = self.next_id()?;
         let (max_depth, retention_ms) = (w.max_depth, w.retention_ms);
         let t = &self.ev;
         let _exclusive = self.gate.exclusive();
@@ -1319,6 +1345,7 @@ impl Store {
                 // once. The depth changes are applied after the commit.
                 let mut freed: Vec<String> = Vec::new();
                 let mut depth: HashMap<&str, i64> = HashMap::new();
+                let mut expiring = Expiring::default();
                 for (f, &seq) in w.finishes.iter().zip(&seqs) {
                     let (key, outcome, now_ms) = (&f.key[..], f.outcome, f.now_ms);
                     let Some(mut rec) = tx_delivery(dtree, key)? else {
@@ -1357,10 +1384,7 @@ impl Store {
                             };
                             freed.push(rec.topic.clone());
                             if tx_finish_one(open, rec.event_id)? {
-                                expire.insert(
-                                    &expire_key(now_ms.saturating_add(retention_ms), rec.event_id),
-                                    &[],
-                                )?;
+                                expiring.add(now_ms.saturating_add(retention_ms), rec.event_id);
                             }
                         }
                     }
@@ -1390,10 +1414,7 @@ impl Store {
                             open.insert(&row.id, &n.to_be_bytes())?;
                         }
                     } else {
-                        expire.insert(
-                            &expire_key(event.time_ms.saturating_add(retention_ms), event.id),
-                            &[],
-                        )?;
+                        expiring.add(event.time_ms.saturating_add(retention_ms), event.id);
                     }
                     events.insert(&row.id, row.value.as_slice())?;
                     for (key, dkey, rec) in &row.deliveries {
@@ -1402,6 +1423,7 @@ impl Store {
                     }
                     published.push(Ok(()));
                 }
+                expiring.write(expire, expiry_seq)?;
                 let depth: Vec<(String, i64)> =
                     depth.into_iter().map(|(t, n)| (t.to_string(), n)).collect();
                 Ok::<_, ConflictableTransactionError<StoreError>>((published, depth))
@@ -1640,52 +1662,54 @@ impl Store {
         Ok(self.ev.mem().depth.values().sum())
     }
 
-    /// Removes up to `max` finished events whose retention ended by
-    /// `now_ms`, with their deliveries, in one transaction. A job's events
-    /// stay while its record does (looked at again a minute later).
-    /// Returns how many expiry entries were handled (removed or put off):
-    /// fewer than `max` when nothing more has expired.
+    /// Removes finished events whose retention ended by `now_ms` (about
+    /// `max`: whole expiry entries), with their deliveries, in one
+    /// transaction. A job's events stay while its record does (looked at
+    /// again a minute later). Returns how many events were handled
+    /// (removed or put off): 0 once nothing more has expired.
     pub fn sweep_events(&self, now_ms: u64, max: usize) -> Result<usize, StoreError> {
         struct Gone {
-            expiry: IVec,
             id: [u8; 8],
             deliveries: Vec<IVec>,
             open: bool,
         }
         let end = expire_key(now_ms, u64::MAX);
+        let mut entries = Vec::new();
         let mut gone = Vec::new();
-        let mut later = Vec::new();
-        for kv in self.ev.expire.range(..=end).take(max) {
-            let (expiry, _) = kv?;
-            let Some((_, id)) = crate::events::parse_due_key(&expiry) else {
-                continue;
-            };
-            if let Some((event, _)) = self.event(id)?
-                && let Some(job) = crate::events::job::job_of_topic(&event.topic)
-                && self.ev.jobs.contains_key(job.to_be_bytes())?
-            {
-                later.push((expiry, id));
-                continue;
+        let mut later = Expiring::default();
+        for kv in self.ev.expire.range(..=end) {
+            if gone.len() + later.ids.len() / 8 >= max {
+                break;
             }
-            let id = id.to_be_bytes();
-            let deliveries = self
-                .ev
-                .deliveries
-                .scan_prefix(id)
-                .keys()
-                .collect::<Result<_, _>>()?;
-            let open = self.ev.open.contains_key(id)?;
-            gone.push(Gone {
-                expiry,
-                id,
-                deliveries,
-                open,
-            });
+            let (expiry, ids) = kv?;
+            for id in ids.chunks_exact(8).map(read_u64) {
+                if let Some((event, _)) = self.event(id)?
+                    && let Some(job) = crate::events::job::job_of_topic(&event.topic)
+                    && self.ev.jobs.contains_key(job.to_be_bytes())?
+                {
+                    later.add(now_ms.saturating_add(60_000), id);
+                    continue;
+                }
+                let id = id.to_be_bytes();
+                let deliveries = self
+                    .ev
+                    .deliveries
+                    .scan_prefix(id)
+                    .keys()
+                    .collect::<Result<_, _>>()?;
+                let open = self.ev.open.contains_key(id)?;
+                gone.push(Gone {
+                    id,
+                    deliveries,
+                    open,
+                });
+            }
+            entries.push(expiry);
         }
-        let handled = gone.len() + later.len();
-        if handled == 0 {
+        if entries.is_empty() {
             return Ok(0);
         }
+        let seq = self.next_id()?;
         let t = &self.ev;
         let _exclusive = self.gate.exclusive();
         (&t.events, &t.deliveries, &t.open, &t.expire)
@@ -1698,16 +1722,15 @@ impl Store {
                     if g.open {
                         open.remove(&g.id)?;
                     }
-                    expire.remove(&g.expiry)?;
                 }
-                for (expiry, id) in &later {
+                for expiry in &entries {
                     expire.remove(expiry)?;
-                    expire.insert(&expire_key(now_ms.saturating_add(60_000), *id), &[])?;
                 }
+                later.write(expire, seq)?;
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             })
             .map_err(abort_on)?;
-        Ok(handled)
+        Ok(gone.len() + later.ids.len() / 8)
     }
 }
 
@@ -1834,12 +1857,14 @@ impl Store {
         }
         let mut n = 0;
         for chunk in keys.chunks(500) {
+            let expiry_seq = self.next_id()?;
             let t = &self.ev;
             let _exclusive = self.gate.exclusive();
             let mut mem = self.ev.mem();
             let cancelled = (&t.deliveries, &t.due, &t.open, &t.expire)
                 .transaction(|(dtree, due, open, expire)| {
                     let mut topics = Vec::new();
+                    let mut expiring = Expiring::default();
                     for key in chunk {
                         let Some(mut rec) = tx_delivery(dtree, key)? else {
                             continue;
@@ -1853,13 +1878,11 @@ impl Store {
                         rec.updated_ms = now_ms;
                         dtree.insert(key, encode(&rec))?;
                         if tx_finish_one(open, rec.event_id)? {
-                            expire.insert(
-                                &expire_key(now_ms.saturating_add(retention_ms), rec.event_id),
-                                &[],
-                            )?;
+                            expiring.add(now_ms.saturating_add(retention_ms), rec.event_id);
                         }
                         topics.push(rec.topic);
                     }
+                    expiring.write(expire, expiry_seq)?;
                     Ok(topics)
                 })
                 .map_err(abort_on)?;

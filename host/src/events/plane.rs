@@ -54,8 +54,8 @@ const IDLE: Duration = Duration::from_secs(1);
 const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
 /// How often finished events past their retention are removed.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
-/// Finished events removed per transaction of a sweep.
-const SWEEP_BATCH: usize = 256;
+/// Finished events removed per transaction of a sweep (about).
+const SWEEP_BATCH: usize = 512;
 /// Bytes of a failed response kept as the delivery's last error.
 const ERROR_EXCERPT: usize = 300;
 /// Most queued writes (publishes, outcomes) taken into one
@@ -1004,8 +1004,8 @@ fn sweep_events(store: &crate::store::Store) {
     let now = now_ms();
     loop {
         match store.sweep_events(now, SWEEP_BATCH) {
-            Ok(n) if n == SWEEP_BATCH => {}
-            Ok(_) => break,
+            Ok(0) => break,
+            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "removing finished events failed");
                 break;
