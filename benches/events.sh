@@ -41,6 +41,9 @@
 #                (default 16; the host's default per subscription is 4)
 #   POST         1 (default) also runs the `post` case
 #   SLED         1 (default) also runs the `sled` case
+#   RETENTION    the host's --event-retention (default 5s: finished events
+#                are removed while the load runs, so the figures include
+#                the sweep that keeps the store from growing)
 #
 # Everything binds and connects to 127.0.0.1 only; the server is stopped on
 # exit. Needs: cargo, the wasm32-wasip2 target, curl, python3.
@@ -55,6 +58,7 @@ PUBLISHERS=${PUBLISHERS:-"8 32 64"}
 CONCURRENCY=${CONCURRENCY:-16}
 POST=${POST:-1}
 SLED=${SLED:-1}
+RETENTION=${RETENTION:-5s}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -125,7 +129,7 @@ say "starting wisp serve"
 RUST_LOG=warn "$WISP" serve --data-dir "$TMP/data" \
     --listen "127.0.0.1:$DATA_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
     --deploy "noop=$NOOP_WASM" --deploy "hello=$HELLO_WASM:/hello" \
-    >>"$TMP/wisp.log" 2>&1 &
+    --event-retention "$RETENTION" >>"$TMP/wisp.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 600); do
     kill -0 "$SERVER" 2>/dev/null || { cat "$TMP/wisp.log" >&2; die "wisp serve exited during start-up"; }

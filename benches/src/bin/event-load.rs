@@ -7,7 +7,8 @@
 //! durable). Then it waits until every event is handled, from the host's
 //! Prometheus counters (`wisp_event_deliveries_total` by result, before and
 //! after), and checks a sample of events through `GET /v1/events/{id}`:
-//! every delivery `done`, and how long each took from publish to handled.
+//! every delivery `done`, and how long each took from publish to handled
+//! (an event already removed after the retention counts as swept).
 //!
 //! `event-load sled`: the same closed loop in process against a bare sled
 //! tree: insert an event-sized record, then wait for a group-commit flush
@@ -367,6 +368,7 @@ async fn publish(a: PublishArgs) -> Result<()> {
     // time from publish to handled (the host's timestamps, ms).
     let mut sample_lat = Vec::new();
     let mut not_done = 0;
+    let mut swept = 0;
     if a.deliveries_per_event > 0 && !ids.is_empty() {
         ids.sort();
         let step = (ids.len() / a.sample.max(1)).max(1);
@@ -374,6 +376,11 @@ async fn publish(a: PublishArgs) -> Result<()> {
             let (status, body) = control
                 .call("GET", &format!("/v1/events/{id}"), None)
                 .await?;
+            // Only finished events are removed (after the retention).
+            if status == StatusCode::NOT_FOUND {
+                swept += 1;
+                continue;
+            }
             if !status.is_success() {
                 bail!("GET /v1/events/{id} answered {status}");
             }
@@ -410,6 +417,7 @@ async fn publish(a: PublishArgs) -> Result<()> {
         "host_published": after.published - before.published,
         "sampled_deliveries": sample_lat.0.len(),
         "sampled_not_done": not_done,
+        "sampled_swept": swept,
         "handled_latency_p50_ms": sample_lat.ms(0.50),
         "handled_latency_p99_ms": sample_lat.ms(0.99),
         "first_publish_ms": first_publish_ms,
