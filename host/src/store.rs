@@ -1078,25 +1078,52 @@ fn expire_key(at_ms: u64, seq: u64) -> [u8; 16] {
 
 /// Finished events to remove, gathered in a transaction and written as one
 /// `ev_expire` entry (one write per transaction instead of one per event).
+/// Each item is a u16 BE length and either an event's only delivery key
+/// (the sweep removes it and the event without looking them up) or an
+/// event id (the sweep removes the event and every delivery under it).
 #[derive(Default)]
 struct Expiring {
     at_ms: u64,
-    ids: Vec<u8>,
+    items: Vec<u8>,
+    n: usize,
 }
 
 impl Expiring {
-    fn add(&mut self, at_ms: u64, id: u64) {
+    /// An event with its deliveries (none, or several).
+    fn add_event(&mut self, at_ms: u64, id: u64) {
+        self.add(at_ms, &id.to_be_bytes());
+    }
+
+    /// An event with one delivery: this one.
+    fn add_delivery(&mut self, at_ms: u64, delivery_key: &[u8]) {
+        self.add(at_ms, delivery_key);
+    }
+
+    fn add(&mut self, at_ms: u64, item: &[u8]) {
         self.at_ms = self.at_ms.max(at_ms);
-        self.ids.extend_from_slice(&id.to_be_bytes());
+        self.items
+            .extend_from_slice(&(item.len() as u16).to_be_bytes());
+        self.items.extend_from_slice(item);
+        self.n += 1;
     }
 
     /// Writes the entry (`seq`: a fresh sequence number), if any.
     fn write(&self, expire: &Tx, seq: u64) -> TxResult<()> {
-        if !self.ids.is_empty() {
-            expire.insert(&expire_key(self.at_ms, seq), self.ids.as_slice())?;
+        if self.n > 0 {
+            expire.insert(&expire_key(self.at_ms, seq), self.items.as_slice())?;
         }
         Ok(())
     }
+}
+
+/// The items of an `ev_expire` entry (see [`Expiring`]).
+fn expiry_items(mut value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let len = u16::from_be_bytes(value.get(..2)?.try_into().ok()?) as usize;
+        let item = value.get(2..2 + len)?;
+        value = &value[2 + len..];
+        Some(item)
+    })
 }
 
 fn encode_event(event: &EventRecord, payload: &[u8]) -> Vec<u8> {
@@ -1127,20 +1154,29 @@ fn decode_event(key: &[u8], stored: IVec) -> Result<(EventRecord, IVec), StoreEr
 type Tx = sled::transaction::TransactionalTree;
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
-/// Counts one more finished delivery of event `id` in `ev_open`; true if
-/// it was the last (an event without an entry has one delivery).
-fn tx_finish_one(open: &Tx, id: u64) -> TxResult<bool> {
-    let key = id.to_be_bytes();
-    let Some(v) = open.get(key)? else {
-        return Ok(true);
+/// Counts one more finished delivery (`key`) of event `id` in `ev_open`;
+/// if it was the last, the event expires at `at_ms` (an event without an
+/// entry has this one delivery only).
+fn tx_finish_one(
+    open: &Tx,
+    id: u64,
+    key: &[u8],
+    at_ms: u64,
+    expiring: &mut Expiring,
+) -> TxResult<()> {
+    let open_key = id.to_be_bytes();
+    let Some(v) = open.get(open_key)? else {
+        expiring.add_delivery(at_ms, key);
+        return Ok(());
     };
     let left = read_u64(&v).saturating_sub(1);
     if left == 0 {
-        open.remove(&key)?;
+        open.remove(&open_key)?;
+        expiring.add_event(at_ms, id);
     } else {
-        open.insert(&key, &left.to_be_bytes())?;
+        open.insert(&open_key, &left.to_be_bytes())?;
     }
-    Ok(left == 0)
+    Ok(())
 }
 
 /// Appends an attempt's start time to a delivery, keeping the latest.
@@ -1383,9 +1419,8 @@ impl Store {
                                 DeliveryStatus::Cancelled
                             };
                             freed.push(rec.topic.clone());
-                            if tx_finish_one(open, rec.event_id)? {
-                                expiring.add(now_ms.saturating_add(retention_ms), rec.event_id);
-                            }
+                            let at = now_ms.saturating_add(retention_ms);
+                            tx_finish_one(open, rec.event_id, key, at, &mut expiring)?;
                         }
                     }
                     dtree.insert(key, encode(&rec))?;
@@ -1414,7 +1449,7 @@ impl Store {
                             open.insert(&row.id, &n.to_be_bytes())?;
                         }
                     } else {
-                        expiring.add(event.time_ms.saturating_add(retention_ms), event.id);
+                        expiring.add_event(event.time_ms.saturating_add(retention_ms), event.id);
                     }
                     events.insert(&row.id, row.value.as_slice())?;
                     for (key, dkey, rec) in &row.deliveries {
@@ -1668,41 +1703,37 @@ impl Store {
     /// again a minute later). Returns how many events were handled
     /// (removed or put off): 0 once nothing more has expired.
     pub fn sweep_events(&self, now_ms: u64, max: usize) -> Result<usize, StoreError> {
-        struct Gone {
-            id: [u8; 8],
-            deliveries: Vec<IVec>,
-            open: bool,
-        }
         let end = expire_key(now_ms, u64::MAX);
         let mut entries = Vec::new();
-        let mut gone = Vec::new();
+        // Event ids, and delivery keys, to remove.
+        let mut events = Vec::new();
+        let mut deliveries = Vec::new();
         let mut later = Expiring::default();
         for kv in self.ev.expire.range(..=end) {
-            if gone.len() + later.ids.len() / 8 >= max {
+            if events.len() + later.n >= max {
                 break;
             }
-            let (expiry, ids) = kv?;
-            for id in ids.chunks_exact(8).map(read_u64) {
-                if let Some((event, _)) = self.event(id)?
-                    && let Some(job) = crate::events::job::job_of_topic(&event.topic)
-                    && self.ev.jobs.contains_key(job.to_be_bytes())?
-                {
-                    later.add(now_ms.saturating_add(60_000), id);
+            let (expiry, items) = kv?;
+            for item in expiry_items(&items) {
+                let Some(id) = item.get(..8).map(read_u64) else {
                     continue;
+                };
+                if item.len() == 8 {
+                    // Several deliveries (or none); never a job's.
+                    for key in self.ev.deliveries.scan_prefix(item).keys() {
+                        deliveries.push(key?);
+                    }
+                } else {
+                    if let Some((_, topic, _)) = crate::events::parse_delivery_key(item)
+                        && let Some(job) = crate::events::job::job_of_topic(topic)
+                        && self.ev.jobs.contains_key(job.to_be_bytes())?
+                    {
+                        later.add_delivery(now_ms.saturating_add(60_000), item);
+                        continue;
+                    }
+                    deliveries.push(IVec::from(item));
                 }
-                let id = id.to_be_bytes();
-                let deliveries = self
-                    .ev
-                    .deliveries
-                    .scan_prefix(id)
-                    .keys()
-                    .collect::<Result<_, _>>()?;
-                let open = self.ev.open.contains_key(id)?;
-                gone.push(Gone {
-                    id,
-                    deliveries,
-                    open,
-                });
+                events.push(id.to_be_bytes());
             }
             entries.push(expiry);
         }
@@ -1712,16 +1743,13 @@ impl Store {
         let seq = self.next_id()?;
         let t = &self.ev;
         let _exclusive = self.gate.exclusive();
-        (&t.events, &t.deliveries, &t.open, &t.expire)
-            .transaction(|(events, dtree, open, expire)| {
-                for g in &gone {
-                    for key in &g.deliveries {
-                        dtree.remove(key)?;
-                    }
-                    events.remove(&g.id)?;
-                    if g.open {
-                        open.remove(&g.id)?;
-                    }
+        (&t.events, &t.deliveries, &t.expire)
+            .transaction(|(etree, dtree, expire)| {
+                for key in &deliveries {
+                    dtree.remove(key)?;
+                }
+                for id in &events {
+                    etree.remove(id)?;
                 }
                 for expiry in &entries {
                     expire.remove(expiry)?;
@@ -1730,7 +1758,7 @@ impl Store {
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             })
             .map_err(abort_on)?;
-        Ok(gone.len() + later.ids.len() / 8)
+        Ok(events.len() + later.n)
     }
 }
 
@@ -1877,9 +1905,8 @@ impl Store {
                         rec.last_error = Some("the job was cancelled".into());
                         rec.updated_ms = now_ms;
                         dtree.insert(key, encode(&rec))?;
-                        if tx_finish_one(open, rec.event_id)? {
-                            expiring.add(now_ms.saturating_add(retention_ms), rec.event_id);
-                        }
+                        let at = now_ms.saturating_add(retention_ms);
+                        tx_finish_one(open, rec.event_id, key, at, &mut expiring)?;
                         topics.push(rec.topic);
                     }
                     expiring.write(expire, expiry_seq)?;

@@ -55,7 +55,7 @@ const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
 /// How often finished events past their retention are removed.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Finished events removed per transaction of a sweep (about).
-const SWEEP_BATCH: usize = 512;
+const SWEEP_BATCH: usize = 128;
 /// Bytes of a failed response kept as the delivery's last error.
 const ERROR_EXCERPT: usize = 300;
 /// Most queued writes (publishes, outcomes) taken into one
