@@ -1740,24 +1740,32 @@ impl Store {
         if entries.is_empty() {
             return Ok(0);
         }
-        let seq = self.next_id()?;
-        let t = &self.ev;
+        // Batches, not a transaction (whose removes each read the old
+        // value first): deliveries, then events, then the expiry entries.
+        // A crash in between leaves the expiry entries, and the next sweep
+        // removes what is left.
+        let mut dbatch = sled::Batch::default();
+        for key in deliveries {
+            dbatch.remove(key);
+        }
+        let mut ebatch = sled::Batch::default();
+        for id in &events {
+            ebatch.remove(&id[..]);
+        }
+        let mut xbatch = sled::Batch::default();
+        for expiry in entries {
+            xbatch.remove(expiry);
+        }
+        if later.n > 0 {
+            xbatch.insert(
+                &expire_key(later.at_ms, self.next_id()?)[..],
+                later.items.as_slice(),
+            );
+        }
         let _exclusive = self.gate.exclusive();
-        (&t.events, &t.deliveries, &t.expire)
-            .transaction(|(etree, dtree, expire)| {
-                for key in &deliveries {
-                    dtree.remove(key)?;
-                }
-                for id in &events {
-                    etree.remove(id)?;
-                }
-                for expiry in &entries {
-                    expire.remove(expiry)?;
-                }
-                later.write(expire, seq)?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(abort_on)?;
+        self.ev.deliveries.apply_batch(dbatch)?;
+        self.ev.events.apply_batch(ebatch)?;
+        self.ev.expire.apply_batch(xbatch)?;
         Ok(events.len() + later.n)
     }
 }
