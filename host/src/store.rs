@@ -1046,6 +1046,8 @@ pub struct EventWritten {
 pub struct Finish {
     /// The delivery's key (as a claim returned it).
     pub key: IVec,
+    /// Its due entry when it was claimed.
+    pub due_entry: IVec,
     /// What follows.
     pub outcome: Outcome,
     /// Why the attempt failed.
@@ -1126,29 +1128,86 @@ fn expiry_items(mut value: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-fn encode_event(event: &EventRecord, payload: &[u8]) -> Vec<u8> {
+/// Set in an event's header when a list of functions follows the JSON:
+/// the deliveries published without a record (see [`Store::event_writes`]).
+const WITH_TARGETS: u32 = 1 << 31;
+
+/// `u32 BE` JSON length (| [`WITH_TARGETS`]), the JSON `EventRecord`, then
+/// if flagged `u16 BE` count and per function `u16 BE` length and name,
+/// then the payload.
+fn encode_event(event: &EventRecord, targets: &[&str], payload: &[u8]) -> Vec<u8> {
     let json = encode(event);
-    let mut v = Vec::with_capacity(4 + json.len() + payload.len());
-    v.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    let mut v = Vec::with_capacity(4 + json.len() + 16 * targets.len() + payload.len());
+    let flag = if targets.is_empty() { 0 } else { WITH_TARGETS };
+    v.extend_from_slice(&(json.len() as u32 | flag).to_be_bytes());
     v.extend_from_slice(&json);
+    if !targets.is_empty() {
+        v.extend_from_slice(&(targets.len() as u16).to_be_bytes());
+        for f in targets {
+            v.extend_from_slice(&(f.len() as u16).to_be_bytes());
+            v.extend_from_slice(f.as_bytes());
+        }
+    }
     v.extend_from_slice(payload);
     v
 }
 
-fn decode_event(key: &[u8], stored: IVec) -> Result<(EventRecord, IVec), StoreError> {
+/// An event, the functions of its record-less deliveries, its payload.
+type StoredEvent = (EventRecord, Vec<String>, IVec);
+
+fn decode_event(key: &[u8], stored: IVec) -> Result<StoredEvent, StoreError> {
     let corrupt = || StoreError::Corrupt {
         key: format!("event {}", read_u64(key)),
         reason: "event shorter than its header".into(),
     };
-    let len = stored
+    let u16_at = |at: usize| {
+        stored
+            .get(at..at + 2)
+            .and_then(|b| b.try_into().ok())
+            .map(u16::from_be_bytes)
+            .ok_or_else(corrupt)
+    };
+    let head = stored
         .get(..4)
         .and_then(|b| b.try_into().ok())
         .map(u32::from_be_bytes)
-        .ok_or_else(corrupt)? as usize;
+        .ok_or_else(corrupt)?;
+    let len = (head & !WITH_TARGETS) as usize;
     let json = stored.get(4..4 + len).ok_or_else(corrupt)?;
     let record: EventRecord = decode(key, json)?;
-    let payload = stored.subslice(4 + len, stored.len() - 4 - len);
-    Ok((record, payload))
+    let mut at = 4 + len;
+    let mut targets = Vec::new();
+    if head & WITH_TARGETS != 0 {
+        let n = u16_at(at)?;
+        at += 2;
+        for _ in 0..n {
+            let l = u16_at(at)? as usize;
+            let name = stored.get(at + 2..at + 2 + l).ok_or_else(corrupt)?;
+            targets.push(String::from_utf8_lossy(name).into_owned());
+            at += 2 + l;
+        }
+    }
+    let payload = stored.subslice(at, stored.len() - at);
+    Ok((record, targets, payload))
+}
+
+/// The record of a delivery published without one: pending since its due
+/// entry was written, no attempt yet.
+fn pending_record(key: &[u8], due_entry: &[u8]) -> Option<DeliveryRecord> {
+    let (event_id, topic, function) = crate::events::parse_delivery_key(key)?;
+    let (due_ms, due_seq) = crate::events::parse_due_key(due_entry)?;
+    Some(DeliveryRecord {
+        event_id,
+        topic: topic.to_string(),
+        function: function.to_string(),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        last_error: None,
+        due_ms,
+        due_seq,
+        attempt_times_ms: Vec::new(),
+        updated_ms: due_ms,
+    })
 }
 
 type Tx = sled::transaction::TransactionalTree;
@@ -1324,17 +1383,28 @@ impl Store {
     /// An outcome whose delivery is no longer at its due entry (cancelled
     /// while it ran) is dropped. Either way its claim ends.
     pub fn event_writes(&self, w: &EventWrites<'_>) -> Result<EventWritten, StoreError> {
+        /// A delivery's key, due entry, and record unless the event lists it.
+        type NewDelivery = (Vec<u8>, [u8; 16], Option<Vec<u8>>);
         struct Row {
             id: [u8; 8],
             value: Vec<u8>,
-            deliveries: Vec<(Vec<u8>, [u8; 16], Vec<u8>)>,
+            deliveries: Vec<NewDelivery>,
         }
         let mut rows = Vec::with_capacity(w.publishes.len());
         for item in w.publishes {
             let event = item.event;
+            // Deliveries of the event's own topic (all, for publishes and
+            // asynchronous invocations) get no record until their first
+            // outcome: the event lists their functions instead.
+            let listed = item.to.iter().all(|(t, _)| *t == event.topic);
             let mut deliveries = Vec::with_capacity(item.to.len());
             for (topic, function) in item.to {
                 let seq = self.next_id()?;
+                let key = crate::events::delivery_key(event.id, topic, function);
+                if listed {
+                    deliveries.push((key, due_key(event.time_ms, seq), None));
+                    continue;
+                }
                 let rec = DeliveryRecord {
                     event_id: event.id,
                     topic: topic.clone(),
@@ -1347,12 +1417,15 @@ impl Store {
                     attempt_times_ms: Vec::new(),
                     updated_ms: event.time_ms,
                 };
-                let key = crate::events::delivery_key(event.id, topic, function);
-                deliveries.push((key, due_key(event.time_ms, seq), encode(&rec)));
+                deliveries.push((key, due_key(event.time_ms, seq), Some(encode(&rec))));
             }
+            let targets: Vec<&str> = match listed {
+                true => item.to.iter().map(|(_, f)| f.as_str()).collect(),
+                false => Vec::new(),
+            };
             rows.push(Row {
                 id: event.id.to_be_bytes(),
-                value: encode_event(event, item.payload),
+                value: encode_event(event, &targets, item.payload),
                 deliveries,
             });
         }
@@ -1384,14 +1457,18 @@ impl Store {
                 let mut expiring = Expiring::default();
                 for (f, &seq) in w.finishes.iter().zip(&seqs) {
                     let (key, outcome, now_ms) = (&f.key[..], f.outcome, f.now_ms);
-                    let Some(mut rec) = tx_delivery(dtree, key)? else {
-                        continue;
-                    };
-                    let entry = due_key(rec.due_ms, rec.due_seq);
+                    let entry = &f.due_entry[..];
                     if due.get(entry)?.as_deref() != Some(key) {
                         continue;
                     }
-                    due.remove(&entry)?;
+                    let rec = match tx_delivery(dtree, key)? {
+                        Some(rec) => Some(rec),
+                        None => pending_record(key, entry),
+                    };
+                    let Some(mut rec) = rec else {
+                        continue;
+                    };
+                    due.remove(entry)?;
                     if let Some(&started) = mem.running.get(key) {
                         push_attempt_time(&mut rec, started);
                     }
@@ -1453,7 +1530,9 @@ impl Store {
                     }
                     events.insert(&row.id, row.value.as_slice())?;
                     for (key, dkey, rec) in &row.deliveries {
-                        dtree.insert(key.as_slice(), rec.as_slice())?;
+                        if let Some(rec) = rec {
+                            dtree.insert(key.as_slice(), rec.as_slice())?;
+                        }
                         due.insert(dkey, key.as_slice())?;
                     }
                     published.push(Ok(()));
@@ -1495,11 +1574,14 @@ impl Store {
                 out.push(None);
                 continue;
             }
-            let Some(v) = self.ev.deliveries.get(&key)? else {
+            let rec = match self.ev.deliveries.get(&key)? {
+                Some(v) => Some(decode(&key, &v)?),
+                None => pending_record(&key, entry),
+            };
+            let Some(mut rec) = rec else {
                 out.push(None);
                 continue;
             };
-            let mut rec: DeliveryRecord = decode(&key, &v)?;
             rec.status = DeliveryStatus::Running;
             rec.updated_ms = now_ms;
             push_attempt_time(&mut rec, now_ms);
@@ -1515,24 +1597,45 @@ impl Store {
         self.ev
             .events
             .get(k)?
-            .map(|v| decode_event(&k, v))
+            .map(|v| decode_event(&k, v).map(|(event, _, payload)| (event, payload)))
             .transpose()
     }
 
     /// An event's deliveries, by topic and function (a claimed one as
     /// running).
     pub fn deliveries_of(&self, id: u64) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let k = id.to_be_bytes();
+        let Some(stored) = self.ev.events.get(k)? else {
+            return Ok(Vec::new());
+        };
+        let (event, targets, _) = decode_event(&k, stored)?;
         let mut out = Vec::new();
-        for kv in self.ev.deliveries.scan_prefix(id.to_be_bytes()) {
+        for kv in self.ev.deliveries.scan_prefix(k) {
             let (k, v) = kv?;
-            let mut rec: DeliveryRecord = decode(&k, &v)?;
-            if let Some(&started) = self.ev.mem().running.get(&k) {
-                rec.status = DeliveryStatus::Running;
-                push_attempt_time(&mut rec, started);
-            }
-            out.push(rec);
+            let rec: DeliveryRecord = decode(&k, &v)?;
+            out.push((k, rec));
         }
-        Ok(out)
+        // Published without a record: pending since the event's time.
+        for function in &targets {
+            let key = crate::events::delivery_key(id, &event.topic, function);
+            if out.iter().all(|(k, _)| k[..] != key[..])
+                && let Some(rec) = pending_record(&key, &due_key(event.time_ms, 0))
+            {
+                out.push((IVec::from(key), rec));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        let mem = self.ev.mem();
+        Ok(out
+            .into_iter()
+            .map(|(k, mut rec)| {
+                if let Some(&started) = mem.running.get(&k) {
+                    rec.status = DeliveryStatus::Running;
+                    push_attempt_time(&mut rec, started);
+                }
+                rec
+            })
+            .collect())
     }
 
     /// Up to `max` entries of the due index due at or before `now_ms`
@@ -1608,8 +1711,16 @@ impl Store {
         now_ms: u64,
         retention_ms: u64,
     ) -> Result<(), StoreError> {
+        let mut due_entry = IVec::default();
+        for kv in self.ev.due.iter() {
+            let (entry, dkey) = kv?;
+            if dkey == key {
+                due_entry = entry;
+            }
+        }
         let finish = Finish {
             key: IVec::from(key),
+            due_entry,
             outcome,
             error: error.map(str::to_string),
             now_ms,
@@ -1830,7 +1941,7 @@ impl Store {
             rows.push((
                 job_task_key(job, *index),
                 event.id.to_be_bytes(),
-                encode_event(event, &[]),
+                encode_event(event, &[], &[]),
                 key,
                 due_key(event.time_ms, seq),
                 encode(&rec),

@@ -1240,8 +1240,10 @@ async fn run_delivery(
     sub: Option<Subscription>,
 ) -> (Finish, Option<usize>) {
     let store = &host.inner.store;
+    let due_entry = sled::IVec::from(&super::due_key(rec.due_ms, rec.due_seq)[..]);
     let finish = |outcome: Outcome, error: Option<&str>| Finish {
         key: key.clone(),
+        due_entry: due_entry.clone(),
         outcome,
         error: error.map(str::to_string),
         now_ms: now_ms(),
@@ -1449,6 +1451,20 @@ mod tests {
             .publish_event(&event(1, "t", 100), b"x", &subs, 10, 1000)
             .unwrap();
         assert_eq!(store.queue_depth_total().unwrap(), 2);
+        // Published without records; read as pending since the event.
+        let pending: Vec<_> = store
+            .deliveries_of(1)
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.function, d.status, d.attempts, d.due_ms))
+            .collect();
+        assert_eq!(
+            pending,
+            [
+                ("a".into(), DeliveryStatus::Pending, 0, 100),
+                ("b".into(), DeliveryStatus::Pending, 0, 100)
+            ]
+        );
         // Nothing is due before its time; both are at 100.
         assert!(store.due_deliveries(99, 10).unwrap().is_empty());
         let due = store.due_deliveries(100, 10).unwrap();
@@ -1579,6 +1595,7 @@ mod tests {
         let keys: Vec<_> = claimed.into_iter().flatten().collect();
         let finish = |i: usize, outcome| Finish {
             key: keys[i].0.clone(),
+            due_entry: sled::IVec::from(&due_key(keys[i].1.due_ms, keys[i].1.due_seq)[..]),
             outcome,
             error: None,
             now_ms: 30,
