@@ -52,10 +52,16 @@ const SWEEP_AGAIN: Duration = Duration::from_millis(10);
 const IDLE: Duration = Duration::from_secs(1);
 /// How often schedules are checked (the resolution of ticks).
 const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
-/// How often finished events past their retention are removed.
+/// How often finished jobs past their retention are removed.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
-/// Finished events removed per transaction of a sweep (about).
-const SWEEP_BATCH: usize = 128;
+/// How often finished events past their retention are removed: often, in
+/// small steps, so that under load the sweep is a steady trickle beside
+/// publishes rather than a burst that holds them up.
+const EVENT_SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Finished events removed per step of a sweep (about).
+const SWEEP_BATCH: usize = 64;
+/// Pause between steps of a sweep (other writes go between).
+const SWEEP_PAUSE: Duration = Duration::from_millis(1);
 /// Bytes of a failed response kept as the delivery's last error.
 const ERROR_EXCERPT: usize = 300;
 /// Most queued writes (publishes, outcomes) taken into one
@@ -947,6 +953,7 @@ async fn dispatch(host: Weak<HostInner>, wake: Arc<Notify>, mut stop: watch::Rec
     let busy: Busy = Arc::default();
     let mut tasks = JoinSet::new();
     let mut last_sweep = std::time::Instant::now();
+    let mut last_event_sweep = std::time::Instant::now();
     let mut sweeping: Option<tokio::task::JoinHandle<()>> = None;
     let mut last_schedules = std::time::Instant::now() - SCHEDULE_EVERY;
     let depth_gauge = metrics::gauge!(QUEUE_DEPTH);
@@ -972,12 +979,15 @@ async fn dispatch(host: Weak<HostInner>, wake: Arc<Notify>, mut stop: watch::Rec
                 tracing::error!(error = %e, "firing schedules failed");
             }
         }
+        if last_event_sweep.elapsed() >= EVENT_SWEEP_EVERY
+            && sweeping.as_ref().is_none_or(|t| t.is_finished())
+        {
+            last_event_sweep = std::time::Instant::now();
+            let store = host.inner.store.clone();
+            sweeping = Some(tokio::task::spawn_blocking(move || sweep_events(&store)));
+        }
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = std::time::Instant::now();
-            if sweeping.as_ref().is_none_or(|t| t.is_finished()) {
-                let store = host.inner.store.clone();
-                sweeping = Some(tokio::task::spawn_blocking(move || sweep_events(&store)));
-            }
             if let Err(e) = host.sweep_jobs() {
                 tracing::warn!(error = %e, "removing finished jobs failed");
             }
@@ -1005,7 +1015,7 @@ fn sweep_events(store: &crate::store::Store) {
     loop {
         match store.sweep_events(now, SWEEP_BATCH) {
             Ok(0) => break,
-            Ok(_) => {}
+            Ok(_) => std::thread::sleep(SWEEP_PAUSE),
             Err(e) => {
                 tracing::warn!(error = %e, "removing finished events failed");
                 break;
