@@ -91,6 +91,11 @@ struct PublishArgs {
     /// Events checked through `GET /v1/events/{id}` afterwards.
     #[arg(long, default_value_t = 200)]
     sample: usize,
+    /// Then wait up to this many seconds until the host has removed the
+    /// last event published (its retention over), so that the next run does
+    /// not pay for this one's sweep (0: do not wait).
+    #[arg(long, default_value_t = 0.0)]
+    wait_swept: f64,
     #[command(flatten)]
     load: Load,
 }
@@ -398,6 +403,28 @@ async fn publish(a: PublishArgs) -> Result<()> {
     }
     let sample_lat = Latencies::new(sample_lat);
 
+    // The host sweeps expired events in expiry order: once the last event
+    // published is gone, so are (about) all of this run's.
+    let mut swept_secs = None;
+    if a.wait_swept > 0.0
+        && let Some(last) = ids.iter().max_by_key(|id| u64::from_str_radix(id, 16).unwrap_or(0))
+    {
+        let deadline = Instant::now() + Duration::from_secs_f64(a.wait_swept);
+        loop {
+            let (status, _) = control
+                .call("GET", &format!("/v1/events/{last}"), None)
+                .await?;
+            if status == StatusCode::NOT_FOUND {
+                swept_secs = Some((Instant::now() - last_answer).as_secs_f64());
+                break;
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     let result = serde_json::json!({
         "mode": "publish",
         "publishers": a.load.publishers,
@@ -418,6 +445,7 @@ async fn publish(a: PublishArgs) -> Result<()> {
         "sampled_deliveries": sample_lat.0.len(),
         "sampled_not_done": not_done,
         "sampled_swept": swept,
+        "swept_after_s": swept_secs,
         "handled_latency_p50_ms": sample_lat.ms(0.50),
         "handled_latency_p99_ms": sample_lat.ms(0.99),
         "first_publish_ms": first_publish_ms,
