@@ -407,7 +407,9 @@ async fn publish(a: PublishArgs) -> Result<()> {
     // published is gone, so are (about) all of this run's.
     let mut swept_secs = None;
     if a.wait_swept > 0.0
-        && let Some(last) = ids.iter().max_by_key(|id| u64::from_str_radix(id, 16).unwrap_or(0))
+        && let Some(last) = ids
+            .iter()
+            .max_by_key(|id| u64::from_str_radix(id, 16).unwrap_or(0))
     {
         let deadline = Instant::now() + Duration::from_secs_f64(a.wait_swept);
         loop {
