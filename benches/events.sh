@@ -42,6 +42,8 @@
 #                (default 16; the host's default per subscription is 4)
 #   POST         1 (default) also runs the `post` case
 #   SLED         1 (default) also runs the `sled` case
+#   WISP_STORE_CACHE  the host's store page cache (default 16MiB, the
+#                edge-sized default of `wisp serve`)
 #   RETENTION    the host's --event-retention (default 5s: finished events
 #                are removed while the load runs, so the figures include
 #                the sweep that keeps the store from growing; each run
@@ -213,6 +215,7 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 print(f"## Events: publish -> handled, {duration} s x {rounds} rounds, medians\n")
 print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPUs ({cpu}); "
       f"Linux {platform.release()}; wisp {rev}; subscription concurrency {concurrency}; "
+      f"store cache {os.environ.get('WISP_STORE_CACHE', '16MiB')}; "
       f"load average at the end {os.getloadavg()[0]:.2f}\n")
 labels = {
     "noop": "wisp, no-op event handler",
