@@ -901,12 +901,13 @@ impl Store {
 //
 // Trees (the records are defined in `crate::events`, the decisions made
 // there too; this section only reads, writes atomically and encodes):
-// - `ev_events`: event id (u64 BE) -> u32 BE length of the JSON
-//   `EventRecord`, the JSON, then the payload bytes.
+// - `ev_events`: event id (u64 BE) -> the JSON `EventRecord`, the
+//   functions it was published to, the payload (see [`encode_event`]).
 // - `ev_subs`: `topic \0 function` -> JSON `Subscription`.
 // - `ev_deliveries`: `event id | topic \0 function` -> JSON
-//   `DeliveryRecord`; one per subscription of the topic when the event was
-//   published, written in the same transaction as the event.
+//   `DeliveryRecord`, written at a delivery's first outcome (until then it
+//   is pending, known from the event's list of functions and its due
+//   entry); a job task's is written with its event.
 // - `ev_due`: `due_ms | seq` (both BE) -> delivery key: the pending
 //   deliveries in due order, so finding what is due is a short range scan.
 //   A claimed delivery keeps its entry while it runs (it is skipped, see
@@ -916,9 +917,9 @@ impl Store {
 // - `ev_open`: event id -> u64 BE: deliveries not done yet, for events with
 //   more than one (an event with one delivery has no entry); when the last
 //   is done the event is scheduled for removal in `ev_expire`.
-// - `ev_expire`: `remove_at_ms | seq` -> event ids (u64 BE each): finished
-//   events, removed
-//   with their deliveries after the retention time.
+// - `ev_expire`: `remove_at_ms | seq` -> the events finished in one
+//   transaction (see [`Expiring`]), removed with their deliveries after the
+//   retention time.
 // - `ev_schedules`: schedule id (u64 BE) -> JSON `Schedule`.
 // - `ev_jobs`: job id (u64 BE) -> JSON `JobRecord`.
 // - `ev_job_tasks`: `job id | index` (u64 BE, u32 BE) -> event id (u64 BE):
@@ -927,9 +928,9 @@ impl Store {
 // Beside the trees, in memory ([`EventMemory`]): the queue depth of each
 // topic (counted from `ev_due` on open) and the claimed deliveries being
 // run. Neither is written per event: a claim costs no write; a publish
-// writes the event, its delivery records and due entries; an outcome
-// removes the due entry and writes the record; the events that finish in
-// one transaction share one expiry entry.
+// writes the event and a due entry per delivery; an outcome removes the due
+// entry and writes the delivery's record; the events that finish in one
+// transaction share one expiry entry.
 
 /// The event-plane trees (opened once).
 #[derive(Clone)]
@@ -1012,14 +1013,14 @@ pub enum PublishRefused {
 }
 
 /// One event of [`Store::event_writes`]: the record, its payload and the
-/// `(topic, function)` pairs it is delivered to.
+/// functions it is delivered to (on its topic).
 pub struct NewEvent<'a> {
     /// The record.
     pub event: &'a EventRecord,
     /// The payload.
     pub payload: &'a [u8],
     /// One pending delivery each.
-    pub to: &'a [(String, String)],
+    pub to: &'a [String],
 }
 
 /// What [`Store::event_writes`] writes in one transaction.
@@ -1191,12 +1192,15 @@ fn decode_event(key: &[u8], stored: IVec) -> Result<StoredEvent, StoreError> {
     Ok((record, targets, payload))
 }
 
-/// The record of a delivery published without one: pending since its due
-/// entry was written, no attempt yet.
-fn pending_record(key: &[u8], due_entry: &[u8]) -> Option<DeliveryRecord> {
-    let (event_id, topic, function) = crate::events::parse_delivery_key(key)?;
-    let (due_ms, due_seq) = crate::events::parse_due_key(due_entry)?;
-    Some(DeliveryRecord {
+/// A delivery not attempted yet, due at `due_ms` (sequence `due_seq`).
+fn pending_delivery(
+    event_id: u64,
+    topic: &str,
+    function: &str,
+    due_ms: u64,
+    due_seq: u64,
+) -> DeliveryRecord {
+    DeliveryRecord {
         event_id,
         topic: topic.to_string(),
         function: function.to_string(),
@@ -1207,7 +1211,15 @@ fn pending_record(key: &[u8], due_entry: &[u8]) -> Option<DeliveryRecord> {
         due_seq,
         attempt_times_ms: Vec::new(),
         updated_ms: due_ms,
-    })
+    }
+}
+
+/// The record of a delivery published without one (from its key and due
+/// entry): pending since then, no attempt yet.
+fn pending_record(key: &[u8], due_entry: &[u8]) -> Option<DeliveryRecord> {
+    let (event_id, topic, function) = crate::events::parse_delivery_key(key)?;
+    let (due_ms, due_seq) = crate::events::parse_due_key(due_entry)?;
+    Some(pending_delivery(event_id, topic, function, due_ms, due_seq))
 }
 
 type Tx = sled::transaction::TransactionalTree;
@@ -1350,7 +1362,7 @@ impl Store {
         &self,
         event: &EventRecord,
         payload: &[u8],
-        to: &[(String, String)],
+        to: &[String],
         max_depth: u64,
         retention_ms: u64,
     ) -> Result<(), PublishRefused> {
@@ -1383,46 +1395,23 @@ impl Store {
     /// An outcome whose delivery is no longer at its due entry (cancelled
     /// while it ran) is dropped. Either way its claim ends.
     pub fn event_writes(&self, w: &EventWrites<'_>) -> Result<EventWritten, StoreError> {
-        /// A delivery's key, due entry, and record unless the event lists it.
-        type NewDelivery = (Vec<u8>, [u8; 16], Option<Vec<u8>>);
         struct Row {
             id: [u8; 8],
             value: Vec<u8>,
-            deliveries: Vec<NewDelivery>,
+            /// Delivery key and due entry of each subscriber.
+            deliveries: Vec<(Vec<u8>, [u8; 16])>,
         }
         let mut rows = Vec::with_capacity(w.publishes.len());
         for item in w.publishes {
             let event = item.event;
-            // Deliveries of the event's own topic (all, for publishes and
-            // asynchronous invocations) get no record until their first
-            // outcome: the event lists their functions instead.
-            let listed = item.to.iter().all(|(t, _)| *t == event.topic);
+            // No delivery record until the first outcome: the event lists
+            // the functions instead.
             let mut deliveries = Vec::with_capacity(item.to.len());
-            for (topic, function) in item.to {
-                let seq = self.next_id()?;
-                let key = crate::events::delivery_key(event.id, topic, function);
-                if listed {
-                    deliveries.push((key, due_key(event.time_ms, seq), None));
-                    continue;
-                }
-                let rec = DeliveryRecord {
-                    event_id: event.id,
-                    topic: topic.clone(),
-                    function: function.clone(),
-                    status: DeliveryStatus::Pending,
-                    attempts: 0,
-                    last_error: None,
-                    due_ms: event.time_ms,
-                    due_seq: seq,
-                    attempt_times_ms: Vec::new(),
-                    updated_ms: event.time_ms,
-                };
-                deliveries.push((key, due_key(event.time_ms, seq), Some(encode(&rec))));
+            for function in item.to {
+                let key = crate::events::delivery_key(event.id, &event.topic, function);
+                deliveries.push((key, due_key(event.time_ms, self.next_id()?)));
             }
-            let targets: Vec<&str> = match listed {
-                true => item.to.iter().map(|(_, f)| f.as_str()).collect(),
-                false => Vec::new(),
-            };
+            let targets: Vec<&str> = item.to.iter().map(String::as_str).collect();
             rows.push(Row {
                 id: event.id.to_be_bytes(),
                 value: encode_event(event, &targets, item.payload),
@@ -1529,10 +1518,7 @@ impl Store {
                         expiring.add_event(event.time_ms.saturating_add(retention_ms), event.id);
                     }
                     events.insert(&row.id, row.value.as_slice())?;
-                    for (key, dkey, rec) in &row.deliveries {
-                        if let Some(rec) = rec {
-                            dtree.insert(key.as_slice(), rec.as_slice())?;
-                        }
+                    for (key, dkey) in &row.deliveries {
                         due.insert(dkey, key.as_slice())?;
                     }
                     published.push(Ok(()));
@@ -1925,18 +1911,7 @@ impl Store {
         let mut rows = Vec::with_capacity(events.len());
         for (index, event) in events {
             let seq = self.next_id()?;
-            let rec = DeliveryRecord {
-                event_id: event.id,
-                topic: event.topic.clone(),
-                function: function.to_string(),
-                status: DeliveryStatus::Pending,
-                attempts: 0,
-                last_error: None,
-                due_ms: event.time_ms,
-                due_seq: seq,
-                attempt_times_ms: Vec::new(),
-                updated_ms: event.time_ms,
-            };
+            let rec = pending_delivery(event.id, &event.topic, function, event.time_ms, seq);
             let key = crate::events::delivery_key(event.id, &event.topic, function);
             rows.push((
                 job_task_key(job, *index),
@@ -2151,7 +2126,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         store
-            .publish_event(&ev_record(1), b"x", &[("t".into(), "a".into())], 3, 1000)
+            .publish_event(&ev_record(1), b"x", &["a".into()], 3, 1000)
             .unwrap();
         let due = store.due_deliveries(1, 10).unwrap();
         let (key, _) = store.claim_delivery(&due[0].0, 5).unwrap().unwrap();

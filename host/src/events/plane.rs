@@ -383,7 +383,7 @@ enum Write {
     Publish {
         event: EventRecord,
         payload: Bytes,
-        to: Vec<(String, String)>,
+        to: Vec<String>,
         reply: oneshot::Sender<Result<(), EventError>>,
     },
     /// A finished attempt: answered once committed (the flush after it is
@@ -562,7 +562,7 @@ impl Host {
             .store
             .subscriptions(Some(topic))?
             .into_iter()
-            .map(|s| (s.topic, s.function))
+            .map(|s| s.function)
             .collect();
         self.enqueue(topic, payload, content_type, None, Vec::new(), to)
             .await
@@ -586,7 +586,7 @@ impl Host {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
             .map(|(_, v)| v.clone());
-        let to = vec![(topic.clone(), function.to_string())];
+        let to = vec![function.to_string()];
         self.enqueue(&topic, payload, content_type, Some(path), headers, to)
             .await
     }
@@ -598,7 +598,7 @@ impl Host {
         content_type: Option<String>,
         path: Option<String>,
         headers: Vec<(String, String)>,
-        to: Vec<(String, String)>,
+        to: Vec<String>,
     ) -> Result<Published, EventError> {
         let config = &self.inner.config;
         if payload.len() as u64 > config.event_max_payload_bytes {
@@ -842,7 +842,7 @@ impl Host {
             };
             let topic = format!("{SCHEDULE_TOPIC_PREFIX}{}", format_id(s.id));
             let headers = vec![("wisp-schedule-id".to_string(), format_id(s.id))];
-            let to = vec![(topic.clone(), s.function.clone())];
+            let to = vec![s.function.clone()];
             let payload = Bytes::from(s.payload.clone().into_bytes());
             let result = self
                 .enqueue(
@@ -1047,6 +1047,25 @@ struct Picker<'a> {
 }
 
 impl Picker<'_> {
+    /// Considers due entries until they run out or no slot is left; how
+    /// many were read, and the last.
+    fn consider_all(
+        &mut self,
+        entries: impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>>,
+    ) -> Result<(usize, Option<sled::IVec>), StoreError> {
+        let (mut n, mut last) = (0, None);
+        for entry in entries {
+            let (due_entry, dkey) = entry?;
+            n += 1;
+            last = Some(due_entry.clone());
+            self.consider(due_entry, &dkey)?;
+            if self.full {
+                break;
+            }
+        }
+        Ok((n, last))
+    }
+
     /// Picks this due entry if it can run now.
     fn consider(&mut self, due_entry: sled::IVec, dkey: &[u8]) -> Result<(), StoreError> {
         let Some((_, topic, function)) = parse_delivery_key(dkey) else {
@@ -1124,34 +1143,14 @@ async fn pass(
         saturated: false,
         full: false,
     };
-    let mut head_end = None;
-    let mut head_len = 0;
-    for entry in store.due_iter(now, None).take(HEAD) {
-        let (due_entry, dkey) = entry?;
-        head_len += 1;
-        head_end = Some(due_entry.clone());
-        p.consider(due_entry, &dkey)?;
-        if p.full {
-            break;
-        }
-    }
+    let (head_len, head_end) = p.consider_all(store.due_iter(now, None).take(HEAD))?;
     let mut part_way = false;
     if let (false, true, Some(head_end)) = (p.full, head_len == HEAD, head_end) {
         let from = match sweep.take() {
             Some(at) if at > head_end => at,
             _ => head_end,
         };
-        let mut n = 0;
-        let mut last = None;
-        for entry in store.due_iter(now, Some(&from)).take(SWEEP) {
-            let (due_entry, dkey) = entry?;
-            n += 1;
-            last = Some(due_entry.clone());
-            p.consider(due_entry, &dkey)?;
-            if p.full {
-                break;
-            }
-        }
+        let (n, last) = p.consider_all(store.due_iter(now, Some(&from)).take(SWEEP))?;
         // Stopped for want of slots: the next pass starts from here again.
         // Read SWEEP entries: it goes on from the last. Reached the end:
         // the next starts over.
@@ -1446,17 +1445,15 @@ mod tests {
         }
     }
 
-    fn to(subs: &[(&str, &str)]) -> Vec<(String, String)> {
-        subs.iter()
-            .map(|(t, f)| (t.to_string(), f.to_string()))
-            .collect()
+    fn to(functions: &[&str]) -> Vec<String> {
+        functions.iter().map(|f| f.to_string()).collect()
     }
 
     #[test]
     fn deliveries_move_through_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let subs = to(&[("t", "a"), ("t", "b")]);
+        let subs = to(&["a", "b"]);
         store
             .publish_event(&event(1, "t", 100), b"x", &subs, 10, 1000)
             .unwrap();
@@ -1541,7 +1538,7 @@ mod tests {
     fn a_full_topic_refuses_and_stores_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let subs = to(&[("t", "a"), ("t", "b")]);
+        let subs = to(&["a", "b"]);
         store
             .publish_event(&event(1, "t", 1), b"x", &subs, 3, 1000)
             .unwrap();
@@ -1551,7 +1548,7 @@ mod tests {
         assert_eq!(store.due_deliveries(10, 10).unwrap().len(), 2);
         // Another topic has its own queue.
         store
-            .publish_event(&event(3, "u", 1), b"x", &to(&[("u", "a")]), 3, 1000)
+            .publish_event(&event(3, "u", 1), b"x", &to(&["a"]), 3, 1000)
             .unwrap();
     }
 
@@ -1562,7 +1559,7 @@ mod tests {
     fn batched_publishes_claims_and_outcomes() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let subs = to(&[("t", "a"), ("t", "b")]);
+        let subs = to(&["a", "b"]);
         let none = to(&[]);
         let events: Vec<_> = (1..=4).map(|i| event(i, "t", 10)).collect();
         let item = |i: usize, to| NewEvent {
@@ -1648,7 +1645,7 @@ mod tests {
         {
             let store = Store::open(dir.path(), 1 << 20).unwrap();
             store
-                .publish_event(&event(1, "t", 1), b"x", &to(&[("t", "a")]), 3, 1000)
+                .publish_event(&event(1, "t", 1), b"x", &to(&["a"]), 3, 1000)
                 .unwrap();
             let due = store.due_deliveries(1, 10).unwrap();
             store.claim_delivery(&due[0].0, 5).unwrap().unwrap();
@@ -1714,7 +1711,7 @@ mod tests {
             set.spawn(async move {
                 for i in 0..100u64 {
                     let id = store.next_id().unwrap();
-                    let subs = to(&[("t", "a")]);
+                    let subs = to(&["a"]);
                     store
                         .publish_event(&event(id, "t", t * 1000 + i), b"x", &subs, 1 << 20, 1)
                         .unwrap();
