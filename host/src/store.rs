@@ -1795,8 +1795,8 @@ impl Store {
     }
 
     /// Removes finished events whose retention ended by `now_ms` (about
-    /// `max`: whole expiry entries), with their deliveries, in one
-    /// transaction. A job's events stay while its record does (looked at
+    /// `max`: whole expiry entries), with their deliveries, in three sled
+    /// batches (see below). A job's events stay while its record does (looked at
     /// again a minute later). Returns how many events were handled
     /// (removed or put off): 0 once nothing more has expired.
     pub fn sweep_events(&self, now_ms: u64, max: usize) -> Result<usize, StoreError> {

@@ -1008,8 +1008,9 @@ async fn dispatch(host: Weak<HostInner>, wake: Arc<Notify>, mut stop: watch::Rec
     while tasks.join_next().await.is_some() {}
 }
 
-/// Removes every finished event whose retention has ended, a bounded
-/// transaction at a time (off the runtime: it reads and writes the store).
+/// Removes every finished event whose retention has ended, a bounded step
+/// at a time with a pause between (off the runtime: it reads and writes the
+/// store).
 fn sweep_events(store: &crate::store::Store) {
     let now = now_ms();
     loop {
