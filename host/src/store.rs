@@ -1450,10 +1450,7 @@ impl Store {
                     if due.get(entry)?.as_deref() != Some(key) {
                         continue;
                     }
-                    let rec = match tx_delivery(dtree, key)? {
-                        Some(rec) => Some(rec),
-                        None => pending_record(key, entry),
-                    };
+                    let rec = tx_delivery(dtree, key)?.or_else(|| pending_record(key, entry));
                     let Some(mut rec) = rec else {
                         continue;
                     };
