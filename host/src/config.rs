@@ -177,6 +177,10 @@ pub struct HostConfig {
     /// (`GET /v1/events/{id}`) before it is removed. Dead deliveries keep
     /// their event until redriven.
     pub event_retention: Duration,
+    /// Threads serving the data plane, each with a single-threaded runtime
+    /// of its own (connections are spread over them); 0 is one per CPU.
+    /// The admin API and the event plane run on the caller's runtime.
+    pub data_threads: usize,
 }
 
 impl Default for HostConfig {
@@ -202,6 +206,7 @@ impl Default for HostConfig {
             event_concurrency: 4,
             event_retry: crate::events::RetryPolicy::default(),
             event_retention: Duration::from_secs(3600),
+            data_threads: 0,
         }
     }
 }
@@ -231,6 +236,9 @@ impl HostConfig {
         }
         if self.max_in_flight == 0 || self.max_in_flight > 100_000 {
             return Err("max in-flight invocations must be between 1 and 100000".into());
+        }
+        if self.data_threads > 1024 {
+            return Err("data-plane threads must be at most 1024 (0: one per CPU)".into());
         }
         if self.max_upload_bytes == 0 {
             return Err("the upload limit must be more than 0".into());
@@ -336,6 +344,12 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().is_err());
+        let c = HostConfig {
+            data_threads: 2000,
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("data-plane threads"), "{e}");
         let l = Limits {
             memory_bytes: 8 << 30,
             ..Default::default()

@@ -167,6 +167,18 @@ fn serve_refuses_bad_configuration_before_listening() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("timeout"), "{err}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
+        .args(["serve", "--data-threads", "5000", "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("data-plane threads must be at most 1024"),
+        "{err}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
         .args(["serve", "--default-memory", "lots"])
         .output()
         .unwrap();

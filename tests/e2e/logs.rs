@@ -195,3 +195,28 @@ fn cli_shows_logs_by_invocation_and_since() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
+
+/// wisp-sdk sends a response's headers in one host call; a header the host
+/// refuses (hop-by-hop) is dropped on its own, noted in the function's log,
+/// and the other headers, the status and the body still arrive.
+#[test]
+fn sdk_drops_only_the_hop_by_hop_response_headers() {
+    let w = Wisp::start();
+    deploy_misbehave(&w);
+    let r = w.get("/m/hop");
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["x-kept"], "yes");
+    assert!(r.headers().get("keep-alive").is_none());
+    let id = invocation_id(&r);
+    assert_eq!(r.text().unwrap(), "created");
+    let page = logs(&w, &format!("?invocation={id}"));
+    let lines = messages(&page);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].0, "stderr");
+    assert!(
+        lines[0]
+            .1
+            .starts_with("wisp-sdk: response header keep-alive dropped"),
+        "{lines:?}"
+    );
+}

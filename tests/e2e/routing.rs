@@ -93,7 +93,20 @@ fn five_mib_body_round_trips_byte_for_byte() {
 
 #[test]
 fn two_hundred_concurrent_requests_all_succeed() {
-    let w = Wisp::start();
+    two_hundred_concurrent_requests(&Wisp::start());
+}
+
+/// The data plane spreads connections over its threads; with one thread
+/// (and with more threads than CPUs) everything is served the same.
+#[test]
+fn any_number_of_data_threads_serves_concurrent_connections() {
+    for n in ["1", "3"] {
+        let w = Wisp::start_with(Opts::default().arg("--data-threads").arg(n));
+        two_hundred_concurrent_requests(&w);
+    }
+}
+
+fn two_hundred_concurrent_requests(w: &Wisp) {
     w.admin().deploy_guest("hello", "hello", &["/hello/*"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = w.data_url.clone();

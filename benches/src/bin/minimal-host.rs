@@ -40,9 +40,16 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8082")]
     listen: SocketAddr,
-    /// Tokio worker threads (`wisp serve`: one per core).
-    #[arg(long, default_value_t = 2)]
+    /// Serve on one multi-thread tokio runtime with this many workers
+    /// instead of `wisp serve`'s layout (0: one current-thread runtime per
+    /// thread, see `--threads`).
+    #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// With `--workers 0`: threads, each with a current-thread runtime and a
+    /// SO_REUSEPORT listener of its own (default: one per CPU, as `wisp
+    /// serve`).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Link only the interfaces of the wasi:http/proxy world instead of the
     /// whole WASI 0.2 set (what `wisp serve` links).
     #[arg(long)]
@@ -183,6 +190,38 @@ fn main() -> anyhow::Result<()> {
     })()
     .map_err(|e| anyhow::anyhow!("linking: {e:?}"))?;
 
+    let pre = Arc::new(pre);
+    if args.workers == 0 {
+        // One current-thread runtime per thread, each accepting on its own
+        // SO_REUSEPORT listener (wisp serve accepts on one and hands
+        // connections over; the serving is the same).
+        let n = args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                let pre = pre.clone();
+                std::thread::spawn(move || -> anyhow::Result<()> {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async move {
+                        let socket = tokio::net::TcpSocket::new_v4()?;
+                        socket.set_reuseport(true)?;
+                        socket.set_reuseaddr(true)?;
+                        socket.bind(args.listen)?;
+                        let listener = socket.listen(1024)?;
+                        serve(listener, pre).await
+                    })
+                })
+            })
+            .collect();
+        println!("minimal-host: listening on http://{}", args.listen);
+        for t in threads {
+            t.join().expect("runtime thread")?;
+        }
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.workers)
         .enable_all()
@@ -193,17 +232,20 @@ fn main() -> anyhow::Result<()> {
             "minimal-host: listening on http://{}",
             listener.local_addr()?
         );
-        let pre = Arc::new(pre);
-        loop {
-            let (socket, _) = listener.accept().await?;
-            let pre = pre.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| handle((*pre).clone(), req));
-                // The same connection builder axum::serve uses (HTTP/1 and 2).
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(socket), service)
-                    .await;
-            });
-        }
+        serve(listener, pre).await
     })
+}
+
+async fn serve(listener: tokio::net::TcpListener, pre: Arc<ProxyPre<Ctx>>) -> anyhow::Result<()> {
+    loop {
+        let (socket, _) = listener.accept().await?;
+        let pre = pre.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle((*pre).clone(), req));
+            // The same connection builder axum::serve uses (HTTP/1 and 2).
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(socket), service)
+                .await;
+        });
+    }
 }
