@@ -139,22 +139,19 @@ fn read_to_end(stream: &InputStream, capacity: usize) -> Result<Vec<u8>, ErrorCo
 /// host can start answering), then the body.
 fn send(response: Response, out: ResponseOutparam) {
     let (status, headers, body) = response.into_parts();
-    let fields = Fields::new();
-    for (name, value) in &headers {
-        // The host refuses hop-by-hop headers (`connection`, ...) it manages
-        // itself; dropping them is what an HTTP proxy would do too.
-        if let Err(e) = fields.append(name.as_str(), value.as_bytes()) {
-            eprintln!("wisp-sdk: response header {name} dropped: {e:?}");
-        }
-    }
     // A known length lets the host answer without chunked encoding. Statuses
     // that never have a body must not carry one (RFC 9110, 8.6).
     let bodiless = matches!(status, 100..=199 | 204 | 304);
+    let mut entries: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect();
     if !bodiless && !headers.contains_key(http::header::CONTENT_LENGTH) {
-        let _ = fields.append("content-length", body.len().to_string().as_bytes());
+        entries.push(("content-length".into(), body.len().to_string().into_bytes()));
     }
-    let response = OutgoingResponse::new(fields);
-    if response.set_status_code(status).is_err() {
+    let response = OutgoingResponse::new(response_fields(entries));
+    // A new response is 200 already: one host call less for most answers.
+    if status != 200 && response.set_status_code(status).is_err() {
         let message = format!("the function answered an invalid status code {status}");
         return ResponseOutparam::set(out, Err(internal(&message)));
     }
@@ -180,6 +177,23 @@ fn send(response: Response, out: ResponseOutparam) {
         // without `finish` tells the host the response is incomplete.
         Err(e) => eprintln!("wisp-sdk: writing the response body failed: {e:?}"),
     }
+}
+
+/// The response's header fields, in one host call when the host accepts all
+/// of them. The host refuses hop-by-hop headers (`connection`, ...) it
+/// manages itself; then each is added on its own and the refused ones are
+/// dropped, which is what an HTTP proxy would do too.
+fn response_fields(entries: Vec<(String, Vec<u8>)>) -> Fields {
+    if let Ok(fields) = Fields::from_list(&entries) {
+        return fields;
+    }
+    let fields = Fields::new();
+    for (name, value) in &entries {
+        if let Err(e) = fields.append(name, value) {
+            eprintln!("wisp-sdk: response header {name} dropped: {e:?}");
+        }
+    }
+    fields
 }
 
 /// Writes all of `bytes` to `stream` and flushes it.

@@ -85,6 +85,11 @@ fn handle(req: Request) -> Response {
             Response::ok(serde_json::Value::Object(vars).to_string())
                 .with_header("content-type", "application/json")
         }
+        // A hop-by-hop header the host manages itself, beside ordinary ones.
+        "hop" => (201, "created")
+            .into_response()
+            .with_header("x-kept", "yes")
+            .with_header("keep-alive", "timeout=5"),
         _ => Response::not_found(),
     }
 }
