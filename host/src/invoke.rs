@@ -305,6 +305,11 @@ impl Invoker {
             })
             .await;
             in_flight.decrement(1.0);
+            // The response is out of the guest; let the connection send it
+            // before this task tears the instance down (on a data-plane
+            // thread both share one thread, and the client would otherwise
+            // wait for the teardown).
+            tokio::task::yield_now().await;
             let result = match result {
                 Err(_elapsed) => Err(Failure::Timeout),
                 Ok(Ok(())) => Ok(()),

@@ -146,10 +146,13 @@ async fn handle(
     let out = store.data_mut().http().new_response_outparam(sender)?;
     let task = tokio::task::spawn(async move {
         let proxy = pre.instantiate_async(&mut store).await?;
-        proxy
+        let r = proxy
             .wasi_http_incoming_handler()
             .call_handle(&mut store, req, out)
-            .await
+            .await;
+        // As wisp: the connection sends the response before the teardown.
+        tokio::task::yield_now().await;
+        r
     });
     match receiver.await {
         Ok(Ok(resp)) => Ok(resp),
