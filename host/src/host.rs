@@ -47,6 +47,9 @@ pub(crate) struct HostInner {
     pub data_dir: Option<PathBuf>,
     /// Topics, subscriptions, group commit and the event dispatcher.
     pub events: crate::events::plane::EventPlane,
+    /// The runtimes of the serving threads while [`Host::serve`] runs
+    /// (event deliveries are spread over them); empty otherwise.
+    pub serving: crate::serve::ServingRuntimes,
     /// Keeps a temporary store alive for as long as the host.
     _temp: Option<tempfile::TempDir>,
 }
@@ -182,6 +185,7 @@ impl HostBuilder {
             prometheus,
             data_dir: temp.is_none().then(|| dir.clone()),
             events,
+            serving: Default::default(),
             _temp: temp,
             config,
         });

@@ -2,24 +2,27 @@
 //! then draining in-flight requests and event deliveries and flushing the
 //! store.
 //!
-//! The data plane runs on threads of its own, each with a single-threaded
-//! tokio runtime; the caller's runtime accepts the connections and hands
-//! each to the thread serving the fewest. A connection, its requests and the
-//! invocations they start then stay on one thread: no work stealing, no
-//! cross-thread wake-ups per request. On this project's 2-CPU machine that
-//! cut the server CPU per request by about a third against one multi-thread
-//! runtime for everything (benches/RESULTS.md). The admin API and the event
-//! plane stay on the caller's runtime.
+//! Connections are served on threads of their own, each with a
+//! single-threaded tokio runtime; the caller's runtime accepts them (data
+//! plane and admin API) and hands each to the thread serving the fewest. A
+//! connection, its requests and the invocations they start then stay on one
+//! thread: no work stealing, no cross-thread wake-ups per request. Event
+//! deliveries are spread over the same threads. On this project's 2-CPU
+//! machine that cut the server CPU per request by about a third against one
+//! multi-thread runtime for everything (benches/RESULTS.md). The event
+//! dispatcher, the store's group commit and the sweeps stay on the caller's
+//! runtime and its blocking pool.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -40,8 +43,9 @@ impl Host {
     /// Serves until `shutdown` resolves; then stops accepting, lets
     /// in-flight requests finish for up to `grace`, and flushes the store.
     ///
-    /// The data plane gets [`HostConfig::data_threads`](crate::HostConfig)
-    /// threads of its own; the admin API and the event plane run on the
+    /// Connections (both planes) and event deliveries run on
+    /// [`HostConfig::data_threads`](crate::HostConfig) threads of their
+    /// own; the event dispatcher and the store's group commit on the
     /// caller's runtime.
     pub async fn serve(
         &self,
@@ -51,14 +55,7 @@ impl Host {
     ) -> anyhow::Result<()> {
         self.start_events()?;
         let (tx, rx) = watch::channel(false);
-        let data = DataPlane::start(self, listeners.data, rx.clone())?;
-        let admin = listeners.admin.map(|l| {
-            let mut rx = rx.clone();
-            let s = axum::serve(l, self.admin_router()).with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            });
-            tokio::spawn(async move { s.await })
-        });
+        let serving = Serving::start(self, listeners, rx)?;
 
         shutdown.await;
         tracing::info!(
@@ -66,12 +63,7 @@ impl Host {
             "shutting down: draining in-flight requests"
         );
         let _ = tx.send(true);
-        let drained = tokio::time::timeout(grace, async {
-            data.stopped().await;
-            if let Some(a) = admin {
-                let _ = a.await;
-            }
-        });
+        let drained = tokio::time::timeout(grace, serving.stopped(self));
         // At the same time: no new event deliveries; running ones get the
         // same grace period (those left stay pending for the next start).
         let (drained, ()) = tokio::join!(drained, self.stop_events(grace));
@@ -90,24 +82,58 @@ impl Host {
 /// a queue in memory.
 const HANDOFF_QUEUE: usize = 64;
 
-/// The data plane's threads and the task accepting for them.
-struct DataPlane {
-    acceptor: tokio::task::JoinHandle<()>,
+/// The runtimes of the serving threads, for work that should run beside
+/// the requests (event deliveries), taken in turn.
+#[derive(Default)]
+pub(crate) struct ServingRuntimes {
+    handles: RwLock<Vec<tokio::runtime::Handle>>,
+    next: AtomicUsize,
+}
+
+impl ServingRuntimes {
+    /// The next serving thread's runtime; `None` while the host is not
+    /// serving (a library user driving the host itself).
+    pub(crate) fn next(&self) -> Option<tokio::runtime::Handle> {
+        let handles = self.handles.read().unwrap_or_else(|e| e.into_inner());
+        if handles.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % handles.len();
+        Some(handles[i].clone())
+    }
+
+    fn set(&self, handles: Vec<tokio::runtime::Handle>) {
+        *self.handles.write().unwrap_or_else(|e| e.into_inner()) = handles;
+    }
+}
+
+/// Which service a connection gets.
+#[derive(Clone, Copy)]
+enum Plane {
+    Data,
+    Admin,
+}
+
+type Handoff = (std::net::TcpStream, SocketAddr, Plane);
+
+/// The serving threads and the tasks accepting for them.
+struct Serving {
+    acceptors: Vec<tokio::task::JoinHandle<()>>,
     /// One per thread: resolves once the thread's connections are closed
     /// and the invocations they started have finished.
     done: Vec<oneshot::Receiver<()>>,
 }
 
-/// What the acceptor knows of one data-plane thread.
+/// What the acceptor knows of one serving thread.
 struct Worker {
     connections: Arc<AtomicUsize>,
-    handoff: mpsc::Sender<(std::net::TcpStream, SocketAddr)>,
+    handoff: mpsc::Sender<Handoff>,
 }
 
-impl DataPlane {
+impl Serving {
     fn start(
         host: &Host,
-        listener: TcpListener,
+        listeners: Listeners,
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
         let threads = match host.config().data_threads {
@@ -116,6 +142,7 @@ impl DataPlane {
         };
         let mut workers = Vec::with_capacity(threads);
         let mut done = Vec::with_capacity(threads);
+        let mut handles = Vec::with_capacity(threads);
         for i in 0..threads {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -123,6 +150,7 @@ impl DataPlane {
             let (handoff, incoming) = mpsc::channel(HANDOFF_QUEUE);
             let (finished, finished_rx) = oneshot::channel();
             let connections = Arc::new(AtomicUsize::new(0));
+            handles.push(runtime.handle().clone());
             let (host, stop, count) = (host.clone(), stop.clone(), connections.clone());
             std::thread::Builder::new()
                 .name(format!("wisp-data-{i}"))
@@ -136,22 +164,40 @@ impl DataPlane {
             });
             done.push(finished_rx);
         }
-        let acceptor = tokio::spawn(accept(listener, workers, stop));
-        Ok(DataPlane { acceptor, done })
+        host.inner.serving.set(handles);
+        let workers = Arc::new(workers);
+        let mut acceptors = vec![tokio::spawn(accept(
+            listeners.data,
+            Plane::Data,
+            workers.clone(),
+            stop.clone(),
+        ))];
+        if let Some(admin) = listeners.admin {
+            acceptors.push(tokio::spawn(accept(admin, Plane::Admin, workers, stop)));
+        }
+        Ok(Serving { acceptors, done })
     }
 
     /// Waits until accepting has stopped and every thread has drained.
-    async fn stopped(self) {
-        let _ = self.acceptor.await;
+    async fn stopped(self, host: &Host) {
+        for a in self.acceptors {
+            let _ = a.await;
+        }
         for d in self.done {
             let _ = d.await;
         }
+        host.inner.serving.set(Vec::new());
     }
 }
 
 /// Accepts until `stop`, handing each connection to the thread serving the
 /// fewest.
-async fn accept(listener: TcpListener, workers: Vec<Worker>, mut stop: watch::Receiver<bool>) {
+async fn accept(
+    listener: TcpListener,
+    plane: Plane,
+    workers: Arc<Vec<Worker>>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -163,7 +209,7 @@ async fn accept(listener: TcpListener, workers: Vec<Worker>, mut stop: watch::Re
             Err(e) if is_connection_error(&e) => continue,
             // Out of file descriptors and the like: wait rather than spin.
             Err(e) => {
-                tracing::error!(error = %e, "accepting a data-plane connection failed");
+                tracing::error!(error = %e, "accepting a connection failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -183,7 +229,7 @@ async fn accept(listener: TcpListener, workers: Vec<Worker>, mut stop: watch::Re
         };
         worker.connections.fetch_add(1, Ordering::Relaxed);
         tokio::select! {
-            sent = worker.handoff.send((stream, remote)) => {
+            sent = worker.handoff.send((stream, remote, plane)) => {
                 if sent.is_err() {
                     return; // the thread is gone: shutting down
                 }
@@ -201,19 +247,21 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// One data-plane thread: serves the connections handed to it until
-/// `stop`, then lets them finish their requests, and waits for the
-/// invocations they started (their store teardown and log lines).
+/// One serving thread: serves the connections handed to it until `stop`,
+/// then lets them finish their requests, and waits for the invocations
+/// they started (their store teardown and log lines) and the event
+/// deliveries it was given.
 async fn serve_thread(
     host: Host,
-    mut incoming: mpsc::Receiver<(std::net::TcpStream, SocketAddr)>,
+    mut incoming: mpsc::Receiver<Handoff>,
     connections: Arc<AtomicUsize>,
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
     // What axum::serve uses: HTTP/1.1 and HTTP/2 by the connection preface.
     let builder = auto::Builder::new(TokioExecutor::new());
-    let serve = |(stream, remote): (std::net::TcpStream, SocketAddr)| {
+    let admin = host.admin_router();
+    let serve = |(stream, remote, plane): Handoff| {
         let stream = match tokio::net::TcpStream::from_std(stream) {
             Ok(s) => s,
             Err(e) => {
@@ -222,21 +270,33 @@ async fn serve_thread(
                 return;
             }
         };
-        let service = Gateway {
-            host: host.clone(),
-            remote,
-        };
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let io = TokioIo::new(stream);
         let connections = connections.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "data-plane connection ended with an error");
+        match plane {
+            Plane::Data => {
+                let service = Gateway {
+                    host: host.clone(),
+                    remote,
+                };
+                let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "data-plane connection ended with an error");
+                    }
+                    connections.fetch_sub(1, Ordering::Relaxed);
+                });
             }
-            connections.fetch_sub(1, Ordering::Relaxed);
-        });
+            Plane::Admin => {
+                let service = TowerToHyperService::new(admin.clone());
+                let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "admin connection ended with an error");
+                    }
+                    connections.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+        }
     };
     loop {
         tokio::select! {

@@ -1187,7 +1187,10 @@ async fn pass(
             let host = host.clone();
             let busy = busy.clone();
             let wake = wake.clone();
-            tasks.spawn(async move {
+            // On a serving thread while the host serves (its runtime runs
+            // the instance without cross-thread hand-offs), else here.
+            let runtime = host.inner.serving.next();
+            let delivery = async move {
                 let (finish, result) = run_delivery(&host, key, rec, p.sub).await;
                 // Queued before the slot is given back, so that the
                 // dispatcher's next claim does not go ahead of it.
@@ -1198,7 +1201,11 @@ async fn pass(
                 drop(p.permit);
                 wake.notify_one();
                 let _ = recorded.await;
-            });
+            };
+            match runtime {
+                Some(r) => tasks.spawn_on(delivery, &r),
+                None => tasks.spawn(delivery),
+            };
         }
     }
     if full {
