@@ -177,9 +177,10 @@ pub struct HostConfig {
     /// (`GET /v1/events/{id}`) before it is removed. Dead deliveries keep
     /// their event until redriven.
     pub event_retention: Duration,
-    /// Threads serving the data plane, each with a single-threaded runtime
-    /// of its own (connections are spread over them); 0 is one per CPU.
-    /// The admin API and the event plane run on the caller's runtime.
+    /// Serving threads, each with a single-threaded runtime of its own:
+    /// connections (data plane and admin API) and event deliveries are
+    /// spread over them; 0 is one per CPU. The event dispatcher and the
+    /// store's group commit run on the caller's runtime.
     pub data_threads: usize,
 }
 

@@ -303,8 +303,9 @@ pub struct ServeArgs {
     )]
     pub grace: Duration,
 
-    /// Threads serving the data plane, each running its connections on a
-    /// single-threaded runtime of its own; 0 is one per CPU.
+    /// Serving threads, each running the connections (data plane and admin
+    /// API) and event deliveries it is given on a single-threaded runtime
+    /// of its own; 0 is one per CPU.
     #[arg(
         long = "data-threads",
         env = "WISP_DATA_THREADS",
