@@ -305,11 +305,12 @@ impl Invoker {
             })
             .await;
             in_flight.decrement(1.0);
-            // The response is out of the guest; let the connection send it
-            // before this task tears the instance down (on a data-plane
-            // thread both share one thread, and the client would otherwise
-            // wait for the teardown).
-            tokio::task::yield_now().await;
+            // The teardown (and the log line below) happens before the
+            // connection, on the same serving thread, sends the response:
+            // a client that has its answer finds the slot free and the
+            // log written. (Yielding here first cut p50 at 1 connection by
+            // ~30 µs, but then a client could see 503 right after its
+            // answer.)
             let result = match result {
                 Err(_elapsed) => Err(Failure::Timeout),
                 Ok(Ok(())) => Ok(()),

@@ -146,13 +146,10 @@ async fn handle(
     let out = store.data_mut().http().new_response_outparam(sender)?;
     let task = tokio::task::spawn(async move {
         let proxy = pre.instantiate_async(&mut store).await?;
-        let r = proxy
+        proxy
             .wasi_http_incoming_handler()
             .call_handle(&mut store, req, out)
-            .await;
-        // As wisp: the connection sends the response before the teardown.
-        tokio::task::yield_now().await;
-        r
+            .await
     });
     match receiver.await {
         Ok(Ok(resp)) => Ok(resp),
