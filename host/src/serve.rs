@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -271,32 +272,30 @@ async fn serve_thread(
             }
         };
         let io = TokioIo::new(stream);
-        let connections = connections.clone();
-        match plane {
+        let conn = match plane {
             Plane::Data => {
                 let service = Gateway {
                     host: host.clone(),
                     remote,
                 };
-                let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "data-plane connection ended with an error");
-                    }
-                    connections.fetch_sub(1, Ordering::Relaxed);
-                });
+                graceful
+                    .watch(builder.serve_connection(io, service).into_owned())
+                    .boxed()
             }
             Plane::Admin => {
                 let service = TowerToHyperService::new(admin.clone());
-                let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "admin connection ended with an error");
-                    }
-                    connections.fetch_sub(1, Ordering::Relaxed);
-                });
+                graceful
+                    .watch(builder.serve_connection(io, service).into_owned())
+                    .boxed()
             }
-        }
+        };
+        let connections = connections.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            connections.fetch_sub(1, Ordering::Relaxed);
+        });
     };
     loop {
         tokio::select! {
