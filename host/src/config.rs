@@ -181,7 +181,7 @@ pub struct HostConfig {
     /// connections (data plane and admin API) and event deliveries are
     /// spread over them; 0 is one per CPU. The event dispatcher and the
     /// store's group commit run on the caller's runtime.
-    pub data_threads: usize,
+    pub serve_threads: usize,
 }
 
 impl Default for HostConfig {
@@ -207,7 +207,7 @@ impl Default for HostConfig {
             event_concurrency: 4,
             event_retry: crate::events::RetryPolicy::default(),
             event_retention: Duration::from_secs(3600),
-            data_threads: 0,
+            serve_threads: 0,
         }
     }
 }
@@ -238,8 +238,8 @@ impl HostConfig {
         if self.max_in_flight == 0 || self.max_in_flight > 100_000 {
             return Err("max in-flight invocations must be between 1 and 100000".into());
         }
-        if self.data_threads > 1024 {
-            return Err("data-plane threads must be at most 1024 (0: one per CPU)".into());
+        if self.serve_threads > 1024 {
+            return Err("serving threads must be at most 1024 (0: one per CPU)".into());
         }
         if self.max_upload_bytes == 0 {
             return Err("the upload limit must be more than 0".into());
@@ -346,11 +346,11 @@ mod tests {
         };
         assert!(c.validate().is_err());
         let c = HostConfig {
-            data_threads: 2000,
+            serve_threads: 2000,
             ..Default::default()
         };
         let e = c.validate().unwrap_err();
-        assert!(e.contains("data-plane threads"), "{e}");
+        assert!(e.contains("serving threads"), "{e}");
         let l = Limits {
             memory_bytes: 8 << 30,
             ..Default::default()

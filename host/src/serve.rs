@@ -45,7 +45,7 @@ impl Host {
     /// in-flight requests finish for up to `grace`, and flushes the store.
     ///
     /// Connections (both planes) and event deliveries run on
-    /// [`HostConfig::data_threads`](crate::HostConfig) threads of their
+    /// [`HostConfig::serve_threads`](crate::HostConfig) threads of their
     /// own; the event dispatcher and the store's group commit on the
     /// caller's runtime.
     pub async fn serve(
@@ -137,7 +137,7 @@ impl Serving {
         listeners: Listeners,
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
-        let threads = match host.config().data_threads {
+        let threads = match host.config().serve_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
@@ -154,7 +154,7 @@ impl Serving {
             handles.push(runtime.handle().clone());
             let (host, stop, count) = (host.clone(), stop.clone(), connections.clone());
             std::thread::Builder::new()
-                .name(format!("wisp-data-{i}"))
+                .name(format!("wisp-serve-{i}"))
                 .spawn(move || {
                     runtime.block_on(serve_thread(host, incoming, count, stop));
                     let _ = finished.send(());

@@ -167,7 +167,13 @@ fn serve_refuses_bad_configuration_before_listening() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("timeout"), "{err}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
-        .args(["serve", "--data-threads", "5000", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--serve-threads",
+            "5000",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .args(["--admin-listen", "127.0.0.1:0", "--data-dir"])
         .arg(tempfile::tempdir().unwrap().path())
         .output()
@@ -175,7 +181,7 @@ fn serve_refuses_bad_configuration_before_listening() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("data-plane threads must be at most 1024"),
+        err.contains("serving threads must be at most 1024"),
         "{err}"
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))

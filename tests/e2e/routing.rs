@@ -99,9 +99,9 @@ fn two_hundred_concurrent_requests_all_succeed() {
 /// The data plane spreads connections over its threads; with one thread
 /// (and with more threads than CPUs) everything is served the same.
 #[test]
-fn any_number_of_data_threads_serves_concurrent_connections() {
+fn any_number_of_serving_threads_serves_concurrent_connections() {
     for n in ["1", "3"] {
-        let w = Wisp::start_with(Opts::default().arg("--data-threads").arg(n));
+        let w = Wisp::start_with(Opts::default().arg("--serve-threads").arg(n));
         two_hundred_concurrent_requests(&w);
     }
 }

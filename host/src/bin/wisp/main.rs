@@ -307,12 +307,12 @@ pub struct ServeArgs {
     /// API) and event deliveries it is given on a single-threaded runtime
     /// of its own; 0 is one per CPU.
     #[arg(
-        long = "data-threads",
-        env = "WISP_DATA_THREADS",
+        long = "serve-threads",
+        env = "WISP_SERVE_THREADS",
         value_name = "N",
         default_value_t = 0
     )]
-    pub data_threads: usize,
+    pub serve_threads: usize,
 
     /// Deploy a function at start-up: NAME=FILE.wasm[:ROUTE[,ROUTE]...].
     /// Repeatable; in WISP_DEPLOY, separate several with `;`.
@@ -350,7 +350,7 @@ impl fmt::Debug for ServeArgs {
             .field("log_retention_lines", &self.log_retention_lines)
             .field("log_retention", &self.log_retention)
             .field("grace", &self.grace)
-            .field("data_threads", &self.data_threads)
+            .field("serve_threads", &self.serve_threads)
             .field("deploy", &self.deploy)
             .finish()
     }

@@ -62,7 +62,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_age_ms: args.event_max_age.as_millis() as u64,
         },
         event_retention: args.event_retention,
-        data_threads: args.data_threads,
+        serve_threads: args.serve_threads,
         ..HostConfig::default()
     };
     config
