@@ -25,6 +25,35 @@ mod units;
 
 use units::{parse_duration, parse_size};
 
+/// jemalloc instead of glibc's malloc: the store (sled clones and frees a
+/// tree node on every write) and the per-request instance set-up make many
+/// small, short-lived allocations across threads, and glibc spent a fifth
+/// of the event plane's CPU consolidating its free lists (benches/RESULTS.md).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read before `main` (`MALLOC_CONF` in the
+/// environment overrides them): one arena and small thread caches, since
+/// the host runs ~20 threads on a few CPUs and idle memory counts on small
+/// devices; unused pages go back to the system after a second, from
+/// jemalloc's own background thread, so an idle host shrinks back.
+#[cfg(feature = "jemalloc")]
+#[allow(unsafe_code)]
+#[unsafe(export_name = "malloc_conf")]
+static MALLOC_CONF: JemallocConf =
+    JemallocConf(c"narenas:1,tcache_max:1024,background_thread:true,dirty_decay_ms:1000".as_ptr());
+
+/// A C string pointer that can live in a `static`.
+#[cfg(feature = "jemalloc")]
+#[repr(transparent)]
+struct JemallocConf(*const std::ffi::c_char);
+
+// SAFETY: it points at a string literal, immutable for the whole program.
+#[cfg(feature = "jemalloc")]
+#[allow(unsafe_code)]
+unsafe impl Sync for JemallocConf {}
+
 /// Wisp: a WebAssembly function-as-a-service host.
 #[derive(Parser)]
 #[command(name = "wisp", version)]
