@@ -346,6 +346,42 @@ fn limits_answer_clear_errors_and_store_nothing() {
     assert!(w.metric("wisp_event_queue_depth") >= 3.0);
 }
 
+/// A subscription at its concurrency limit with a long backlog does not
+/// hold up another subscription's events queued behind it in the due index
+/// (the dispatcher reads past the backlog, not only its head).
+#[test]
+fn a_backlog_at_its_concurrency_limit_does_not_hold_up_other_subscriptions() {
+    let w = Wisp::start();
+    let a = w.admin();
+    a.deploy_guest("slow", "misbehave", &["/slow/*"]);
+    a.deploy_guest("quick", "event-counter", &["/quick/*"]);
+    cli_ok(
+        &w,
+        &[
+            "subscribe",
+            "slow",
+            "bulk",
+            "--path",
+            "/sleep?ms=200",
+            "--concurrency",
+            "1",
+        ],
+    );
+    cli_ok(&w, &["subscribe", "quick", "urgent"]);
+    // More than a pass reads from the head of the due index (64 + 256).
+    let mut backlog = Vec::new();
+    for i in 0..400 {
+        backlog.push(published_id(publish(&a, "bulk", format!("{i}").as_bytes())));
+    }
+    let urgent = published_id(publish(&a, "urgent", b"now"));
+    // At 200 ms each, one at a time, the backlog takes 80 s.
+    wait_until("the urgent event", Duration::from_secs(15), || {
+        counter(&a, "quick", &format!("done:{urgent}")) == 1
+    });
+    let last = event(&a, backlog.last().unwrap());
+    assert_eq!(statuses(&last), ["pending"], "{last}");
+}
+
 #[test]
 fn kill_9_while_publishing_loses_no_acknowledged_event() {
     let mut w = Wisp::start();

@@ -48,6 +48,9 @@ const SWEEP: usize = 256;
 /// How soon a pass that stopped part-way through the due index is
 /// followed by the next, when nothing wakes the dispatcher sooner.
 const SWEEP_AGAIN: Duration = Duration::from_millis(10);
+/// While the head of the due index leaves deliveries waiting for a slot,
+/// the shortest time between two reads past it (see [`pass`]).
+const FURTHER_EVERY: Duration = Duration::from_millis(10);
 /// Longest the dispatcher sleeps without looking at the store again.
 const IDLE: Duration = Duration::from_secs(1);
 /// How often schedules are checked (the resolution of ticks).
@@ -487,14 +490,18 @@ async fn drain_writes(host: Host) {
         };
         let mut counts = [0u64; 3];
         let outcomes_n = outcomes.len();
+        let retries = outcomes
+            .iter()
+            .any(|(finish, ..)| matches!(finish.outcome, Outcome::Retry(_)));
         for (_, result, reply) in outcomes {
             if let Some(i) = result {
                 counts[i] += 1;
             }
             let _ = reply.send(());
         }
-        if outcomes_n > 0 {
-            // Retries are in the due index now.
+        if retries {
+            // Retries are in the due index now: the dispatcher's next wait
+            // may be shorter.
             plane.wake.notify_one();
         }
         let mut accepted = Vec::with_capacity(publishes.len());
@@ -957,14 +964,14 @@ async fn dispatch(host: Weak<HostInner>, wake: Arc<Notify>, mut stop: watch::Rec
     let mut sweeping: Option<tokio::task::JoinHandle<()>> = None;
     let mut last_schedules = std::time::Instant::now() - SCHEDULE_EVERY;
     let depth_gauge = metrics::gauge!(QUEUE_DEPTH);
-    let mut sweep = None;
+    let mut further = Further::default();
     loop {
         if *stop.borrow() {
             break;
         }
         let Some(inner) = host.upgrade() else { break };
         let host = Host { inner };
-        let pass = pass(&host, &slots, &busy, &mut tasks, &wake, &mut sweep).await;
+        let pass = pass(&host, &slots, &busy, &mut tasks, &wake, &mut further).await;
         let wait = match pass {
             Ok(w) => w,
             Err(e) => {
@@ -1023,6 +1030,16 @@ fn sweep_events(store: &crate::store::Store) {
             }
         }
     }
+}
+
+/// Where passes read the due index past its head (see [`pass`]).
+#[derive(Default)]
+struct Further {
+    /// The entry the next read starts after.
+    from: Option<sled::IVec>,
+    /// When it was last read while the head left deliveries waiting for a
+    /// slot.
+    read_at: Option<std::time::Instant>,
 }
 
 /// A due delivery picked in a pass, with its slot, before it is claimed.
@@ -1122,16 +1139,18 @@ impl Picker<'_> {
 /// of a subscription at its concurrency limit is not read again on every
 /// pass (passes follow every finished delivery): the `HEAD` earliest
 /// entries, then `SWEEP` entries from where the previous pass stopped
-/// (`sweep`), wrapping around at the end of what is due. Deliveries of
-/// other subscriptions behind such a backlog are reached within a few
-/// passes.
+/// (`further`), wrapping around at the end of what is due. Once the head
+/// alone leaves deliveries waiting for a slot, reading on (which then only
+/// finds other subscriptions' deliveries behind the backlog) happens at
+/// most every `FURTHER_EVERY`: such deliveries are reached within a few of
+/// those.
 async fn pass(
     host: &Host,
     slots: &Arc<Semaphore>,
     busy: &Busy,
     tasks: &mut JoinSet<()>,
     wake: &Arc<Notify>,
-    sweep: &mut Option<sled::IVec>,
+    further: &mut Further,
 ) -> Result<Duration, StoreError> {
     let store = &host.inner.store;
     let now = now_ms();
@@ -1146,20 +1165,27 @@ async fn pass(
     };
     let (head_len, head_end) = p.consider_all(store.due_iter(now, None).take(HEAD))?;
     let mut part_way = false;
+    let mut put_off = false;
     if let (false, true, Some(head_end)) = (p.full, head_len == HEAD, head_end) {
-        let from = match sweep.take() {
-            Some(at) if at > head_end => at,
-            _ => head_end,
-        };
-        let (n, last) = p.consider_all(store.due_iter(now, Some(&from)).take(SWEEP))?;
-        // Stopped for want of slots: the next pass starts from here again.
-        // Read SWEEP entries: it goes on from the last. Reached the end:
-        // the next starts over.
-        if p.full {
-            *sweep = Some(from);
-        } else if n == SWEEP {
-            *sweep = last;
-            part_way = true;
+        let waiting = p.saturated;
+        if waiting && further.read_at.is_some_and(|t| t.elapsed() < FURTHER_EVERY) {
+            put_off = true;
+        } else {
+            further.read_at = waiting.then(std::time::Instant::now);
+            let from = match further.from.take() {
+                Some(at) if at > head_end => at,
+                _ => head_end,
+            };
+            let (n, last) = p.consider_all(store.due_iter(now, Some(&from)).take(SWEEP))?;
+            // Stopped for want of slots: the next read starts from here
+            // again. Read SWEEP entries: it goes on from the last. Reached
+            // the end: the next starts over.
+            if p.full {
+                further.from = Some(from);
+            } else if n == SWEEP {
+                further.from = last;
+                part_way = true;
+            }
         }
     }
     let Picker {
@@ -1214,6 +1240,9 @@ async fn pass(
     }
     if part_way {
         return Ok(SWEEP_AGAIN);
+    }
+    if put_off {
+        return Ok(FURTHER_EVERY);
     }
     if saturated {
         return Ok(IDLE);
@@ -1744,3 +1773,4 @@ mod tests {
             .expect("no deadlock");
     }
 }
+
