@@ -1773,4 +1773,3 @@ mod tests {
             .expect("no deadlock");
     }
 }
-
