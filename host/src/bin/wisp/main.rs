@@ -40,9 +40,29 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// memory pays for on small devices; unused pages go back to the system
 /// after a second, from jemalloc's own background thread, so an idle host
 /// shrinks back.
+///
+/// jemalloc reads it under the name its own functions have: `malloc_conf`
+/// where it replaces the system's `malloc` (Linux and most others), and
+/// `_rjem_malloc_conf` (with the variable `_RJEM_MALLOC_CONF`) on the
+/// targets where tikv-jemalloc-sys keeps it prefixed.
 #[cfg(feature = "jemalloc")]
 #[allow(unsafe_code)]
-#[unsafe(export_name = "malloc_conf")]
+#[cfg_attr(
+    not(any(
+        target_vendor = "apple",
+        target_os = "android",
+        target_os = "dragonfly"
+    )),
+    unsafe(export_name = "malloc_conf")
+)]
+#[cfg_attr(
+    any(
+        target_vendor = "apple",
+        target_os = "android",
+        target_os = "dragonfly"
+    ),
+    unsafe(export_name = "_rjem_malloc_conf")
+)]
 static MALLOC_CONF: JemallocConf =
     JemallocConf(c"narenas:2,background_thread:true,dirty_decay_ms:1000".as_ptr());
 
