@@ -6,6 +6,7 @@
 //! accepted.
 
 use std::hash::{Hash, Hasher};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker};
@@ -182,20 +183,26 @@ impl WispEngine {
         Ok(compiled)
     }
 
-    /// Loads compiled code from the store (a component or a module: the
-    /// serialized header says which).
-    pub fn deserialize(&self, bytes: &[u8]) -> anyhow::Result<Compiled> {
-        // SAFETY: the bytes were produced by `serialize` of this host (an
-        // engine with the same compatibility key) and read back from our own
-        // store in the data directory, which is trusted like the binary
-        // itself. wasmtime still checks the header and engine compatibility
-        // and refuses anything else.
+    /// Maps compiled code from its file in the store (a component or a
+    /// module: the file's header says which). Code pages are shared with the
+    /// page cache and loaded as they are touched, not copied into the heap.
+    pub fn load(&self, path: &Path) -> anyhow::Result<Compiled> {
+        // SAFETY: the file was produced by `serialize` of this host (an
+        // engine with the same compatibility key, which is in its name) in
+        // our own data directory, which is trusted like the binary itself;
+        // wasmtime still checks the header and engine compatibility and
+        // refuses anything else. The store never changes such a file in
+        // place (it writes a new one and renames it over), so the mapping
+        // stays valid for as long as the code is used.
         #[allow(unsafe_code)]
-        let compiled = match Engine::detect_precompiled(bytes) {
+        let compiled = match Engine::detect_precompiled_file(path)? {
             Some(Precompiled::Module) => {
-                Compiled::Module(unsafe { Module::deserialize(&self.engine, bytes) }?)
+                Compiled::Module(unsafe { Module::deserialize_file(&self.engine, path) }?)
             }
-            _ => Compiled::Component(unsafe { Component::deserialize(&self.engine, bytes) }?),
+            Some(Precompiled::Component) => {
+                Compiled::Component(unsafe { Component::deserialize_file(&self.engine, path) }?)
+            }
+            None => anyhow::bail!("{} is not compiled code", path.display()),
         };
         Ok(compiled)
     }

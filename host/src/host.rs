@@ -282,8 +282,8 @@ impl Host {
     fn load_version(&self, record: &FunctionRecord, v: &VersionRecord) -> anyhow::Result<Deployed> {
         let engine = &self.inner.engine;
         let store = &self.inner.store;
-        let component = match store.compiled(&v.sha256, &engine.compat_key)? {
-            Some(bytes) => match engine.deserialize(&bytes) {
+        let loaded = match store.compiled_path(&v.sha256, &engine.compat_key)? {
+            Some(path) => match engine.load(&path) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::warn!(function = %record.name, error = %e, "stored compiled code unusable; recompiling");
@@ -292,15 +292,15 @@ impl Host {
             },
             None => None,
         };
-        let component = match component {
+        let component = match loaded {
             Some(c) => c,
             None => {
                 let wasm = store
                     .artifact(&v.sha256)?
                     .with_context(|| format!("artifact {} missing from the store", v.sha256))?;
-                let c = engine.compile(&wasm)?;
-                store.put_compiled(&v.sha256, &engine.compat_key, &c.serialize()?)?;
-                c
+                let compiled = engine.compile(&wasm)?.serialize()?;
+                let path = store.put_compiled(&v.sha256, &engine.compat_key, &compiled)?;
+                engine.load(&path)?
             }
         };
         let pre = engine.prepare(&component)?;
@@ -442,35 +442,80 @@ impl Host {
             // if a crash (or a write racing the delete) left some behind.
             self.inner.store.purge_function_data(name)?;
         }
-        let deployed = Arc::new(deployed(
-            &self.inner.store,
-            self.data_dir(),
-            &record,
-            &version,
-            prepared,
-        )?);
-
+        // Checked (prepared from the compiler's output); from here the
+        // function runs on its compiled code's file, mapped rather than
+        // copied into the heap, as after a restart.
+        drop(prepared);
         let store = self.inner.store.clone();
-        let compat = self.inner.engine.compat_key.clone();
-        let rec2 = record.clone();
-        tokio::task::spawn_blocking(move || {
-            store.put_version(NewVersion {
-                record: &rec2,
-                sha256: &sha256,
-                artifact: &wasm,
-                compiled: Some((&compat, &compiled)),
-            })
+        let engine = self.inner.engine.clone();
+        let sha = sha256.clone();
+        let prepared = tokio::task::spawn_blocking(move || -> Result<Prepared, DeployError> {
+            let path = store.put_compiled(&sha, &engine.compat_key, &compiled)?;
+            drop(compiled);
+            let loaded = engine.load(&path).map_err(|e| {
+                DeployError::Internal(format!("loading the compiled code back: {e:#}"))
+            })?;
+            engine.prepare(&loaded)
         })
         .await
-        .map_err(|e| DeployError::Internal(format!("store task: {e}")))??;
-        // Durable before anyone is told.
-        self.inner.store.flush().await?;
+        .map_err(|e| DeployError::Internal(format!("compile task: {e}")))?;
+        let stored = match prepared {
+            Ok(prepared) => {
+                self.store_version(&record, &version, &sha256, wasm, prepared)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let deployed = match stored {
+            Ok(d) => d,
+            Err(e) => {
+                // The code file goes unless the artifact is stored (another
+                // version uses it, or the write went through after all).
+                if let Err(e) = self.inner.store.forget_compiled(&sha256) {
+                    tracing::warn!(error = %e, "removing compiled code of a failed deploy failed (removed on the next start)");
+                }
+                return Err(e);
+            }
+        };
         let next = self.inner.registry.load().with(deployed);
         self.inner.registry.store(Arc::new(next));
         tracing::info!(function = name, version = record.active_version, "deployed");
         // The compiler's scratch memory is free now: give it back.
         tokio::task::spawn_blocking(crate::engine::release_free_memory);
         Ok(self.info(&record))
+    }
+
+    /// The deploy's transaction (artifact, reference count, record),
+    /// flushed: durable before anyone is told.
+    async fn store_version(
+        &self,
+        record: &FunctionRecord,
+        version: &VersionRecord,
+        sha256: &str,
+        wasm: bytes::Bytes,
+        prepared: Prepared,
+    ) -> Result<Arc<Deployed>, DeployError> {
+        let deployed = Arc::new(deployed(
+            &self.inner.store,
+            self.data_dir(),
+            record,
+            version,
+            prepared,
+        )?);
+        let store = self.inner.store.clone();
+        let rec = record.clone();
+        let sha = sha256.to_string();
+        tokio::task::spawn_blocking(move || {
+            store.put_version(NewVersion {
+                record: &rec,
+                sha256: &sha,
+                artifact: &wasm,
+            })
+        })
+        .await
+        .map_err(|e| DeployError::Internal(format!("store task: {e}")))??;
+        self.inner.store.flush().await?;
+        Ok(deployed)
     }
 
     /// Where a static directory (`static_dir`, relative) is on the host;
@@ -561,17 +606,21 @@ impl Host {
     pub async fn delete(&self, name: &str) -> Result<(), DeployError> {
         let _guard = self.inner.admin_lock.lock().await;
         let store = self.inner.store.clone();
-        let compat = self.inner.engine.compat_key.clone();
         let n = name.to_string();
-        let existed = tokio::task::spawn_blocking(move || store.delete_function(&n, &compat))
+        let freed = tokio::task::spawn_blocking(move || store.delete_function(&n))
             .await
             .map_err(|e| DeployError::Internal(format!("store task: {e}")))??;
-        if !existed {
+        let Some(freed) = freed else {
             return Err(DeployError::FunctionNotFound(name.to_string()));
-        }
+        };
         self.inner.store.flush().await?;
         let next = self.inner.registry.load().without(name);
         self.inner.registry.store(Arc::new(next));
+        // Mapped code stays valid after its file is removed: invocations
+        // still running finish on it.
+        if let Err(e) = self.inner.store.drop_compiled(&freed) {
+            tracing::warn!(function = name, error = %e, "removing compiled code failed (removed on the next start)");
+        }
         // The function's log goes with it (after the record: a crash in
         // between leaves lines no function owns, which a redeploy under the
         // same name would show; purged again on the next delete).

@@ -2,8 +2,6 @@
 //!
 //! Trees:
 //! - `artifacts`: sha256 (hex) → the uploaded wasm bytes, deduplicated.
-//! - `compiled`: `sha256/engine-key` → wasmtime's serialized compiled code,
-//!   so a restart (with the same engine settings) never recompiles.
 //! - `refs`: sha256 → how many function versions use the artifact; an
 //!   artifact and its compiled code go when the count reaches zero.
 //! - `functions`: name → [`FunctionRecord`] (JSON).
@@ -17,9 +15,22 @@
 //! Writes that belong together (a deploy, a delete) happen in one sled
 //! transaction, and every write a client is told about is flushed first
 //! ([`Store::flush`]), so an acknowledged deploy survives `kill -9`.
+//!
+//! Compiled code lives beside the database, one file per artifact and
+//! engine: `compiled/<sha256>-<engine-key>.cwasm` (wasmtime's serialized
+//! code), so a restart with the same engine settings never recompiles. The
+//! engine maps these files into memory instead of copying them: code pages
+//! are shared with the kernel's page cache and loaded as they are touched,
+//! and sled's cache does not hold a copy. A file is written whole under a
+//! temporary name, synced and renamed into place, never changed in place
+//! (a mapped file must not change), and removed with the last version that
+//! uses its artifact. Compiled code can always be rebuilt from the artifact,
+//! so it is not part of a deploy's transaction: it is written (and synced)
+//! before it, and a file a crash left without an artifact is removed when
+//! the store opens.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +50,9 @@ pub enum StoreError {
     /// sled failed (I/O, corruption).
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
+    /// Reading or writing a compiled-code file failed.
+    #[error("store: {0}")]
+    Io(#[from] std::io::Error),
     /// A batched write (of many requests at once) failed; the cause is in
     /// the host's log, once.
     #[error("store: {0}")]
@@ -125,8 +139,6 @@ pub struct NewVersion<'a> {
     pub sha256: &'a str,
     /// The artifact bytes.
     pub artifact: &'a [u8],
-    /// Compiled code for this engine (stored if given).
-    pub compiled: Option<(&'a str, &'a [u8])>,
 }
 
 /// The store handle; cheap to clone.
@@ -134,7 +146,8 @@ pub struct NewVersion<'a> {
 pub struct Store {
     db: sled::Db,
     artifacts: sled::Tree,
-    compiled: sled::Tree,
+    /// Where compiled code is kept (see the module docs).
+    compiled_dir: Arc<PathBuf>,
     refs: sled::Tree,
     functions: sled::Tree,
     /// The event plane's trees (see the events section).
@@ -243,9 +256,21 @@ impl Flusher {
     }
 }
 
-fn compiled_key(sha256: &str, engine_key: &str) -> String {
-    format!("{sha256}/{engine_key}")
+/// The file name of compiled code: both parts are hex (checked, so a name
+/// never leaves the directory).
+fn compiled_name(sha256: &str, engine_key: &str) -> Result<String, StoreError> {
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex(sha256) || !hex(engine_key) {
+        return Err(StoreError::Corrupt {
+            key: format!("{sha256}-{engine_key}"),
+            reason: "an artifact hash and engine key are hex".into(),
+        });
+    }
+    Ok(format!("{sha256}-{engine_key}{COMPILED_SUFFIX}"))
 }
+
+const COMPILED_SUFFIX: &str = ".cwasm";
+const TEMP_SUFFIX: &str = ".tmp";
 
 fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
@@ -272,6 +297,8 @@ impl Store {
     /// Opens (or creates) the store in `dir`, with sled's page cache bounded
     /// to `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let compiled_dir = dir.join("compiled");
+        std::fs::create_dir_all(&compiled_dir)?;
         let db = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(cache_bytes)
@@ -280,10 +307,12 @@ impl Store {
             // unacknowledged data and is kept at sled's default.
             .mode(sled::Mode::LowSpace)
             .open()?;
-        Self::from_db(db)
+        let store = Self::from_db(db, compiled_dir)?;
+        store.tidy_compiled()?;
+        Ok(store)
     }
 
-    fn from_db(db: sled::Db) -> Result<Store, StoreError> {
+    fn from_db(db: sled::Db, compiled_dir: PathBuf) -> Result<Store, StoreError> {
         let gate = Gate::default();
         let flusher = Flusher::start(db.clone(), gate.clone())
             .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
@@ -291,7 +320,7 @@ impl Store {
             gate,
             flusher: Arc::new(flusher),
             artifacts: db.open_tree("artifacts")?,
-            compiled: db.open_tree("compiled")?,
+            compiled_dir: Arc::new(compiled_dir),
             refs: db.open_tree("refs")?,
             functions: db.open_tree("functions")?,
             ev: EventTrees::open(&db)?,
@@ -356,24 +385,99 @@ impl Store {
         Ok(self.artifacts.get(sha256.as_bytes())?)
     }
 
-    /// Compiled code of an artifact for an engine.
-    pub fn compiled(&self, sha256: &str, engine_key: &str) -> Result<Option<IVec>, StoreError> {
-        Ok(self
-            .compiled
-            .get(compiled_key(sha256, engine_key).as_bytes())?)
+    /// The file of an artifact's compiled code for an engine, if there is
+    /// one. The file is never changed in place (see the module docs), so it
+    /// can be mapped for as long as it is used.
+    pub fn compiled_path(
+        &self,
+        sha256: &str,
+        engine_key: &str,
+    ) -> Result<Option<PathBuf>, StoreError> {
+        let path = self.compiled_dir.join(compiled_name(sha256, engine_key)?);
+        Ok(path.is_file().then_some(path))
     }
 
-    /// Stores compiled code for an artifact that is already stored (after a
-    /// recompile on an engine change). Not flushed: it can always be rebuilt.
+    /// Writes an artifact's compiled code for an engine, durably (synced,
+    /// with its directory entry), replacing any earlier file of it whole;
+    /// returns the file. Called before the deploy's transaction, or to
+    /// rebuild compiled code (another engine version, an unreadable file).
     pub fn put_compiled(
         &self,
         sha256: &str,
         engine_key: &str,
         bytes: &[u8],
-    ) -> Result<(), StoreError> {
-        if self.artifacts.contains_key(sha256.as_bytes())? {
-            self.compiled
-                .insert(compiled_key(sha256, engine_key).as_bytes(), bytes)?;
+    ) -> Result<PathBuf, StoreError> {
+        use std::io::Write as _;
+        let name = compiled_name(sha256, engine_key)?;
+        let path = self.compiled_dir.join(&name);
+        let temp = self.compiled_dir.join(format!(
+            "{name}.{:016x}{TEMP_SUFFIX}",
+            rand::random::<u64>()
+        ));
+        let written = (|| {
+            let mut f = std::fs::File::create_new(&temp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&temp, &path)?;
+            std::fs::File::open(&*self.compiled_dir)?.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e.into());
+        }
+        Ok(path)
+    }
+
+    /// Removes an artifact's compiled code unless the artifact is stored
+    /// (a deploy whose transaction failed after its code was written).
+    pub fn forget_compiled(&self, sha256: &str) -> Result<(), StoreError> {
+        if !self.artifacts.contains_key(sha256.as_bytes())? {
+            self.remove_compiled(|sha| sha == sha256)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the compiled-code files (of every engine) whose artifact
+    /// `gone` says is gone, and any temporary file.
+    fn remove_compiled(&self, gone: impl Fn(&str) -> bool) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&*self.compiled_dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let drop = if name.ends_with(TEMP_SUFFIX) {
+                true
+            } else if let Some(stem) = name.strip_suffix(COMPILED_SUFFIX) {
+                stem.split_once('-').is_some_and(|(sha, _)| gone(sha))
+            } else {
+                false
+            };
+            if drop {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// On open: removes compiled code whose artifact is not stored (a crash
+    /// between writing it and the deploy's transaction, or during a
+    /// delete) and half-written files; drops the tree where earlier
+    /// versions kept compiled code (it is rebuilt from the artifacts once).
+    fn tidy_compiled(&self) -> Result<(), StoreError> {
+        let removed = self
+            .remove_compiled(|sha| !self.artifacts.contains_key(sha.as_bytes()).unwrap_or(true))?;
+        if removed > 0 {
+            tracing::info!(
+                files = removed,
+                "removed compiled code of artifacts no longer stored"
+            );
+        }
+        if self.db.tree_names().iter().any(|n| &n[..] == b"compiled") {
+            self.db.drop_tree("compiled")?;
         }
         Ok(())
     }
@@ -382,16 +486,12 @@ impl Store {
     /// the artifact's reference count, and the function record.
     pub fn put_version(&self, new: NewVersion<'_>) -> Result<(), StoreError> {
         let record = encode(new.record);
-        let ckey = new.compiled.map(|(k, _)| compiled_key(new.sha256, k));
         let _exclusive = self.gate.exclusive();
-        (&self.artifacts, &self.compiled, &self.refs, &self.functions)
-            .transaction(|(artifacts, compiled, refs, functions)| {
+        (&self.artifacts, &self.refs, &self.functions)
+            .transaction(|(artifacts, refs, functions)| {
                 let sha = new.sha256.as_bytes();
                 if artifacts.get(sha)?.is_none() {
                     artifacts.insert(sha, new.artifact)?;
-                }
-                if let (Some(key), Some((_, bytes))) = (&ckey, new.compiled) {
-                    compiled.insert(key.as_bytes(), bytes)?;
                 }
                 let count = refs.get(sha)?.map(|v| read_u64(&v)).unwrap_or(0);
                 refs.insert(sha, &(count + 1).to_be_bytes())?;
@@ -408,20 +508,21 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes a function and, atomically with it, every artifact (and its
-    /// compiled code for `engine_key`) no other version still uses. Returns
-    /// false if there was no such function.
-    pub fn delete_function(&self, name: &str, engine_key: &str) -> Result<bool, StoreError> {
+    /// Deletes a function and, atomically with it, every artifact no other
+    /// version still uses; returns those artifacts' hashes (their compiled
+    /// code goes once the deletion is flushed: [`Store::drop_compiled`]),
+    /// or `None` if there was no such function.
+    pub fn delete_function(&self, name: &str) -> Result<Option<Vec<String>>, StoreError> {
         let Some(record) = self.function(name)? else {
-            return Ok(false);
+            return Ok(None);
         };
         let mut uses: BTreeMap<&str, u64> = BTreeMap::new();
         for v in &record.versions {
             *uses.entry(v.sha256.as_str()).or_default() += 1;
         }
         let exclusive = self.gate.exclusive();
-        let freed = (&self.artifacts, &self.compiled, &self.refs, &self.functions)
-            .transaction(|(artifacts, compiled, refs, functions)| {
+        let freed = (&self.artifacts, &self.refs, &self.functions)
+            .transaction(|(artifacts, refs, functions)| {
                 let mut freed = Vec::new();
                 for (sha, n) in &uses {
                     let count = refs.get(sha.as_bytes())?.map(|v| read_u64(&v)).unwrap_or(0);
@@ -429,7 +530,6 @@ impl Store {
                     if left == 0 {
                         refs.remove(sha.as_bytes())?;
                         artifacts.remove(sha.as_bytes())?;
-                        compiled.remove(compiled_key(sha, engine_key).as_bytes())?;
                         freed.push(sha.to_string());
                     } else {
                         refs.insert(sha.as_bytes(), &left.to_be_bytes())?;
@@ -440,18 +540,17 @@ impl Store {
             })
             .map_err(abort_on)?;
         drop(exclusive);
-        // Compiled code from other engine versions is not referenced by any
-        // record; dropping it outside the transaction is safe either way.
-        for sha in freed {
-            for key in self
-                .compiled
-                .scan_prefix(format!("{sha}/").as_bytes())
-                .keys()
-            {
-                self.compiled.remove(key?)?;
-            }
+        Ok(Some(freed))
+    }
+
+    /// Removes the compiled code of artifacts a flushed deletion freed (a
+    /// crash before this leaves files without an artifact, which the next
+    /// open removes).
+    pub fn drop_compiled(&self, freed: &[String]) -> Result<(), StoreError> {
+        if !freed.is_empty() {
+            self.remove_compiled(|sha| freed.iter().any(|f| f == sha))?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Number of stored artifacts (tests, metrics).
@@ -2062,46 +2161,101 @@ mod tests {
     fn deploy_dedupes_and_delete_frees_only_unused_artifacts() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let a = record("a", &[(1, "s1")]);
+        let a = record("a", &[(1, "a1")]);
+        store.put_compiled("a1", "e", b"c1").unwrap();
         store
             .put_version(NewVersion {
                 record: &a,
-                sha256: "s1",
+                sha256: "a1",
                 artifact: b"one",
-                compiled: Some(("e", b"c1")),
             })
             .unwrap();
-        let a2 = record("a", &[(1, "s1"), (2, "s2")]);
+        let a2 = record("a", &[(1, "a1"), (2, "a2")]);
         store
             .put_version(NewVersion {
                 record: &a2,
-                sha256: "s2",
+                sha256: "a2",
                 artifact: b"two",
-                compiled: None,
             })
             .unwrap();
-        let b = record("b", &[(1, "s1")]);
+        let b = record("b", &[(1, "a1")]);
         store
             .put_version(NewVersion {
                 record: &b,
-                sha256: "s1",
+                sha256: "a1",
                 artifact: b"one",
-                compiled: None,
             })
             .unwrap();
         assert_eq!(store.artifact_count(), 2);
         assert_eq!(store.function("a").unwrap().unwrap().active_version, 2);
+        let file = store.compiled_path("a1", "e").unwrap().unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"c1");
 
-        assert!(store.delete_function("a", "e").unwrap());
+        assert_eq!(store.delete_function("a").unwrap().unwrap(), ["a2"]);
+        store.drop_compiled(&["a2".into()]).unwrap();
         assert!(store.function("a").unwrap().is_none());
-        // s1 is still used by b; s2 is gone.
-        assert!(store.artifact("s1").unwrap().is_some());
-        assert!(store.compiled("s1", "e").unwrap().is_some());
-        assert!(store.artifact("s2").unwrap().is_none());
-        assert!(store.delete_function("b", "e").unwrap());
+        // a1 is still used by b; a2 is gone.
+        assert!(store.artifact("a1").unwrap().is_some());
+        assert!(store.compiled_path("a1", "e").unwrap().is_some());
+        assert!(store.artifact("a2").unwrap().is_none());
+        let freed = store.delete_function("b").unwrap().unwrap();
+        assert_eq!(freed, ["a1"]);
         assert_eq!(store.artifact_count(), 0);
-        assert!(store.compiled("s1", "e").unwrap().is_none());
-        assert!(!store.delete_function("b", "e").unwrap());
+        assert!(file.exists(), "kept until the deletion is flushed");
+        store.drop_compiled(&freed).unwrap();
+        assert!(store.compiled_path("a1", "e").unwrap().is_none());
+        assert!(!file.exists());
+        assert!(store.delete_function("b").unwrap().is_none());
+    }
+
+    #[test]
+    fn compiled_code_without_its_artifact_is_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            let a = record("a", &[(1, "a1")]);
+            store.put_compiled("a1", "e", b"kept").unwrap();
+            store
+                .put_version(NewVersion {
+                    record: &a,
+                    sha256: "a1",
+                    artifact: b"one",
+                })
+                .unwrap();
+            // A crash after the code was written, before the transaction;
+            // and one in the middle of writing a file.
+            store.put_compiled("b2", "e", b"orphan").unwrap();
+            std::fs::write(dir.path().join("compiled/b3-e.cwasm.0123.tmp"), b"half").unwrap();
+            // A failed deploy forgets its code; a stored artifact keeps it.
+            store.put_compiled("c4", "e", b"failed").unwrap();
+            store.forget_compiled("c4").unwrap();
+            assert!(store.compiled_path("c4", "e").unwrap().is_none());
+            store.forget_compiled("a1").unwrap();
+            assert!(store.compiled_path("a1", "e").unwrap().is_some());
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut left: Vec<_> = std::fs::read_dir(dir.path().join("compiled"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a1-e.cwasm"]);
+        let file = store.compiled_path("a1", "e").unwrap().unwrap();
+        assert_eq!(std::fs::read(file).unwrap(), b"kept");
+    }
+
+    #[test]
+    fn compiled_code_names_stay_in_their_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        for (sha, key) in [("../x", "e"), ("a1", "e/../../y"), ("", "e"), ("a1", "")] {
+            assert!(
+                store.put_compiled(sha, key, b"x").is_err(),
+                "{sha:?} {key:?}"
+            );
+            assert!(store.compiled_path(sha, key).is_err());
+        }
     }
 
     fn ev_record(id: u64) -> EventRecord {

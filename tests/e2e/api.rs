@@ -9,6 +9,11 @@ use crate::harness::*;
 /// artifact count reported by a later good deploy is unaffected.
 fn assert_nothing_stored(w: &Wisp, name: &str) {
     assert!(w.admin().functions().is_empty(), "a function was stored");
+    assert_eq!(
+        compiled_files(w),
+        Vec::<String>::new(),
+        "compiled code was stored"
+    );
     assert_error(
         w.admin().get(&format!("/v1/functions/{name}")),
         404,

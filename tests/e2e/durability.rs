@@ -35,6 +35,73 @@ fn restart_keeps_functions_and_versions_and_does_not_compile() {
 }
 
 #[test]
+fn compiled_code_is_a_file_per_artifact_rebuilt_when_damaged_and_removed_with_its_function() {
+    let mut w = Wisp::start();
+    let a = w.admin();
+    a.deploy_guest("hello", "hello", &["/hello"]);
+    a.deploy_guest("echo", "echo", &["/echo"]);
+    // A second version with the same artifact shares its compiled code.
+    a.deploy_guest("hello", "hello", &["/hello", "/hi/*"]);
+    let sha = |name: &str| -> String {
+        let v: Vec<serde_json::Value> = a
+            .get(&format!("/v1/functions/{name}/versions"))
+            .json()
+            .unwrap();
+        v[0]["sha256"].as_str().unwrap().to_string()
+    };
+    let (hello, echo) = (sha("hello"), sha("echo"));
+    let files = compiled_files(&w);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let file_of = |sha: &str| {
+        let name = files
+            .iter()
+            .find(|f| f.starts_with(&format!("{sha}-")))
+            .unwrap();
+        w.data_dir.join("compiled").join(name)
+    };
+    let (hello_file, echo_file) = (file_of(&hello), file_of(&echo));
+    assert_eq!(w.terminate().code(), Some(0));
+
+    // Damaged and missing code, and a stray file no artifact owns.
+    std::fs::write(&hello_file, b"not compiled code").unwrap();
+    std::fs::remove_file(&echo_file).unwrap();
+    let stray =
+        w.data_dir
+            .join("compiled")
+            .join(format!("{}-{}.cwasm", "ab".repeat(32), "cd".repeat(8)));
+    std::fs::write(&stray, b"stray").unwrap();
+    let mut w2 = w.restart_on(Opts::default());
+    assert_eq!(w2.get("/hi/x").text().unwrap(), "hello from wisp at /hi/x");
+    assert_eq!(w2.get("/echo").status(), 200);
+    assert_eq!(
+        w2.metric("wisp_compiles_total"),
+        2.0,
+        "both rebuilt from the artifacts"
+    );
+    assert!(w2.log_text().contains("recompiling"), "{}", w2.log_text());
+    assert!(
+        !stray.exists(),
+        "a file without an artifact is removed on start"
+    );
+    assert!(std::fs::read(&hello_file).unwrap().len() > 1000);
+    assert!(echo_file.exists());
+
+    // Rebuilt once: the next restart loads them.
+    assert_eq!(w2.terminate().code(), Some(0));
+    let w3 = w2.restart_on(Opts::default());
+    assert_eq!(w3.metric("wisp_compiles_total"), 0.0);
+    assert_eq!(w3.get("/hello").status(), 200);
+
+    // Deleting a function removes its code; the other function keeps its.
+    assert_eq!(w3.admin().delete("/v1/functions/echo").status(), 200);
+    assert_eq!(compiled_files(&w3).len(), 1);
+    assert!(hello_file.exists() && !echo_file.exists());
+    assert_eq!(w3.get("/hello").status(), 200);
+    assert_eq!(w3.admin().delete("/v1/functions/hello").status(), 200);
+    assert!(compiled_files(&w3).is_empty());
+}
+
+#[test]
 fn kill_9_right_after_an_acknowledged_deploy_keeps_it() {
     for round in 0..3 {
         let mut w = Wisp::start();
@@ -45,6 +112,8 @@ fn kill_9_right_after_an_acknowledged_deploy_keeps_it() {
         let w2 = w.restart_on(Opts::default());
         assert_eq!(w2.get("/hello").status(), 200, "round {round}");
         assert_eq!(w2.admin().functions().len(), 1);
+        // Its compiled code was durable too.
+        assert_eq!(w2.metric("wisp_compiles_total"), 0.0, "round {round}");
     }
 }
 

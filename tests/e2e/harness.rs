@@ -296,6 +296,19 @@ impl Drop for Wisp {
     }
 }
 
+/// The files of compiled code in a host's data directory, sorted.
+pub fn compiled_files(w: &Wisp) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(w.data_dir.join("compiled")) {
+        Ok(dir) => dir
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("reading the compiled-code directory: {e}"),
+    };
+    names.sort();
+    names
+}
+
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
