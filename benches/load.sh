@@ -24,6 +24,11 @@
 #              same hello.wasm in the smallest wasmtime host with Wisp's
 #              engine settings, a fresh instance per request: the floor of
 #              what Wisp could cost on this machine: "minimal"
+#   WASMTIME   path of a `wasmtime` 48 binary (none by default; e.g.
+#              `cargo install wasmtime-cli --version 48.0.8 --locked`, a
+#              15-minute build here): also measures `wasmtime serve -Scli`
+#              with its defaults on the same hello.wasm, the reference host
+#              the issue's targets were set against: "wasmtime-serve"
 #   GUEST_TARGET_DIR  where the guests are built (default target/wasm)
 #   WAIT_IDLE  1 (default): before each wrk run, wait (up to 10 min) until
 #              the machine is idle (>= 90% over a second); on a shared 2-CPU
@@ -33,7 +38,9 @@
 # request: utime+stime of the server process (/proc/PID/stat, all threads)
 # before and after, over the number of requests wrk completed; page faults
 # per request likewise (minflt+majflt). The table shows medians across rounds.
-# Idle RSS of `wisp serve` is VmRSS with hello deployed, before any load.
+# Idle RSS of `wisp serve` is VmRSS with hello, todo-api and cgi deployed,
+# before any load, after a restart (the first start compiles them, and the
+# compiler's scratch memory is still mapped then; that figure is shown too).
 #
 # Everything binds and connects to 127.0.0.1 only; the servers are stopped on
 # exit. Needs: cargo, the wasm32-wasip2 target, curl, wrk (installed with
@@ -182,12 +189,29 @@ start_minimal() {
     wait_ready minimal "${PID[minimal]}" "${URL[minimal]}"
 }
 
+start_wasmtime() {
+    local port
+    free_port; port=$PORT
+    "$WASMTIME" serve -Scli --addr "127.0.0.1:$port" "$WASM" >>"$TMP/wasmtime.log" 2>&1 &
+    PIDS+=("$!")
+    PID[wasmtime-serve]=$!
+    URL[wasmtime-serve]="http://127.0.0.1:$port/hello"
+    wait_ready wasmtime-serve "${PID[wasmtime-serve]}" "${URL[wasmtime-serve]}"
+}
+
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # utime stime minflt majflt of a process (all its threads); the fields after
 # the parenthesised command name, which may itself hold spaces.
 proc_stat() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13, $8, $10}'; }
 
 say "starting servers"
+start_wisp wisp warn
+sleep 1
+WISP_START_RSS=$(rss_kib "${PID[wisp]}")
+# Restart on the same data directory: the functions load from their compiled
+# code (nothing compiles); this is the host's idle footprint.
+kill -TERM "${PID[wisp]}"
+wait "${PID[wisp]}" 2>/dev/null || true
 start_wisp wisp warn
 sleep 1
 WISP_IDLE_RSS=$(rss_kib "${PID[wisp]}")
@@ -201,6 +225,10 @@ NATIVE_IDLE_RSS=$(rss_kib "${PID[native]}")
 if [ "$MINIMAL" = 1 ]; then
     start_minimal
     SERVERS="$SERVERS minimal"
+fi
+if [ -n "${WASMTIME:-}" ]; then
+    start_wasmtime
+    SERVERS="$SERVERS wasmtime-serve"
 fi
 if [ "$TODO" = 1 ]; then
     # The same process as "wisp": one to-do, then GET it per request.
@@ -337,6 +365,7 @@ label() {
         cgi) echo "wisp serve, cgi-rust (wasip1 CGI) GET /cgi/hello" ;;
         native) echo "native-hello (axum)" ;;
         minimal) echo "minimal-host (wasmtime floor, same hello.wasm)" ;;
+        wasmtime-serve) echo "wasmtime serve -Scli (reference, same hello.wasm)" ;;
     esac
 }
 fmt_us() { awk -v u="$1" 'BEGIN { if (u >= 1000) printf "%.2f ms", u / 1000; else printf "%.0f µs", u }'; }
@@ -369,9 +398,19 @@ if [ "$MINIMAL" = 1 ]; then
             'BEGIN { printf "| wisp serve / minimal-host | %s | %.2f | %.2fx (%+.1f µs) |\n", c, wr / mr, wc / mc, wc - mc }'
     done
 fi
+if [ -n "${WASMTIME:-}" ]; then
+    echo
+    echo "| ratio | connections | req/s (wisp / wasmtime serve) | CPU per request (wisp / wasmtime serve) |"
+    echo "|---|---:|---:|---:|"
+    for c in $CONNS; do
+        awk -v c="$c" -v wr="$(get wisp "$c" 3)" -v mr="$(get wasmtime-serve "$c" 3)" \
+            -v wc="$(get wisp "$c" 6)" -v mc="$(get wasmtime-serve "$c" 6)" \
+            'BEGIN { printf "| wisp serve / wasmtime serve | %s | %.2fx | %.2fx |\n", c, wr / mr, wc / mc }'
+    done
+fi
 echo
-awk -v w="$WISP_IDLE_RSS" -v l="$WISP_LOADED_RSS" -v n="$NATIVE_IDLE_RSS" 'BEGIN {
-    printf "Idle RSS of wisp serve with hello deployed (before load): %.1f MiB; after the load: %.1f MiB; native-hello idle: %.1f MiB\n", w / 1024, l / 1024, n / 1024
+awk -v w="$WISP_IDLE_RSS" -v f="$WISP_START_RSS" -v l="$WISP_LOADED_RSS" -v n="$NATIVE_IDLE_RSS" 'BEGIN {
+    printf "Idle RSS of wisp serve with hello, todo-api and cgi deployed, after a restart (before load): %.1f MiB; right after the first start, which compiled them: %.1f MiB; after the load: %.1f MiB; native-hello idle: %.1f MiB\n", w / 1024, f / 1024, l / 1024, n / 1024
 }'
 echo
 echo "Targets (32 connections, wisp serve with RUST_LOG=warn):"

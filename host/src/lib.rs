@@ -7,6 +7,7 @@
 //! another axum service can embed the same host:
 //!
 //! ```no_run
+//! use axum::serve::ListenerExt;
 //! use wisp_host::{DeployOptions, Host};
 //!
 //! # async fn demo() -> anyhow::Result<()> {
@@ -18,7 +19,13 @@
 //! let app = axum::Router::new()
 //!     .route("/own", axum::routing::get(|| async { "mine" }))
 //!     .merge(host.gateway_router());
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // Responses are streamed (head, then body): set TCP_NODELAY, or a small
+//! // one can wait for the client's delayed ACK.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080")
+//!     .await?
+//!     .tap_io(|tcp| {
+//!         let _ = tcp.set_nodelay(true);
+//!     });
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```

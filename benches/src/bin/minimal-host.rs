@@ -239,6 +239,8 @@ fn main() -> anyhow::Result<()> {
 async fn serve(listener: tokio::net::TcpListener, pre: Arc<ProxyPre<Ctx>>) -> anyhow::Result<()> {
     loop {
         let (socket, _) = listener.accept().await?;
+        // As wisp serve: the body is streamed after the head.
+        socket.set_nodelay(true)?;
         let pre = pre.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| handle((*pre).clone(), req));

@@ -12,6 +12,7 @@
 //!
 //! `EMBED_LISTEN` changes the address (default 127.0.0.1:3000).
 
+use axum::serve::ListenerExt;
 use axum::Router;
 use axum::routing::get;
 use wisp_host::{DeployOptions, Host};
@@ -42,6 +43,11 @@ async fn main() -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("embed: listening on http://{}", listener.local_addr()?);
+    // Functions stream their responses (head, then body): without
+    // TCP_NODELAY a small response can wait for the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }
