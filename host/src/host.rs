@@ -150,6 +150,9 @@ impl HostBuilder {
         };
         let prometheus = crate::metrics::install();
         let engine = Arc::new(WispEngine::new(&config)?);
+        if let Err(e) = store.drop_other_engines(&engine.compat_key) {
+            tracing::warn!(error = %e, "removing compiled code of other engine builds failed");
+        }
         match engine.allocator {
             AllocatorKind::Pooling { pagemap_scan } => tracing::info!(
                 pagemap_scan,

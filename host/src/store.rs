@@ -432,23 +432,29 @@ impl Store {
     /// (a deploy whose transaction failed after its code was written).
     pub fn forget_compiled(&self, sha256: &str) -> Result<(), StoreError> {
         if !self.artifacts.contains_key(sha256.as_bytes())? {
-            self.remove_compiled(|sha| sha == sha256)?;
+            self.remove_compiled(false, |sha, _| sha == sha256)?;
         }
         Ok(())
     }
 
-    /// Removes the compiled-code files (of every engine) whose artifact
-    /// `gone` says is gone, and any temporary file.
-    fn remove_compiled(&self, gone: impl Fn(&str) -> bool) -> Result<usize, StoreError> {
+    /// Removes the compiled-code files for which `gone(sha256, engine_key)`
+    /// holds, and with `temporaries` the half-written files too (only on
+    /// open: a deploy may be writing one).
+    fn remove_compiled(
+        &self,
+        temporaries: bool,
+        gone: impl Fn(&str, &str) -> bool,
+    ) -> Result<usize, StoreError> {
         let mut removed = 0;
         for entry in std::fs::read_dir(&*self.compiled_dir)? {
             let entry = entry?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             let drop = if name.ends_with(TEMP_SUFFIX) {
-                true
+                temporaries
             } else if let Some(stem) = name.strip_suffix(COMPILED_SUFFIX) {
-                stem.split_once('-').is_some_and(|(sha, _)| gone(sha))
+                stem.split_once('-')
+                    .is_some_and(|(sha, key)| gone(sha, key))
             } else {
                 false
             };
@@ -468,8 +474,9 @@ impl Store {
     /// delete) and half-written files; drops the tree where earlier
     /// versions kept compiled code (it is rebuilt from the artifacts once).
     fn tidy_compiled(&self) -> Result<(), StoreError> {
-        let removed = self
-            .remove_compiled(|sha| !self.artifacts.contains_key(sha.as_bytes()).unwrap_or(true))?;
+        let removed = self.remove_compiled(true, |sha, _| {
+            !self.artifacts.contains_key(sha.as_bytes()).unwrap_or(true)
+        })?;
         if removed > 0 {
             tracing::info!(
                 files = removed,
@@ -478,6 +485,20 @@ impl Store {
         }
         if self.db.tree_names().iter().any(|n| &n[..] == b"compiled") {
             self.db.drop_tree("compiled")?;
+        }
+        Ok(())
+    }
+
+    /// Removes compiled code made by other engine builds (an earlier Wisp
+    /// or other engine settings): it is rebuilt for this engine when a
+    /// version is loaded, so the old files would only take disk space.
+    pub fn drop_other_engines(&self, engine_key: &str) -> Result<(), StoreError> {
+        let removed = self.remove_compiled(false, |_, key| key != engine_key)?;
+        if removed > 0 {
+            tracing::info!(
+                files = removed,
+                "removed compiled code of other engine builds"
+            );
         }
         Ok(())
     }
@@ -548,7 +569,7 @@ impl Store {
     /// open removes).
     pub fn drop_compiled(&self, freed: &[String]) -> Result<(), StoreError> {
         if !freed.is_empty() {
-            self.remove_compiled(|sha| freed.iter().any(|f| f == sha))?;
+            self.remove_compiled(false, |sha, _| freed.iter().any(|f| f == sha))?;
         }
         Ok(())
     }
@@ -2231,6 +2252,11 @@ mod tests {
             store.forget_compiled("c4").unwrap();
             assert!(store.compiled_path("c4", "e").unwrap().is_none());
             store.forget_compiled("a1").unwrap();
+            assert!(store.compiled_path("a1", "e").unwrap().is_some());
+            // Another engine build's code goes when this engine asks.
+            store.put_compiled("a1", "f0", b"older engine").unwrap();
+            store.drop_other_engines("e").unwrap();
+            assert!(store.compiled_path("a1", "f0").unwrap().is_none());
             assert!(store.compiled_path("a1", "e").unwrap().is_some());
             store.flush_blocking().unwrap();
         }

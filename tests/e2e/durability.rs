@@ -70,6 +70,12 @@ fn compiled_code_is_a_file_per_artifact_rebuilt_when_damaged_and_removed_with_it
             .join("compiled")
             .join(format!("{}-{}.cwasm", "ab".repeat(32), "cd".repeat(8)));
     std::fs::write(&stray, b"stray").unwrap();
+    // And the code an older engine build made of a stored artifact.
+    let older = w
+        .data_dir
+        .join("compiled")
+        .join(format!("{hello}-{}.cwasm", "0".repeat(16)));
+    std::fs::write(&older, b"older engine").unwrap();
     let mut w2 = w.restart_on(Opts::default());
     assert_eq!(w2.get("/hi/x").text().unwrap(), "hello from wisp at /hi/x");
     assert_eq!(w2.get("/echo").status(), 200);
@@ -83,6 +89,7 @@ fn compiled_code_is_a_file_per_artifact_rebuilt_when_damaged_and_removed_with_it
         !stray.exists(),
         "a file without an artifact is removed on start"
     );
+    assert!(!older.exists(), "another engine's code is removed on start");
     assert!(std::fs::read(&hello_file).unwrap().len() > 1000);
     assert!(echo_file.exists());
 

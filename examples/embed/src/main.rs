@@ -12,9 +12,9 @@
 //!
 //! `EMBED_LISTEN` changes the address (default 127.0.0.1:3000).
 
-use axum::serve::ListenerExt;
 use axum::Router;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use wisp_host::{DeployOptions, Host};
 
 #[tokio::main]
