@@ -139,3 +139,54 @@ fn sigterm_finishes_in_flight_requests_then_exits_0() {
     assert_eq!(slow.join().unwrap(), (200, "slept".to_string()));
     assert!(w.log_text().contains("store flushed"));
 }
+
+/// Each deployed version keeps its compiled code's file open: `wisp serve`
+/// raises a low soft limit on open files to the hard limit.
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_raises_the_soft_open_file_limit_to_the_hard_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "ulimit -Sn 256 && exec \"$@\"", "sh"])
+        .arg(env!("CARGO_BIN_EXE_wisp"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env_remove("WISP_ADMIN_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let limits = format!("/proc/{}/limits", child.id());
+    let comm = format!("/proc/{}/comm", child.id());
+    let open_files = || -> Option<(String, String)> {
+        // Read only once `sh` has become wisp (its limits before that are
+        // the shell's).
+        if std::fs::read_to_string(&comm).ok()?.trim() != "wisp" {
+            return None;
+        }
+        let text = std::fs::read_to_string(&limits).ok()?;
+        let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+        let mut parts = line["Max open files".len()..].split_whitespace();
+        Some((parts.next()?.to_string(), parts.next()?.to_string()))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (soft, hard) = loop {
+        match open_files() {
+            // Raised (or the hard limit is 256 itself).
+            Some((soft, hard)) if soft == hard => break (soft, hard),
+            _ => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the soft limit stayed low: {:?}",
+            open_files()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(soft, hard);
+}

@@ -9,12 +9,44 @@ use crate::{LogFormat, ServeArgs};
 /// Runs the host with its own multi-threaded runtime.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
+    raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("wisp-worker")
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(serve(args))
+}
+
+/// Raises the soft limit on open files to the hard limit, as servers do:
+/// each deployed version keeps its compiled code's file open (mapped), and
+/// each connection a socket, and the usual default soft limit is 1024.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    #[allow(unsafe_code)]
+    // SAFETY: getrlimit and setrlimit only read and write the local struct
+    // they are given a valid pointer to.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::debug!(
+                from = soft,
+                to = limit.rlim_max,
+                "raised the open-file limit"
+            );
+        } else {
+            tracing::debug!(limit = soft, "could not raise the open-file limit");
+        }
+    }
 }
 
 fn init_tracing(format: LogFormat) {
