@@ -388,26 +388,20 @@ for c in $CONNS; do
             'BEGIN { printf "| %s | %s | %.2f (%.0f%%) | %.1fx |\n", l, c, wr / nr, 100 * wr / nr, wc / nc }'
     done
 done
-if [ "$MINIMAL" = 1 ]; then
+# against NAME LABEL: wisp's req/s and CPU per request against another
+# host's, per connection count.
+against() {
     echo
-    echo "| ratio | connections | req/s (wisp / minimal-host) | CPU per request (wisp / minimal-host) |"
+    echo "| ratio | connections | req/s (wisp / $2) | CPU per request (wisp / $2) |"
     echo "|---|---:|---:|---:|"
     for c in $CONNS; do
-        awk -v c="$c" -v wr="$(get wisp "$c" 3)" -v mr="$(get minimal "$c" 3)" \
-            -v wc="$(get wisp "$c" 6)" -v mc="$(get minimal "$c" 6)" \
-            'BEGIN { printf "| wisp serve / minimal-host | %s | %.2f | %.2fx (%+.1f µs) |\n", c, wr / mr, wc / mc, wc - mc }'
+        awk -v l="$2" -v c="$c" -v wr="$(get wisp "$c" 3)" -v mr="$(get "$1" "$c" 3)" \
+            -v wc="$(get wisp "$c" 6)" -v mc="$(get "$1" "$c" 6)" \
+            'BEGIN { printf "| wisp serve / %s | %s | %.2fx | %.2fx (%+.1f µs) |\n", l, c, wr / mr, wc / mc, wc - mc }'
     done
-fi
-if [ -n "${WASMTIME:-}" ]; then
-    echo
-    echo "| ratio | connections | req/s (wisp / wasmtime serve) | CPU per request (wisp / wasmtime serve) |"
-    echo "|---|---:|---:|---:|"
-    for c in $CONNS; do
-        awk -v c="$c" -v wr="$(get wisp "$c" 3)" -v mr="$(get wasmtime-serve "$c" 3)" \
-            -v wc="$(get wisp "$c" 6)" -v mc="$(get wasmtime-serve "$c" 6)" \
-            'BEGIN { printf "| wisp serve / wasmtime serve | %s | %.2fx | %.2fx |\n", c, wr / mr, wc / mc }'
-    done
-fi
+}
+[ "$MINIMAL" != 1 ] || against minimal minimal-host
+[ -z "${WASMTIME:-}" ] || against wasmtime-serve "wasmtime serve"
 echo
 awk -v w="$WISP_IDLE_RSS" -v f="$WISP_START_RSS" -v l="$WISP_LOADED_RSS" -v n="$NATIVE_IDLE_RSS" 'BEGIN {
     printf "Idle RSS of wisp serve with hello, todo-api and cgi deployed, after a restart (before load): %.1f MiB; right after the first start, which compiled them: %.1f MiB; after the load: %.1f MiB; native-hello idle: %.1f MiB\n", w / 1024, f / 1024, l / 1024, n / 1024

@@ -2178,35 +2178,26 @@ mod tests {
         }
     }
 
+    /// Stores a version of `name` (its versions so far, by artifact) with
+    /// the artifact of the last.
+    fn put(store: &Store, name: &str, versions: &[(u64, &str)], artifact: &[u8]) {
+        store
+            .put_version(NewVersion {
+                record: &record(name, versions),
+                sha256: versions.last().unwrap().1,
+                artifact,
+            })
+            .unwrap();
+    }
+
     #[test]
     fn deploy_dedupes_and_delete_frees_only_unused_artifacts() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let a = record("a", &[(1, "a1")]);
         store.put_compiled("a1", "e", b"c1").unwrap();
-        store
-            .put_version(NewVersion {
-                record: &a,
-                sha256: "a1",
-                artifact: b"one",
-            })
-            .unwrap();
-        let a2 = record("a", &[(1, "a1"), (2, "a2")]);
-        store
-            .put_version(NewVersion {
-                record: &a2,
-                sha256: "a2",
-                artifact: b"two",
-            })
-            .unwrap();
-        let b = record("b", &[(1, "a1")]);
-        store
-            .put_version(NewVersion {
-                record: &b,
-                sha256: "a1",
-                artifact: b"one",
-            })
-            .unwrap();
+        put(&store, "a", &[(1, "a1")], b"one");
+        put(&store, "a", &[(1, "a1"), (2, "a2")], b"two");
+        put(&store, "b", &[(1, "a1")], b"one");
         assert_eq!(store.artifact_count(), 2);
         assert_eq!(store.function("a").unwrap().unwrap().active_version, 2);
         let file = store.compiled_path("a1", "e").unwrap().unwrap();
@@ -2234,15 +2225,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path(), 1 << 20).unwrap();
-            let a = record("a", &[(1, "a1")]);
             store.put_compiled("a1", "e", b"kept").unwrap();
-            store
-                .put_version(NewVersion {
-                    record: &a,
-                    sha256: "a1",
-                    artifact: b"one",
-                })
-                .unwrap();
+            put(&store, "a", &[(1, "a1")], b"one");
             // A crash after the code was written, before the transaction;
             // and one in the middle of writing a file.
             store.put_compiled("b2", "e", b"orphan").unwrap();
