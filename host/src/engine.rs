@@ -53,7 +53,7 @@ pub(crate) struct WispEngine {
     pub cgi_linker: wasmtime::Linker<CgiState>,
     pub allocator: AllocatorKind,
     /// Identifies compiled code this engine can load: the key under which
-    /// compiled artifacts are stored.
+    /// compiled code is stored (part of its file name).
     pub compat_key: String,
 }
 

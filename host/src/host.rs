@@ -127,7 +127,7 @@ impl HostBuilder {
     }
 
     /// Opens the store, builds the engine and loads every deployed function
-    /// (from compiled code in the store: no recompilation).
+    /// (from their compiled code in the data directory: no recompilation).
     pub fn build(self) -> anyhow::Result<Host> {
         let config = self.config;
         config
