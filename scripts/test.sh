@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests, doc tests and the end-to-end tests (the real
-# `wisp` binary over real HTTP with guests built from examples/ and
-# tests/guests/). Installs the wasm targets if they are missing.
+# Checks formatting, then runs every test: unit tests, doc tests and the
+# end-to-end tests (the real `wisp` binary over real HTTP with guests built
+# from examples/ and tests/guests/). Installs the wasm targets if they are
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
 
+if cargo fmt --version >/dev/null 2>&1; then
+    echo "==> cargo fmt --check"
+    cargo fmt --all --check
+else
+    echo "==> rustfmt is not installed: formatting not checked (rustup component add rustfmt)"
+fi
 ensure_wasm_targets
 ensure_componentize_py
 echo "==> building the guests (wasm32-wasip2)"
