@@ -17,8 +17,9 @@
 //! ([`Store::flush`]), so an acknowledged deploy survives `kill -9`.
 //!
 //! Compiled code lives beside the database, one file per artifact and
-//! engine: `compiled/<sha256>-<engine-key>.cwasm` (wasmtime's serialized
-//! code), so a restart with the same engine settings never recompiles. The
+//! engine: `compiled/<sha256>-<engine-key>-<checksum>.cwasm` (wasmtime's
+//! serialized code; the checksum of its contents is checked before it is
+//! loaded), so a restart with the same engine settings never recompiles. The
 //! engine maps these files into memory instead of copying them: code pages
 //! are shared with the kernel's page cache and loaded as they are touched,
 //! and sled's cache does not hold a copy. A file is written whole under a
@@ -256,17 +257,48 @@ impl Flusher {
     }
 }
 
-/// The file name of compiled code: both parts are hex (checked, so a name
-/// never leaves the directory).
-fn compiled_name(sha256: &str, engine_key: &str) -> Result<String, StoreError> {
-    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if !hex(sha256) || !hex(engine_key) {
+fn is_hex(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The start of the file names of an artifact's compiled code for an
+/// engine: `<sha256>-<engine-key>-` (both hex, checked, so a name never
+/// leaves the directory); the checksum of the contents follows.
+fn compiled_prefix(sha256: &str, engine_key: &str) -> Result<String, StoreError> {
+    if !is_hex(sha256) || !is_hex(engine_key) {
         return Err(StoreError::Corrupt {
             key: format!("{sha256}-{engine_key}"),
             reason: "an artifact hash and engine key are hex".into(),
         });
     }
-    Ok(format!("{sha256}-{engine_key}{COMPILED_SUFFIX}"))
+    Ok(format!("{sha256}-{engine_key}-"))
+}
+
+/// The artifact hash, engine key and checksum in a compiled-code file name.
+fn parse_compiled_name(name: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = name.strip_suffix(COMPILED_SUFFIX)?.splitn(3, '-');
+    let (sha, key, sum) = (parts.next()?, parts.next()?, parts.next()?);
+    (is_hex(sha) && is_hex(key) && is_hex(sum)).then_some((sha, key, sum))
+}
+
+/// The checksum in a compiled-code file name: the first 64 bits of the
+/// contents' sha256, hex. Machine code is run as it is, so a file the disk
+/// damaged must be caught before it is mapped (sled checksums its records;
+/// these files are outside it).
+fn checksum(reader: impl std::io::Read) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut reader = std::io::BufReader::with_capacity(64 << 10, reader);
+    loop {
+        let chunk = std::io::BufRead::fill_buf(&mut reader)?;
+        if chunk.is_empty() {
+            break;
+        }
+        hasher.update(chunk);
+        let n = chunk.len();
+        std::io::BufRead::consume(&mut reader, n);
+    }
+    Ok(hex::encode(&hasher.finalize()[..8]))
 }
 
 const COMPILED_SUFFIX: &str = ".cwasm";
@@ -386,15 +418,48 @@ impl Store {
     }
 
     /// The file of an artifact's compiled code for an engine, if there is
-    /// one. The file is never changed in place (see the module docs), so it
-    /// can be mapped for as long as it is used.
+    /// one and its contents match its checksum (a damaged file is removed:
+    /// the code is rebuilt from the artifact). The file is never changed in
+    /// place (see the module docs), so it can be mapped for as long as it
+    /// is used.
     pub fn compiled_path(
         &self,
         sha256: &str,
         engine_key: &str,
     ) -> Result<Option<PathBuf>, StoreError> {
-        let path = self.compiled_dir.join(compiled_name(sha256, engine_key)?);
-        Ok(path.is_file().then_some(path))
+        let prefix = compiled_prefix(sha256, engine_key)?;
+        let Some(name) = self.compiled_names(&prefix)?.pop() else {
+            return Ok(None);
+        };
+        let path = self.compiled_dir.join(&name);
+        let expected = parse_compiled_name(&name).map_or("", |(.., sum)| sum);
+        let actual = match std::fs::File::open(&path) {
+            Ok(f) => checksum(f)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if actual != expected {
+            tracing::warn!(file = %path.display(), "compiled code does not match its checksum (damaged); removed");
+            let _ = std::fs::remove_file(&path);
+            return Ok(None);
+        }
+        Ok(Some(path))
+    }
+
+    /// The well-formed compiled-code file names that start with `prefix`,
+    /// sorted.
+    fn compiled_names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&*self.compiled_dir)? {
+            if let Ok(name) = entry?.file_name().into_string()
+                && name.starts_with(prefix)
+                && parse_compiled_name(&name).is_some()
+            {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
     }
 
     /// Writes an artifact's compiled code for an engine, durably (synced,
@@ -408,7 +473,8 @@ impl Store {
         bytes: &[u8],
     ) -> Result<PathBuf, StoreError> {
         use std::io::Write as _;
-        let name = compiled_name(sha256, engine_key)?;
+        let prefix = compiled_prefix(sha256, engine_key)?;
+        let name = format!("{prefix}{}{COMPILED_SUFFIX}", checksum(bytes)?);
         let path = self.compiled_dir.join(&name);
         let temp = self.compiled_dir.join(format!(
             "{name}.{:016x}{TEMP_SUFFIX}",
@@ -424,6 +490,14 @@ impl Store {
         if let Err(e) = written {
             let _ = std::fs::remove_file(&temp);
             return Err(e.into());
+        }
+        // Code compiled earlier (other contents: a damaged file, another
+        // compiler build with the same engine key) goes; a version still
+        // running on it keeps its mapping.
+        for old in self.compiled_names(&prefix)? {
+            if old != name {
+                let _ = std::fs::remove_file(self.compiled_dir.join(old));
+            }
         }
         Ok(path)
     }
@@ -452,11 +526,11 @@ impl Store {
             let Some(name) = name.to_str() else { continue };
             let drop = if name.ends_with(TEMP_SUFFIX) {
                 temporaries
-            } else if let Some(stem) = name.strip_suffix(COMPILED_SUFFIX) {
-                stem.split_once('-')
-                    .is_some_and(|(sha, key)| gone(sha, key))
+            } else if let Some((sha, key, _)) = parse_compiled_name(name) {
+                gone(sha, key)
             } else {
-                false
+                // Not a name this store writes: only on open.
+                temporaries && name.ends_with(COMPILED_SUFFIX)
             };
             if drop {
                 match std::fs::remove_file(entry.path()) {
@@ -2250,9 +2324,27 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(left, ["a1-e.cwasm"]);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].starts_with("a1-e-"), "{left:?}");
         let file = store.compiled_path("a1", "e").unwrap().unwrap();
         assert_eq!(std::fs::read(file).unwrap(), b"kept");
+    }
+
+    #[test]
+    fn damaged_compiled_code_is_not_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let path = store.put_compiled("a1", "e", b"compiled code").unwrap();
+        assert_eq!(store.compiled_path("a1", "e").unwrap(), Some(path.clone()));
+        // Rewritten with other contents: one file, the new one.
+        let path2 = store.put_compiled("a1", "e", b"compiled again").unwrap();
+        assert_ne!(path, path2);
+        assert!(!path.exists());
+        assert_eq!(store.compiled_path("a1", "e").unwrap(), Some(path2.clone()));
+        // The disk flips a byte: the file no longer matches its name.
+        std::fs::write(&path2, b"compiled agaiN").unwrap();
+        assert_eq!(store.compiled_path("a1", "e").unwrap(), None);
+        assert!(!path2.exists(), "a damaged file is removed");
     }
 
     #[test]

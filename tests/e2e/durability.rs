@@ -71,10 +71,11 @@ fn compiled_code_is_a_file_per_artifact_rebuilt_when_damaged_and_removed_with_it
             .join(format!("{}-{}.cwasm", "ab".repeat(32), "cd".repeat(8)));
     std::fs::write(&stray, b"stray").unwrap();
     // And the code an older engine build made of a stored artifact.
-    let older = w
-        .data_dir
-        .join("compiled")
-        .join(format!("{hello}-{}.cwasm", "0".repeat(16)));
+    let older = w.data_dir.join("compiled").join(format!(
+        "{hello}-{}-{}.cwasm",
+        "0".repeat(16),
+        "1".repeat(16)
+    ));
     std::fs::write(&older, b"older engine").unwrap();
     let mut w2 = w.restart_on(Opts::default());
     assert_eq!(w2.get("/hi/x").text().unwrap(), "hello from wisp at /hi/x");
@@ -84,14 +85,27 @@ fn compiled_code_is_a_file_per_artifact_rebuilt_when_damaged_and_removed_with_it
         2.0,
         "both rebuilt from the artifacts"
     );
-    assert!(w2.log_text().contains("recompiling"), "{}", w2.log_text());
+    assert!(
+        w2.log_text().contains("does not match its checksum"),
+        "{}",
+        w2.log_text()
+    );
     assert!(
         !stray.exists(),
         "a file without an artifact is removed on start"
     );
     assert!(!older.exists(), "another engine's code is removed on start");
+    let files = compiled_files(&w2);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let rebuilt = |sha: &str| {
+        let name = files
+            .iter()
+            .find(|f| f.starts_with(&format!("{sha}-")))
+            .unwrap();
+        w2.data_dir.join("compiled").join(name)
+    };
+    let (hello_file, echo_file) = (rebuilt(&hello), rebuilt(&echo));
     assert!(std::fs::read(&hello_file).unwrap().len() > 1000);
-    assert!(echo_file.exists());
 
     // Rebuilt once: the next restart loads them.
     assert_eq!(w2.terminate().code(), Some(0));
