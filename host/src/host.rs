@@ -200,6 +200,21 @@ impl HostBuilder {
     }
 }
 
+/// Writes compiled code to its file in the store (durably) and maps it
+/// back, so the function runs on the mapped file rather than a heap copy,
+/// as after a restart. Blocking.
+fn store_and_load(
+    store: &Store,
+    engine: &WispEngine,
+    sha256: &str,
+    serialized: &[u8],
+) -> Result<crate::engine::Compiled, DeployError> {
+    let path = store.put_compiled(sha256, &engine.compat_key, serialized)?;
+    engine
+        .load(&path)
+        .map_err(|e| DeployError::Internal(format!("loading compiled code back: {e:#}")))
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -302,8 +317,7 @@ impl Host {
                     .artifact(&v.sha256)?
                     .with_context(|| format!("artifact {} missing from the store", v.sha256))?;
                 let compiled = engine.compile(&wasm)?.serialize()?;
-                let path = store.put_compiled(&v.sha256, &engine.compat_key, &compiled)?;
-                engine.load(&path)?
+                store_and_load(store, engine, &v.sha256, &compiled)?
             }
         };
         let pre = engine.prepare(&component)?;
@@ -452,23 +466,16 @@ impl Host {
         let store = self.inner.store.clone();
         let engine = self.inner.engine.clone();
         let sha = sha256.clone();
-        let prepared = tokio::task::spawn_blocking(move || -> Result<Prepared, DeployError> {
-            let path = store.put_compiled(&sha, &engine.compat_key, &compiled)?;
-            drop(compiled);
-            let loaded = engine.load(&path).map_err(|e| {
-                DeployError::Internal(format!("loading the compiled code back: {e:#}"))
-            })?;
-            engine.prepare(&loaded)
-        })
-        .await
-        .map_err(|e| DeployError::Internal(format!("compile task: {e}")))?;
-        let stored = match prepared {
-            Ok(prepared) => {
-                self.store_version(&record, &version, &sha256, wasm, prepared)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        let stored = async {
+            let prepared = tokio::task::spawn_blocking(move || {
+                engine.prepare(&store_and_load(&store, &engine, &sha, &compiled)?)
+            })
+            .await
+            .map_err(|e| DeployError::Internal(format!("compile task: {e}")))??;
+            self.store_version(&record, &version, &sha256, wasm, prepared)
+                .await
+        }
+        .await;
         let deployed = match stored {
             Ok(d) => d,
             Err(e) => {

@@ -52,14 +52,7 @@ fn compiled_code_is_a_file_per_artifact_rebuilt_when_damaged_and_removed_with_it
     let (hello, echo) = (sha("hello"), sha("echo"));
     let files = compiled_files(&w);
     assert_eq!(files.len(), 2, "{files:?}");
-    let file_of = |sha: &str| {
-        let name = files
-            .iter()
-            .find(|f| f.starts_with(&format!("{sha}-")))
-            .unwrap();
-        w.data_dir.join("compiled").join(name)
-    };
-    let (hello_file, echo_file) = (file_of(&hello), file_of(&echo));
+    let (hello_file, echo_file) = (compiled_file(&w, &hello), compiled_file(&w, &echo));
     assert_eq!(w.terminate().code(), Some(0));
 
     // Damaged and missing code, and a stray file no artifact owns.
@@ -97,14 +90,7 @@ fn compiled_code_is_a_file_per_artifact_rebuilt_when_damaged_and_removed_with_it
     assert!(!older.exists(), "another engine's code is removed on start");
     let files = compiled_files(&w2);
     assert_eq!(files.len(), 2, "{files:?}");
-    let rebuilt = |sha: &str| {
-        let name = files
-            .iter()
-            .find(|f| f.starts_with(&format!("{sha}-")))
-            .unwrap();
-        w2.data_dir.join("compiled").join(name)
-    };
-    let (hello_file, echo_file) = (rebuilt(&hello), rebuilt(&echo));
+    let (hello_file, echo_file) = (compiled_file(&w2, &hello), compiled_file(&w2, &echo));
     assert!(std::fs::read(&hello_file).unwrap().len() > 1000);
 
     // Rebuilt once: the next restart loads them.

@@ -309,6 +309,17 @@ pub fn compiled_files(w: &Wisp) -> Vec<String> {
     names
 }
 
+/// The one file of compiled code of an artifact in a host's data directory.
+pub fn compiled_file(w: &Wisp, sha256: &str) -> PathBuf {
+    let files = compiled_files(w);
+    let mine: Vec<_> = files
+        .iter()
+        .filter(|f| f.starts_with(&format!("{sha256}-")))
+        .collect();
+    assert_eq!(mine.len(), 1, "compiled code of {sha256}: {files:?}");
+    w.data_dir.join("compiled").join(mine[0])
+}
+
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
