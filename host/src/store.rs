@@ -3,7 +3,10 @@
 //! Trees:
 //! - `artifacts`: sha256 (hex) → the uploaded wasm bytes, deduplicated.
 //! - `refs`: sha256 → how many function versions use the artifact; an
-//!   artifact and its compiled code go when the count reaches zero.
+//!   artifact and its compiled code go when the count reaches zero. Written
+//!   in the same transactions as `artifacts`, so a key here means the
+//!   artifact is stored: existence checks read this tree, since a sled read
+//!   of an artifact loads its whole value into sled's cache.
 //! - `functions`: name → [`FunctionRecord`] (JSON).
 //! - `logs`: `name \0 seq` → a function's log lines (see the logs section).
 //! - `kv`, `kv_usage`: key-value entries per function and the bytes they
@@ -505,7 +508,7 @@ impl Store {
     /// Removes an artifact's compiled code unless the artifact is stored
     /// (a deploy whose transaction failed after its code was written).
     pub fn forget_compiled(&self, sha256: &str) -> Result<(), StoreError> {
-        if !self.artifacts.contains_key(sha256.as_bytes())? {
+        if !self.has_artifact(sha256)? {
             self.remove_compiled(false, |sha, _| sha == sha256)?;
         }
         Ok(())
@@ -548,9 +551,8 @@ impl Store {
     /// delete) and half-written files; drops the tree where earlier
     /// versions kept compiled code (it is rebuilt from the artifacts once).
     fn tidy_compiled(&self) -> Result<(), StoreError> {
-        let removed = self.remove_compiled(true, |sha, _| {
-            !self.artifacts.contains_key(sha.as_bytes()).unwrap_or(true)
-        })?;
+        let removed =
+            self.remove_compiled(true, |sha, _| !self.has_artifact(sha).unwrap_or(true))?;
         if removed > 0 {
             tracing::info!(
                 files = removed,
@@ -585,10 +587,11 @@ impl Store {
         (&self.artifacts, &self.refs, &self.functions)
             .transaction(|(artifacts, refs, functions)| {
                 let sha = new.sha256.as_bytes();
-                if artifacts.get(sha)?.is_none() {
+                // A count means the artifact is stored (not read: see `refs`).
+                let count = refs.get(sha)?.map(|v| read_u64(&v)).unwrap_or(0);
+                if count == 0 {
                     artifacts.insert(sha, new.artifact)?;
                 }
-                let count = refs.get(sha)?.map(|v| read_u64(&v)).unwrap_or(0);
                 refs.insert(sha, &(count + 1).to_be_bytes())?;
                 functions.insert(new.record.name.as_bytes(), record.as_slice())?;
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
@@ -650,7 +653,14 @@ impl Store {
 
     /// Number of stored artifacts (tests, metrics).
     pub fn artifact_count(&self) -> usize {
-        self.artifacts.len()
+        self.refs.len()
+    }
+
+    /// Whether an artifact is stored, without reading it (see `refs` in the
+    /// module docs): at open this runs for every compiled-code file, and
+    /// reading the artifacts instead kept all of them in sled's cache.
+    fn has_artifact(&self, sha256: &str) -> Result<bool, StoreError> {
+        Ok(self.refs.contains_key(sha256.as_bytes())?)
     }
 }
 
