@@ -182,6 +182,12 @@ pub struct HostConfig {
     /// spread over them; 0 is one per CPU. The event dispatcher and the
     /// store's group commit run on the caller's runtime.
     pub serve_threads: usize,
+    /// Gives freed heap memory back to the system; called on the thread
+    /// that did the work after the host has loaded its functions and after
+    /// each deploy (the compiler's scratch memory). The default trims
+    /// glibc's malloc; a program with another global allocator passes its
+    /// own (the `wisp` binary purges jemalloc's arenas).
+    pub release_memory: fn(),
 }
 
 impl Default for HostConfig {
@@ -208,6 +214,7 @@ impl Default for HostConfig {
             event_retry: crate::events::RetryPolicy::default(),
             event_retention: Duration::from_secs(3600),
             serve_threads: 0,
+            release_memory: crate::engine::release_free_memory,
         }
     }
 }

@@ -372,7 +372,8 @@ impl WispEngine {
     }
 }
 
-/// Returns the heap memory freed so far to the system. glibc keeps what the
+/// Returns the heap memory freed so far to the system (the default of
+/// [`HostConfig::release_memory`](crate::HostConfig)). glibc keeps what the
 /// compiler freed in its arenas, so a deploy that compiled would otherwise
 /// leave tens of MiB resident for the life of the process (an edge device's
 /// budget). Cheap enough to call after each deploy and after start-up.

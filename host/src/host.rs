@@ -194,8 +194,9 @@ impl HostBuilder {
         });
         let host = Host { inner };
         host.load_all()?;
-        // Loading may have compiled (a new engine version): free its scratch.
-        crate::engine::release_free_memory();
+        // Loading may have compiled (a new engine version): free its scratch,
+        // and what reading the store and the compiled code left behind.
+        (host.inner.config.release_memory)();
         Ok(host)
     }
 }
@@ -491,7 +492,7 @@ impl Host {
         self.inner.registry.store(Arc::new(next));
         tracing::info!(function = name, version = record.active_version, "deployed");
         // The compiler's scratch memory is free now: give it back.
-        tokio::task::spawn_blocking(crate::engine::release_free_memory);
+        tokio::task::spawn_blocking(self.inner.config.release_memory);
         Ok(self.info(&record))
     }
 

@@ -66,6 +66,34 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 static MALLOC_CONF: JemallocConf =
     JemallocConf(c"narenas:2,background_thread:true,dirty_decay_ms:1000".as_ptr());
 
+/// Gives jemalloc's free memory back to the system now (the host calls it
+/// after start-up and after deploys, see `HostConfig::release_memory`): the
+/// calling thread's cache of freed blocks goes back to its arena, and every
+/// arena's unused pages to the system. Without it, what start-up freed
+/// stayed resident (~0.9 MiB of an idle host's 6 MiB of heap): a thread
+/// that goes quiet after start-up never trims its cache, and the decay
+/// left part of the freed pages mapped.
+#[cfg(feature = "jemalloc")]
+#[allow(unsafe_code)]
+fn release_jemalloc_memory() {
+    for name in [c"thread.tcache.flush", c"arena.4096.purge"] {
+        // SAFETY: both are jemalloc controls without arguments or results
+        // (4096 is MALLCTL_ARENAS_ALL); the name is a C string literal.
+        let failed = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                name.as_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            )
+        } != 0;
+        if failed {
+            tracing::debug!(control = ?name, "jemalloc control failed");
+        }
+    }
+}
+
 /// A C string pointer that can live in a `static`.
 #[cfg(feature = "jemalloc")]
 #[repr(transparent)]

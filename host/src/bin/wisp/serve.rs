@@ -95,6 +95,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         event_retention: args.event_retention,
         serve_threads: args.serve_threads,
+        #[cfg(feature = "jemalloc")]
+        release_memory: crate::release_jemalloc_memory,
         ..HostConfig::default()
     };
     config
@@ -130,6 +132,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("deploying {} from {}", p.name, p.file.display()))?;
     }
 
+    // What parsing, start-up and the deploys above left in this thread's
+    // allocator caches and freed.
+    (host.config().release_memory)();
     let data_addr = data.local_addr()?;
     let admin_addr = admin.local_addr()?;
     tracing::info!(data = %data_addr, admin = %admin_addr, "wisp is serving");
