@@ -895,4 +895,23 @@ mod tests {
         assert!(check_binary(b"\0asm\x01\0\0\0").is_ok());
         assert!(check_binary(b"\0asm\x0d\0\x01\0").is_ok());
     }
+
+    #[test]
+    fn freed_memory_is_released_with_the_configured_allocator_hook() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        fn count() {
+            CALLS.fetch_add(1, Ordering::SeqCst);
+        }
+        let config = HostConfig {
+            release_memory: count,
+            ..HostConfig::default()
+        };
+        let _host = Host::builder().config(config).temporary().build().unwrap();
+        assert_eq!(
+            CALLS.load(Ordering::SeqCst),
+            1,
+            "called once the host is built"
+        );
+    }
 }
