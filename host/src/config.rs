@@ -182,9 +182,10 @@ pub struct HostConfig {
     /// spread over them; 0 is one per CPU. The event dispatcher and the
     /// store's group commit run on the caller's runtime.
     pub serve_threads: usize,
-    /// Gives freed heap memory back to the system; called on the thread
-    /// that did the work after the host has loaded its functions and after
-    /// each deploy (the compiler's scratch memory). The default trims
+    /// Gives freed heap memory back to the system; called once the host has
+    /// loaded its functions (on the thread that loaded them) and after each
+    /// deploy (on a blocking thread: the compiler's scratch memory). The
+    /// default trims
     /// glibc's malloc; a program with another global allocator passes its
     /// own (the `wisp` binary purges jemalloc's arenas).
     pub release_memory: fn(),
