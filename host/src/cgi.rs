@@ -146,10 +146,6 @@ pub(crate) async fn run(
     start: Instant,
     req: Request<Body>,
 ) -> Response<Body> {
-    let Ok(permit) = inv.in_flight.clone().try_acquire_owned() else {
-        inv.metrics.overloaded.increment(1);
-        return inv.failure(target, id, Failure::Overloaded);
-    };
     let limits = target.limits;
     let deadline = start + limits.timeout();
     let (parts, body) = req.into_parts();
@@ -175,6 +171,13 @@ pub(crate) async fn run(
                 format!("reading the request body failed: {e}"),
             );
         }
+    };
+
+    // The slot is taken once the body is in: a client sending it slowly
+    // holds no slot meanwhile (the connection bounds how slowly it may).
+    let permit = match inv.admit(target) {
+        Ok(slot) => slot,
+        Err(f) => return inv.failure(target, id, f),
     };
 
     let script_name = parts

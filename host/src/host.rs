@@ -177,6 +177,7 @@ impl HostBuilder {
                 cgi_max_output: config.cgi_max_output_bytes,
                 engine: engine.engine.clone(),
                 in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
+                function_share: config.function_share(),
                 metrics: HostMetrics::new(),
                 host: host.clone(),
             },
@@ -322,7 +323,14 @@ impl Host {
             }
         };
         let pre = engine.prepare(&component)?;
-        Ok(deployed(store, self.data_dir(), record, v, pre)?)
+        Ok(deployed(
+            store,
+            self.data_dir(),
+            record,
+            v,
+            pre,
+            self.inner.config.function_share(),
+        )?)
     }
 
     /// Deploys `wasm` as a new version of `name` and makes it active.
@@ -512,6 +520,7 @@ impl Host {
             record,
             version,
             prepared,
+            self.inner.config.function_share(),
         )?);
         let store = self.inner.store.clone();
         let rec = record.clone();
@@ -786,6 +795,7 @@ fn deployed(
     record: &FunctionRecord,
     v: &VersionRecord,
     pre: crate::engine::Prepared,
+    share: u32,
 ) -> Result<Deployed, DeployError> {
     // Checked at deploy; a directory removed since then fails the
     // invocations (500, logged), not the load.
@@ -817,6 +827,7 @@ fn deployed(
         metrics: FunctionMetrics::new(&record.name),
         kv: Arc::new(kv),
         config,
+        slots: Arc::new(Semaphore::new(share as usize)),
     })
 }
 

@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -83,18 +83,49 @@ impl WasiHttpView for InvocationState {
     }
 }
 
-/// Caps linear memory growth; a breach traps with [`MemoryLimitExceeded`]
-/// so the gateway can answer with a clear error.
+/// Caps what an instance's linear memories and tables take together (a
+/// component is several core instances, each with its own memories and
+/// tables: a cap per memory would let it take a multiple of its limit); a
+/// breach traps with [`MemoryLimitExceeded`] so the gateway can answer with a
+/// clear error. wasmtime asks before creating a memory or table too, so the
+/// initial sizes count.
 pub(crate) struct MemoryLimiter {
     max_memory: usize,
+    /// Bytes of every memory and table of this store so far.
+    used: usize,
 }
 
 impl MemoryLimiter {
-    /// A limiter capping linear memory at `max_memory` bytes.
+    /// A limiter capping memories and tables at `max_memory` bytes in all.
     pub(crate) fn new(max_memory: usize) -> MemoryLimiter {
-        MemoryLimiter { max_memory }
+        MemoryLimiter {
+            max_memory,
+            used: 0,
+        }
+    }
+
+    /// Admits growing one memory or table from `current` to `desired`
+    /// bytes, counting it against the whole store.
+    fn grow(&mut self, current: usize, desired: usize) -> wasmtime::Result<bool> {
+        let total = (self.used - current.min(self.used)).saturating_add(desired);
+        if total > self.max_memory {
+            return Err(MemoryLimitExceeded {
+                limit: self.max_memory,
+                desired: total,
+            }
+            .into());
+        }
+        self.used = total;
+        Ok(true)
     }
 }
+
+/// Bytes one table element takes (a function reference is a pointer).
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
+/// Elements one table may have: what the pooling allocator's slots hold
+/// (engine.rs), so the on-demand allocator has the same bound.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// What a store does on every epoch tick: past the deadline, trap;
 /// otherwise yield to the executor, so a guest in a tight loop neither
@@ -110,7 +141,10 @@ pub(crate) fn on_epoch_tick(deadline: Instant) -> wasmtime::Result<UpdateDeadlin
 
 /// The trap raised when a guest grows memory past its cap.
 #[derive(Debug, thiserror::Error)]
-#[error("memory limit of {limit} bytes exceeded (the guest asked for {desired} bytes)")]
+#[error(
+    "memory limit of {limit} bytes exceeded (the guest's memories and tables would take {desired} \
+     bytes)"
+)]
 pub struct MemoryLimitExceeded {
     limit: usize,
     desired: usize,
@@ -124,28 +158,26 @@ pub struct DeadlineExceeded;
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory {
-            return Err(MemoryLimitExceeded {
-                limit: self.max_memory,
-                desired,
-            }
-            .into());
-        }
-        Ok(true)
+        self.grow(current, desired)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // The pooling allocator bounds tables; on-demand gets the same bound.
-        Ok(desired <= 100_000)
+        if desired > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.grow(
+            current.saturating_mul(TABLE_ELEMENT_BYTES),
+            desired.saturating_mul(TABLE_ELEMENT_BYTES),
+        )
     }
 }
 
@@ -165,6 +197,9 @@ pub(crate) struct Invoker {
     /// Host-wide bound on invocations in flight. A permit is held until the
     /// guest has finished, including streaming its response body.
     pub in_flight: Arc<Semaphore>,
+    /// How many of them one function may hold (its share; each function's
+    /// own semaphore, [`Deployed::slots`], has this many permits).
+    pub function_share: u32,
     pub metrics: HostMetrics,
     /// Where invocations' log lines go when they end.
     pub logs: LogSink,
@@ -186,9 +221,194 @@ pub(crate) enum Failure {
     Trap(String),
     NoResponse,
     GuestError(String),
+    /// No invocation slot free host-wide (503).
     Overloaded,
+    /// The function holds its whole share of the host's invocation slots
+    /// (429): other functions still have theirs.
+    FunctionBusy,
     /// The function exports only the event handler.
     NoHttpHandler,
+}
+
+/// An invocation slot: one of the function's share and one of the host's,
+/// held until the guest has finished (its response body included).
+pub(crate) struct Slot {
+    _function: OwnedSemaphorePermit,
+    _host: OwnedSemaphorePermit,
+}
+
+/// Aborts an invocation's task when dropped while armed: the client went
+/// away (hyper dropped the request's future or the response body), so the
+/// guest's work is for no one and its slot is for others.
+pub(crate) struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl AbortOnDrop {
+    pub(crate) fn new(handle: tokio::task::AbortHandle) -> AbortOnDrop {
+        AbortOnDrop(Some(handle))
+    }
+
+    /// The task ended (or must run on): dropping no longer aborts it.
+    pub(crate) fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
+    }
+}
+
+/// A response body that cancels its invocation when the client goes away
+/// before the body has ended. Once it has ended, the guest may finish what
+/// it does after responding.
+pub(crate) struct CancelOnDrop {
+    inner: Body,
+    abort: AbortOnDrop,
+}
+
+impl CancelOnDrop {
+    pub(crate) fn new(inner: Body, abort: AbortOnDrop) -> CancelOnDrop {
+        CancelOnDrop { inner, abort }
+    }
+}
+
+impl http_body::Body for CancelOnDrop {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.abort.disarm();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        // hyper may drop a body that says it has ended without polling it
+        // to its end.
+        if http_body::Body::is_end_stream(&self.inner) {
+            self.abort.disarm();
+        }
+    }
+}
+
+/// The end of one invocation's instance, whether the guest finishes or the
+/// invocation is cancelled (its client went away, and the task was dropped
+/// mid-call): the instance goes first, then its log is written, then the
+/// slot is freed. In that order, so that a client that has its answer finds
+/// the slot free and the log written.
+pub(crate) struct Teardown<T: 'static> {
+    store: Option<Store<T>>,
+    slot: Option<Slot>,
+    log: LogCapture,
+    sink: LogSink,
+    function: Arc<str>,
+    id: String,
+    in_flight: metrics::Gauge,
+    ended: bool,
+}
+
+impl<T: 'static> Teardown<T> {
+    fn new(
+        inv: &Invoker,
+        store: Store<T>,
+        slot: Slot,
+        log: LogCapture,
+        function: Arc<str>,
+        id: &str,
+    ) -> Teardown<T> {
+        inv.metrics.in_flight.increment(1.0);
+        Teardown {
+            store: Some(store),
+            slot: Some(slot),
+            log,
+            sink: inv.logs.clone(),
+            function,
+            id: id.to_string(),
+            in_flight: inv.metrics.in_flight.clone(),
+            ended: false,
+        }
+    }
+
+    /// The invocation's store, until the end.
+    fn store(&mut self) -> &mut Store<T> {
+        self.store.as_mut().expect("the store lives until the end")
+    }
+
+    /// The guest has finished: `note` says how, if it failed.
+    fn finish(mut self, note: Option<String>) {
+        self.end(note);
+    }
+
+    fn end(&mut self, note: Option<String>) {
+        self.ended = true;
+        self.in_flight.decrement(1.0);
+        self.store = None;
+        if let Some(note) = note {
+            self.log.note(note);
+        }
+        self.sink.send(&self.function, &self.id, self.log.finish());
+        self.slot = None;
+    }
+}
+
+impl<T: 'static> Drop for Teardown<T> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.end(Some(
+                "invocation cancelled: the client went away before the response was complete"
+                    .into(),
+            ));
+        }
+    }
+}
+
+/// Records an invocation's status, duration and log line when it ends, also
+/// when it never answers because the client went away (status 499, as
+/// nginx counts it).
+struct Record<'a> {
+    target: &'a Deployed,
+    id: &'a str,
+    event_id: Option<&'a str>,
+    start: Instant,
+    status: Option<u16>,
+}
+
+/// The status counted for an invocation whose client went away first.
+const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for Record<'_> {
+    fn drop(&mut self) {
+        let status = self.status.unwrap_or(CLIENT_CLOSED);
+        let took = self.start.elapsed();
+        self.target.metrics.record(status, took);
+        tracing::info!(
+            target: "wisp::invocation",
+            function = %self.target.name,
+            version = self.target.version,
+            status,
+            duration_us = took.as_micros() as u64,
+            invocation_id = %self.id,
+            event_id = self.event_id,
+        );
+    }
 }
 
 /// How an event delivery failed.
@@ -200,10 +420,33 @@ enum EventFailure {
 }
 
 impl Invoker {
+    /// Takes an invocation slot for `target`: one of its function's share,
+    /// then one of the host's; or the failure that says which is full.
+    pub(crate) fn admit(&self, target: &Deployed) -> Result<Slot, Failure> {
+        let Ok(function) = target.slots.clone().try_acquire_owned() else {
+            return Err(Failure::FunctionBusy);
+        };
+        let Ok(host) = self.in_flight.clone().try_acquire_owned() else {
+            self.metrics.overloaded.increment(1);
+            return Err(Failure::Overloaded);
+        };
+        Ok(Slot {
+            _function: function,
+            _host: host,
+        })
+    }
+
     /// Runs one request through a fresh instance of `target`.
     pub async fn invoke(&self, target: Arc<Deployed>, req: Request<Body>) -> Response<Body> {
         let id = next_invocation_id();
-        let start = Instant::now();
+        let mut record = Record {
+            target: &target,
+            id: &id,
+            event_id: None,
+            start: Instant::now(),
+            status: None,
+        };
+        let start = record.start;
         let response = match &target.pre {
             Prepared::Component(pre) => match &pre.http {
                 Some(http) => self.run(&target, http, &id, start, req).await,
@@ -211,17 +454,7 @@ impl Invoker {
             },
             Prepared::Module(pre) => crate::cgi::run(self, &target, pre, &id, start, req).await,
         };
-        let status = response.status().as_u16();
-        let took = start.elapsed();
-        target.metrics.record(status, took);
-        tracing::info!(
-            target: "wisp::invocation",
-            function = %target.name,
-            version = target.version,
-            status,
-            duration_us = took.as_micros() as u64,
-            invocation_id = %id,
-        );
+        record.status = Some(response.status().as_u16());
         response
     }
 
@@ -233,10 +466,6 @@ impl Invoker {
         start: Instant,
         req: Request<Body>,
     ) -> Response<Body> {
-        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-            self.metrics.overloaded.increment(1);
-            return self.failure(target, id, Failure::Overloaded);
-        };
         let limits = target.limits;
         let (mut parts, body) = req.into_parts();
         if let Some(len) = content_length(&parts.headers)
@@ -244,6 +473,10 @@ impl Invoker {
         {
             return self.failure(target, id, Failure::BodyTooLarge);
         }
+        let slot = match self.admit(target) {
+            Ok(slot) => slot,
+            Err(f) => return self.failure(target, id, f),
+        };
         // The guest needs an authority; HTTP/1.0 clients may send no Host.
         if parts.uri.authority().is_none() && !parts.headers.contains_key(header::HOST) {
             parts
@@ -285,51 +518,52 @@ impl Invoker {
         };
 
         let pre = pre.clone();
-        let in_flight = self.metrics.in_flight.clone();
         let instantiation = self.metrics.instantiation.clone();
         let timeout = limits.timeout();
-        let sink = self.logs.clone();
-        let function = target.name_arc.clone();
-        let invocation_id = id.to_string();
-        in_flight.increment(1.0);
+        let mut teardown = Teardown::new(self, store, slot, log, target.name_arc.clone(), id);
         let task = tokio::spawn(async move {
-            let _permit = permit;
+            let store = teardown.store();
             let result = tokio::time::timeout(timeout, async {
                 let t = Instant::now();
-                let proxy = pre.instantiate_async(&mut store).await?;
+                let proxy = pre.instantiate_async(&mut *store).await?;
                 instantiation.record(t.elapsed().as_secs_f64());
                 proxy
                     .wasi_http_incoming_handler()
-                    .call_handle(&mut store, wasi_req, out)
+                    .call_handle(&mut *store, wasi_req, out)
                     .await
             })
             .await;
-            in_flight.decrement(1.0);
-            // No yield before the teardown: the connection (same serving
-            // thread) sends the response after it, so a client that has
-            // its answer finds the slot free and the log line written.
             let result = match result {
                 Err(_elapsed) => Err(Failure::Timeout),
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(classify(e)),
             };
-            drop(store);
-            if let Err(f) = &result {
-                log.note(format!("invocation failed: {}", f.describe()));
-            }
-            sink.send(&function, &invocation_id, log.finish());
+            // No yield before the teardown: the connection (same serving
+            // thread) sends the response after it, so a client that has
+            // its answer finds the slot free and the log line written.
+            teardown.finish(
+                result
+                    .as_ref()
+                    .err()
+                    .map(|f| format!("invocation failed: {}", f.describe())),
+            );
             result
         });
+        // Dropped with this future (the client went away) or with the
+        // response body before its end: the guest is stopped.
+        let mut abort = AbortOnDrop::new(task.abort_handle());
 
         match receiver.await {
             Ok(Ok(resp)) => {
-                let mut resp = resp.map(Body::new);
+                let mut resp = resp.map(|body| Body::new(CancelOnDrop::new(Body::new(body), abort)));
                 if let Ok(v) = HeaderValue::from_str(id) {
                     resp.headers_mut().insert(INVOCATION_ID_HEADER, v);
                 }
                 resp
             }
             Ok(Err(code)) => {
+                // Answered: the guest may finish what it is doing.
+                abort.disarm();
                 let failure = if body_exceeded.load(Ordering::Relaxed) {
                     Failure::BodyTooLarge
                 } else {
@@ -343,6 +577,7 @@ impl Invoker {
                     Ok(Err(f)) => f,
                     Err(join) => Failure::Trap(format!("invocation task failed: {join}")),
                 };
+                abort.disarm();
                 let failure = match failure {
                     Failure::Trap(_) | Failure::NoResponse | Failure::GuestError(_)
                         if body_exceeded.load(Ordering::Relaxed) =>
@@ -373,9 +608,7 @@ impl Invoker {
                     .build(),
                 http: WasiHttpCtx::new(),
                 table: ResourceTable::new(),
-                limits: MemoryLimiter {
-                    max_memory: target.limits.memory_bytes as usize,
-                },
+                limits: MemoryLimiter::new(target.limits.memory_bytes as usize),
                 hooks: Outbound {
                     allow: target.allow_outbound.clone(),
                     remaining: self.max_outbound,
@@ -430,24 +663,20 @@ impl Invoker {
         event: &Event,
     ) -> Result<(), String> {
         let id = next_invocation_id();
-        let start = Instant::now();
-        let result = self.run_event(target, pre, &id, start, event).await;
+        let mut record = Record {
+            target,
+            id: &id,
+            event_id: Some(&event.id),
+            start: Instant::now(),
+            status: None,
+        };
+        let result = self.run_event(target, pre, &id, record.start, event).await;
         let status = match &result {
             Ok(()) => StatusCode::OK,
             Err(EventFailure::Handler(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Err(EventFailure::Invocation(f)) => f.status(),
         };
-        let took = start.elapsed();
-        target.metrics.record(status.as_u16(), took);
-        tracing::info!(
-            target: "wisp::invocation",
-            function = %target.name,
-            version = target.version,
-            status = status.as_u16(),
-            duration_us = took.as_micros() as u64,
-            invocation_id = %id,
-            event_id = %event.id,
-        );
+        record.status = Some(status.as_u16());
         result.map_err(|f| match f {
             EventFailure::Handler(message) => format!("the handler returned an error: {message}"),
             EventFailure::Invocation(f) => format!("{} (invocation {id})", f.describe()),
@@ -462,42 +691,37 @@ impl Invoker {
         start: Instant,
         event: &Event,
     ) -> Result<(), EventFailure> {
-        let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
-            self.metrics.overloaded.increment(1);
-            return Err(EventFailure::Invocation(Failure::Overloaded));
-        };
+        let slot = self.admit(target).map_err(EventFailure::Invocation)?;
         let timeout = target.limits.timeout();
-        let mut store = self.new_store(target, start + timeout);
+        let store = self.new_store(target, start + timeout);
         let log = store.data().log.clone();
-        self.metrics.in_flight.increment(1.0);
+        let mut teardown = Teardown::new(self, store, slot, log, target.name_arc.clone(), id);
+        let store = teardown.store();
         let result = tokio::time::timeout(timeout, async {
             let t = Instant::now();
-            let instance = pre.instantiate_async(&mut store).await?;
+            let instance = pre.instantiate_async(&mut *store).await?;
             self.metrics.instantiation.record(t.elapsed().as_secs_f64());
             instance
                 .wisp_function_event_handler()
-                .call_handle(&mut store, event)
+                .call_handle(&mut *store, event)
                 .await
         })
         .await;
-        self.metrics.in_flight.decrement(1.0);
-        drop(store);
         let result = match result {
             Err(_elapsed) => Err(EventFailure::Invocation(Failure::Timeout)),
             Ok(Err(e)) => Err(EventFailure::Invocation(classify(e))),
             Ok(Ok(Err(message))) => Err(EventFailure::Handler(message)),
             Ok(Ok(Ok(()))) => Ok(()),
         };
-        match &result {
+        teardown.finish(match &result {
             Err(EventFailure::Handler(message)) => {
-                log.note(format!("event {} failed: {message}", event.id));
+                Some(format!("event {} failed: {message}", event.id))
             }
             Err(EventFailure::Invocation(f)) => {
-                log.note(format!("invocation failed: {}", f.describe()));
+                Some(format!("invocation failed: {}", f.describe()))
             }
-            Ok(()) => {}
-        }
-        self.logs.send(&target.name_arc, id, log.finish());
+            Ok(()) => None,
+        });
         result
     }
 
@@ -570,6 +794,20 @@ impl Invoker {
                 .invocation(id)
                 .into_response_body();
             }
+            Failure::FunctionBusy => {
+                return ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "function_busy",
+                    format!(
+                        "function {:?} has {} invocations in flight, its share of the host's; \
+                         retry shortly",
+                        target.name, self.function_share
+                    ),
+                )
+                .retry_after(1)
+                .invocation(id)
+                .into_response_body();
+            }
         };
         let mut resp = ApiError::new(status, code, message)
             .invocation(id)
@@ -586,12 +824,13 @@ impl Invoker {
 
 impl Failure {
     /// The HTTP status this failure is answered (and counted) with.
-    fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Failure::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Failure::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Failure::NoResponse => StatusCode::BAD_GATEWAY,
             Failure::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::FunctionBusy => StatusCode::TOO_MANY_REQUESTS,
             Failure::NoHttpHandler => StatusCode::NOT_IMPLEMENTED,
             Failure::Memory(_) | Failure::Trap(_) | Failure::GuestError(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -607,6 +846,9 @@ impl Failure {
             Failure::BodyTooLarge => "the request body is over the limit".into(),
             Failure::NoResponse => "returned without sending a response".into(),
             Failure::Overloaded => "too many invocations in flight".into(),
+            Failure::FunctionBusy => {
+                "the function has its share of the host's invocations in flight".into()
+            }
             Failure::NoHttpHandler => "the function has no HTTP handler".into(),
         }
     }

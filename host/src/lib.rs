@@ -42,6 +42,7 @@ mod api;
 mod capabilities;
 mod cgi;
 mod config;
+mod connection;
 mod engine;
 mod error;
 mod events;
@@ -58,7 +59,7 @@ pub use admin::openapi;
 pub use api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
 pub use capabilities::kv::{KeyList, KvError};
 pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig};
-pub use config::{HostConfig, LimitOverrides, Limits, StoreLocation};
+pub use config::{ConnectionLimits, HostConfig, LimitOverrides, Limits, StoreLocation};
 pub use engine::AllocatorKind;
 pub use error::{ApiError, DeployError, ErrorBody, ErrorDetail};
 pub use events::{

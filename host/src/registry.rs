@@ -38,6 +38,11 @@ pub(crate) struct Deployed {
     /// The function's settings and secrets as of the last change; replaced
     /// (with a new registry) when they change.
     pub config: Arc<ConfigSnapshot>,
+    /// The function's share of the host's invocation slots. One semaphore
+    /// per function name, kept across versions and config changes (see
+    /// [`Registry::with`]), so a deploy does not hand a busy function a
+    /// fresh share while its old invocations still hold the old one.
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// A snapshot of everything deployed.
@@ -52,6 +57,14 @@ impl Registry {
     /// same name).
     pub fn with(&self, deployed: Arc<Deployed>) -> Registry {
         let mut by_name = self.by_name.clone();
+        let deployed = match by_name.get(&deployed.name) {
+            Some(old) if !Arc::ptr_eq(&old.slots, &deployed.slots) => {
+                let mut d = Deployed::clone(&deployed);
+                d.slots = old.slots.clone();
+                Arc::new(d)
+            }
+            _ => deployed,
+        };
         by_name.insert(deployed.name.clone(), deployed);
         Registry::from_map(by_name)
     }

@@ -19,16 +19,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures::FutureExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Host;
-use crate::gateway::Gateway;
+use crate::config::ConnectionLimits;
+use crate::connection::{
+    ConnService, CountingIo, Listener, Plane, PlaneKind, Registered, watchdog,
+};
 
 /// The sockets a host serves on. Bind them first (port 0 in tests) so the
 /// caller knows the addresses before serving starts.
@@ -108,14 +109,14 @@ impl ServingRuntimes {
     }
 }
 
-/// Which service a connection gets.
-#[derive(Clone, Copy)]
-enum Plane {
-    Data,
-    Admin,
+/// An accepted connection on its way to a serving thread, counted by its
+/// listener.
+struct Handoff {
+    stream: std::net::TcpStream,
+    remote: SocketAddr,
+    registered: Registered,
+    listener: Arc<Listener>,
 }
-
-type Handoff = (std::net::TcpStream, SocketAddr, Plane);
 
 /// The serving threads and the tasks accepting for them.
 struct Serving {
@@ -167,14 +168,17 @@ impl Serving {
         }
         host.inner.serving.set(handles);
         let workers = Arc::new(workers);
+        let config = host.config();
+        let data = Listener::new(PlaneKind::Data, config.data_connections);
         let mut acceptors = vec![tokio::spawn(accept(
             listeners.data,
-            Plane::Data,
+            data,
             workers.clone(),
             stop.clone(),
         ))];
         if let Some(admin) = listeners.admin {
-            acceptors.push(tokio::spawn(accept(admin, Plane::Admin, workers, stop)));
+            let listener = Listener::new(PlaneKind::Admin, config.admin_connections);
+            acceptors.push(tokio::spawn(accept(admin, listener, workers, stop)));
         }
         Ok(Serving { acceptors, done })
     }
@@ -192,16 +196,20 @@ impl Serving {
 }
 
 /// Accepts until `stop`, handing each connection to the thread serving the
-/// fewest.
+/// fewest. Past the listener's connection cap a connection is closed at
+/// once (after the listener has made room if it could): accepting and
+/// closing keeps the descriptors bounded, where not accepting would leave
+/// the kernel's backlog full and every client waiting.
 async fn accept(
-    listener: TcpListener,
-    plane: Plane,
+    socket: TcpListener,
+    listener: Arc<Listener>,
     workers: Arc<Vec<Worker>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut refused_logged: Option<tokio::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            a = socket.accept() => a,
             _ = stop.wait_for(|s| *s) => return,
         };
         let (stream, remote) = match accepted {
@@ -222,6 +230,20 @@ async fn accept(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "setting TCP_NODELAY failed");
         }
+        let Some(registered) = listener.admit() else {
+            // At most one line a minute: a flood must not flood the log.
+            if refused_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                refused_logged = Some(tokio::time::Instant::now());
+                tracing::warn!(
+                    listener = ?listener.kind,
+                    max_connections = listener.limits.max_connections,
+                    "connection limit reached with every connection busy: refusing new \
+                     connections (counted in wisp_connections_refused_total)"
+                );
+            }
+            drop(stream);
+            continue;
+        };
         let stream = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
@@ -236,8 +258,14 @@ async fn accept(
             return;
         };
         worker.connections.fetch_add(1, Ordering::Relaxed);
+        let handoff = Handoff {
+            stream,
+            remote,
+            registered,
+            listener: listener.clone(),
+        };
         tokio::select! {
-            sent = worker.handoff.send((stream, remote, plane)) => {
+            sent = worker.handoff.send(handoff) => {
                 if sent.is_err() {
                     return; // the thread is gone: shutting down
                 }
@@ -246,6 +274,31 @@ async fn accept(
         }
     }
 }
+
+/// hyper's settings for one listener: HTTP/1.1 and HTTP/2 by the connection
+/// preface, as `axum::serve` does, with the listener's head limits.
+fn builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1: the head must fit in the read buffer (431 otherwise), so the
+    // buffer's size is the head limit; it also bounds what one connection
+    // buffers of a body the function has not read yet.
+    b.http1()
+        .max_headers(limits.max_headers as usize)
+        .max_buf_size((limits.max_header_bytes as usize).max(MIN_H1_BUFFER));
+    // HTTP/2: the same head limit; streams per connection bounded (each
+    // can take an invocation slot), as are reset floods.
+    b.http2()
+        .max_header_list_size(limits.max_header_bytes)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_STREAMS as usize);
+    b
+}
+
+/// hyper's smallest HTTP/1.1 read buffer.
+const MIN_H1_BUFFER: usize = 8192;
+
+/// Requests one HTTP/2 connection may have open at once.
+const H2_MAX_STREAMS: u32 = 128;
 
 fn is_connection_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
@@ -266,10 +319,17 @@ async fn serve_thread(
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
-    // What axum::serve uses: HTTP/1.1 and HTTP/2 by the connection preface.
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let config = host.config();
+    let data_builder = builder(&config.data_connections);
+    let admin_builder = builder(&config.admin_connections);
     let admin = host.admin_router();
-    let serve = |(stream, remote, plane): Handoff| {
+    let serve = |handoff: Handoff| {
+        let Handoff {
+            stream,
+            remote,
+            registered,
+            listener,
+        } = handoff;
         let stream = match tokio::net::TcpStream::from_std(stream) {
             Ok(s) => s,
             Err(e) => {
@@ -278,29 +338,34 @@ async fn serve_thread(
                 return;
             }
         };
-        let io = TokioIo::new(stream);
-        let conn = match plane {
-            Plane::Data => {
-                let service = Gateway {
-                    host: host.clone(),
-                    remote,
-                };
-                graceful
-                    .watch(builder.serve_connection(io, service).into_owned())
-                    .boxed()
-            }
-            Plane::Admin => {
-                let service = TowerToHyperService::new(admin.clone());
-                graceful
-                    .watch(builder.serve_connection(io, service).into_owned())
-                    .boxed()
-            }
+        let conn = registered.state.clone();
+        let io = TokioIo::new(CountingIo::new(stream, conn.clone()));
+        let (plane, builder) = match listener.kind {
+            PlaneKind::Data => (Plane::Data(host.clone()), &data_builder),
+            PlaneKind::Admin => (Plane::Admin(admin.clone()), &admin_builder),
         };
+        let service = ConnService {
+            plane,
+            remote,
+            conn,
+            limits: listener.limits,
+        };
+        let served = graceful.watch(builder.serve_connection(io, service).into_owned());
         let connections = connections.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            tokio::select! {
+                result = served => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                // Dropping the connection closes it (no request is in
+                // flight when the watchdog fires).
+                closed = watchdog(&listener, &registered.state) => {
+                    tracing::debug!(?closed, "connection closed");
+                }
             }
+            drop(registered);
             connections.fetch_sub(1, Ordering::Relaxed);
         });
     };
