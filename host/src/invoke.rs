@@ -406,7 +406,7 @@ impl Drop for Record<'_> {
             status,
             duration_us = took.as_micros() as u64,
             invocation_id = %self.id,
-            event_id = self.event_id,
+            event_id = self.event_id.map(tracing::field::display),
         );
     }
 }
@@ -555,7 +555,8 @@ impl Invoker {
 
         match receiver.await {
             Ok(Ok(resp)) => {
-                let mut resp = resp.map(|body| Body::new(CancelOnDrop::new(Body::new(body), abort)));
+                let mut resp =
+                    resp.map(|body| Body::new(CancelOnDrop::new(Body::new(body), abort)));
                 if let Ok(v) = HeaderValue::from_str(id) {
                     resp.headers_mut().insert(INVOCATION_ID_HEADER, v);
                 }

@@ -72,7 +72,11 @@ fn order_events_publishes_valid_orders_and_the_handler_records_them() {
 
     // Delivered through the typed export: one attempt, done (a POST to /
     // would have been answered 404 by the router), logged by the handler,
-    // and the host's invocation line names the event.
+    // and the host's invocation line names the event. (The outcome is
+    // written after the handler has returned, in the next group commit.)
+    wait_until("the delivery's outcome", Duration::from_secs(10), || {
+        event(&a, &id)["deliveries"][0]["status"] != "running"
+    });
     let ev = event(&a, &id);
     let delivery = &ev["deliveries"][0];
     assert_eq!(

@@ -128,14 +128,21 @@ fn oversized_body_answers_413() {
 
 #[test]
 fn past_the_in_flight_bound_answers_503_with_retry_after() {
+    // One slot for the host: a second function finds none (503); the
+    // busy function itself has used up its share (429).
     let w = Wisp::start_with(Opts::default().arg("--max-in-flight").arg("1"));
     misbehave(&w, &[]);
+    w.admin().deploy_guest("hello", "hello", &["/hello/*"]);
     let url = format!("{}/m/sleep?ms=1500", w.data_url);
     let slow = std::thread::spawn(move || client().get(url).send().unwrap().status().as_u16());
     std::thread::sleep(Duration::from_millis(400));
-    let r = w.get("/m/ok");
+    let r = w.get("/hello/x");
     assert_eq!(r.headers()["retry-after"], "1");
     assert_error(r, 503, "overloaded");
+    let r = w.get("/m/ok");
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_error(r, 429, "function_busy");
     assert_eq!(slow.join().unwrap(), 200);
     assert_ok_after(&w);
+    assert_eq!(w.get("/hello/x").status(), 200);
 }

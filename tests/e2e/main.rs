@@ -12,6 +12,7 @@ mod event_examples;
 mod event_handler;
 mod events;
 mod examples;
+mod hostile;
 mod jobs;
 mod kv_admin;
 mod limits;

@@ -112,6 +112,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the host: the data plane (functions) and the admin API.
@@ -224,6 +226,98 @@ pub struct ServeArgs {
         default_value_t = 1000
     )]
     pub max_in_flight: u32,
+
+    /// Invocations one function may have running at once: its share of
+    /// --max-in-flight, so one busy or attacked function cannot take every
+    /// slot (past it, its requests get 429) [default: half of
+    /// --max-in-flight].
+    #[arg(long, env = "WISP_MAX_IN_FLIGHT_PER_FUNCTION", value_name = "N")]
+    pub max_in_flight_per_function: Option<u32>,
+
+    /// Data plane: how long a client may take to send a request head
+    /// (counted from the connection's start or the next request's first
+    /// byte); past it the connection is closed.
+    #[arg(long, env = "WISP_HEADER_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Data plane: how long a kept-alive connection may wait for its next
+    /// request.
+    #[arg(long, env = "WISP_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Data plane: connections open at once. Past it the connection that
+    /// has waited longest for a request is closed (a new one is refused
+    /// when all are busy).
+    #[arg(
+        long,
+        env = "WISP_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 10_000
+    )]
+    pub max_connections: u32,
+
+    /// Data plane: largest request head (request line and headers); larger
+    /// answers 431.
+    #[arg(long, env = "WISP_MAX_HEADER_SIZE", value_name = "SIZE", default_value = "32KiB", value_parser = parse_size)]
+    pub max_header_size: u64,
+
+    /// Data plane: most header fields in one request; more answers 431.
+    #[arg(
+        long,
+        env = "WISP_MAX_HEADERS",
+        value_name = "N",
+        default_value_t = 100
+    )]
+    pub max_headers: u32,
+
+    /// Data plane: how long a request body may take before
+    /// --body-min-rate applies; a slower body answers 408.
+    #[arg(long, env = "WISP_BODY_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Data plane: least average rate (bytes per second) of a request body
+    /// that takes longer than --body-timeout.
+    #[arg(long, env = "WISP_BODY_MIN_RATE", value_name = "SIZE", default_value = "1KiB", value_parser = parse_size)]
+    pub body_min_rate: u64,
+
+    /// Admin API: as --header-timeout.
+    #[arg(long, env = "WISP_ADMIN_HEADER_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub admin_header_timeout: Duration,
+
+    /// Admin API: as --idle-timeout.
+    #[arg(long, env = "WISP_ADMIN_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub admin_idle_timeout: Duration,
+
+    /// Admin API: as --max-connections. Separate, so that a flood of the
+    /// data plane cannot lock operators out.
+    #[arg(
+        long,
+        env = "WISP_ADMIN_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 256
+    )]
+    pub admin_max_connections: u32,
+
+    /// Admin API: as --max-header-size.
+    #[arg(long, env = "WISP_ADMIN_MAX_HEADER_SIZE", value_name = "SIZE", default_value = "32KiB", value_parser = parse_size)]
+    pub admin_max_header_size: u64,
+
+    /// Admin API: as --max-headers.
+    #[arg(
+        long,
+        env = "WISP_ADMIN_MAX_HEADERS",
+        value_name = "N",
+        default_value_t = 100
+    )]
+    pub admin_max_headers: u32,
+
+    /// Admin API: as --body-timeout (uploads of artifacts).
+    #[arg(long, env = "WISP_ADMIN_BODY_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub admin_body_timeout: Duration,
+
+    /// Admin API: as --body-min-rate.
+    #[arg(long, env = "WISP_ADMIN_BODY_MIN_RATE", value_name = "SIZE", default_value = "1KiB", value_parser = parse_size)]
+    pub admin_body_min_rate: u64,
 
     /// Page cache of the store. Bounds the host's memory on small machines.
     #[arg(
@@ -422,6 +516,24 @@ impl fmt::Debug for ServeArgs {
             .field("max_body", &self.max_body)
             .field("max_upload", &self.max_upload)
             .field("max_in_flight", &self.max_in_flight)
+            .field(
+                "max_in_flight_per_function",
+                &self.max_in_flight_per_function,
+            )
+            .field("header_timeout", &self.header_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_header_size", &self.max_header_size)
+            .field("max_headers", &self.max_headers)
+            .field("body_timeout", &self.body_timeout)
+            .field("body_min_rate", &self.body_min_rate)
+            .field("admin_header_timeout", &self.admin_header_timeout)
+            .field("admin_idle_timeout", &self.admin_idle_timeout)
+            .field("admin_max_connections", &self.admin_max_connections)
+            .field("admin_max_header_size", &self.admin_max_header_size)
+            .field("admin_max_headers", &self.admin_max_headers)
+            .field("admin_body_timeout", &self.admin_body_timeout)
+            .field("admin_body_min_rate", &self.admin_body_min_rate)
             .field("cache_capacity", &self.cache_capacity)
             .field("max_outbound_requests", &self.max_outbound_requests)
             .field("log_bytes_per_invocation", &self.log_bytes_per_invocation)

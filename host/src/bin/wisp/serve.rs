@@ -2,14 +2,29 @@
 
 use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
-use wisp_host::{DeployOptions, Host, HostConfig, Limits, Listeners, RetryPolicy, StoreLocation};
+use wisp_host::{
+    ConnectionLimits, DeployOptions, Host, HostConfig, Limits, Listeners, RetryPolicy,
+    StoreLocation,
+};
 
 use crate::{LogFormat, ServeArgs};
 
 /// Runs the host with its own multi-threaded runtime.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
-    raise_open_file_limit();
+    let open_files = raise_open_file_limit();
+    let wanted = u64::from(args.max_connections) + u64::from(args.admin_max_connections);
+    if let Some(limit) = open_files
+        && wanted + FILES_BESIDE_CONNECTIONS > limit
+    {
+        tracing::warn!(
+            open_file_limit = limit,
+            connections = wanted,
+            "the connection caps (--max-connections, --admin-max-connections) do not fit under \
+             the open-file limit: past it new connections fail to be accepted; lower the caps \
+             or raise the limit (ulimit -n)"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("wisp-worker")
@@ -18,10 +33,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(args))
 }
 
+/// Descriptors kept for what is not a connection: the store's files, each
+/// deployed version's compiled code, outbound requests.
+const FILES_BESIDE_CONNECTIONS: u64 = 512;
+
 /// Raises the soft limit on open files to the hard limit, as servers do:
 /// each deployed version keeps its compiled code's file open (mapped), and
 /// each connection a socket, and the usual default soft limit is 1024.
-fn raise_open_file_limit() {
+/// Returns the soft limit in force (`None` where it cannot be read).
+fn raise_open_file_limit() -> Option<u64> {
     #[cfg(unix)]
     #[allow(unsafe_code)]
     // SAFETY: getrlimit and setrlimit only read and write the local struct
@@ -31,11 +51,13 @@ fn raise_open_file_limit() {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
-        {
-            return;
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
         }
         let soft = limit.rlim_cur;
+        if soft >= limit.rlim_max {
+            return Some(soft);
+        }
         limit.rlim_cur = limit.rlim_max;
         if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
             tracing::debug!(
@@ -43,10 +65,14 @@ fn raise_open_file_limit() {
                 to = limit.rlim_max,
                 "raised the open-file limit"
             );
+            Some(limit.rlim_max)
         } else {
             tracing::debug!(limit = soft, "could not raise the open-file limit");
+            Some(soft)
         }
     }
+    #[cfg(not(unix))]
+    None
 }
 
 fn init_tracing(format: LogFormat) {
@@ -76,6 +102,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         max_upload_bytes: args.max_upload,
         max_in_flight: args.max_in_flight,
+        max_in_flight_per_function: args.max_in_flight_per_function,
+        data_connections: ConnectionLimits {
+            header_timeout: args.header_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections,
+            max_header_bytes: size_u32(args.max_header_size, "--max-header-size")?,
+            max_headers: args.max_headers,
+            body_timeout: args.body_timeout,
+            body_min_rate: args.body_min_rate,
+        },
+        admin_connections: ConnectionLimits {
+            header_timeout: args.admin_header_timeout,
+            idle_timeout: args.admin_idle_timeout,
+            max_connections: args.admin_max_connections,
+            max_header_bytes: size_u32(args.admin_max_header_size, "--admin-max-header-size")?,
+            max_headers: args.admin_max_headers,
+            body_timeout: args.admin_body_timeout,
+            body_min_rate: args.admin_body_min_rate,
+        },
         store_cache_bytes: args.cache_capacity,
         admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
         max_outbound_requests: args.max_outbound_requests,
@@ -161,6 +206,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.grace,
     )
     .await
+}
+
+/// A size flag that must fit in 32 bits.
+fn size_u32(n: u64, flag: &str) -> anyhow::Result<u32> {
+    u32::try_from(n).map_err(|_| anyhow::anyhow!("invalid configuration: {flag} is too large"))
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
