@@ -939,3 +939,34 @@ impl http_body::Body for CappedBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_cap_counts_every_memory_and_table_of_the_store() {
+        let mut l = MemoryLimiter::new(10 << 20);
+        // Two memories of 4 MiB fit; a third grows past the cap together.
+        assert!(l.memory_growing(0, 4 << 20, None).unwrap());
+        assert!(l.memory_growing(0, 4 << 20, None).unwrap());
+        let e = l.memory_growing(0, 4 << 20, None).unwrap_err();
+        let e = e.downcast::<MemoryLimitExceeded>().unwrap();
+        assert_eq!((e.limit, e.desired), (10 << 20, 12 << 20));
+        // Growing one of them counts only the difference.
+        assert!(l.memory_growing(4 << 20, 5 << 20, None).unwrap());
+        // Tables count their elements' bytes against the same cap.
+        assert!(l.table_growing(0, 1000, None).unwrap());
+        assert!(
+            l.table_growing(1000, (2 << 20) / TABLE_ELEMENT_BYTES, None)
+                .is_err()
+        );
+        // And a table never grows past what a pooling slot holds.
+        let mut roomy = MemoryLimiter::new(1 << 30);
+        assert!(
+            !roomy
+                .table_growing(0, MAX_TABLE_ELEMENTS + 1, None)
+                .unwrap()
+        );
+    }
+}

@@ -262,6 +262,27 @@ fn stalled_uploads_hold_no_more_than_their_functions_share_and_end_at_the_body_b
 }
 
 #[test]
+fn a_stalled_upload_to_the_admin_api_ends_at_its_body_bound() {
+    let w = Wisp::start_with(Opts::default().arg("--admin-body-timeout").arg("1s"));
+    let mut s = connect(&w.admin_url);
+    let head = format!(
+        "POST /v1/functions/stalled HTTP/1.1\r\nHost: wisp\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/wasm\r\nContent-Length: 1000000\r\n\r\n\0asm",
+        w.token
+    );
+    let t = Instant::now();
+    assert_eq!(status_of(&mut s, &head), 408);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // Nothing was stored, and the API answers.
+    assert!(w.admin().functions().is_empty());
+    assert_error(
+        w.admin().get("/v1/functions/stalled"),
+        404,
+        "function_not_found",
+    );
+}
+
+#[test]
 fn a_client_that_goes_away_cancels_its_invocation_and_frees_the_slot() {
     // One slot for the function: the next request only gets one if the
     // first invocation was cancelled when its client left.
