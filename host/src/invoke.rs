@@ -957,10 +957,8 @@ mod tests {
         assert!(l.memory_growing(4 << 20, 5 << 20, None).unwrap());
         // Tables count their elements' bytes against the same cap.
         assert!(l.table_growing(0, 1000, None).unwrap());
-        assert!(
-            l.table_growing(1000, (2 << 20) / TABLE_ELEMENT_BYTES, None)
-                .is_err()
-        );
+        assert!(l.memory_growing(5 << 20, 11 << 19, None).unwrap());
+        assert!(l.table_growing(1000, MAX_TABLE_ELEMENTS, None).is_err());
         // And a table never grows past what a pooling slot holds.
         let mut roomy = MemoryLimiter::new(1 << 30);
         assert!(
