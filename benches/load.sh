@@ -29,6 +29,10 @@
 #              15-minute build here): also measures `wasmtime serve -Scli`
 #              with its defaults on the same hello.wasm, the reference host
 #              the issue's targets were set against: "wasmtime-serve"
+#   BEFORE     path of another `wisp` binary, e.g. one built from the commit
+#              before a change (none by default): also measured, with the
+#              same guests and settings, as "wisp-before": a change's
+#              before and after in one run, with its idle RSS
 #   GUEST_TARGET_DIR  where the guests are built (default target/wasm)
 #   WAIT_IDLE  1 (default): before each wrk run, wait (up to 10 min) until
 #              the machine is idle (>= 90% over a second); on a shared 2-CPU
@@ -146,18 +150,18 @@ wait_ready() {
 }
 
 declare -A URL PID BASE
-# start_wisp NAME RUST_LOG ('' = the binary's default logging)
+# start_wisp NAME RUST_LOG ('' = the binary's default logging) [BINARY]
 start_wisp() {
-    local name=$1 log=$2 port admin
+    local name=$1 log=$2 bin=${3:-$WISP} port admin
     free_port; port=$PORT
     free_port; admin=$PORT
     if [ -n "$log" ]; then
-        RUST_LOG=$log "$WISP" serve --data-dir "$TMP/data-$name" \
+        RUST_LOG=$log "$bin" serve --data-dir "$TMP/data-$name" \
             --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
             --deploy "hello=$WASM:/hello" --deploy "todo-api=$TODO_WASM:/todos/*" \
             --deploy "cgi=$CGI_WASM:/cgi/*" >>"$TMP/$name.log" 2>&1 &
     else
-        env -u RUST_LOG "$WISP" serve --data-dir "$TMP/data-$name" \
+        env -u RUST_LOG "$bin" serve --data-dir "$TMP/data-$name" \
             --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
             --deploy "hello=$WASM:/hello" --deploy "todo-api=$TODO_WASM:/todos/*" \
             --deploy "cgi=$CGI_WASM:/cgi/*" >>"$TMP/$name.log" 2>&1 &
@@ -219,6 +223,17 @@ SERVERS="wisp native"
 if [ "$INFO_LOG" = 1 ]; then
     start_wisp wisp-info ""
     SERVERS="wisp wisp-info native"
+fi
+if [ -n "${BEFORE:-}" ]; then
+    [ -x "$BEFORE" ] || die "BEFORE=$BEFORE is not an executable"
+    # Started, stopped and started again, like "wisp": its idle footprint.
+    start_wisp wisp-before warn "$BEFORE"
+    kill -TERM "${PID[wisp-before]}"
+    wait "${PID[wisp-before]}" 2>/dev/null || true
+    start_wisp wisp-before warn "$BEFORE"
+    sleep 1
+    BEFORE_IDLE_RSS=$(rss_kib "${PID[wisp-before]}")
+    SERVERS="$SERVERS wisp-before"
 fi
 start_native
 NATIVE_IDLE_RSS=$(rss_kib "${PID[native]}")
@@ -361,6 +376,7 @@ label() {
     case $1 in
         wisp) echo "wisp serve (RUST_LOG=warn)" ;;
         wisp-info) echo "wisp serve (default logging, to a file)" ;;
+        wisp-before) echo "wisp serve, the BEFORE binary (RUST_LOG=warn)" ;;
         todo) echo "wisp serve, todo-api GET /todos/1 (one kv read)" ;;
         cgi) echo "wisp serve, cgi-rust (wasip1 CGI) GET /cgi/hello" ;;
         native) echo "native-hello (axum)" ;;
@@ -402,6 +418,10 @@ against() {
 }
 [ "$MINIMAL" != 1 ] || against minimal minimal-host
 [ -z "${WASMTIME:-}" ] || against wasmtime-serve "wasmtime serve"
+[ -z "${BEFORE:-}" ] || against wisp-before "the BEFORE binary"
+[ -z "${BEFORE:-}" ] || awk -v b="$BEFORE_IDLE_RSS" 'BEGIN {
+    printf "\nIdle RSS of the BEFORE binary, same guests, after a restart: %.1f MiB\n", b / 1024
+}'
 echo
 awk -v w="$WISP_IDLE_RSS" -v f="$WISP_START_RSS" -v l="$WISP_LOADED_RSS" -v n="$NATIVE_IDLE_RSS" 'BEGIN {
     printf "Idle RSS of wisp serve with hello, todo-api and cgi deployed, after a restart (before load): %.1f MiB; right after the first start, which compiled them: %.1f MiB; after the load: %.1f MiB; native-hello idle: %.1f MiB\n", w / 1024, f / 1024, l / 1024, n / 1024

@@ -350,6 +350,26 @@ fn oversized_heads_are_refused_with_431() {
     let few: String = (0..10).map(|i| format!("X-H{i}: v\r\n")).collect();
     let req = format!("GET /hello/x HTTP/1.1\r\nHost: wisp\r\n{few}\r\n");
     assert_eq!(status_of(&mut connect(&w.data_url), &req), 200);
+    // HTTP/2 (h2c, prior knowledge): the same head limit, through curl.
+    let h2 = |extra: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "--http2-prior-knowledge",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(extra)
+            .arg(format!("{}/hello/x", w.data_url))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(h2(&[]), "200");
+    let big = format!("X-Big: {}", "a".repeat(10_000));
+    assert_eq!(h2(&["-H", &big]), "431");
 }
 
 #[test]
