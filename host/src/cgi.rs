@@ -205,7 +205,16 @@ pub(crate) async fn run(
     let log = LogCapture::new(inv.log_limit);
     let (head_tx, head_rx) = oneshot::channel();
     let (body_tx, body_rx) = mpsc::channel(BODY_CHANNEL_CHUNKS);
-    let out = CgiOutput::new(head_tx, body_tx, inv.cgi_max_output, log.clone());
+    // Set when the response must end with an error rather than look
+    // complete: the guest failed after its headers, or its output was cut.
+    let aborted = Arc::new(AtomicBool::new(false));
+    let out = CgiOutput::new(
+        head_tx,
+        body_tx,
+        inv.cgi_max_output,
+        aborted.clone(),
+        log.clone(),
+    );
     let mut builder = WasiCtx::builder();
     builder
         .envs(&env)
@@ -236,7 +245,6 @@ pub(crate) async fn run(
     );
 
     let pre = pre.clone();
-    let aborted = Arc::new(AtomicBool::new(false));
     let aborted2 = aborted.clone();
     let in_flight = inv.metrics.in_flight.clone();
     let instantiation = inv.metrics.instantiation.clone();
@@ -266,7 +274,7 @@ pub(crate) async fn run(
         if let Outcome::Failed(_) = outcome {
             // A response already streaming ends with an error, not as if
             // it were complete.
-            aborted2.store(true, Ordering::Relaxed);
+            aborted2.store(true, Ordering::Release);
         }
         drop(store);
         let head = out.finish();
@@ -399,12 +407,50 @@ struct RequestInfo<'a> {
     version: http::Version,
 }
 
-/// The guest's environment: the function's configured variables, then the
-/// CGI/1.1 variables (which win: they describe this request).
+/// The CGI/1.1 meta-variables (RFC 3875, section 4.1) and the two common
+/// extensions Wisp sets (`REQUEST_URI`, `REMOTE_PORT`). Together with every
+/// `HTTP_*` name they describe the request, so the function's configured
+/// variables never take one of these names (see [`is_meta_variable`]).
+const META_VARIABLES: &[&str] = &[
+    "AUTH_TYPE",
+    "CONTENT_LENGTH",
+    "CONTENT_TYPE",
+    "GATEWAY_INTERFACE",
+    "PATH_INFO",
+    "PATH_TRANSLATED",
+    "QUERY_STRING",
+    "REMOTE_ADDR",
+    "REMOTE_HOST",
+    "REMOTE_IDENT",
+    "REMOTE_PORT",
+    "REMOTE_USER",
+    "REQUEST_METHOD",
+    "REQUEST_URI",
+    "SCRIPT_NAME",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "SERVER_PROTOCOL",
+    "SERVER_SOFTWARE",
+];
+
+/// Whether a variable name belongs to the request (a CGI meta-variable or a
+/// header's `HTTP_*`), whether or not this request sets it: a configured
+/// `CONTENT_TYPE` must not pass for the request's when it has none.
+fn is_meta_variable(name: &str) -> bool {
+    name.starts_with("HTTP_") || META_VARIABLES.contains(&name)
+}
+
+/// The guest's environment: the CGI/1.1 variables, then the function's
+/// configured variables except those named like a meta-variable, which are
+/// dropped. Each name appears once: wasi-libc's `getenv` (and so Rust's
+/// `std::env::var`) returns the *first* of duplicates, so a configured
+/// variable listed before the request's would silently win. Dropped rather
+/// than refused at deploy because the same variables also come from the
+/// configuration (`config_env`), which changes without a deploy, and serve
+/// components too, where these names mean nothing special.
 fn cgi_env(req: &RequestInfo<'_>, function_env: &[(String, String)]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> =
         Vec::with_capacity(function_env.len() + 16 + req.headers.len());
-    env.extend(function_env.iter().cloned());
     let mut set = |k: &str, v: String| env.push((k.to_string(), v));
     set("GATEWAY_INTERFACE", "CGI/1.1".into());
     set(
@@ -447,6 +493,14 @@ fn cgi_env(req: &RequestInfo<'_>, function_env: &[(String, String)]) -> Vec<(Str
         if name == header::CONTENT_TYPE || name == header::CONTENT_LENGTH {
             continue;
         }
+        // `X_User` and `X-User` would both be `HTTP_X_USER`: a client could
+        // shadow a header a proxy in front of Wisp set (or vouched for) with
+        // one of its own. Names with `_` are dropped, as nginx and Apache
+        // httpd drop them; the remaining mapping is one-to-one (header names
+        // are lower case, `-` becomes `_`).
+        if name.as_str().contains('_') {
+            continue;
+        }
         let mut value = String::new();
         for (i, v) in req.headers.get_all(name).iter().enumerate() {
             if i > 0 {
@@ -463,6 +517,12 @@ fn cgi_env(req: &RequestInfo<'_>, function_env: &[(String, String)]) -> Vec<(Str
             .collect();
         set(&var, value);
     }
+    env.extend(
+        function_env
+            .iter()
+            .filter(|(k, _)| !is_meta_variable(k))
+            .cloned(),
+    );
     env
 }
 
@@ -656,6 +716,8 @@ struct Output {
     /// Body bytes sent so far.
     sent: u64,
     cap: u64,
+    /// Shared with the response body: set before the body ends early.
+    aborted: Arc<AtomicBool>,
     log: LogCapture,
 }
 
@@ -664,6 +726,7 @@ impl CgiOutput {
         head_tx: oneshot::Sender<Result<Head, String>>,
         body_tx: mpsc::Sender<Bytes>,
         cap: u64,
+        aborted: Arc<AtomicBool>,
         log: LogCapture,
     ) -> CgiOutput {
         CgiOutput(Arc::new(Mutex::new(Output {
@@ -675,6 +738,7 @@ impl CgiOutput {
             permit: None,
             sent: 0,
             cap,
+            aborted,
             log,
         })))
     }
@@ -794,9 +858,14 @@ impl Output {
         }
         if over {
             self.log.note(format!(
-                "output truncated at {} bytes (the host's CGI output cap); the rest was discarded",
+                "output truncated at {} bytes (the host's CGI output cap); the rest was discarded \
+                 and the response ended with an error",
                 self.cap
             ));
+            // A cut body must not pass for a complete one: the client sees
+            // the chunked body aborted (no final chunk), not a clean 200.
+            // Set before the sender goes, so the body sees it at the end.
+            self.aborted.store(true, Ordering::Release);
             self.body_tx = None;
             self.permit = None;
             self.phase = Phase::Discard;
@@ -883,8 +952,9 @@ impl OutputStream for CgiOutput {
 }
 
 /// The response body: chunks from the guest's stdout as they come. Ends
-/// with an error if the guest failed after its headers, so the client sees
-/// a broken response rather than a short one that looks complete.
+/// with an error if the guest failed after its headers or its output was
+/// cut at the cap, so the client sees a broken response rather than a
+/// short one that looks complete.
 struct CgiBody {
     rx: mpsc::Receiver<Bytes>,
     aborted: Arc<AtomicBool>,
@@ -900,8 +970,8 @@ impl http_body::Body for CgiBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
-            Poll::Ready(None) if self.aborted.load(Ordering::Relaxed) => Poll::Ready(Some(Err(
-                std::io::Error::other("the function failed while sending its response"),
+            Poll::Ready(None) if self.aborted.load(Ordering::Acquire) => Poll::Ready(Some(Err(
+                std::io::Error::other("the function's response was cut short"),
             ))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
@@ -999,6 +1069,32 @@ mod tests {
         assert_eq!(cgi_args("", "f", ""), ["f"]);
     }
 
+    /// A variable as wasi-libc's `getenv` sees it: the first of its name.
+    fn getenv<'a>(env: &'a [(String, String)], k: &str) -> Option<&'a str> {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+
+    fn request_info(headers: &HeaderMap) -> RequestInfo<'_> {
+        RequestInfo {
+            method: "POST",
+            path: "/api/items/7",
+            query: "q=1",
+            headers,
+            script_name: "/api",
+            body_len: 3,
+            remote: Some("10.0.0.1:5555".parse().unwrap()),
+            version: http::Version::HTTP_11,
+        }
+    }
+
+    fn assert_names_unique(env: &[(String, String)]) {
+        let mut names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "duplicate names in {env:?}");
+    }
+
     #[test]
     fn builds_the_cgi_environment() {
         let mut headers = HeaderMap::new();
@@ -1006,30 +1102,8 @@ mod tests {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         headers.append("x-multi", HeaderValue::from_static("a"));
         headers.append("x-multi", HeaderValue::from_static("b"));
-        let info = RequestInfo {
-            method: "POST",
-            path: "/api/items/7",
-            query: "q=1",
-            headers: &headers,
-            script_name: "/api",
-            body_len: 3,
-            remote: Some("10.0.0.1:5555".parse().unwrap()),
-            version: http::Version::HTTP_11,
-        };
-        let env = cgi_env(
-            &info,
-            &[
-                ("SCRIPT_NAME".into(), "overridden".into()),
-                ("MINE".into(), "x".into()),
-            ],
-        );
-        let get = |k: &str| {
-            env.iter()
-                .rev()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or_else(|| panic!("{k} missing"))
-        };
+        let env = cgi_env(&request_info(&headers), &[("MINE".into(), "x".into())]);
+        let get = |k: &str| getenv(&env, k).unwrap_or_else(|| panic!("{k} missing"));
         assert_eq!(get("REQUEST_METHOD"), "POST");
         assert_eq!(get("SCRIPT_NAME"), "/api");
         assert_eq!(get("PATH_INFO"), "/items/7");
@@ -1042,7 +1116,74 @@ mod tests {
         assert_eq!(get("HTTP_X_MULTI"), "a, b");
         assert_eq!(get("HTTP_HOST"), "example.com:8080");
         assert_eq!(get("MINE"), "x");
-        assert!(!env.iter().any(|(k, _)| k == "HTTP_CONTENT_TYPE"));
+        assert!(getenv(&env, "HTTP_CONTENT_TYPE").is_none());
+        assert_names_unique(&env);
+    }
+
+    #[test]
+    fn configured_variables_never_take_a_meta_variable_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-thing", HeaderValue::from_static("real"));
+        let configured: Vec<(String, String)> = [
+            ("REQUEST_METHOD", "HACKED"),
+            ("SCRIPT_NAME", "/evil"),
+            ("HTTP_X_THING", "forged"),
+            ("HTTP_X_ABSENT", "forged"),
+            // Meta-variables this request does not set are dropped too.
+            ("REMOTE_USER", "admin"),
+            ("AUTH_TYPE", "Basic"),
+            ("MINE", "x"),
+            // Names are case-sensitive: this one is not a meta-variable.
+            ("request_method", "lower"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let info = RequestInfo {
+            body_len: 0,
+            ..request_info(&headers)
+        };
+        let env = cgi_env(&info, &configured);
+        assert_eq!(getenv(&env, "REQUEST_METHOD"), Some("POST"));
+        assert_eq!(getenv(&env, "SCRIPT_NAME"), Some("/api"));
+        assert_eq!(getenv(&env, "HTTP_X_THING"), Some("real"));
+        for dropped in [
+            "HTTP_X_ABSENT",
+            "REMOTE_USER",
+            "AUTH_TYPE",
+            "CONTENT_LENGTH",
+        ] {
+            assert_eq!(getenv(&env, dropped), None, "{dropped}");
+        }
+        assert_eq!(getenv(&env, "MINE"), Some("x"));
+        assert_eq!(getenv(&env, "request_method"), Some("lower"));
+        assert_names_unique(&env);
+
+        assert!(is_meta_variable("HTTP_"));
+        assert!(is_meta_variable("PATH_TRANSLATED"));
+        assert!(!is_meta_variable("HTTPS"));
+        assert!(!is_meta_variable("PATH"));
+    }
+
+    #[test]
+    fn header_names_with_underscores_cannot_shadow() {
+        // Both orders: whichever arrives first, `X_User` is not `X-User`.
+        for first_underscore in [false, true] {
+            let mut headers = HeaderMap::new();
+            let (a, b) = (("x-user", "alice"), ("x_user", "mallory"));
+            let (first, second) = if first_underscore { (b, a) } else { (a, b) };
+            headers.insert(first.0, HeaderValue::from_static(first.1));
+            headers.insert(second.0, HeaderValue::from_static(second.1));
+            headers.insert("x_only", HeaderValue::from_static("z"));
+            let env = cgi_env(&request_info(&headers), &[]);
+            assert_eq!(getenv(&env, "HTTP_X_USER"), Some("alice"));
+            assert_eq!(getenv(&env, "HTTP_X_ONLY"), None);
+            assert!(
+                !env.iter().any(|(_, v)| v == "mallory" || v == "z"),
+                "{env:?}"
+            );
+            assert_names_unique(&env);
+        }
     }
 
     #[test]

@@ -257,18 +257,169 @@ fn loops_garbage_traps_and_exit_codes() {
 }
 
 #[test]
-fn output_past_the_cap_is_cut_and_logged() {
+fn output_past_the_cap_ends_the_response_with_an_error() {
+    use std::io::Read;
     let w = Wisp::start_with(Opts::default().arg("--cgi-max-output").arg("1MiB"));
     misbehave(&w, &[]);
-    let r = w.get("/m/big?mb=3");
+    let mut r = w.get("/m/big?mb=3");
     let id = invocation_id(&r);
+    // The head went out before the cap was reached ...
     assert_eq!(r.status(), 200);
-    assert_eq!(r.bytes().unwrap().len(), 1 << 20);
+    // ... and the body stops at the cap with an error (the chunked body
+    // never gets its final chunk), not as a clean short response.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    let err = loop {
+        match r.read(&mut buf) {
+            Ok(0) => panic!("the cut body ended cleanly after {got} bytes"),
+            Ok(n) => got += n,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, 1 << 20, "bytes before the error ({err})");
     invocation_log(&w, "m", &id, "output truncated at 1048576 bytes");
-    // Under the cap: whole.
+    // The same through `bytes()`: an error, not 1 MiB that looks whole.
+    assert!(w.get("/m/big?mb=2").bytes().is_err());
+    // Under the cap: whole, and it ends cleanly.
     let r = w.get("/m/big?mb=1");
     assert_eq!(r.bytes().unwrap().len(), 1 << 20);
     assert_ok_after(&w);
+}
+
+/// A real client (curl, when the machine has it) sees the cut response fail.
+#[test]
+fn curl_reports_a_cut_response_as_an_error() {
+    let Ok(version) = std::process::Command::new("curl").arg("--version").output() else {
+        eprintln!("curl is not installed; skipped");
+        return;
+    };
+    assert!(version.status.success());
+    let w = Wisp::start_with(Opts::default().arg("--cgi-max-output").arg("1MiB"));
+    misbehave(&w, &[]);
+    let run = |path: &str| {
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{size_download}",
+            ])
+            .arg(format!("{}{path}", w.data_url))
+            .output()
+            .unwrap()
+    };
+    let out = run("/m/big?mb=3");
+    // 18: "partial file" (transfer closed with outstanding read data).
+    assert_eq!(out.status.code(), Some(18), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200 1048576");
+    let out = run("/m/big?mb=1");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[test]
+fn header_names_differing_by_dash_and_underscore_cannot_shadow() {
+    let w = Wisp::start();
+    let wasm = std::fs::read(wasip1_guest("cgi-rust")).unwrap();
+    deploy(&w, "cgi", &wasm, &[("route", "/cgi/*")]);
+    misbehave(&w, &[]);
+    // Either order: the name with `_` is dropped, as nginx drops it.
+    for pairs in [
+        [("x-user", "alice"), ("x_user", "mallory")],
+        [("x_user", "mallory"), ("x-user", "alice")],
+    ] {
+        let mut req = client().get(format!("{}/cgi/who", w.data_url));
+        for (k, v) in pairs {
+            req = req.header(k, v);
+        }
+        let r = req.header("x_only", "z").send().unwrap();
+        assert_eq!(r.status(), 200);
+        let j: Value = r.json().unwrap();
+        assert_eq!(j["headers"]["x-user"], "alice", "{j}");
+        assert!(j["headers"].get("x-only").is_none(), "{j}");
+        assert!(!j.to_string().contains("mallory"), "{j}");
+    }
+    // The whole environment has the one HTTP_X_USER.
+    let text = client()
+        .get(format!("{}/m/env", w.data_url))
+        .header("x_user", "mallory")
+        .header("x-user", "alice")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("HTTP_X_USER="))
+        .collect();
+    assert_eq!(lines, ["HTTP_X_USER=alice"], "{text}");
+}
+
+#[test]
+fn meta_variables_win_over_configured_variables() {
+    let w = Wisp::start();
+    let forged = [
+        ("env", "REQUEST_METHOD=HACKED"),
+        ("env", "HTTP_X_THING=forged"),
+        ("env", "HTTP_X_ABSENT=forged"),
+        ("env", "CONTENT_TYPE=forged/type"),
+        ("env", "REMOTE_ADDR=10.9.9.9"),
+        ("env", "GREETING=hi"),
+    ];
+    let wasm = std::fs::read(wasip1_guest("cgi-rust")).unwrap();
+    let mut q = vec![("route", "/cgi/*")];
+    q.extend_from_slice(&forged);
+    deploy(&w, "cgi", &wasm, &q);
+    // What the guest's getenv (std::env::var) sees: the request's values.
+    let r = client()
+        .get(format!("{}/cgi/x", w.data_url))
+        .header("x-thing", "real")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let j: Value = r.json().unwrap();
+    assert_eq!(j["method"], "GET", "{j}");
+    assert_eq!(j["remote_addr"], "127.0.0.1", "{j}");
+    // A meta-variable this request does not set is not set at all.
+    assert_eq!(j["content_type"], "", "{j}");
+    assert_eq!(j["headers"]["x-thing"], "real", "{j}");
+    assert!(j["headers"].get("x-absent").is_none(), "{j}");
+    assert!(!j.to_string().contains("forged"), "{j}");
+    // An ordinary configured variable is still there.
+    assert_eq!(j["greeting"], "hi", "{j}");
+
+    // The whole environment: each of those names once, with the request's value.
+    let mut q = vec![("route", "/m/*"), ("config_env", "true")];
+    q.extend_from_slice(&forged);
+    let m = std::fs::read(wasip1_guest("cgi-misbehave")).unwrap();
+    deploy(&w, "m", &m, &q);
+    // Settings passed as variables (`config_env`) are held to the same rule.
+    ok(w.cli(&["config", "set", "m", "PATH_INFO=/evil", "MINE=x"]));
+    let text = client()
+        .post(format!("{}/m/env", w.data_url))
+        .header("x-thing", "real")
+        .body("abc")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let values = |name: &str| -> Vec<&str> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+            .collect()
+    };
+    assert_eq!(values("REQUEST_METHOD"), ["POST"], "{text}");
+    assert_eq!(values("PATH_INFO"), ["/env"], "{text}");
+    assert_eq!(values("HTTP_X_THING"), ["real"], "{text}");
+    assert_eq!(values("REMOTE_ADDR"), ["127.0.0.1"], "{text}");
+    assert!(values("HTTP_X_ABSENT").is_empty(), "{text}");
+    assert!(values("CONTENT_TYPE").is_empty(), "{text}");
+    assert_eq!(values("GREETING"), ["hi"], "{text}");
+    assert_eq!(values("MINE"), ["x"], "{text}");
+    assert!(
+        !text.contains("forged") && !text.contains("HACKED"),
+        "{text}"
+    );
 }
 
 #[test]

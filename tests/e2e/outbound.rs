@@ -114,6 +114,70 @@ fn allowed_host_is_reached_and_others_are_not() {
     assert!(answer["results"][0]["error"].is_string(), "{answer}");
 }
 
+/// The notes (`wisp` stream) in the function's log that contain `text`,
+/// waiting until there are `count` of them.
+fn notes_with(w: &Wisp, text: &str, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs: Value = w.admin().get("/v1/functions/caps/logs").json().unwrap();
+        let notes: Vec<String> = logs["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["stream"] == "wisp")
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .filter(|m| m.contains(text))
+            .collect();
+        if notes.len() >= count {
+            return notes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {count} notes with {text:?}: {notes:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn names_resolving_to_loopback_are_refused_unless_the_address_is_named() {
+    let port = upstream();
+    let w = Wisp::start();
+    // `localhost` is allowed by name, on any port and on this one: its
+    // address (loopback) is not named, so neither reaches the server.
+    let entries = [
+        "localhost:*".to_string(),
+        format!("http://localhost:{port}"),
+    ];
+    for (i, allow) in entries.iter().enumerate() {
+        assert_eq!(deploy_caps(&w, &[("allow_outbound", allow)]).status(), 201);
+        let answer = fetch(&w, &format!("http://localhost:{port}/"), 1);
+        let err = answer["results"][0]["error"].as_str().unwrap_or_default();
+        assert!(err.to_lowercase().contains("denied"), "{allow}: {answer}");
+        assert_eq!(answer["ok"], 0, "{answer}");
+        // One more note, naming the name, the address and why.
+        let notes = notes_with(&w, "localhost resolves to", i + 1);
+        let note = &notes[i];
+        assert!(
+            note.contains(&format!("http://localhost:{port} denied"))
+                && note.contains("a loopback address")
+                && note.contains("naming that address"),
+            "{note}"
+        );
+        // Not the allow-list note: the name itself was allowed.
+        assert!(!note.contains("not on the function's allow-list"), "{note}");
+    }
+
+    // The address named literally reaches it, as before.
+    let allow = format!("http://127.0.0.1:{port}");
+    assert_eq!(deploy_caps(&w, &[("allow_outbound", &allow)]).status(), 201);
+    let answer = fetch(&w, &format!("http://127.0.0.1:{port}/"), 1);
+    assert_eq!(answer["results"][0]["body"], "upstream says hi", "{answer}");
+    // ... but not through a name, which that entry does not allow.
+    let answer = fetch(&w, &format!("http://localhost:{port}/"), 1);
+    assert_eq!(answer["ok"], 0, "{answer}");
+}
+
 #[test]
 fn outbound_requests_per_invocation_are_capped() {
     let port = upstream();
