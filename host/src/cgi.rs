@@ -34,7 +34,10 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx};
 
 use crate::capabilities::logs::{LogCapture, LogStream};
 use crate::error::{ApiError, DeployError};
-use crate::invoke::{Failure, INVOCATION_ID_HEADER, Invoker, MemoryLimiter, classify};
+use crate::invoke::{
+    AbortOnDrop, CancelOnDrop, Failure, INVOCATION_ID_HEADER, Invoker, MemoryLimiter, Teardown,
+    classify,
+};
 use crate::registry::Deployed;
 
 /// The only import module a preview-1 function may use.
@@ -237,7 +240,7 @@ pub(crate) async fn run(
             "the function's static directory cannot be opened; see the host log".into(),
         );
     }
-    let mut store = new_store(
+    let store = new_store(
         &inv.engine,
         builder.build_p1(),
         limits.memory_bytes,
@@ -246,28 +249,23 @@ pub(crate) async fn run(
 
     let pre = pre.clone();
     let aborted2 = aborted.clone();
-    let in_flight = inv.metrics.in_flight.clone();
     let instantiation = inv.metrics.instantiation.clone();
-    let sink = inv.logs.clone();
-    let function = target.name_arc.clone();
-    let invocation_id = id.to_string();
-    in_flight.increment(1.0);
+    let mut teardown = Teardown::new(inv, store, permit, log, target.name_arc.clone(), id);
     let task = tokio::spawn(async move {
-        let _permit = permit;
+        let store = teardown.store();
         let result = tokio::time::timeout_at(deadline.into(), async {
             let t = Instant::now();
-            let instance = pre.instantiate_async(&mut store).await?;
+            let instance = pre.instantiate_async(&mut *store).await?;
             instantiation.record(t.elapsed().as_secs_f64());
-            let main = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-            main.call_async(&mut store, ()).await
+            let main = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+            main.call_async(&mut *store, ()).await
         })
         .await;
-        in_flight.decrement(1.0);
         let outcome = match result {
             Err(_elapsed) => Outcome::Failed(Failure::Timeout),
             Ok(Ok(())) => Outcome::Exited(0),
             Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
-                Some(I32Exit(code)) => Outcome::Exited(*code),
+                Some(exit) => Outcome::Exited(exit.0),
                 None => Outcome::Failed(classify(e)),
             },
         };
@@ -276,32 +274,36 @@ pub(crate) async fn run(
             // it were complete.
             aborted2.store(true, Ordering::Release);
         }
-        drop(store);
+        // The guest has stopped: nothing writes to its output any more.
         let head = out.finish();
-        match (&outcome, head) {
-            (Outcome::Failed(f), _) => log.note(format!("invocation failed: {}", f.describe())),
-            (Outcome::Exited(code), HeadState::Sent) if *code != 0 => log.note(format!(
+        let note = match (&outcome, head) {
+            (Outcome::Failed(f), _) => Some(format!("invocation failed: {}", f.describe())),
+            (Outcome::Exited(code), HeadState::Sent) if *code != 0 => Some(format!(
                 "the function exited with code {code} after sending its response headers; \
                  the response stands"
             )),
             (Outcome::Exited(code), _) if *code != 0 => {
-                log.note(format!("the function exited with code {code}"))
+                Some(format!("the function exited with code {code}"))
             }
             (Outcome::Exited(_), HeadState::Missing(msg)) => {
-                log.note(format!("invalid CGI output: {msg}"))
+                Some(format!("invalid CGI output: {msg}"))
             }
-            _ => {}
-        }
-        sink.send(&function, &invocation_id, log.finish());
+            _ => None,
+        };
+        teardown.finish(note);
         outcome
     });
+    // Dropped with this future (the client went away) or with the response
+    // body before its end: the guest is stopped.
+    let mut abort = AbortOnDrop::new(task.abort_handle());
 
     let bad_output = match head_rx.await {
         Ok(Ok(head)) => {
-            let mut resp = Response::new(Body::new(CgiBody {
+            let body = Body::new(CgiBody {
                 rx: body_rx,
                 aborted,
-            }));
+            });
+            let mut resp = Response::new(Body::new(CancelOnDrop::new(body, abort)));
             *resp.status_mut() = head.status;
             *resp.headers_mut() = head.headers;
             if let Ok(v) = HeaderValue::from_str(id) {
@@ -314,7 +316,9 @@ pub(crate) async fn run(
     };
     // No response head: the guest's own failure, if it had one, explains
     // it better than its output does.
-    match task.await {
+    let ended = task.await;
+    abort.disarm();
+    match ended {
         Ok(Outcome::Failed(f)) => inv.failure(target, id, f),
         Ok(Outcome::Exited(code)) if code != 0 => error_response(
             id,

@@ -326,7 +326,7 @@ pub(crate) struct Teardown<T: 'static> {
 }
 
 impl<T: 'static> Teardown<T> {
-    fn new(
+    pub(crate) fn new(
         inv: &Invoker,
         store: Store<T>,
         slot: Slot,
@@ -348,12 +348,12 @@ impl<T: 'static> Teardown<T> {
     }
 
     /// The invocation's store, until the end.
-    fn store(&mut self) -> &mut Store<T> {
+    pub(crate) fn store(&mut self) -> &mut Store<T> {
         self.store.as_mut().expect("the store lives until the end")
     }
 
     /// The guest has finished: `note` says how, if it failed.
-    fn finish(mut self, note: Option<String>) {
+    pub(crate) fn finish(mut self, note: Option<String>) {
         self.end(note);
     }
 

@@ -329,6 +329,35 @@ fn a_client_that_goes_away_cancels_its_invocation_and_frees_the_slot() {
 }
 
 #[test]
+fn a_cgi_client_that_goes_away_cancels_its_invocation() {
+    let w = Wisp::start_with(
+        Opts::default()
+            .arg("--max-in-flight")
+            .arg("2")
+            .arg("--max-in-flight-per-function")
+            .arg("1"),
+    );
+    let wasm = std::fs::read(wasip1_guest("cgi-misbehave")).unwrap();
+    let r = w.admin().deploy("c", &wasm, &[("route", "/c/*")]);
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    // Before any output (a tight loop), and in the middle of a body the
+    // client stops reading (100 MiB, far more than the socket buffers).
+    for path in ["/c/loop", "/c/big?mb=100"] {
+        let mut s = connect(&w.data_url);
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: wisp\r\n\r\n").as_bytes())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_error(w.get("/c/ok"), 429, "function_busy");
+        drop(s);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while w.get("/c/ok").status() != 200 {
+            assert!(Instant::now() < deadline, "{path}: the slot was not freed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
 fn oversized_heads_are_refused_with_431() {
     let w = Wisp::start_with(
         Opts::default()
