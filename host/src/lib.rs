@@ -42,6 +42,7 @@ mod api;
 mod capabilities;
 mod cgi;
 mod config;
+mod datadir;
 mod engine;
 mod error;
 mod events;

@@ -32,8 +32,13 @@
 //! so it is not part of a deploy's transaction: it is written (and synced)
 //! before it, and a file a crash left without an artifact is removed when
 //! the store opens.
+//!
+//! Everything the store writes is private to its user: `db/` and
+//! `compiled/` are 0700 and their files 0600, set at open (see the
+//! `datadir` module for what the umask still decides).
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -333,15 +338,33 @@ impl Store {
     /// to `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let compiled_dir = dir.join("compiled");
-        std::fs::create_dir_all(&compiled_dir)?;
+        let db_dir = dir.join("db");
+        for d in [&compiled_dir, &db_dir] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(crate::datadir::DIR_MODE)
+                .create(d)?;
+        }
         let db = sled::Config::new()
-            .path(dir.join("db"))
+            .path(&db_dir)
             .cache_capacity(cache_bytes)
             // Durability comes from explicit flushes before acknowledging a
             // write; the periodic background flush only bounds the loss of
             // unacknowledged data and is kept at sled's default.
             .mode(sled::Mode::LowSpace)
             .open()?;
+        // sled creates its files with the process umask's mode (a library
+        // cannot change that): set them, and whatever an earlier start or
+        // version left looser, to 0600 and 0700 now.
+        let changed =
+            crate::datadir::make_private(&db_dir)? + crate::datadir::make_private(&compiled_dir)?;
+        if changed > 0 {
+            tracing::info!(
+                dir = %dir.display(),
+                entries = changed,
+                "made the store's files private (files 0600, directories 0700)"
+            );
+        }
         let store = Self::from_db(db, compiled_dir)?;
         store.tidy_compiled()?;
         Ok(store)
@@ -2355,6 +2378,44 @@ mod tests {
         std::fs::write(&path2, b"compiled agaiN").unwrap();
         assert_eq!(store.compiled_path("a1", "e").unwrap(), None);
         assert!(!path2.exists(), "a damaged file is removed");
+    }
+
+    #[test]
+    fn the_store_is_private_whatever_it_was() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            store.put_compiled("a1", "e", b"code").unwrap();
+            put(&store, "a", &[(1, "a1")], b"one");
+            store.flush_blocking().unwrap();
+        }
+        // Loosened by someone (or made under a permissive umask).
+        let mut all = Vec::new();
+        let mut pending = vec![dir.path().join("db"), dir.path().join("compiled")];
+        while let Some(p) = pending.pop() {
+            let loose = if p.is_dir() {
+                pending.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+                0o777
+            } else {
+                0o666
+            };
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(loose)).unwrap();
+            all.push(p);
+        }
+        assert!(all.len() >= 4, "{all:?}");
+        let _store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("compiled"))
+                .unwrap()
+                .count(),
+            1
+        );
+        for p in all.iter().filter(|p| p.exists()) {
+            let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            let want = if p.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode, want, "{}", p.display());
+        }
     }
 
     #[test]
