@@ -214,9 +214,10 @@ fn store_and_load(
     sha256: &str,
     serialized: &[u8],
 ) -> Result<crate::engine::Compiled, DeployError> {
-    let path = store.put_compiled(sha256, &engine.compat_key, serialized)?;
+    // Mapped through the descriptor written, not the name: see `CodeFile`.
+    let code = store.put_compiled(sha256, &engine.compat_key, serialized)?;
     engine
-        .load(&path)
+        .load(&code)
         .map_err(|e| DeployError::Internal(format!("loading compiled code back: {e:#}")))
 }
 
@@ -279,8 +280,10 @@ impl Host {
     fn load_version(&self, record: &FunctionRecord, v: &VersionRecord) -> anyhow::Result<Deployed> {
         let engine = &self.inner.engine;
         let store = &self.inner.store;
-        let loaded = match store.compiled_path(&v.sha256, &engine.compat_key)? {
-            Some(path) => match engine.load(&path) {
+        // Only code that matches its checksum in the store is run (a file
+        // that does not is removed, and logged, by the store).
+        let loaded = match store.compiled_code(&v.sha256, &engine.compat_key)? {
+            Some(code) => match engine.load(&code) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::warn!(function = %record.name, error = %e, "stored compiled code unusable; recompiling");
@@ -292,6 +295,7 @@ impl Host {
         let component = match loaded {
             Some(c) => c,
             None => {
+                tracing::info!(function = %record.name, version = v.version, "compiling from the stored artifact (no verified compiled code for this engine)");
                 let wasm = store
                     .artifact(&v.sha256)?
                     .with_context(|| format!("artifact {} missing from the store", v.sha256))?;

@@ -1,5 +1,6 @@
 //! The data directory is private: modes whatever the umask, the admin token
-//! file's checks.
+//! file's checks, compiled code run only if it matches its checksum in the
+//! store.
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -80,6 +81,25 @@ fn stopped_host() -> Wisp {
     assert!(w.admin().functions().is_empty());
     assert_eq!(w.terminate().code(), Some(0));
     w
+}
+
+/// The sha256 of a function's active artifact.
+fn artifact_of(w: &Wisp, name: &str) -> String {
+    let v: serde_json::Value = w
+        .admin()
+        .get(&format!("/v1/functions/{name}"))
+        .json()
+        .unwrap();
+    let active = v["active_version"].clone();
+    let versions: Vec<serde_json::Value> = w
+        .admin()
+        .get(&format!("/v1/functions/{name}/versions"))
+        .json()
+        .unwrap();
+    versions.iter().find(|x| x["version"] == active).unwrap()["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -214,4 +234,101 @@ fn the_token_file_is_not_checked_when_the_token_is_given() {
     let given = "a-token-from-the-environment-0123";
     let w2 = w.restart_on(Opts::default().env("WISP_ADMIN_TOKEN", given));
     assert_eq!(w2.admin().functions().len(), 0);
+}
+
+/// Another function's genuine compiled code copied to the name this
+/// function's code has, or garbage under that name: never run; the
+/// function is compiled again from its artifact and answers as itself.
+#[test]
+fn planted_compiled_code_is_never_run() {
+    let mut w = Wisp::start();
+    let a = w.admin();
+    a.deploy_guest("hello", "hello", &["/hello"]);
+    a.deploy_guest("echo", "echo", &["/echo"]);
+    let (hello, echo) = (artifact_of(&w, "hello"), artifact_of(&w, "echo"));
+    let (hello_file, echo_file) = (compiled_file(&w, &hello), compiled_file(&w, &echo));
+    assert_eq!(w.terminate().code(), Some(0));
+
+    // Echo's code under hello's name.
+    std::fs::copy(&echo_file, &hello_file).unwrap();
+    let mut w2 = w.restart_on(Opts::default());
+    assert_eq!(
+        w2.get("/hello").text().unwrap(),
+        "hello from wisp at /hello",
+        "hello runs its own code"
+    );
+    assert_eq!(w2.metric("wisp_compiles_total"), 1.0, "hello recompiled");
+    let log = w2.log_text();
+    assert!(log.contains("does not match its checksum"), "{log}");
+    assert!(log.contains(&hello_file.display().to_string()), "{log}");
+    assert_eq!(w2.get("/echo").status(), 200);
+    assert_ne!(
+        std::fs::read(&hello_file).unwrap(),
+        std::fs::read(&echo_file).unwrap()
+    );
+    assert_eq!(w2.terminate().code(), Some(0));
+
+    // Garbage under echo's name.
+    std::fs::write(&echo_file, b"\x7fELF not compiled code at all").unwrap();
+    let mut w3 = w2.restart_on(Opts::default());
+    assert_eq!(w3.get("/echo").status(), 200);
+    assert_eq!(w3.metric("wisp_compiles_total"), 1.0, "echo recompiled");
+    assert!(w3.log_text().contains("does not match its checksum"));
+    assert_eq!(w3.terminate().code(), Some(0));
+
+    // Rebuilt once: the next start runs the stored code.
+    let w4 = w3.restart_on(Opts::default());
+    assert_eq!(w4.metric("wisp_compiles_total"), 0.0);
+    assert_eq!(
+        w4.get("/hello").text().unwrap(),
+        "hello from wisp at /hello"
+    );
+}
+
+/// Planted while the host runs: a rollback loads the version's code from
+/// its file, and the planted one is not run.
+#[test]
+fn compiled_code_planted_while_serving_is_not_run_by_a_rollback() {
+    let w = Wisp::start();
+    let a = w.admin();
+    a.deploy_guest("f", "hello", &["/f"]);
+    let hello = artifact_of(&w, "f");
+    a.deploy_guest("f", "echo", &["/f"]);
+    let echo = artifact_of(&w, "f");
+    std::fs::copy(compiled_file(&w, &echo), compiled_file(&w, &hello)).unwrap();
+    let compiles = w.metric("wisp_compiles_total");
+    let r = a
+        .http
+        .post(format!("{}/v1/functions/f/rollback", a.url))
+        .bearer_auth(&a.token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    assert_eq!(w.get("/f").text().unwrap(), "hello from wisp at /f");
+    assert_eq!(w.metric("wisp_compiles_total"), compiles + 1.0);
+    assert!(w.log_text().contains("does not match its checksum"));
+}
+
+/// Compiled code named as an earlier Wisp named it (with a checksum in
+/// the name, none in the store) is not run: compiled again, once.
+#[test]
+fn compiled_code_of_an_earlier_wisp_is_compiled_again_once() {
+    let mut w = Wisp::start();
+    w.admin().deploy_guest("hello", "hello", &["/hello"]);
+    let sha = artifact_of(&w, "hello");
+    let file = compiled_file(&w, &sha);
+    assert_eq!(w.terminate().code(), Some(0));
+    let stem = file.file_stem().unwrap().to_str().unwrap().to_string();
+    let old = file.with_file_name(format!("{stem}-0123456789abcdef.cwasm"));
+    std::fs::rename(&file, &old).unwrap();
+
+    let mut w2 = w.restart_on(Opts::default());
+    assert_eq!(w2.get("/hello").status(), 200);
+    assert_eq!(w2.metric("wisp_compiles_total"), 1.0);
+    assert!(!old.exists(), "the old file is removed");
+    assert!(file.exists(), "and written again under its name");
+    assert_eq!(w2.terminate().code(), Some(0));
+    let w3 = w2.restart_on(Opts::default());
+    assert_eq!(w3.metric("wisp_compiles_total"), 0.0);
+    assert_eq!(w3.get("/hello").status(), 200);
 }
