@@ -1,6 +1,7 @@
 //! The data directory is private: modes whatever the umask, the admin token
 //! file's checks, compiled code run only if it matches its checksum in the
-//! store.
+//! store, and `deploy --from` builds without Wisp's secrets in cargo's
+//! environment.
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -331,4 +332,51 @@ fn compiled_code_of_an_earlier_wisp_is_compiled_again_once() {
     let w3 = w2.restart_on(Opts::default());
     assert_eq!(w3.metric("wisp_compiles_total"), 0.0);
     assert_eq!(w3.get("/hello").status(), 200);
+}
+
+/// `wisp deploy --from` runs cargo without WISP_ADMIN_TOKEN or any other
+/// WISP_* variable: a build script that fails when it sees one lets the
+/// build through, and the environment it saw has none.
+#[test]
+fn deploy_from_source_builds_without_wisp_variables() {
+    let w = Wisp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probe");
+    ok(w.cli(&["new", "probe", "--path", path.to_str().unwrap()]));
+    let seen = dir.path().join("build-env.txt");
+    std::fs::write(
+        path.join("build.rs"),
+        format!(
+            r#"fn main() {{
+    let names: Vec<String> = std::env::vars_os()
+        .map(|(k, _)| k.to_string_lossy().into_owned())
+        .collect();
+    std::fs::write({seen:?}, names.join("\n")).unwrap();
+    for name in &names {{
+        if name.starts_with("WISP_") {{
+            panic!("the build sees {{name}}");
+        }}
+    }}
+}}
+"#
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wisp"))
+        .args(["deploy", "probe", "--from", path.to_str().unwrap()])
+        .args(["--route", "/probe"])
+        .env("WISP_ADMIN_URL", &w.admin_url)
+        .env("WISP_ADMIN_TOKEN", &w.token)
+        .env("WISP_SOME_FUTURE_SECRET", "s3cret")
+        // The guests' target directory: the SDK's dependencies are built.
+        .env("CARGO_TARGET_DIR", root().join("target/wasm"))
+        .output()
+        .unwrap();
+    ok(out);
+    let names = std::fs::read_to_string(&seen).expect("the build script ran");
+    let names: Vec<&str> = names.lines().collect();
+    assert!(names.contains(&"PATH"), "{names:?}");
+    assert!(names.contains(&"CARGO_TARGET_DIR"), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("WISP_")), "{names:?}");
+    assert_eq!(w.get("/probe").status(), 200);
 }
