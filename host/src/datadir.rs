@@ -98,11 +98,13 @@ pub(crate) fn make_private(dir: &Path) -> std::io::Result<usize> {
 }
 
 /// Opens `path` for reading without following a symbolic link in its last
-/// component (`O_NOFOLLOW`).
+/// component (`O_NOFOLLOW`), and without waiting for a writer if it is a
+/// FIFO (`O_NONBLOCK`, which changes nothing for a regular file): what is
+/// there is checked before it is read.
 pub(crate) fn open_no_follow(path: &Path) -> std::io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
 }
 
@@ -324,6 +326,21 @@ mod tests {
         let e = format!("{:#}", load_or_create_token(tmp.path()).unwrap_err());
         assert!(e.contains("symbolic link"), "{e}");
         assert!(!missing.exists());
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_the_token_is_refused_without_waiting() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(TOKEN_FILE);
+        let made = std::process::Command::new("mkfifo")
+            .arg("-m")
+            .arg("600")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = format!("{:#}", load_or_create_token(tmp.path()).unwrap_err());
+        assert!(e.contains("not a regular file"), "{e}");
     }
 
     #[test]

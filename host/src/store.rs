@@ -2505,6 +2505,16 @@ mod tests {
         std::fs::write(&mine, b"planted").unwrap();
         assert_eq!(code(&store, "a1", "e"), None);
         assert!(!mine.exists());
+        // Not a file at all (opening a FIFO must not wait for a writer).
+        store.put_compiled("a1", "e", b"a1's code").unwrap();
+        std::fs::remove_file(&mine).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&mine)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert_eq!(code(&store, "a1", "e"), None);
+        assert!(std::fs::symlink_metadata(&mine).is_err(), "removed");
         // Another artifact's genuine code copied over a1's.
         let other = store.put_compiled("b2", "e", b"b2's code").unwrap();
         store.put_compiled("a1", "e", b"a1's code").unwrap();
