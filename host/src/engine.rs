@@ -6,9 +6,9 @@
 //! accepted.
 
 use std::hash::{Hash, Hasher};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, InstancePre, Module,
@@ -21,6 +21,7 @@ use crate::cgi::CgiState;
 use crate::config::HostConfig;
 use crate::error::DeployError;
 use crate::invoke::InvocationState;
+use crate::store::CodeFile;
 
 /// How often the epoch advances. Deadlines are checked, and running guests
 /// yield to the executor, once per tick: small enough for accurate
@@ -186,25 +187,31 @@ impl WispEngine {
     /// Maps compiled code from its file in the store (a component or a
     /// module: the file's header says which). Code pages are shared with the
     /// page cache and loaded as they are touched, not copied into the heap.
-    pub fn load(&self, path: &Path) -> anyhow::Result<Compiled> {
-        // SAFETY: the file was produced by `serialize` of this host (an
-        // engine with the same compatibility key, which is in its name) in
-        // our own data directory, which is trusted like the binary itself;
-        // wasmtime still checks the header and engine compatibility and
-        // refuses anything else. The store never changes such a file in
-        // place (it writes a new one and renames it over), so the mapping
-        // stays valid for as long as the code is used.
+    pub fn load(&self, code: &CodeFile) -> anyhow::Result<Compiled> {
+        // The open file the store verified, not whatever has its name now.
+        let path = code.path();
+        let path = path.as_path();
+        // SAFETY: the store hands out only a file whose contents match the
+        // sha256 it recorded (in the store) when it wrote the output of
+        // `serialize` of this host there (an engine with the same
+        // compatibility key), so this is code this host compiled, never a
+        // file planted in the data directory; wasmtime still checks the
+        // header and engine compatibility. The store never changes such a
+        // file in place (it writes a new one and renames it over), so the
+        // mapping stays valid for as long as the code is used.
         #[allow(unsafe_code)]
-        let compiled = match Engine::detect_precompiled_file(path)? {
-            Some(Precompiled::Module) => {
-                Compiled::Module(unsafe { Module::deserialize_file(&self.engine, path) }?)
-            }
-            Some(Precompiled::Component) => {
-                Compiled::Component(unsafe { Component::deserialize_file(&self.engine, path) }?)
-            }
-            None => anyhow::bail!("{} is not compiled code", path.display()),
-        };
-        Ok(compiled)
+        let compiled = (|| -> anyhow::Result<Compiled> {
+            Ok(match Engine::detect_precompiled_file(path)? {
+                Some(Precompiled::Module) => {
+                    Compiled::Module(unsafe { Module::deserialize_file(&self.engine, path) }?)
+                }
+                Some(Precompiled::Component) => {
+                    Compiled::Component(unsafe { Component::deserialize_file(&self.engine, path) }?)
+                }
+                None => anyhow::bail!("not compiled code"),
+            })
+        })();
+        compiled.with_context(|| format!("loading {}", code.name().display()))
     }
 
     /// Checks exports and imports and pre-instantiates.

@@ -140,14 +140,18 @@ impl HostBuilder {
                 (t.path().to_path_buf(), Some(t))
             }
         };
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("creating the data directory {}", dir.display()))?;
-        let store = Store::open(&dir, config.store_cache_bytes)
-            .with_context(|| format!("opening the store in {}", dir.display()))?;
+        // Private to this user (0700), however it was made and whatever
+        // the umask; the store makes what it writes inside private too.
+        crate::datadir::create_private_dir(&dir)
+            .with_context(|| format!("preparing the data directory {}", dir.display()))?;
+        // Checked before the store opens: a refused token file stops the
+        // host before it touches anything.
         let admin_token = match &config.admin_token {
             Some(t) => t.trim().to_string(),
-            None => load_or_create_token(&dir)?,
+            None => crate::datadir::load_or_create_token(&dir)?,
         };
+        let store = Store::open(&dir, config.store_cache_bytes)
+            .with_context(|| format!("opening the store in {}", dir.display()))?;
         let prometheus = crate::metrics::install();
         let engine = Arc::new(WispEngine::new(&config)?);
         if let Err(e) = store.drop_other_engines(&engine.compat_key) {
@@ -211,9 +215,10 @@ fn store_and_load(
     sha256: &str,
     serialized: &[u8],
 ) -> Result<crate::engine::Compiled, DeployError> {
-    let path = store.put_compiled(sha256, &engine.compat_key, serialized)?;
+    // Mapped through the descriptor written, not the name: see `CodeFile`.
+    let code = store.put_compiled(sha256, &engine.compat_key, serialized)?;
     engine
-        .load(&path)
+        .load(&code)
         .map_err(|e| DeployError::Internal(format!("loading compiled code back: {e:#}")))
 }
 
@@ -222,32 +227,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
-}
-
-/// Reads `admin-token` from the data directory, or creates it (mode 0600).
-fn load_or_create_token(dir: &Path) -> anyhow::Result<String> {
-    let path = dir.join("admin-token");
-    match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-    let token = hex::encode(rand::random::<[u8; 32]>());
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    std::io::Write::write_all(&mut f, token.as_bytes())?;
-    f.sync_all()?;
-    tracing::info!(path = %path.display(), "generated an admin token (readable by its owner only)");
-    Ok(token)
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -302,8 +281,10 @@ impl Host {
     fn load_version(&self, record: &FunctionRecord, v: &VersionRecord) -> anyhow::Result<Deployed> {
         let engine = &self.inner.engine;
         let store = &self.inner.store;
-        let loaded = match store.compiled_path(&v.sha256, &engine.compat_key)? {
-            Some(path) => match engine.load(&path) {
+        // Only code that matches its checksum in the store is run (a file
+        // that does not is removed, and logged, by the store).
+        let loaded = match store.compiled_code(&v.sha256, &engine.compat_key)? {
+            Some(code) => match engine.load(&code) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::warn!(function = %record.name, error = %e, "stored compiled code unusable; recompiling");
@@ -315,6 +296,7 @@ impl Host {
         let component = match loaded {
             Some(c) => c,
             None => {
+                tracing::info!(function = %record.name, version = v.version, "compiling from the stored artifact (no verified compiled code for this engine)");
                 let wasm = store
                     .artifact(&v.sha256)?
                     .with_context(|| format!("artifact {} missing from the store", v.sha256))?;

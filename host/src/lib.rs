@@ -43,6 +43,7 @@ mod capabilities;
 mod cgi;
 mod config;
 mod connection;
+mod datadir;
 mod engine;
 mod error;
 mod events;

@@ -14,26 +14,40 @@
 //!   kv, config and secrets section).
 //! - `ev_*`: events, subscriptions, deliveries and their indexes (see the
 //!   events section).
+//! - `compiled_sums`: `<sha256>-<engine-key>` → the sha256 of that compiled
+//!   code file's contents, recorded when the store wrote the file (see
+//!   below).
 //!
 //! Writes that belong together (a deploy, a delete) happen in one sled
 //! transaction, and every write a client is told about is flushed first
 //! ([`Store::flush`]), so an acknowledged deploy survives `kill -9`.
 //!
 //! Compiled code lives beside the database, one file per artifact and
-//! engine: `compiled/<sha256>-<engine-key>-<checksum>.cwasm` (wasmtime's
-//! serialized code; the checksum of its contents is checked before it is
-//! loaded), so a restart with the same engine settings never recompiles. The
-//! engine maps these files into memory instead of copying them: code pages
-//! are shared with the kernel's page cache and loaded as they are touched,
-//! and sled's cache does not hold a copy. A file is written whole under a
-//! temporary name, synced and renamed into place, never changed in place
-//! (a mapped file must not change), and removed with the last version that
-//! uses its artifact. Compiled code can always be rebuilt from the artifact,
-//! so it is not part of a deploy's transaction: it is written (and synced)
-//! before it, and a file a crash left without an artifact is removed when
-//! the store opens.
+//! engine: `compiled/<sha256>-<engine-key>.cwasm` (wasmtime's serialized
+//! code), so a restart with the same engine settings never recompiles. The
+//! name only says which artifact and engine a file is for; what makes it
+//! runnable is its checksum in `compiled_sums`. Machine code is run as it
+//! is, so a file is handed out only if its contents match the checksum the
+//! store recorded when it wrote them ([`Store::compiled_code`]): a file the
+//! disk damaged, or one planted in `compiled/` (under the right name, or a
+//! copy of another artifact's code), is never run; it is removed and the
+//! artifact compiled again. The engine maps these files into memory instead
+//! of copying them: code pages are shared with the kernel's page cache and
+//! loaded as they are touched, and sled's cache does not hold a copy. A
+//! file is written whole under a temporary name, synced and renamed into
+//! place, never changed in place (a mapped file must not change), and
+//! removed with the last version that uses its artifact. Compiled code can
+//! always be rebuilt from the artifact, so it is not part of a deploy's
+//! transaction: it is written (and synced), then its checksum recorded,
+//! before the transaction, whose flush makes the checksum durable with it;
+//! a file a crash left without an artifact is removed when the store opens.
+//!
+//! Everything the store writes is private to its user: `db/` and
+//! `compiled/` are 0700 and their files 0600, set at open (see the
+//! `datadir` module for what the umask still decides).
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -152,6 +166,8 @@ pub struct Store {
     artifacts: sled::Tree,
     /// Where compiled code is kept (see the module docs).
     compiled_dir: Arc<PathBuf>,
+    /// The checksum of each compiled-code file, written by the store.
+    compiled_sums: sled::Tree,
     refs: sled::Tree,
     functions: sled::Tree,
     /// The event plane's trees (see the events section).
@@ -264,34 +280,38 @@ fn is_hex(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The start of the file names of an artifact's compiled code for an
-/// engine: `<sha256>-<engine-key>-` (both hex, checked, so a name never
-/// leaves the directory); the checksum of the contents follows.
-fn compiled_prefix(sha256: &str, engine_key: &str) -> Result<String, StoreError> {
+/// The name of an artifact's compiled code for an engine, without its
+/// suffix: `<sha256>-<engine-key>` (both hex, checked, so a name never
+/// leaves the directory). Also the key of its checksum in `compiled_sums`.
+fn compiled_stem(sha256: &str, engine_key: &str) -> Result<String, StoreError> {
     if !is_hex(sha256) || !is_hex(engine_key) {
         return Err(StoreError::Corrupt {
             key: format!("{sha256}-{engine_key}"),
             reason: "an artifact hash and engine key are hex".into(),
         });
     }
-    Ok(format!("{sha256}-{engine_key}-"))
+    Ok(format!("{sha256}-{engine_key}"))
 }
 
-/// The artifact hash, engine key and checksum in a compiled-code file name.
-fn parse_compiled_name(name: &str) -> Option<(&str, &str, &str)> {
-    let mut parts = name.strip_suffix(COMPILED_SUFFIX)?.splitn(3, '-');
-    let (sha, key, sum) = (parts.next()?, parts.next()?, parts.next()?);
-    (is_hex(sha) && is_hex(key) && is_hex(sum)).then_some((sha, key, sum))
+/// The artifact hash and engine key in a compiled-code file name, or in a
+/// key of `compiled_sums` (no suffix).
+fn parse_compiled_stem(stem: &str) -> Option<(&str, &str)> {
+    let (sha, key) = stem.split_once('-')?;
+    (is_hex(sha) && is_hex(key)).then_some((sha, key))
 }
 
-/// The checksum in a compiled-code file name: the first 64 bits of the
-/// contents' sha256, hex. Machine code is run as it is, so a file the disk
-/// damaged must be caught before it is mapped (sled checksums its records;
-/// these files are outside it).
-fn checksum(reader: impl std::io::Read) -> std::io::Result<String> {
+/// The artifact hash and engine key in a compiled-code file name. Names of
+/// earlier versions (`<sha256>-<engine-key>-<checksum>.cwasm`) are not
+/// parsed: those files are removed on open.
+fn parse_compiled_name(name: &str) -> Option<(&str, &str)> {
+    parse_compiled_stem(name.strip_suffix(COMPILED_SUFFIX)?)
+}
+
+/// The sha256 of a compiled-code file's contents, read from the open file.
+fn file_digest(file: &std::fs::File) -> std::io::Result<[u8; 32]> {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
-    let mut reader = std::io::BufReader::with_capacity(64 << 10, reader);
+    let mut reader = std::io::BufReader::with_capacity(64 << 10, file);
     loop {
         let chunk = std::io::BufRead::fill_buf(&mut reader)?;
         if chunk.is_empty() {
@@ -301,7 +321,39 @@ fn checksum(reader: impl std::io::Read) -> std::io::Result<String> {
         let n = chunk.len();
         std::io::BufRead::consume(&mut reader, n);
     }
-    Ok(hex::encode(&hasher.finalize()[..8]))
+    Ok(hasher.finalize().into())
+}
+
+/// Compiled code the store verified: the open file whose contents matched
+/// the checksum recorded when the store wrote it. Load it through
+/// [`CodeFile::path`] while this value lives, so that what is mapped is the
+/// file that was checked even if its name is replaced meanwhile.
+#[derive(Debug)]
+pub struct CodeFile {
+    file: std::fs::File,
+    name: PathBuf,
+}
+
+impl CodeFile {
+    /// A path that opens this very file: on Linux, the open descriptor's
+    /// (`/proc/self/fd/N`, which a rename over the name does not change);
+    /// elsewhere, or without `/proc`, its name in `compiled/`.
+    pub fn path(&self) -> PathBuf {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd as _;
+            let fd = PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
+            if fd.exists() {
+                return fd;
+            }
+        }
+        self.name.clone()
+    }
+
+    /// The file's name in the data directory (for messages).
+    pub fn name(&self) -> &Path {
+        &self.name
+    }
 }
 
 const COMPILED_SUFFIX: &str = ".cwasm";
@@ -333,15 +385,33 @@ impl Store {
     /// to `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let compiled_dir = dir.join("compiled");
-        std::fs::create_dir_all(&compiled_dir)?;
+        let db_dir = dir.join("db");
+        for d in [&compiled_dir, &db_dir] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(crate::datadir::DIR_MODE)
+                .create(d)?;
+        }
         let db = sled::Config::new()
-            .path(dir.join("db"))
+            .path(&db_dir)
             .cache_capacity(cache_bytes)
             // Durability comes from explicit flushes before acknowledging a
             // write; the periodic background flush only bounds the loss of
             // unacknowledged data and is kept at sled's default.
             .mode(sled::Mode::LowSpace)
             .open()?;
+        // sled creates its files with the process umask's mode (a library
+        // cannot change that): set them, and whatever an earlier start or
+        // version left looser, to 0600 and 0700 now.
+        let changed =
+            crate::datadir::make_private(&db_dir)? + crate::datadir::make_private(&compiled_dir)?;
+        if changed > 0 {
+            tracing::info!(
+                dir = %dir.display(),
+                entries = changed,
+                "made the store's files private (files 0600, directories 0700)"
+            );
+        }
         let store = Self::from_db(db, compiled_dir)?;
         store.tidy_compiled()?;
         Ok(store)
@@ -356,6 +426,7 @@ impl Store {
             flusher: Arc::new(flusher),
             artifacts: db.open_tree("artifacts")?,
             compiled_dir: Arc::new(compiled_dir),
+            compiled_sums: db.open_tree("compiled_sums")?,
             refs: db.open_tree("refs")?,
             functions: db.open_tree("functions")?,
             ev: EventTrees::open(&db)?,
@@ -420,89 +491,114 @@ impl Store {
         Ok(self.artifacts.get(sha256.as_bytes())?)
     }
 
-    /// The file of an artifact's compiled code for an engine, if there is
-    /// one and its contents match its checksum (a damaged file is removed:
-    /// the code is rebuilt from the artifact). The file is never changed in
-    /// place (see the module docs), so it can be mapped for as long as it
-    /// is used.
-    pub fn compiled_path(
+    /// An artifact's compiled code for an engine, verified: its file is
+    /// opened (not through a symbolic link) and its contents must match the
+    /// checksum the store recorded when it wrote it. A file without a record
+    /// (not written by this store, or a crash before its checksum was
+    /// recorded) or with other contents (damaged, replaced) is never handed
+    /// out: it is removed, with a warning, and `None` tells the caller to
+    /// compile the artifact again, as when there is no file. The file is
+    /// never changed in place (see the module docs), so it can be mapped for
+    /// as long as it is used.
+    pub fn compiled_code(
         &self,
         sha256: &str,
         engine_key: &str,
-    ) -> Result<Option<PathBuf>, StoreError> {
-        let prefix = compiled_prefix(sha256, engine_key)?;
-        let Some(name) = self.compiled_names(&prefix)?.pop() else {
-            return Ok(None);
-        };
-        let path = self.compiled_dir.join(&name);
-        let expected = parse_compiled_name(&name).map_or("", |(.., sum)| sum);
-        let actual = match std::fs::File::open(&path) {
-            Ok(f) => checksum(f)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+    ) -> Result<Option<CodeFile>, StoreError> {
+        let stem = compiled_stem(sha256, engine_key)?;
+        let path = self.compiled_dir.join(format!("{stem}{COMPILED_SUFFIX}"));
+        let recorded = self.compiled_sums.get(stem.as_bytes())?;
+        let file = match crate::datadir::open_no_follow(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if recorded.is_some() {
+                    self.compiled_sums.remove(stem.as_bytes())?;
+                }
+                return Ok(None);
+            }
+            Err(_) if crate::datadir::is_symlink(&path) => {
+                self.discard_compiled(&stem, &path, "is a symbolic link");
+                return Ok(None);
+            }
             Err(e) => return Err(e.into()),
         };
-        if actual != expected {
-            tracing::warn!(file = %path.display(), "compiled code does not match its checksum (damaged); removed");
-            let _ = std::fs::remove_file(&path);
+        let problem = match recorded {
+            None => Some("has no checksum in the store (the store did not write it)"),
+            Some(_) if !file.metadata()?.is_file() => Some("is not a regular file"),
+            Some(sum) if file_digest(&file)?[..] != sum[..] => {
+                Some("does not match its checksum in the store (damaged or replaced)")
+            }
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            self.discard_compiled(&stem, &path, problem);
             return Ok(None);
         }
-        Ok(Some(path))
+        Ok(Some(CodeFile { file, name: path }))
     }
 
-    /// The well-formed compiled-code file names that start with `prefix`,
-    /// sorted.
-    fn compiled_names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(&*self.compiled_dir)? {
-            if let Ok(name) = entry?.file_name().into_string()
-                && name.starts_with(prefix)
-                && parse_compiled_name(&name).is_some()
-            {
-                names.push(name);
-            }
+    /// Removes a compiled-code file that failed its check, and its record.
+    fn discard_compiled(&self, stem: &str, path: &Path, problem: &str) {
+        tracing::warn!(
+            file = %path.display(),
+            "compiled code {problem}: not run; removed, the artifact is compiled again"
+        );
+        if let Err(e) = std::fs::remove_file(path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %path.display(), error = %e, "removing compiled code failed");
         }
-        names.sort();
-        Ok(names)
+        if let Err(e) = self.compiled_sums.remove(stem.as_bytes()) {
+            tracing::warn!(error = %e, "removing the checksum of compiled code failed");
+        }
     }
 
     /// Writes an artifact's compiled code for an engine, durably (synced,
-    /// with its directory entry), replacing any earlier file of it whole;
-    /// returns the file. Called before the deploy's transaction, or to
-    /// rebuild compiled code (another engine version, an unreadable file).
+    /// with its directory entry), replacing any earlier file of it whole
+    /// (a version still running on the earlier one keeps its mapping), then
+    /// records its checksum; returns the file. Called before the deploy's
+    /// transaction, whose flush makes the checksum durable too, or to
+    /// rebuild compiled code (another engine version, a file that failed
+    /// its check).
     pub fn put_compiled(
         &self,
         sha256: &str,
         engine_key: &str,
         bytes: &[u8],
-    ) -> Result<PathBuf, StoreError> {
+    ) -> Result<CodeFile, StoreError> {
+        use sha2::{Digest, Sha256};
         use std::io::Write as _;
-        let prefix = compiled_prefix(sha256, engine_key)?;
-        let name = format!("{prefix}{}{COMPILED_SUFFIX}", checksum(bytes)?);
+        let stem = compiled_stem(sha256, engine_key)?;
+        let name = format!("{stem}{COMPILED_SUFFIX}");
         let path = self.compiled_dir.join(&name);
         let temp = self.compiled_dir.join(format!(
             "{name}.{:016x}{TEMP_SUFFIX}",
             rand::random::<u64>()
         ));
         let written = (|| {
-            let mut f = std::fs::File::create_new(&temp)?;
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(crate::datadir::FILE_MODE)
+                .open(&temp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
             std::fs::rename(&temp, &path)?;
-            std::fs::File::open(&*self.compiled_dir)?.sync_all()
+            std::fs::File::open(&*self.compiled_dir)?.sync_all()?;
+            Ok::<_, std::io::Error>(f)
         })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&temp);
-            return Err(e.into());
-        }
-        // Code compiled earlier (other contents: a damaged file, another
-        // compiler build with the same engine key) goes; a version still
-        // running on it keeps its mapping.
-        for old in self.compiled_names(&prefix)? {
-            if old != name {
-                let _ = std::fs::remove_file(self.compiled_dir.join(old));
+        let file = match written {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(e.into());
             }
-        }
-        Ok(path)
+        };
+        // Recorded last: a file is runnable only once it is whole and synced.
+        let sum: [u8; 32] = Sha256::digest(bytes).into();
+        self.compiled_sums.insert(stem.as_bytes(), &sum[..])?;
+        Ok(CodeFile { file, name: path })
     }
 
     /// Removes an artifact's compiled code unless the artifact is stored
@@ -514,9 +610,11 @@ impl Store {
         Ok(())
     }
 
-    /// Removes the compiled-code files for which `gone(sha256, engine_key)`
-    /// holds, and with `temporaries` the half-written files too (only on
-    /// open: a deploy may be writing one).
+    /// Removes the compiled-code files, and their checksums, for which
+    /// `gone(sha256, engine_key)` holds, and with `temporaries` the
+    /// half-written files and files of names this store does not write
+    /// (only on open: a deploy may be writing one). Returns how many files
+    /// went.
     fn remove_compiled(
         &self,
         temporaries: bool,
@@ -529,10 +627,11 @@ impl Store {
             let Some(name) = name.to_str() else { continue };
             let drop = if name.ends_with(TEMP_SUFFIX) {
                 temporaries
-            } else if let Some((sha, key, _)) = parse_compiled_name(name) {
+            } else if let Some((sha, key)) = parse_compiled_name(name) {
                 gone(sha, key)
             } else {
-                // Not a name this store writes: only on open.
+                // Not a name this store writes (an earlier version's): only
+                // on open.
                 temporaries && name.ends_with(COMPILED_SUFFIX)
             };
             if drop {
@@ -543,21 +642,41 @@ impl Store {
                 }
             }
         }
+        for key in self.compiled_sums.iter().keys() {
+            let key = key?;
+            let drop = std::str::from_utf8(&key)
+                .ok()
+                .and_then(parse_compiled_stem)
+                .is_none_or(|(sha, engine)| gone(sha, engine));
+            if drop {
+                self.compiled_sums.remove(&key)?;
+            }
+        }
         Ok(removed)
     }
 
     /// On open: removes compiled code whose artifact is not stored (a crash
     /// between writing it and the deploy's transaction, or during a
-    /// delete) and half-written files; drops the tree where earlier
-    /// versions kept compiled code (it is rebuilt from the artifacts once).
+    /// delete), half-written files, files an earlier version named
+    /// otherwise (they had no checksum in the store: rebuilt from the
+    /// artifacts once) and checksums whose file is gone; drops the tree
+    /// where earlier versions kept compiled code.
     fn tidy_compiled(&self) -> Result<(), StoreError> {
         let removed =
             self.remove_compiled(true, |sha, _| !self.has_artifact(sha).unwrap_or(true))?;
         if removed > 0 {
             tracing::info!(
                 files = removed,
-                "removed compiled code of artifacts no longer stored"
+                "removed compiled code no stored artifact uses, half-written, or of an earlier \
+                 version of Wisp"
             );
+        }
+        for key in self.compiled_sums.iter().keys() {
+            let key = key?;
+            let name = format!("{}{COMPILED_SUFFIX}", String::from_utf8_lossy(&key));
+            if !self.compiled_dir.join(name).exists() {
+                self.compiled_sums.remove(&key)?;
+            }
         }
         if self.db.tree_names().iter().any(|n| &n[..] == b"compiled") {
             self.db.drop_tree("compiled")?;
@@ -2274,6 +2393,12 @@ mod tests {
             .unwrap();
     }
 
+    /// The contents of an artifact's verified compiled code, if any.
+    fn code(store: &Store, sha: &str, key: &str) -> Option<Vec<u8>> {
+        let code = store.compiled_code(sha, key).unwrap()?;
+        Some(std::fs::read(code.path()).unwrap())
+    }
+
     #[test]
     fn deploy_dedupes_and_delete_frees_only_unused_artifacts() {
         let dir = tempfile::tempdir().unwrap();
@@ -2284,7 +2409,8 @@ mod tests {
         put(&store, "b", &[(1, "a1")], b"one");
         assert_eq!(store.artifact_count(), 2);
         assert_eq!(store.function("a").unwrap().unwrap().active_version, 2);
-        let file = store.compiled_path("a1", "e").unwrap().unwrap();
+        let file = store.compiled_code("a1", "e").unwrap().unwrap();
+        let file = file.name().to_path_buf();
         assert_eq!(std::fs::read(&file).unwrap(), b"c1");
 
         assert_eq!(store.delete_function("a").unwrap().unwrap(), ["a2"]);
@@ -2292,15 +2418,16 @@ mod tests {
         assert!(store.function("a").unwrap().is_none());
         // a1 is still used by b; a2 is gone.
         assert!(store.artifact("a1").unwrap().is_some());
-        assert!(store.compiled_path("a1", "e").unwrap().is_some());
+        assert!(store.compiled_code("a1", "e").unwrap().is_some());
         assert!(store.artifact("a2").unwrap().is_none());
         let freed = store.delete_function("b").unwrap().unwrap();
         assert_eq!(freed, ["a1"]);
         assert_eq!(store.artifact_count(), 0);
         assert!(file.exists(), "kept until the deletion is flushed");
         store.drop_compiled(&freed).unwrap();
-        assert!(store.compiled_path("a1", "e").unwrap().is_none());
+        assert!(store.compiled_code("a1", "e").unwrap().is_none());
         assert!(!file.exists());
+        assert!(store.compiled_sums.is_empty(), "its checksum went with it");
         assert!(store.delete_function("b").unwrap().is_none());
     }
 
@@ -2318,14 +2445,16 @@ mod tests {
             // A failed deploy forgets its code; a stored artifact keeps it.
             store.put_compiled("c4", "e", b"failed").unwrap();
             store.forget_compiled("c4").unwrap();
-            assert!(store.compiled_path("c4", "e").unwrap().is_none());
+            assert!(store.compiled_code("c4", "e").unwrap().is_none());
             store.forget_compiled("a1").unwrap();
-            assert!(store.compiled_path("a1", "e").unwrap().is_some());
+            assert!(store.compiled_code("a1", "e").unwrap().is_some());
             // Another engine build's code goes when this engine asks.
             store.put_compiled("a1", "f0", b"older engine").unwrap();
             store.drop_other_engines("e").unwrap();
-            assert!(store.compiled_path("a1", "f0").unwrap().is_none());
-            assert!(store.compiled_path("a1", "e").unwrap().is_some());
+            assert!(store.compiled_code("a1", "f0").unwrap().is_none());
+            assert!(store.compiled_code("a1", "e").unwrap().is_some());
+            // A file an earlier version named with its checksum.
+            std::fs::write(dir.path().join("compiled/a1-e-0123abcd.cwasm"), b"old").unwrap();
             store.flush_blocking().unwrap();
         }
         let store = Store::open(dir.path(), 1 << 20).unwrap();
@@ -2334,10 +2463,15 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(left.len(), 1, "{left:?}");
-        assert!(left[0].starts_with("a1-e-"), "{left:?}");
-        let file = store.compiled_path("a1", "e").unwrap().unwrap();
-        assert_eq!(std::fs::read(file).unwrap(), b"kept");
+        assert_eq!(left, ["a1-e.cwasm"]);
+        assert_eq!(code(&store, "a1", "e").unwrap(), b"kept");
+        let sums: Vec<_> = store
+            .compiled_sums
+            .iter()
+            .keys()
+            .map(|k| k.unwrap())
+            .collect();
+        assert_eq!(sums, [IVec::from("a1-e")], "only the kept file's checksum");
     }
 
     #[test]
@@ -2345,16 +2479,133 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         let path = store.put_compiled("a1", "e", b"compiled code").unwrap();
-        assert_eq!(store.compiled_path("a1", "e").unwrap(), Some(path.clone()));
-        // Rewritten with other contents: one file, the new one.
+        let path = path.name().to_path_buf();
+        assert_eq!(code(&store, "a1", "e").unwrap(), b"compiled code");
+        // Rewritten with other contents: the same name, the new contents.
         let path2 = store.put_compiled("a1", "e", b"compiled again").unwrap();
-        assert_ne!(path, path2);
-        assert!(!path.exists());
-        assert_eq!(store.compiled_path("a1", "e").unwrap(), Some(path2.clone()));
-        // The disk flips a byte: the file no longer matches its name.
-        std::fs::write(&path2, b"compiled agaiN").unwrap();
-        assert_eq!(store.compiled_path("a1", "e").unwrap(), None);
-        assert!(!path2.exists(), "a damaged file is removed");
+        assert_eq!(path2.name(), path);
+        assert_eq!(code(&store, "a1", "e").unwrap(), b"compiled again");
+        // The disk flips a byte: the file no longer matches its checksum.
+        std::fs::write(&path, b"compiled agaiN").unwrap();
+        assert_eq!(code(&store, "a1", "e"), None);
+        assert!(!path.exists(), "a damaged file is removed");
+        assert!(store.compiled_sums.is_empty(), "and its checksum");
+    }
+
+    /// A file the store did not write is never handed out, whatever its
+    /// name says: planted under the right name, copied from another
+    /// artifact's code, or a symbolic link to it.
+    #[test]
+    fn planted_compiled_code_is_not_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let compiled = dir.path().join("compiled");
+        let mine = compiled.join("a1-e.cwasm");
+        // No record at all: a file under the name a1's code would have.
+        std::fs::write(&mine, b"planted").unwrap();
+        assert_eq!(code(&store, "a1", "e"), None);
+        assert!(!mine.exists());
+        // Not a file at all (opening a FIFO must not wait for a writer).
+        store.put_compiled("a1", "e", b"a1's code").unwrap();
+        std::fs::remove_file(&mine).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&mine)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert_eq!(code(&store, "a1", "e"), None);
+        assert!(std::fs::symlink_metadata(&mine).is_err(), "removed");
+        // Another artifact's genuine code copied over a1's.
+        let other = store.put_compiled("b2", "e", b"b2's code").unwrap();
+        store.put_compiled("a1", "e", b"a1's code").unwrap();
+        std::fs::copy(other.name(), &mine).unwrap();
+        assert_eq!(code(&store, "a1", "e"), None);
+        assert!(!mine.exists());
+        assert_eq!(code(&store, "b2", "e").unwrap(), b"b2's code");
+        // A symbolic link to the other's code.
+        store.put_compiled("a1", "e", b"a1's code").unwrap();
+        std::fs::remove_file(&mine).unwrap();
+        std::os::unix::fs::symlink(other.name(), &mine).unwrap();
+        assert_eq!(code(&store, "a1", "e"), None);
+        assert!(
+            std::fs::symlink_metadata(&mine).is_err(),
+            "the link is removed"
+        );
+        assert_eq!(code(&store, "b2", "e").unwrap(), b"b2's code");
+        // Written again by the store: handed out again.
+        store.put_compiled("a1", "e", b"a1's code").unwrap();
+        assert_eq!(code(&store, "a1", "e").unwrap(), b"a1's code");
+    }
+
+    /// A data directory of an earlier version: files, no checksums. They
+    /// are not run; each is compiled again once.
+    #[test]
+    fn compiled_code_without_a_checksum_is_compiled_again_once() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            store.put_compiled("a1", "e", b"code").unwrap();
+            put(&store, "a", &[(1, "a1")], b"one");
+            store.db.drop_tree("compiled_sums").unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert!(dir.path().join("compiled/a1-e.cwasm").exists());
+        assert_eq!(code(&store, "a1", "e"), None);
+        store.put_compiled("a1", "e", b"code").unwrap();
+        store.flush_blocking().unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(code(&store, "a1", "e").unwrap(), b"code");
+    }
+
+    /// What is mapped is the file that was checked, even if its name is
+    /// replaced between the check and the load.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn verified_code_is_loaded_through_its_open_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        store.put_compiled("a1", "e", b"checked").unwrap();
+        let verified = store.compiled_code("a1", "e").unwrap().unwrap();
+        let swapped = dir.path().join("swapped");
+        std::fs::write(&swapped, b"swapped in").unwrap();
+        std::fs::rename(&swapped, verified.name()).unwrap();
+        assert!(verified.path().starts_with("/proc/self/fd"));
+        assert_eq!(std::fs::read(verified.path()).unwrap(), b"checked");
+    }
+
+    #[test]
+    fn the_store_is_private_whatever_it_was() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            store.put_compiled("a1", "e", b"code").unwrap();
+            put(&store, "a", &[(1, "a1")], b"one");
+            store.flush_blocking().unwrap();
+        }
+        // Loosened by someone (or made under a permissive umask).
+        let mut all = Vec::new();
+        let mut pending = vec![dir.path().join("db"), dir.path().join("compiled")];
+        while let Some(p) = pending.pop() {
+            let loose = if p.is_dir() {
+                pending.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+                0o777
+            } else {
+                0o666
+            };
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(loose)).unwrap();
+            all.push(p);
+        }
+        assert!(all.len() >= 4, "{all:?}");
+        let _store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert!(dir.path().join("compiled/a1-e.cwasm").exists());
+        for p in all.iter().filter(|p| p.exists()) {
+            let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            let want = if p.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode, want, "{}", p.display());
+        }
     }
 
     #[test]
@@ -2366,7 +2617,7 @@ mod tests {
                 store.put_compiled(sha, key, b"x").is_err(),
                 "{sha:?} {key:?}"
             );
-            assert!(store.compiled_path(sha, key).is_err());
+            assert!(store.compiled_code(sha, key).is_err());
         }
     }
 

@@ -96,6 +96,8 @@ pub struct Wisp {
 pub struct Opts {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Start through `sh` with this umask (tests/e2e/datadir.rs).
+    pub umask: Option<u32>,
 }
 
 impl Opts {
@@ -105,6 +107,10 @@ impl Opts {
     }
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn umask(mut self, mask: u32) -> Self {
+        self.umask = Some(mask);
         self
     }
 }
@@ -131,7 +137,16 @@ impl Wisp {
     }
 
     fn spawn(dir: &Path, opts: &Opts) -> Wisp {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wisp"));
+        let mut cmd = match opts.umask {
+            // `exec`: the child is wisp itself (its pid, its signals).
+            Some(mask) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("umask {mask:03o} && exec \"$@\""), "sh"])
+                    .arg(env!("CARGO_BIN_EXE_wisp"));
+                sh
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_wisp")),
+        };
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(dir)

@@ -7,6 +7,7 @@ mod api;
 mod cgi;
 mod cli;
 mod config_admin;
+mod datadir;
 mod durability;
 mod event_examples;
 mod event_handler;

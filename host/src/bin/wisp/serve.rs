@@ -25,6 +25,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
              or raise the limit (ulimit -n)"
         );
     }
+    private_umask();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("wisp-worker")
@@ -73,6 +74,23 @@ fn raise_open_file_limit() -> Option<u64> {
     }
     #[cfg(not(unix))]
     None
+}
+
+/// Sets the umask to 077, so that every file `wisp serve` creates is its
+/// user's only. The library sets the modes of the data directory and of the
+/// files it writes itself, whatever the umask, but sled creates files later
+/// on its own (snapshots, blobs of large values) with the umask's mode:
+/// inside a 0700 directory nobody else can reach them, and with this they
+/// are 0600 as well. The binary may do this, a library may not (the umask is
+/// the whole process's); `wisp serve` creates no file meant for others.
+fn private_umask() {
+    #[cfg(unix)]
+    #[allow(unsafe_code)]
+    // SAFETY: umask only sets the process's file-creation mask; it cannot
+    // fail and touches no memory.
+    unsafe {
+        libc::umask(0o077);
+    }
 }
 
 fn init_tracing(format: LogFormat) {

@@ -30,7 +30,16 @@ pub fn build(path: &Path) -> Result<PathBuf> {
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("building {} for {TARGET}", manifest.display());
-    let mut child = Command::new(&cargo)
+    let mut command = Command::new(&cargo);
+    // The build runs the crate's code (build scripts, proc-macros): it gets
+    // none of Wisp's own variables, the admin token above all. All of them,
+    // not a list, so that a variable added later cannot leak either.
+    for (name, _) in std::env::vars_os() {
+        if is_wisp_variable(&name) {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
         .args(["build", "--release", "--target", TARGET, "--manifest-path"])
         .arg(&manifest)
         .arg("--message-format=json-render-diagnostics")
@@ -75,6 +84,12 @@ pub fn build(path: &Path) -> Result<PathBuf> {
                 .join(", ")
         ),
     }
+}
+
+/// Whether an environment variable is one of Wisp's (`WISP_*`), which can
+/// carry secrets (the admin token, an admin URL with credentials).
+fn is_wisp_variable(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(b"WISP_")
 }
 
 /// Writes cargo's stderr to ours; true if it said the target is missing.
@@ -134,6 +149,27 @@ mod tests {
         assert!(wasm_artifacts(rlib).is_empty());
         assert!(wasm_artifacts(r#"{"reason":"build-finished","success":true}"#).is_empty());
         assert!(wasm_artifacts("not json").is_empty());
+    }
+
+    #[test]
+    fn wisp_variables_are_spotted() {
+        for name in [
+            "WISP_ADMIN_TOKEN",
+            "WISP_ADMIN_URL",
+            "WISP_",
+            "WISP_ANYTHING_LATER",
+        ] {
+            assert!(is_wisp_variable(name.as_ref()), "{name}");
+        }
+        for name in [
+            "PATH",
+            "CARGO_HOME",
+            "MY_WISP_TOKEN",
+            "wisp_admin_token",
+            "WISP",
+        ] {
+            assert!(!is_wisp_variable(name.as_ref()), "{name}");
+        }
     }
 
     #[test]
