@@ -125,6 +125,17 @@ fn kill_9_right_after_an_acknowledged_deploy_keeps_it() {
 }
 
 #[test]
+fn sigterm_right_after_start_stops_cleanly() {
+    // The handlers are installed before the host loads; a signal at once
+    // (before the first request) still stops it cleanly, store flushed.
+    for _ in 0..3 {
+        let mut w = Wisp::start();
+        assert_eq!(w.terminate().code(), Some(0), "{}", w.log_text());
+        assert!(w.log_text().contains("store flushed"), "{}", w.log_text());
+    }
+}
+
+#[test]
 fn sigterm_finishes_in_flight_requests_then_exits_0() {
     let mut w = Wisp::start();
     w.admin().deploy_guest("m", "misbehave", &["/m/*"]);
