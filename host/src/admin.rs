@@ -1,12 +1,17 @@
 //! The control plane: the admin REST API under `/v1`, its OpenAPI document,
 //! health and metrics. Every route but health needs the bearer token.
 
-use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, OptionalFromRequest, Path, RawQuery, Request,
+    State,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::OpenApi;
@@ -61,6 +66,7 @@ struct Deleted {
 
 /// Body of a rollback.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct RollbackRequest {
     /// The version to make active; default: the newest one older than the
     /// active version.
@@ -92,15 +98,115 @@ pub fn router(host: Host) -> Router {
         .route("/v1/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics_text))
         .merge(crate::events::admin::routes())
+        // Before the token check is layered on, so that a client without
+        // the token learns nothing of the protected routes' methods.
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(host.clone(), require_token));
     Router::new()
         .route("/v1/health", get(health))
+        .method_not_allowed_fallback(method_not_allowed)
         .merge(protected)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint")
         })
+        // The limit `ApiJson` bodies are read with (uploads, values and
+        // payloads are read by their handlers, with limits of their own).
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .layer(middleware::from_fn(close_after_refused_body))
         .with_state(host)
+}
+
+/// A known path with a method it does not serve. Axum adds the `Allow`
+/// header.
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("method {method} is not allowed here; the Allow header lists those that are"),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Extractors whose rejection is the API's JSON error (`ApiError`), so that
+// no malformed request is answered with axum's plain-text rejections.
+
+/// Largest JSON request body of the admin API, in bytes.
+pub(crate) const MAX_JSON_BODY_BYTES: usize = 2 << 20;
+
+/// A JSON request body. Axum's `Json` does the work (content type, the
+/// router's body limit, serde); its rejections become `ApiError`s: 415 for
+/// a body not sent as JSON, 400 for malformed JSON or an unknown or missing
+/// field (request types deny unknown fields), 413 past the limit.
+///
+/// As `Option<ApiJson<T>>`: an empty body is `None`, whatever its content
+/// type (a rollback or redrive with no body).
+pub(crate) struct ApiJson<T>(pub T);
+
+/// 413 from the declared length, before anything is read.
+fn refuse_declared_length(req: &Request) -> Result<(), ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_JSON_BODY_BYTES as u64) {
+        return Err(ApiError::body_too_large(MAX_JSON_BODY_BYTES as u64));
+    }
+    Ok(())
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        refuse_declared_length(&req)?;
+        let Json(value) = <Json<T> as FromRequest<S>>::from_request(req, state).await?;
+        Ok(ApiJson(value))
+    }
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, ApiError> {
+        refuse_declared_length(&req)?;
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, MAX_JSON_BODY_BYTES)
+            .await
+            .map_err(|e| {
+                let over = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                if over {
+                    ApiError::body_too_large(MAX_JSON_BODY_BYTES as u64)
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_argument",
+                        format!("reading the request body failed: {e}"),
+                    )
+                }
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        <Self as FromRequest<S>>::from_request(req, state)
+            .await
+            .map(Some)
+    }
+}
+
+/// Path parameters; a bad percent-encoding or bytes that are not UTF-8 are
+/// answered 400 `invalid_argument` in the API's JSON.
+pub(crate) struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(value) = Path::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiPath(value))
+    }
 }
 
 /// An error answered to a request that came with a body closes the
@@ -205,7 +311,11 @@ async fn list_functions(
         (status = 413, body = ErrorBody, description = "payload_too_large"),
     )
 )]
-async fn deploy(State(host): State<Host>, Path(name): Path<String>, req: Request) -> Response {
+async fn deploy(
+    State(host): State<Host>,
+    ApiPath(name): ApiPath<String>,
+    req: Request,
+) -> Response {
     let options: DeployOptions = match serde_html_form::from_str(req.uri().query().unwrap_or("")) {
         Ok(o) => o,
         Err(e) => {
@@ -250,7 +360,7 @@ async fn deploy(State(host): State<Host>, Path(name): Path<String>, req: Request
     responses((status = 200, body = FunctionInfo), (status = 404, body = ErrorBody)))]
 async fn get_function(
     State(host): State<Host>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<FunctionInfo>, DeployError> {
     Ok(Json(host.function(&name)?))
 }
@@ -259,7 +369,7 @@ async fn get_function(
     responses((status = 200, body = Deleted), (status = 404, body = ErrorBody)))]
 async fn delete_function(
     State(host): State<Host>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Deleted>, DeployError> {
     host.delete(&name).await?;
     Ok(Json(Deleted { deleted: name }))
@@ -274,7 +384,7 @@ async fn delete_function(
     ))]
 async fn function_logs(
     State(host): State<Host>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<LogPage>, DeployError> {
     let q: LogQuery = serde_html_form::from_str(query.as_deref().unwrap_or(""))
@@ -286,7 +396,7 @@ async fn function_logs(
     responses((status = 200, body = [VersionInfo]), (status = 404, body = ErrorBody)))]
 async fn versions(
     State(host): State<Host>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Vec<VersionInfo>>, DeployError> {
     Ok(Json(host.versions(&name)?))
 }
@@ -296,15 +406,10 @@ async fn versions(
     responses((status = 200, body = FunctionInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn rollback(
     State(host): State<Host>,
-    Path(name): Path<String>,
-    body: axum::body::Bytes,
+    ApiPath(name): ApiPath<String>,
+    body: Option<ApiJson<RollbackRequest>>,
 ) -> Result<Json<FunctionInfo>, DeployError> {
-    let req: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RollbackRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| DeployError::InvalidArgument(format!("bad rollback body: {e}")))?
-    };
+    let req = body.map(|ApiJson(r)| r).unwrap_or_default();
     Ok(Json(host.rollback(&name, req.version).await?))
 }
 
@@ -315,7 +420,11 @@ async fn rollback(
     request_body(content = Vec<u8>, description = "Passed to the function as is"),
     responses((status = 200, description = "The function's response, with header wisp-invocation-id"), (status = 404, body = ErrorBody))
 )]
-async fn invoke(State(host): State<Host>, Path(name): Path<String>, req: Request) -> Response {
+async fn invoke(
+    State(host): State<Host>,
+    ApiPath(name): ApiPath<String>,
+    req: Request,
+) -> Response {
     #[derive(Deserialize)]
     struct Q {
         path: Option<String>,
@@ -380,19 +489,6 @@ fn kv_query<T: serde::de::DeserializeOwned>(query: Option<&str>) -> Result<T, Kv
         .map_err(|e| KvError::InvalidArgument(format!("bad query parameters: {e}")))
 }
 
-/// Path parameters with our JSON error when they do not decode.
-fn path_params<T>(
-    params: Result<Path<T>, axum::extract::rejection::PathRejection>,
-) -> Result<T, ApiError> {
-    params.map(|Path(p)| p).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_argument",
-            format!("bad path: {}", e.body_text()),
-        )
-    })
-}
-
 #[utoipa::path(get, path = "/v1/functions/{name}/kv",
     params(("name" = String, Path), KvListQuery),
     responses(
@@ -402,7 +498,7 @@ fn path_params<T>(
     ))]
 async fn kv_list(
     State(host): State<Host>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<KeyList>, KvError> {
     let q: KvListQuery = kv_query(query.as_deref())?;
@@ -429,12 +525,8 @@ async fn kv_list(
     ))]
 async fn kv_get(
     State(host): State<Host>,
-    params: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+    ApiPath((name, key)): ApiPath<(String, String)>,
 ) -> Response {
-    let (name, key) = match path_params(params) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
     match host.kv_get(&name, &key).await {
         Ok(value) => ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response(),
         Err(e) => e.into_response(),
@@ -453,13 +545,9 @@ async fn kv_get(
     ))]
 async fn kv_put(
     State(host): State<Host>,
-    params: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+    ApiPath((name, key)): ApiPath<(String, String)>,
     req: Request,
 ) -> Response {
-    let (name, key) = match path_params(params) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
     let result = async {
         let q: KvPutQuery = kv_query(req.uri().query())?;
         let limit = host.kv_max_value_bytes(&name)?;
@@ -505,12 +593,8 @@ async fn kv_put(
     ))]
 async fn kv_delete(
     State(host): State<Host>,
-    params: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+    ApiPath((name, key)): ApiPath<(String, String)>,
 ) -> Response {
-    let (name, key) = match path_params(params) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
     match host.kv_delete(&name, &key).await {
         Ok(()) => Json(Deleted { deleted: key }).into_response(),
         Err(e) => e.into_response(),
@@ -525,7 +609,7 @@ async fn kv_delete(
     ))]
 async fn config_list(
     State(host): State<Host>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ConfigList>, ConfigError> {
     Ok(Json(host.config_list(&name)?))
 }
@@ -540,16 +624,23 @@ async fn config_list(
     ))]
 async fn config_set(
     State(host): State<Host>,
-    Path(name): Path<String>,
-    body: axum::body::Bytes,
+    ApiPath(name): ApiPath<String>,
+    // Syntax errors (serde's message for them quotes no input), a missing
+    // content type, a body over the limit: refused as any JSON body.
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Json<ConfigList>, ConfigError> {
-    // Our own message, not serde's: serde's can quote a (secret) value.
-    let req: SetConfig = serde_json::from_slice(&body).map_err(|e| {
+    // Our own message, not serde's, for the shape: serde's can quote a
+    // (secret) value. An unknown field is named: a field name is no value.
+    let req: SetConfig = serde_json::from_value(body).map_err(|e| {
+        let serde_message = e.to_string();
+        let unknown = if serde_message.starts_with("unknown field") {
+            format!("{serde_message}: ")
+        } else {
+            String::new()
+        };
         ConfigError::InvalidArgument(format!(
-            "the body must be JSON {{\"values\": {{\"KEY\": \"VALUE\", ...}}, \"secret\": false}} \
-             with string values (error at line {}, column {})",
-            e.line(),
-            e.column()
+            "{unknown}the body must be JSON {{\"values\": {{\"KEY\": \"VALUE\", ...}}, \"secret\": false}} \
+             with string values"
         ))
     })?;
     Ok(Json(host.set_config(&name, req.values, req.secret).await?))
@@ -564,14 +655,76 @@ async fn config_set(
     ))]
 async fn config_unset(
     State(host): State<Host>,
-    params: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+    ApiPath((name, key)): ApiPath<(String, String)>,
 ) -> Response {
-    let (name, key) = match path_params(params) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
     match host.unset_config(&name, &[key]).await {
         Ok(list) => Json(list).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    const TOKEN: &str = "a-test-token-a-test-token";
+
+    async fn call(host: &Host, req: Request) -> (StatusCode, serde_json::Value) {
+        let resp = router(host.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// A JSON body with no declared length, in chunks, one past the limit.
+    fn streamed_body_over_the_limit() -> Body {
+        let chunk = bytes::Bytes::from(vec![b' '; 64 << 10]);
+        let chunks = MAX_JSON_BODY_BYTES / chunk.len() + 1;
+        let stream =
+            futures::stream::iter((0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+        Body::from_stream(stream)
+    }
+
+    #[tokio::test]
+    async fn a_streamed_json_body_over_the_limit_is_refused_with_json() {
+        let host = Host::builder()
+            .temporary()
+            .admin_token(TOKEN)
+            .build()
+            .unwrap();
+        for (method, path) in [
+            (Method::POST, "/v1/subscriptions"),
+            (Method::POST, "/v1/schedules"),
+            (Method::POST, "/v1/functions/f/jobs"),
+            (Method::PUT, "/v1/functions/f/config"),
+            // Optional bodies are read the same way.
+            (Method::POST, "/v1/functions/f/rollback"),
+            (Method::POST, "/v1/functions/f/dlq/redrive"),
+        ] {
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(streamed_body_over_the_limit())
+                .unwrap();
+            let (status, body) = call(&host, req).await;
+            assert_eq!(
+                status,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "{method} {path}: {body}"
+            );
+            assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains(&MAX_JSON_BODY_BYTES.to_string()),
+                "{message}"
+            );
+        }
+        assert!(host.subscriptions(None).unwrap().is_empty());
+        assert!(host.schedules(None).unwrap().is_empty());
     }
 }

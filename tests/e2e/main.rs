@@ -8,6 +8,7 @@ mod cgi;
 mod cli;
 mod config_admin;
 mod durability;
+mod errors;
 mod event_examples;
 mod event_handler;
 mod events;
