@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::OpenApi;
+use utoipa::openapi::{RefOr, Schema};
 
 use crate::Host;
 use crate::api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
@@ -29,7 +30,7 @@ use crate::{ConfigEntry, ConfigError, ConfigList, KeyList, KvError, SetConfig};
     paths(health, list_functions, deploy, get_function, delete_function, versions, function_logs, rollback, invoke, metrics_text, openapi_json, kv_list, kv_get, kv_put, kv_delete, config_list, config_set, config_unset,
         crate::events::admin::publish, crate::events::admin::invoke_async, crate::events::admin::list_subscriptions, crate::events::admin::create_subscription, crate::events::admin::delete_subscription, crate::events::admin::get_event, crate::events::admin::dead_letters, crate::events::admin::redrive, crate::events::admin::list_schedules, crate::events::admin::create_schedule, crate::events::admin::delete_schedule, crate::events::admin::start_job, crate::events::admin::list_jobs, crate::events::admin::get_job, crate::events::admin::cancel_job),
     components(schemas(crate::events::Published, crate::events::NewSubscription, crate::events::Subscription, crate::events::RetryPolicy, crate::events::EventInfo, crate::events::DeliveryRecord, crate::events::DeliveryStatus, crate::events::RedriveRequest, crate::events::Redriven, crate::events::NewSchedule, crate::events::Schedule, crate::events::NewJob, crate::events::JobInfo, crate::events::JobState, crate::events::JobCounts, crate::events::JobTask, LogPage, LogEntry, LogStream, LogLevel, FunctionInfo, FunctionSummary, VersionInfo, Limits, ErrorBody, crate::error::ErrorDetail, RollbackRequest, Health, Deleted, KeyList, KvStored, ConfigList, ConfigEntry, SetConfig)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &EdgeResponses),
     security(("bearer" = []))
 )]
 struct ApiDoc;
@@ -47,6 +48,150 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// What the layers and extractors in front of the handlers answer, added to
+/// every operation they apply to, so that the document lists every status a
+/// route can give: 401 (the token check) on all but health; 400 where there
+/// are path parameters (one that does not decode, `ApiPath`); 400, 413 and
+/// 415 where the body is JSON (`ApiJson`). Parameters that name a function
+/// or a topic in a path, or the path a function sees, get their rule as a
+/// pattern and an example; `u64`s are documented as such.
+struct EdgeResponses;
+
+/// A function name (`routes::validate_name`).
+const NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+/// A topic name (`events::validate_topic`).
+const TOPIC_PATTERN: &str = "^[a-z0-9._-]{1,63}$";
+
+impl utoipa::Modify for EdgeResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::SecurityRequirement;
+        use utoipa::openapi::path::ParameterIn;
+        let schemas = openapi
+            .components
+            .iter_mut()
+            .flat_map(|c| c.schemas.values_mut());
+        for schema in schemas {
+            if let RefOr::T(Schema::Object(object)) = schema {
+                for property in object.properties.values_mut() {
+                    if let RefOr::T(Schema::Object(property)) = property {
+                        unsigned_64(property);
+                    }
+                }
+            }
+        }
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for op in operations.into_iter().flatten() {
+                // `security(())`: no requirement, as health has.
+                let public = op
+                    .security
+                    .as_ref()
+                    .is_some_and(|s| s.contains(&SecurityRequirement::default()));
+                if !public {
+                    add_error(
+                        op,
+                        401,
+                        "unauthorized: the bearer token is missing or wrong",
+                    );
+                }
+                let mut path_params = false;
+                for param in op.parameters.iter_mut().flatten() {
+                    path_params |= param.parameter_in == ParameterIn::Path;
+                    if let Some(RefOr::T(Schema::Object(schema))) = &mut param.schema {
+                        unsigned_64(schema);
+                    }
+                    let (pattern, example) = match (param.name.as_str(), &param.parameter_in) {
+                        ("name" | "function", ParameterIn::Path) => (NAME_PATTERN, "hello"),
+                        ("topic", ParameterIn::Path) => (TOPIC_PATTERN, "orders"),
+                        // What a function invoked through the API sees
+                        // (empty: `/`).
+                        ("path", ParameterIn::Query) => ("^(/|$)", "/hello?x=1"),
+                        _ => continue,
+                    };
+                    if let Some(RefOr::T(Schema::Object(schema))) = &mut param.schema {
+                        schema.pattern = Some(pattern.into());
+                        schema.examples = vec![example.into()];
+                    }
+                }
+                if path_params {
+                    add_error(
+                        op,
+                        400,
+                        "invalid_argument: a path parameter does not decode (percent-encoding, UTF-8)",
+                    );
+                }
+                let json_body = op
+                    .request_body
+                    .as_ref()
+                    .is_some_and(|b| b.content.contains_key("application/json"));
+                if json_body {
+                    add_error(
+                        op,
+                        400,
+                        "invalid_argument: malformed JSON, an unknown or missing field, a wrong type",
+                    );
+                    add_error(
+                        op,
+                        413,
+                        "payload_too_large: the body is over the JSON body limit (2 MiB)",
+                    );
+                    add_error(
+                        op,
+                        415,
+                        "unsupported_media_type: the body is not sent as `application/json`",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// utoipa documents a `u64` as `int64` with minimum 0; the server takes the
+/// whole `u64` range, which is `uint64` (the format utoipa itself writes
+/// with its `non_strict_integers` feature).
+fn unsigned_64(schema: &mut utoipa::openapi::schema::Object) {
+    use utoipa::openapi::{KnownFormat, SchemaFormat};
+    let int64 = schema.format == Some(SchemaFormat::KnownFormat(KnownFormat::Int64));
+    let unsigned = match schema.minimum {
+        Some(utoipa::Number::Int(0) | utoipa::Number::UInt(0)) => true,
+        Some(utoipa::Number::Float(min)) => min == 0.0,
+        _ => false,
+    };
+    if int64 && unsigned {
+        schema.format = Some(SchemaFormat::Custom("uint64".into()));
+    }
+}
+
+/// Documents `status` with the error body, unless the operation already
+/// does.
+fn add_error(op: &mut utoipa::openapi::path::Operation, status: u16, description: &str) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    op.responses
+        .responses
+        .entry(status.to_string())
+        .or_insert_with(|| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+                .into()
+        });
+}
+
 /// The OpenAPI document of the admin API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
@@ -57,6 +202,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 struct Health {
     status: &'static str,
 }
+
+/// Raw bytes: a body taken or answered as is.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub(crate) struct Binary(#[allow(dead_code)] Vec<u8>);
 
 /// Answer to a delete.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -303,7 +453,7 @@ async fn list_functions(
         ("kv_max_total_bytes" = Option<u64>, Query, description = "Key-value total (keys and values) override"),
         ("allow_outbound" = Option<Vec<String>>, Query, description = "Outbound HTTP allow-list entry, repeatable: `https://api.example.com`, `*.example.com`, `host:port`, `host:*`"),
     ),
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
+    request_body(content((Binary = "application/wasm"), (Binary = "application/octet-stream")), description = "The component (any content type)"),
     responses(
         (status = 201, body = FunctionInfo, description = "Deployed; the new version is active and durable"),
         (status = 400, body = ErrorBody, description = "invalid_name, invalid_wasm, not_a_component, missing_export, unsatisfied_imports, invalid_route, invalid_argument"),
@@ -402,7 +552,7 @@ async fn versions(
 }
 
 #[utoipa::path(post, path = "/v1/functions/{name}/rollback", params(("name" = String, Path)),
-    request_body(content = RollbackRequest, description = "Optional: {\"version\": N}"),
+    request_body(content = Option<RollbackRequest>, description = "Optional: {\"version\": N}"),
     responses((status = 200, body = FunctionInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn rollback(
     State(host): State<Host>,
@@ -414,11 +564,21 @@ async fn rollback(
 }
 
 #[utoipa::path(
-    post,
+    method(get, post, put, delete, patch, options, head, trace),
     path = "/v1/functions/{name}/invoke",
     params(("name" = String, Path), ("path" = Option<String>, Query, description = "Path and query the function sees; default `/`")),
-    request_body(content = Vec<u8>, description = "Passed to the function as is"),
-    responses((status = 200, description = "The function's response, with header wisp-invocation-id"), (status = 404, body = ErrorBody))
+    request_body(content = Option<Binary>, content_type = "application/octet-stream", description = "Passed to the function as is, with its content type"),
+    responses(
+        (status = 200, description = "The function's response, with header wisp-invocation-id"),
+        (status = "default", description = "The function's response, whatever its status"),
+        (status = 400, body = ErrorBody, description = "invalid_argument: `path` is not an absolute path"),
+        (status = 404, body = ErrorBody, description = "function_not_found"),
+        (status = 413, body = ErrorBody, description = "payload_too_large: over the function's body limit"),
+        (status = 429, body = ErrorBody, description = "the function is at its concurrency limit"),
+        (status = 500, body = ErrorBody, description = "the function trapped or broke a limit"),
+        (status = 503, body = ErrorBody, description = "the host is at its limit of invocations in flight"),
+        (status = 504, body = ErrorBody, description = "the function ran out of time"),
+    )
 )]
 async fn invoke(
     State(host): State<Host>,
@@ -466,6 +626,7 @@ struct KvListQuery {
     /// The cursor of the previous page.
     cursor: Option<String>,
     /// Page size, 1 to 1000; default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -519,7 +680,7 @@ async fn kv_list(
 #[utoipa::path(get, path = "/v1/functions/{name}/kv/{key}",
     params(("name" = String, Path), ("key" = String, Path, description = "The key, percent-encoded")),
     responses(
-        (status = 200, body = Vec<u8>, content_type = "application/octet-stream", description = "The value, as stored"),
+        (status = 200, body = Binary, content_type = "application/octet-stream", description = "The value, as stored"),
         (status = 400, body = ErrorBody, description = "invalid_key"),
         (status = 404, body = ErrorBody, description = "function_not_found, key_not_found (unset or expired)"),
     ))]
@@ -535,7 +696,7 @@ async fn kv_get(
 
 #[utoipa::path(put, path = "/v1/functions/{name}/kv/{key}",
     params(("name" = String, Path), ("key" = String, Path, description = "The key, percent-encoded"), KvPutQuery),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value, raw bytes"),
+    request_body(content = Option<Binary>, content_type = "application/octet-stream", description = "The value, raw bytes"),
     responses(
         (status = 200, body = KvStored, description = "Stored and durable"),
         (status = 400, body = ErrorBody, description = "invalid_key, invalid_argument"),
@@ -686,6 +847,68 @@ mod tests {
         let stream =
             futures::stream::iter((0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
         Body::from_stream(stream)
+    }
+
+    /// The document lists what the token check and the extractors answer
+    /// on every operation they apply to.
+    #[test]
+    fn the_document_lists_the_edge_errors_of_every_operation() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        let mut checked = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let what = format!("{method} {path}");
+                let responses = &op["responses"];
+                let error = |status: &str| {
+                    let schema = &responses[status]["content"]["application/json"]["schema"];
+                    assert_eq!(
+                        schema["$ref"], "#/components/schemas/ErrorBody",
+                        "{what} lacks {status}"
+                    );
+                };
+                if path != "/v1/health" {
+                    error("401");
+                }
+                let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                if params.iter().any(|p| p["in"] == "path") {
+                    error("400");
+                }
+                if op["requestBody"]["content"]
+                    .get("application/json")
+                    .is_some()
+                {
+                    for status in ["400", "413", "415"] {
+                        error(status);
+                    }
+                }
+                for p in &params {
+                    if p["in"] == "path" && matches!(p["name"].as_str(), Some("name" | "function"))
+                    {
+                        assert_eq!(p["schema"]["pattern"], NAME_PATTERN, "{what}");
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 30, "{checked} operations");
+        // u64s are documented as such, in parameters and bodies.
+        let ttl = &doc["paths"]["/v1/functions/{name}/kv/{key}"]["put"]["parameters"][2];
+        assert_eq!(ttl["name"], "ttl_ms");
+        assert_eq!(ttl["schema"]["format"], "uint64");
+        let version = &doc["components"]["schemas"]["RollbackRequest"]["properties"]["version"];
+        assert_eq!(version["format"], "uint64");
+        // Request types refuse unknown fields, and say so.
+        for request in [
+            "RollbackRequest",
+            "NewSubscription",
+            "NewSchedule",
+            "NewJob",
+            "RedriveRequest",
+            "SetConfig",
+        ] {
+            let schema = &doc["components"]["schemas"][request];
+            assert_eq!(schema["additionalProperties"], false, "{request}");
+        }
     }
 
     #[tokio::test]

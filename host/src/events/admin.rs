@@ -74,7 +74,7 @@ async fn read_payload(
 
 #[utoipa::path(post, path = "/v1/topics/{topic}/events",
     params(("topic" = String, Path, description = "Topic name: [a-z0-9._-], 1 to 63 characters")),
-    request_body(content = Vec<u8>, description = "The payload, delivered as is with its content-type"),
+    request_body(content = Option<crate::admin::Binary>, content_type = "application/octet-stream", description = "The payload (any content type), delivered as is with its content type"),
     responses(
         (status = 202, body = Published, description = "Durable; delivered to every current subscriber, at least once"),
         (status = 400, body = crate::ErrorBody, description = "invalid_name"),
@@ -115,9 +115,10 @@ const DROPPED_HEADERS: &[&str] = &[
 
 #[utoipa::path(post, path = "/v1/functions/{name}/invoke-async",
     params(("name" = String, Path), ("path" = Option<String>, Query, description = "Path and query the function sees; default `/`")),
-    request_body(content = Vec<u8>, description = "Passed to the function as is, with the request's headers"),
+    request_body(content = Option<crate::admin::Binary>, content_type = "application/octet-stream", description = "Passed to the function as is (any content type), with the request's headers"),
     responses(
         (status = 202, body = Published, description = "Durable; the function gets a POST with it, retried on failure"),
+        (status = 400, body = crate::ErrorBody, description = "invalid_argument: `path` is not an absolute path"),
         (status = 404, body = crate::ErrorBody, description = "function_not_found"),
         (status = 413, body = crate::ErrorBody, description = "payload_too_large"),
         (status = 429, body = crate::ErrorBody, description = "queue_full"),
@@ -219,11 +220,12 @@ pub(crate) struct DlqQuery {
     /// Only this topic's (`invoke:NAME` for asynchronous invocations).
     topic: Option<String>,
     /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 #[utoipa::path(get, path = "/v1/functions/{name}/dlq", params(("name" = String, Path), DlqQuery),
-    responses((status = 200, body = [DeliveryRecord], description = "Dead deliveries, oldest event first"), (status = 404, body = crate::ErrorBody)))]
+    responses((status = 200, body = [DeliveryRecord], description = "Dead deliveries, oldest event first"), (status = 400, body = crate::ErrorBody, description = "invalid_argument (limit)"), (status = 404, body = crate::ErrorBody)))]
 pub(crate) async fn dead_letters(
     State(host): State<Host>,
     ApiPath(name): ApiPath<String>,
@@ -241,7 +243,7 @@ pub(crate) async fn dead_letters(
 }
 
 #[utoipa::path(post, path = "/v1/functions/{name}/dlq/redrive", params(("name" = String, Path)),
-    request_body(content = RedriveRequest, description = "Optional: {\"topic\": T, \"ids\": [...]}; default: every dead delivery of the function"),
+    request_body(content = Option<RedriveRequest>, description = "Optional: {\"topic\": T, \"ids\": [...]}; default: every dead delivery of the function"),
     responses((status = 200, body = Redriven, description = "Pending again, due now, attempts reset"), (status = 404, body = crate::ErrorBody)))]
 pub(crate) async fn redrive(
     State(host): State<Host>,
