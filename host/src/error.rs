@@ -145,11 +145,6 @@ impl ApiError {
         self.status
     }
 
-    /// The machine-readable code.
-    pub fn code(&self) -> &'static str {
-        self.body.error.code
-    }
-
     /// `413 payload_too_large` for a request body over `limit` bytes.
     pub fn body_too_large(limit: u64) -> ApiError {
         ApiError::new(
