@@ -9,6 +9,7 @@ mod cli;
 mod config_admin;
 mod datadir;
 mod durability;
+mod errors;
 mod event_examples;
 mod event_handler;
 mod events;

@@ -2,7 +2,7 @@
 //! its bearer-token check): publish, asynchronous invocation,
 //! subscriptions, event status, dead letters and redrive.
 
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -15,6 +15,7 @@ use super::{
     Published, RedriveRequest, Redriven, Schedule, Subscription,
 };
 use crate::Host;
+use crate::admin::{ApiJson, ApiPath};
 
 /// Most dead deliveries one listing returns.
 const MAX_DLQ_PAGE: usize = 1000;
@@ -73,7 +74,7 @@ async fn read_payload(
 
 #[utoipa::path(post, path = "/v1/topics/{topic}/events",
     params(("topic" = String, Path, description = "Topic name: [a-z0-9._-], 1 to 63 characters")),
-    request_body(content = Vec<u8>, description = "The payload, delivered as is with its content-type"),
+    request_body(content = Option<crate::admin::Binary>, content_type = "application/octet-stream", description = "The payload (any content type), delivered as is with its content type"),
     responses(
         (status = 202, body = Published, description = "Durable; delivered to every current subscriber, at least once"),
         (status = 400, body = crate::ErrorBody, description = "invalid_name"),
@@ -82,7 +83,7 @@ async fn read_payload(
     ))]
 pub(crate) async fn publish(
     State(host): State<Host>,
-    Path(topic): Path<String>,
+    ApiPath(topic): ApiPath<String>,
     req: Request,
 ) -> Response {
     let result = async {
@@ -114,16 +115,17 @@ const DROPPED_HEADERS: &[&str] = &[
 
 #[utoipa::path(post, path = "/v1/functions/{name}/invoke-async",
     params(("name" = String, Path), ("path" = Option<String>, Query, description = "Path and query the function sees; default `/`")),
-    request_body(content = Vec<u8>, description = "Passed to the function as is, with the request's headers"),
+    request_body(content = Option<crate::admin::Binary>, content_type = "application/octet-stream", description = "Passed to the function as is (any content type), with the request's headers"),
     responses(
         (status = 202, body = Published, description = "Durable; the function gets a POST with it, retried on failure"),
+        (status = 400, body = crate::ErrorBody, description = "invalid_argument: `path` is not an absolute path"),
         (status = 404, body = crate::ErrorBody, description = "function_not_found"),
         (status = 413, body = crate::ErrorBody, description = "payload_too_large"),
         (status = 429, body = crate::ErrorBody, description = "queue_full"),
     ))]
 pub(crate) async fn invoke_async(
     State(host): State<Host>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     req: Request,
 ) -> Response {
     #[derive(Deserialize)]
@@ -183,10 +185,8 @@ pub(crate) async fn list_subscriptions(
     ))]
 pub(crate) async fn create_subscription(
     State(host): State<Host>,
-    body: Bytes,
+    ApiJson(new): ApiJson<NewSubscription>,
 ) -> Result<(StatusCode, Json<Subscription>), EventError> {
-    let new: NewSubscription = serde_json::from_slice(&body)
-        .map_err(|e| EventError::InvalidArgument(format!("bad subscription: {e}")))?;
     Ok((StatusCode::CREATED, Json(host.subscribe(new).await?)))
 }
 
@@ -195,7 +195,7 @@ pub(crate) async fn create_subscription(
     responses((status = 204, description = "Removed; its pending deliveries are cancelled"), (status = 404, body = crate::ErrorBody)))]
 pub(crate) async fn delete_subscription(
     State(host): State<Host>,
-    Path((function, topic)): Path<(String, String)>,
+    ApiPath((function, topic)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, EventError> {
     host.unsubscribe(&function, &topic).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -208,7 +208,7 @@ pub(crate) async fn delete_subscription(
     ))]
 pub(crate) async fn get_event(
     State(host): State<Host>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EventInfo>, EventError> {
     Ok(Json(host.event(&id)?))
 }
@@ -220,14 +220,15 @@ pub(crate) struct DlqQuery {
     /// Only this topic's (`invoke:NAME` for asynchronous invocations).
     topic: Option<String>,
     /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 #[utoipa::path(get, path = "/v1/functions/{name}/dlq", params(("name" = String, Path), DlqQuery),
-    responses((status = 200, body = [DeliveryRecord], description = "Dead deliveries, oldest event first"), (status = 404, body = crate::ErrorBody)))]
+    responses((status = 200, body = [DeliveryRecord], description = "Dead deliveries, oldest event first"), (status = 400, body = crate::ErrorBody, description = "invalid_argument (limit)"), (status = 404, body = crate::ErrorBody)))]
 pub(crate) async fn dead_letters(
     State(host): State<Host>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Vec<DeliveryRecord>>, EventError> {
     let q: DlqQuery = serde_html_form::from_str(query.as_deref().unwrap_or(""))
@@ -242,19 +243,14 @@ pub(crate) async fn dead_letters(
 }
 
 #[utoipa::path(post, path = "/v1/functions/{name}/dlq/redrive", params(("name" = String, Path)),
-    request_body(content = RedriveRequest, description = "Optional: {\"topic\": T, \"ids\": [...]}; default: every dead delivery of the function"),
+    request_body(content = Option<RedriveRequest>, description = "Optional: {\"topic\": T, \"ids\": [...]}; default: every dead delivery of the function"),
     responses((status = 200, body = Redriven, description = "Pending again, due now, attempts reset"), (status = 404, body = crate::ErrorBody)))]
 pub(crate) async fn redrive(
     State(host): State<Host>,
-    Path(name): Path<String>,
-    body: Bytes,
+    ApiPath(name): ApiPath<String>,
+    body: Option<ApiJson<RedriveRequest>>,
 ) -> Result<Json<Redriven>, EventError> {
-    let req: RedriveRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RedriveRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| EventError::InvalidArgument(format!("bad redrive body: {e}")))?
-    };
+    let req = body.map(|ApiJson(r)| r).unwrap_or_default();
     Ok(Json(host.redrive(&name, req).await?))
 }
 
@@ -287,10 +283,8 @@ pub(crate) async fn list_schedules(
     ))]
 pub(crate) async fn create_schedule(
     State(host): State<Host>,
-    body: Bytes,
+    ApiJson(new): ApiJson<NewSchedule>,
 ) -> Result<(StatusCode, Json<Schedule>), EventError> {
-    let new: NewSchedule = serde_json::from_slice(&body)
-        .map_err(|e| EventError::InvalidArgument(format!("bad schedule: {e}")))?;
     Ok((StatusCode::CREATED, Json(host.add_schedule(new).await?)))
 }
 
@@ -298,7 +292,7 @@ pub(crate) async fn create_schedule(
     responses((status = 204, description = "Deleted; no further ticks"), (status = 404, body = crate::ErrorBody)))]
 pub(crate) async fn delete_schedule(
     State(host): State<Host>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, EventError> {
     host.delete_schedule(&id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -314,16 +308,11 @@ pub(crate) async fn delete_schedule(
     ))]
 pub(crate) async fn start_job(
     State(host): State<Host>,
-    Path(name): Path<String>,
-    body: Bytes,
+    ApiPath(name): ApiPath<String>,
+    // Read up to the admin API's JSON limit; the payload's own limit is
+    // checked when the job starts.
+    ApiJson(new): ApiJson<NewJob>,
 ) -> Result<(StatusCode, Json<JobInfo>), EventError> {
-    let limit = host.config().event_max_payload_bytes;
-    // The payload travels as a JSON string: allow for its escaping.
-    if body.len() as u64 > limit.saturating_mul(2).saturating_add(64 * 1024) {
-        return Err(EventError::PayloadTooLarge { limit });
-    }
-    let new: NewJob = serde_json::from_slice(&body)
-        .map_err(|e| EventError::InvalidArgument(format!("bad job: {e}")))?;
     Ok((
         StatusCode::ACCEPTED,
         Json(host.start_job(&name, new).await?),
@@ -356,7 +345,7 @@ pub(crate) async fn list_jobs(
     ))]
 pub(crate) async fn get_job(
     State(host): State<Host>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobInfo>, EventError> {
     Ok(Json(host.job(&id)?))
 }
@@ -368,7 +357,7 @@ pub(crate) async fn get_job(
     ))]
 pub(crate) async fn cancel_job(
     State(host): State<Host>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobInfo>, EventError> {
     Ok(Json(host.cancel_job(&id).await?))
 }

@@ -114,6 +114,7 @@ pub struct JobRecord {
 
 /// Body of `POST /v1/functions/{name}/jobs`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewJob {
     /// Array indices: `0-99,200` (0 to 1000000, at most 100000).
     pub array: String,

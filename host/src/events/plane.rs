@@ -188,6 +188,7 @@ pub struct Published {
 
 /// Body of `POST /v1/subscriptions`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewSubscription {
     /// The function to deliver to.
     pub function: String,
@@ -215,6 +216,7 @@ pub struct NewSubscription {
 
 /// Body of `POST /v1/schedules`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewSchedule {
     /// The function each tick is delivered to.
     pub function: String,
@@ -256,6 +258,7 @@ pub struct EventInfo {
 
 /// Body of a redrive: which dead deliveries to retry.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RedriveRequest {
     /// Only this topic's.
     #[serde(default)]
@@ -775,7 +778,7 @@ impl Host {
     /// function (delivered like any other, with retries).
     pub async fn add_schedule(&self, new: NewSchedule) -> Result<Schedule, EventError> {
         let tz = new.tz.unwrap_or_else(|| "UTC".into());
-        super::schedule::parse(&new.cron, &tz).map_err(EventError::InvalidArgument)?;
+        super::schedule::parse_new(&new.cron, &tz).map_err(EventError::InvalidArgument)?;
         let path = new.path.unwrap_or_else(|| "/".into());
         if !path.starts_with('/') || path.parse::<axum::http::Uri>().is_err() {
             return Err(EventError::InvalidArgument(format!(

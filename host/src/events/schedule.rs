@@ -85,6 +85,27 @@ pub fn parse(expr: &str, tz: &str) -> Result<CronSpec, String> {
     Ok(CronSpec { cron, tz })
 }
 
+/// 2000-01-01T00:00:00Z: where [`parse_new`] looks for a first tick.
+const FIRST_TICK_FROM_MS: u64 = 946_684_800_000;
+
+/// Parses the expression of a new schedule: as [`parse`], and refused if it
+/// never fires (`0 0 30 2 *`: February 30th never comes).
+///
+/// Without a year field an expression repeats with the calendar, whose
+/// weekdays and leap years repeat every 400 years, so one with no tick after
+/// a fixed instant has none at all; `croner` bounds the search. Only new
+/// schedules are checked: the scheduler's passes parse stored expressions
+/// with [`parse`] and pay nothing for it.
+pub fn parse_new(expr: &str, tz: &str) -> Result<CronSpec, String> {
+    let spec = parse(expr, tz)?;
+    if spec.next_after(FIRST_TICK_FROM_MS).is_none() {
+        return Err(format!(
+            "cron expression {expr:?} never fires: no date matches it (such as February 30th)"
+        ));
+    }
+    Ok(spec)
+}
+
 impl CronSpec {
     /// The first tick strictly after `after_ms`.
     pub fn next_after(&self, after_ms: u64) -> Option<u64> {
@@ -133,6 +154,31 @@ mod tests {
         }
         let e = parse("* * * * *", "Mars/Olympus").unwrap_err();
         assert!(e.contains("time zone"), "{e}");
+    }
+
+    #[test]
+    fn new_schedules_that_never_fire_are_refused() {
+        for never in ["0 0 30 2 *", "0 0 31 4,6,9,11 *", "0 0 0 30 FEB * "] {
+            let started = std::time::Instant::now();
+            let e = parse_new(never, "Europe/Paris").unwrap_err();
+            assert!(e.contains("never fires"), "{never}: {e}");
+            // The search is bounded, and cheap enough for an admin call.
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(1),
+                "{never}: {:?}",
+                started.elapsed()
+            );
+            // Stored ones still parse (and simply never come due).
+            assert!(parse(never, "UTC").is_ok());
+        }
+        // Rare is not never: February 29th, the 31st of the months that
+        // have one, a weekday as well as an impossible day (either matches).
+        for rare in ["0 0 29 2 *", "0 0 31 * *", "0 12 30 2 MON", "*/5 * * * *"] {
+            assert!(parse_new(rare, "UTC").is_ok(), "{rare}");
+        }
+        // The other errors are parse's.
+        assert!(parse_new("61 * * * *", "UTC").is_err());
+        assert!(parse_new("* * * * *", "Mars/Olympus").is_err());
     }
 
     #[test]
