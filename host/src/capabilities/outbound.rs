@@ -13,7 +13,8 @@
 //! | `api.example.com:*` | any port |
 //!
 //! A denied request fails in the guest with `HTTP-request-denied`, and a
-//! note goes to the invocation's log and the host's log.
+//! note goes to the invocation's log; the host's log gets one line per
+//! invocation with the count of denials and the first.
 
 use std::fmt;
 use std::sync::Arc;
@@ -250,9 +251,12 @@ impl Outbound {
         Ok(left)
     }
 
+    /// Notes a denied request in the invocation's log. A guest can be
+    /// denied thousands of times in one invocation: the log keeps the
+    /// first few, and the host log gets one line per invocation with the
+    /// count and the first (see `LogCapture::warn`).
     fn deny(&self, why: String) {
-        tracing::warn!(target: "wisp::outbound", function = %self.function, "{why}");
-        self.log.note(why);
+        self.log.warn("outbound requests denied", why);
     }
 }
 
