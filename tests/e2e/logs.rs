@@ -146,10 +146,10 @@ fn invocation_log(w: &Wisp, f: &str, id: &str) -> Vec<(String, String)> {
 fn a_flood_of_empty_lines_is_capped_by_lines() {
     let w = Wisp::start();
     deploy_misbehave(&w);
-    let r = w.get("/m/blank?lines=300000");
+    let r = w.get("/m/flood?lines=300000");
     assert_eq!(r.status(), 200);
     let id = invocation_id(&r);
-    assert_eq!(r.text().unwrap(), "printed 300000 blank lines");
+    assert_eq!(r.text().unwrap(), "flooded 300000 empty lines");
     let msgs = invocation_log(&w, "m", &id);
     assert_eq!(msgs.len(), 1001, "{:?}", &msgs[msgs.len() - 2..]);
     assert!(

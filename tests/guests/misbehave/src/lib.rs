@@ -14,7 +14,7 @@
 //! | `/env` | `200`, a JSON object of its environment variables |
 //! | `/big?mb=N` | `200`, streams N MiB of `x` without holding them in memory |
 //! | `/print?lines=N` | prints `stdout line I` N times to stdout and `stderr line` once to stderr, then `200 printed` |
-//! | `/blank?lines=N` | prints N empty lines to stdout (one write each), then `200 printed N blank lines` |
+//! | `/flood?lines=N[&to=log]` | prints N empty lines to stdout (one write each), or with `to=log` makes N empty `log` calls, then `200 flooded N empty lines` (benches/hostile.sh) |
 //! | `/errorcode?kb=N` | answers the `internal-error` error code with [`HOSTILE`] and N KiB of `x` as its message |
 //!
 //! Anything else answers `404`.
@@ -93,12 +93,18 @@ fn handle(req: Request) -> Response {
             eprintln!("stderr line");
             Response::text("printed")
         }
-        "blank" => {
+        "flood" => {
             let lines = param(req.query(), "lines").unwrap_or(1);
-            for _ in 0..lines {
-                println!();
+            if req.query().split('&').any(|p| p == "to=log") {
+                for _ in 0..lines {
+                    wisp_sdk::log::info("");
+                }
+            } else {
+                for _ in 0..lines {
+                    println!();
+                }
             }
-            Response::text(format!("printed {lines} blank lines"))
+            Response::text(format!("flooded {lines} empty lines"))
         }
         "env" => {
             let vars: serde_json::Map<String, serde_json::Value> =
