@@ -251,11 +251,10 @@ impl Outbound {
         Ok(left)
     }
 
-    /// Notes a denied request in the invocation's log. A guest can be
-    /// denied thousands of times in one invocation: the log keeps the
-    /// first few, and the host log gets one line per invocation with the
-    /// count and the first (see `LogCapture::warn`).
     fn deny(&self, why: String) {
+        // A guest can be denied thousands of times in one invocation: its
+        // log keeps the first few, and the host log gets one line per
+        // invocation with the count and the first (`LogCapture::warn`).
         self.log.warn("outbound requests denied", why);
     }
 }
