@@ -280,6 +280,11 @@ pub struct HostConfig {
     /// glibc's malloc; a program with another global allocator passes its
     /// own (the `wisp` binary purges jemalloc's arenas).
     pub release_memory: fn(),
+    /// Entries (lines of stdout and stderr, log calls) kept per
+    /// invocation, beside the byte bound of `log_bytes_per_invocation`
+    /// (in which each entry counts 32 bytes more than its text); the rest
+    /// are dropped and counted, and the truncation noted in the log.
+    pub log_entries_per_invocation: u64,
 }
 
 impl Default for HostConfig {
@@ -310,6 +315,7 @@ impl Default for HostConfig {
             event_retention: Duration::from_secs(3600),
             serve_threads: 0,
             release_memory: crate::engine::release_free_memory,
+            log_entries_per_invocation: 1000,
         }
     }
 }
@@ -399,6 +405,9 @@ impl HostConfig {
         if l.kv_max_key_bytes == 0 || l.kv_max_value_bytes == 0 || l.kv_max_total_bytes == 0 {
             return Err("the default key-value limits must be more than 0".into());
         }
+        if self.log_entries_per_invocation == 0 || self.log_entries_per_invocation > 1_000_000 {
+            return Err("the log lines per invocation must be between 1 and 1000000".into());
+        }
         Ok(())
     }
 
@@ -476,5 +485,22 @@ mod tests {
             ..Default::default()
         };
         assert!(HostConfig::default().check_limits(&l).is_err());
+    }
+
+    #[test]
+    fn log_lines_per_invocation_are_bounded() {
+        for bad in [0, 1_000_001] {
+            let c = HostConfig {
+                log_entries_per_invocation: bad,
+                ..Default::default()
+            };
+            let e = c.validate().unwrap_err();
+            assert!(e.contains("log lines per invocation"), "{e}");
+        }
+        let c = HostConfig {
+            log_entries_per_invocation: 1,
+            ..Default::default()
+        };
+        assert!(c.validate().is_ok());
     }
 }

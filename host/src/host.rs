@@ -176,7 +176,10 @@ impl HostBuilder {
         let inner = Arc::new_cyclic(|host| HostInner {
             invoker: Invoker {
                 logs,
-                log_limit: config.log_bytes_per_invocation as usize,
+                log_limit: crate::capabilities::logs::LogLimits {
+                    bytes: config.log_bytes_per_invocation as usize,
+                    entries: config.log_entries_per_invocation as usize,
+                },
                 max_outbound: config.max_outbound_requests,
                 cgi_max_output: config.cgi_max_output_bytes,
                 engine: engine.engine.clone(),

@@ -203,8 +203,8 @@ pub(crate) struct Invoker {
     pub metrics: HostMetrics,
     /// Where invocations' log lines go when they end.
     pub logs: LogSink,
-    /// Bytes of output and log lines kept per invocation.
-    pub log_limit: usize,
+    /// Output and log lines kept per invocation (bytes and entries).
+    pub log_limit: crate::capabilities::logs::LogLimits,
     /// Outbound requests per invocation.
     pub max_outbound: u32,
     /// Bytes of response body a preview-1 (CGI) module may write.
@@ -756,6 +756,8 @@ impl Invoker {
                 ),
             ),
             Failure::Trap(detail) => {
+                // A backtrace names the guest's own functions: guest-chosen.
+                let detail = crate::untrusted::clip(&detail);
                 tracing::warn!(invocation_id = id, function = %target.name, error = %detail, "guest trapped");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -769,6 +771,8 @@ impl Invoker {
                 "the function returned without sending a response".into(),
             ),
             Failure::GuestError(detail) => {
+                // The guest's own error code, with its message.
+                let detail = crate::untrusted::clip(&detail);
                 tracing::warn!(invocation_id = id, function = %target.name, error = %detail, "guest answered an error");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -55,6 +55,7 @@ mod registry;
 pub mod routes;
 mod serve;
 mod store;
+pub mod untrusted;
 
 pub use admin::openapi;
 pub use api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};

@@ -23,7 +23,8 @@
 //! the host name.
 //!
 //! A denied request fails in the guest with `HTTP-request-denied`, and a
-//! note goes to the invocation's log and the host's log.
+//! note goes to the invocation's log; the host's log gets one line per
+//! invocation with the count of denials and the first.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -529,8 +530,10 @@ impl Outbound {
     }
 
     fn deny(&self, why: String) {
-        tracing::warn!(target: "wisp::outbound", function = %self.function, "{why}");
-        self.log.note(why);
+        // A guest can be denied thousands of times in one invocation: its
+        // log keeps the first few, and the host log gets one line per
+        // invocation with the count and the first (`LogCapture::warn`).
+        self.log.warn("outbound requests denied", why);
     }
 }
 

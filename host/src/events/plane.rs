@@ -1333,6 +1333,9 @@ async fn run_delivery(
     match result {
         Ok(()) => (finish(Outcome::Done, None), Some(0)),
         Err(error) => {
+            // The handler's message or the guest's answer: guest-chosen, on
+            // its way to the delivery's record and the host log.
+            let error = crate::untrusted::clip(&error);
             let now = now_ms();
             match sub
                 .retry

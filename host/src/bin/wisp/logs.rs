@@ -2,8 +2,13 @@
 //! function's log lines (stdout, stderr, log calls and the host's notes),
 //! read page by page from the admin API; `--follow` keeps polling for new
 //! lines until interrupted.
+//!
+//! The lines are the guest's own output: on a terminal, their control
+//! characters are escaped (`\u{1b}` for ESC), so that a guest cannot move
+//! the cursor, retitle the window or hide a line of the reader's screen.
+//! Piped, the text is exact, and `--json` is always exact.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Result;
@@ -52,9 +57,12 @@ pub async fn run(api: &Api, args: LogsArgs) -> Result<()> {
         let page = api.logs(&args.name, &query).await?;
         let entries = page["entries"].as_array().cloned().unwrap_or_default();
         let mut out = std::io::stdout().lock();
+        let terminal = out.is_terminal();
         for e in &entries {
             if args.json {
                 writeln!(out, "{e}")?;
+            } else if terminal {
+                writeln!(out, "{}", wisp_host::untrusted::escape(&line(e)))?;
             } else {
                 writeln!(out, "{}", line(e))?;
             }

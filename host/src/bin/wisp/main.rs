@@ -497,6 +497,18 @@ pub struct ServeArgs {
         value_parser = parse_preload
     )]
     pub deploy: Vec<Preload>,
+
+    /// Lines of stdout and stderr and log calls kept per invocation, beside
+    /// --log-bytes-per-invocation (in which each line counts 32 bytes more
+    /// than its text): the rest are dropped, counted, and the truncation
+    /// noted in the function's log.
+    #[arg(
+        long,
+        env = "WISP_LOG_LINES_PER_INVOCATION",
+        value_name = "N",
+        default_value_t = 1000
+    )]
+    pub log_lines_per_invocation: u64,
 }
 
 // By hand so that logging the arguments can never leak the admin token.
@@ -543,6 +555,7 @@ impl fmt::Debug for ServeArgs {
             .field("grace", &self.grace)
             .field("serve_threads", &self.serve_threads)
             .field("deploy", &self.deploy)
+            .field("log_lines_per_invocation", &self.log_lines_per_invocation)
             .finish()
     }
 }

@@ -161,6 +161,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         serve_threads: args.serve_threads,
         #[cfg(feature = "jemalloc")]
         release_memory: crate::release_jemalloc_memory,
+        log_entries_per_invocation: args.log_lines_per_invocation,
         ..HostConfig::default()
     };
     config

@@ -6,6 +6,7 @@
 //!   `attempt <n> of <id> on <topic>`;
 //! - if the setting `fail` is `1`, fails with `failing on purpose`;
 //! - if the payload is `trap`, panics (a trap);
+//! - if the payload is `fail-with:TEXT`, fails with TEXT (as lossy UTF-8);
 //! - if the payload is `forward:TOPIC:TEXT`, publishes TEXT on TOPIC
 //!   (`wisp:function/topics`) and writes the new event's id to
 //!   `forwarded:<id>`, or the error to `publish-error`;
@@ -30,6 +31,9 @@ fn on_event(event: Event) -> Result<(), String> {
     }
     if event.payload == b"trap" {
         panic!("trapping on purpose");
+    }
+    if let Some(text) = event.payload.strip_prefix(b"fail-with:") {
+        return Err(String::from_utf8_lossy(text).into_owned());
     }
     if let Some(rest) = event.payload.strip_prefix(b"forward:")
         && let Some((topic, text)) = std::str::from_utf8(rest)

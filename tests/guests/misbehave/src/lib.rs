@@ -14,21 +14,29 @@
 //! | `/env` | `200`, a JSON object of its environment variables |
 //! | `/big?mb=N` | `200`, streams N MiB of `x` without holding them in memory |
 //! | `/print?lines=N` | prints `stdout line I` N times to stdout and `stderr line` once to stderr, then `200 printed` |
+//! | `/flood?lines=N[&to=log]` | prints N empty lines to stdout (one write each), or with `to=log` makes N empty `log` calls, then `200 flooded N empty lines` (benches/hostile.sh) |
+//! | `/errorcode?kb=N` | answers the `internal-error` error code with [`HOSTILE`] and N KiB of `x` as its message |
 //!
 //! Anything else answers `404`.
 //!
-//! `/noresponse` and `/big` need `wasi:http` directly, so this guest
+//! `/noresponse`, `/big` and `/errorcode` need `wasi:http` directly, so this guest
 //! implements the export itself and hands every other path to the SDK.
 //! Build: `cargo build --release --target wasm32-wasip2 --target-dir target/wasm -p misbehave`.
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use wisp_sdk::__private::wasi::http::types::{Fields, OutgoingBody, OutgoingResponse};
+use wisp_sdk::__private::wasi::http::types::{ErrorCode, Fields, OutgoingBody, OutgoingResponse};
 use wisp_sdk::__private::{self as raw, Guest, IncomingRequest, ResponseOutparam};
 use wisp_sdk::{IntoResponse, Request, Response};
 
 const MIB: usize = 1 << 20;
+
+/// An error message that tries to forge a line of the host's log and to
+/// drive the terminal of whoever reads it: ESC and C1 sequences, a
+/// newline, a carriage return.
+pub const HOSTILE: &str =
+    "misbehave: \x1b[31mred\x1b[0m\n2030-01-01T00:00:00Z  INFO wisp: forged line\r\u{9b}2J";
 const PAGE: usize = 64 * 1024;
 
 struct Misbehave;
@@ -44,6 +52,12 @@ impl Guest for Misbehave {
             "big" => {
                 drop(request);
                 big(out, param(query, "mb").unwrap_or(1));
+            }
+            "errorcode" => {
+                drop(request);
+                let kb = param(query, "kb").unwrap_or(0);
+                let message = format!("{HOSTILE}{}", "x".repeat(kb * 1024));
+                ResponseOutparam::set(out, Err(ErrorCode::InternalError(Some(message))));
             }
             _ => raw::serve(request, out, handle),
         }
@@ -78,6 +92,19 @@ fn handle(req: Request) -> Response {
             }
             eprintln!("stderr line");
             Response::text("printed")
+        }
+        "flood" => {
+            let lines = param(req.query(), "lines").unwrap_or(1);
+            if req.query().split('&').any(|p| p == "to=log") {
+                for _ in 0..lines {
+                    wisp_sdk::log::info("");
+                }
+            } else {
+                for _ in 0..lines {
+                    println!();
+                }
+            }
+            Response::text(format!("flooded {lines} empty lines"))
         }
         "env" => {
             let vars: serde_json::Map<String, serde_json::Value> =
