@@ -1076,7 +1076,10 @@ mod tests {
             max: 16,
             deadline: Instant::now() + Duration::from_secs(10),
             function: Arc::from("f"),
-            log: LogCapture::new(64 * 1024),
+            log: LogCapture::new(crate::capabilities::logs::LogLimits {
+                bytes: 64 * 1024,
+                entries: 1000,
+            }),
         }
     }
 
