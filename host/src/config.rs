@@ -175,7 +175,8 @@ pub struct HostConfig {
     pub event_retry: crate::events::RetryPolicy,
     /// How long a finished event (every delivery done) stays readable
     /// (`GET /v1/events/{id}`) before it is removed. Dead deliveries keep
-    /// their event until redriven.
+    /// their event until redriven, purged or expired
+    /// ([`HostConfig::event_dead_letter_retention`]).
     pub event_retention: Duration,
     /// Serving threads, each with a single-threaded runtime of its own:
     /// connections (data plane and admin API) and event deliveries are
@@ -189,6 +190,22 @@ pub struct HostConfig {
     /// glibc's malloc; a program with another global allocator passes its
     /// own (the `wisp` binary purges jemalloc's arenas).
     pub release_memory: fn(),
+    /// Bytes of undelivered events one topic may hold: events with a
+    /// delivery pending, running, retrying or dead, counted by
+    /// [`EventRecord::charge`](crate::events::EventRecord::charge)
+    /// (payload plus metadata). Past it a publish on the topic answers 429
+    /// `topic_quota_exceeded` (a guest's `publish` gets `queue-full`).
+    /// Dead letters count: they stay on disk until redriven, purged or
+    /// expired, and leaving them out would let a failing subscriber fill
+    /// the disk for the whole dead-letter retention.
+    pub event_topic_quota_bytes: u64,
+    /// The same bound over all topics together (the event plane's share of
+    /// the disk); past it every publish answers 429 `host_quota_exceeded`.
+    pub event_host_quota_bytes: u64,
+    /// How long a dead delivery stays in its function's dead-letter list
+    /// (from when it died) before it is removed with its event, unless
+    /// redriven or purged first.
+    pub event_dead_letter_retention: Duration,
 }
 
 impl Default for HostConfig {
@@ -216,6 +233,14 @@ impl Default for HostConfig {
             event_retention: Duration::from_secs(3600),
             serve_threads: 0,
             release_memory: crate::engine::release_free_memory,
+            // An edge device's disk is small and shared with everything
+            // else: 64 MiB per topic is 256 events at the largest payload
+            // (or ~400,000 small ones), and 256 MiB in all bounds what
+            // subscribers that fall behind (or die) can take, far below
+            // what even a small SD card holds.
+            event_topic_quota_bytes: 64 << 20,
+            event_host_quota_bytes: 256 << 20,
+            event_dead_letter_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -286,6 +311,26 @@ impl HostConfig {
         }
         if l.kv_max_key_bytes == 0 || l.kv_max_value_bytes == 0 || l.kv_max_total_bytes == 0 {
             return Err("the default key-value limits must be more than 0".into());
+        }
+        // An event at the payload limit must fit in an empty topic, or it
+        // could never be published.
+        let largest = self.event_max_payload_bytes + 4096;
+        if self.event_topic_quota_bytes < largest {
+            return Err(format!(
+                "the per-topic event quota ({} bytes) must be at least the event payload limit \
+                 plus 4KiB for its metadata ({largest} bytes)",
+                self.event_topic_quota_bytes
+            ));
+        }
+        if self.event_host_quota_bytes < self.event_topic_quota_bytes {
+            return Err(format!(
+                "the host-wide event quota ({} bytes) must be at least the per-topic quota ({} \
+                 bytes)",
+                self.event_host_quota_bytes, self.event_topic_quota_bytes
+            ));
+        }
+        if self.event_dead_letter_retention.is_zero() {
+            return Err("the dead-letter retention must be more than 0".into());
         }
         Ok(())
     }
@@ -364,5 +409,26 @@ mod tests {
             ..Default::default()
         };
         assert!(HostConfig::default().check_limits(&l).is_err());
+    }
+
+    #[test]
+    fn event_quotas_must_hold_the_largest_event() {
+        let c = HostConfig {
+            event_topic_quota_bytes: 256 << 10,
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("per-topic event quota"), "{e}");
+        let c = HostConfig {
+            event_host_quota_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("host-wide event quota"), "{e}");
+        let c = HostConfig {
+            event_dead_letter_retention: Duration::ZERO,
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().contains("dead-letter"));
     }
 }
