@@ -10,6 +10,7 @@ mod config_admin;
 mod durability;
 mod event_examples;
 mod event_handler;
+mod event_storage;
 mod events;
 mod examples;
 mod jobs;

@@ -97,6 +97,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         serve_threads: args.serve_threads,
         #[cfg(feature = "jemalloc")]
         release_memory: crate::release_jemalloc_memory,
+        event_topic_quota_bytes: args.event_topic_quota,
+        event_host_quota_bytes: args.event_host_quota,
+        event_dead_letter_retention: args.event_dlq_retention,
         ..HostConfig::default()
     };
     config
