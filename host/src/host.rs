@@ -459,9 +459,9 @@ impl Host {
             // A new name starts with no key-value data and no config, even
             // if a crash (or a write racing the delete) left some behind.
             self.inner.store.purge_function_data(name)?;
-            // Nor log lines, subscriptions, schedules, deliveries, dead
-            // letters or jobs of an earlier function of that name (a
-            // delete a crash interrupted leaves them after the record).
+            // Nor log lines, subscriptions, schedules, deliveries or dead
+            // letters of an earlier function of that name (a delete a
+            // crash interrupted leaves them after the record).
             self.inner.invoker.logs.sync_blocking_async().await;
             self.inner.store.purge_logs(name)?;
             self.inner.invoker.logs.forget(name);
@@ -657,9 +657,10 @@ impl Host {
         // And what the event plane keeps for it: subscriptions,
         // schedules, deliveries pending or running on any topic (its
         // asynchronous invocations, ticks and job tasks included: a new
-        // function of the same name must not receive them), dead letters
-        // and job records. After the record, for the same reason; a crash
-        // part-way leaves the rest to the next deploy of the name.
+        // function of the same name must not receive them) and dead
+        // letters; its running jobs end cancelled. After the record, for
+        // the same reason; a crash part-way leaves the rest to the next
+        // deploy of the name.
         if let Err(e) = self.purge_function_events(name).await {
             tracing::warn!(function = name, error = %e, "removing the deleted function's events failed");
         }

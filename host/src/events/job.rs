@@ -429,6 +429,19 @@ impl Host {
         self.cancel_locked(job).await
     }
 
+    /// Cancels the running jobs of `function` (it is being deleted): they
+    /// end `cancelled` (and stay listed for the retention) instead of
+    /// failing index by index against a missing function. The caller holds
+    /// the admin lock.
+    pub(crate) async fn cancel_jobs_of_locked(&self, function: &str) -> Result<(), EventError> {
+        for job in self.inner.store.jobs()? {
+            if job.function == function && job.state != JobState::Creating {
+                self.cancel_locked(job).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Cancels `job` if it is running; the caller holds the admin lock.
     async fn cancel_locked(&self, mut job: JobRecord) -> Result<JobInfo, EventError> {
         let id = format_id(job.id);

@@ -929,24 +929,20 @@ impl Host {
     }
 
     /// Removes what the event plane keeps for `function`: subscriptions,
-    /// schedules, pending and running deliveries (cancelled), dead letters
-    /// and job records. Called when it is deleted (after its record) and
-    /// before a name is deployed anew (leftovers of a delete a crash
+    /// schedules, pending and running deliveries (cancelled), dead letters;
+    /// its running jobs end `cancelled` (their records stay for the
+    /// retention, as history). Called when it is deleted (after its record)
+    /// and before a name is deployed anew (leftovers of a delete a crash
     /// interrupted). The caller holds the admin lock. Flushed.
     pub(crate) async fn purge_function_events(&self, function: &str) -> Result<(), EventError> {
+        // Jobs first: a job is marked cancelled only while it still has
+        // pending indices (after the purge below it would read `failed`).
+        self.cancel_jobs_of_locked(function).await?;
         let store = self.inner.store.clone();
         let retention = self.inner.config.event_retention.as_millis() as u64;
         let f = function.to_string();
-        let purged = tokio::task::spawn_blocking(move || {
-            let purged = store.purge_function_events(&f, now_ms(), retention)?;
-            let mut jobs = 0;
-            for job in store.jobs()? {
-                if job.function == f {
-                    store.delete_job(job.id)?;
-                    jobs += 1;
-                }
-            }
-            Ok::<_, StoreError>((purged, jobs))
+        let p = tokio::task::spawn_blocking(move || {
+            store.purge_function_events(&f, now_ms(), retention)
         })
         .await
         .unwrap_or_else(|e| {
@@ -955,15 +951,13 @@ impl Host {
             )))
         })?;
         self.inner.store.flush().await?;
-        let (p, jobs) = purged;
-        if p != Default::default() || jobs > 0 {
+        if p != Default::default() {
             tracing::info!(
                 function,
                 subscriptions = p.subscriptions,
                 schedules = p.schedules,
                 cancelled = p.cancelled,
                 dead_letters = p.dead_letters,
-                jobs,
                 "the function's events were removed"
             );
         }
