@@ -571,9 +571,9 @@ async fn drain_writes(host: Host) {
         };
         let mut counts = [0u64; 4];
         let outcomes_n = outcomes.len();
-        let retries = outcomes
-            .iter()
-            .any(|(finish, ..)| matches!(finish.outcome, Outcome::Retry(_)));
+        let retries = outcomes.iter().any(|(finish, ..)| {
+            matches!(finish.outcome, Outcome::Retry(_) | Outcome::Postponed(_))
+        });
         for (_, result, reply) in outcomes {
             if let Some(i) = result {
                 counts[i] += 1;
