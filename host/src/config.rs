@@ -266,7 +266,8 @@ pub struct HostConfig {
     pub event_retry: crate::events::RetryPolicy,
     /// How long a finished event (every delivery done) stays readable
     /// (`GET /v1/events/{id}`) before it is removed. Dead deliveries keep
-    /// their event until redriven.
+    /// their event until redriven, purged or expired
+    /// ([`HostConfig::event_dead_letter_retention`]).
     pub event_retention: Duration,
     /// Serving threads, each with a single-threaded runtime of its own:
     /// connections (data plane and admin API) and event deliveries are
@@ -285,6 +286,22 @@ pub struct HostConfig {
     /// (in which each entry counts 32 bytes more than its text); the rest
     /// are dropped and counted, and the truncation noted in the log.
     pub log_entries_per_invocation: u64,
+    /// Bytes of undelivered events one topic may hold: events with a
+    /// delivery pending, running, retrying or dead, counted by
+    /// [`EventRecord::charge`](crate::events::EventRecord::charge)
+    /// (payload plus metadata). Past it a publish on the topic answers 429
+    /// `topic_quota_exceeded` (a guest's `publish` gets `queue-full`).
+    /// Dead letters count: they stay on disk until redriven, purged or
+    /// expired, and leaving them out would let a failing subscriber fill
+    /// the disk for the whole dead-letter retention.
+    pub event_topic_quota_bytes: u64,
+    /// The same bound over all topics together (the event plane's share of
+    /// the disk); past it every publish answers 429 `host_quota_exceeded`.
+    pub event_host_quota_bytes: u64,
+    /// How long a dead delivery stays in its function's dead-letter list
+    /// (from when it died) before it is removed with its event, unless
+    /// redriven or purged first.
+    pub event_dead_letter_retention: Duration,
 }
 
 impl Default for HostConfig {
@@ -316,6 +333,14 @@ impl Default for HostConfig {
             serve_threads: 0,
             release_memory: crate::engine::release_free_memory,
             log_entries_per_invocation: 1000,
+            // An edge device's disk is small and shared with everything
+            // else: 64 MiB per topic is 256 events at the largest payload
+            // (or ~400,000 small ones), and 256 MiB in all bounds what
+            // subscribers that fall behind (or die) can take, far below
+            // what even a small SD card holds.
+            event_topic_quota_bytes: 64 << 20,
+            event_host_quota_bytes: 256 << 20,
+            event_dead_letter_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -407,6 +432,26 @@ impl HostConfig {
         }
         if self.log_entries_per_invocation == 0 || self.log_entries_per_invocation > 1_000_000 {
             return Err("the log lines per invocation must be between 1 and 1000000".into());
+        }
+        // An event at the payload limit must fit in an empty topic, or it
+        // could never be published.
+        let largest = self.event_max_payload_bytes + 4096;
+        if self.event_topic_quota_bytes < largest {
+            return Err(format!(
+                "the per-topic event quota ({} bytes) must be at least the event payload limit \
+                 plus 4KiB for its metadata ({largest} bytes)",
+                self.event_topic_quota_bytes
+            ));
+        }
+        if self.event_host_quota_bytes < self.event_topic_quota_bytes {
+            return Err(format!(
+                "the host-wide event quota ({} bytes) must be at least the per-topic quota ({} \
+                 bytes)",
+                self.event_host_quota_bytes, self.event_topic_quota_bytes
+            ));
+        }
+        if self.event_dead_letter_retention.is_zero() {
+            return Err("the dead-letter retention must be more than 0".into());
         }
         Ok(())
     }
@@ -502,5 +547,26 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn event_quotas_must_hold_the_largest_event() {
+        let c = HostConfig {
+            event_topic_quota_bytes: 256 << 10,
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("per-topic event quota"), "{e}");
+        let c = HostConfig {
+            event_host_quota_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("host-wide event quota"), "{e}");
+        let c = HostConfig {
+            event_dead_letter_retention: Duration::ZERO,
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().contains("dead-letter"));
     }
 }

@@ -452,6 +452,15 @@ impl Host {
             // A new name starts with no key-value data and no config, even
             // if a crash (or a write racing the delete) left some behind.
             self.inner.store.purge_function_data(name)?;
+            // Nor log lines, subscriptions, schedules, deliveries or dead
+            // letters of an earlier function of that name (a delete a
+            // crash interrupted leaves them after the record).
+            self.inner.invoker.logs.sync_blocking_async().await;
+            self.inner.store.purge_logs(name)?;
+            self.inner.invoker.logs.forget(name);
+            self.purge_function_events(name)
+                .await
+                .map_err(|e| DeployError::Internal(format!("removing leftover events: {e}")))?;
         }
         // Checked (prepared from the compiler's output); from here the
         // function runs on its compiled code's file, mapped rather than
@@ -639,15 +648,15 @@ impl Host {
         if let Err(e) = self.inner.store.purge_function_data(name) {
             tracing::warn!(function = name, error = %e, "purging the deleted function's data failed");
         }
-        // Its subscriptions too (their pending deliveries are cancelled
-        // when they come due).
-        if let Err(e) = self.inner.store.delete_subscriptions_of(name) {
-            tracing::warn!(function = name, error = %e, "removing the deleted function's subscriptions failed");
-        }
-        // And its running batch jobs: cancelled, so they end (cancelled)
-        // instead of failing index by index against a missing function.
-        if let Err(e) = self.cancel_jobs_of_locked(name).await {
-            tracing::warn!(function = name, error = %e, "cancelling the deleted function's jobs failed");
+        // And what the event plane keeps for it: subscriptions,
+        // schedules, deliveries pending or running on any topic (its
+        // asynchronous invocations, ticks and job tasks included: a new
+        // function of the same name must not receive them) and dead
+        // letters; its running jobs end cancelled. After the record, for
+        // the same reason; a crash part-way leaves the rest to the next
+        // deploy of the name.
+        if let Err(e) = self.purge_function_events(name).await {
+            tracing::warn!(function = name, error = %e, "removing the deleted function's events failed");
         }
         tracing::info!(function = name, "deleted");
         Ok(())

@@ -230,6 +230,21 @@ pub(crate) enum Failure {
     NoHttpHandler,
 }
 
+/// Marks a response the host gave because no invocation slot was free (its
+/// own 503 `overloaded` or 429 `function_busy`), not the function's answer:
+/// an event delivery that gets it is postponed, not failed. A response
+/// extension, so no guest can forge it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NoSlot;
+
+/// Why an event handler's invocation did not succeed.
+pub(crate) enum HandlerFailure {
+    /// No invocation slot was free: the handler never ran.
+    NoSlot,
+    /// It ran and failed: the handler's error, a trap, the deadline...
+    Failed(String),
+}
+
 /// An invocation slot: one of the function's share and one of the host's,
 /// held until the guest has finished (its response body included).
 pub(crate) struct Slot {
@@ -662,7 +677,7 @@ impl Invoker {
         target: &Arc<Deployed>,
         pre: &EventsPre<InvocationState>,
         event: &Event,
-    ) -> Result<(), String> {
+    ) -> Result<(), HandlerFailure> {
         let id = next_invocation_id();
         let mut record = Record {
             target,
@@ -679,8 +694,15 @@ impl Invoker {
         };
         record.status = Some(status.as_u16());
         result.map_err(|f| match f {
-            EventFailure::Handler(message) => format!("the handler returned an error: {message}"),
-            EventFailure::Invocation(f) => format!("{} (invocation {id})", f.describe()),
+            EventFailure::Handler(message) => {
+                HandlerFailure::Failed(format!("the handler returned an error: {message}"))
+            }
+            EventFailure::Invocation(Failure::Overloaded | Failure::FunctionBusy) => {
+                HandlerFailure::NoSlot
+            }
+            EventFailure::Invocation(f) => {
+                HandlerFailure::Failed(format!("{} (invocation {id})", f.describe()))
+            }
         })
     }
 
@@ -790,7 +812,7 @@ impl Invoker {
                 ),
             ),
             Failure::Overloaded => {
-                return ApiError::new(
+                let mut resp = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "overloaded",
                     "too many invocations in flight; retry shortly",
@@ -798,9 +820,11 @@ impl Invoker {
                 .retry_after(1)
                 .invocation(id)
                 .into_response_body();
+                resp.extensions_mut().insert(NoSlot);
+                return resp;
             }
             Failure::FunctionBusy => {
-                return ApiError::new(
+                let mut resp = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "function_busy",
                     format!(
@@ -812,6 +836,8 @@ impl Invoker {
                 .retry_after(1)
                 .invocation(id)
                 .into_response_body();
+                resp.extensions_mut().insert(NoSlot);
+                return resp;
             }
         };
         let mut resp = ApiError::new(status, code, message)

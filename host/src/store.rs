@@ -1237,6 +1237,11 @@ impl Store {
 //   below), so after a crash it is simply due again.
 // - `ev_dead`: `function \0 topic \0 event id` -> delivery key: the
 //   dead-letter list of each subscription.
+// - `ev_dead_at`: `died_ms (BE) | dead key` -> empty: the dead letters in
+//   the order they died, so those past the dead-letter retention are a
+//   short range scan. Written with the dead entry; a redrive or purge
+//   removes it too (a stale entry, whose delivery died again later or is
+//   gone, is dropped by the expiry sweep: it checks the record's time).
 // - `ev_open`: event id -> u64 BE: deliveries not done yet, for events with
 //   more than one (an event with one delivery has no entry); when the last
 //   is done the event is scheduled for removal in `ev_expire`.
@@ -1249,11 +1254,18 @@ impl Store {
 //   the event (topic `job:ID`) that carries each index of a job.
 //
 // Beside the trees, in memory ([`EventMemory`]): the queue depth of each
-// topic (counted from `ev_due` on open) and the claimed deliveries being
-// run. Neither is written per event: a claim costs no write; a publish
-// writes the event and a due entry per delivery; an outcome removes the due
-// entry and writes the delivery's record; the events that finish in one
-// transaction share one expiry entry.
+// topic (counted from `ev_due` on open), the bytes of the events each
+// topic holds for pending, running or dead deliveries (rebuilt on open
+// from `ev_due` and `ev_dead`, see [`EventTrees::open`]), and the claimed
+// deliveries being run. None is written per event: a claim costs no
+// write; a publish writes the event and a due entry per delivery; an
+// outcome removes the due entry and writes the delivery's record; the
+// events that finish in one transaction share one expiry entry.
+//
+// An event is held (its bytes counted) from its publish until its last
+// delivery is done or cancelled, or, if dead, until it is redriven and
+// done, purged or expired: the same moment `ev_open` reaches zero, so the
+// count changes in the transactions that already run then.
 
 /// The event-plane trees (opened once).
 #[derive(Clone)]
@@ -1263,6 +1275,7 @@ pub(crate) struct EventTrees {
     deliveries: sled::Tree,
     due: sled::Tree,
     dead: sled::Tree,
+    dead_at: sled::Tree,
     open: sled::Tree,
     expire: sled::Tree,
     schedules: sled::Tree,
@@ -1283,17 +1296,34 @@ struct EventMemory {
     /// started (ms since the epoch). Their due entries stay in the due
     /// index; readers of it skip them.
     running: HashMap<IVec, u64>,
+    /// Bytes of the events each topic holds (see the section's docs): the
+    /// storage quotas.
+    bytes: HashMap<String, u64>,
+    /// The same, all topics.
+    bytes_total: u64,
 }
 
 impl EventMemory {
     fn add_depth(&mut self, topic: &str, delta: i64) {
-        let n = self.depth.get(topic).copied().unwrap_or(0);
-        let n = (n as i64).saturating_add(delta).max(0) as u64;
-        if n == 0 {
-            self.depth.remove(topic);
-        } else {
-            self.depth.insert(topic.to_string(), n);
-        }
+        add_to(&mut self.depth, topic, delta);
+    }
+
+    fn add_bytes(&mut self, topic: &str, delta: i64) {
+        add_to(&mut self.bytes, topic, delta);
+        self.bytes_total = (self.bytes_total as i64).saturating_add(delta).max(0) as u64;
+    }
+}
+
+/// Adds `delta` to a per-topic count, dropping the topic at zero.
+fn add_to(map: &mut HashMap<String, u64>, topic: &str, delta: i64) {
+    let n = map.get(topic).copied().unwrap_or(0);
+    let n = (n as i64).saturating_add(delta).max(0) as u64;
+    if n == 0 {
+        map.remove(topic);
+    } else if let Some(v) = map.get_mut(topic) {
+        *v = n;
+    } else {
+        map.insert(topic.to_string(), n);
     }
 }
 
@@ -1302,22 +1332,59 @@ impl EventTrees {
         self.mem.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Opens the trees and rebuilds what is kept in memory: the queue
+    /// depths (from the due index) and the bytes held per topic (the events
+    /// of the due index and of the dead-letter lists, each read once).
+    /// Rebuilt rather than stored, so a publish writes nothing more for
+    /// the quotas, and a crash cannot leave a count that disagrees with
+    /// the trees. Reading the held events costs at most about the host-wide
+    /// quota of reads at start.
     fn open(db: &sled::Db) -> Result<EventTrees, StoreError> {
+        // Stores written before the dead-letter expiry have no index yet.
+        let indexed = db.tree_names().iter().any(|n| &n[..] == b"ev_dead_at");
         let due = db.open_tree("ev_due")?;
+        let dead = db.open_tree("ev_dead")?;
+        let dead_at = db.open_tree("ev_dead_at")?;
+        let events = db.open_tree("ev_events")?;
+        let deliveries = db.open_tree("ev_deliveries")?;
         let mut mem = EventMemory::default();
+        let mut held = std::collections::HashSet::new();
         for dkey in due.iter().values() {
             let dkey = dkey?;
-            if let Some((_, topic, _)) = crate::events::parse_delivery_key(&dkey) {
+            if let Some((id, topic, _)) = crate::events::parse_delivery_key(&dkey) {
                 mem.add_depth(topic, 1);
+                held.insert(id);
+            }
+        }
+        for dk in dead.iter().keys() {
+            let dk = dk?;
+            let Some((function, topic, id)) = parse_dead_key(&dk) else {
+                continue;
+            };
+            held.insert(id);
+            if !indexed {
+                let key = crate::events::delivery_key(id, topic, function);
+                if let Some(v) = deliveries.get(&key)? {
+                    let rec: DeliveryRecord = decode(&key, &v)?;
+                    dead_at.insert(dead_at_key(rec.updated_ms, &dk), &[])?;
+                }
+            }
+        }
+        for id in held {
+            let k = id.to_be_bytes();
+            if let Some(v) = events.get(k)? {
+                let (event, _, payload) = decode_event(&k, v)?;
+                mem.add_bytes(&event.topic, event.charge(payload.len() as u64) as i64);
             }
         }
         Ok(EventTrees {
             mem: Arc::new(Mutex::new(mem)),
-            events: db.open_tree("ev_events")?,
+            events,
             subs: db.open_tree("ev_subs")?,
-            deliveries: db.open_tree("ev_deliveries")?,
+            deliveries,
             due,
-            dead: db.open_tree("ev_dead")?,
+            dead,
+            dead_at,
             open: db.open_tree("ev_open")?,
             expire: db.open_tree("ev_expire")?,
             schedules: db.open_tree("ev_schedules")?,
@@ -1327,12 +1394,15 @@ impl EventTrees {
     }
 }
 
-/// Why a publish wrote nothing (tests: [`Store::publish_event`]).
-#[cfg(test)]
-#[derive(Debug)]
+/// Why a publish wrote nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishRefused {
     /// The topic already has this many pending deliveries.
     QueueFull(u64),
+    /// The topic already holds this many bytes of events.
+    TopicQuota(u64),
+    /// All topics together already hold this many bytes of events.
+    HostQuota(u64),
 }
 
 /// One event of [`Store::event_writes`]: the record, its payload and the
@@ -1340,14 +1410,19 @@ pub enum PublishRefused {
 pub struct NewEvent<'a> {
     /// The record.
     pub event: &'a EventRecord,
-    /// The payload.
+    /// The payload (not stored for an event nobody receives: nothing reads
+    /// it, and it would take room for the whole retention unbounded by the
+    /// quotas).
     pub payload: &'a [u8],
     /// One pending delivery each.
     pub to: &'a [String],
+    /// The id is derived, not fresh (a schedule tick): if an event with it
+    /// is already stored, this one is the same event fired again, and is
+    /// answered as written without writing anything.
+    pub dedupe: bool,
 }
 
 /// What [`Store::event_writes`] writes in one transaction.
-#[derive(Default)]
 pub struct EventWrites<'a> {
     /// Outcomes of finished attempts.
     pub finishes: &'a [Finish],
@@ -1355,14 +1430,45 @@ pub struct EventWrites<'a> {
     pub publishes: &'a [NewEvent<'a>],
     /// Pending deliveries a topic may have (publishes past it are refused).
     pub max_depth: u64,
+    /// Bytes of held events a topic may have (see the section's docs).
+    pub max_topic_bytes: u64,
+    /// Bytes of held events all topics may have together.
+    pub max_host_bytes: u64,
     /// How long finished events are kept.
     pub retention_ms: u64,
 }
 
+impl Default for EventWrites<'_> {
+    /// Nothing to write, no limit.
+    fn default() -> Self {
+        EventWrites {
+            finishes: &[],
+            publishes: &[],
+            max_depth: u64::MAX,
+            max_topic_bytes: u64::MAX,
+            max_host_bytes: u64::MAX,
+            retention_ms: 0,
+        }
+    }
+}
+
 /// What [`Store::event_writes`] did.
 pub struct EventWritten {
-    /// Per new event: written, or refused with the topic's queue depth.
-    pub published: Vec<Result<(), u64>>,
+    /// Per new event: written (or already there), or refused.
+    pub published: Vec<Result<(), PublishRefused>>,
+}
+
+/// What [`Store::purge_function_events`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FunctionPurge {
+    /// Subscriptions.
+    pub subscriptions: u64,
+    /// Schedules.
+    pub schedules: u64,
+    /// Deliveries pending or running, now cancelled.
+    pub cancelled: u64,
+    /// Dead letters.
+    pub dead_letters: u64,
 }
 
 /// One finished attempt for [`Store::event_writes`].
@@ -1378,6 +1484,9 @@ pub struct Finish {
     pub error: Option<String>,
     /// When it finished, ms since the epoch.
     pub now_ms: u64,
+    /// The event's [`EventRecord::charge`], if the caller read the event
+    /// (else it is read when the event stops being held).
+    pub charge: Option<u64>,
 }
 
 fn sub_key(topic: &str, function: &str) -> Vec<u8> {
@@ -1396,6 +1505,39 @@ fn dead_key(function: &str, topic: &str, event_id: u64) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&event_id.to_be_bytes());
     k
+}
+
+/// Function, topic and event id of an `ev_dead` key.
+fn parse_dead_key(key: &[u8]) -> Option<(&str, &str, u64)> {
+    let split = key.len().checked_sub(8)?;
+    let id = read_u64(&key[split..]);
+    let names = std::str::from_utf8(&key[..split])
+        .ok()?
+        .strip_suffix('\0')?;
+    let (function, topic) = names.split_once('\0')?;
+    Some((function, topic, id))
+}
+
+/// Key of `ev_dead_at`: when the delivery died, then its dead key.
+fn dead_at_key(died_ms: u64, dead_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + dead_key.len());
+    k.extend_from_slice(&died_ms.to_be_bytes());
+    k.extend_from_slice(dead_key);
+    k
+}
+
+/// The [`EventRecord::charge`] of a stored event, read in a transaction
+/// (0 if it is gone).
+fn tx_charge(events: &Tx, id: u64) -> TxResult<u64> {
+    let k = id.to_be_bytes();
+    Ok(match events.get(k)? {
+        Some(v) => {
+            let (event, _, payload) =
+                decode_event(&k, v).map_err(ConflictableTransactionError::Abort)?;
+            event.charge(payload.len() as u64)
+        }
+        None => 0,
+    })
 }
 
 fn expire_key(at_ms: u64, seq: u64) -> [u8; 16] {
@@ -1533,6 +1675,7 @@ fn pending_delivery(
         due_ms,
         due_seq,
         attempt_times_ms: Vec::new(),
+        postponed_ms: 0,
         updated_ms: due_ms,
     }
 }
@@ -1550,27 +1693,29 @@ type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
 /// Counts one more finished delivery (`key`) of event `id` in `ev_open`;
 /// if it was the last, the event expires at `at_ms` (an event without an
-/// entry has this one delivery only).
+/// entry has this one delivery only) and this returns true: the event is
+/// no longer held.
 fn tx_finish_one(
     open: &Tx,
     id: u64,
     key: &[u8],
     at_ms: u64,
     expiring: &mut Expiring,
-) -> TxResult<()> {
+) -> TxResult<bool> {
     let open_key = id.to_be_bytes();
     let Some(v) = open.get(open_key)? else {
         expiring.add_delivery(at_ms, key);
-        return Ok(());
+        return Ok(true);
     };
     let left = read_u64(&v).saturating_sub(1);
     if left == 0 {
         open.remove(&open_key)?;
         expiring.add_event(at_ms, id);
+        Ok(true)
     } else {
         open.insert(&open_key, &left.to_be_bytes())?;
+        Ok(false)
     }
-    Ok(())
 }
 
 /// Appends an attempt's start time to a delivery, keeping the latest.
@@ -1630,21 +1775,6 @@ impl Store {
             .collect()
     }
 
-    /// Removes every subscription and schedule of a deleted function.
-    pub fn delete_subscriptions_of(&self, function: &str) -> Result<(), StoreError> {
-        for sub in self.subscriptions(None)? {
-            if sub.function == function {
-                self.delete_subscription(&sub.topic, function)?;
-            }
-        }
-        for s in self.schedules()? {
-            if s.function == function {
-                self.delete_schedule(s.id)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Creates or replaces a schedule. Not flushed.
     pub fn put_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
         self.ev
@@ -1690,7 +1820,12 @@ impl Store {
         retention_ms: u64,
     ) -> Result<(), PublishRefused> {
         let writes = EventWrites {
-            publishes: &[NewEvent { event, payload, to }],
+            publishes: &[NewEvent {
+                event,
+                payload,
+                to,
+                dedupe: false,
+            }],
             max_depth,
             retention_ms,
             ..EventWrites::default()
@@ -1699,14 +1834,16 @@ impl Store {
             .event_writes(&writes)
             .expect("the store works in tests");
         match written.published.first() {
-            Some(Err(depth)) => Err(PublishRefused::QueueFull(*depth)),
+            Some(Err(refused)) => Err(*refused),
             _ => Ok(()),
         }
     }
 
     /// The event plane's writes of one moment, all in one transaction:
-    /// outcomes of finished deliveries first (they free queue depth), then
-    /// new events.
+    /// outcomes of finished deliveries first (they free queue depth and
+    /// bytes), then new events, each checked against the topic's queue
+    /// depth and the storage quotas (counting the events before it in the
+    /// batch).
     ///
     /// One transaction instead of one per event and per delivery matters
     /// twice with sled 0.34: a transaction is an exclusive section (see
@@ -1723,6 +1860,8 @@ impl Store {
             value: Vec<u8>,
             /// Delivery key and due entry of each subscriber.
             deliveries: Vec<(Vec<u8>, [u8; 16])>,
+            /// What the event counts against the quotas while held.
+            charge: u64,
         }
         let mut rows = Vec::with_capacity(w.publishes.len());
         for item in w.publishes {
@@ -1735,21 +1874,27 @@ impl Store {
                 deliveries.push((key, due_key(event.time_ms, self.next_id()?)));
             }
             let targets: Vec<&str> = item.to.iter().map(String::as_str).collect();
+            let payload = if item.to.is_empty() {
+                &[][..]
+            } else {
+                item.payload
+            };
             rows.push(Row {
                 id: event.id.to_be_bytes(),
-                value: encode_event(event, &targets, item.payload),
+                value: encode_event(event, &targets, payload),
                 deliveries,
+                charge: event.charge(payload.len() as u64),
             });
         }
         let mut seqs = Vec::with_capacity(w.finishes.len());
         for f in w.finishes {
             seqs.push(match f.outcome {
-                Outcome::Retry(_) => self.next_id()?,
+                Outcome::Retry(_) | Outcome::Postponed(_) => self.next_id()?,
                 _ => 0,
             });
         }
         let expiry_seq = self.next_id()?;
-        let (max_depth, retention_ms) = (w.max_depth, w.retention_ms);
+        let retention_ms = w.retention_ms;
         let t = &self.ev;
         let _exclusive = self.gate.exclusive();
         let mut mem = self.ev.mem();
@@ -1760,12 +1905,14 @@ impl Store {
             &t.open,
             &t.expire,
             &t.dead,
+            &t.dead_at,
         )
-            .transaction(|(events, dtree, due, open, expire, dead)| {
+            .transaction(|(events, dtree, due, open, expire, dead, dead_at)| {
                 // Answers are built inside: sled may run this more than
-                // once. The depth changes are applied after the commit.
-                let mut freed: Vec<String> = Vec::new();
+                // once. The count changes are applied after the commit.
                 let mut depth: HashMap<&str, i64> = HashMap::new();
+                let mut bytes: HashMap<&str, i64> = HashMap::new();
+                let mut bytes_total: i64 = 0;
                 let mut expiring = Expiring::default();
                 for (f, &seq) in w.finishes.iter().zip(&seqs) {
                     let (key, outcome, now_ms) = (&f.key[..], f.outcome, f.now_ms);
@@ -1778,14 +1925,19 @@ impl Store {
                         continue;
                     };
                     due.remove(entry)?;
-                    if let Some(&started) = mem.running.get(key) {
-                        push_attempt_time(&mut rec, started);
-                    }
                     rec.updated_ms = now_ms;
-                    if outcome != Outcome::Cancelled {
-                        rec.attempts += 1;
-                    }
                     rec.last_error = f.error.clone();
+                    // A postponed delivery was not attempted: no start
+                    // time, no attempt used up.
+                    if !matches!(outcome, Outcome::Postponed(_)) {
+                        if let Some(&started) = mem.running.get(key) {
+                            push_attempt_time(&mut rec, started);
+                        }
+                        if outcome != Outcome::Cancelled {
+                            rec.attempts += 1;
+                        }
+                    }
+                    let topic = crate::events::parse_delivery_key(key).map_or("", |k| k.1);
                     match outcome {
                         Outcome::Retry(at) => {
                             rec.status = DeliveryStatus::Pending;
@@ -1793,10 +1945,22 @@ impl Store {
                             rec.due_seq = seq;
                             due.insert(&due_key(at, seq), key)?;
                         }
+                        Outcome::Postponed(at) => {
+                            // The wait is kept apart from the event's age.
+                            rec.status = DeliveryStatus::Pending;
+                            rec.postponed_ms = rec
+                                .postponed_ms
+                                .saturating_add(at.saturating_sub(rec.due_ms));
+                            rec.due_ms = at;
+                            rec.due_seq = seq;
+                            due.insert(&due_key(at, seq), key)?;
+                        }
                         Outcome::Dead => {
                             rec.status = DeliveryStatus::Dead;
-                            dead.insert(dead_key(&rec.function, &rec.topic, rec.event_id), key)?;
-                            freed.push(rec.topic.clone());
+                            let dk = dead_key(&rec.function, &rec.topic, rec.event_id);
+                            dead_at.insert(dead_at_key(now_ms, &dk), &[])?;
+                            dead.insert(dk, key)?;
+                            *depth.entry(topic).or_default() -= 1;
                         }
                         Outcome::Done | Outcome::Cancelled => {
                             rec.status = if outcome == Outcome::Done {
@@ -1804,33 +1968,56 @@ impl Store {
                             } else {
                                 DeliveryStatus::Cancelled
                             };
-                            freed.push(rec.topic.clone());
+                            *depth.entry(topic).or_default() -= 1;
                             let at = now_ms.saturating_add(retention_ms);
-                            tx_finish_one(open, rec.event_id, key, at, &mut expiring)?;
+                            if tx_finish_one(open, rec.event_id, key, at, &mut expiring)? {
+                                let charge = match f.charge {
+                                    Some(c) => c,
+                                    None => tx_charge(events, rec.event_id)?,
+                                };
+                                *bytes.entry(topic).or_default() -= charge as i64;
+                                bytes_total -= charge as i64;
+                            }
                         }
                     }
                     dtree.insert(key, encode(&rec))?;
-                }
-                for topic in &freed {
-                    *depth.entry(topic).or_default() -= 1;
                 }
 
                 let mut published = Vec::with_capacity(rows.len());
                 for (item, row) in w.publishes.iter().zip(&rows) {
                     let event = item.event;
+                    if item.dedupe && events.get(row.id)?.is_some() {
+                        // Fired again (after a crash): already stored.
+                        published.push(Ok(()));
+                        continue;
+                    }
                     let n = row.deliveries.len() as u64;
                     if n > 0 {
-                        // The depth counts the events accepted earlier in
+                        // The counts include the events accepted earlier in
                         // the batch (and the outcomes before them).
                         let topic = event.topic.as_str();
                         let stored = mem.depth.get(topic).copied().unwrap_or(0);
                         let change = depth.entry(topic).or_default();
                         let now = (stored as i64 + *change).max(0) as u64;
-                        if now + n > max_depth {
-                            published.push(Err(now));
+                        if now + n > w.max_depth {
+                            published.push(Err(PublishRefused::QueueFull(now)));
+                            continue;
+                        }
+                        let held = mem.bytes.get(topic).copied().unwrap_or(0) as i64;
+                        let held_change = bytes.entry(topic).or_default();
+                        let held = (held + *held_change).max(0) as u64;
+                        if held.saturating_add(row.charge) > w.max_topic_bytes {
+                            published.push(Err(PublishRefused::TopicQuota(held)));
+                            continue;
+                        }
+                        let all = (mem.bytes_total as i64 + bytes_total).max(0) as u64;
+                        if all.saturating_add(row.charge) > w.max_host_bytes {
+                            published.push(Err(PublishRefused::HostQuota(all)));
                             continue;
                         }
                         *change += n as i64;
+                        *held_change += row.charge as i64;
+                        bytes_total += row.charge as i64;
                         if n > 1 {
                             open.insert(&row.id, &n.to_be_bytes())?;
                         }
@@ -1844,17 +2031,28 @@ impl Store {
                     published.push(Ok(()));
                 }
                 expiring.write(expire, expiry_seq)?;
-                let depth: Vec<(String, i64)> =
-                    depth.into_iter().map(|(t, n)| (t.to_string(), n)).collect();
-                Ok::<_, ConflictableTransactionError<StoreError>>((published, depth))
+                let owned = |m: HashMap<&str, i64>| -> Vec<(String, i64)> {
+                    m.into_iter()
+                        .filter(|(_, n)| *n != 0)
+                        .map(|(t, n)| (t.to_string(), n))
+                        .collect()
+                };
+                Ok::<_, ConflictableTransactionError<StoreError>>((
+                    published,
+                    owned(depth),
+                    owned(bytes),
+                ))
             })
             .map_err(abort_on);
         for f in w.finishes {
             mem.running.remove(&f.key);
         }
-        let (published, depth) = result?;
+        let (published, depth, bytes) = result?;
         for (topic, n) in depth {
             mem.add_depth(&topic, n);
+        }
+        for (topic, n) in bytes {
+            mem.add_bytes(&topic, n);
         }
         Ok(EventWritten { published })
     }
@@ -2030,6 +2228,7 @@ impl Store {
             outcome,
             error: error.map(str::to_string),
             now_ms,
+            charge: None,
         };
         let writes = EventWrites {
             finishes: &[finish],
@@ -2083,14 +2282,15 @@ impl Store {
             let t = &self.ev;
             let _exclusive = self.gate.exclusive();
             let mut mem = self.ev.mem();
-            let done = (&t.deliveries, &t.due, &t.dead)
-                .transaction(|(dtree, due, dead)| {
+            let done = (&t.deliveries, &t.due, &t.dead, &t.dead_at)
+                .transaction(|(dtree, due, dead, dead_at)| {
                     if dead.remove(dk.as_slice())?.is_none() {
                         return Ok(None);
                     }
                     let Some(mut rec) = tx_delivery(dtree, &key)? else {
                         return Ok(None);
                     };
+                    dead_at.remove(dead_at_key(rec.updated_ms, &dk))?;
                     rec.status = DeliveryStatus::Pending;
                     rec.attempts = 0;
                     rec.due_ms = now_ms;
@@ -2112,6 +2312,208 @@ impl Store {
     /// Pending and running deliveries of all topics.
     pub fn queue_depth_total(&self) -> Result<u64, StoreError> {
         Ok(self.ev.mem().depth.values().sum())
+    }
+
+    /// Bytes of the events `topic` holds (or all topics together): those
+    /// with a delivery pending, running, retrying or dead (see the
+    /// section's docs).
+    pub fn event_bytes(&self, topic: Option<&str>) -> u64 {
+        let mem = self.ev.mem();
+        match topic {
+            Some(t) => mem.bytes.get(t).copied().unwrap_or(0),
+            None => mem.bytes_total,
+        }
+    }
+
+    /// Removes the dead letters of `function` (of one topic if given) from
+    /// its dead-letter list: they can no longer be redriven, and each event
+    /// goes at the next sweep once nothing else holds it. Returns how many.
+    /// Not flushed.
+    pub fn purge_dead(
+        &self,
+        function: &str,
+        topic: Option<&str>,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let mut prefix = ns_prefix(function);
+        if let Some(t) = topic {
+            prefix.extend_from_slice(t.as_bytes());
+            prefix.push(0);
+        }
+        let mut keys = Vec::new();
+        for k in self.ev.dead.scan_prefix(prefix).keys() {
+            keys.push((k?, None));
+        }
+        self.drop_dead(&keys, now_ms)
+    }
+
+    /// Removes up to about `max` dead letters that died at or before
+    /// `now_ms - retention_ms` (see [`Store::purge_dead`]). Returns how many
+    /// index entries were handled: 0 once nothing more has expired.
+    pub fn expire_dead_letters(
+        &self,
+        now_ms: u64,
+        retention_ms: u64,
+        max: usize,
+    ) -> Result<usize, StoreError> {
+        let Some(cutoff) = now_ms.checked_sub(retention_ms) else {
+            return Ok(0);
+        };
+        let end = cutoff.saturating_add(1).to_be_bytes();
+        let mut items = Vec::new();
+        for k in self.ev.dead_at.range(..&end[..]).keys().take(max) {
+            let k = k?;
+            let died = read_u64(&k[..8.min(k.len())]);
+            items.push((
+                k.subslice(8.min(k.len()), k.len().saturating_sub(8)),
+                Some(died),
+            ));
+        }
+        if items.is_empty() {
+            return Ok(0);
+        }
+        self.drop_dead(&items, now_ms)?;
+        Ok(items.len())
+    }
+
+    /// Takes dead letters out of their lists: each item is an `ev_dead`
+    /// key and, for an expiry, when the index says it died (it is dropped
+    /// only if its record died then: one that was redriven and died again
+    /// later has a newer index entry). Each is then finished like a done
+    /// delivery, its event removed at the next sweep once nothing else
+    /// holds it; its record stays `dead` until then. Returns how many were
+    /// taken out. In transactions of up to 256; not flushed.
+    fn drop_dead(&self, items: &[(IVec, Option<u64>)], now_ms: u64) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for chunk in items.chunks(256) {
+            let expiry_seq = self.next_id()?;
+            let t = &self.ev;
+            let _exclusive = self.gate.exclusive();
+            let mut mem = self.ev.mem();
+            let freed = (
+                &t.events,
+                &t.deliveries,
+                &t.dead,
+                &t.dead_at,
+                &t.open,
+                &t.expire,
+            )
+                .transaction(|(events, dtree, dead, dead_at, open, expire)| {
+                    let mut freed = Vec::new();
+                    let mut expiring = Expiring::default();
+                    for (dk, died) in chunk {
+                        if let Some(at) = died {
+                            dead_at.remove(dead_at_key(*at, dk))?;
+                        }
+                        let Some((function, topic, id)) = parse_dead_key(dk) else {
+                            continue;
+                        };
+                        if dead.get(dk)?.is_none() {
+                            continue;
+                        }
+                        let key = crate::events::delivery_key(id, topic, function);
+                        let Some(rec) = tx_delivery(dtree, &key)? else {
+                            dead.remove(dk)?;
+                            continue;
+                        };
+                        if rec.status != DeliveryStatus::Dead
+                            || died.is_some_and(|at| rec.updated_ms != at)
+                        {
+                            continue;
+                        }
+                        dead.remove(dk)?;
+                        dead_at.remove(dead_at_key(rec.updated_ms, dk))?;
+                        let mut charge = 0;
+                        if tx_finish_one(open, id, &key, now_ms, &mut expiring)? {
+                            charge = tx_charge(events, id)?;
+                        }
+                        freed.push((topic.to_string(), charge));
+                    }
+                    expiring.write(expire, expiry_seq)?;
+                    Ok::<_, ConflictableTransactionError<StoreError>>(freed)
+                })
+                .map_err(abort_on)?;
+            n += freed.len() as u64;
+            for (topic, charge) in freed {
+                mem.add_bytes(&topic, -(charge as i64));
+            }
+        }
+        Ok(n)
+    }
+
+    /// Removes everything of the event plane that names `function`: its
+    /// subscriptions and schedules, its deliveries still pending or
+    /// running on any topic (cancelled: their records say why; an outcome
+    /// that comes in later is dropped) and its dead letters. For a deleted
+    /// function, and before a name is deployed anew (which catches what a
+    /// crash in the middle of a delete left). Several transactions, not
+    /// one: the due index is read whole; a crash part-way leaves the rest
+    /// for the next call. Not flushed.
+    pub fn purge_function_events(
+        &self,
+        function: &str,
+        now_ms: u64,
+        retention_ms: u64,
+    ) -> Result<FunctionPurge, StoreError> {
+        let mut purged = FunctionPurge::default();
+        for sub in self.subscriptions(None)? {
+            if sub.function == function && self.delete_subscription(&sub.topic, function)? {
+                purged.subscriptions += 1;
+            }
+        }
+        for s in self.schedules()? {
+            if s.function == function && self.delete_schedule(s.id)? {
+                purged.schedules += 1;
+            }
+        }
+        let mut entries = Vec::new();
+        for kv in self.ev.due.iter() {
+            let (entry, dkey) = kv?;
+            if crate::events::parse_delivery_key(&dkey).is_some_and(|(_, _, f)| f == function) {
+                entries.push((entry, dkey));
+            }
+        }
+        for chunk in entries.chunks(256) {
+            let expiry_seq = self.next_id()?;
+            let t = &self.ev;
+            let _exclusive = self.gate.exclusive();
+            let mut mem = self.ev.mem();
+            let cancelled = (&t.events, &t.deliveries, &t.due, &t.open, &t.expire)
+                .transaction(|(events, dtree, due, open, expire)| {
+                    let mut cancelled = Vec::new();
+                    let mut expiring = Expiring::default();
+                    for (entry, key) in chunk {
+                        if due.get(entry)?.as_deref() != Some(&key[..]) {
+                            continue;
+                        }
+                        let rec = tx_delivery(dtree, key)?.or_else(|| pending_record(key, entry));
+                        let Some(mut rec) = rec else {
+                            continue;
+                        };
+                        due.remove(entry)?;
+                        rec.status = DeliveryStatus::Cancelled;
+                        rec.last_error = Some("the function was deleted".into());
+                        rec.updated_ms = now_ms;
+                        dtree.insert(key, encode(&rec))?;
+                        let at = now_ms.saturating_add(retention_ms);
+                        let mut charge = 0;
+                        if tx_finish_one(open, rec.event_id, key, at, &mut expiring)? {
+                            charge = tx_charge(events, rec.event_id)?;
+                        }
+                        cancelled.push((rec.topic, charge));
+                    }
+                    expiring.write(expire, expiry_seq)?;
+                    Ok::<_, ConflictableTransactionError<StoreError>>(cancelled)
+                })
+                .map_err(abort_on)?;
+            purged.cancelled += cancelled.len() as u64;
+            for (topic, charge) in cancelled {
+                mem.add_depth(&topic, -1);
+                mem.add_bytes(&topic, -(charge as i64));
+            }
+        }
+        purged.dead_letters = self.purge_dead(function, None, now_ms)?;
+        Ok(purged)
     }
 
     /// Removes finished events whose retention ended by `now_ms` (about
@@ -2229,7 +2631,9 @@ impl Store {
         events: &[(u32, EventRecord)],
     ) -> Result<(), StoreError> {
         let mut rows = Vec::with_capacity(events.len());
+        let mut charge = 0;
         for (index, event) in events {
+            charge += event.charge(0);
             let seq = self.next_id()?;
             let rec = pending_delivery(event.id, &event.topic, function, event.time_ms, seq);
             let key = crate::events::delivery_key(event.id, &event.topic, function);
@@ -2260,6 +2664,7 @@ impl Store {
             })
             .map_err(abort_on)?;
         mem.add_depth(&topic, rows.len() as i64);
+        mem.add_bytes(&topic, charge as i64);
         Ok(())
     }
 
@@ -2303,8 +2708,8 @@ impl Store {
             let t = &self.ev;
             let _exclusive = self.gate.exclusive();
             let mut mem = self.ev.mem();
-            let cancelled = (&t.deliveries, &t.due, &t.open, &t.expire)
-                .transaction(|(dtree, due, open, expire)| {
+            let cancelled = (&t.events, &t.deliveries, &t.due, &t.open, &t.expire)
+                .transaction(|(events, dtree, due, open, expire)| {
                     let mut topics = Vec::new();
                     let mut expiring = Expiring::default();
                     for key in chunk {
@@ -2320,16 +2725,20 @@ impl Store {
                         rec.updated_ms = now_ms;
                         dtree.insert(key, encode(&rec))?;
                         let at = now_ms.saturating_add(retention_ms);
-                        tx_finish_one(open, rec.event_id, key, at, &mut expiring)?;
-                        topics.push(rec.topic);
+                        let mut freed = 0;
+                        if tx_finish_one(open, rec.event_id, key, at, &mut expiring)? {
+                            freed = tx_charge(events, rec.event_id)?;
+                        }
+                        topics.push((rec.topic, freed));
                     }
                     expiring.write(expire, expiry_seq)?;
                     Ok(topics)
                 })
                 .map_err(abort_on)?;
             n += cancelled.len() as u64;
-            for topic in cancelled {
+            for (topic, freed) in cancelled {
                 mem.add_depth(&topic, -1);
+                mem.add_bytes(&topic, -(freed as i64));
             }
         }
         Ok(n)
@@ -2662,5 +3071,344 @@ mod tests {
         assert_eq!(rec.status, DeliveryStatus::Pending);
         assert_eq!(rec.attempts, 1);
         assert!(store.ev.mem().running.is_empty());
+    }
+
+    // ------------------------------------------------- event storage quotas
+
+    fn topic_event(id: u64, topic: &str) -> EventRecord {
+        EventRecord {
+            topic: topic.into(),
+            ..ev_record(id)
+        }
+    }
+
+    /// Publishes one event with a 100-byte payload, delivered to `to`.
+    fn publish_q(
+        store: &Store,
+        id: u64,
+        topic: &str,
+        to: &[&str],
+        topic_quota: u64,
+        host_quota: u64,
+    ) -> Result<(), PublishRefused> {
+        let to: Vec<String> = to.iter().map(|f| f.to_string()).collect();
+        let event = topic_event(id, topic);
+        let writes = EventWrites {
+            publishes: &[NewEvent {
+                event: &event,
+                payload: &[b'x'; 100],
+                to: &to,
+                dedupe: false,
+            }],
+            max_topic_bytes: topic_quota,
+            max_host_bytes: host_quota,
+            retention_ms: 1000,
+            ..EventWrites::default()
+        };
+        store.event_writes(&writes).unwrap().published[0]
+    }
+
+    /// Claims the first due delivery of `function` and records `outcome`.
+    fn finish_first(store: &Store, function: &str, outcome: Outcome, now_ms: u64) {
+        finish_of(store, None, function, outcome, now_ms);
+    }
+
+    /// The same, of event `id` if given.
+    fn finish_of(store: &Store, id: Option<u64>, function: &str, outcome: Outcome, now_ms: u64) {
+        let due = store.due_deliveries(u64::MAX - 1, 1000).unwrap();
+        let (entry, _) = due
+            .iter()
+            .find(|(_, k)| {
+                let (event, _, f) = crate::events::parse_delivery_key(k).unwrap();
+                f == function && id.is_none_or(|id| id == event)
+            })
+            .expect("a due delivery of the function");
+        let (key, _) = store.claim_delivery(entry, now_ms).unwrap().unwrap();
+        store
+            .finish_delivery(&key, outcome, Some("boom"), now_ms, 1000)
+            .unwrap();
+    }
+
+    #[test]
+    fn quotas_refuse_past_the_limit_store_nothing_and_free_with_the_backlog() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let charge = topic_event(1, "t").charge(100);
+        // Two events fit in the topic's quota, a third does not.
+        let (topic_q, host_q) = (2 * charge + charge / 2, 3 * charge + charge / 2);
+        publish_q(&store, 1, "t", &["a"], topic_q, host_q).unwrap();
+        publish_q(&store, 2, "t", &["a", "b"], topic_q, host_q).unwrap();
+        assert_eq!(store.event_bytes(Some("t")), 2 * charge);
+        assert_eq!(
+            publish_q(&store, 3, "t", &["a"], topic_q, host_q),
+            Err(PublishRefused::TopicQuota(2 * charge))
+        );
+        assert!(
+            store.event(3).unwrap().is_none(),
+            "a refused event is not stored"
+        );
+        assert_eq!(store.queue_depth_total().unwrap(), 3);
+        // Another topic has room of its own, until the host's is used up.
+        publish_q(&store, 4, "u", &["a"], topic_q, host_q).unwrap();
+        assert_eq!(
+            publish_q(&store, 5, "v", &["a"], topic_q, host_q),
+            Err(PublishRefused::HostQuota(3 * charge))
+        );
+        assert!(store.event(5).unwrap().is_none());
+        // An event nobody receives is not held, and stores no payload.
+        publish_q(&store, 6, "v", &[], topic_q, host_q).unwrap();
+        assert_eq!(store.event(6).unwrap().unwrap().1.len(), 0);
+        assert_eq!(store.event_bytes(None), 3 * charge);
+
+        // Event 1 done: freed. Event 2 stays held until both deliveries
+        // are finished; a retry keeps it held.
+        finish_first(&store, "a", Outcome::Done, 10);
+        assert_eq!(store.event_bytes(Some("t")), charge);
+        publish_q(&store, 7, "t", &["a"], topic_q, host_q).unwrap();
+        assert_eq!(store.event_bytes(Some("t")), 2 * charge);
+        finish_first(&store, "b", Outcome::Retry(20), 10);
+        assert_eq!(store.event_bytes(Some("t")), 2 * charge);
+        // Dead letters are held too.
+        finish_first(&store, "b", Outcome::Dead, 30);
+        finish_first(&store, "a", Outcome::Done, 30);
+        assert_eq!(
+            store.event_bytes(Some("t")),
+            2 * charge,
+            "event 2 is dead for b"
+        );
+        assert_eq!(store.dead_deliveries("b", None, 10).unwrap().len(), 1);
+        assert_eq!(store.purge_dead("b", Some("t"), 40).unwrap(), 1);
+        assert!(store.dead_deliveries("b", None, 10).unwrap().is_empty());
+        assert_eq!(store.event_bytes(Some("t")), charge);
+        // Purged: not redrivable, and the event goes at the next sweep.
+        assert!(store.redrive("b", None, None, 50).unwrap().is_empty());
+        assert!(store.sweep_events(40, 100).unwrap() > 0);
+        assert!(store.event(2).unwrap().is_none());
+    }
+
+    #[test]
+    fn held_bytes_are_rebuilt_when_the_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, depth) = {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            for id in 1..=4 {
+                publish_q(&store, id, "t", &["a"], u64::MAX, u64::MAX).unwrap();
+            }
+            publish_q(&store, 5, "u", &["a", "b"], u64::MAX, u64::MAX).unwrap();
+            // One done (freed), one dead (held), one running (held).
+            finish_first(&store, "a", Outcome::Done, 10);
+            finish_first(&store, "a", Outcome::Dead, 10);
+            let due = store.due_deliveries(u64::MAX - 1, 1).unwrap();
+            store.claim_delivery(&due[0].0, 11).unwrap().unwrap();
+            store.flush_blocking().unwrap();
+            let charge = topic_event(1, "t").charge(100);
+            assert_eq!(store.event_bytes(Some("t")), 3 * charge);
+            (store.event_bytes(None), store.queue_depth_total().unwrap())
+        };
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.event_bytes(None), bytes);
+        assert_eq!(store.queue_depth_total().unwrap(), depth);
+        // And a refusal after the restart counts them.
+        let charge = topic_event(1, "t").charge(100);
+        assert_eq!(
+            publish_q(&store, 9, "t", &["a"], 3 * charge, u64::MAX),
+            Err(PublishRefused::TopicQuota(3 * charge))
+        );
+    }
+
+    #[test]
+    fn a_postponed_delivery_uses_no_attempt_and_keeps_its_wait_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        publish_q(&store, 1, "t", &["a"], u64::MAX, u64::MAX).unwrap();
+        let bytes = store.event_bytes(None);
+        // Due at 1 (the event's time); postponed at 100 until 1100.
+        finish_first(&store, "a", Outcome::Postponed(1100), 100);
+        let rec = &store.deliveries_of(1).unwrap()[0];
+        assert_eq!(rec.status, DeliveryStatus::Pending);
+        assert_eq!(rec.attempts, 0);
+        assert!(rec.attempt_times_ms.is_empty(), "{rec:?}");
+        assert_eq!((rec.due_ms, rec.postponed_ms), (1100, 1099));
+        assert_eq!(store.queue_depth_total().unwrap(), 1);
+        assert_eq!(store.event_bytes(None), bytes);
+        assert!(store.due_deliveries(1099, 10).unwrap().is_empty());
+        // Again: the waits add up; then a real attempt counts.
+        finish_first(&store, "a", Outcome::Postponed(2000), 1200);
+        finish_first(&store, "a", Outcome::Done, 2100);
+        let rec = &store.deliveries_of(1).unwrap()[0];
+        assert_eq!((rec.attempts, rec.postponed_ms), (1, 1999));
+        assert_eq!(rec.attempt_times_ms, [2100]);
+        assert_eq!(store.event_bytes(None), 0);
+    }
+
+    #[test]
+    fn a_tick_fired_again_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let id = crate::events::schedule::tick_event_id(7, 60_000);
+        let event = topic_event(id, "schedule:0000000000000007");
+        let to = vec!["f".to_string()];
+        let tick = |store: &Store| {
+            let writes = EventWrites {
+                publishes: &[NewEvent {
+                    event: &event,
+                    payload: b"tick",
+                    to: &to,
+                    dedupe: true,
+                }],
+                ..EventWrites::default()
+            };
+            store.event_writes(&writes).unwrap().published[0]
+        };
+        assert_eq!(tick(&store), Ok(()));
+        assert_eq!(tick(&store), Ok(()), "answered as written");
+        assert_eq!(store.queue_depth_total().unwrap(), 1);
+        assert_eq!(store.due_deliveries(u64::MAX - 1, 10).unwrap().len(), 1);
+        assert_eq!(store.event_bytes(None), event.charge(4));
+        assert_eq!(store.deliveries_of(id).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn dead_letters_expire_after_their_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        publish_q(&store, 1, "t", &["a"], u64::MAX, u64::MAX).unwrap();
+        publish_q(&store, 2, "t", &["a"], u64::MAX, u64::MAX).unwrap();
+        finish_first(&store, "a", Outcome::Dead, 100);
+        finish_first(&store, "a", Outcome::Dead, 500);
+        // Event 1 redriven (its index entry goes) and dead again at 900.
+        store.redrive("a", None, Some(&[1]), 600).unwrap();
+        finish_first(&store, "a", Outcome::Dead, 900);
+        let dead = |s: &Store| {
+            s.dead_deliveries("a", None, 10)
+                .unwrap()
+                .iter()
+                .map(|d| d.event_id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(dead(&store), [1, 2]);
+        // Retention 1000: at 1499 nothing has expired.
+        assert_eq!(store.expire_dead_letters(1499, 1000, 10).unwrap(), 0);
+        assert_eq!(store.expire_dead_letters(1500, 1000, 10).unwrap(), 1);
+        assert_eq!(dead(&store), [1]);
+        assert_eq!(store.expire_dead_letters(1500, 1000, 10).unwrap(), 0);
+        assert_eq!(store.event_bytes(None), topic_event(1, "t").charge(100));
+        assert_eq!(store.expire_dead_letters(1900, 1000, 10).unwrap(), 1);
+        assert!(dead(&store).is_empty());
+        assert_eq!(store.event_bytes(None), 0);
+        assert!(store.sweep_events(1900, 100).unwrap() > 0);
+        assert!(store.event(1).unwrap().is_none() && store.event(2).unwrap().is_none());
+    }
+
+    /// A store written before dead letters expired has no index: it is
+    /// built when the store opens.
+    #[test]
+    fn dead_letters_of_an_older_store_are_indexed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            publish_q(&store, 1, "t", &["a"], u64::MAX, u64::MAX).unwrap();
+            finish_first(&store, "a", Outcome::Dead, 100);
+            store.db.drop_tree("ev_dead_at").unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.expire_dead_letters(1099, 1000, 10).unwrap(), 0);
+        assert_eq!(store.expire_dead_letters(1100, 1000, 10).unwrap(), 1);
+        assert!(store.dead_deliveries("a", None, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_function_purge_leaves_other_functions_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let sub = |topic: &str, function: &str| Subscription {
+            topic: topic.into(),
+            function: function.into(),
+            path: "/".into(),
+            concurrency: 1,
+            retry: crate::events::RetryPolicy::default(),
+            created_at_ms: 1,
+        };
+        store.put_subscription(&sub("t", "gone")).unwrap();
+        store.put_subscription(&sub("t", "kept")).unwrap();
+        let schedule = |id: u64, function: &str| Schedule {
+            id,
+            function: function.into(),
+            cron: "* * * * *".into(),
+            tz: "UTC".into(),
+            path: "/".into(),
+            payload: String::new(),
+            content_type: None,
+            created_at_ms: 1,
+            last_fired_ms: 0,
+            next_ms: None,
+        };
+        store.put_schedule(&schedule(100, "gone")).unwrap();
+        store.put_schedule(&schedule(101, "kept")).unwrap();
+        publish_q(&store, 1, "t", &["gone", "kept"], u64::MAX, u64::MAX).unwrap();
+        publish_q(&store, 2, "invoke:gone", &["gone"], u64::MAX, u64::MAX).unwrap();
+        publish_q(&store, 3, "t", &["gone"], u64::MAX, u64::MAX).unwrap();
+        publish_q(&store, 4, "t", &["gone"], u64::MAX, u64::MAX).unwrap();
+        // Event 3: dead; event 4: running when the function goes.
+        finish_of(&store, Some(3), "gone", Outcome::Dead, 10);
+        let running = store
+            .due_deliveries(u64::MAX - 1, 10)
+            .unwrap()
+            .into_iter()
+            .find(|(_, k)| crate::events::parse_delivery_key(k).unwrap().0 == 4)
+            .unwrap();
+        let (rkey, _) = store.claim_delivery(&running.0, 11).unwrap().unwrap();
+
+        let purged = store.purge_function_events("gone", 20, 1000).unwrap();
+        assert_eq!(
+            purged,
+            FunctionPurge {
+                subscriptions: 1,
+                schedules: 1,
+                cancelled: 3,
+                dead_letters: 1,
+            }
+        );
+        let subs = store.subscriptions(None).unwrap();
+        assert_eq!(subs.len(), 1);
+        assert_eq!(subs[0].function, "kept");
+        let schedules = store.schedules().unwrap();
+        assert_eq!(schedules.iter().map(|s| s.id).collect::<Vec<_>>(), [101]);
+        assert!(store.dead_deliveries("gone", None, 10).unwrap().is_empty());
+        // Only kept's delivery of event 1 is left, and only event 1 held.
+        let due = store.due_deliveries(u64::MAX - 1, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            crate::events::parse_delivery_key(&due[0].1).unwrap(),
+            (1, "t", "kept")
+        );
+        assert_eq!(store.queue_depth_total().unwrap(), 1);
+        assert_eq!(store.event_bytes(None), topic_event(1, "t").charge(100));
+        let statuses: Vec<_> = store
+            .deliveries_of(1)
+            .unwrap()
+            .iter()
+            .map(|d| (d.function.clone(), d.status))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("gone".to_string(), DeliveryStatus::Cancelled),
+                ("kept".to_string(), DeliveryStatus::Pending)
+            ]
+        );
+        // The running one's outcome, when it comes, is dropped.
+        store
+            .finish_delivery(&rkey, Outcome::Done, None, 30, 1000)
+            .unwrap();
+        let rec = &store.deliveries_of(4).unwrap()[0];
+        assert_eq!(rec.status, DeliveryStatus::Cancelled);
+        assert_eq!(store.queue_depth_total().unwrap(), 1);
+        // A second purge finds nothing.
+        assert_eq!(
+            store.purge_function_events("gone", 40, 1000).unwrap(),
+            FunctionPurge::default()
+        );
     }
 }

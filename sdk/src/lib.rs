@@ -307,6 +307,9 @@ pub mod __private {
     pub use crate::bindings::exports::wasi::http::incoming_handler::Guest;
     pub use crate::bindings::wasi;
     pub use crate::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
+    /// The raw `wisp:function/topics` import (a content type of the
+    /// guest's choosing; test guests).
+    pub use crate::bindings::wisp::function::topics;
     pub use crate::wasi_http::{serve, write_all};
 
     /// What the `#[event_handler]` expansion needs.

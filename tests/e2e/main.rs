@@ -12,6 +12,7 @@ mod durability;
 mod errors;
 mod event_examples;
 mod event_handler;
+mod event_storage;
 mod events;
 mod examples;
 mod hostile;

@@ -35,14 +35,69 @@ impl wit::Host for InvocationState {
 
 fn into_guest(e: EventError, function: &str, topic: &str) -> wit::PublishError {
     match e {
+        // An invalid argument is a content type over the limit (or not
+        // printable ASCII): the WIT's only case for a refused argument.
         EventError::InvalidName(m) | EventError::InvalidArgument(m) => {
             wit::PublishError::InvalidTopic(m)
         }
         EventError::PayloadTooLarge { limit } => wit::PublishError::PayloadTooLarge(limit),
-        e @ EventError::QueueFull { .. } => wit::PublishError::QueueFull(e.to_string()),
+        // The storage quotas too: the WIT has no case of their own, and
+        // for the guest they mean the same (retry later).
+        e @ (EventError::QueueFull { .. }
+        | EventError::TopicQuotaExceeded { .. }
+        | EventError::HostQuotaExceeded { .. }) => wit::PublishError::QueueFull(e.to_string()),
         other => {
             tracing::warn!(function, topic, error = %other, "a function's publish failed");
             wit::PublishError::Internal("the host's store failed (see the host's log)".into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a guest's `publish` gets for each refusal: the quotas are
+    /// `queue-full` (retry later), a refused content type `invalid-topic`
+    /// (the WIT's case for a refused argument), each with the host's
+    /// message.
+    #[test]
+    fn refusals_map_to_the_wit_errors() {
+        let e = into_guest(
+            EventError::TopicQuotaExceeded {
+                topic: "t".into(),
+                held: 10,
+                size: 5,
+                limit: 12,
+            },
+            "f",
+            "t",
+        );
+        assert!(
+            matches!(&e, wit::PublishError::QueueFull(m) if m.contains("--event-topic-quota")),
+            "{e:?}"
+        );
+        let e = into_guest(
+            EventError::HostQuotaExceeded {
+                held: 10,
+                size: 5,
+                limit: 12,
+            },
+            "f",
+            "t",
+        );
+        assert!(
+            matches!(&e, wit::PublishError::QueueFull(m) if m.contains("--event-host-quota")),
+            "{e:?}"
+        );
+        let e = into_guest(
+            EventError::InvalidArgument("the content type is 300 bytes long".into()),
+            "f",
+            "t",
+        );
+        assert!(
+            matches!(&e, wit::PublishError::InvalidTopic(m) if m.contains("content type")),
+            "{e:?}"
+        );
     }
 }

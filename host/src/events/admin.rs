@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::{
     DeliveryRecord, EventError, EventInfo, JobInfo, NewJob, NewSchedule, NewSubscription,
-    Published, RedriveRequest, Redriven, Schedule, Subscription,
+    Published, Purged, RedriveRequest, Redriven, Schedule, Subscription,
 };
 use crate::Host;
 use crate::admin::{ApiJson, ApiPath};
@@ -34,7 +34,10 @@ pub(crate) fn routes() -> Router<Host> {
             delete(delete_subscription),
         )
         .route("/v1/events/{id}", get(get_event))
-        .route("/v1/functions/{name}/dlq", get(dead_letters))
+        .route(
+            "/v1/functions/{name}/dlq",
+            get(dead_letters).delete(purge_dead_letters),
+        )
         .route("/v1/functions/{name}/dlq/redrive", post(redrive))
         .route("/v1/schedules", get(list_schedules).post(create_schedule))
         .route("/v1/schedules/{id}", delete(delete_schedule))
@@ -77,9 +80,9 @@ async fn read_payload(
     request_body(content = Option<crate::admin::Binary>, content_type = "application/octet-stream", description = "The payload (any content type), delivered as is with its content type"),
     responses(
         (status = 202, body = Published, description = "Durable; delivered to every current subscriber, at least once"),
-        (status = 400, body = crate::ErrorBody, description = "invalid_name"),
+        (status = 400, body = crate::ErrorBody, description = "invalid_name; invalid_argument (a content type over 255 bytes or not printable ASCII)"),
         (status = 413, body = crate::ErrorBody, description = "payload_too_large"),
-        (status = 429, body = crate::ErrorBody, description = "queue_full: the topic has too many pending deliveries (Retry-After)"),
+        (status = 429, body = crate::ErrorBody, description = "queue_full: the topic has too many pending deliveries; topic_quota_exceeded, host_quota_exceeded: the topic (or all topics) hold too many bytes of undelivered events (Retry-After)"),
     ))]
 pub(crate) async fn publish(
     State(host): State<Host>,
@@ -118,10 +121,10 @@ const DROPPED_HEADERS: &[&str] = &[
     request_body(content = Option<crate::admin::Binary>, content_type = "application/octet-stream", description = "Passed to the function as is (any content type), with the request's headers"),
     responses(
         (status = 202, body = Published, description = "Durable; the function gets a POST with it, retried on failure"),
-        (status = 400, body = crate::ErrorBody, description = "invalid_argument: `path` is not an absolute path"),
+        (status = 400, body = crate::ErrorBody, description = "invalid_argument: `path` is not an absolute path, or a content type over 255 bytes"),
         (status = 404, body = crate::ErrorBody, description = "function_not_found"),
         (status = 413, body = crate::ErrorBody, description = "payload_too_large"),
-        (status = 429, body = crate::ErrorBody, description = "queue_full"),
+        (status = 429, body = crate::ErrorBody, description = "queue_full, topic_quota_exceeded, host_quota_exceeded (Retry-After)"),
     ))]
 pub(crate) async fn invoke_async(
     State(host): State<Host>,
@@ -242,6 +245,31 @@ pub(crate) async fn dead_letters(
     Ok(Json(host.dead_letters(&name, q.topic.as_deref(), limit)?))
 }
 
+/// Query of `DELETE /v1/functions/{name}/dlq`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PurgeQuery {
+    /// Only this topic's (`invoke:NAME` for asynchronous invocations).
+    topic: Option<String>,
+}
+
+#[utoipa::path(delete, path = "/v1/functions/{name}/dlq", params(("name" = String, Path), PurgeQuery),
+    responses(
+        (status = 200, body = Purged, description = "Removed from the dead-letter list (no longer redrivable); their events are removed at the next sweep. Durable"),
+        (status = 404, body = crate::ErrorBody, description = "function_not_found"),
+    ))]
+pub(crate) async fn purge_dead_letters(
+    State(host): State<Host>,
+    ApiPath(name): ApiPath<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Purged>, EventError> {
+    let q: PurgeQuery = serde_html_form::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| EventError::InvalidArgument(format!("bad query: {e}")))?;
+    Ok(Json(
+        host.purge_dead_letters(&name, q.topic.as_deref()).await?,
+    ))
+}
+
 #[utoipa::path(post, path = "/v1/functions/{name}/dlq/redrive", params(("name" = String, Path)),
     request_body(content = Option<RedriveRequest>, description = "Optional: {\"topic\": T, \"ids\": [...]}; default: every dead delivery of the function"),
     responses((status = 200, body = Redriven, description = "Pending again, due now, attempts reset"), (status = 404, body = crate::ErrorBody)))]
@@ -277,7 +305,7 @@ pub(crate) async fn list_schedules(
     request_body(content = NewSchedule),
     responses(
         (status = 201, body = Schedule, description = "Created and durable; each tick enqueues one event for the function"),
-        (status = 400, body = crate::ErrorBody, description = "invalid_argument (cron expression, time zone, path)"),
+        (status = 400, body = crate::ErrorBody, description = "invalid_argument (cron expression, time zone, path, content type)"),
         (status = 404, body = crate::ErrorBody, description = "function_not_found"),
         (status = 413, body = crate::ErrorBody, description = "payload_too_large"),
     ))]
@@ -302,9 +330,10 @@ pub(crate) async fn delete_schedule(
     request_body(content = NewJob),
     responses(
         (status = 202, body = JobInfo, description = "Durable; one POST per array index, with wisp-job-id, wisp-job-index and wisp-job-array-size headers"),
-        (status = 400, body = crate::ErrorBody, description = "invalid_argument (array, parallelism, retries, path)"),
+        (status = 400, body = crate::ErrorBody, description = "invalid_argument (array, parallelism, retries, path, content type)"),
         (status = 404, body = crate::ErrorBody, description = "function_not_found"),
         (status = 413, body = crate::ErrorBody, description = "payload_too_large"),
+        (status = 429, body = crate::ErrorBody, description = "topic_quota_exceeded, host_quota_exceeded: its tasks do not fit in the event storage quotas (Retry-After)"),
     ))]
 pub(crate) async fn start_job(
     State(host): State<Host>,

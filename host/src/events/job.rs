@@ -267,6 +267,9 @@ impl Host {
         if payload.len() as u64 > limit {
             return Err(EventError::PayloadTooLarge { limit });
         }
+        if let Some(ct) = &new.content_type {
+            super::validate_content_type(ct).map_err(EventError::InvalidArgument)?;
+        }
         let store = &self.inner.store;
         if store.function(function)?.is_none() {
             return Err(EventError::FunctionNotFound(function.to_string()));
@@ -285,6 +288,7 @@ impl Host {
             created_ms: now_ms(),
             finished_ms: None,
         };
+        self.check_job_quota(&job, &indices)?;
         // Creating: the dispatcher leaves its tasks alone until it is
         // running; a crash meanwhile leaves it creating, cancelled on start.
         store.put_job(&job)?;
@@ -345,6 +349,51 @@ impl Host {
         self.job_info(job, false)
     }
 
+    /// Refuses a job whose tasks would not fit in the event storage
+    /// quotas as they stand: each task is an event (without the payload,
+    /// which the job holds once) that counts like any other until it is
+    /// done. Checked before anything is written, so a refused job stores
+    /// nothing; a publish racing the start may take the room meanwhile, and
+    /// then the job passes the quota by at most its own size.
+    fn check_job_quota(&self, job: &JobRecord, indices: &[u32]) -> Result<(), EventError> {
+        let size = indices.len().to_string();
+        // The largest task (the headers carry the index as text).
+        let widest = indices.last().copied().unwrap_or(0).to_string();
+        let topic = format!("{JOB_TOPIC_PREFIX}{}", format_id(job.id));
+        let task = EventRecord {
+            id: 0,
+            topic: topic.clone(),
+            time_ms: 0,
+            content_type: job.content_type.clone(),
+            path: Some(job.path.clone()),
+            headers: vec![
+                ("wisp-job-id".into(), format_id(job.id)),
+                ("wisp-job-index".into(), widest),
+                ("wisp-job-array-size".into(), size),
+            ],
+            size_bytes: 0,
+        };
+        let need = task.charge(0).saturating_mul(indices.len() as u64);
+        let c = &self.inner.config;
+        if need > c.event_topic_quota_bytes {
+            return Err(EventError::TopicQuotaExceeded {
+                topic,
+                held: 0,
+                size: need,
+                limit: c.event_topic_quota_bytes,
+            });
+        }
+        let held = self.inner.store.event_bytes(None);
+        if held.saturating_add(need) > c.event_host_quota_bytes {
+            return Err(EventError::HostQuotaExceeded {
+                held,
+                size: need,
+                limit: c.event_host_quota_bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// A job and the state of each index.
     pub fn job(&self, id: &str) -> Result<JobInfo, EventError> {
         let job = self.visible_job(id)?;
@@ -381,8 +430,10 @@ impl Host {
         self.cancel_locked(job).await
     }
 
-    /// Cancels the running jobs of `function` (it is being deleted). The
-    /// caller holds the admin lock.
+    /// Cancels the running jobs of `function` (it is being deleted): they
+    /// end `cancelled` (and stay listed for the retention) instead of
+    /// failing index by index against a missing function. The caller holds
+    /// the admin lock.
     pub(crate) async fn cancel_jobs_of_locked(&self, function: &str) -> Result<(), EventError> {
         for job in self.inner.store.jobs()? {
             if job.function == function && job.state != JobState::Creating {

@@ -12,7 +12,13 @@
 //! handler answered 2xx; anything else is retried with exponential backoff
 //! and jitter until the subscription's attempts are used up or the event is
 //! older than its maximum age; then the delivery is dead (kept per
-//! subscription until redriven).
+//! subscription until redriven, purged, or its retention ends). An attempt
+//! the host could not start (no invocation slot free) is postponed: it uses
+//! up no attempt and its wait does not count toward the maximum age.
+//!
+//! Storage is bounded: an event counts against its topic's quota and the
+//! host's ([`EventRecord::charge`] bytes) while any of its deliveries is
+//! pending, running, retrying or dead; past either a publish is refused.
 
 use std::time::Duration;
 
@@ -25,7 +31,8 @@ pub(crate) mod schedule;
 
 pub use job::{JobCounts, JobInfo, JobRecord, JobState, JobTask, NewJob, parse_array};
 pub use plane::{
-    EventError, EventInfo, NewSchedule, NewSubscription, Published, RedriveRequest, Redriven,
+    EventError, EventInfo, NewSchedule, NewSubscription, Published, Purged, RedriveRequest,
+    Redriven,
 };
 pub use schedule::Schedule;
 
@@ -39,6 +46,33 @@ pub const SCHEDULE_TOPIC_PREFIX: &str = "schedule:";
 /// The implicit topic of `name`'s asynchronous invocations.
 pub fn invoke_topic(function: &str) -> String {
     format!("{INVOKE_TOPIC_PREFIX}{function}")
+}
+
+/// Longest content type a publisher (admin API, guest, schedule, job) may
+/// give, in bytes: far more than any real media type needs (the longest
+/// registered ones are under 130), and short enough that stored events
+/// and delivery headers stay small whatever a guest passes.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
+
+/// Checks a publisher's content type: at most [`MAX_CONTENT_TYPE_BYTES`],
+/// printable ASCII (what an HTTP header value may carry, so a `POST`
+/// delivery passes it on unchanged).
+pub fn validate_content_type(content_type: &str) -> Result<(), String> {
+    if content_type.len() > MAX_CONTENT_TYPE_BYTES {
+        return Err(format!(
+            "the content type is {} bytes long; the limit is {MAX_CONTENT_TYPE_BYTES}",
+            content_type.len()
+        ));
+    }
+    if let Some(c) = content_type
+        .chars()
+        .find(|c| !matches!(c, ' '..='~' | '\t'))
+    {
+        return Err(format!(
+            "the content type may only contain printable ASCII (found {c:?})"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a topic name: `[a-z0-9._-]`, 1 to 63 characters.
@@ -202,6 +236,31 @@ pub struct EventRecord {
     pub size_bytes: u64,
 }
 
+/// Bytes an event is counted for beside its payload and the strings it
+/// carries (its id, times, sizes and the record's encoding): so that a
+/// flood of empty events is bounded by the storage quotas too.
+pub const EVENT_OVERHEAD_BYTES: u64 = 64;
+
+impl EventRecord {
+    /// What the event counts against the storage quotas while a delivery
+    /// of it is pending, running, retrying or dead: the payload as stored
+    /// (`stored_payload`: a job's tasks store none, the job holds it once),
+    /// the topic, content type, path and headers, and
+    /// [`EVENT_OVERHEAD_BYTES`]. Computed the same way at publish, when the
+    /// event is finished and when the store is opened, so the counts add up.
+    pub fn charge(&self, stored_payload: u64) -> u64 {
+        let strings = self.topic.len()
+            + self.content_type.as_ref().map_or(0, String::len)
+            + self.path.as_ref().map_or(0, String::len)
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        stored_payload + strings as u64 + EVENT_OVERHEAD_BYTES
+    }
+}
+
 /// Attempt start times kept per delivery (the most recent ones).
 pub const KEPT_ATTEMPT_TIMES: usize = 20;
 
@@ -231,8 +290,17 @@ pub struct DeliveryRecord {
     /// Start times of the latest attempts, ms since the epoch.
     #[serde(default)]
     pub attempt_times_ms: Vec<u64>,
+    /// Milliseconds it waited, in all, because the host was saturated (no
+    /// invocation slot free): such waits use up no attempt and are not
+    /// counted toward the subscription's maximum age.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub postponed_ms: u64,
     /// Last change, ms since the epoch.
     pub updated_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// How a finished attempt changes a delivery.
@@ -242,6 +310,9 @@ pub enum Outcome {
     Done,
     /// Failed; retried at this time (ms since the epoch).
     Retry(u64),
+    /// Not run: the host was saturated (no invocation slot free). Due again
+    /// at this time, with no attempt used up.
+    Postponed(u64),
     /// Failed for good: dead.
     Dead,
     /// The subscription is gone.
@@ -323,6 +394,39 @@ mod tests {
             assert!(validate_topic(bad).is_err(), "{bad}");
         }
         assert!(validate_topic(&invoke_topic("f")).is_err());
+    }
+
+    #[test]
+    fn content_types_are_capped_and_printable() {
+        assert!(validate_content_type("application/json; charset=utf-8").is_ok());
+        assert!(validate_content_type(&"x".repeat(MAX_CONTENT_TYPE_BYTES)).is_ok());
+        let e = validate_content_type(&"x".repeat(MAX_CONTENT_TYPE_BYTES + 1)).unwrap_err();
+        assert!(e.contains("256 bytes") && e.contains("255"), "{e}");
+        for bad in ["text/plain\r\nx-evil: 1", "a\u{7f}", "é", "\0"] {
+            let e = validate_content_type(bad).unwrap_err();
+            assert!(e.contains("printable ASCII"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_event_is_charged_its_payload_and_strings() {
+        let mut e = EventRecord {
+            id: 1,
+            topic: "orders".into(),
+            time_ms: 0,
+            content_type: None,
+            path: None,
+            headers: Vec::new(),
+            size_bytes: 1000,
+        };
+        // The stored payload counts, not the declared size (a job's tasks
+        // store none).
+        assert_eq!(e.charge(0), 6 + EVENT_OVERHEAD_BYTES);
+        assert_eq!(e.charge(1000), 1006 + EVENT_OVERHEAD_BYTES);
+        e.content_type = Some("text/plain".into());
+        e.path = Some("/x".into());
+        e.headers = vec![("a".into(), "bc".into())];
+        assert_eq!(e.charge(0), 6 + 10 + 2 + 3 + EVENT_OVERHEAD_BYTES);
     }
 
     #[test]

@@ -26,10 +26,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 
-use super::schedule::{Schedule, due_tick};
+use super::schedule::{Schedule, due_tick, tick_event_id};
 use super::{
     DeliveryRecord, EventRecord, INVOKE_TOPIC_PREFIX, Outcome, RetryPolicy, SCHEDULE_TOPIC_PREFIX,
-    Subscription, format_id, invoke_topic, parse_delivery_key, parse_id, validate_topic,
+    Subscription, format_id, invoke_topic, parse_delivery_key, parse_id, validate_content_type,
+    validate_topic,
 };
 use crate::Host;
 use crate::capabilities::event_bindings::exports::wisp::function::event_handler::{
@@ -38,7 +39,8 @@ use crate::capabilities::event_bindings::exports::wisp::function::event_handler:
 use crate::engine::{ComponentPre, Prepared};
 use crate::error::ApiError;
 use crate::host::HostInner;
-use crate::store::{Finish, NewEvent, StoreError};
+use crate::invoke::{HandlerFailure, NoSlot};
+use crate::store::{Finish, NewEvent, PublishRefused, StoreError};
 
 /// Due-index entries a dispatcher pass looks at from the front (the
 /// earliest due), and then further on, from where the last pass stopped
@@ -67,6 +69,16 @@ const SWEEP_BATCH: usize = 64;
 const SWEEP_PAUSE: Duration = Duration::from_millis(1);
 /// Bytes of a failed response kept as the delivery's last error.
 const ERROR_EXCERPT: usize = 300;
+/// How long a delivery the host could not start (saturated: no invocation
+/// slot free) waits before it is due again, at least; up to twice that
+/// with jitter, so postponed deliveries do not all come back at once. The
+/// host's own 503 asks clients for the same (`Retry-After: 1`).
+const POSTPONE_MS: u64 = 1_000;
+/// What a postponed delivery's record says.
+const POSTPONED: &str =
+    "postponed: the host was saturated (no invocation slot free); no attempt was used up";
+/// Dead letters looked at per step of the expiry sweep.
+const DEAD_SWEEP_BATCH: usize = 256;
 /// Most queued writes (publishes, outcomes) taken into one
 /// transaction (see [`Batcher`]).
 const WRITE_BATCH: usize = 512;
@@ -83,6 +95,9 @@ pub const PUBLISHED: &str = "wisp_events_published_total";
 pub const DELIVERIES: &str = "wisp_event_deliveries_total";
 /// Metric: pending and running deliveries, all topics.
 pub const QUEUE_DEPTH: &str = "wisp_event_queue_depth";
+/// Metric: bytes of the events held for pending, running or dead
+/// deliveries, all topics (what the storage quotas count).
+pub const STORED_BYTES: &str = "wisp_event_stored_bytes";
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -121,6 +136,38 @@ pub enum EventError {
         /// The limit.
         limit: u64,
     },
+    /// The topic holds as many bytes of undelivered events as it may.
+    #[error(
+        "topic {topic:?} is over its storage quota: it holds {held} bytes of events not yet \
+         delivered (pending, retrying or dead) and this one needs {size} more; the limit is \
+         {limit} bytes (--event-topic-quota). Retry once its subscribers catch up, or purge or \
+         redrive their dead letters"
+    )]
+    TopicQuotaExceeded {
+        /// The topic.
+        topic: String,
+        /// Bytes it holds.
+        held: u64,
+        /// Bytes the refused event needed.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// All topics together hold as many bytes as the host allows.
+    #[error(
+        "the host is over its event storage quota: all topics together hold {held} bytes of \
+         events not yet delivered (pending, retrying or dead) and this one needs {size} more; \
+         the limit is {limit} bytes (--event-host-quota). Retry once subscribers catch up, or \
+         purge or redrive dead letters"
+    )]
+    HostQuotaExceeded {
+        /// Bytes held, all topics.
+        held: u64,
+        /// Bytes the refused event needed.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// No such function.
     #[error("function {0:?} not found")]
     FunctionNotFound(String),
@@ -154,6 +201,8 @@ impl IntoResponse for EventError {
             InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
             PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+            TopicQuotaExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "topic_quota_exceeded"),
+            HostQuotaExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "host_quota_exceeded"),
             FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
             SubscriptionNotFound { .. } => (StatusCode::NOT_FOUND, "subscription_not_found"),
             EventNotFound(_) => (StatusCode::NOT_FOUND, "event_not_found"),
@@ -166,7 +215,7 @@ impl IntoResponse for EventError {
             return ApiError::new(status, code, "internal error; see the host log").into_response();
         }
         let mut e = ApiError::new(status, code, self.to_string());
-        if matches!(self, QueueFull { .. }) {
+        if status == StatusCode::TOO_MANY_REQUESTS {
             e = e.retry_after(1);
         }
         e.into_response()
@@ -275,6 +324,13 @@ pub struct Redriven {
     pub redriven: Vec<DeliveryRecord>,
 }
 
+/// Answer to a dead-letter purge.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Purged {
+    /// Dead deliveries removed from the list.
+    pub purged: u64,
+}
+
 // ------------------------------------------------------------- the plane
 
 /// Per-host event state: the dispatcher and its wake-up, and the queues of
@@ -288,9 +344,10 @@ pub(crate) struct EventPlane {
     /// Publishes and outcomes waiting for their transaction.
     writes: Batcher<Write>,
     published: metrics::Counter,
-    /// Delivery attempts by result: success, failure, dead (counted once
+    /// Delivery attempts by result: success, failure, dead, and
+    /// deliveries postponed because the host was saturated (counted once
     /// the outcome is on disk).
-    results: [metrics::Counter; 3],
+    results: [metrics::Counter; 4],
 }
 
 impl EventPlane {
@@ -298,6 +355,10 @@ impl EventPlane {
         metrics::describe_counter!(PUBLISHED, "Events published (and async invocations).");
         metrics::describe_counter!(DELIVERIES, "Event delivery attempts by result.");
         metrics::describe_gauge!(QUEUE_DEPTH, "Pending and running event deliveries.");
+        metrics::describe_gauge!(
+            STORED_BYTES,
+            "Bytes of events held for pending, running or dead deliveries."
+        );
         EventPlane {
             wake: Arc::new(Notify::new()),
             stop: watch::channel(false).0,
@@ -308,6 +369,7 @@ impl EventPlane {
                 metrics::counter!(DELIVERIES, "result" => "success"),
                 metrics::counter!(DELIVERIES, "result" => "failure"),
                 metrics::counter!(DELIVERIES, "result" => "dead"),
+                metrics::counter!(DELIVERIES, "result" => "postponed"),
             ],
         }
     }
@@ -390,6 +452,8 @@ enum Write {
         event: EventRecord,
         payload: Bytes,
         to: Vec<String>,
+        /// The id is a schedule tick's (see [`NewEvent::dedupe`]).
+        dedupe: bool,
         reply: oneshot::Sender<Result<(), EventError>>,
     },
     /// A finished attempt: answered once committed (the flush after it is
@@ -425,6 +489,10 @@ async fn drain_writes(host: Host) {
     let _guard = Draining(&plane.writes);
     let config = &host.inner.config;
     let max_depth = config.event_max_queue_depth;
+    let (max_topic_bytes, max_host_bytes) = (
+        config.event_topic_quota_bytes,
+        config.event_host_quota_bytes,
+    );
     let retention_ms = config.event_retention.as_millis() as u64;
     let mut last: Option<(tokio::time::Instant, usize)> = None;
     loop {
@@ -445,8 +513,9 @@ async fn drain_writes(host: Host) {
                     event,
                     payload,
                     to,
+                    dedupe,
                     reply,
-                } => publishes.push((event, payload, to, reply)),
+                } => publishes.push((event, payload, to, dedupe, reply)),
                 Write::Outcome {
                     finish,
                     result,
@@ -459,12 +528,19 @@ async fn drain_writes(host: Host) {
         let written = tokio::task::spawn_blocking(move || {
             let items: Vec<_> = publishes
                 .iter()
-                .map(|(event, payload, to, _)| NewEvent { event, payload, to })
+                .map(|(event, payload, to, dedupe, _)| NewEvent {
+                    event,
+                    payload,
+                    to,
+                    dedupe: *dedupe,
+                })
                 .collect();
             let writes = crate::store::EventWrites {
                 finishes: &finishes,
                 publishes: &items,
                 max_depth,
+                max_topic_bytes,
+                max_host_bytes,
                 retention_ms,
             };
             let result = store.event_writes(&writes);
@@ -491,11 +567,11 @@ async fn drain_writes(host: Host) {
                 continue;
             }
         };
-        let mut counts = [0u64; 3];
+        let mut counts = [0u64; 4];
         let outcomes_n = outcomes.len();
-        let retries = outcomes
-            .iter()
-            .any(|(finish, ..)| matches!(finish.outcome, Outcome::Retry(_)));
+        let retries = outcomes.iter().any(|(finish, ..)| {
+            matches!(finish.outcome, Outcome::Retry(_) | Outcome::Postponed(_))
+        });
         for (_, result, reply) in outcomes {
             if let Some(i) = result {
                 counts[i] += 1;
@@ -508,17 +584,39 @@ async fn drain_writes(host: Host) {
             plane.wake.notify_one();
         }
         let mut accepted = Vec::with_capacity(publishes.len());
-        for ((event, .., reply), answer) in publishes.into_iter().zip(written.published) {
-            match answer {
-                Ok(()) => accepted.push(reply),
-                Err(depth) => {
-                    let _ = reply.send(Err(EventError::QueueFull {
-                        topic: event.topic,
-                        depth,
-                        limit: max_depth,
-                    }));
+        for ((event, payload, to, .., reply), answer) in
+            publishes.into_iter().zip(written.published)
+        {
+            let size = || {
+                event.charge(if to.is_empty() {
+                    0
+                } else {
+                    payload.len() as u64
+                })
+            };
+            let refused = match answer {
+                Ok(()) => {
+                    accepted.push(reply);
+                    continue;
                 }
-            }
+                Err(PublishRefused::QueueFull(depth)) => EventError::QueueFull {
+                    topic: event.topic,
+                    depth,
+                    limit: max_depth,
+                },
+                Err(PublishRefused::TopicQuota(held)) => EventError::TopicQuotaExceeded {
+                    size: size(),
+                    topic: event.topic,
+                    held,
+                    limit: max_topic_bytes,
+                },
+                Err(PublishRefused::HostQuota(held)) => EventError::HostQuotaExceeded {
+                    size: size(),
+                    held,
+                    limit: max_host_bytes,
+                },
+            };
+            let _ = reply.send(Err(refused));
         }
         if accepted.is_empty() && outcomes_n == 0 {
             continue;
@@ -548,6 +646,21 @@ async fn drain_writes(host: Host) {
     }
 }
 
+/// An event to enqueue (see [`Host::enqueue`]).
+struct NewPublish<'a> {
+    topic: &'a str,
+    payload: Bytes,
+    content_type: Option<String>,
+    /// The path and headers of an asynchronous invocation or a tick.
+    path: Option<String>,
+    headers: Vec<(String, String)>,
+    /// One delivery each.
+    to: Vec<String>,
+    /// A schedule tick's derived id ([`super::schedule::tick_event_id`]),
+    /// instead of a fresh one.
+    tick_id: Option<u64>,
+}
+
 impl Host {
     fn events(&self) -> &EventPlane {
         &self.inner.events
@@ -567,6 +680,9 @@ impl Host {
         content_type: Option<String>,
     ) -> Result<Published, EventError> {
         validate_topic(topic).map_err(EventError::InvalidName)?;
+        if let Some(ct) = &content_type {
+            validate_content_type(ct).map_err(EventError::InvalidArgument)?;
+        }
         let to = self
             .inner
             .store
@@ -574,8 +690,16 @@ impl Host {
             .into_iter()
             .map(|s| s.function)
             .collect();
-        self.enqueue(topic, payload, content_type, None, Vec::new(), to)
-            .await
+        let event = NewPublish {
+            topic,
+            payload,
+            content_type,
+            path: None,
+            headers: Vec::new(),
+            to,
+            tick_id: None,
+        };
+        self.enqueue(event).await
     }
 
     /// Queues an invocation of `function` (`POST` to `path` with these
@@ -596,40 +720,45 @@ impl Host {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
             .map(|(_, v)| v.clone());
-        let to = vec![function.to_string()];
-        self.enqueue(&topic, payload, content_type, Some(path), headers, to)
-            .await
+        if let Some(ct) = &content_type {
+            validate_content_type(ct).map_err(EventError::InvalidArgument)?;
+        }
+        let event = NewPublish {
+            topic: &topic,
+            payload,
+            content_type,
+            path: Some(path),
+            headers,
+            to: vec![function.to_string()],
+            tick_id: None,
+        };
+        self.enqueue(event).await
     }
 
-    async fn enqueue(
-        &self,
-        topic: &str,
-        payload: Bytes,
-        content_type: Option<String>,
-        path: Option<String>,
-        headers: Vec<(String, String)>,
-        to: Vec<String>,
-    ) -> Result<Published, EventError> {
+    async fn enqueue(&self, new: NewPublish<'_>) -> Result<Published, EventError> {
         let config = &self.inner.config;
-        if payload.len() as u64 > config.event_max_payload_bytes {
+        if new.payload.len() as u64 > config.event_max_payload_bytes {
             return Err(EventError::PayloadTooLarge {
                 limit: config.event_max_payload_bytes,
             });
         }
         let store = &self.inner.store;
         let event = EventRecord {
-            id: store.next_id()?,
-            topic: topic.to_string(),
+            id: match new.tick_id {
+                Some(id) => id,
+                None => store.next_id()?,
+            },
+            topic: new.topic.to_string(),
             time_ms: now_ms(),
-            content_type,
-            path,
-            headers,
-            size_bytes: payload.len() as u64,
+            content_type: new.content_type,
+            path: new.path,
+            headers: new.headers,
+            size_bytes: new.payload.len() as u64,
         };
         let published = Published {
             id: format_id(event.id),
-            topic: topic.to_string(),
-            deliveries: to.len() as u32,
+            topic: new.topic.to_string(),
+            deliveries: new.to.len() as u32,
         };
         // Written with the other publishes queued now, in one transaction,
         // and answered once the flush after it is done: durable before
@@ -637,8 +766,9 @@ impl Host {
         let (reply, answer) = oneshot::channel();
         self.queue_write(Write::Publish {
             event,
-            payload,
-            to,
+            payload: new.payload,
+            to: new.to,
+            dedupe: new.tick_id.is_some(),
             reply,
         });
         answer.await.unwrap_or_else(|_| {
@@ -774,6 +904,64 @@ impl Host {
         Ok(Redriven { redriven })
     }
 
+    /// Removes a function's dead letters (of one topic if given): they can
+    /// no longer be redriven, and their events go at the next sweep.
+    pub async fn purge_dead_letters(
+        &self,
+        function: &str,
+        topic: Option<&str>,
+    ) -> Result<Purged, EventError> {
+        if self.inner.store.function(function)?.is_none() {
+            return Err(EventError::FunctionNotFound(function.to_string()));
+        }
+        let store = self.inner.store.clone();
+        let (f, t) = (function.to_string(), topic.map(str::to_string));
+        // Off the async workers: a long list is many transactions.
+        let purged =
+            tokio::task::spawn_blocking(move || store.purge_dead(&f, t.as_deref(), now_ms()))
+                .await
+                .unwrap_or_else(|e| Err(StoreError::Batch(format!("purging dead letters: {e}"))))?;
+        self.inner.store.flush().await?;
+        tracing::info!(function, topic, purged, "dead letters purged");
+        Ok(Purged { purged })
+    }
+
+    /// Removes what the event plane keeps for `function`: subscriptions,
+    /// schedules, pending and running deliveries (cancelled), dead letters;
+    /// its running jobs end `cancelled` (their records stay for the
+    /// retention, as history). Called when it is deleted (after its record)
+    /// and before a name is deployed anew (leftovers of a delete a crash
+    /// interrupted). The caller holds the admin lock. Flushed.
+    pub(crate) async fn purge_function_events(&self, function: &str) -> Result<(), EventError> {
+        // Jobs first: a job is marked cancelled only while it still has
+        // pending indices (after the purge below it would read `failed`).
+        self.cancel_jobs_of_locked(function).await?;
+        let store = self.inner.store.clone();
+        let retention = self.inner.config.event_retention.as_millis() as u64;
+        let f = function.to_string();
+        let p = tokio::task::spawn_blocking(move || {
+            store.purge_function_events(&f, now_ms(), retention)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(StoreError::Batch(format!(
+                "purging a function's events: {e}"
+            )))
+        })?;
+        self.inner.store.flush().await?;
+        if p != Default::default() {
+            tracing::info!(
+                function,
+                subscriptions = p.subscriptions,
+                schedules = p.schedules,
+                cancelled = p.cancelled,
+                dead_letters = p.dead_letters,
+                "the function's events were removed"
+            );
+        }
+        Ok(())
+    }
+
     /// Adds a schedule: each tick of `cron` enqueues one event for the
     /// function (delivered like any other, with retries).
     pub async fn add_schedule(&self, new: NewSchedule) -> Result<Schedule, EventError> {
@@ -790,6 +978,9 @@ impl Host {
             return Err(EventError::PayloadTooLarge {
                 limit: self.inner.config.event_max_payload_bytes,
             });
+        }
+        if let Some(ct) = &new.content_type {
+            validate_content_type(ct).map_err(EventError::InvalidArgument)?;
         }
         let _guard = self.inner.admin_lock.lock().await;
         if self.inner.store.function(&new.function)?.is_none() {
@@ -851,19 +1042,20 @@ impl Host {
                 continue;
             };
             let topic = format!("{SCHEDULE_TOPIC_PREFIX}{}", format_id(s.id));
-            let headers = vec![("wisp-schedule-id".to_string(), format_id(s.id))];
-            let to = vec![s.function.clone()];
-            let payload = Bytes::from(s.payload.clone().into_bytes());
-            let result = self
-                .enqueue(
-                    &topic,
-                    payload,
-                    s.content_type.clone(),
-                    Some(s.path.clone()),
-                    headers,
-                    to,
-                )
-                .await;
+            // The tick's id is derived from the schedule and the tick: if
+            // this tick was enqueued before a crash that lost its
+            // `last_fired_ms`, it is the same event (stored once; its
+            // handler sees the same id).
+            let event = NewPublish {
+                topic: &topic,
+                payload: Bytes::from(s.payload.clone().into_bytes()),
+                content_type: s.content_type.clone(),
+                path: Some(s.path.clone()),
+                headers: vec![("wisp-schedule-id".to_string(), format_id(s.id))],
+                to: vec![s.function.clone()],
+                tick_id: Some(tick_event_id(s.id, tick)),
+            };
+            let result = self.enqueue(event).await;
             if let Err(e) = &result {
                 tracing::warn!(id = %format_id(s.id), function = %s.function, error = %e, "a schedule tick was not enqueued");
             }
@@ -967,6 +1159,7 @@ async fn dispatch(host: Weak<HostInner>, wake: Arc<Notify>, mut stop: watch::Rec
     let mut sweeping: Option<tokio::task::JoinHandle<()>> = None;
     let mut last_schedules = std::time::Instant::now() - SCHEDULE_EVERY;
     let depth_gauge = metrics::gauge!(QUEUE_DEPTH);
+    let bytes_gauge = metrics::gauge!(STORED_BYTES);
     let mut further = Further::default();
     loop {
         if *stop.borrow() {
@@ -994,7 +1187,13 @@ async fn dispatch(host: Weak<HostInner>, wake: Arc<Notify>, mut stop: watch::Rec
         {
             last_event_sweep = std::time::Instant::now();
             let store = host.inner.store.clone();
-            sweeping = Some(tokio::task::spawn_blocking(move || sweep_events(&store)));
+            let dlq_retention = host.inner.config.event_dead_letter_retention;
+            sweeping = Some(tokio::task::spawn_blocking(move || {
+                // Dead letters first: the events they release are then
+                // removed by the same sweep.
+                expire_dead_letters(&store, dlq_retention);
+                sweep_events(&store);
+            }));
         }
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = std::time::Instant::now();
@@ -1005,6 +1204,7 @@ async fn dispatch(host: Weak<HostInner>, wake: Arc<Notify>, mut stop: watch::Rec
         if let Ok(n) = host.inner.store.queue_depth_total() {
             depth_gauge.set(n as f64);
         }
+        bytes_gauge.set(host.inner.store.event_bytes(None) as f64);
         drop(host);
         while tasks.try_join_next().is_some() {}
         tokio::select! {
@@ -1029,6 +1229,26 @@ fn sweep_events(store: &crate::store::Store) {
             Ok(_) => std::thread::sleep(SWEEP_PAUSE),
             Err(e) => {
                 tracing::warn!(error = %e, "removing finished events failed");
+                break;
+            }
+        }
+    }
+}
+
+/// Removes the dead letters past their retention, a bounded step at a time
+/// (off the runtime, like [`sweep_events`]).
+fn expire_dead_letters(store: &crate::store::Store, retention: Duration) {
+    let now = now_ms();
+    let retention_ms = retention.as_millis() as u64;
+    loop {
+        match store.expire_dead_letters(now, retention_ms, DEAD_SWEEP_BATCH) {
+            Ok(0) => break,
+            Ok(n) => {
+                tracing::debug!(n, "expired dead letters removed");
+                std::thread::sleep(SWEEP_PAUSE);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "removing expired dead letters failed");
                 break;
             }
         }
@@ -1290,39 +1510,61 @@ async fn run_delivery(
 ) -> (Finish, Option<usize>) {
     let store = &host.inner.store;
     let due_entry = sled::IVec::from(&super::due_key(rec.due_ms, rec.due_seq)[..]);
-    let finish = |outcome: Outcome, error: Option<&str>| Finish {
+    let finish = |outcome: Outcome, error: Option<&str>, charge: Option<u64>| Finish {
         key: key.clone(),
         due_entry: due_entry.clone(),
         outcome,
         error: error.map(str::to_string),
         now_ms: now_ms(),
+        charge,
     };
     let Some(sub) = sub else {
         return (
-            finish(Outcome::Cancelled, Some("the subscription was removed")),
+            finish(
+                Outcome::Cancelled,
+                Some("the subscription was removed"),
+                None,
+            ),
             None,
         );
     };
     let event = match store.event(rec.event_id) {
         Ok(Some(e)) => e,
-        Ok(None) => return (finish(Outcome::Cancelled, Some("the event is gone")), None),
+        Ok(None) => {
+            return (
+                finish(Outcome::Cancelled, Some("the event is gone"), None),
+                None,
+            );
+        }
         Err(e) => {
             tracing::error!(error = %e, "reading an event failed");
             return (
-                finish(Outcome::Retry(now_ms() + 1000), Some("store failure")),
+                finish(Outcome::Retry(now_ms() + 1000), Some("store failure"), None),
                 None,
             );
         }
     };
     let (event, mut payload) = event;
+    // Read here, so the outcome that finishes the event need not read it
+    // again in the batch's transaction.
+    let charge = Some(event.charge(payload.len() as u64));
     if let Some(job) = super::job::job_of_topic(&event.topic) {
         match host.job_payload(job) {
             Ok(Some(p)) => payload = sled::IVec::from(&p[..]),
-            Ok(None) => return (finish(Outcome::Cancelled, Some("the job is gone")), None),
+            Ok(None) => {
+                return (
+                    finish(Outcome::Cancelled, Some("the job is gone"), charge),
+                    None,
+                );
+            }
             Err(e) => {
                 tracing::error!(error = %e, "reading a job failed");
                 return (
-                    finish(Outcome::Retry(now_ms() + 1000), Some("store failure")),
+                    finish(
+                        Outcome::Retry(now_ms() + 1000),
+                        Some("store failure"),
+                        charge,
+                    ),
                     None,
                 );
             }
@@ -1331,17 +1573,29 @@ async fn run_delivery(
     let attempt = rec.attempts + 1;
     let result = attempt_delivery(host, &sub, &event, payload, attempt).await;
     match result {
-        Ok(()) => (finish(Outcome::Done, None), Some(0)),
-        Err(error) => {
+        Ok(()) => (finish(Outcome::Done, None, charge), Some(0)),
+        Err(AttemptError::Saturated) => {
+            // Not the function's failure: due again shortly, with no
+            // attempt used up and the wait kept out of the event's age.
+            let jitter = (POSTPONE_MS as f64 * rand::random::<f64>()) as u64;
+            let due = now_ms() + POSTPONE_MS + jitter;
+            (
+                finish(Outcome::Postponed(due), Some(POSTPONED), charge),
+                Some(3),
+            )
+        }
+        Err(AttemptError::Failed(error)) => {
             // The handler's message or the guest's answer: guest-chosen, on
             // its way to the delivery's record and the host log.
             let error = crate::untrusted::clip(&error);
             let now = now_ms();
+            // Time spent postponed does not age the event.
+            let since = event.time_ms.saturating_add(rec.postponed_ms);
             match sub
                 .retry
-                .after_failure(attempt, event.time_ms, now, rand::random::<f64>())
+                .after_failure(attempt, since, now, rand::random::<f64>())
             {
-                Some(due) => (finish(Outcome::Retry(due), Some(&error)), Some(1)),
+                Some(due) => (finish(Outcome::Retry(due), Some(&error), charge), Some(1)),
                 None => {
                     tracing::warn!(
                         event = %format_id(event.id),
@@ -1351,10 +1605,25 @@ async fn run_delivery(
                         error = %error,
                         "event delivery is dead (in the dead-letter list)"
                     );
-                    (finish(Outcome::Dead, Some(&error)), Some(2))
+                    (finish(Outcome::Dead, Some(&error), charge), Some(2))
                 }
             }
         }
+    }
+}
+
+/// Why an attempt did not succeed.
+enum AttemptError {
+    /// The host refused to start it: no invocation slot free (host-wide,
+    /// or the function's share). Not the function's failure.
+    Saturated,
+    /// It ran and failed (the message is the delivery's last error).
+    Failed(String),
+}
+
+impl From<String> for AttemptError {
+    fn from(message: String) -> Self {
+        AttemptError::Failed(message)
     }
 }
 
@@ -1366,7 +1635,7 @@ async fn attempt_delivery(
     event: &EventRecord,
     payload: sled::IVec,
     attempt: u32,
-) -> Result<(), String> {
+) -> Result<(), AttemptError> {
     let target = host
         .inner
         .registry
@@ -1380,7 +1649,15 @@ async fn attempt_delivery(
     }) = &target.pre
     {
         let event = event_for_handler(event, payload, attempt);
-        return host.inner.invoker.handle_event(&target, pre, &event).await;
+        return host
+            .inner
+            .invoker
+            .handle_event(&target, pre, &event)
+            .await
+            .map_err(|e| match e {
+                HandlerFailure::NoSlot => AttemptError::Saturated,
+                HandlerFailure::Failed(message) => AttemptError::Failed(message),
+            });
     }
     let path = event.path.as_deref().unwrap_or(&sub.path);
     let mut req = Request::post(path);
@@ -1412,11 +1689,11 @@ async fn attempt_delivery(
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(payload.len()));
     let req = req
         .body(Body::from(Bytes::copy_from_slice(&payload)))
-        .map_err(|e| format!("building the request: {e}"))?;
+        .map_err(|e| AttemptError::Failed(format!("building the request: {e}")))?;
     let response = host.inner.invoker.invoke(target, req).await;
     let status = response.status();
+    let (parts, mut body) = response.into_parts();
     // Read the body to its end: the guest runs until it has written it.
-    let mut body = response.into_body();
     let mut excerpt = Vec::new();
     while let Some(frame) = body.frame().await {
         match frame {
@@ -1428,14 +1705,19 @@ async fn attempt_delivery(
                     excerpt.extend_from_slice(&data[..n]);
                 }
             }
-            Err(e) => return Err(format!("the response broke off: {e}")),
+            Err(e) => return Err(format!("the response broke off: {e}").into()),
         }
     }
     if status.is_success() {
         return Ok(());
     }
+    // The host's own refusal (no slot free) is marked on the response; a
+    // function answering 503 itself is a failure like any other.
+    if parts.extensions.get::<NoSlot>().is_some() {
+        return Err(AttemptError::Saturated);
+    }
     let text = String::from_utf8_lossy(&excerpt);
-    Err(format!("{status}: {}", text.trim()))
+    Err(format!("{status}: {}", text.trim()).into())
 }
 
 /// The event as the `wisp:function/event-handler` export receives it.
@@ -1609,6 +1891,7 @@ mod tests {
             event: &events[i],
             payload: b"x",
             to,
+            dedupe: false,
         };
         // Limit 5: events 1 and 2 fit (4 deliveries), 3 does not (it would
         // make 6), 4 has no subscriber (not counted).
@@ -1625,7 +1908,10 @@ mod tests {
             ..EventWrites::default()
         };
         let answers = store.event_writes(&writes).unwrap().published;
-        assert_eq!(answers, [Ok(()), Ok(()), Err(4), Ok(())]);
+        assert_eq!(
+            answers,
+            [Ok(()), Ok(()), Err(PublishRefused::QueueFull(4)), Ok(())]
+        );
         assert!(store.event(3).unwrap().is_none());
         assert!(store.event(4).unwrap().is_some());
         assert_eq!(store.queue_depth_total().unwrap(), 4);
@@ -1649,6 +1935,7 @@ mod tests {
             outcome,
             error: None,
             now_ms: 30,
+            charge: None,
         };
         assert_eq!(keys[0].1.event_id, 1);
         assert_eq!(keys[1].1.event_id, 1);
@@ -1725,6 +2012,7 @@ mod tests {
                 event,
                 payload: b"x",
                 to: &[],
+                dedupe: false,
             })
             .collect();
         let writes = EventWrites {
@@ -1777,5 +2065,71 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(60), all)
             .await
             .expect("no deadlock");
+    }
+
+    /// The crash between a tick's enqueue (durable) and the write of the
+    /// schedule's `last_fired_ms` (not yet flushed) is simulated by
+    /// putting the schedule back as it was: the tick fires again with the
+    /// same id, and the store keeps the one event and delivery.
+    #[tokio::test]
+    async fn a_tick_fired_again_after_a_lost_write_keeps_its_id() {
+        let host = Host::builder().temporary().build().unwrap();
+        let store = host.inner.store.clone();
+        // Yearly: its latest tick does not change while the test runs.
+        let schedule = Schedule {
+            id: 5,
+            function: "f".into(),
+            cron: "0 0 1 1 *".into(),
+            tz: "UTC".into(),
+            path: "/tick".into(),
+            payload: "tick".into(),
+            content_type: Some("text/plain".into()),
+            created_at_ms: 0,
+            last_fired_ms: 0,
+            next_ms: None,
+        };
+        store.put_schedule(&schedule).unwrap();
+        host.fire_schedules().await.unwrap();
+        let tick = store.schedules().unwrap()[0].last_fired_ms;
+        assert!(tick > 0);
+        let id = tick_event_id(5, tick);
+        let shown = host.event(&format_id(id)).unwrap();
+        assert_eq!(shown.topic, "schedule:0000000000000005");
+        assert_eq!(shown.deliveries.len(), 1);
+        let bytes = store.event_bytes(None);
+
+        store.put_schedule(&schedule).unwrap();
+        host.fire_schedules().await.unwrap();
+        assert_eq!(store.schedules().unwrap()[0].last_fired_ms, tick);
+        assert_eq!(host.event(&format_id(id)).unwrap().deliveries.len(), 1);
+        assert_eq!(store.queue_depth_total().unwrap(), 1);
+        assert_eq!(store.event_bytes(None), bytes);
+        assert_eq!(store.due_deliveries(u64::MAX - 1, 10).unwrap().len(), 1);
+    }
+
+    /// A content type past the cap is refused before anything is stored,
+    /// on every path that takes one.
+    #[tokio::test]
+    async fn content_types_past_the_cap_are_refused() {
+        let host = Host::builder().temporary().build().unwrap();
+        let long = "x".repeat(crate::events::MAX_CONTENT_TYPE_BYTES + 1);
+        let e = host
+            .publish("t", Bytes::from_static(b"x"), Some(long.clone()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, EventError::InvalidArgument(m) if m.contains("255")),
+            "{e}"
+        );
+        let e = host
+            .publish("t", Bytes::from_static(b"x"), Some("a\nb".into()))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EventError::InvalidArgument(_)));
+        let ok = "x".repeat(crate::events::MAX_CONTENT_TYPE_BYTES);
+        host.publish("t", Bytes::from_static(b"x"), Some(ok))
+            .await
+            .unwrap();
+        assert_eq!(host.inner.store.event_bytes(None), 0);
     }
 }

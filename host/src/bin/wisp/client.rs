@@ -80,7 +80,7 @@ pub enum Command {
     Unsubscribe(crate::events::UnsubscribeArgs),
     /// List subscriptions (of one function).
     Subscriptions(crate::events::SubscriptionsArgs),
-    /// Inspect events; list and redrive dead deliveries.
+    /// Inspect events; list, redrive and purge dead deliveries.
     #[command(subcommand)]
     Events(crate::events::EventsCommand),
     /// Run functions on cron schedules.

@@ -92,7 +92,8 @@ pub struct SubscriptionsArgs {
 pub enum EventsCommand {
     /// Show an event and, per subscription, its delivery.
     Show(ShowArgs),
-    /// List a function's dead deliveries (out of attempts or too old).
+    /// List a function's dead deliveries (out of attempts or too old);
+    /// `dlq purge NAME` removes them.
     Dlq(DlqArgs),
     /// Retry a function's dead deliveries now (all, or those of a topic or
     /// of the given events).
@@ -103,7 +104,7 @@ impl EventsCommand {
     pub fn connection(&self) -> &Connection {
         match self {
             EventsCommand::Show(a) => &a.connection,
-            EventsCommand::Dlq(a) => &a.connection,
+            EventsCommand::Dlq(a) => a.connection(),
             EventsCommand::Redrive(a) => &a.connection,
         }
     }
@@ -121,17 +122,65 @@ pub struct ShowArgs {
     connection: Connection,
 }
 
-/// `wisp events dlq`.
+/// `wisp events dlq`: `dlq NAME` (or `dlq list NAME`) lists, `dlq purge
+/// NAME` removes.
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct DlqArgs {
+    #[command(subcommand)]
+    action: Option<DlqCommand>,
+    #[command(flatten)]
+    list: DlqListArgs,
+}
+
+impl DlqArgs {
+    fn connection(&self) -> &Connection {
+        match &self.action {
+            Some(DlqCommand::List(a)) => &a.connection,
+            Some(DlqCommand::Purge(a)) => &a.connection,
+            None => &self.list.connection,
+        }
+    }
+}
+
+/// `wisp events dlq purge|list`.
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List a function's dead deliveries (the same as `dlq NAME`; for a
+    /// function named `purge` or `list`).
+    List(DlqListArgs),
+    /// Remove a function's dead deliveries (all, or a topic's): they can
+    /// no longer be redriven, and their events are removed.
+    Purge(DlqPurgeArgs),
+}
+
+/// `wisp events dlq [list] NAME`.
+#[derive(Args)]
+struct DlqListArgs {
     /// Function name.
-    name: String,
+    #[arg(required = true)]
+    name: Option<String>,
     /// Only this topic's (`invoke:NAME` for asynchronous invocations).
     #[arg(long, value_name = "T")]
     topic: Option<String>,
     /// At most this many (up to 1000).
     #[arg(long, default_value_t = 100)]
     limit: u32,
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// `wisp events dlq purge NAME`.
+#[derive(Args)]
+struct DlqPurgeArgs {
+    /// Function name.
+    name: String,
+    /// Only this topic's (`invoke:NAME` for asynchronous invocations).
+    #[arg(long, value_name = "T")]
+    topic: Option<String>,
     /// Print the server's JSON.
     #[arg(long)]
     json: bool,
@@ -369,13 +418,20 @@ async fn show(api: &Api, args: ShowArgs) -> Result<()> {
 }
 
 async fn dlq(api: &Api, args: DlqArgs) -> Result<()> {
+    let args = match args.action {
+        Some(DlqCommand::Purge(a)) => return purge(api, a).await,
+        Some(DlqCommand::List(a)) => a,
+        None => args.list,
+    };
+    // Required by clap (unless a subcommand is given).
+    let name = args.name.unwrap_or_default();
     let mut query = vec![("limit", args.limit.to_string())];
     if let Some(t) = &args.topic {
         query.push(("topic", t.clone()));
     }
     let value = api
         .call_json(
-            api.request(Method::GET, &["v1", "functions", &args.name, "dlq"])
+            api.request(Method::GET, &["v1", "functions", &name, "dlq"])
                 .query(&query),
         )
         .await?;
@@ -396,6 +452,27 @@ async fn dlq(api: &Api, args: DlqArgs) -> Result<()> {
             "LAST ERROR",
         ],
         &delivery_rows(&dead, true),
+    ))
+}
+
+async fn purge(api: &Api, args: DlqPurgeArgs) -> Result<()> {
+    let mut request = api.request(Method::DELETE, &["v1", "functions", &args.name, "dlq"]);
+    if let Some(t) = &args.topic {
+        request = request.query(&[("topic", t)]);
+    }
+    let value = api.call_json(request).await?;
+    if args.json {
+        return print_json(&value);
+    }
+    let n = value["purged"].as_u64().unwrap_or(0);
+    write_stdout(&format!(
+        "purged {n} dead deliver{} of {}{}\n",
+        if n == 1 { "y" } else { "ies" },
+        args.name,
+        args.topic
+            .as_deref()
+            .map(|t| format!(" on {t}"))
+            .unwrap_or_default()
     ))
 }
 

@@ -509,6 +509,39 @@ pub struct ServeArgs {
         default_value_t = 1000
     )]
     pub log_lines_per_invocation: u64,
+
+    /// Bytes of undelivered events (pending, retrying or dead) one topic
+    /// may hold; past it a publish on it answers 429 topic_quota_exceeded.
+    #[arg(
+        long,
+        env = "WISP_EVENT_TOPIC_QUOTA",
+        value_name = "SIZE",
+        default_value = "64MiB",
+        value_parser = parse_size
+    )]
+    pub event_topic_quota: u64,
+
+    /// Bytes of undelivered events all topics together may hold; past it
+    /// every publish answers 429 host_quota_exceeded.
+    #[arg(
+        long,
+        env = "WISP_EVENT_HOST_QUOTA",
+        value_name = "SIZE",
+        default_value = "256MiB",
+        value_parser = parse_size
+    )]
+    pub event_host_quota: u64,
+
+    /// How long a dead delivery stays in its dead-letter list (unless
+    /// redriven or purged) before it is removed with its event.
+    #[arg(
+        long,
+        env = "WISP_EVENT_DLQ_RETENTION",
+        value_name = "DURATION",
+        default_value = "168h",
+        value_parser = parse_duration
+    )]
+    pub event_dlq_retention: Duration,
 }
 
 // By hand so that logging the arguments can never leak the admin token.
@@ -556,6 +589,9 @@ impl fmt::Debug for ServeArgs {
             .field("serve_threads", &self.serve_threads)
             .field("deploy", &self.deploy)
             .field("log_lines_per_invocation", &self.log_lines_per_invocation)
+            .field("event_topic_quota", &self.event_topic_quota)
+            .field("event_host_quota", &self.event_host_quota)
+            .field("event_dlq_retention", &self.event_dlq_retention)
             .finish()
     }
 }

@@ -162,6 +162,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         #[cfg(feature = "jemalloc")]
         release_memory: crate::release_jemalloc_memory,
         log_entries_per_invocation: args.log_lines_per_invocation,
+        event_topic_quota_bytes: args.event_topic_quota,
+        event_host_quota_bytes: args.event_host_quota,
+        event_dead_letter_retention: args.event_dlq_retention,
         ..HostConfig::default()
     };
     config

@@ -10,6 +10,9 @@
 //! - if the payload is `forward:TOPIC:TEXT`, publishes TEXT on TOPIC
 //!   (`wisp:function/topics`) and writes the new event's id to
 //!   `forwarded:<id>`, or the error to `publish-error`;
+//! - if the payload is `forward-ct:TOPIC:N:TEXT`, the same with a content
+//!   type of N bytes (`a/` then `x`s), through the raw import; the error is
+//!   written as `{:?}` (the WIT case and its message);
 //! - otherwise writes what it was given, as JSON, to `last` and to
 //!   `event:<id>` (topic, attempt, content type, payload as text, job
 //!   index and array size), increments `done:<id>`, `total` and, for a job
@@ -35,7 +38,21 @@ fn on_event(event: Event) -> Result<(), String> {
     if let Some(text) = event.payload.strip_prefix(b"fail-with:") {
         return Err(String::from_utf8_lossy(text).into_owned());
     }
-    if let Some(rest) = event.payload.strip_prefix(b"forward:")
+    if let Some(rest) = event.payload.strip_prefix(b"forward-ct:")
+        && let Some((topic, rest)) = std::str::from_utf8(rest)
+            .ok()
+            .and_then(|r| r.split_once(':'))
+        && let Some((n, text)) = rest.split_once(':')
+    {
+        let n: usize = n.parse().map_err(|_| format!("bad length {n:?}"))?;
+        let content_type = format!("a/{}", "x".repeat(n.saturating_sub(2)));
+        use wisp_sdk::__private::topics;
+        match topics::publish(topic, text.as_bytes(), Some(&content_type)) {
+            Ok(id) => kv::set(&format!("forwarded:{}", event.id), id.as_bytes()),
+            Err(e) => kv::set("publish-error", format!("{e:?}").as_bytes()),
+        }
+        .map_err(|e| format!("kv: {e}"))?;
+    } else if let Some(rest) = event.payload.strip_prefix(b"forward:")
         && let Some((topic, text)) = std::str::from_utf8(rest)
             .ok()
             .and_then(|r| r.split_once(':'))

@@ -16,6 +16,7 @@
 //! | `/print?lines=N` | prints `stdout line I` N times to stdout and `stderr line` once to stderr, then `200 printed` |
 //! | `/flood?lines=N[&to=log]` | prints N empty lines to stdout (one write each), or with `to=log` makes N empty `log` calls, then `200 flooded N empty lines` (benches/hostile.sh) |
 //! | `/errorcode?kb=N` | answers the `internal-error` error code with [`HOSTILE`] and N KiB of `x` as its message |
+//! | `/fake-overloaded` | `503` with `Retry-After: 1` and the JSON error the host answers when it is saturated (`overloaded`), but without its invocation id |
 //!
 //! Anything else answers `404`.
 //!
@@ -112,6 +113,15 @@ fn handle(req: Request) -> Response {
             Response::ok(serde_json::Value::Object(vars).to_string())
                 .with_header("content-type", "application/json")
         }
+        // What the host answers when no invocation slot is free, as far as
+        // a function can know it (not the invocation id).
+        "fake-overloaded" => (
+            503,
+            r#"{"error":{"code":"overloaded","message":"too many invocations in flight; retry shortly"}}"#,
+        )
+            .into_response()
+            .with_header("content-type", "application/json")
+            .with_header("retry-after", "1"),
         // A hop-by-hop header the host manages itself, beside ordinary ones.
         "hop" => (201, "created")
             .into_response()
