@@ -624,3 +624,44 @@ fn a_function_deployed_again_after_a_delete_starts_clean() {
     );
     assert_eq!(counter(&a, "f", "total"), 1);
 }
+
+#[test]
+fn a_function_at_its_share_postpones_its_deliveries_without_using_attempts() {
+    // The host has room; the function does not (one slot of its own).
+    let w = Wisp::start_with(
+        Opts::default()
+            .arg("--max-in-flight")
+            .arg("10")
+            .arg("--max-in-flight-per-function")
+            .arg("1"),
+    );
+    let a = w.admin();
+    a.deploy_guest("m", "misbehave", &["/m/*"]);
+    cli_ok(
+        &w,
+        &[
+            "subscribe",
+            "m",
+            "t",
+            "--path",
+            "/m/ok",
+            "--max-attempts",
+            "1",
+        ],
+    );
+    let url = format!("{}/m/sleep?ms=3000", w.data_url);
+    let holder = std::thread::spawn(move || client().get(url).send().unwrap().status());
+    wait_until("the slot to be taken", Duration::from_secs(10), || {
+        w.metric("wisp_invocations_in_flight") >= 1.0
+    });
+    let id = published_id(publish(&a, "t", b"while busy"));
+    wait_until("the delivery postponed", Duration::from_secs(10), || {
+        let d = &event(&a, &id)["deliveries"][0];
+        d["postponed_ms"].as_u64().unwrap_or(0) > 0 && d["attempts"] == 0
+    });
+    assert_eq!(holder.join().unwrap(), 200);
+    wait_until("the delivery done", Duration::from_secs(30), || {
+        statuses(&event(&a, &id)) == ["done"]
+    });
+    assert_eq!(event(&a, &id)["deliveries"][0]["attempts"], 1);
+}
