@@ -44,7 +44,8 @@ for t in "${targets[@]}"; do
     mkdir -p "$work" "$fuzz_dir/corpus/$t"
     # One in-process worker (no -jobs: that would fork it and send its
     # output to fuzz-0.log in the current directory).
-    args=(-max_total_time="$seconds" -print_final_stats=1)
+    # An input that takes 20 s is a finding too (a hang a client could cause).
+    args=(-max_total_time="$seconds" -timeout=20 -print_final_stats=1)
     if [ -f "$fuzz_dir/dict/$t.dict" ]; then
         args+=(-dict="$fuzz_dir/dict/$t.dict")
     fi
