@@ -47,7 +47,7 @@ const WASI_P1: &str = "wasi_snapshot_preview1";
 pub(crate) const STATIC_GUEST_PATH: &str = "/static";
 
 /// Longest CGI header section; past it the output is not CGI.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Chunks of body in flight between the guest and the client. With the
 /// guest's 4 KiB writes that is 64 KiB: enough to keep the socket busy,
@@ -599,14 +599,14 @@ fn percent_decode(s: &str) -> String {
 /// The response head parsed from the guest's CGI headers.
 #[derive(Debug)]
 pub(crate) struct Head {
-    status: StatusCode,
-    headers: HeaderMap,
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
 }
 
 /// Where the end of the header section is, if it has arrived: the length
 /// of the header lines and where the body starts. Scanning resumes at
 /// `*from` (the start of the first line not yet seen whole).
-fn find_head_end(buf: &[u8], from: &mut usize) -> Option<(usize, usize)> {
+pub(crate) fn find_head_end(buf: &[u8], from: &mut usize) -> Option<(usize, usize)> {
     while let Some(nl) = buf[*from..].iter().position(|&b| b == b'\n') {
         let end = *from + nl;
         let line = &buf[*from..end];
@@ -622,7 +622,7 @@ fn find_head_end(buf: &[u8], from: &mut usize) -> Option<(usize, usize)> {
 /// sets the status, `Location` without a status redirects (302), every other
 /// header is passed on (hop-by-hop ones and `Content-Length` dropped: the
 /// body is streamed); a missing `Content-Type` is `text/plain`.
-fn parse_head(block: &[u8]) -> Result<Head, String> {
+pub(crate) fn parse_head(block: &[u8]) -> Result<Head, String> {
     let mut status = None;
     let mut headers = HeaderMap::new();
     for raw in block.split(|&b| b == b'\n') {

@@ -252,6 +252,9 @@ impl WispEngine {
                 ))
             }
         })?;
+        if let Some(name) = exports.iter().find(|n| n.starts_with(INCOMING_HANDLER)) {
+            check_http_handler_type(&pre, name)?;
+        }
         let http = exports_http
             .then(|| ProxyPre::new(pre.clone()))
             .transpose()
@@ -275,6 +278,39 @@ impl WispEngine {
         }
         missing
     }
+}
+
+/// Checks the type of the exported `handle`. `ProxyPre::new` only looks the
+/// export up by name; its type is checked when an instance is loaded, so a
+/// `handle` of another type was accepted at deploy and then failed every
+/// request (found by the `upload` fuzz target's seeds). The same check as
+/// the bindings' own, done once here.
+fn check_http_handler_type(
+    pre: &wasmtime::component::InstancePre<InvocationState>,
+    export: &str,
+) -> Result<(), DeployError> {
+    use wasmtime::component::Resource;
+    use wasmtime::component::types::ComponentItem;
+    use wasmtime_wasi_http::p2::bindings::http::types::{IncomingRequest, ResponseOutparam};
+
+    let component = pre.component();
+    let handle = component
+        .get_export_index(None, export)
+        .and_then(|iface| component.get_export(Some(&iface), "handle"));
+    let checked = match handle {
+        Some((ComponentItem::ComponentFunc(f), _)) => f
+            .typecheck::<(Resource<IncomingRequest>, Resource<ResponseOutparam>), ()>(
+                &pre.instance_type(),
+            ),
+        Some(_) => Err(wasmtime::format_err!("`handle` is not a function")),
+        None => Err(wasmtime::format_err!("it has no `handle` function")),
+    };
+    checked.map_err(|e| {
+        DeployError::MissingExport(format!(
+            "the component's wasi:http/incoming-handler export does not match wasi:http 0.2 \
+             (handle: func(request: incoming-request, response-out: response-outparam)): {e:#}"
+        ))
+    })
 }
 
 /// Whether `name` (`pkg:ns/iface@version`) is among the interfaces linked:
@@ -406,5 +442,44 @@ mod tests {
         assert!(!provided_interface("wasi:http/types@0.3.0"));
         assert!(!provided_interface("acme:unknown/frobnicate@1.0.0"));
         assert!(!provided_interface("wasi:keyvalue/store@0.2.0-draft"));
+    }
+
+    /// Seeds of the `upload` fuzz target (tests/fuzz/seeds).
+    const HTTP_COMPONENT: &[u8] = include_bytes!("../../tests/fuzz/corpus/upload/component-http");
+    const MISTYPED_HANDLER: &[u8] =
+        include_bytes!("../../tests/fuzz/corpus/upload/component-mistyped-handler");
+
+    fn engine() -> super::WispEngine {
+        let config = crate::HostConfig {
+            pooling: false,
+            ..crate::HostConfig::default()
+        };
+        super::WispEngine::new(&config).unwrap()
+    }
+
+    #[test]
+    fn refuses_an_http_handler_of_the_wrong_type() {
+        let engine = engine();
+        // `handle: func()` instead of func(incoming-request, response-outparam):
+        // accepted before, then every request failed.
+        let compiled = engine.compile(MISTYPED_HANDLER).unwrap();
+        match engine.prepare(&compiled) {
+            Err(crate::DeployError::MissingExport(m)) => {
+                assert!(m.contains("incoming-handler"), "{m}");
+                assert!(m.contains("handle"), "{m}");
+            }
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("a mistyped handler was accepted"),
+        }
+        // The right type passes.
+        let compiled = engine.compile(HTTP_COMPONENT).unwrap();
+        let prepared = engine
+            .prepare(&compiled)
+            .map_err(|e| e.to_string())
+            .unwrap();
+        assert!(matches!(
+            prepared,
+            super::Prepared::Component(super::ComponentPre { http: Some(_), .. })
+        ));
     }
 }

@@ -861,7 +861,7 @@ fn is_module_option_misused(is_module: bool, options: &DeployOptions) -> bool {
 
 /// Cheap checks before compiling: wasm at all, and a component or a core
 /// module (a preview-1 CGI function, checked further when compiled).
-fn check_binary(wasm: &[u8]) -> Result<(), DeployError> {
+pub(crate) fn check_binary(wasm: &[u8]) -> Result<(), DeployError> {
     if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
         return Err(DeployError::InvalidWasm(
             "the upload is not a WebAssembly binary (no \\0asm header)".into(),

@@ -85,3 +85,185 @@ impl Host {
         admin::router(self.clone())
     }
 }
+
+/// Entry points for the cargo-fuzz targets in `tests/fuzz`: thin wrappers
+/// over the parsers and checks that untrusted input reaches. **Not part of
+/// the stable API**: hidden from the docs, and free to change with the
+/// internals it wraps.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::sync::Arc;
+
+    pub use crate::routes::{Route, RouteTable, validate_name};
+
+    // -------------------------------------------------- upload validation
+
+    /// What an accepted upload turned out to be.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Upload {
+        /// A preview-1 core module, run CGI-style.
+        Module,
+        /// A component, with the handlers it exports (at least one).
+        Component {
+            /// Exports `wasi:http/incoming-handler`.
+            http: bool,
+            /// Exports `wisp:function/event-handler`.
+            events: bool,
+        },
+    }
+
+    /// The checks a deploy runs on the uploaded bytes before anything is
+    /// stored: the header check, compilation (wasmparser validation,
+    /// the pooling allocator's per-module limits, Cranelift), the
+    /// import/export checks and pre-instantiation against the host's
+    /// linkers, and serialization of the compiled code.
+    pub struct UploadValidator {
+        engine: crate::engine::WispEngine,
+    }
+
+    impl UploadValidator {
+        /// An engine configured as `wisp serve`'s, with the pooling
+        /// allocator sized for `max_in_flight` instances (the per-module
+        /// limits a deploy checks do not depend on it; a small pool keeps
+        /// the address-space reservation small).
+        pub fn new(max_in_flight: u32) -> anyhow::Result<UploadValidator> {
+            let config = crate::HostConfig {
+                max_in_flight,
+                ..crate::HostConfig::default()
+            };
+            let engine = crate::engine::WispEngine::new(&config)?;
+            anyhow::ensure!(
+                matches!(engine.allocator, crate::AllocatorKind::Pooling { .. }),
+                "the pooling allocator is not available: its per-module limits would go unchecked"
+            );
+            Ok(UploadValidator { engine })
+        }
+
+        /// Validates `wasm` as [`Host::deploy`](crate::Host::deploy) does
+        /// before it stores anything.
+        pub fn validate(&self, wasm: &[u8]) -> Result<Upload, crate::DeployError> {
+            crate::host::check_binary(wasm)?;
+            let (prepared, _compiled) = self.engine.compile_new(wasm)?;
+            Ok(match prepared {
+                crate::engine::Prepared::Module(_) => Upload::Module,
+                crate::engine::Prepared::Component(c) => Upload::Component {
+                    http: c.http.is_some(),
+                    events: c.events.is_some(),
+                },
+            })
+        }
+    }
+
+    // ------------------------------------------------------- CGI output
+
+    /// Longest CGI header section the host accepts.
+    pub const CGI_MAX_HEAD_BYTES: usize = crate::cgi::MAX_HEAD_BYTES;
+
+    /// See `cgi::find_head_end`: the end of the header section in `buf`, if
+    /// it has arrived, resuming the scan at `*from`.
+    pub fn cgi_find_head_end(buf: &[u8], from: &mut usize) -> Option<(usize, usize)> {
+        crate::cgi::find_head_end(buf, from)
+    }
+
+    /// See `cgi::parse_head`: the status and headers of a CGI header
+    /// section.
+    pub fn cgi_parse_head(block: &[u8]) -> Result<(http::StatusCode, http::HeaderMap), String> {
+        crate::cgi::parse_head(block).map(|h| (h.status, h.headers))
+    }
+
+    // --------------------------------------------------------------- cron
+
+    pub use crate::events::schedule::{CronSpec, due_tick, parse as parse_cron};
+
+    // ---------------------------------------------------------- key-value
+
+    /// The store key of `key` in `function`'s namespace.
+    pub fn kv_ns_key(function: &str, key: &str) -> Vec<u8> {
+        crate::store::ns_key(function, key)
+    }
+
+    /// The prefix every store key of `function`'s namespace starts with.
+    pub fn kv_ns_prefix(function: &str) -> Vec<u8> {
+        crate::store::ns_prefix(function)
+    }
+
+    /// Checks a key against a limit of `max` bytes, as every key-value
+    /// operation does.
+    pub fn kv_check_key(key: &str, max: u64) -> Result<(), crate::KvError> {
+        crate::capabilities::kv::check_key(key, max)
+    }
+
+    /// The cursor a listing returns after `last_key`.
+    pub fn kv_encode_cursor(last_key: &str) -> String {
+        crate::capabilities::kv::encode_cursor(last_key)
+    }
+
+    /// The key a cursor stands for, if a listing of `prefix` could have
+    /// returned it.
+    pub fn kv_decode_cursor(cursor: &str, prefix: &str) -> Result<String, crate::KvError> {
+        crate::capabilities::kv::decode_cursor(cursor, prefix)
+    }
+
+    /// A real store in a temporary directory, and functions' key-value
+    /// namespaces in it (default limits).
+    pub struct KvStore {
+        store: crate::store::Store,
+        _dir: tempfile::TempDir,
+    }
+
+    impl KvStore {
+        /// Opens a store in a new temporary directory.
+        pub fn open() -> anyhow::Result<KvStore> {
+            let dir = tempfile::tempdir()?;
+            let store = crate::store::Store::open(dir.path(), 8 << 20)?;
+            Ok(KvStore { store, _dir: dir })
+        }
+
+        /// `function`'s namespace.
+        pub fn namespace(&self, function: &str) -> KvNamespace {
+            KvNamespace(crate::capabilities::kv::KvNamespace::new(
+                self.store.clone(),
+                Arc::from(function),
+                &crate::Limits::default(),
+            ))
+        }
+    }
+
+    /// One function's key-value namespace, with the clock passed in.
+    pub struct KvNamespace(crate::capabilities::kv::KvNamespace);
+
+    impl KvNamespace {
+        /// Sets `key` (expiring `ttl_ms` after `now`, if given); whether
+        /// anything was written.
+        pub fn set(
+            &self,
+            key: &str,
+            value: &[u8],
+            ttl_ms: Option<u64>,
+            now: u64,
+        ) -> Result<bool, crate::KvError> {
+            self.0.set_at(key, value, ttl_ms, now)
+        }
+
+        /// The live value of `key` at `now`.
+        pub fn get(&self, key: &str, now: u64) -> Result<Option<Vec<u8>>, crate::KvError> {
+            self.0.get_at(key, now)
+        }
+
+        /// Removes `key`; whether it was live at `now`.
+        pub fn delete(&self, key: &str, now: u64) -> Result<bool, crate::KvError> {
+            self.0.delete_at(key, now).map(|(was_live, _)| was_live)
+        }
+
+        /// One page of keys starting with `prefix`, after `cursor`.
+        pub fn list(
+            &self,
+            prefix: &str,
+            cursor: Option<&str>,
+            limit: u32,
+            now: u64,
+        ) -> Result<crate::KeyList, crate::KvError> {
+            self.0.list_at(prefix, cursor, limit, now)
+        }
+    }
+}

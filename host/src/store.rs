@@ -985,14 +985,14 @@ pub enum ConfigChange {
     Remove(String),
 }
 
-fn ns_prefix(function: &str) -> Vec<u8> {
+pub(crate) fn ns_prefix(function: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(function.len() + 1);
     k.extend_from_slice(function.as_bytes());
     k.push(0);
     k
 }
 
-fn ns_key(function: &str, key: &str) -> Vec<u8> {
+pub(crate) fn ns_key(function: &str, key: &str) -> Vec<u8> {
     let mut k = ns_prefix(function);
     k.extend_from_slice(key.as_bytes());
     k
