@@ -40,7 +40,6 @@
 mod admin;
 mod api;
 mod capabilities;
-mod cgi;
 mod config;
 mod connection;
 mod datadir;
@@ -49,7 +48,10 @@ mod error;
 mod events;
 mod gateway;
 mod host;
-mod invoke;
+mod invocation;
+// Until the split is done: the old paths.
+pub(crate) use invocation as invoke;
+pub(crate) use invocation::cgi;
 mod metrics;
 mod registry;
 pub mod routes;

@@ -32,6 +32,8 @@ use crate::host::HostInner;
 use crate::metrics::HostMetrics;
 use crate::registry::Deployed;
 
+pub(crate) mod cgi;
+
 /// Response header carrying the invocation id.
 pub const INVOCATION_ID_HEADER: &str = "wisp-invocation-id";
 
