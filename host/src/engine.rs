@@ -17,10 +17,10 @@ use wasmtime::{
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::capabilities::event_bindings::EventsPre;
-use crate::cgi::CgiState;
 use crate::config::HostConfig;
 use crate::error::DeployError;
-use crate::invoke::InvocationState;
+use crate::invocation::InvocationState;
+use crate::invocation::cgi::CgiState;
 use crate::store::CodeFile;
 
 /// How often the epoch advances. Deadlines are checked, and running guests
@@ -152,7 +152,7 @@ impl WispEngine {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         // Wisp's own capabilities (key-value, config, log lines).
         crate::capabilities::add_to_linker(&mut linker)?;
-        let cgi_linker = crate::cgi::linker(&engine)?;
+        let cgi_linker = crate::invocation::cgi::linker(&engine)?;
 
         let compat_key = {
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -218,7 +218,9 @@ impl WispEngine {
     pub fn prepare(&self, compiled: &Compiled) -> Result<Prepared, DeployError> {
         match compiled {
             Compiled::Component(c) => self.prepare_component(c).map(Prepared::Component),
-            Compiled::Module(m) => crate::cgi::prepare(&self.cgi_linker, m).map(Prepared::Module),
+            Compiled::Module(m) => {
+                crate::invocation::cgi::prepare(&self.cgi_linker, m).map(Prepared::Module)
+            }
         }
     }
 

@@ -19,7 +19,7 @@ use crate::capabilities::outbound::AllowList;
 use crate::config::{HostConfig, LimitOverrides, Limits, StoreLocation};
 use crate::engine::{AllocatorKind, ComponentPre, Prepared, WispEngine};
 use crate::error::DeployError;
-use crate::invoke::Invoker;
+use crate::invocation::Invoker;
 use crate::metrics::{FunctionMetrics, HostMetrics};
 use crate::registry::{Deployed, Registry};
 use crate::routes::{Route, validate_name};
@@ -540,8 +540,8 @@ impl Host {
                 "static_dir needs a data directory; this host uses a temporary store".into(),
             ));
         };
-        let path =
-            crate::cgi::static_dir_path(data_dir, rel).map_err(DeployError::InvalidArgument)?;
+        let path = crate::invocation::cgi::static_dir_path(data_dir, rel)
+            .map_err(DeployError::InvalidArgument)?;
         if !path.is_dir() {
             return Err(DeployError::InvalidArgument(format!(
                 "static_dir {rel:?}: {} is not a directory",
@@ -749,7 +749,7 @@ impl Host {
                 // SCRIPT_NAME; components need nothing (and pay nothing).
                 let script = matches!(d.pre, crate::engine::Prepared::Module(_)).then(|| {
                     let (Route::Exact(p) | Route::Prefix(p)) = r;
-                    crate::cgi::ScriptName(Arc::from(p.as_str()))
+                    crate::invocation::cgi::ScriptName(Arc::from(p.as_str()))
                 });
                 (script, d.clone())
             })
@@ -795,7 +795,7 @@ fn deployed(
     // invocations (500, logged), not the load.
     let static_dir = match (&v.static_dir, data_dir) {
         (Some(rel), Some(dir)) => Some(
-            crate::cgi::static_dir_path(dir, rel)
+            crate::invocation::cgi::static_dir_path(dir, rel)
                 .map_err(|e| DeployError::Internal(format!("stored static_dir: {e}")))?,
         ),
         _ => None,

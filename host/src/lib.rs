@@ -159,18 +159,18 @@ pub mod fuzzing {
     // ------------------------------------------------------- CGI output
 
     /// Longest CGI header section the host accepts.
-    pub const CGI_MAX_HEAD_BYTES: usize = crate::cgi::MAX_HEAD_BYTES;
+    pub const CGI_MAX_HEAD_BYTES: usize = crate::cgi::output::MAX_HEAD_BYTES;
 
     /// See `cgi::find_head_end`: the end of the header section in `buf`, if
     /// it has arrived, resuming the scan at `*from`.
     pub fn cgi_find_head_end(buf: &[u8], from: &mut usize) -> Option<(usize, usize)> {
-        crate::cgi::find_head_end(buf, from)
+        crate::cgi::output::find_head_end(buf, from)
     }
 
     /// See `cgi::parse_head`: the status and headers of a CGI header
     /// section.
     pub fn cgi_parse_head(block: &[u8]) -> Result<(http::StatusCode, http::HeaderMap), String> {
-        crate::cgi::parse_head(block).map(|h| (h.status, h.headers))
+        crate::cgi::output::parse_head(block).map(|h| (h.status, h.headers))
     }
 
     // --------------------------------------------------------------- cron

@@ -1652,7 +1652,7 @@ async fn attempt_delivery(
         return host
             .inner
             .invoker
-            .handle_event(&target, pre, &event)
+            .handle_event(&target, pre, event)
             .await
             .map_err(|e| match e {
                 HandlerFailure::NoSlot => AttemptError::Saturated,

@@ -1,0 +1,288 @@
+//! The one driver of an invocation: whatever kind of function it runs (an
+//! HTTP component, an event handler, a preview-1 module run CGI-style), an
+//! invocation holds a slot, gets a fresh `Store`, runs under its deadline,
+//! has its failure classified, its log written and its instance torn down
+//! here, in that order. Each kind only says how to instantiate and call its
+//! export ([`Call`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use metrics::Histogram;
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::Store;
+
+use super::Invoker;
+use super::failure::{Failure, classify};
+use crate::capabilities::logs::{LogCapture, LogSink};
+use crate::registry::Deployed;
+
+/// One kind of function's part in an invocation: instantiate and call its
+/// export on the invocation's store. The driver does the rest.
+pub(crate) trait Call: Send + 'static {
+    /// The store's data.
+    type State: Send + 'static;
+    /// What the call gives when it runs to its end.
+    type Output: Send + 'static;
+
+    /// Instantiates and calls. `instantiation` records how long
+    /// instantiating took.
+    fn call<'a>(
+        &'a mut self,
+        store: &'a mut Store<Self::State>,
+        instantiation: &'a Histogram,
+    ) -> impl Future<Output = wasmtime::Result<Self::Output>> + Send + 'a;
+
+    /// The note for the invocation's log once the call has ended (the
+    /// instance is still there; the log is written next): by default, what
+    /// went wrong.
+    fn finish(&mut self, result: &Result<Self::Output, Failure>) -> Option<String> {
+        result
+            .as_ref()
+            .err()
+            .map(|f| format!("invocation failed: {}", f.describe()))
+    }
+}
+
+/// An invocation slot: one of the function's share and one of the host's,
+/// held until the guest has finished (its response body included).
+pub(crate) struct Slot {
+    pub(super) _function: OwnedSemaphorePermit,
+    pub(super) _host: OwnedSemaphorePermit,
+}
+
+impl Invoker {
+    /// Takes an invocation slot for `target`: one of its function's share,
+    /// then one of the host's; or the failure that says which is full.
+    pub(crate) fn admit(&self, target: &Deployed) -> Result<Slot, Failure> {
+        let Ok(function) = target.slots.clone().try_acquire_owned() else {
+            return Err(Failure::FunctionBusy {
+                share: self.function_share,
+            });
+        };
+        let Ok(host) = self.in_flight.clone().try_acquire_owned() else {
+            self.metrics.overloaded.increment(1);
+            return Err(Failure::Overloaded);
+        };
+        Ok(Slot {
+            _function: function,
+            _host: host,
+        })
+    }
+
+    /// Runs `call` on `store` until it ends or `deadline` passes, then
+    /// tears the invocation down. The future owns everything: HTTP and CGI
+    /// spawn it (so the caller answers as soon as the guest responds, and
+    /// dropping it cancels the guest), event deliveries await it.
+    pub(crate) fn start<C: Call>(
+        &self,
+        store: Store<C::State>,
+        slot: Slot,
+        log: LogCapture,
+        function: Arc<str>,
+        id: &str,
+        deadline: Instant,
+        mut call: C,
+    ) -> impl Future<Output = Result<C::Output, Failure>> + Send + 'static {
+        let mut teardown = Teardown::new(self, store, slot, log, function, id);
+        let instantiation = self.metrics.instantiation.clone();
+        async move {
+            let result = {
+                let store = teardown.store();
+                let ran =
+                    tokio::time::timeout_at(deadline.into(), call.call(store, &instantiation));
+                match ran.await {
+                    Err(_elapsed) => Err(Failure::Timeout),
+                    Ok(Ok(output)) => Ok(output),
+                    Ok(Err(e)) => Err(classify(e)),
+                }
+            };
+            // No yield before the teardown: the connection (same serving
+            // thread) sends the response after it, so a client that has its
+            // answer finds the slot free and the log line written.
+            let note = call.finish(&result);
+            teardown.finish(note);
+            result
+        }
+    }
+}
+
+/// The end of one invocation's instance, whether the guest finishes or the
+/// invocation is cancelled (its client went away, and the task was dropped
+/// mid-call): the instance goes first, then its log is written, then the
+/// slot is freed. In that order, so that a client that has its answer finds
+/// the slot free and the log written.
+struct Teardown<T: 'static> {
+    store: Option<Store<T>>,
+    slot: Option<Slot>,
+    log: LogCapture,
+    sink: LogSink,
+    function: Arc<str>,
+    id: String,
+    in_flight: metrics::Gauge,
+    ended: bool,
+}
+
+impl<T: 'static> Teardown<T> {
+    fn new(
+        inv: &Invoker,
+        store: Store<T>,
+        slot: Slot,
+        log: LogCapture,
+        function: Arc<str>,
+        id: &str,
+    ) -> Teardown<T> {
+        inv.metrics.in_flight.increment(1.0);
+        Teardown {
+            store: Some(store),
+            slot: Some(slot),
+            log,
+            sink: inv.logs.clone(),
+            function,
+            id: id.to_string(),
+            in_flight: inv.metrics.in_flight.clone(),
+            ended: false,
+        }
+    }
+
+    /// The invocation's store, until the end.
+    fn store(&mut self) -> &mut Store<T> {
+        self.store.as_mut().expect("the store lives until the end")
+    }
+
+    /// The guest has finished: `note` says how, if it failed.
+    fn finish(mut self, note: Option<String>) {
+        self.end(note);
+    }
+
+    fn end(&mut self, note: Option<String>) {
+        self.ended = true;
+        self.in_flight.decrement(1.0);
+        self.store = None;
+        if let Some(note) = note {
+            self.log.note(note);
+        }
+        self.sink.send(&self.function, &self.id, self.log.finish());
+        self.slot = None;
+    }
+}
+
+impl<T: 'static> Drop for Teardown<T> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.end(Some(
+                "invocation cancelled: the client went away before the response was complete"
+                    .into(),
+            ));
+        }
+    }
+}
+
+/// Records an invocation's status, duration and log line when it ends, also
+/// when it never answers because the client went away (status 499, as
+/// nginx counts it).
+pub(crate) struct Record<'a> {
+    pub(crate) target: &'a Deployed,
+    pub(crate) id: &'a str,
+    pub(crate) event_id: Option<&'a str>,
+    pub(crate) start: Instant,
+    pub(crate) status: Option<u16>,
+}
+
+/// The status counted for an invocation whose client went away first.
+const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for Record<'_> {
+    fn drop(&mut self) {
+        let status = self.status.unwrap_or(CLIENT_CLOSED);
+        let took = self.start.elapsed();
+        self.target.metrics.record(status, took);
+        tracing::info!(
+            target: "wisp::invocation",
+            function = %self.target.name,
+            version = self.target.version,
+            status,
+            duration_us = took.as_micros() as u64,
+            invocation_id = %self.id,
+            event_id = self.event_id.map(tracing::field::display),
+        );
+    }
+}
+
+/// Aborts an invocation's task when dropped while armed: the client went
+/// away (hyper dropped the request's future or the response body), so the
+/// guest's work is for no one and its slot is for others.
+pub(crate) struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl AbortOnDrop {
+    pub(crate) fn new(handle: tokio::task::AbortHandle) -> AbortOnDrop {
+        AbortOnDrop(Some(handle))
+    }
+
+    /// The task ended (or must run on): dropping no longer aborts it.
+    pub(crate) fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
+    }
+}
+
+/// A response body that cancels its invocation when the client goes away
+/// before the body has ended. Once it has ended, the guest may finish what
+/// it does after responding.
+pub(crate) struct CancelOnDrop {
+    inner: Body,
+    abort: AbortOnDrop,
+}
+
+impl CancelOnDrop {
+    pub(crate) fn new(inner: Body, abort: AbortOnDrop) -> CancelOnDrop {
+        CancelOnDrop { inner, abort }
+    }
+}
+
+impl http_body::Body for CancelOnDrop {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.abort.disarm();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        // hyper may drop a body that says it has ended without polling it
+        // to its end.
+        if http_body::Body::is_end_stream(&self.inner) {
+            self.abort.disarm();
+        }
+    }
+}

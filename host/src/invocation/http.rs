@@ -1,0 +1,168 @@
+//! A request to a component: `wasi:http/incoming-handler`, the response
+//! streamed back as the guest writes it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use metrics::Histogram;
+use wasmtime::Store;
+use wasmtime::component::Resource;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::{IncomingRequest, ResponseOutparam, Scheme};
+
+use super::driver::{AbortOnDrop, Call, CancelOnDrop};
+use super::failure::Failure;
+use super::limits::{CappedBody, content_length};
+use super::{INVOCATION_ID_HEADER, InvocationState, Invoker};
+use crate::error::ApiError;
+use crate::registry::Deployed;
+
+/// The `handle` call of one request.
+struct HttpCall {
+    pre: ProxyPre<InvocationState>,
+    request: Option<(Resource<IncomingRequest>, Resource<ResponseOutparam>)>,
+}
+
+impl Call for HttpCall {
+    type State = InvocationState;
+    type Output = ();
+
+    fn call<'a>(
+        &'a mut self,
+        store: &'a mut Store<InvocationState>,
+        instantiation: &'a Histogram,
+    ) -> impl Future<Output = wasmtime::Result<()>> + Send + 'a {
+        async move {
+            let (request, out) = self.request.take().expect("called once");
+            let t = Instant::now();
+            let proxy = self.pre.instantiate_async(&mut *store).await?;
+            instantiation.record(t.elapsed().as_secs_f64());
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut *store, request, out)
+                .await
+        }
+    }
+}
+
+impl Invoker {
+    /// Runs one request through a fresh instance of `target`'s HTTP
+    /// handler. The guest runs in a task of its own so that its response
+    /// streams while it keeps running; the client going away cancels it.
+    pub(super) async fn run_http(
+        &self,
+        target: &Arc<Deployed>,
+        pre: &ProxyPre<InvocationState>,
+        id: &str,
+        start: Instant,
+        req: Request<Body>,
+    ) -> Response<Body> {
+        let limits = target.limits;
+        let (mut parts, body) = req.into_parts();
+        if let Some(len) = content_length(&parts.headers)
+            && len > limits.max_body_bytes
+        {
+            return Failure::BodyTooLarge.response(target, id);
+        }
+        let slot = match self.admit(target) {
+            Ok(slot) => slot,
+            Err(f) => return f.response(target, id),
+        };
+        // The guest needs an authority; HTTP/1.0 clients may send no Host.
+        if parts.uri.authority().is_none() && !parts.headers.contains_key(header::HOST) {
+            parts
+                .headers
+                .insert(header::HOST, HeaderValue::from_static("localhost"));
+        }
+        let body_exceeded = Arc::new(AtomicBool::new(false));
+        let body = CappedBody::new(body, limits.max_body_bytes, body_exceeded.clone());
+        let hyper_req = Request::from_parts(parts, body);
+
+        let deadline = start + limits.timeout();
+        let mut store = self.new_store(target, deadline);
+        let log = store.data().log.clone();
+
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let prepared = (|| {
+            let req = store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, hyper_req)?;
+            let out = store.data_mut().http().new_response_outparam(sender)?;
+            Ok::<_, wasmtime::Error>((req, out))
+        })();
+        let request = match prepared {
+            Ok(v) => v,
+            Err(e) => {
+                return axum::response::IntoResponse::into_response(
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("the request cannot be passed to the function: {e}"),
+                    )
+                    .invocation(id),
+                );
+            }
+        };
+        let call = HttpCall {
+            pre: pre.clone(),
+            request: Some(request),
+        };
+        let running = self.start(
+            store,
+            slot,
+            log,
+            target.name_arc.clone(),
+            id,
+            deadline,
+            call,
+        );
+        let task = tokio::spawn(running);
+        // Dropped with this future (the client went away) or with the
+        // response body before its end: the guest is stopped.
+        let mut abort = AbortOnDrop::new(task.abort_handle());
+
+        match receiver.await {
+            Ok(Ok(resp)) => {
+                let mut resp =
+                    resp.map(|body| Body::new(CancelOnDrop::new(Body::new(body), abort)));
+                if let Ok(v) = HeaderValue::from_str(id) {
+                    resp.headers_mut().insert(INVOCATION_ID_HEADER, v);
+                }
+                resp
+            }
+            Ok(Err(code)) => {
+                // Answered: the guest may finish what it is doing.
+                abort.disarm();
+                let failure = if body_exceeded.load(Ordering::Relaxed) {
+                    Failure::BodyTooLarge
+                } else {
+                    Failure::GuestError(format!("{code:?}"))
+                };
+                failure.response(target, id)
+            }
+            Err(_) => {
+                let failure = match task.await {
+                    Ok(Ok(())) => Failure::NoResponse,
+                    Ok(Err(f)) => f,
+                    Err(join) => Failure::Trap(format!("invocation task failed: {join}")),
+                };
+                abort.disarm();
+                let failure = match failure {
+                    Failure::Trap(_) | Failure::NoResponse | Failure::GuestError(_)
+                        if body_exceeded.load(Ordering::Relaxed) =>
+                    {
+                        Failure::BodyTooLarge
+                    }
+                    f => f,
+                };
+                failure.response(target, id)
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! What one component invocation's `Store` holds, and the views that WASI,
+//! `wasi:http` and Wisp's capabilities take of it.
+
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use wasmtime::Store;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::Invoker;
+use super::limits::{MemoryLimiter, on_epoch_tick};
+use crate::capabilities::logs::{LogCapture, LogStream};
+use crate::capabilities::outbound::Outbound;
+use crate::host::HostInner;
+use crate::registry::Deployed;
+
+/// Everything one invocation's `Store` holds. Built per request, dropped
+/// with the instance: nothing survives from one invocation to the next.
+pub struct InvocationState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limits: MemoryLimiter,
+    /// Outbound HTTP policy: allow-list, per-invocation cap, deadline.
+    hooks: Outbound,
+    /// This invocation's stdout, stderr and log lines.
+    pub(crate) log: LogCapture,
+    /// The function's key-value namespace (`wisp:function/kv`).
+    pub(crate) kv: Arc<crate::capabilities::kv::KvNamespace>,
+    /// The function's settings and secrets as of this invocation's start
+    /// (`wisp:function/config`).
+    pub(crate) config: Arc<crate::capabilities::settings::ConfigSnapshot>,
+    /// The host, for publishing events (`wisp:function/topics`).
+    pub(crate) host: Weak<HostInner>,
+    /// Wall-clock deadline, checked on every epoch tick.
+    deadline: Instant,
+}
+
+impl InvocationState {
+    /// The name of the function this invocation runs.
+    pub(crate) fn function(&self) -> &str {
+        &self.hooks.function
+    }
+}
+
+impl WasiView for InvocationState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for InvocationState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl Invoker {
+    /// A fresh store for one invocation of `target`: its environment, no
+    /// sockets, its memory cap, and a deadline enforced on every epoch tick.
+    pub(crate) fn new_store(&self, target: &Deployed, deadline: Instant) -> Store<InvocationState> {
+        let log = LogCapture::new(self.log_limit);
+        let mut store = Store::new(
+            &self.engine,
+            InvocationState {
+                wasi: WasiCtx::builder()
+                    .envs(&target.env)
+                    .stdout(log.stream(LogStream::Stdout))
+                    .stderr(log.stream(LogStream::Stderr))
+                    .allow_tcp(false)
+                    .allow_udp(false)
+                    .allow_ip_name_lookup(false)
+                    .build(),
+                http: WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+                limits: MemoryLimiter::new(target.limits.memory_bytes as usize),
+                hooks: Outbound {
+                    allow: target.allow_outbound.clone(),
+                    remaining: self.max_outbound,
+                    max: self.max_outbound,
+                    deadline,
+                    function: target.name_arc.clone(),
+                    log: log.clone(),
+                },
+                log,
+                kv: target.kv.clone(),
+                config: target.config.clone(),
+                host: self.host.clone(),
+                deadline,
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        // Checked on every epoch tick (see `on_epoch_tick`).
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| on_epoch_tick(ctx.data().deadline));
+        store
+    }
+}
