@@ -76,21 +76,25 @@ impl Invoker {
         })
     }
 
-    /// Runs `call` on `store` until it ends or `deadline` passes, then
-    /// tears the invocation down. The future owns everything: HTTP and CGI
-    /// spawn it (so the caller answers as soon as the guest responds, and
-    /// dropping it cancels the guest), event deliveries await it.
+    /// Runs `call` on the invocation's store until it ends or its deadline
+    /// passes, then tears the invocation down. The future owns everything:
+    /// HTTP and CGI spawn it (so the caller answers as soon as the guest
+    /// responds, and dropping it cancels the guest), event deliveries await
+    /// it.
     pub(crate) fn start<C: Call>(
         &self,
-        store: Store<C::State>,
-        slot: Slot,
-        log: LogCapture,
-        function: Arc<str>,
+        invocation: Invocation<C::State>,
+        target: &Deployed,
         id: &str,
-        deadline: Instant,
         mut call: C,
     ) -> impl Future<Output = Result<C::Output, Failure>> + Send + 'static {
-        let mut teardown = Teardown::new(self, store, slot, log, function, id);
+        let Invocation {
+            store,
+            slot,
+            log,
+            deadline,
+        } = invocation;
+        let mut teardown = Teardown::new(self, store, slot, log, target.name_arc.clone(), id);
         let instantiation = self.metrics.instantiation.clone();
         async move {
             let result = {
@@ -111,6 +115,15 @@ impl Invoker {
             result
         }
     }
+}
+
+/// What an invocation runs with: its slot, its fresh store, the capture of
+/// its output and log lines, and its deadline.
+pub(crate) struct Invocation<T: 'static> {
+    pub(crate) store: Store<T>,
+    pub(crate) slot: Slot,
+    pub(crate) log: LogCapture,
+    pub(crate) deadline: Instant,
 }
 
 /// The end of one invocation's instance, whether the guest finishes or the

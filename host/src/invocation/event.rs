@@ -1,7 +1,6 @@
 //! An event to a component's `wisp:function/event-handler` export: a typed
 //! call, with the same limits, log capture and metrics as a request.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,7 +8,7 @@ use axum::http::StatusCode;
 use metrics::Histogram;
 use wasmtime::Store;
 
-use super::driver::{Call, Record};
+use super::driver::{Call, Invocation, Record};
 use super::failure::{Failure, HandlerFailure};
 use super::{InvocationState, Invoker, next_invocation_id};
 use crate::capabilities::event_bindings::EventsPre;
@@ -26,20 +25,18 @@ impl Call for EventCall {
     type State = InvocationState;
     type Output = Result<(), String>;
 
-    fn call<'a>(
-        &'a mut self,
-        store: &'a mut Store<InvocationState>,
-        instantiation: &'a Histogram,
-    ) -> impl Future<Output = wasmtime::Result<Result<(), String>>> + Send + 'a {
-        async move {
-            let t = Instant::now();
-            let instance = self.pre.instantiate_async(&mut *store).await?;
-            instantiation.record(t.elapsed().as_secs_f64());
-            instance
-                .wisp_function_event_handler()
-                .call_handle(&mut *store, &self.event)
-                .await
-        }
+    async fn call(
+        &mut self,
+        store: &mut Store<InvocationState>,
+        instantiation: &Histogram,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let t = Instant::now();
+        let instance = self.pre.instantiate_async(&mut *store).await?;
+        instantiation.record(t.elapsed().as_secs_f64());
+        instance
+            .wisp_function_event_handler()
+            .call_handle(&mut *store, &self.event)
+            .await
     }
 
     fn finish(&mut self, result: &Result<Result<(), String>, Failure>) -> Option<String> {
@@ -81,9 +78,13 @@ impl Invoker {
                     pre: pre.clone(),
                     event,
                 };
-                let function = target.name_arc.clone();
-                self.start(store, slot, log, function, &id, deadline, call)
-                    .await
+                let invocation = Invocation {
+                    store,
+                    slot,
+                    log,
+                    deadline,
+                };
+                self.start(invocation, target, &id, call).await
             }
             Err(f) => Err(f),
         };

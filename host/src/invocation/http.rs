@@ -1,7 +1,6 @@
 //! A request to a component: `wasi:http/incoming-handler`, the response
 //! streamed back as the guest writes it.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -15,7 +14,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{IncomingRequest, ResponseOutparam, Scheme};
 
-use super::driver::{AbortOnDrop, Call, CancelOnDrop};
+use super::driver::{AbortOnDrop, Call, CancelOnDrop, Invocation};
 use super::failure::Failure;
 use super::limits::{CappedBody, content_length};
 use super::{INVOCATION_ID_HEADER, InvocationState, Invoker};
@@ -32,21 +31,19 @@ impl Call for HttpCall {
     type State = InvocationState;
     type Output = ();
 
-    fn call<'a>(
-        &'a mut self,
-        store: &'a mut Store<InvocationState>,
-        instantiation: &'a Histogram,
-    ) -> impl Future<Output = wasmtime::Result<()>> + Send + 'a {
-        async move {
-            let (request, out) = self.request.take().expect("called once");
-            let t = Instant::now();
-            let proxy = self.pre.instantiate_async(&mut *store).await?;
-            instantiation.record(t.elapsed().as_secs_f64());
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut *store, request, out)
-                .await
-        }
+    async fn call(
+        &mut self,
+        store: &mut Store<InvocationState>,
+        instantiation: &Histogram,
+    ) -> wasmtime::Result<()> {
+        let (request, out) = self.request.take().expect("called once");
+        let t = Instant::now();
+        let proxy = self.pre.instantiate_async(&mut *store).await?;
+        instantiation.record(t.elapsed().as_secs_f64());
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut *store, request, out)
+            .await
     }
 }
 
@@ -113,15 +110,13 @@ impl Invoker {
             pre: pre.clone(),
             request: Some(request),
         };
-        let running = self.start(
+        let invocation = Invocation {
             store,
             slot,
             log,
-            target.name_arc.clone(),
-            id,
             deadline,
-            call,
-        );
+        };
+        let running = self.start(invocation, target, id, call);
         let task = tokio::spawn(running);
         // Dropped with this future (the client went away) or with the
         // response body before its end: the guest is stopped.

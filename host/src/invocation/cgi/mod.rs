@@ -12,7 +12,6 @@
 mod env;
 pub(crate) mod output;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,7 +31,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx};
 
 use self::env::{RequestInfo, cgi_args, cgi_env};
 use self::output::{BODY_CHANNEL_CHUNKS, CgiBody, CgiOutput, HeadState};
-use super::driver::{AbortOnDrop, Call, CancelOnDrop};
+use super::driver::{AbortOnDrop, Call, CancelOnDrop, Invocation};
 use super::failure::Failure;
 use super::limits::{MemoryLimiter, content_length, on_epoch_tick};
 use super::{INVOCATION_ID_HEADER, Invoker};
@@ -134,23 +133,21 @@ impl Call for CgiCall {
     type State = CgiState;
     type Output = i32;
 
-    fn call<'a>(
-        &'a mut self,
-        store: &'a mut Store<CgiState>,
-        instantiation: &'a Histogram,
-    ) -> impl Future<Output = wasmtime::Result<i32>> + Send + 'a {
-        async move {
-            let t = Instant::now();
-            let instance = self.pre.instantiate_async(&mut *store).await?;
-            instantiation.record(t.elapsed().as_secs_f64());
-            let main = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
-            match main.call_async(&mut *store, ()).await {
-                Ok(()) => Ok(0),
-                Err(e) => match e.downcast_ref::<I32Exit>() {
-                    Some(exit) => Ok(exit.0),
-                    None => Err(e),
-                },
-            }
+    async fn call(
+        &mut self,
+        store: &mut Store<CgiState>,
+        instantiation: &Histogram,
+    ) -> wasmtime::Result<i32> {
+        let t = Instant::now();
+        let instance = self.pre.instantiate_async(&mut *store).await?;
+        instantiation.record(t.elapsed().as_secs_f64());
+        let main = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+        match main.call_async(&mut *store, ()).await {
+            Ok(()) => Ok(0),
+            Err(e) => match e.downcast_ref::<I32Exit>() {
+                Some(exit) => Ok(exit.0),
+                None => Err(e),
+            },
         }
     }
 
@@ -284,15 +281,13 @@ impl Invoker {
             out,
             aborted: aborted.clone(),
         };
-        let running = self.start(
+        let invocation = Invocation {
             store,
             slot,
             log,
-            target.name_arc.clone(),
-            id,
             deadline,
-            call,
-        );
+        };
+        let running = self.start(invocation, target, id, call);
         let task = tokio::spawn(running);
         // Dropped with this future (the client went away) or with the
         // response body before its end: the guest is stopped.
