@@ -49,7 +49,7 @@ pub(crate) struct HostInner {
     pub events: crate::events::plane::EventPlane,
     /// The runtimes of the serving threads while [`Host::serve`] runs
     /// (event deliveries are spread over them); empty otherwise.
-    pub serving: crate::serve::ServingRuntimes,
+    pub serving: crate::gateway::serve::ServingRuntimes,
     /// Keeps a temporary store alive for as long as the host.
     _temp: Option<tempfile::TempDir>,
 }
@@ -742,32 +742,7 @@ impl Host {
 
     /// Routes a data-plane request: longest matching route, or 404.
     pub async fn handle(&self, request: Request<Body>) -> Response<Body> {
-        let target = {
-            let registry = self.inner.registry.load();
-            registry.routes.lookup(request.uri().path()).map(|(r, d)| {
-                // Preview-1 (CGI) functions see the matched route as
-                // SCRIPT_NAME; components need nothing (and pay nothing).
-                let script = matches!(d.pre, crate::engine::Prepared::Module(_)).then(|| {
-                    let (Route::Exact(p) | Route::Prefix(p)) = r;
-                    crate::invocation::cgi::ScriptName(Arc::from(p.as_str()))
-                });
-                (script, d.clone())
-            })
-        };
-        match target {
-            Some((script, t)) => {
-                let mut request = request;
-                if let Some(script) = script {
-                    request.extensions_mut().insert(script);
-                }
-                self.inner.invoker.invoke(t, request).await
-            }
-            None => axum::response::IntoResponse::into_response(crate::error::ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "route_not_found",
-                format!("no function is routed at {}", request.uri().path()),
-            )),
-        }
+        crate::gateway::route(self, request).await
     }
 
     /// Number of distinct artifacts in the store (deduplicated by hash).

@@ -41,7 +41,6 @@ mod admin;
 mod api;
 mod capabilities;
 mod config;
-mod connection;
 mod datadir;
 mod engine;
 mod error;
@@ -55,7 +54,6 @@ pub(crate) use invocation::cgi;
 mod metrics;
 mod registry;
 pub mod routes;
-mod serve;
 mod store;
 pub mod untrusted;
 
@@ -71,9 +69,9 @@ pub use events::{
     RedriveRequest, Redriven, RetryPolicy, Schedule, Subscription,
 };
 pub use events::{JobCounts, JobInfo, JobState, JobTask, NewJob, parse_array};
+pub use gateway::Listeners;
 pub use host::{Host, HostBuilder};
 pub use invoke::INVOCATION_ID_HEADER;
-pub use serve::Listeners;
 pub use store::StoreError;
 
 impl Host {

@@ -25,11 +25,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::Host;
-use crate::config::ConnectionLimits;
-use crate::connection::{
+use super::connection::{
     ConnService, CountingIo, Listener, Plane, PlaneKind, Registered, watchdog,
 };
+use crate::Host;
+use crate::config::ConnectionLimits;
 
 /// The sockets a host serves on. Bind them first (port 0 in tests) so the
 /// caller knows the addresses before serving starts.

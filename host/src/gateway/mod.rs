@@ -1,0 +1,61 @@
+//! The data plane: every request goes to the function whose route matches
+//! its path best, or gets a 404. Connections are served on threads of
+//! their own ([`serve`]), each bounded in time and number
+//! ([`connection`]).
+
+pub(crate) mod connection;
+pub(crate) mod serve;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+pub use self::serve::Listeners;
+use crate::Host;
+use crate::engine::Prepared;
+use crate::error::ApiError;
+use crate::invocation::cgi::ScriptName;
+use crate::routes::Route;
+
+/// Builds the data-plane router (no socket): nest or serve it.
+pub fn router(host: Host) -> Router {
+    Router::new().fallback(handle).with_state(host)
+}
+
+async fn handle(State(host): State<Host>, req: Request) -> Response {
+    host.handle(req).await
+}
+
+/// Routes a data-plane request: the longest matching route's function, or
+/// 404. The route table is an immutable snapshot read without a lock.
+pub(crate) async fn route(host: &Host, mut request: Request<Body>) -> Response<Body> {
+    let target = {
+        let registry = host.inner.registry.load();
+        registry.routes.lookup(request.uri().path()).map(|(r, d)| {
+            // Preview-1 (CGI) functions see the matched route as
+            // SCRIPT_NAME; components need nothing (and pay nothing).
+            let script = matches!(d.pre, Prepared::Module(_)).then(|| {
+                let (Route::Exact(p) | Route::Prefix(p)) = r;
+                ScriptName(Arc::from(p.as_str()))
+            });
+            (script, d.clone())
+        })
+    };
+    match target {
+        Some((script, target)) => {
+            if let Some(script) = script {
+                request.extensions_mut().insert(script);
+            }
+            host.inner.invoker.invoke(target, request).await
+        }
+        None => axum::response::IntoResponse::into_response(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            format!("no function is routed at {}", request.uri().path()),
+        )),
+    }
+}
