@@ -335,7 +335,7 @@ impl Host {
                 self.inner.config.max_upload_bytes
             )));
         }
-        check_binary(&wasm)?;
+        crate::function::prepare::check_binary(&wasm)?;
         let is_module = wasmparser::Parser::is_core_wasm(&wasm);
         if is_module_option_misused(is_module, &options) {
             return Err(DeployError::InvalidArgument(
@@ -834,25 +834,6 @@ fn is_module_option_misused(is_module: bool, options: &DeployOptions) -> bool {
     !is_module && options.static_dir.as_deref().is_some_and(|d| !d.is_empty())
 }
 
-/// Cheap checks before compiling: wasm at all, and a component or a core
-/// module (a preview-1 CGI function, checked further when compiled).
-pub(crate) fn check_binary(wasm: &[u8]) -> Result<(), DeployError> {
-    if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
-        return Err(DeployError::InvalidWasm(
-            "the upload is not a WebAssembly binary (no \\0asm header)".into(),
-        ));
-    }
-    if wasmparser::Parser::is_core_wasm(wasm) {
-        return Ok(());
-    }
-    if !wasmparser::Parser::is_component(wasm) {
-        return Err(DeployError::InvalidWasm(
-            "the upload has a WebAssembly header of an unknown version or layer".into(),
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -863,17 +844,6 @@ mod tests {
         assert_eq!(env["B"], "x=y");
         assert!(parse_env(&["nope".into()]).is_err());
         assert!(parse_env(&["=v".into()]).is_err());
-    }
-
-    #[test]
-    fn binary_checks() {
-        assert!(matches!(
-            check_binary(b"hello world"),
-            Err(DeployError::InvalidWasm(_))
-        ));
-        // A core module passes (preview-1, checked for `_start` later).
-        assert!(check_binary(b"\0asm\x01\0\0\0").is_ok());
-        assert!(check_binary(b"\0asm\x0d\0\x01\0").is_ok());
     }
 
     #[test]

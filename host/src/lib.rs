@@ -51,8 +51,10 @@ mod invocation;
 // Until the split is done: the old paths.
 pub(crate) use invocation as invoke;
 pub(crate) use invocation::cgi;
+mod function;
 mod metrics;
-mod registry;
+// Until the function/ split is merged everywhere: the old path.
+pub(crate) use function::registry;
 pub mod routes;
 mod store;
 pub mod untrusted;
@@ -142,7 +144,7 @@ pub mod fuzzing {
         /// Validates `wasm` as [`Host::deploy`](crate::Host::deploy) does
         /// before it stores anything.
         pub fn validate(&self, wasm: &[u8]) -> Result<Upload, crate::DeployError> {
-            crate::host::check_binary(wasm)?;
+            crate::function::prepare::check_binary(wasm)?;
             let (prepared, _compiled) = self.engine.compile_new(wasm)?;
             Ok(match prepared {
                 crate::engine::Prepared::Module(_) => Upload::Module,

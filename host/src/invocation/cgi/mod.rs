@@ -24,7 +24,7 @@ use axum::http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use metrics::Histogram;
 use tokio::sync::{mpsc, oneshot};
-use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, Store};
+use wasmtime::{Engine, InstancePre, Linker, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx};
@@ -36,11 +36,8 @@ use super::failure::Failure;
 use super::limits::{MemoryLimiter, content_length, on_epoch_tick};
 use super::{INVOCATION_ID_HEADER, Invoker};
 use crate::capabilities::logs::{LogCapture, LogStream};
-use crate::error::{ApiError, DeployError};
+use crate::error::ApiError;
 use crate::registry::Deployed;
-
-/// The only import module a preview-1 function may use.
-const WASI_P1: &str = "wasi_snapshot_preview1";
 
 /// Where the function's static directory appears in the guest.
 pub(crate) const STATIC_GUEST_PATH: &str = "/static";
@@ -67,56 +64,6 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<CgiState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut CgiState| &mut s.wasi)?;
     Ok(linker)
-}
-
-/// Checks a compiled module (a `_start` command, WASI preview-1 imports
-/// only) and pre-instantiates it.
-pub(crate) fn prepare(
-    linker: &Linker<CgiState>,
-    module: &Module,
-) -> Result<InstancePre<CgiState>, DeployError> {
-    let foreign: Vec<String> = module
-        .imports()
-        .filter(|i| i.module() != WASI_P1)
-        .map(|i| format!("{}::{}", i.module(), i.name()))
-        .collect();
-    if !foreign.is_empty() {
-        return Err(DeployError::UnsatisfiedImports(format!(
-            "the module imports what this host does not provide (only {WASI_P1} is): {}",
-            foreign.join(", ")
-        )));
-    }
-    match module.get_export("_start") {
-        Some(ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {}
-        Some(_) => {
-            return Err(DeployError::MissingExport(
-                "the module's `_start` export is not a function without parameters or results"
-                    .into(),
-            ));
-        }
-        None => {
-            let exports: Vec<&str> = module.exports().map(|e| e.name()).collect();
-            return Err(DeployError::MissingExport(format!(
-                "the core module does not export `_start` (a wasm32-wasip1 command, run CGI-style); \
-                 it exports: {}",
-                if exports.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    exports.join(", ")
-                }
-            )));
-        }
-    }
-    if !matches!(module.get_export("memory"), Some(ExternType::Memory(_))) {
-        return Err(DeployError::MissingExport(
-            "the core module does not export its `memory`, which WASI needs".into(),
-        ));
-    }
-    linker.instantiate_pre(module).map_err(|e| {
-        DeployError::UnsatisfiedImports(format!(
-            "the module's {WASI_P1} imports do not match this host's: {e:#}"
-        ))
-    })
 }
 
 /// The `_start` call of one request; its output is the exit code (0 when

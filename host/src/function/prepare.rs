@@ -1,0 +1,390 @@
+//! The per-version lifetime's first half: an upload checked (wasm at all,
+//! a component or a core module), compiled, its compiled code mapped back
+//! from its file, its imports and exports checked, and pre-instantiated.
+//! Everything a deploy refuses is refused here, before anything is stored.
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use wasmtime::component::Component;
+use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, Precompiled};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::capabilities::event_bindings::EventsPre;
+use crate::engine::WispEngine;
+use crate::error::DeployError;
+use crate::invocation::InvocationState;
+use crate::invocation::cgi::CgiState;
+use crate::store::CodeFile;
+
+/// The export every HTTP function must have.
+pub(crate) const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+/// Prefix of Wisp's event-handler export's name (any 0.1.x).
+pub(crate) const EVENT_HANDLER: &str = "wisp:function/event-handler@0.1";
+
+/// The only import module a preview-1 function may use.
+const WASI_P1: &str = "wasi_snapshot_preview1";
+
+impl WispEngine {
+    /// Compiles a component, or a core module (a preview-1 CGI function),
+    /// whichever `wasm` is (blocking: run it on a blocking thread), and
+    /// records the compile metrics.
+    pub fn compile(&self, wasm: &[u8]) -> Result<Compiled, DeployError> {
+        let start = Instant::now();
+        let compiled = if wasmparser::Parser::is_core_wasm(wasm) {
+            Module::new(&self.engine, wasm).map(Compiled::Module)
+        } else {
+            Component::new(&self.engine, wasm).map(Compiled::Component)
+        }
+        .map_err(|e| DeployError::InvalidWasm(format!("{e:#}")))?;
+        crate::metrics::compiled(start.elapsed());
+        Ok(compiled)
+    }
+
+    /// Maps compiled code from its file in the store (a component or a
+    /// module: the file's header says which). Code pages are shared with the
+    /// page cache and loaded as they are touched, not copied into the heap.
+    pub fn load(&self, code: &CodeFile) -> anyhow::Result<Compiled> {
+        // The open file the store verified, not whatever has its name now.
+        let path = code.path();
+        let path = path.as_path();
+        // SAFETY: the store hands out only a file whose contents match the
+        // sha256 it recorded (in the store) when it wrote the output of
+        // `serialize` of this host there (an engine with the same
+        // compatibility key), so this is code this host compiled, never a
+        // file planted in the data directory; wasmtime still checks the
+        // header and engine compatibility. The store never changes such a
+        // file in place (it writes a new one and renames it over), so the
+        // mapping stays valid for as long as the code is used.
+        #[allow(unsafe_code)]
+        let compiled = (|| -> anyhow::Result<Compiled> {
+            Ok(match Engine::detect_precompiled_file(path)? {
+                Some(Precompiled::Module) => {
+                    Compiled::Module(unsafe { Module::deserialize_file(&self.engine, path) }?)
+                }
+                Some(Precompiled::Component) => {
+                    Compiled::Component(unsafe { Component::deserialize_file(&self.engine, path) }?)
+                }
+                None => anyhow::bail!("not compiled code"),
+            })
+        })();
+        compiled.with_context(|| format!("loading {}", code.name().display()))
+    }
+
+    /// Checks exports and imports and pre-instantiates.
+    pub fn prepare(&self, compiled: &Compiled) -> Result<Prepared, DeployError> {
+        match compiled {
+            Compiled::Component(c) => self.prepare_component(c).map(Prepared::Component),
+            Compiled::Module(m) => prepare_module(&self.cgi_linker, m).map(Prepared::Module),
+        }
+    }
+
+    fn prepare_component(&self, component: &Component) -> Result<ComponentPre, DeployError> {
+        let ty = component.component_type();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let exports_http = exports.iter().any(|n| n.starts_with(INCOMING_HANDLER));
+        let exports_events = exports.iter().any(|n| n.starts_with(EVENT_HANDLER));
+        if !exports_http && !exports_events {
+            return Err(DeployError::MissingExport(format!(
+                "the component does not export wasi:http/incoming-handler@0.2.x (the wasi:http/proxy \
+                 world) nor wisp:function/event-handler@0.1.x; it exports: {}",
+                if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                }
+            )));
+        }
+        let pre = self.linker.instantiate_pre(component).map_err(|e| {
+            let missing = self.unsatisfied_imports(component);
+            if missing.is_empty() {
+                DeployError::UnsatisfiedImports(format!("{e:#}"))
+            } else {
+                DeployError::UnsatisfiedImports(format!(
+                    "the component imports what this host does not provide: {}",
+                    missing.join(", ")
+                ))
+            }
+        })?;
+        if let Some(name) = exports.iter().find(|n| n.starts_with(INCOMING_HANDLER)) {
+            check_http_handler_type(&pre, name)?;
+        }
+        let http = exports_http
+            .then(|| ProxyPre::new(pre.clone()))
+            .transpose()
+            .map_err(|e| DeployError::MissingExport(format!("{e:#}")))?;
+        let events = exports_events
+            .then(|| EventsPre::new(pre))
+            .transpose()
+            .map_err(|e| DeployError::MissingExport(format!("{e:#}")))?;
+        Ok(ComponentPre { http, events })
+    }
+
+    /// Names of the component's imports the linker cannot satisfy, found by
+    /// trying each import alone.
+    fn unsatisfied_imports(&self, component: &Component) -> Vec<String> {
+        let ty = component.component_type();
+        let mut missing = Vec::new();
+        for (name, _) in ty.imports(&self.engine) {
+            if !provided_interface(name) {
+                missing.push(name.to_string());
+            }
+        }
+        missing
+    }
+}
+
+/// Checks the type of the exported `handle`. `ProxyPre::new` only looks the
+/// export up by name; its type is checked when an instance is loaded, so a
+/// `handle` of another type was accepted at deploy and then failed every
+/// request (found by the `upload` fuzz target's seeds). The same check as
+/// the bindings' own, done once here.
+fn check_http_handler_type(
+    pre: &wasmtime::component::InstancePre<InvocationState>,
+    export: &str,
+) -> Result<(), DeployError> {
+    use wasmtime::component::Resource;
+    use wasmtime::component::types::ComponentItem;
+    use wasmtime_wasi_http::p2::bindings::http::types::{IncomingRequest, ResponseOutparam};
+
+    let component = pre.component();
+    let handle = component
+        .get_export_index(None, export)
+        .and_then(|iface| component.get_export(Some(&iface), "handle"));
+    let checked = match handle {
+        Some((ComponentItem::ComponentFunc(f), _)) => f
+            .typecheck::<(Resource<IncomingRequest>, Resource<ResponseOutparam>), ()>(
+                &pre.instance_type(),
+            ),
+        Some(_) => Err(wasmtime::format_err!("`handle` is not a function")),
+        None => Err(wasmtime::format_err!("it has no `handle` function")),
+    };
+    checked.map_err(|e| {
+        DeployError::MissingExport(format!(
+            "the component's wasi:http/incoming-handler export does not match wasi:http 0.2 \
+             (handle: func(request: incoming-request, response-out: response-outparam)): {e:#}"
+        ))
+    })
+}
+
+/// Whether `name` (`pkg:ns/iface@version`) is among the interfaces linked:
+/// the WASI 0.2 set and wasi:http 0.2 types and outgoing-handler.
+fn provided_interface(name: &str) -> bool {
+    let (path, version) = name.split_once('@').unwrap_or((name, ""));
+    // Wisp's own capabilities (sdk/wit), at this package's 0.1.x.
+    if version.starts_with("0.1.")
+        && matches!(
+            path,
+            "wisp:function/kv"
+                | "wisp:function/config"
+                | "wisp:function/log"
+                | "wisp:function/topics"
+        )
+    {
+        return true;
+    }
+    if !version.starts_with("0.2.") {
+        return false;
+    }
+    matches!(
+        path.split_once('/').map(|(pkg, _)| pkg),
+        Some(
+            "wasi:cli"
+                | "wasi:clocks"
+                | "wasi:filesystem"
+                | "wasi:io"
+                | "wasi:random"
+                | "wasi:sockets"
+        )
+    ) || matches!(path, "wasi:http/types" | "wasi:http/outgoing-handler")
+}
+
+/// Checks a compiled module (a `_start` command, WASI preview-1 imports
+/// only) and pre-instantiates it.
+fn prepare_module(
+    linker: &Linker<CgiState>,
+    module: &Module,
+) -> Result<InstancePre<CgiState>, DeployError> {
+    let foreign: Vec<String> = module
+        .imports()
+        .filter(|i| i.module() != WASI_P1)
+        .map(|i| format!("{}::{}", i.module(), i.name()))
+        .collect();
+    if !foreign.is_empty() {
+        return Err(DeployError::UnsatisfiedImports(format!(
+            "the module imports what this host does not provide (only {WASI_P1} is): {}",
+            foreign.join(", ")
+        )));
+    }
+    match module.get_export("_start") {
+        Some(ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {}
+        Some(_) => {
+            return Err(DeployError::MissingExport(
+                "the module's `_start` export is not a function without parameters or results"
+                    .into(),
+            ));
+        }
+        None => {
+            let exports: Vec<&str> = module.exports().map(|e| e.name()).collect();
+            return Err(DeployError::MissingExport(format!(
+                "the core module does not export `_start` (a wasm32-wasip1 command, run CGI-style); \
+                 it exports: {}",
+                if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                }
+            )));
+        }
+    }
+    if !matches!(module.get_export("memory"), Some(ExternType::Memory(_))) {
+        return Err(DeployError::MissingExport(
+            "the core module does not export its `memory`, which WASI needs".into(),
+        ));
+    }
+    linker.instantiate_pre(module).map_err(|e| {
+        DeployError::UnsatisfiedImports(format!(
+            "the module's {WASI_P1} imports do not match this host's: {e:#}"
+        ))
+    })
+}
+
+/// Cheap checks before compiling: wasm at all, and a component or a core
+/// module (a preview-1 CGI function, checked further when compiled).
+pub(crate) fn check_binary(wasm: &[u8]) -> Result<(), DeployError> {
+    if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+        return Err(DeployError::InvalidWasm(
+            "the upload is not a WebAssembly binary (no \\0asm header)".into(),
+        ));
+    }
+    if wasmparser::Parser::is_core_wasm(wasm) {
+        return Ok(());
+    }
+    if !wasmparser::Parser::is_component(wasm) {
+        return Err(DeployError::InvalidWasm(
+            "the upload has a WebAssembly header of an unknown version or layer".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Compiled code of either kind of function.
+pub(crate) enum Compiled {
+    /// A component (`wasi:http/incoming-handler` and/or
+    /// `wisp:function/event-handler`).
+    Component(Component),
+    /// A preview-1 core module, run CGI-style.
+    Module(Module),
+}
+
+impl Compiled {
+    /// The compiled code, for the store.
+    pub fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        match self {
+            Compiled::Component(c) => c.serialize(),
+            Compiled::Module(m) => m.serialize(),
+        }
+    }
+}
+
+/// A component's pre-instantiation with the handlers it exports (at least
+/// one of them).
+#[derive(Clone)]
+pub(crate) struct ComponentPre {
+    /// `wasi:http/incoming-handler`: HTTP requests.
+    pub http: Option<ProxyPre<InvocationState>>,
+    /// `wisp:function/event-handler`: events, as typed calls.
+    pub events: Option<EventsPre<InvocationState>>,
+}
+
+/// A function ready to serve: its pre-instantiation, built once per
+/// deployed version. Cheap to clone.
+#[derive(Clone)]
+pub(crate) enum Prepared {
+    /// A component, called through `wasi:http/incoming-handler` and/or
+    /// `wisp:function/event-handler`.
+    Component(ComponentPre),
+    /// A preview-1 module, run CGI-style (`cgi`).
+    Module(InstancePre<CgiState>),
+}
+
+impl WispEngine {
+    /// Compile + serialize + prepare, for deploy. Blocking.
+    pub fn compile_new(&self, wasm: &[u8]) -> Result<(Prepared, Vec<u8>), DeployError> {
+        let compiled = self.compile(wasm)?;
+        let prepared = self.prepare(&compiled)?;
+        let serialized = compiled
+            .serialize()
+            .map_err(|e| DeployError::Internal(format!("serializing compiled code: {e:#}")))?;
+        Ok((prepared, serialized))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_checks() {
+        assert!(matches!(
+            check_binary(b"hello world"),
+            Err(DeployError::InvalidWasm(_))
+        ));
+        // A core module passes (preview-1, checked for `_start` later).
+        assert!(check_binary(b"\0asm\x01\0\0\0").is_ok());
+        assert!(check_binary(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn knows_the_wasi_set() {
+        assert!(provided_interface("wasi:cli/environment@0.2.0"));
+        assert!(provided_interface("wasi:io/streams@0.2.6"));
+        assert!(provided_interface("wasi:http/types@0.2.3"));
+        assert!(!provided_interface("wasi:http/types@0.3.0"));
+        assert!(!provided_interface("acme:unknown/frobnicate@1.0.0"));
+        assert!(!provided_interface("wasi:keyvalue/store@0.2.0-draft"));
+    }
+
+    /// Seeds of the `upload` fuzz target (tests/fuzz/seeds).
+    const HTTP_COMPONENT: &[u8] =
+        include_bytes!("../../../tests/fuzz/corpus/upload/component-http");
+    const MISTYPED_HANDLER: &[u8] =
+        include_bytes!("../../../tests/fuzz/corpus/upload/component-mistyped-handler");
+
+    fn engine() -> WispEngine {
+        let config = crate::HostConfig {
+            pooling: false,
+            ..crate::HostConfig::default()
+        };
+        WispEngine::new(&config).unwrap()
+    }
+
+    #[test]
+    fn refuses_an_http_handler_of_the_wrong_type() {
+        let engine = engine();
+        // `handle: func()` instead of func(incoming-request, response-outparam):
+        // accepted before, then every request failed.
+        let compiled = engine.compile(MISTYPED_HANDLER).unwrap();
+        match engine.prepare(&compiled) {
+            Err(crate::DeployError::MissingExport(m)) => {
+                assert!(m.contains("incoming-handler"), "{m}");
+                assert!(m.contains("handle"), "{m}");
+            }
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("a mistyped handler was accepted"),
+        }
+        // The right type passes.
+        let compiled = engine.compile(HTTP_COMPONENT).unwrap();
+        let prepared = engine
+            .prepare(&compiled)
+            .map_err(|e| e.to_string())
+            .unwrap();
+        assert!(matches!(
+            prepared,
+            super::Prepared::Component(super::ComponentPre { http: Some(_), .. })
+        ));
+    }
+}
