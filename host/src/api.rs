@@ -170,16 +170,33 @@ pub struct DeployOptions {
     #[serde(default)]
     pub kv_max_total_bytes: Option<u64>,
     /// For a preview-1 module: a directory under `<data-dir>/static/`
-    /// granted read-only at `/static` in the guest; unset inherits, empty
-    /// removes the grant (default: none).
-    #[serde(default, deserialize_with = "present_string")]
-    pub static_dir: Option<String>,
+    /// granted read-only at `/static` in the guest (default: none). In a
+    /// query, `static_dir=DIR` sets it and `static_dir=` (empty) removes it.
+    #[serde(default, deserialize_with = "set_or_clear")]
+    pub static_dir: Setting<String>,
 }
 
-/// An optional string where present-but-empty (`static_dir=`) is
-/// `Some("")`, not `None` as a form's empty value otherwise is.
-fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    String::deserialize(d).map(Some)
+/// A deploy's wish for one setting of the new version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Setting<T> {
+    /// As the active version has it (a new function: the default).
+    #[default]
+    Inherit,
+    /// This value.
+    Set(T),
+    /// None at all.
+    Clear,
+}
+
+/// A string setting as a query gives it: absent inherits, empty clears.
+fn set_or_clear<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Setting<String>, D::Error> {
+    String::deserialize(d).map(|s| {
+        if s.is_empty() {
+            Setting::Clear
+        } else {
+            Setting::Set(s)
+        }
+    })
 }
 
 impl DeployOptions {

@@ -1,7 +1,7 @@
 //! [`Host`]: the store, the engine and what is deployed, and the operations
 //! on them (deploy, rollback, delete, invoke).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,9 +16,10 @@ use tokio::sync::{Mutex, Semaphore};
 use crate::api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
 use crate::capabilities::logs::{LogSink, Retention};
 use crate::capabilities::outbound::AllowList;
-use crate::config::{HostConfig, LimitOverrides, Limits, StoreLocation};
+use crate::config::{HostConfig, Limits, StoreLocation};
 use crate::engine::{AllocatorKind, ComponentPre, Prepared, WispEngine};
 use crate::error::DeployError;
+use crate::function::resolve::resolve_version;
 use crate::invocation::Invoker;
 use crate::metrics::{FunctionMetrics, HostMetrics};
 use crate::registry::{Deployed, Registry};
@@ -337,12 +338,6 @@ impl Host {
         }
         crate::function::prepare::check_binary(&wasm)?;
         let is_module = wasmparser::Parser::is_core_wasm(&wasm);
-        if is_module_option_misused(is_module, &options) {
-            return Err(DeployError::InvalidArgument(
-                "static_dir is for preview-1 modules (CGI); this upload is a component".into(),
-            ));
-        }
-        let env = parse_env(&options.env)?;
         for r in &options.routes {
             Route::parse(r).map_err(|e| DeployError::InvalidRoute(e.to_string()))?;
         }
@@ -351,54 +346,20 @@ impl Host {
 
         let _guard = self.inner.admin_lock.lock().await;
         let existing = self.inner.store.function(name)?;
-        let base = existing.as_ref().map(|r| r.active().clone());
-        let mut routes: Vec<String> = if !options.routes.is_empty() {
-            dedup(options.routes.clone())
-        } else if let Some(b) = &base {
-            b.routes.clone()
-        } else {
-            vec![format!("/{name}/*")]
-        };
-        let env = if !env.is_empty() {
-            env
-        } else {
-            base.as_ref().map(|b| b.env.clone()).unwrap_or_default()
-        };
-        let allow_outbound = if !options.allow_outbound.is_empty() {
-            dedup(options.allow_outbound.clone())
-        } else {
-            base.as_ref()
-                .map(|b| b.allow_outbound.clone())
-                .unwrap_or_default()
-        };
-        let limits = LimitOverrides {
-            timeout_ms: options.timeout_ms,
-            memory_bytes: options.memory_bytes,
-            max_body_bytes: options.max_body_bytes,
-            kv_max_key_bytes: options.kv_max_key_bytes,
-            kv_max_value_bytes: options.kv_max_value_bytes,
-            kv_max_total_bytes: options.kv_max_total_bytes,
-        }
-        .apply(
-            base.as_ref()
-                .map(|b| b.limits)
-                .unwrap_or(self.inner.config.default_limits),
-        );
+        let resolved = resolve_version(
+            name,
+            &options,
+            existing.as_ref().map(|r| r.active()),
+            self.inner.config.default_limits,
+            is_module,
+        )?;
         self.inner
             .config
-            .check_limits(&limits)
+            .check_limits(&resolved.limits)
             .map_err(DeployError::InvalidArgument)?;
-        let parsed = parse_routes(&routes)?;
+        let parsed = parse_routes(&resolved.routes)?;
         self.check_route_conflicts(name, &parsed)?;
-        // The static directory: given (empty removes it), else inherited;
-        // only modules have one.
-        let static_dir = match options.static_dir.as_deref() {
-            Some("") => None,
-            Some(dir) => Some(dir.to_string()),
-            None => base.as_ref().and_then(|b| b.static_dir.clone()),
-        }
-        .filter(|_| is_module);
-        if let Some(dir) = &static_dir {
+        if let Some(dir) = &resolved.static_dir {
             self.static_dir_path(dir)?;
         }
 
@@ -410,16 +371,12 @@ impl Host {
             .map_err(|e| DeployError::Internal(format!("compile task: {e}")))??;
         // A component that exports only the event handler serves no HTTP:
         // it takes no routes (and does not inherit the previous version's).
-        if let Prepared::Component(ComponentPre { http: None, .. }) = &prepared {
-            if !options.routes.is_empty() {
-                return Err(DeployError::InvalidRoute(format!(
-                    "function {name:?} exports only wisp:function/event-handler (no \
-                     wasi:http/incoming-handler), so it cannot have HTTP routes; deploy it without \
-                     --route and subscribe it to topics"
-                )));
+        let resolved = match &prepared {
+            Prepared::Component(ComponentPre { http: None, .. }) => {
+                resolved.without_routes(name, !options.routes.is_empty())?
             }
-            routes.clear();
-        }
+            _ => resolved,
+        };
 
         let now = now_ms();
         let sha256 = sha256_hex(&wasm);
@@ -435,15 +392,12 @@ impl Host {
             sha256: sha256.clone(),
             size_bytes: wasm.len() as u64,
             created_at_ms: now,
-            routes,
-            env,
-            limits,
-            allow_outbound,
-            config_env: options
-                .config_env
-                .or(base.as_ref().map(|b| b.config_env))
-                .unwrap_or(false),
-            static_dir,
+            routes: resolved.routes,
+            env: resolved.env,
+            limits: resolved.limits,
+            allow_outbound: resolved.allow_outbound,
+            config_env: resolved.config_env,
+            static_dir: resolved.static_dir,
         };
         record.active_version = version.version;
         record.updated_at_ms = now;
@@ -807,44 +761,9 @@ fn parse_routes(routes: &[String]) -> Result<Vec<Route>, DeployError> {
         .collect()
 }
 
-fn dedup(mut v: Vec<String>) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    v.retain(|r| seen.insert(r.clone()));
-    v
-}
-
-fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>, DeployError> {
-    let mut env = BTreeMap::new();
-    for p in pairs {
-        let (k, v) = p.split_once('=').ok_or_else(|| {
-            DeployError::InvalidArgument(format!("environment variable {p:?} is not KEY=VALUE"))
-        })?;
-        if k.is_empty() || k.contains('\0') || v.contains('\0') {
-            return Err(DeployError::InvalidArgument(format!(
-                "environment variable {p:?} has an empty name or a NUL byte"
-            )));
-        }
-        env.insert(k.to_string(), v.to_string());
-    }
-    Ok(env)
-}
-
-/// Whether a deploy asks for a module-only option for a component.
-fn is_module_option_misused(is_module: bool, options: &DeployOptions) -> bool {
-    !is_module && options.static_dir.as_deref().is_some_and(|d| !d.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn env_pairs() {
-        let env = parse_env(&["A=1".into(), "B=x=y".into()]).unwrap();
-        assert_eq!(env["B"], "x=y");
-        assert!(parse_env(&["nope".into()]).is_err());
-        assert!(parse_env(&["=v".into()]).is_err());
-    }
 
     #[test]
     fn freed_memory_is_released_with_the_configured_allocator_hook() {

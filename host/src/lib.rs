@@ -60,7 +60,7 @@ mod store;
 pub mod untrusted;
 
 pub use admin::openapi;
-pub use api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
+pub use api::{DeployOptions, FunctionInfo, FunctionSummary, Setting, VersionInfo};
 pub use capabilities::kv::{KeyList, KvError};
 pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig};
 pub use config::{ConnectionLimits, HostConfig, LimitOverrides, Limits, StoreLocation};

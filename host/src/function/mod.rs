@@ -4,3 +4,4 @@
 
 pub(crate) mod prepare;
 pub(crate) mod registry;
+pub(crate) mod resolve;

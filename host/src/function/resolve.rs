@@ -1,0 +1,288 @@
+//! What a new version's settings are: what the deploy asked for, else what
+//! the active version has, else the host's defaults. Pure: no store, no
+//! wasm, no sockets; every inheritance rule has a test below.
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::api::{DeployOptions, Setting};
+use crate::config::{LimitOverrides, Limits};
+use crate::error::DeployError;
+use crate::store::VersionRecord;
+
+/// The settings of a version about to be deployed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    /// Routes, deduplicated in the order given.
+    pub routes: Vec<String>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Outbound allow-list entries, deduplicated in the order given.
+    pub allow_outbound: Vec<String>,
+    /// Limits (not yet checked against the host's maxima).
+    pub limits: Limits,
+    /// Whether plain settings are environment variables too.
+    pub config_env: bool,
+    /// A preview-1 module's static directory.
+    pub static_dir: Option<String>,
+}
+
+/// The new version's settings. `previous` is the active version (none for
+/// a new function), `defaults` the host's default limits, `is_module`
+/// whether the upload is a preview-1 module (only those have a static
+/// directory):
+///
+/// - routes, environment and allow-list: the deploy's if it gives any,
+///   else the active version's; a new function's routes are `/NAME/*`;
+/// - each limit: the deploy's override, else the active version's, else the
+///   default;
+/// - `config_env`: the deploy's, else the active version's, else off;
+/// - the static directory: set, removed ([`Setting::Clear`]) or inherited,
+///   and dropped for a component.
+pub(crate) fn resolve_version(
+    name: &str,
+    options: &DeployOptions,
+    previous: Option<&VersionRecord>,
+    defaults: Limits,
+    is_module: bool,
+) -> Result<Resolved, DeployError> {
+    if !is_module && matches!(&options.static_dir, Setting::Set(d) if !d.is_empty()) {
+        return Err(DeployError::InvalidArgument(
+            "static_dir is for preview-1 modules (CGI); this upload is a component".into(),
+        ));
+    }
+    let env = parse_env(&options.env)?;
+    let routes = if !options.routes.is_empty() {
+        dedup(&options.routes)
+    } else if let Some(p) = previous {
+        p.routes.clone()
+    } else {
+        vec![format!("/{name}/*")]
+    };
+    let env = match (env.is_empty(), previous) {
+        (false, _) => env,
+        (true, Some(p)) => p.env.clone(),
+        (true, None) => BTreeMap::new(),
+    };
+    let allow_outbound = if !options.allow_outbound.is_empty() {
+        dedup(&options.allow_outbound)
+    } else {
+        previous
+            .map(|p| p.allow_outbound.clone())
+            .unwrap_or_default()
+    };
+    let limits = LimitOverrides {
+        timeout_ms: options.timeout_ms,
+        memory_bytes: options.memory_bytes,
+        max_body_bytes: options.max_body_bytes,
+        kv_max_key_bytes: options.kv_max_key_bytes,
+        kv_max_value_bytes: options.kv_max_value_bytes,
+        kv_max_total_bytes: options.kv_max_total_bytes,
+    }
+    .apply(previous.map_or(defaults, |p| p.limits));
+    let config_env = options
+        .config_env
+        .or(previous.map(|p| p.config_env))
+        .unwrap_or(false);
+    let static_dir = match &options.static_dir {
+        Setting::Set(dir) if !dir.is_empty() => Some(dir.clone()),
+        Setting::Set(_) | Setting::Clear => None,
+        Setting::Inherit => previous.and_then(|p| p.static_dir.clone()),
+    }
+    .filter(|_| is_module);
+    Ok(Resolved {
+        routes,
+        env,
+        allow_outbound,
+        limits,
+        config_env,
+        static_dir,
+    })
+}
+
+impl Resolved {
+    /// For a component that exports only the event handler: it serves no
+    /// HTTP, so it takes no routes (and inherits none); asking for some is
+    /// an error.
+    pub(crate) fn without_routes(
+        mut self,
+        name: &str,
+        asked: bool,
+    ) -> Result<Resolved, DeployError> {
+        if asked {
+            return Err(DeployError::InvalidRoute(format!(
+                "function {name:?} exports only wisp:function/event-handler (no \
+                 wasi:http/incoming-handler), so it cannot have HTTP routes; deploy it without \
+                 --route and subscribe it to topics"
+            )));
+        }
+        self.routes.clear();
+        Ok(self)
+    }
+}
+
+fn dedup(v: &[String]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    v.iter().filter(|r| seen.insert(*r)).cloned().collect()
+}
+
+/// `KEY=VALUE` pairs; a later pair of the same key wins.
+fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>, DeployError> {
+    let mut env = BTreeMap::new();
+    for p in pairs {
+        let (k, v) = p.split_once('=').ok_or_else(|| {
+            DeployError::InvalidArgument(format!("environment variable {p:?} is not KEY=VALUE"))
+        })?;
+        if k.is_empty() || k.contains('\0') || v.contains('\0') {
+            return Err(DeployError::InvalidArgument(format!(
+                "environment variable {p:?} has an empty name or a NUL byte"
+            )));
+        }
+        env.insert(k.to_string(), v.to_string());
+    }
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn previous() -> VersionRecord {
+        VersionRecord {
+            version: 3,
+            sha256: "ab".repeat(32),
+            size_bytes: 10,
+            created_at_ms: 0,
+            routes: vec!["/old".into()],
+            env: BTreeMap::from([("A".into(), "1".into())]),
+            limits: Limits {
+                timeout_ms: 5_000,
+                ..Limits::default()
+            },
+            allow_outbound: vec!["https://api.example.com".into()],
+            config_env: true,
+            static_dir: Some("site".into()),
+        }
+    }
+
+    fn resolve(options: &DeployOptions, previous: Option<&VersionRecord>) -> Resolved {
+        resolve_version("f", options, previous, Limits::default(), true).unwrap()
+    }
+
+    #[test]
+    fn a_new_function_takes_the_defaults() {
+        let r = resolve(&DeployOptions::default(), None);
+        assert_eq!(r.routes, vec!["/f/*"]);
+        assert!(r.env.is_empty());
+        assert!(r.allow_outbound.is_empty());
+        assert_eq!(r.limits, Limits::default());
+        assert!(!r.config_env);
+        assert_eq!(r.static_dir, None);
+    }
+
+    #[test]
+    fn an_empty_deploy_inherits_everything() {
+        let p = previous();
+        let r = resolve(&DeployOptions::default(), Some(&p));
+        assert_eq!(r.routes, p.routes);
+        assert_eq!(r.env, p.env);
+        assert_eq!(r.allow_outbound, p.allow_outbound);
+        assert_eq!(r.limits, p.limits);
+        assert!(r.config_env);
+        assert_eq!(r.static_dir.as_deref(), Some("site"));
+    }
+
+    #[test]
+    fn what_a_deploy_gives_replaces_the_whole_setting() {
+        let p = previous();
+        let o = DeployOptions {
+            routes: vec!["/a".into(), "/b/*".into(), "/a".into()],
+            env: vec!["B=2".into(), "B=3".into()],
+            allow_outbound: vec!["x.example.com".into()],
+            config_env: Some(false),
+            ..DeployOptions::default()
+        };
+        let r = resolve(&o, Some(&p));
+        assert_eq!(r.routes, vec!["/a", "/b/*"], "deduplicated, in order");
+        assert_eq!(
+            r.env,
+            BTreeMap::from([("B".into(), "3".into())]),
+            "not merged"
+        );
+        assert_eq!(r.allow_outbound, vec!["x.example.com"]);
+        assert!(!r.config_env);
+    }
+
+    #[test]
+    fn limits_are_overridden_one_by_one_on_the_active_versions() {
+        let p = previous();
+        let o = DeployOptions {
+            memory_bytes: Some(1 << 20),
+            ..DeployOptions::default()
+        };
+        let r = resolve(&o, Some(&p));
+        assert_eq!(r.limits.memory_bytes, 1 << 20);
+        assert_eq!(r.limits.timeout_ms, 5_000, "the active version's");
+        let defaults = Limits {
+            max_body_bytes: 7,
+            ..Limits::default()
+        };
+        let r = resolve_version("f", &o, None, defaults, false).unwrap();
+        assert_eq!(r.limits.max_body_bytes, 7, "a new function's default");
+    }
+
+    #[test]
+    fn the_static_directory_is_set_removed_or_inherited_and_only_for_modules() {
+        let p = previous();
+        let set = DeployOptions {
+            static_dir: Setting::Set("other".into()),
+            ..DeployOptions::default()
+        };
+        assert_eq!(resolve(&set, Some(&p)).static_dir.as_deref(), Some("other"));
+        let clear = DeployOptions {
+            static_dir: Setting::Clear,
+            ..DeployOptions::default()
+        };
+        assert_eq!(resolve(&clear, Some(&p)).static_dir, None);
+        // A component inherits none, and may not ask for one.
+        let r = resolve_version(
+            "f",
+            &DeployOptions::default(),
+            Some(&p),
+            Limits::default(),
+            false,
+        );
+        assert_eq!(r.unwrap().static_dir, None);
+        let e = resolve_version("f", &set, Some(&p), Limits::default(), false).unwrap_err();
+        assert!(e.to_string().contains("preview-1"), "{e}");
+    }
+
+    #[test]
+    fn bad_environment_pairs_are_refused() {
+        for bad in ["nope", "=v", "A=\0"] {
+            let o = DeployOptions {
+                env: vec![bad.into()],
+                ..DeployOptions::default()
+            };
+            let e = resolve_version("f", &o, None, Limits::default(), false).unwrap_err();
+            assert!(matches!(e, DeployError::InvalidArgument(_)), "{bad}: {e}");
+        }
+        let o = DeployOptions {
+            env: vec!["B=x=y".into()],
+            ..DeployOptions::default()
+        };
+        assert_eq!(resolve(&o, None).env["B"], "x=y");
+    }
+
+    #[test]
+    fn an_event_handler_only_component_takes_no_routes() {
+        let r = resolve(&DeployOptions::default(), Some(&previous()));
+        assert!(
+            r.clone()
+                .without_routes("f", false)
+                .unwrap()
+                .routes
+                .is_empty()
+        );
+        assert!(r.without_routes("f", true).is_err());
+    }
+}
