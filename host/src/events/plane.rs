@@ -1452,7 +1452,7 @@ async fn pass(
                 let _ = recorded.await;
             };
             match runtime {
-                Some(r) => tasks.spawn_on(delivery, &r),
+                Some(r) => tasks.spawn_on(r.tracker.track_future(delivery), &r.handle),
                 None => tasks.spawn(delivery),
             };
         }

@@ -24,6 +24,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::task::TaskTracker;
 
 use super::connection::{
     ConnService, CountingIo, Listener, Plane, PlaneKind, Registered, watchdog,
@@ -88,25 +89,54 @@ const HANDOFF_QUEUE: usize = 64;
 /// the requests (event deliveries), taken in turn.
 #[derive(Default)]
 pub(crate) struct ServingRuntimes {
-    handles: RwLock<Vec<tokio::runtime::Handle>>,
+    threads: RwLock<Vec<ServingRuntime>>,
     next: AtomicUsize,
+}
+
+/// One serving thread's runtime, and the tracker of the tasks it must let
+/// finish before it stops.
+#[derive(Clone)]
+pub(crate) struct ServingRuntime {
+    pub(crate) handle: tokio::runtime::Handle,
+    pub(crate) tracker: TaskTracker,
 }
 
 impl ServingRuntimes {
     /// The next serving thread's runtime; `None` while the host is not
-    /// serving (a library user driving the host itself).
-    pub(crate) fn next(&self) -> Option<tokio::runtime::Handle> {
-        let handles = self.handles.read().unwrap_or_else(|e| e.into_inner());
-        if handles.is_empty() {
+    /// serving (a library user driving the host itself). Spawn on it with
+    /// its tracker (`tracker.track_future`), so the thread waits for the
+    /// task when the host stops.
+    pub(crate) fn next(&self) -> Option<ServingRuntime> {
+        let threads = self.threads.read().unwrap_or_else(|e| e.into_inner());
+        if threads.is_empty() {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % handles.len();
-        Some(handles[i].clone())
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % threads.len();
+        Some(threads[i].clone())
     }
 
-    fn set(&self, handles: Vec<tokio::runtime::Handle>) {
-        *self.handles.write().unwrap_or_else(|e| e.into_inner()) = handles;
+    fn set(&self, threads: Vec<ServingRuntime>) {
+        *self.threads.write().unwrap_or_else(|e| e.into_inner()) = threads;
     }
+}
+
+thread_local! {
+    /// The tracker of this serving thread's tasks; none on other threads.
+    static TRACKER: std::cell::RefCell<Option<TaskTracker>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Spawns a task that the host must let finish before it stops (an
+/// invocation still running after its response, its teardown and log
+/// line): on a serving thread, tracked by it; elsewhere a plain task.
+pub(crate) fn spawn<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    TRACKER.with(|t| match &*t.borrow() {
+        Some(tracker) => tracker.spawn(task),
+        None => tokio::spawn(task),
+    })
 }
 
 /// An accepted connection on its way to a serving thread, counted by its
@@ -144,7 +174,7 @@ impl Serving {
         };
         let mut workers = Vec::with_capacity(threads);
         let mut done = Vec::with_capacity(threads);
-        let mut handles = Vec::with_capacity(threads);
+        let mut runtimes = Vec::with_capacity(threads);
         for i in 0..threads {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -152,12 +182,17 @@ impl Serving {
             let (handoff, incoming) = mpsc::channel(HANDOFF_QUEUE);
             let (finished, finished_rx) = oneshot::channel();
             let connections = Arc::new(AtomicUsize::new(0));
-            handles.push(runtime.handle().clone());
+            let tracker = TaskTracker::new();
+            runtimes.push(ServingRuntime {
+                handle: runtime.handle().clone(),
+                tracker: tracker.clone(),
+            });
             let (host, stop, count) = (host.clone(), stop.clone(), connections.clone());
             std::thread::Builder::new()
                 .name(format!("wisp-serve-{i}"))
                 .spawn(move || {
-                    runtime.block_on(serve_thread(host, incoming, count, stop));
+                    TRACKER.with(|t| *t.borrow_mut() = Some(tracker.clone()));
+                    runtime.block_on(serve_thread(host, incoming, count, stop, tracker));
                     let _ = finished.send(());
                 })?;
             workers.push(Worker {
@@ -166,7 +201,7 @@ impl Serving {
             });
             done.push(finished_rx);
         }
-        host.inner.serving.set(handles);
+        host.inner.serving.set(runtimes);
         let workers = Arc::new(workers);
         let config = host.config();
         let data = Listener::new(PlaneKind::Data, config.data_connections);
@@ -317,6 +352,7 @@ async fn serve_thread(
     mut incoming: mpsc::Receiver<Handoff>,
     connections: Arc<AtomicUsize>,
     mut stop: watch::Receiver<bool>,
+    tracker: TaskTracker,
 ) {
     let graceful = GracefulShutdown::new();
     let config = host.config();
@@ -352,7 +388,7 @@ async fn serve_thread(
         };
         let served = graceful.watch(builder.serve_connection(io, service).into_owned());
         let connections = connections.clone();
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             tokio::select! {
                 result = served => {
                     if let Err(e) = result {
@@ -385,9 +421,8 @@ async fn serve_thread(
     }
     graceful.shutdown().await;
     // The invocations behind the last responses finish too (store
-    // teardown, their log lines).
-    let tasks = tokio::runtime::Handle::current().metrics();
-    while tasks.num_alive_tasks() > 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // teardown, their log lines), and the event deliveries given to this
+    // thread.
+    tracker.close();
+    tracker.wait().await;
 }
