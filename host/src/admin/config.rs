@@ -3,10 +3,19 @@
 
 use axum::Json;
 use axum::extract::State;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{ApiJson, ApiPath};
 use crate::error::{ApiError, ErrorBody};
 use crate::{ConfigError, ConfigList, Host, SetConfig};
+
+/// The routes, each with its documentation (one `routes!` per path).
+pub(super) fn routes() -> OpenApiRouter<Host> {
+    OpenApiRouter::new()
+        .routes(routes!(config_list, config_set))
+        .routes(routes!(config_unset))
+}
 
 #[utoipa::path(get, path = "/v1/functions/{name}/config",
     params(("name" = String, Path)),

@@ -6,6 +6,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::Binary;
 use super::extract::{ApiJson, ApiPath, ApiQuery, BodyError, read_body};
@@ -15,6 +17,17 @@ use crate::events::{
     DeliveryRecord, EventError, EventInfo, NewSubscription, Published, Purged, RedriveRequest,
     Redriven, Subscription, validate_topic,
 };
+
+/// The routes, each with its documentation (one `routes!` per path).
+pub(super) fn routes() -> OpenApiRouter<Host> {
+    OpenApiRouter::new()
+        .routes(routes!(publish))
+        .routes(routes!(list_subscriptions, create_subscription))
+        .routes(routes!(delete_subscription))
+        .routes(routes!(get_event))
+        .routes(routes!(dead_letters, purge_dead_letters))
+        .routes(routes!(redrive))
+}
 
 /// Most dead deliveries one listing returns.
 const MAX_DLQ_PAGE: usize = 1000;

@@ -4,12 +4,23 @@ use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, BodyError, read_body};
 use super::{Binary, Deleted};
 use crate::Host;
 use crate::api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
 use crate::error::{ApiError, DeployError, ErrorBody};
+
+/// The routes, each with its documentation (one `routes!` per path).
+pub(super) fn routes() -> OpenApiRouter<Host> {
+    OpenApiRouter::new()
+        .routes(routes!(list_functions))
+        .routes(routes!(deploy, get_function, delete_function))
+        .routes(routes!(versions))
+        .routes(routes!(rollback))
+}
 
 /// Body of a rollback.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]

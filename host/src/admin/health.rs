@@ -5,9 +5,16 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::Host;
 use crate::error::ApiError;
+
+/// The routes, each with its documentation (one `routes!` per path).
+pub(super) fn routes() -> OpenApiRouter<Host> {
+    OpenApiRouter::new().routes(routes!(metrics_text))
+}
 
 /// Health status.
 #[derive(Serialize, utoipa::ToSchema)]

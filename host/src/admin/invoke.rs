@@ -7,6 +7,8 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::Response;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::Binary;
 use super::events::read_payload;
@@ -14,6 +16,16 @@ use super::extract::{ApiPath, ApiQuery};
 use crate::Host;
 use crate::error::{ApiError, ErrorBody};
 use crate::events::Published;
+
+/// The routes, each with its documentation.
+pub(super) fn routes() -> OpenApiRouter<Host> {
+    // Every method reaches the function, as with axum's `any`, not only
+    // those the document lists.
+    let (schemas, paths, methods) = routes!(invoke);
+    OpenApiRouter::new()
+        .routes((schemas, paths, methods.fallback(invoke)))
+        .routes(routes!(invoke_async))
+}
 
 /// Query of both invocations.
 #[derive(Debug, Default, Deserialize)]

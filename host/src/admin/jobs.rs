@@ -5,11 +5,22 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::Host;
 use crate::error::{ApiError, ErrorBody};
 use crate::events::{JobInfo, NewJob};
+
+/// The routes, each with its documentation (one `routes!` per path).
+pub(super) fn routes() -> OpenApiRouter<Host> {
+    OpenApiRouter::new()
+        .routes(routes!(start_job))
+        .routes(routes!(list_jobs))
+        .routes(routes!(get_job))
+        .routes(routes!(cancel_job))
+}
 
 #[utoipa::path(post, path = "/v1/functions/{name}/jobs", params(("name" = String, Path)),
     request_body(content = NewJob),

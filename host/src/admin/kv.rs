@@ -6,12 +6,21 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{ApiPath, ApiQuery, BodyError, read_body};
 use super::{Binary, Deleted};
 use crate::capabilities::kv::MAX_PAGE;
 use crate::error::{ApiError, ErrorBody};
 use crate::{Host, KeyList, KvError};
+
+/// The routes, each with its documentation (one `routes!` per path).
+pub(super) fn routes() -> OpenApiRouter<Host> {
+    OpenApiRouter::new()
+        .routes(routes!(kv_list))
+        .routes(routes!(kv_get, kv_put, kv_delete))
+}
 
 /// Query of `GET /v1/functions/{name}/kv`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -67,7 +76,7 @@ pub(super) async fn kv_list(
     Ok(Json(page))
 }
 
-#[utoipa::path(get, path = "/v1/functions/{name}/kv/{key}",
+#[utoipa::path(get, path = "/v1/functions/{name}/kv/{*key}",
     params(("name" = String, Path), ("key" = String, Path, description = "The key, percent-encoded")),
     responses(
         (status = 200, body = Binary, content_type = "application/octet-stream", description = "The value, as stored"),
@@ -82,7 +91,7 @@ pub(super) async fn kv_get(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response())
 }
 
-#[utoipa::path(put, path = "/v1/functions/{name}/kv/{key}",
+#[utoipa::path(put, path = "/v1/functions/{name}/kv/{*key}",
     params(("name" = String, Path), ("key" = String, Path, description = "The key, percent-encoded"), KvPutQuery),
     request_body(content = Option<Binary>, content_type = "application/octet-stream", description = "The value, raw bytes"),
     responses(
@@ -115,7 +124,7 @@ pub(super) async fn kv_put(
     }))
 }
 
-#[utoipa::path(delete, path = "/v1/functions/{name}/kv/{key}",
+#[utoipa::path(delete, path = "/v1/functions/{name}/kv/{*key}",
     params(("name" = String, Path), ("key" = String, Path, description = "The key, percent-encoded")),
     responses(
         (status = 200, body = Deleted),

@@ -4,9 +4,17 @@ use axum::Json;
 use axum::extract::State;
 
 use super::extract::{ApiPath, ApiQuery};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::Host;
 use crate::capabilities::logs::{LogPage, LogQuery};
 use crate::error::{ApiError, ErrorBody};
+
+/// The routes, each with its documentation (one `routes!` per path).
+pub(super) fn routes() -> OpenApiRouter<Host> {
+    OpenApiRouter::new().routes(routes!(function_logs))
+}
 
 #[utoipa::path(get, path = "/v1/functions/{name}/logs",
     params(("name" = String, Path), LogQuery),

@@ -1,7 +1,9 @@
 //! The control plane: the admin REST API under `/v1`, its OpenAPI document,
 //! health and metrics. Every route but health needs the bearer token.
 //!
-//! - this module: the router (routes, the token check, 404 and 405);
+//! - this module: the router (the routes of every concern, the token
+//!   check, 404 and 405), built with utoipa-axum so that the OpenAPI
+//!   document comes from the same routes;
 //! - `error`: the one table from errors to answers (status, code);
 //! - `extract`: extractors whose rejections are that JSON error, and the
 //!   reading of bodies under a limit;
@@ -15,9 +17,10 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use self::extract::MAX_JSON_BODY_BYTES;
 use self::openapi::Binary;
@@ -47,69 +50,42 @@ struct Deleted {
     deleted: String,
 }
 
+/// Every route of the API, each with its documentation.
+struct Routes {
+    /// Answered without the token: health.
+    public: OpenApiRouter<Host>,
+    /// Behind the token check: everything else.
+    protected: OpenApiRouter<Host>,
+}
+
+fn routes() -> Routes {
+    Routes {
+        public: OpenApiRouter::new().routes(routes!(health::health)),
+        protected: OpenApiRouter::new()
+            .merge(functions::routes())
+            .merge(logs::routes())
+            .merge(invoke::routes())
+            .merge(kv::routes())
+            .merge(config::routes())
+            .merge(events::routes())
+            .merge(schedules::routes())
+            .merge(jobs::routes())
+            .merge(health::routes())
+            .merge(openapi::routes()),
+    }
+}
+
 /// Builds the admin router (no socket): nest or serve it.
 pub fn router(host: Host) -> Router {
-    let protected = Router::new()
-        .route("/v1/functions", get(functions::list_functions))
-        .route(
-            "/v1/functions/{name}",
-            post(functions::deploy)
-                .get(functions::get_function)
-                .delete(functions::delete_function),
-        )
-        .route("/v1/functions/{name}/versions", get(functions::versions))
-        .route("/v1/functions/{name}/logs", get(logs::function_logs))
-        .route("/v1/functions/{name}/rollback", post(functions::rollback))
-        .route("/v1/functions/{name}/invoke", any(invoke::invoke))
-        .route("/v1/functions/{name}/kv", get(kv::kv_list))
-        .route(
-            "/v1/functions/{name}/kv/{*key}",
-            get(kv::kv_get).put(kv::kv_put).delete(kv::kv_delete),
-        )
-        .route(
-            "/v1/functions/{name}/config",
-            get(config::config_list).put(config::config_set),
-        )
-        .route(
-            "/v1/functions/{name}/config/{key}",
-            delete(config::config_unset),
-        )
-        .route("/v1/openapi.json", get(openapi::openapi_json))
-        .route("/metrics", get(health::metrics_text))
-        .route("/v1/topics/{topic}/events", post(events::publish))
-        .route(
-            "/v1/functions/{name}/invoke-async",
-            post(invoke::invoke_async),
-        )
-        .route(
-            "/v1/subscriptions",
-            get(events::list_subscriptions).post(events::create_subscription),
-        )
-        .route(
-            "/v1/subscriptions/{function}/{topic}",
-            delete(events::delete_subscription),
-        )
-        .route("/v1/events/{id}", get(events::get_event))
-        .route(
-            "/v1/functions/{name}/dlq",
-            get(events::dead_letters).delete(events::purge_dead_letters),
-        )
-        .route("/v1/functions/{name}/dlq/redrive", post(events::redrive))
-        .route(
-            "/v1/schedules",
-            get(schedules::list_schedules).post(schedules::create_schedule),
-        )
-        .route("/v1/schedules/{id}", delete(schedules::delete_schedule))
-        .route("/v1/functions/{name}/jobs", post(jobs::start_job))
-        .route("/v1/jobs", get(jobs::list_jobs))
-        .route("/v1/jobs/{id}", get(jobs::get_job))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job))
+    let Routes { public, protected } = routes();
+    let (public, _) = public.split_for_parts();
+    let (protected, _) = protected.split_for_parts();
+    let protected = protected
         // Before the token check is layered on, so that a client without
         // the token learns nothing of the protected routes' methods.
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(host.clone(), require_token));
-    Router::new()
-        .route("/v1/health", get(health::health))
+    public
         .method_not_allowed_fallback(method_not_allowed)
         .merge(protected)
         .fallback(|| async {

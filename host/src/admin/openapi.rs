@@ -1,27 +1,33 @@
 //! The OpenAPI document of the admin API, and what the layers and
 //! extractors in front of the handlers add to it.
 
-use axum::Json;
-use utoipa::OpenApi;
-use utoipa::openapi::{RefOr, Schema};
+use std::sync::LazyLock;
 
+use axum::Json;
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::Deleted;
 use super::functions::RollbackRequest;
 use super::health::Health;
 use super::kv::KvStored;
-use super::{Deleted, config, events, functions, health, invoke, jobs, kv, logs, schedules};
+use crate::Host;
 use crate::api::{FunctionInfo, FunctionSummary, VersionInfo};
 use crate::capabilities::logs::{LogEntry, LogLevel, LogPage, LogStream};
 use crate::config::Limits;
 use crate::error::ErrorBody;
 use crate::{ConfigEntry, ConfigList, KeyList, SetConfig};
 
+/// What the document says besides its paths: its title, the schemas of
+/// every body (those the paths name are added by the routes), the bearer
+/// scheme.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Wisp admin API", description = "Deploy, version, roll back, delete and invoke WebAssembly functions."),
-    paths(health::health, functions::list_functions, functions::deploy, functions::get_function, functions::delete_function, functions::versions, logs::function_logs, functions::rollback, invoke::invoke, health::metrics_text, openapi_json, kv::kv_list, kv::kv_get, kv::kv_put, kv::kv_delete, config::config_list, config::config_set, config::config_unset,
-        events::publish, invoke::invoke_async, events::list_subscriptions, events::create_subscription, events::delete_subscription, events::get_event, events::dead_letters, events::purge_dead_letters, events::redrive, schedules::list_schedules, schedules::create_schedule, schedules::delete_schedule, jobs::start_job, jobs::list_jobs, jobs::get_job, jobs::cancel_job),
     components(schemas(crate::events::Published, crate::events::NewSubscription, crate::events::Subscription, crate::events::RetryPolicy, crate::events::EventInfo, crate::events::DeliveryRecord, crate::events::DeliveryStatus, crate::events::RedriveRequest, crate::events::Redriven, crate::events::Purged, crate::events::NewSchedule, crate::events::Schedule, crate::events::NewJob, crate::events::JobInfo, crate::events::JobState, crate::events::JobCounts, crate::events::JobTask, LogPage, LogEntry, LogStream, LogLevel, FunctionInfo, FunctionSummary, VersionInfo, Limits, ErrorBody, crate::error::ErrorDetail, RollbackRequest, Health, Deleted, KeyList, KvStored, ConfigList, ConfigEntry, SetConfig)),
-    modifiers(&BearerAuth, &EdgeResponses),
+    modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
 struct ApiDoc;
@@ -42,7 +48,8 @@ impl utoipa::Modify for BearerAuth {
 /// What the layers and extractors in front of the handlers answer, added to
 /// every operation they apply to, so that the document lists every status a
 /// route can give: 401 (the token check) on all but health; 400 where there
-/// are path parameters (one that does not decode, `ApiPath`); 400, 413 and
+/// are path parameters (one that does not decode, `ApiPath`) or query
+/// parameters (one of the wrong type, `ApiQuery`); 400, 413 and
 /// 415 where the body is JSON (`ApiJson`). Parameters that name a function
 /// or a topic in a path, or the path a function sees, get their rule as a
 /// pattern and an example; `u64`s are documented as such.
@@ -94,9 +101,10 @@ impl utoipa::Modify for EdgeResponses {
                         "unauthorized: the bearer token is missing or wrong",
                     );
                 }
-                let mut path_params = false;
+                let (mut path_params, mut query_params) = (false, false);
                 for param in op.parameters.iter_mut().flatten() {
                     path_params |= param.parameter_in == ParameterIn::Path;
+                    query_params |= param.parameter_in == ParameterIn::Query;
                     if let Some(RefOr::T(Schema::Object(schema))) = &mut param.schema {
                         unsigned_64(schema);
                     }
@@ -118,6 +126,13 @@ impl utoipa::Modify for EdgeResponses {
                         op,
                         400,
                         "invalid_argument: a path parameter does not decode (percent-encoding, UTF-8)",
+                    );
+                }
+                if query_params {
+                    add_error(
+                        op,
+                        400,
+                        "invalid_argument: a query parameter does not decode or is of the wrong type",
                     );
                 }
                 let json_body = op
@@ -183,14 +198,42 @@ fn add_error(op: &mut utoipa::openapi::path::Operation, status: u16, description
         });
 }
 
-/// The OpenAPI document of the admin API.
+/// The OpenAPI document of the admin API, generated from its routes: each
+/// is registered with its `#[utoipa::path]` (`routes!`), so none can be
+/// served without being documented, nor documented without being served.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let routes = super::routes();
+    let mut doc = ApiDoc::openapi();
+    doc.merge(routes.public.merge(routes.protected).into_openapi());
+    CatchAllParameters.modify(&mut doc);
+    EdgeResponses.modify(&mut doc);
+    doc
+}
+
+/// The route of the document itself.
+pub(super) fn routes() -> OpenApiRouter<Host> {
+    OpenApiRouter::new().routes(routes!(openapi_json))
 }
 
 #[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "This document")))]
-pub(super) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(openapi())
+async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
+    // Built once: it does not change while the host runs.
+    static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(openapi);
+    Json(&DOCUMENT)
+}
+
+/// A catch-all parameter is `{*key}` in axum's path syntax (the route) and
+/// `{key}` in OpenAPI's (the document).
+struct CatchAllParameters;
+
+impl Modify for CatchAllParameters {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let paths = std::mem::take(&mut openapi.paths.paths);
+        openapi.paths.paths = paths
+            .into_iter()
+            .map(|(path, item)| (path.replace("{*", "{"), item))
+            .collect();
+    }
 }
 
 /// Raw bytes: a body taken or answered as is.

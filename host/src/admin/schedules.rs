@@ -5,11 +5,20 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::Host;
 use crate::error::{ApiError, ErrorBody};
 use crate::events::{NewSchedule, Schedule};
+
+/// The routes, each with its documentation (one `routes!` per path).
+pub(super) fn routes() -> OpenApiRouter<Host> {
+    OpenApiRouter::new()
+        .routes(routes!(list_schedules, create_schedule))
+        .routes(routes!(delete_schedule))
+}
 
 /// Query of `GET /v1/schedules`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
