@@ -11,7 +11,12 @@ use utoipa_axum::routes;
 use crate::Host;
 use crate::error::ApiError;
 
-/// The routes, each with its documentation (one `routes!` per path).
+/// The route answered without the token: health.
+pub(super) fn public_routes() -> OpenApiRouter<Host> {
+    OpenApiRouter::new().routes(routes!(health))
+}
+
+/// The routes behind the token: metrics.
 pub(super) fn routes() -> OpenApiRouter<Host> {
     OpenApiRouter::new().routes(routes!(metrics_text))
 }

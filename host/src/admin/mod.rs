@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use self::extract::MAX_JSON_BODY_BYTES;
 use self::openapi::Binary;
@@ -60,7 +59,7 @@ struct Routes {
 
 fn routes() -> Routes {
     Routes {
-        public: OpenApiRouter::new().routes(routes!(health::health)),
+        public: health::public_routes(),
         protected: OpenApiRouter::new()
             .merge(functions::routes())
             .merge(logs::routes())
