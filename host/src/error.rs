@@ -1,8 +1,10 @@
-//! Errors that reach clients, each with its HTTP status and JSON body
-//! `{"error": {"code": "...", "message": "..."}}`.
+//! The JSON error every client sees,
+//! `{"error": {"code": "...", "message": "..."}}` ([`ApiError`]), shared by
+//! the data plane and the admin API, and the deploy errors. Which status and
+//! code each domain error is answered with is the admin API's table
+//! (`admin/error.rs`).
 
 use axum::Json;
-use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -52,37 +54,6 @@ pub enum DeployError {
     /// Anything else (logged; the client sees a generic message).
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-impl DeployError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
-        use DeployError::*;
-        match self {
-            InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
-            InvalidWasm(_) => (StatusCode::BAD_REQUEST, "invalid_wasm"),
-            NotAComponent(_) => (StatusCode::BAD_REQUEST, "not_a_component"),
-            MissingExport(_) => (StatusCode::BAD_REQUEST, "missing_export"),
-            UnsatisfiedImports(_) => (StatusCode::BAD_REQUEST, "unsatisfied_imports"),
-            InvalidRoute(_) => (StatusCode::BAD_REQUEST, "invalid_route"),
-            InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
-            RouteConflict(_) => (StatusCode::CONFLICT, "route_conflict"),
-            TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
-            VersionNotFound(_) => (StatusCode::NOT_FOUND, "version_not_found"),
-            Store(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        }
-    }
-}
-
-impl IntoResponse for DeployError {
-    fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        if status.is_server_error() {
-            tracing::error!(error = %self, "admin request failed");
-            return ApiError::new(status, code, "internal error; see the host log").into_response();
-        }
-        ApiError::new(status, code, self.to_string()).into_response()
-    }
 }
 
 /// The JSON error every client sees.
@@ -143,78 +114,6 @@ impl ApiError {
     /// The status.
     pub fn status(&self) -> StatusCode {
         self.status
-    }
-
-    /// `413 payload_too_large` for a request body over `limit` bytes.
-    pub fn body_too_large(limit: u64) -> ApiError {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the request body is larger than the limit of {limit} bytes"),
-        )
-    }
-
-    /// An error for a rejection axum answered with `status` and `text`:
-    /// 4xx keep their text (it describes the request), 5xx are logged and
-    /// answered without details.
-    fn from_rejection(status: StatusCode, text: String) -> ApiError {
-        if status.is_server_error() {
-            tracing::error!(%status, error = %text, "admin request rejected");
-            return ApiError::new(status, "internal", "internal error; see the host log");
-        }
-        let code = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-            _ => "invalid_argument",
-        };
-        ApiError::new(status, code, text)
-    }
-}
-
-/// A body that could not be read: 413 past the admin API's JSON body
-/// limit, else 400.
-impl From<BytesRejection> for ApiError {
-    fn from(rejection: BytesRejection) -> ApiError {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            return ApiError::body_too_large(crate::admin::MAX_JSON_BODY_BYTES as u64);
-        }
-        ApiError::from_rejection(
-            StatusCode::BAD_REQUEST,
-            format!("reading the request body failed: {}", rejection.body_text()),
-        )
-    }
-}
-
-/// A JSON body that was refused: malformed or not of the expected shape
-/// (400, naming the unknown or missing field), not declared JSON (415), too
-/// large (413).
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> ApiError {
-        match rejection {
-            JsonRejection::BytesRejection(r) => r.into(),
-            JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "the body must be JSON, sent with `Content-Type: application/json`",
-            ),
-            // axum answers 422 for JSON of the wrong shape; the API's
-            // contract is 400 invalid_argument for every malformed input.
-            JsonRejection::JsonDataError(r) => {
-                ApiError::from_rejection(StatusCode::BAD_REQUEST, r.body_text())
-            }
-            other => ApiError::from_rejection(other.status(), other.body_text()),
-        }
-    }
-}
-
-/// Path parameters that do not decode (a bad percent-encoding, or bytes
-/// that are not UTF-8): 400.
-impl From<PathRejection> for ApiError {
-    fn from(rejection: PathRejection) -> ApiError {
-        ApiError::from_rejection(
-            rejection.status(),
-            format!("bad path: {}", rejection.body_text()),
-        )
     }
 }
 

@@ -21,13 +21,10 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::capabilities::bindings::wisp::function::kv as wit;
 use crate::config::Limits;
-use crate::error::ApiError;
 use crate::invoke::InvocationState;
 use crate::store::{KvEntry, KvUpdateError, KvWrite, Store, StoreError};
 
@@ -75,20 +72,6 @@ pub enum KvError {
 }
 
 impl KvError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
-        match self {
-            KvError::InvalidKey(_) => (StatusCode::BAD_REQUEST, "invalid_key"),
-            KvError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
-            KvError::QuotaExceeded { .. } => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
-            KvError::NotANumber => (StatusCode::CONFLICT, "not_a_number"),
-            KvError::InvalidCursor => (StatusCode::BAD_REQUEST, "invalid_cursor"),
-            KvError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
-            KvError::FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
-            KvError::KeyNotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
-            KvError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        }
-    }
-
     /// The guest's view of the error; store failures are logged here and
     /// reach the guest without details.
     fn into_guest(self, function: &str) -> wit::Error {
@@ -104,18 +87,6 @@ impl KvError {
             }
             other => wit::Error::Internal(other.to_string()),
         }
-    }
-}
-
-impl IntoResponse for KvError {
-    fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        // Not `is_server_error`: 507 quota_exceeded is the client's to read.
-        if let KvError::Store(_) = self {
-            tracing::error!(error = %self, "key-value admin request failed");
-            return ApiError::new(status, code, "internal error; see the host log").into_response();
-        }
-        ApiError::new(status, code, self.to_string()).into_response()
     }
 }
 

@@ -14,14 +14,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::capabilities::bindings::wisp::function::config as wit;
 use crate::capabilities::outbound;
 use crate::config::config_limits::{MAX_KEY_LEN, MAX_KEYS, MAX_VALUE_BYTES};
-use crate::error::ApiError;
 use crate::invoke::InvocationState;
 use crate::registry::Deployed;
 use crate::store::{ConfigChange, ConfigItem, Store, StoreError};
@@ -57,32 +54,6 @@ pub enum ConfigError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl ConfigError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
-        match self {
-            ConfigError::InvalidKey(_) => (StatusCode::BAD_REQUEST, "invalid_config_key"),
-            ConfigError::ValueTooLarge(_) => (StatusCode::BAD_REQUEST, "config_value_too_large"),
-            ConfigError::InvalidValue(_) => (StatusCode::BAD_REQUEST, "invalid_config_value"),
-            ConfigError::TooManyKeys(_) => (StatusCode::BAD_REQUEST, "too_many_config_keys"),
-            ConfigError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
-            ConfigError::FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
-            ConfigError::KeyNotFound(_) => (StatusCode::NOT_FOUND, "config_key_not_found"),
-            ConfigError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        }
-    }
-}
-
-impl IntoResponse for ConfigError {
-    fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        if status.is_server_error() {
-            tracing::error!(error = %self, "config admin request failed");
-            return ApiError::new(status, code, "internal error; see the host log").into_response();
-        }
-        ApiError::new(status, code, self.to_string()).into_response()
-    }
 }
 
 /// One setting or secret as the admin API shows it.

@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub(crate) mod admin;
 pub(crate) mod job;
 pub(crate) mod plane;
 pub(crate) mod schedule;

@@ -18,8 +18,7 @@ use std::sync::{Arc, Mutex as StdMutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::http::{HeaderName, HeaderValue, Request, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderName, HeaderValue, Request, header};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use serde::{Deserialize, Serialize};
@@ -37,7 +36,6 @@ use crate::capabilities::event_bindings::exports::wisp::function::event_handler:
     Event as HandlerEvent, JobTask,
 };
 use crate::engine::{ComponentPre, Prepared};
-use crate::error::ApiError;
 use crate::host::HostInner;
 use crate::invoke::{HandlerFailure, NoSlot};
 use crate::store::{Finish, NewEvent, PublishRefused, StoreError};
@@ -191,35 +189,6 @@ pub enum EventError {
     /// Store failure.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl IntoResponse for EventError {
-    fn into_response(self) -> Response {
-        use EventError::*;
-        let (status, code) = match &self {
-            InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
-            InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
-            PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
-            TopicQuotaExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "topic_quota_exceeded"),
-            HostQuotaExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "host_quota_exceeded"),
-            FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
-            SubscriptionNotFound { .. } => (StatusCode::NOT_FOUND, "subscription_not_found"),
-            EventNotFound(_) => (StatusCode::NOT_FOUND, "event_not_found"),
-            ScheduleNotFound(_) => (StatusCode::NOT_FOUND, "schedule_not_found"),
-            JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),
-            Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        if status.is_server_error() {
-            tracing::error!(error = %self, "event request failed");
-            return ApiError::new(status, code, "internal error; see the host log").into_response();
-        }
-        let mut e = ApiError::new(status, code, self.to_string());
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            e = e.retry_after(1);
-        }
-        e.into_response()
-    }
 }
 
 // ------------------------------------------------------------- API types

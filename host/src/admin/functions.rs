@@ -1,0 +1,125 @@
+//! Functions and their versions: deploy, list, show, roll back, delete.
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::extract::{ApiJson, ApiPath, ApiQuery, BodyError, read_body};
+use super::{Binary, Deleted};
+use crate::Host;
+use crate::api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
+use crate::error::{ApiError, DeployError, ErrorBody};
+
+/// The routes, each with its documentation (one `routes!` per path).
+pub(super) fn routes() -> OpenApiRouter<Host> {
+    OpenApiRouter::new()
+        .routes(routes!(list_functions))
+        .routes(routes!(deploy, get_function, delete_function))
+        .routes(routes!(versions))
+        .routes(routes!(rollback))
+}
+
+/// Body of a rollback.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RollbackRequest {
+    /// The version to make active; default: the newest one older than the
+    /// active version.
+    version: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/v1/functions", responses((status = 200, body = [FunctionSummary])))]
+pub(super) async fn list_functions(
+    State(host): State<Host>,
+) -> Result<Json<Vec<FunctionSummary>>, ApiError> {
+    Ok(Json(host.functions()?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}",
+    params(
+        ("name" = String, Path, description = "Function name: [a-z0-9-], 1 to 63 characters"),
+        ("route" = Option<Vec<String>>, Query, description = "Route, repeatable: `/exact` or `/prefix/*`"),
+        ("env" = Option<Vec<String>>, Query, description = "Environment variable KEY=VALUE, repeatable"),
+        ("timeout_ms" = Option<u64>, Query, description = "Timeout override"),
+        ("memory_bytes" = Option<u64>, Query, description = "Memory cap override"),
+        ("max_body_bytes" = Option<u64>, Query, description = "Request body cap override"),
+        ("config_env" = Option<bool>, Query, description = "Pass the function's plain settings (not secrets) as environment variables; default: inherited, else false"),
+        ("kv_max_key_bytes" = Option<u64>, Query, description = "Key-value key size override"),
+        ("kv_max_value_bytes" = Option<u64>, Query, description = "Key-value value size override"),
+        ("kv_max_total_bytes" = Option<u64>, Query, description = "Key-value total (keys and values) override"),
+        ("allow_outbound" = Option<Vec<String>>, Query, description = "Outbound HTTP allow-list entry, repeatable: `https://api.example.com`, `*.example.com`, `host:port`, `host:*`"),
+    ),
+    request_body(content((Binary = "application/wasm"), (Binary = "application/octet-stream")), description = "The component (any content type)"),
+    responses(
+        (status = 201, body = FunctionInfo, description = "Deployed; the new version is active and durable"),
+        (status = 400, body = ErrorBody, description = "invalid_name, invalid_wasm, not_a_component, missing_export, unsatisfied_imports, invalid_route, invalid_argument"),
+        (status = 409, body = ErrorBody, description = "route_conflict"),
+        (status = 413, body = ErrorBody, description = "payload_too_large"),
+    )
+)]
+pub(super) async fn deploy(
+    State(host): State<Host>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(options): ApiQuery<DeployOptions>,
+    req: Request,
+) -> Result<(StatusCode, Json<FunctionInfo>), ApiError> {
+    let limit = host.config().max_upload_bytes;
+    let (parts, body) = req.into_parts();
+    let wasm = read_body(&parts.headers, body, limit)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => DeployError::TooLarge(format!(
+                "the upload is larger than the limit of {limit} bytes"
+            )),
+            BodyError::Read(e) => {
+                DeployError::InvalidArgument(format!("reading the upload failed: {e}"))
+            }
+        })?;
+    let info = host.deploy(&name, wasm, options).await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+#[utoipa::path(get, path = "/v1/functions/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = FunctionInfo), (status = 404, body = ErrorBody)))]
+pub(super) async fn get_function(
+    State(host): State<Host>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<FunctionInfo>, ApiError> {
+    Ok(Json(host.function(&name)?))
+}
+
+#[utoipa::path(delete, path = "/v1/functions/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = Deleted), (status = 404, body = ErrorBody)))]
+pub(super) async fn delete_function(
+    State(host): State<Host>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Deleted>, ApiError> {
+    host.delete(&name).await?;
+    Ok(Json(Deleted { deleted: name }))
+}
+
+#[utoipa::path(get, path = "/v1/functions/{name}/versions", params(("name" = String, Path)),
+    responses((status = 200, body = [VersionInfo]), (status = 404, body = ErrorBody)))]
+pub(super) async fn versions(
+    State(host): State<Host>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Vec<VersionInfo>>, ApiError> {
+    Ok(Json(host.versions(&name)?))
+}
+
+#[utoipa::path(post, path = "/v1/functions/{name}/rollback", params(("name" = String, Path)),
+    request_body(content = Option<RollbackRequest>, description = "Optional: {\"version\": N}"),
+    responses((status = 200, body = FunctionInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn rollback(
+    State(host): State<Host>,
+    ApiPath(name): ApiPath<String>,
+    body: Option<ApiJson<RollbackRequest>>,
+) -> Result<Json<FunctionInfo>, ApiError> {
+    let req = body.map(|ApiJson(r)| r).unwrap_or_default();
+    Ok(Json(host.rollback(&name, req.version).await?))
+}
