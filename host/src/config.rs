@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Limits applied to one invocation. Host-wide defaults, overridable per
@@ -236,7 +237,7 @@ pub struct HostConfig {
     pub pooling: bool,
     /// The admin bearer token; `None` reads or generates `admin-token` in the
     /// data directory.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<SecretString>,
     /// Outbound HTTP requests one invocation may send (to allowed hosts);
     /// past it, requests fail in the guest as denied.
     pub max_outbound_requests: u32,
@@ -423,7 +424,7 @@ impl HostConfig {
             .validate()
             .map_err(|e| format!("event retries: {e}"))?;
         if let Some(t) = &self.admin_token
-            && t.trim().len() < 16
+            && t.expose_secret().trim().len() < 16
         {
             return Err("the admin token must be at least 16 characters".into());
         }

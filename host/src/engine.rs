@@ -143,8 +143,12 @@ impl WispEngine {
         crate::capabilities::add_to_linker(&mut linker)?;
         let cgi_linker = crate::invocation::cgi::linker(&engine)?;
 
+        // The key is part of compiled code's file names, which outlive the
+        // process: std's DefaultHasher may change between Rust releases (a
+        // rebuild would then recompile everything), SipHash-1-3 with fixed
+        // keys does not.
         let compat_key = {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
+            let mut h = siphasher::sip::SipHasher13::new();
             engine.precompile_compatibility_hash().hash(&mut h);
             format!("{:016x}", h.finish())
         };

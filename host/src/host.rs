@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::http::{Request, Response};
+use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, Semaphore};
 
@@ -43,7 +44,7 @@ pub(crate) struct HostInner {
     /// and version numbers see a consistent state. Never taken by requests.
     pub admin_lock: Mutex<()>,
     pub invoker: Invoker,
-    pub admin_token: String,
+    pub admin_token: SecretString,
     pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub data_dir: Option<PathBuf>,
     /// Topics, subscriptions, group commit and the event dispatcher.
@@ -105,7 +106,7 @@ impl HostBuilder {
     /// The admin token (otherwise read from, or generated into, the data
     /// directory; a temporary host generates one).
     pub fn admin_token(mut self, token: impl Into<String>) -> Self {
-        self.config.admin_token = Some(token.into());
+        self.config.admin_token = Some(SecretString::from(token.into()));
         self
     }
 
@@ -148,8 +149,8 @@ impl HostBuilder {
         // Checked before the store opens: a refused token file stops the
         // host before it touches anything.
         let admin_token = match &config.admin_token {
-            Some(t) => t.trim().to_string(),
-            None => crate::datadir::load_or_create_token(&dir)?,
+            Some(t) => SecretString::from(t.expose_secret().trim()),
+            None => SecretString::from(crate::datadir::load_or_create_token(&dir)?),
         };
         let store = Store::open(&dir, config.store_cache_bytes)
             .with_context(|| format!("opening the store in {}", dir.display()))?;
@@ -244,7 +245,7 @@ impl Host {
     }
 
     /// The admin bearer token.
-    pub fn admin_token(&self) -> &str {
+    pub fn admin_token(&self) -> &SecretString {
         &self.inner.admin_token
     }
 

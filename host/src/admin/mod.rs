@@ -17,6 +17,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 use utoipa_axum::router::OpenApiRouter;
@@ -137,7 +138,10 @@ async fn require_token(State(host): State<Host>, req: Request, next: Next) -> Re
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let ok = match given {
-        Some(t) => bool::from(t.as_bytes().ct_eq(host.admin_token().as_bytes())),
+        Some(t) => bool::from(
+            t.as_bytes()
+                .ct_eq(host.admin_token().expose_secret().as_bytes()),
+        ),
         None => false,
     };
     if !ok {

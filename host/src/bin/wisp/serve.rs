@@ -141,7 +141,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             body_min_rate: args.admin_body_min_rate,
         },
         store_cache_bytes: args.cache_capacity,
-        admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
+        admin_token: args
+            .admin_token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .map(Into::into),
         max_outbound_requests: args.max_outbound_requests,
         log_bytes_per_invocation: args.log_bytes_per_invocation,
         cgi_max_output_bytes: args.cgi_max_output,
