@@ -1,18 +1,16 @@
 //! The event-plane commands: `wisp publish`, `wisp subscribe`,
-//! `wisp unsubscribe`, `wisp subscriptions`, `wisp events ...`,
-//! `wisp schedule ...` and `wisp invoke --async`, each a call to the admin
-//! API.
+//! `wisp unsubscribe`, `wisp subscriptions` and `wisp events ...`, each a
+//! call to the admin API.
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use reqwest::Method;
-use reqwest::header::CONTENT_TYPE;
-use serde_json::{Value, json};
-use wisp_host::{DeliveryRecord, EventInfo, FunctionInfo, Published, Schedule, Subscription};
+use wisp_client::{Client, DeliveryRecord, NewSubscription, RedriveRequest};
 
-use crate::client::{Api, Connection, print_json, table, write_stdout};
+use crate::client::Connection;
+use crate::invoke::read_data_arg;
+use crate::output::{print_json, table, write_stdout};
 use crate::units::{format_ms, parse_duration};
 
 /// `wisp publish`.
@@ -205,25 +203,15 @@ pub struct RedriveArgs {
     connection: Connection,
 }
 
-fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
-    serde_json::from_value(value)
-        .map_err(|e| anyhow::anyhow!("the admin API answered an unexpected shape: {e}"))
-}
-
 /// `wisp publish`.
-pub async fn publish(api: &Api, args: PublishArgs) -> Result<()> {
-    let payload = crate::client::read_data_arg(&args.data).await?;
-    let mut request = api
-        .request(Method::POST, &["v1", "topics", &args.topic, "events"])
-        .body(payload);
-    if let Some(ct) = &args.content_type {
-        request = request.header(CONTENT_TYPE, ct);
-    }
-    let value = api.call_json(request).await?;
+pub async fn publish(api: &Client, args: PublishArgs) -> Result<()> {
+    let payload = read_data_arg(&args.data).await?;
+    let p = api
+        .publish(&args.topic, payload, args.content_type.as_deref())
+        .await?;
     if args.json {
-        return print_json(&value);
+        return print_json(&p);
     }
-    let p: Published = typed(value)?;
     write_stdout(&format!(
         "published {} on {} ({} subscriber{})\n",
         p.id,
@@ -233,52 +221,29 @@ pub async fn publish(api: &Api, args: PublishArgs) -> Result<()> {
     ))
 }
 
-/// `wisp invoke NAME --async`.
-pub async fn invoke_async(
-    api: &Api,
-    name: &str,
-    invocation: crate::client::Invocation,
-) -> Result<()> {
-    let mut request = api
-        .request(Method::POST, &["v1", "functions", name, "invoke-async"])
-        .query(&[("path", invocation.path)]);
-    for (k, v) in invocation.headers {
-        request = request.header(k, v);
-    }
-    if let Some(body) = invocation.body {
-        request = request.body(body);
-    }
-    let p: Published = typed(api.call_json(request).await?)?;
-    write_stdout(&format!("queued {} for {name}\n", p.id))
-}
-
 /// `wisp subscribe`.
-pub async fn subscribe(api: &Api, args: SubscribeArgs) -> Result<()> {
-    let body = json!({
-        "function": args.name,
-        "topic": args.topic,
-        "path": args.path,
-        "max_attempts": args.max_attempts,
-        "concurrency": args.concurrency,
-        "max_age_ms": args.max_age.map(|d| d.as_millis() as u64),
-        "retry_base_ms": args.retry_base.map(|d| d.as_millis() as u64),
-    });
-    let value = api
-        .call_json(
-            api.request(Method::POST, &["v1", "subscriptions"])
-                .json(&body),
-        )
+pub async fn subscribe(api: &Client, args: SubscribeArgs) -> Result<()> {
+    let millis = |d: Option<Duration>, flag: &str| -> Result<Option<u64>> {
+        d.map(|d| u64::try_from(d.as_millis()).with_context(|| format!("{flag} is too large")))
+            .transpose()
+    };
+    let s = api
+        .subscribe(&NewSubscription {
+            function: args.name,
+            topic: args.topic,
+            path: args.path,
+            max_attempts: args.max_attempts,
+            concurrency: args.concurrency,
+            max_age_ms: millis(args.max_age, "--max-age")?,
+            retry_base_ms: millis(args.retry_base, "--retry-base")?,
+        })
         .await?;
     if args.json {
-        return print_json(&value);
+        return print_json(&s);
     }
-    let s: Subscription = typed(value)?;
     // How events will arrive: through the event handler if the function
     // has one, else as POSTs to the path.
-    let info: FunctionInfo = typed(
-        api.call_json(api.request(Method::GET, &["v1", "functions", &s.function]))
-            .await?,
-    )?;
+    let info = api.info(&s.function).await?;
     let delivery = if info.handlers.iter().any(|h| h == "events") {
         "event handler".to_string()
     } else {
@@ -291,37 +256,17 @@ pub async fn subscribe(api: &Api, args: SubscribeArgs) -> Result<()> {
 }
 
 /// `wisp unsubscribe`.
-pub async fn unsubscribe(api: &Api, args: UnsubscribeArgs) -> Result<()> {
-    let request = api.request(
-        Method::DELETE,
-        &["v1", "subscriptions", &args.name, &args.topic],
-    );
-    let response = api.send(request).await?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.bytes().await.unwrap_or_default();
-        match crate::client::wisp_error_message(&body) {
-            Some(m) => bail!(m),
-            None => bail!(
-                "the admin API answered {status}{}",
-                crate::client::excerpt(&body)
-            ),
-        }
-    }
+pub async fn unsubscribe(api: &Client, args: UnsubscribeArgs) -> Result<()> {
+    api.unsubscribe(&args.name, &args.topic).await?;
     write_stdout(&format!("unsubscribed {} from {}\n", args.name, args.topic))
 }
 
 /// `wisp subscriptions`.
-pub async fn subscriptions(api: &Api, args: SubscriptionsArgs) -> Result<()> {
-    let mut request = api.request(Method::GET, &["v1", "subscriptions"]);
-    if let Some(name) = &args.name {
-        request = request.query(&[("function", name)]);
-    }
-    let value = api.call_json(request).await?;
+pub async fn subscriptions(api: &Client, args: SubscriptionsArgs) -> Result<()> {
+    let subs = api.subscriptions(args.name.as_deref()).await?;
     if args.json {
-        return print_json(&value);
+        return print_json(&subs);
     }
-    let subs: Vec<Subscription> = typed(value)?;
     if subs.is_empty() {
         return write_stdout("no subscriptions\n");
     }
@@ -352,7 +297,7 @@ pub async fn subscriptions(api: &Api, args: SubscriptionsArgs) -> Result<()> {
 }
 
 /// `wisp events ...`.
-pub async fn run(api: &Api, command: EventsCommand) -> Result<()> {
+pub async fn run(api: &Client, command: EventsCommand) -> Result<()> {
     match command {
         EventsCommand::Show(a) => show(api, a).await,
         EventsCommand::Dlq(a) => dlq(api, a).await,
@@ -384,18 +329,15 @@ fn delivery_rows(deliveries: &[DeliveryRecord], with_event: bool) -> Vec<Vec<Str
         .collect()
 }
 
-fn wisp_id(id: u64) -> String {
+pub(crate) fn wisp_id(id: u64) -> String {
     format!("{id:016x}")
 }
 
-async fn show(api: &Api, args: ShowArgs) -> Result<()> {
-    let value = api
-        .call_json(api.request(Method::GET, &["v1", "events", &args.id]))
-        .await?;
+async fn show(api: &Client, args: ShowArgs) -> Result<()> {
+    let e = api.event(&args.id).await?;
     if args.json {
-        return print_json(&value);
+        return print_json(&e);
     }
-    let e: EventInfo = typed(value)?;
     let mut out = format!(
         "event {} on {} ({} bytes{})\n",
         e.id,
@@ -417,7 +359,7 @@ async fn show(api: &Api, args: ShowArgs) -> Result<()> {
     write_stdout(&out)
 }
 
-async fn dlq(api: &Api, args: DlqArgs) -> Result<()> {
+async fn dlq(api: &Client, args: DlqArgs) -> Result<()> {
     let args = match args.action {
         Some(DlqCommand::Purge(a)) => return purge(api, a).await,
         Some(DlqCommand::List(a)) => a,
@@ -425,20 +367,12 @@ async fn dlq(api: &Api, args: DlqArgs) -> Result<()> {
     };
     // Required by clap (unless a subcommand is given).
     let name = args.name.unwrap_or_default();
-    let mut query = vec![("limit", args.limit.to_string())];
-    if let Some(t) = &args.topic {
-        query.push(("topic", t.clone()));
-    }
-    let value = api
-        .call_json(
-            api.request(Method::GET, &["v1", "functions", &name, "dlq"])
-                .query(&query),
-        )
+    let dead = api
+        .dead_letters(&name, args.topic.as_deref(), args.limit)
         .await?;
     if args.json {
-        return print_json(&value);
+        return print_json(&dead);
     }
-    let dead: Vec<DeliveryRecord> = typed(value)?;
     if dead.is_empty() {
         return write_stdout("no dead deliveries\n");
     }
@@ -455,16 +389,14 @@ async fn dlq(api: &Api, args: DlqArgs) -> Result<()> {
     ))
 }
 
-async fn purge(api: &Api, args: DlqPurgeArgs) -> Result<()> {
-    let mut request = api.request(Method::DELETE, &["v1", "functions", &args.name, "dlq"]);
-    if let Some(t) = &args.topic {
-        request = request.query(&[("topic", t)]);
-    }
-    let value = api.call_json(request).await?;
+async fn purge(api: &Client, args: DlqPurgeArgs) -> Result<()> {
+    let purged = api
+        .purge_dead_letters(&args.name, args.topic.as_deref())
+        .await?;
     if args.json {
-        return print_json(&value);
+        return print_json(&purged);
     }
-    let n = value["purged"].as_u64().unwrap_or(0);
+    let n = purged.purged;
     write_stdout(&format!(
         "purged {n} dead deliver{} of {}{}\n",
         if n == 1 { "y" } else { "ies" },
@@ -476,186 +408,19 @@ async fn purge(api: &Api, args: DlqPurgeArgs) -> Result<()> {
     ))
 }
 
-async fn redrive(api: &Api, args: RedriveArgs) -> Result<()> {
-    let body = json!({ "topic": args.topic, "ids": args.ids });
-    let value = api
-        .call_json(
-            api.request(
-                Method::POST,
-                &["v1", "functions", &args.name, "dlq", "redrive"],
-            )
-            .json(&body),
-        )
-        .await?;
+async fn redrive(api: &Client, args: RedriveArgs) -> Result<()> {
+    let which = RedriveRequest {
+        topic: args.topic,
+        ids: args.ids,
+    };
+    let redriven = api.redrive(&args.name, &which).await?;
     if args.json {
-        return print_json(&value);
+        return print_json(&redriven);
     }
-    let n = value["redriven"].as_array().map_or(0, Vec::len);
+    let n = redriven.redriven.len();
     write_stdout(&format!(
         "redrove {n} dead deliver{} of {}\n",
         if n == 1 { "y" } else { "ies" },
         args.name
     ))
-}
-
-/// `wisp schedule ...`.
-#[derive(Subcommand)]
-pub enum ScheduleCommand {
-    /// Run a function on a cron schedule: each tick is one event.
-    Add(ScheduleAddArgs),
-    /// List schedules (of one function).
-    List(ScheduleListArgs),
-    /// Delete a schedule.
-    Delete(ScheduleDeleteArgs),
-}
-
-impl ScheduleCommand {
-    pub fn connection(&self) -> &Connection {
-        match self {
-            ScheduleCommand::Add(a) => &a.connection,
-            ScheduleCommand::List(a) => &a.connection,
-            ScheduleCommand::Delete(a) => &a.connection,
-        }
-    }
-}
-
-/// `wisp schedule add`.
-#[derive(Args)]
-pub struct ScheduleAddArgs {
-    /// Function name.
-    name: String,
-    /// Cron expression: 5 fields (`*/5 * * * *`), or 6 with leading seconds.
-    cron: String,
-    /// Body of each tick's event: text, `@FILE`, `@-` for stdin.
-    #[arg(long, value_name = "DATA")]
-    payload: Option<String>,
-    /// Content type of the payload.
-    #[arg(long, value_name = "TYPE")]
-    content_type: Option<String>,
-    /// IANA time zone the expression is evaluated in.
-    #[arg(long, default_value = "UTC")]
-    tz: String,
-    /// Path of the POST, for a function without an event handler
-    /// [default: /].
-    #[arg(long, value_name = "PATH")]
-    path: Option<String>,
-    /// Print the server's JSON.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    connection: Connection,
-}
-
-/// `wisp schedule list`.
-#[derive(Args)]
-pub struct ScheduleListArgs {
-    /// Only this function's.
-    name: Option<String>,
-    /// Print the server's JSON.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    connection: Connection,
-}
-
-/// `wisp schedule delete`.
-#[derive(Args)]
-pub struct ScheduleDeleteArgs {
-    /// Schedule id.
-    id: String,
-    #[command(flatten)]
-    connection: Connection,
-}
-
-fn format_time(ms: Option<u64>) -> String {
-    match ms {
-        Some(ms) if ms > 0 => {
-            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms))
-                .to_string()
-        }
-        _ => "-".into(),
-    }
-}
-
-/// `wisp schedule ...`.
-pub async fn schedule(api: &Api, command: ScheduleCommand) -> Result<()> {
-    match command {
-        ScheduleCommand::Add(a) => {
-            let payload = match &a.payload {
-                Some(p) => Some(
-                    String::from_utf8(crate::client::read_data_arg(p).await?.to_vec())
-                        .map_err(|_| anyhow::anyhow!("the schedule payload must be UTF-8 text"))?,
-                ),
-                None => None,
-            };
-            let body = json!({
-                "function": a.name, "cron": a.cron, "tz": a.tz, "path": a.path,
-                "payload": payload, "content_type": a.content_type,
-            });
-            let value = api
-                .call_json(api.request(Method::POST, &["v1", "schedules"]).json(&body))
-                .await?;
-            if a.json {
-                return print_json(&value);
-            }
-            let s: Schedule = typed(value)?;
-            write_stdout(&format!(
-                "schedule {} runs {} at `{}` ({}); next {}\n",
-                wisp_id(s.id),
-                s.function,
-                s.cron,
-                s.tz,
-                format_time(s.next_ms)
-            ))
-        }
-        ScheduleCommand::List(a) => {
-            let mut request = api.request(Method::GET, &["v1", "schedules"]);
-            if let Some(name) = &a.name {
-                request = request.query(&[("function", name)]);
-            }
-            let value = api.call_json(request).await?;
-            if a.json {
-                return print_json(&value);
-            }
-            let all: Vec<Schedule> = typed(value)?;
-            if all.is_empty() {
-                return write_stdout("no schedules\n");
-            }
-            let rows: Vec<Vec<String>> = all
-                .iter()
-                .map(|s| {
-                    vec![
-                        wisp_id(s.id),
-                        s.function.clone(),
-                        s.cron.clone(),
-                        s.tz.clone(),
-                        s.path.clone(),
-                        format_time(Some(s.last_fired_ms)),
-                        format_time(s.next_ms),
-                    ]
-                })
-                .collect();
-            write_stdout(&table(
-                &["ID", "FUNCTION", "CRON", "TZ", "PATH", "LAST", "NEXT"],
-                &rows,
-            ))
-        }
-        ScheduleCommand::Delete(a) => {
-            let response = api
-                .send(api.request(Method::DELETE, &["v1", "schedules", &a.id]))
-                .await?;
-            let status = response.status();
-            if !status.is_success() {
-                let body = response.bytes().await.unwrap_or_default();
-                match crate::client::wisp_error_message(&body) {
-                    Some(m) => bail!(m),
-                    None => bail!(
-                        "the admin API answered {status}{}",
-                        crate::client::excerpt(&body)
-                    ),
-                }
-            }
-            write_stdout(&format!("deleted schedule {}\n", a.id))
-        }
-    }
 }

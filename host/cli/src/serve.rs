@@ -1,6 +1,7 @@
 //! `wisp serve`: configuration → a running host, until SIGTERM or ctrl-c.
 
 use anyhow::Context as _;
+use secrecy::ExposeSecret as _;
 use tracing_subscriber::EnvFilter;
 use wisp_host::{
     ConnectionLimits, DeployOptions, Host, HostConfig, Limits, Listeners, RetryPolicy,
@@ -141,7 +142,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             body_min_rate: args.admin_body_min_rate,
         },
         store_cache_bytes: args.cache_capacity,
-        admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
+        admin_token: args
+            .admin_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_string())
+            .filter(|t| !t.is_empty()),
         max_outbound_requests: args.max_outbound_requests,
         log_bytes_per_invocation: args.log_bytes_per_invocation,
         cgi_max_output_bytes: args.cgi_max_output,
@@ -160,7 +165,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         event_retention: args.event_retention,
         serve_threads: args.serve_threads,
         #[cfg(feature = "jemalloc")]
-        release_memory: crate::release_jemalloc_memory,
+        release_memory: crate::jemalloc::release_jemalloc_memory,
         log_entries_per_invocation: args.log_lines_per_invocation,
         event_topic_quota_bytes: args.event_topic_quota,
         event_host_quota_bytes: args.event_host_quota,

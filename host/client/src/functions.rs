@@ -228,7 +228,7 @@ mod tests {
         let parsed: DeployOptions = serde_html_form::from_str(&encoded).unwrap();
         assert_eq!(parsed, options);
         let parsed: DeployOptions = serde_html_form::from_str(
-            &serde_html_form::to_string(&deploy_query(&DeployOptions::default())).unwrap(),
+            &serde_html_form::to_string(deploy_query(&DeployOptions::default())).unwrap(),
         )
         .unwrap();
         assert_eq!(parsed, DeployOptions::default());
