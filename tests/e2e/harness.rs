@@ -231,6 +231,8 @@ impl Wisp {
             url: self.admin_url.clone(),
             token: self.token.clone(),
             http: client(),
+            api: wisp_client::Client::new(&self.admin_url, self.token.clone())
+                .expect("a client of the admin API"),
         }
     }
 
@@ -296,7 +298,7 @@ impl Wisp {
 
     /// The value of a Prometheus sample, e.g. `wisp_compiles_total`.
     pub fn metric(&self, name: &str) -> f64 {
-        let text = self.admin().get("/metrics").text().unwrap();
+        let text = block_on(self.admin().api.metrics()).unwrap();
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .filter(|l| l.split([' ', '{']).next() == Some(name))
@@ -343,11 +345,28 @@ pub fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
-/// Admin API client.
+/// Admin API client: the typed client (wisp-client) where a test wants
+/// an answer, raw HTTP where it looks at statuses and bytes.
 pub struct Admin {
     pub url: String,
     pub token: String,
     pub http: reqwest::blocking::Client,
+    pub api: wisp_client::Client,
+}
+
+/// Runs a call of the (async) typed client from a test thread. One runtime
+/// for the whole test process: its connection pool outlives each call.
+pub fn block_on<F: std::future::Future>(call: F) -> F::Output {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("a runtime for the admin client")
+        })
+        .block_on(call)
 }
 
 impl Admin {
@@ -384,18 +403,23 @@ impl Admin {
     }
 
     /// Deploys a guest by name, asserting success.
-    pub fn deploy_guest(&self, name: &str, guest_name: &str, routes: &[&str]) -> serde_json::Value {
+    pub fn deploy_guest(
+        &self,
+        name: &str,
+        guest_name: &str,
+        routes: &[&str],
+    ) -> wisp_client::FunctionInfo {
         let wasm = std::fs::read(guest(guest_name)).unwrap();
-        let q: Vec<(&str, &str)> = routes.iter().map(|r| ("route", *r)).collect();
-        let resp = self.deploy(name, &wasm, &q);
-        let status = resp.status();
-        let body = resp.text().unwrap();
-        assert_eq!(status, 201, "deploy {name} failed: {body}");
-        serde_json::from_str(&body).unwrap()
+        let options = wisp_client::DeployOptions {
+            routes: routes.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        };
+        block_on(self.api.deploy(name, wasm.into(), &options))
+            .unwrap_or_else(|e| panic!("deploy {name} failed: {e}"))
     }
 
-    pub fn functions(&self) -> Vec<serde_json::Value> {
-        self.get("/v1/functions").json().unwrap()
+    pub fn functions(&self) -> Vec<wisp_client::FunctionSummary> {
+        block_on(self.api.list()).unwrap()
     }
 }
 
