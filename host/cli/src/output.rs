@@ -1,7 +1,6 @@
 //! What the commands print: JSON as the server answered it, tables and
 //! lists for people, and stdout that may close early (`wisp list | head`).
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 
 use anyhow::Result;
@@ -67,21 +66,22 @@ pub(crate) fn lines_or_none(items: &[String], indent: usize) -> String {
     }
 }
 
-/// Left-aligned columns two spaces apart, a header line first.
+/// Left-aligned columns two spaces apart, a header line first, no borders
+/// (comfy-table, its `NOTHING` preset).
 pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_header(header.to_vec())
+        .add_rows(rows.iter().cloned());
+    // One space on each side of every cell makes two between columns;
+    // none before the first.
+    if let Some(first) = table.column_mut(0) {
+        first.set_padding((0, 1));
     }
     let mut out = String::new();
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (cell, width) in row.iter().zip(&widths) {
-            let _ = write!(line, "{cell:<width$}  ");
-        }
+    // The preset draws its lines with spaces: skip those that are blank.
+    for line in table.lines().filter(|l| !l.trim().is_empty()) {
         out.push_str(line.trim_end());
         out.push('\n');
     }

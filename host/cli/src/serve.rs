@@ -45,32 +45,16 @@ const FILES_BESIDE_CONNECTIONS: u64 = 512;
 /// Returns the soft limit in force (`None` where it cannot be read).
 fn raise_open_file_limit() -> Option<u64> {
     #[cfg(unix)]
-    #[allow(unsafe_code)]
-    // SAFETY: getrlimit and setrlimit only read and write the local struct
-    // they are given a valid pointer to.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return None;
-        }
-        let soft = limit.rlim_cur;
-        if soft >= limit.rlim_max {
-            return Some(soft);
-        }
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-            tracing::debug!(
-                from = soft,
-                to = limit.rlim_max,
-                "raised the open-file limit"
-            );
-            Some(limit.rlim_max)
-        } else {
-            tracing::debug!(limit = soft, "could not raise the open-file limit");
-            Some(soft)
+    {
+        match rlimit::increase_nofile_limit(u64::MAX) {
+            Ok(limit) => {
+                tracing::debug!(limit, "open-file limit");
+                Some(limit)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not raise the open-file limit");
+                rlimit::Resource::NOFILE.get().ok().map(|(soft, _)| soft)
+            }
         }
     }
     #[cfg(not(unix))]
