@@ -15,7 +15,8 @@ else
 fi
 ensure_wasm_targets
 ensure_componentize_py
-echo "==> building the guests (wasm32-wasip2)"
+echo "==> building the guests (wasm32-wasip2, wasm32-wasip1)"
 build_guests "${GUESTS[@]}"
+build_wasip1_guests
 echo "==> cargo test"
 cargo test --no-fail-fast "$@"

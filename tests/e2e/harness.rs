@@ -16,23 +16,31 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-const GUESTS: &[&str] = &[
-    "hello",
-    "echo",
-    "misbehave",
-    "command",
-    "bad-import",
-    "caps",
-    "event-counter",
-    "event-handler",
-    "todo-api",
-    "counter",
-    "config",
-    "proxy",
-    "order-events",
-    "nightly-report",
-    "thumbnail-batch",
-];
+/// A list of guests in `[workspace.metadata.wisp]` of the root Cargo.toml
+/// (`guests`, `wasip1-guests`): the one list the scripts, this harness and
+/// the release profile share. Read once per test process.
+fn workspace_guests(list: &str) -> Vec<String> {
+    static METADATA: OnceLock<serde_json::Value> = OnceLock::new();
+    let metadata = METADATA.get_or_init(|| {
+        let out = Command::new(env!("CARGO"))
+            .current_dir(root())
+            .args(["metadata", "--no-deps", "--format-version", "1"])
+            .output()
+            .expect("running cargo metadata");
+        assert!(
+            out.status.success(),
+            "cargo metadata failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("cargo metadata's JSON")
+    });
+    metadata["metadata"]["wisp"][list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no `{list}` in [workspace.metadata.wisp] of Cargo.toml"))
+        .iter()
+        .map(|name| name.as_str().expect("a guest name").to_string())
+        .collect()
+}
 
 /// Path of a guest's `.wasm`, building every guest once per test process.
 /// Cargo's own lock on `target/wasm` serialises concurrent test processes.
@@ -49,8 +57,8 @@ pub fn guest(name: &str) -> PathBuf {
                 "--target-dir",
             ])
             .arg(root().join("target/wasm"));
-        for g in GUESTS {
-            cmd.args(["-p", g]);
+        for g in workspace_guests("guests") {
+            cmd.args(["-p", &g]);
         }
         // Flags meant for the host build must not leak into the guest build.
         for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
@@ -471,10 +479,6 @@ pub fn python_guest() -> PathBuf {
         .clone()
 }
 
-/// Preview-1 (`wasm32-wasip1`) guests, run CGI-style: built in a cargo
-/// invocation of their own, as they target another triple.
-const WASIP1_GUESTS: &[&str] = &["cgi-rust", "cgi-misbehave"];
-
 /// Path of a preview-1 guest's `.wasm` (a binary: its name keeps its
 /// dashes), building them all once per test process.
 pub fn wasip1_guest(name: &str) -> PathBuf {
@@ -490,8 +494,10 @@ pub fn wasip1_guest(name: &str) -> PathBuf {
                 "--target-dir",
             ])
             .arg(root().join("target/wasm"));
-        for g in WASIP1_GUESTS {
-            cmd.args(["-p", g]);
+        // Preview-1 guests, run CGI-style: a cargo invocation of their own,
+        // as they target another triple.
+        for g in workspace_guests("wasip1-guests") {
+            cmd.args(["-p", &g]);
         }
         for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
             cmd.env_remove(var);
