@@ -66,6 +66,25 @@ build_wasip1_guests() {
     bash examples/cgi-c/build.sh "$GUEST_TARGET_DIR/cgi-c/cgi-c.wasm" >/dev/null
 }
 
+# Clippy, warnings as errors: the native crates (every target, tests and
+# benches included), then the guests and the SDK for their wasm targets,
+# where the code behind `cfg(target_arch = "wasm32")` (the generated
+# bindings and what calls them) is compiled.
+clippy_all() {
+    if ! cargo clippy --version >/dev/null 2>&1; then
+        echo "==> installing clippy"
+        rustup component add clippy
+    fi
+    cargo clippy --workspace --all-targets -- -D warnings
+    local args=()
+    for g in "${GUESTS[@]}"; do args+=(-p "$g"); done
+    cargo clippy --target wasm32-wasip2 --target-dir "$GUEST_TARGET_DIR" \
+        "${args[@]}" -p wisp-sdk -p wisp-rules -- -D warnings
+    args=()
+    for g in "${WASIP1_GUESTS[@]}"; do args+=(-p "$g"); done
+    cargo clippy --target wasm32-wasip1 --target-dir "$GUEST_TARGET_DIR" "${args[@]}" -- -D warnings
+}
+
 # componentize-py builds the Python component of the e2e tests (a guest from
 # another language's toolchain). From PyPI; pinned for reproducible builds.
 ensure_componentize_py() {
