@@ -1,8 +1,10 @@
 //! `wisp`: run a Wisp host (`wisp serve`) or manage the functions of a
 //! running one over its admin API (every other command).
 //!
-//! A thin binary: `serve` hands its typed arguments to the library, the
-//! client commands are HTTP calls to the admin API (`client`).
+//! A thin binary: `serve` hands its typed arguments to the library
+//! (wisp-host), the client commands are calls of the admin API's typed
+//! client (wisp-client), printed for people or as JSON (`client` and the
+//! modules it dispatches to).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
