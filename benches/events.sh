@@ -80,7 +80,7 @@ die() { say "error: $*"; exit 1; }
 say "building wisp and event-load (release)"
 # Two invocations: built together, cargo would unify the two packages'
 # dependency features and build a third copy of everything.
-cargo build --release -p wisp-host --bin wisp
+cargo build --release -p wisp-cli --bin wisp
 cargo build --release -p wisp-benches --bin event-load
 if [ ! -d "$(rustc --print sysroot)/lib/rustlib/wasm32-wasip2" ]; then
     die "the wasm32-wasip2 target is not installed: rustup target add wasm32-wasip2"

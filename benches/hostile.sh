@@ -32,7 +32,7 @@ die() { say "error: $*"; exit 1; }
 
 if [ -z "${NO_BUILD:-}" ]; then
     say "building wisp (release) and the guests"
-    cargo build --release -p wisp-host --bin wisp
+    cargo build --release -p wisp-cli --bin wisp
 fi
 cargo build --release --target wasm32-wasip2 --target-dir "$GUEST_TARGET_DIR" -p hello -p echo -p misbehave
 W=$GUEST_TARGET_DIR/wasm32-wasip2/release

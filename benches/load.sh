@@ -80,7 +80,7 @@ die() { say "error: $*"; exit 1; }
 
 # ------------------------------------------------------------------ build
 say "building wisp, native-hello and minimal-host (release)"
-cargo build --release -p wisp-host --bin wisp -p wisp-benches --bin native-hello --bin minimal-host
+cargo build --release -p wisp-cli --bin wisp -p wisp-benches --bin native-hello --bin minimal-host
 if [ ! -d "$(rustc --print sysroot)/lib/rustlib/wasm32-wasip2" ]; then
     die "the wasm32-wasip2 target is not installed: rustup target add wasm32-wasip2"
 fi

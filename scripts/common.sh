@@ -33,7 +33,25 @@ ensure_c_wasi() {
 # Guests are built for wasm32-wasip2 in their own target directory under
 # target/, so a guest build never waits on (or invalidates) the host build.
 GUEST_TARGET_DIR="target/wasm"
-GUESTS=(hello echo misbehave command bad-import todo-api counter config proxy caps)
+
+# The names in a list of [workspace.metadata.wisp] in the root Cargo.toml,
+# one a line: the one list of guests that these scripts, the test harness
+# and the release profile share. (`cargo metadata` prints compact JSON;
+# guest names are [a-z0-9-], so no JSON parser is needed.)
+workspace_list() {
+    cargo metadata --no-deps --format-version 1 \
+        | grep -o "\"$1\":\[[^]]*\]" | head -n 1 \
+        | sed -e 's/^[^[]*\[//' -e 's/\]$//' | tr ',' '\n' | tr -d '"'
+}
+
+mapfile -t GUESTS < <(workspace_list guests)
+# Preview-1 guests (run CGI-style): plain wasm32-wasip1 programs, built in a
+# cargo invocation of their own; and the C example.
+mapfile -t WASIP1_GUESTS < <(workspace_list wasip1-guests)
+if [ "${#GUESTS[@]}" -eq 0 ] || [ "${#WASIP1_GUESTS[@]}" -eq 0 ]; then
+    echo "scripts/common.sh: no guest lists in [workspace.metadata.wisp] of Cargo.toml" >&2
+    exit 1
+fi
 
 build_guests() {
     local args=()
@@ -41,15 +59,30 @@ build_guests() {
     cargo build --release --target wasm32-wasip2 --target-dir "$GUEST_TARGET_DIR" "${args[@]}"
 }
 
-# Preview-1 guests (run CGI-style): plain wasm32-wasip1 programs, built in a
-# cargo invocation of their own; and the C example.
-WASIP1_GUESTS=(cgi-rust cgi-misbehave)
-
 build_wasip1_guests() {
     local args=()
     for g in "${WASIP1_GUESTS[@]}"; do args+=(-p "$g"); done
     cargo build --release --target wasm32-wasip1 --target-dir "$GUEST_TARGET_DIR" "${args[@]}"
     bash examples/cgi-c/build.sh "$GUEST_TARGET_DIR/cgi-c/cgi-c.wasm" >/dev/null
+}
+
+# Clippy, warnings as errors: the native crates (every target, tests and
+# benches included), then the guests and the SDK for their wasm targets,
+# where the code behind `cfg(target_arch = "wasm32")` (the generated
+# bindings and what calls them) is compiled.
+clippy_all() {
+    if ! cargo clippy --version >/dev/null 2>&1; then
+        echo "==> installing clippy"
+        rustup component add clippy
+    fi
+    cargo clippy --workspace --all-targets -- -D warnings
+    local args=()
+    for g in "${GUESTS[@]}"; do args+=(-p "$g"); done
+    cargo clippy --target wasm32-wasip2 --target-dir "$GUEST_TARGET_DIR" \
+        "${args[@]}" -p wisp-sdk -p wisp-rules -- -D warnings
+    args=()
+    for g in "${WASIP1_GUESTS[@]}"; do args+=(-p "$g"); done
+    cargo clippy --target wasm32-wasip1 --target-dir "$GUEST_TARGET_DIR" "${args[@]}" -- -D warnings
 }
 
 # componentize-py builds the Python component of the e2e tests (a guest from

@@ -9,7 +9,7 @@ ensure_wasm_targets
 # Where cargo puts the host binary (CARGO_TARGET_DIR is honoured).
 bin="${CARGO_TARGET_DIR:-target}/release/wisp"
 echo "==> building wisp (release)"
-cargo build --release -p wisp-host --bin wisp
+cargo build --release -p wisp-cli --bin wisp
 echo "==> building the examples (wasm32-wasip2, and cgi-rust for wasm32-wasip1)"
 build_guests hello echo todo-api counter order-events
 cargo build --release --target wasm32-wasip1 --target-dir "$GUEST_TARGET_DIR" -p cgi-rust

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Checks formatting, then runs every test: unit tests, doc tests and the
+# Checks formatting and clippy (warnings are errors; the guests for their
+# wasm targets too), then runs every test: unit tests, doc tests and the
 # end-to-end tests (the real `wisp` binary over real HTTP with guests built
 # from examples/ and tests/guests/). Installs the wasm targets if they are
 # missing.
@@ -14,8 +15,11 @@ else
     echo "==> rustfmt is not installed: formatting not checked (rustup component add rustfmt)"
 fi
 ensure_wasm_targets
+echo "==> cargo clippy"
+clippy_all
 ensure_componentize_py
-echo "==> building the guests (wasm32-wasip2)"
+echo "==> building the guests (wasm32-wasip2, wasm32-wasip1)"
 build_guests "${GUESTS[@]}"
+build_wasip1_guests
 echo "==> cargo test"
 cargo test --no-fail-fast "$@"

@@ -40,7 +40,7 @@ fi
 
 ensure_wasm_targets
 say "building wisp and the hello guest"
-cargo build -p wisp-host --bin wisp
+cargo build -p wisp-cli --bin wisp
 build_guests hello
 WISP="${CARGO_TARGET_DIR:-target}/debug/wisp"
 WASM="$GUEST_TARGET_DIR/wasm32-wasip2/release/hello.wasm"

@@ -188,6 +188,18 @@ pub enum Setting<T> {
     Clear,
 }
 
+impl From<Option<String>> for Setting<String> {
+    /// A string setting as a flag or a query gives it: absent inherits,
+    /// empty clears.
+    fn from(value: Option<String>) -> Self {
+        match value {
+            None => Setting::Inherit,
+            Some(s) if s.is_empty() => Setting::Clear,
+            Some(s) => Setting::Set(s),
+        }
+    }
+}
+
 /// A string setting as a query gives it: absent inherits, empty clears.
 fn set_or_clear<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Setting<String>, D::Error> {
     String::deserialize(d).map(|s| {

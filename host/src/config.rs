@@ -35,7 +35,7 @@ pub struct Limits {
 }
 
 fn default_kv_max_key_bytes() -> u64 {
-    512
+    wisp_rules::DEFAULT_KV_MAX_KEY_BYTES
 }
 
 fn default_kv_max_value_bytes() -> u64 {

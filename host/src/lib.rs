@@ -75,6 +75,9 @@ pub use gateway::Listeners;
 pub use host::{Host, HostBuilder};
 pub use invoke::INVOCATION_ID_HEADER;
 pub use store::StoreError;
+// Wire types of the admin API that only its clients name (wisp-client).
+pub use capabilities::logs::{LogEntry, LogLevel, LogPage, LogQuery, LogStream};
+pub use events::Purged;
 
 impl Host {
     /// The data-plane router: requests to functions by route.

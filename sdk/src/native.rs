@@ -8,8 +8,9 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// The host's default limits, so native tests see the same errors.
-const MAX_KEY: usize = 512;
+/// The host's default limits, so native tests see the same errors (the
+/// rules themselves are the host's: wisp-rules).
+const MAX_KEY: u64 = wisp_rules::DEFAULT_KV_MAX_KEY_BYTES;
 const MAX_VALUE: usize = 1 << 20;
 const MAX_PAGE: u32 = 1000;
 
@@ -44,19 +45,7 @@ pub(crate) mod topics {
         payload: &[u8],
         _content_type: Option<&str>,
     ) -> Result<String, PublishError> {
-        if topic.is_empty() || topic.len() > 63 {
-            return Err(PublishError::InvalidTopic(format!(
-                "topic name {topic:?} must be 1 to 63 characters long"
-            )));
-        }
-        if let Some(c) = topic
-            .chars()
-            .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '.' | '_'))
-        {
-            return Err(PublishError::InvalidTopic(format!(
-                "topic name {topic:?} may only contain a-z, 0-9, '-', '.' and '_' (found {c:?})"
-            )));
-        }
+        wisp_rules::validate_topic(topic).map_err(|e| PublishError::InvalidTopic(e.to_string()))?;
         if payload.len() > MAX_PAYLOAD {
             return Err(PublishError::PayloadTooLarge(MAX_PAYLOAD as u64));
         }
@@ -76,16 +65,7 @@ pub(crate) mod kv {
     pub(crate) use crate::bindings::wisp::function::kv::{Error, KeyPage};
 
     fn check_key(key: &str) -> Result<(), Error> {
-        if key.is_empty() {
-            return Err(Error::InvalidKey("the key is empty".into()));
-        }
-        if key.len() > MAX_KEY {
-            return Err(Error::InvalidKey(format!(
-                "the key is {} bytes, more than the limit of {MAX_KEY}",
-                key.len()
-            )));
-        }
-        Ok(())
+        wisp_rules::check_kv_key(key, MAX_KEY).map_err(|e| Error::InvalidKey(e.to_string()))
     }
 
     /// Runs `f` on the store with expired keys removed.

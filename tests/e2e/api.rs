@@ -194,7 +194,7 @@ fn versions_rollback_delete_and_invoke() {
     let w = Wisp::start();
     let a = w.admin();
     let v1 = a.deploy_guest("app", "hello", &["/app/*"]);
-    assert_eq!(v1["active_version"], 1);
+    assert_eq!(v1.active_version, 1);
     assert_eq!(w.get("/app/x").text().unwrap(), "hello from wisp at /app/x");
     // Version 2: a different artifact on the same routes (inherited).
     let wasm = std::fs::read(guest("echo")).unwrap();

@@ -113,7 +113,7 @@ fn kill_9_right_after_an_acknowledged_deploy_keeps_it() {
     for round in 0..3 {
         let mut w = Wisp::start();
         let info = w.admin().deploy_guest("hello", "hello", &["/hello"]);
-        assert_eq!(info["active_version"], 1);
+        assert_eq!(info.active_version, 1);
         // No pause: the deploy was acknowledged, so it must be on disk.
         w.kill9();
         let w2 = w.restart_on(Opts::default());

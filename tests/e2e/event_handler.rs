@@ -37,12 +37,12 @@ fn topic_events_async_invocations_and_job_tasks_arrive_as_typed_calls() {
     // No routes given: an event-only component gets none (not the default
     // `/ev/*`).
     let info = a.deploy_guest("ev", "event-handler", &[]);
-    assert_eq!(info["routes"], serde_json::json!([]), "{info}");
-    assert_eq!(info["handlers"], serde_json::json!(["events"]), "{info}");
+    assert!(info.routes.is_empty(), "{info:?}");
+    assert_eq!(info.handlers, ["events"], "{info:?}");
     let shown = cli_ok(&w, &["info", "ev"]);
     assert!(shown.contains("events (event handler)"), "{shown}");
     let hello = a.deploy_guest("hello", "hello", &["/hello"]);
-    assert_eq!(hello["handlers"], serde_json::json!(["http"]), "{hello}");
+    assert_eq!(hello.handlers, ["http"], "{hello:?}");
     assert_eq!(w.get("/ev/x").status(), 404);
 
     // A topic event: topic, payload, content type, attempt.

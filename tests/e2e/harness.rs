@@ -7,31 +7,40 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The workspace root.
+/// The workspace root (the tests are a test target of host/cli).
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap()
         .to_path_buf()
 }
 
-const GUESTS: &[&str] = &[
-    "hello",
-    "echo",
-    "misbehave",
-    "command",
-    "bad-import",
-    "caps",
-    "event-counter",
-    "event-handler",
-    "todo-api",
-    "counter",
-    "config",
-    "proxy",
-    "order-events",
-    "nightly-report",
-    "thumbnail-batch",
-];
+/// A list of guests in `[workspace.metadata.wisp]` of the root Cargo.toml
+/// (`guests`, `wasip1-guests`): the one list the scripts, this harness and
+/// the release profile share. Read once per test process.
+fn workspace_guests(list: &str) -> Vec<String> {
+    static METADATA: OnceLock<serde_json::Value> = OnceLock::new();
+    let metadata = METADATA.get_or_init(|| {
+        let out = Command::new(env!("CARGO"))
+            .current_dir(root())
+            .args(["metadata", "--no-deps", "--format-version", "1"])
+            .output()
+            .expect("running cargo metadata");
+        assert!(
+            out.status.success(),
+            "cargo metadata failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("cargo metadata's JSON")
+    });
+    metadata["metadata"]["wisp"][list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no `{list}` in [workspace.metadata.wisp] of Cargo.toml"))
+        .iter()
+        .map(|name| name.as_str().expect("a guest name").to_string())
+        .collect()
+}
 
 /// Path of a guest's `.wasm`, building every guest once per test process.
 /// Cargo's own lock on `target/wasm` serialises concurrent test processes.
@@ -48,8 +57,8 @@ pub fn guest(name: &str) -> PathBuf {
                 "--target-dir",
             ])
             .arg(root().join("target/wasm"));
-        for g in GUESTS {
-            cmd.args(["-p", g]);
+        for g in workspace_guests("guests") {
+            cmd.args(["-p", &g]);
         }
         // Flags meant for the host build must not leak into the guest build.
         for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
@@ -230,6 +239,8 @@ impl Wisp {
             url: self.admin_url.clone(),
             token: self.token.clone(),
             http: client(),
+            api: wisp_client::Client::new(&self.admin_url, self.token.clone())
+                .expect("a client of the admin API"),
         }
     }
 
@@ -295,7 +306,7 @@ impl Wisp {
 
     /// The value of a Prometheus sample, e.g. `wisp_compiles_total`.
     pub fn metric(&self, name: &str) -> f64 {
-        let text = self.admin().get("/metrics").text().unwrap();
+        let text = block_on(self.admin().api.metrics()).unwrap();
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .filter(|l| l.split([' ', '{']).next() == Some(name))
@@ -342,11 +353,28 @@ pub fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
-/// Admin API client.
+/// Admin API client: the typed client (wisp-client) where a test wants
+/// an answer, raw HTTP where it looks at statuses and bytes.
 pub struct Admin {
     pub url: String,
     pub token: String,
     pub http: reqwest::blocking::Client,
+    pub api: wisp_client::Client,
+}
+
+/// Runs a call of the (async) typed client from a test thread. One runtime
+/// for the whole test process: its connection pool outlives each call.
+pub fn block_on<F: std::future::Future>(call: F) -> F::Output {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("a runtime for the admin client")
+        })
+        .block_on(call)
 }
 
 impl Admin {
@@ -383,18 +411,23 @@ impl Admin {
     }
 
     /// Deploys a guest by name, asserting success.
-    pub fn deploy_guest(&self, name: &str, guest_name: &str, routes: &[&str]) -> serde_json::Value {
+    pub fn deploy_guest(
+        &self,
+        name: &str,
+        guest_name: &str,
+        routes: &[&str],
+    ) -> wisp_client::FunctionInfo {
         let wasm = std::fs::read(guest(guest_name)).unwrap();
-        let q: Vec<(&str, &str)> = routes.iter().map(|r| ("route", *r)).collect();
-        let resp = self.deploy(name, &wasm, &q);
-        let status = resp.status();
-        let body = resp.text().unwrap();
-        assert_eq!(status, 201, "deploy {name} failed: {body}");
-        serde_json::from_str(&body).unwrap()
+        let options = wisp_client::DeployOptions {
+            routes: routes.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        };
+        block_on(self.api.deploy(name, wasm.into(), &options))
+            .unwrap_or_else(|e| panic!("deploy {name} failed: {e}"))
     }
 
-    pub fn functions(&self) -> Vec<serde_json::Value> {
-        self.get("/v1/functions").json().unwrap()
+    pub fn functions(&self) -> Vec<wisp_client::FunctionSummary> {
+        block_on(self.api.list()).unwrap()
     }
 }
 
@@ -446,10 +479,6 @@ pub fn python_guest() -> PathBuf {
         .clone()
 }
 
-/// Preview-1 (`wasm32-wasip1`) guests, run CGI-style: built in a cargo
-/// invocation of their own, as they target another triple.
-const WASIP1_GUESTS: &[&str] = &["cgi-rust", "cgi-misbehave"];
-
 /// Path of a preview-1 guest's `.wasm` (a binary: its name keeps its
 /// dashes), building them all once per test process.
 pub fn wasip1_guest(name: &str) -> PathBuf {
@@ -465,8 +494,10 @@ pub fn wasip1_guest(name: &str) -> PathBuf {
                 "--target-dir",
             ])
             .arg(root().join("target/wasm"));
-        for g in WASIP1_GUESTS {
-            cmd.args(["-p", g]);
+        // Preview-1 guests, run CGI-style: a cargo invocation of their own,
+        // as they target another triple.
+        for g in workspace_guests("wasip1-guests") {
+            cmd.args(["-p", &g]);
         }
         for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
             cmd.env_remove(var);

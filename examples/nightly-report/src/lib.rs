@@ -58,15 +58,18 @@ struct Spec {
 /// One report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
+    /// The title the schedule's payload gave (or the default).
     pub title: String,
     /// 1 for the first report, then 2, 3...
     pub run: i64,
     /// When the tick fired (RFC 3339, UTC).
     pub tick: String,
+    /// The same, ms since the epoch.
     pub tick_ms: u64,
     /// The topic of the event: `schedule:ID` for a tick, `invoke:NAME` for
     /// `wisp invoke --async`.
     pub trigger: String,
+    /// The id of the event that carried the tick.
     pub event_id: String,
     /// The delivery attempt that wrote it.
     pub attempt: u32,

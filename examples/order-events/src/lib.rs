@@ -62,7 +62,9 @@ fn app() -> Router {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Order {
+    /// What was ordered.
     pub item: String,
+    /// How many (1 to 1000).
     pub quantity: i64,
 }
 
@@ -71,7 +73,9 @@ pub struct Order {
 pub struct Recorded {
     /// The event's id: the order's id.
     pub id: String,
+    /// What was ordered.
     pub item: String,
+    /// How many.
     pub quantity: i64,
     /// When the order was published, in ms since the Unix epoch.
     pub published_ms: u64,

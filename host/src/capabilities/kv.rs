@@ -120,18 +120,10 @@ impl From<&Limits> for KvLimits {
     }
 }
 
-/// A key is a non-empty UTF-8 string of at most `max` bytes.
+/// A key is a non-empty UTF-8 string of at most `max` bytes; the rule is
+/// shared with the SDK ([`wisp_rules::check_kv_key`]).
 pub(crate) fn check_key(key: &str, max: u64) -> Result<(), KvError> {
-    if key.is_empty() {
-        return Err(KvError::InvalidKey("the key is empty".into()));
-    }
-    if key.len() as u64 > max {
-        return Err(KvError::InvalidKey(format!(
-            "the key is {} bytes; the limit is {max} bytes",
-            key.len()
-        )));
-    }
-    Ok(())
+    wisp_rules::check_kv_key(key, max).map_err(|e| KvError::InvalidKey(e.to_string()))
 }
 
 /// A value is at most `max` bytes.

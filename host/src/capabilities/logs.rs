@@ -675,7 +675,7 @@ fn writer(store: Store, retention: Retention, rx: Receiver<Msg>) {
 // ------------------------------------------------------------ reading
 
 /// What to read from a function's log.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LogQuery {
     /// Only lines of this invocation.

@@ -77,7 +77,7 @@ pub struct ConfigList {
 }
 
 /// Body of `PUT /v1/functions/{name}/config`.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetConfig {
     /// Keys and values to set, all or none.

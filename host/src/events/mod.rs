@@ -74,22 +74,10 @@ pub fn validate_content_type(content_type: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a topic name: `[a-z0-9._-]`, 1 to 63 characters.
+/// Checks a topic name: `[a-z0-9._-]`, 1 to 63 characters. The rule is
+/// shared with the SDK: [`wisp_rules::validate_topic`].
 pub fn validate_topic(topic: &str) -> Result<(), String> {
-    if topic.is_empty() || topic.len() > 63 {
-        return Err(format!(
-            "topic name {topic:?} must be 1 to 63 characters long"
-        ));
-    }
-    if let Some(c) = topic
-        .chars()
-        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '.' | '_'))
-    {
-        return Err(format!(
-            "topic name {topic:?} may only contain a-z, 0-9, '-', '.' and '_' (found {c:?})"
-        ));
-    }
-    Ok(())
+    wisp_rules::validate_topic(topic).map_err(|e| e.to_string())
 }
 
 /// Retry settings of a subscription (defaults from the host config).

@@ -1,108 +1,37 @@
 //! `wisp`: run a Wisp host (`wisp serve`) or manage the functions of a
 //! running one over its admin API (every other command).
 //!
-//! A thin binary: `serve` hands its typed arguments to the library, the
-//! client commands are HTTP calls to the admin API (`client`).
+//! A thin binary: `serve` hands its typed arguments to the library
+//! (wisp-host), the client commands are calls of the admin API's typed
+//! client (wisp-client), printed for people or as JSON (`client` and the
+//! modules it dispatches to).
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
 
 mod client;
 mod config;
 mod events;
+mod functions;
+mod invoke;
+#[cfg(feature = "jemalloc")]
+mod jemalloc;
 mod jobs;
 mod kv;
 mod logs;
 mod new;
+mod output;
+mod schedules;
 mod serve;
 mod source;
 mod units;
 
 use units::{parse_duration, parse_size};
-
-/// jemalloc instead of glibc's malloc: the store (sled clones and frees a
-/// tree node on every write) and the per-request instance set-up make many
-/// small, short-lived allocations across threads, and glibc spent a fifth
-/// of the event plane's CPU consolidating its free lists (benches/RESULTS.md).
-#[cfg(feature = "jemalloc")]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's settings, read before `main` (`MALLOC_CONF` in the
-/// environment overrides them): two arenas, so that the serving threads do
-/// not queue on one arena's lock (with one, hello cost ~12% more CPU per
-/// request), instead of jemalloc's default of four per CPU, which idle
-/// memory pays for on small devices; unused pages go back to the system
-/// after a second, from jemalloc's own background thread, so an idle host
-/// shrinks back.
-///
-/// jemalloc reads it under the name its own functions have: `malloc_conf`
-/// where it replaces the system's `malloc` (Linux and most others), and
-/// `_rjem_malloc_conf` (with the variable `_RJEM_MALLOC_CONF`) on the
-/// targets where tikv-jemalloc-sys keeps it prefixed.
-#[cfg(feature = "jemalloc")]
-#[allow(unsafe_code)]
-#[cfg_attr(
-    not(any(
-        target_vendor = "apple",
-        target_os = "android",
-        target_os = "dragonfly"
-    )),
-    unsafe(export_name = "malloc_conf")
-)]
-#[cfg_attr(
-    any(
-        target_vendor = "apple",
-        target_os = "android",
-        target_os = "dragonfly"
-    ),
-    unsafe(export_name = "_rjem_malloc_conf")
-)]
-static MALLOC_CONF: JemallocConf =
-    JemallocConf(c"narenas:2,background_thread:true,dirty_decay_ms:1000".as_ptr());
-
-/// Gives jemalloc's free memory back to the system now (the host calls it
-/// after start-up and after deploys, see `HostConfig::release_memory`): the
-/// calling thread's cache of freed blocks goes back to its arena, and every
-/// arena's unused pages to the system. Without it, what start-up freed
-/// stayed resident (~0.9 MiB of an idle host's 6 MiB of heap): a thread
-/// that goes quiet after start-up never trims its cache, and the decay
-/// left part of the freed pages mapped.
-#[cfg(feature = "jemalloc")]
-#[allow(unsafe_code)]
-fn release_jemalloc_memory() {
-    for name in [c"thread.tcache.flush", c"arena.4096.purge"] {
-        // SAFETY: both are jemalloc controls without arguments or results
-        // (4096 is MALLCTL_ARENAS_ALL); the name is a C string literal.
-        let failed = unsafe {
-            tikv_jemalloc_sys::mallctl(
-                name.as_ptr(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                0,
-            )
-        } != 0;
-        if failed {
-            tracing::debug!(control = ?name, "jemalloc control failed");
-        }
-    }
-}
-
-/// A C string pointer that can live in a `static`.
-#[cfg(feature = "jemalloc")]
-#[repr(transparent)]
-struct JemallocConf(*const std::ffi::c_char);
-
-// SAFETY: it points at a string literal, immutable for the whole program.
-#[cfg(feature = "jemalloc")]
-#[allow(unsafe_code)]
-unsafe impl Sync for JemallocConf {}
 
 /// Wisp: a WebAssembly function-as-a-service host.
 #[derive(Parser)]
@@ -125,8 +54,9 @@ enum Command {
 }
 
 /// Arguments of `wisp serve`. Every option can also be set through its
-/// `WISP_*` environment variable.
-#[derive(Args)]
+/// `WISP_*` environment variable. (`Debug` shows no token: it is a
+/// `SecretString`.)
+#[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Directory of the store (functions, artifacts, compiled code, the
     /// generated admin token). Created if missing.
@@ -163,9 +93,10 @@ pub struct ServeArgs {
         long,
         env = "WISP_ADMIN_TOKEN",
         hide_env_values = true,
-        value_name = "TOKEN"
+        value_name = "TOKEN",
+        value_parser = secret
     )]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<SecretString>,
 
     /// Format of the host's logs on stderr.
     #[arg(
@@ -544,58 +475,6 @@ pub struct ServeArgs {
     pub event_dlq_retention: Duration,
 }
 
-// By hand so that logging the arguments can never leak the admin token.
-impl fmt::Debug for ServeArgs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServeArgs")
-            .field("data_dir", &self.data_dir)
-            .field("listen", &self.listen)
-            .field("admin_listen", &self.admin_listen)
-            .field(
-                "admin_token",
-                &self.admin_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("log_format", &self.log_format)
-            .field("timeout", &self.timeout)
-            .field("memory", &self.memory)
-            .field("max_body", &self.max_body)
-            .field("max_upload", &self.max_upload)
-            .field("max_in_flight", &self.max_in_flight)
-            .field(
-                "max_in_flight_per_function",
-                &self.max_in_flight_per_function,
-            )
-            .field("header_timeout", &self.header_timeout)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("max_connections", &self.max_connections)
-            .field("max_header_size", &self.max_header_size)
-            .field("max_headers", &self.max_headers)
-            .field("body_timeout", &self.body_timeout)
-            .field("body_min_rate", &self.body_min_rate)
-            .field("admin_header_timeout", &self.admin_header_timeout)
-            .field("admin_idle_timeout", &self.admin_idle_timeout)
-            .field("admin_max_connections", &self.admin_max_connections)
-            .field("admin_max_header_size", &self.admin_max_header_size)
-            .field("admin_max_headers", &self.admin_max_headers)
-            .field("admin_body_timeout", &self.admin_body_timeout)
-            .field("admin_body_min_rate", &self.admin_body_min_rate)
-            .field("cache_capacity", &self.cache_capacity)
-            .field("max_outbound_requests", &self.max_outbound_requests)
-            .field("log_bytes_per_invocation", &self.log_bytes_per_invocation)
-            .field("cgi_max_output", &self.cgi_max_output)
-            .field("log_retention_lines", &self.log_retention_lines)
-            .field("log_retention", &self.log_retention)
-            .field("grace", &self.grace)
-            .field("serve_threads", &self.serve_threads)
-            .field("deploy", &self.deploy)
-            .field("log_lines_per_invocation", &self.log_lines_per_invocation)
-            .field("event_topic_quota", &self.event_topic_quota)
-            .field("event_host_quota", &self.event_host_quota)
-            .field("event_dlq_retention", &self.event_dlq_retention)
-            .finish()
-    }
-}
-
 /// Format of the host's logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum LogFormat {
@@ -616,6 +495,11 @@ pub struct Preload {
     /// Routes; empty keeps the function's current routes (or the default
     /// `/{name}/*` for a new function).
     pub routes: Vec<String>,
+}
+
+/// A secret argument (`--admin-token`), kept out of `Debug` output.
+fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(s.into())
 }
 
 /// Parses `NAME=FILE.wasm[:ROUTE[,ROUTE]...]`. The routes start after the
@@ -685,6 +569,7 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use secrecy::ExposeSecret;
 
     #[test]
     fn cli_is_well_formed() {
@@ -735,7 +620,8 @@ mod tests {
         assert_eq!(args.log_format, LogFormat::Json);
         assert_eq!(args.deploy.len(), 2);
         assert_eq!(args.deploy[1].routes, ["/api/*", "/v2/*"]);
-        assert_eq!(args.admin_token.as_deref(), Some("s3cret-s3cret-s3cret"));
+        let token = args.admin_token.as_ref().map(|t| t.expose_secret());
+        assert_eq!(token, Some("s3cret-s3cret-s3cret"));
         assert!(!format!("{args:?}").contains("s3cret"));
     }
 

@@ -62,7 +62,7 @@ const README: &str = include_str!("templates/README.md.tmpl");
 const GITIGNORE: &str = include_str!("templates/gitignore.tmpl");
 
 /// The SDK of the source tree this binary was built from.
-const BUILT_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk");
+const BUILT_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sdk");
 
 /// Runs `wisp new`.
 pub fn run(args: NewArgs) -> Result<()> {

@@ -5,13 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use reqwest::Method;
-use serde::Deserialize;
-use serde_json::json;
+use wisp_client::{Client, SetConfig};
 
-use crate::client::{Api, Connection, print_json, table, write_stdout};
+use crate::client::Connection;
+use crate::output::{print_json, table, write_stdout};
 
 /// `wisp config ...`.
 #[derive(Subcommand)]
@@ -73,20 +72,8 @@ pub struct UnsetArgs {
     connection: Connection,
 }
 
-#[derive(Deserialize)]
-struct ConfigList {
-    entries: Vec<Entry>,
-}
-
-#[derive(Deserialize)]
-struct Entry {
-    key: String,
-    value: String,
-    secret: bool,
-}
-
 /// Runs a `wisp config` command.
-pub async fn run(api: &Api, command: ConfigCommand) -> Result<()> {
+pub async fn run(api: &Client, command: ConfigCommand) -> Result<()> {
     match command {
         ConfigCommand::Set(a) => set(api, a).await,
         ConfigCommand::List(a) => list(api, a).await,
@@ -108,26 +95,14 @@ fn parse_pairs(pairs: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(values)
 }
 
-fn config_url(name: &str) -> [&str; 4] {
-    ["v1", "functions", name, "config"]
-}
-
-async fn fetch(api: &Api, name: &str) -> Result<(serde_json::Value, ConfigList)> {
-    let answer = api
-        .call_json(api.request(Method::GET, &config_url(name)))
-        .await?;
-    let list = serde_json::from_value(answer.clone())
-        .context("unexpected answer from the admin API (is the CLI older than the host?)")?;
-    Ok((answer, list))
-}
-
-async fn set(api: &Api, args: SetArgs) -> Result<()> {
+async fn set(api: &Client, args: SetArgs) -> Result<()> {
     let values = parse_pairs(&args.pairs)?;
     let keys: Vec<String> = values.keys().cloned().collect();
-    let request = api
-        .request(Method::PUT, &config_url(&args.name))
-        .json(&json!({ "values": values, "secret": args.secret }));
-    api.call_json(request).await?;
+    let set = SetConfig {
+        values,
+        secret: args.secret,
+    };
+    api.config_set(&args.name, &set).await?;
     let what = match (args.secret, keys.len()) {
         (true, 1) => "secret",
         (true, _) => "secrets",
@@ -141,10 +116,10 @@ async fn set(api: &Api, args: SetArgs) -> Result<()> {
     ))
 }
 
-async fn list(api: &Api, args: ListArgs) -> Result<()> {
-    let (answer, list) = fetch(api, &args.name).await?;
+async fn list(api: &Client, args: ListArgs) -> Result<()> {
+    let list = api.config_list(&args.name).await?;
     if args.json {
-        return print_json(&answer);
+        return print_json(&list);
     }
     if list.entries.is_empty() {
         eprintln!("{} has no settings or secrets", args.name);
@@ -164,19 +139,16 @@ async fn list(api: &Api, args: ListArgs) -> Result<()> {
     write_stdout(&table(&["KEY", "VALUE", "KIND"], &rows))
 }
 
-async fn unset(api: &Api, args: UnsetArgs) -> Result<()> {
+async fn unset(api: &Client, args: UnsetArgs) -> Result<()> {
     // All or none: check every key first (the API removes one per call).
-    let (_, list) = fetch(api, &args.name).await?;
+    let list = api.config_list(&args.name).await?;
     for key in &args.keys {
         if !list.entries.iter().any(|e| &e.key == key) {
             bail!("config key {key:?} is not set on {}", args.name);
         }
     }
     for key in &args.keys {
-        let mut segments = config_url(&args.name).to_vec();
-        segments.push(key);
-        api.call_json(api.request(Method::DELETE, &segments))
-            .await?;
+        api.config_unset(&args.name, key).await?;
     }
     write_stdout(&format!(
         "unset {} on {}\n",

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use reqwest::Method;
-use serde::Deserialize;
+use wisp_client::Client;
 
-use crate::client::{Api, Connection, excerpt, print_json, wisp_error_message, write_stdout};
+use crate::client::Connection;
+use crate::output::{print_json, write_stdout};
 use crate::units::parse_duration;
 
 /// Page size used when following cursors (the API's maximum).
@@ -82,12 +82,6 @@ pub struct ListArgs {
     connection: Connection,
 }
 
-#[derive(Deserialize)]
-struct Page {
-    keys: Vec<String>,
-    cursor: Option<String>,
-}
-
 /// Refuses an empty key here: it would name no endpoint of the admin API.
 fn non_empty_key(s: &str) -> Result<String, String> {
     if s.is_empty() {
@@ -98,7 +92,7 @@ fn non_empty_key(s: &str) -> Result<String, String> {
 }
 
 /// Runs a `wisp kv` command.
-pub async fn run(api: &Api, command: KvCommand) -> Result<()> {
+pub async fn run(api: &Client, command: KvCommand) -> Result<()> {
     match command {
         KvCommand::Get(a) => get(api, a).await,
         KvCommand::Set(a) => set(api, a).await,
@@ -107,26 +101,11 @@ pub async fn run(api: &Api, command: KvCommand) -> Result<()> {
     }
 }
 
-fn key_segments<'a>(name: &'a str, key: &'a str) -> [&'a str; 5] {
-    // `url` percent-encodes each segment, `/` in the key included.
-    ["v1", "functions", name, "kv", key]
-}
-
-async fn get(api: &Api, args: KeyArgs) -> Result<()> {
-    let response = api
-        .send(api.request(Method::GET, &key_segments(&args.name, &args.key)))
-        .await?;
-    let status = response.status();
-    let body = response.bytes().await.context("reading the value failed")?;
-    if !status.is_success() {
-        return Err(match wisp_error_message(&body) {
-            Some(message) => anyhow!(message),
-            None => anyhow!("the admin API answered {status}{}", excerpt(&body)),
-        });
-    }
+async fn get(api: &Client, args: KeyArgs) -> Result<()> {
+    let value = api.kv_get(&args.name, &args.key).await?;
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(&body)?;
+    stdout.write_all(&value)?;
     stdout.flush()?;
     Ok(())
 }
@@ -148,46 +127,33 @@ async fn read_value(arg: &str) -> Result<Vec<u8>> {
     }
 }
 
-async fn set(api: &Api, args: SetArgs) -> Result<()> {
+async fn set(api: &Client, args: SetArgs) -> Result<()> {
     let value = read_value(&args.value).await?;
-    let mut request = api
-        .request(Method::PUT, &key_segments(&args.name, &args.key))
-        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-        .body(value);
     if let Some(ttl) = args.ttl {
-        let ms = u64::try_from(ttl.as_millis()).context("--ttl is too large")?;
-        if ms == 0 {
+        u64::try_from(ttl.as_millis()).context("--ttl is too large")?;
+        if ttl.as_millis() == 0 {
             bail!("--ttl must be at least 1ms");
         }
-        request = request.query(&[("ttl_ms", ms.to_string())]);
     }
-    let answer = api.call_json(request).await?;
-    let bytes = answer["bytes"].as_u64().unwrap_or_default();
+    let bytes = api.kv_set(&args.name, &args.key, value, args.ttl).await?;
     write_stdout(&format!(
         "set {} on {} ({bytes} bytes)\n",
         args.key, args.name
     ))
 }
 
-async fn delete(api: &Api, args: KeyArgs) -> Result<()> {
-    api.call_json(api.request(Method::DELETE, &key_segments(&args.name, &args.key)))
-        .await?;
+async fn delete(api: &Client, args: KeyArgs) -> Result<()> {
+    api.kv_delete(&args.name, &args.key).await?;
     write_stdout(&format!("deleted {} on {}\n", args.key, args.name))
 }
 
-async fn list(api: &Api, args: ListArgs) -> Result<()> {
+async fn list(api: &Client, args: ListArgs) -> Result<()> {
     let mut keys = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut query = vec![("prefix", args.prefix.clone()), ("limit", PAGE.to_string())];
-        if let Some(c) = cursor.take() {
-            query.push(("cursor", c));
-        }
-        let request = api
-            .request(Method::GET, &["v1", "functions", &args.name, "kv"])
-            .query(&query);
-        let page: Page = serde_json::from_value(api.call_json(request).await?)
-            .context("unexpected answer from the admin API (is the CLI older than the host?)")?;
+        let page = api
+            .kv_list(&args.name, &args.prefix, cursor.as_deref(), PAGE)
+            .await?;
         keys.extend(page.keys);
         match page.cursor {
             Some(c) => cursor = Some(c),
@@ -195,7 +161,7 @@ async fn list(api: &Api, args: ListArgs) -> Result<()> {
         }
     }
     if args.json {
-        return print_json(&serde_json::json!(keys));
+        return print_json(&keys);
     }
     let mut out = String::new();
     for key in &keys {

@@ -1,12 +1,12 @@
 //! `wisp job ...`: batch jobs, each a call to the admin API.
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use clap::{Args, Subcommand};
-use reqwest::Method;
-use serde_json::{Value, json};
-use wisp_host::{JobInfo, JobState};
+use wisp_client::{Client, JobInfo, JobState, NewJob};
 
-use crate::client::{Api, Connection, print_json, table, write_stdout};
+use crate::client::Connection;
+use crate::invoke::read_data_arg;
+use crate::output::{print_json, table, write_stdout};
 
 /// `wisp job ...`.
 #[derive(Subcommand)]
@@ -101,11 +101,6 @@ pub struct CancelArgs {
     connection: Connection,
 }
 
-fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
-    serde_json::from_value(value)
-        .map_err(|e| anyhow::anyhow!("the admin API answered an unexpected shape: {e}"))
-}
-
 fn state(s: JobState) -> &'static str {
     match s {
         JobState::Creating => "creating",
@@ -133,43 +128,38 @@ fn summary(j: &JobInfo) -> String {
 }
 
 /// `wisp job ...`.
-pub async fn run(api: &Api, command: JobCommand) -> Result<()> {
+pub async fn run(api: &Client, command: JobCommand) -> Result<()> {
     match command {
         JobCommand::Run(a) => {
             let payload = match &a.payload {
                 Some(p) => Some(
-                    String::from_utf8(crate::client::read_data_arg(p).await?.to_vec())
-                        .map_err(|_| anyhow::anyhow!("the job payload must be UTF-8 text"))?,
+                    String::from_utf8(read_data_arg(p).await?.to_vec())
+                        .map_err(|_| anyhow!("the job payload must be UTF-8 text"))?,
                 ),
                 None => None,
             };
-            let body = json!({
-                "array": a.array, "parallelism": a.parallelism, "retries": a.retries,
-                "payload": payload, "path": a.path, "content_type": a.content_type,
-            });
-            let value = api
-                .call_json(
-                    api.request(Method::POST, &["v1", "functions", &a.name, "jobs"])
-                        .json(&body),
-                )
-                .await?;
+            let job = NewJob {
+                array: a.array,
+                parallelism: Some(a.parallelism),
+                retries: Some(a.retries),
+                payload,
+                path: a.path,
+                content_type: a.content_type,
+            };
+            let j = api.run_job(&a.name, &job).await?;
             if a.json {
-                return print_json(&value);
+                return print_json(&j);
             }
-            let j: JobInfo = typed(value)?;
             write_stdout(&format!(
                 "job {} started: {} indices of {}, {} at once\n",
                 j.id, j.size, j.function, j.parallelism
             ))
         }
         JobCommand::Status(a) => {
-            let value = api
-                .call_json(api.request(Method::GET, &["v1", "jobs", &a.id]))
-                .await?;
+            let j = api.job(&a.id).await?;
             if a.json {
-                return print_json(&value);
+                return print_json(&j);
             }
-            let j: JobInfo = typed(value)?;
             let rows: Vec<Vec<String>> = j
                 .tasks
                 .iter()
@@ -192,15 +182,10 @@ pub async fn run(api: &Api, command: JobCommand) -> Result<()> {
             ))
         }
         JobCommand::List(a) => {
-            let mut request = api.request(Method::GET, &["v1", "jobs"]);
-            if let Some(name) = &a.name {
-                request = request.query(&[("function", name)]);
-            }
-            let value = api.call_json(request).await?;
+            let all = api.jobs(a.name.as_deref()).await?;
             if a.json {
-                return print_json(&value);
+                return print_json(&all);
             }
-            let all: Vec<JobInfo> = typed(value)?;
             if all.is_empty() {
                 return write_stdout("no jobs\n");
             }
@@ -224,13 +209,10 @@ pub async fn run(api: &Api, command: JobCommand) -> Result<()> {
             ))
         }
         JobCommand::Cancel(a) => {
-            let value = api
-                .call_json(api.request(Method::POST, &["v1", "jobs", &a.id, "cancel"]))
-                .await?;
+            let j = api.cancel_job(&a.id).await?;
             if a.json {
-                return print_json(&value);
+                return print_json(&j);
             }
-            let j: JobInfo = typed(value)?;
             write_stdout(&summary(&j))
         }
     }

@@ -13,9 +13,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Result;
 use clap::Args;
-use serde_json::Value;
+use wisp_client::{Client, LogEntry, LogQuery, LogStream};
 
-use crate::client::{Api, Connection};
+use crate::client::Connection;
 
 /// How often `--follow` asks for new lines.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
@@ -42,25 +42,31 @@ pub struct LogsArgs {
     pub(crate) connection: Connection,
 }
 
-pub async fn run(api: &Api, args: LogsArgs) -> Result<()> {
+/// Lines asked for per call.
+const PAGE: usize = 1000;
+
+pub async fn run(api: &Client, args: LogsArgs) -> Result<()> {
     let mut after: Option<u64> = None;
     loop {
-        let mut query: Vec<(&str, String)> = vec![("limit", "1000".into())];
-        if let Some(a) = after {
-            query.push(("after", a.to_string()));
-        } else if let Some(s) = &args.since {
-            query.push(("since", s.clone()));
-        }
-        if let Some(id) = &args.invocation {
-            query.push(("invocation", id.clone()));
-        }
+        let query = LogQuery {
+            invocation: args.invocation.clone(),
+            // Once a page has been read, its cursor says where to go on.
+            since: if after.is_none() {
+                args.since.clone()
+            } else {
+                None
+            },
+            after,
+            limit: Some(PAGE),
+        };
         let page = api.logs(&args.name, &query).await?;
-        let entries = page["entries"].as_array().cloned().unwrap_or_default();
+        let entries = page.entries;
         let mut out = std::io::stdout().lock();
         let terminal = out.is_terminal();
         for e in &entries {
             if args.json {
-                writeln!(out, "{e}")?;
+                // Through a `Value`: the keys sorted, as they always were.
+                writeln!(out, "{}", serde_json::to_value(e)?)?;
             } else if terminal {
                 writeln!(out, "{}", wisp_host::untrusted::escape(&line(e)))?;
             } else {
@@ -68,8 +74,8 @@ pub async fn run(api: &Api, args: LogsArgs) -> Result<()> {
             }
         }
         out.flush()?;
-        after = page["cursor"].as_u64().or(after);
-        if entries.len() < 1000 {
+        after = page.cursor.or(after);
+        if entries.len() < PAGE {
             if !args.follow {
                 return Ok(());
             }
@@ -79,21 +85,26 @@ pub async fn run(api: &Api, args: LogsArgs) -> Result<()> {
 }
 
 /// `TIME INVOCATION STREAM[/LEVEL] MESSAGE`.
-fn line(e: &Value) -> String {
-    let time = e["time_ms"]
-        .as_u64()
-        .map(|ms| {
-            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-        })
-        .unwrap_or_default();
-    let stream = e["stream"].as_str().unwrap_or("?");
-    let stream = match e["level"].as_str() {
-        Some(level) => format!("{stream}/{level}"),
+fn line(e: &LogEntry) -> String {
+    let time =
+        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(e.time_ms)).to_string();
+    let stream = match e.stream {
+        LogStream::Stdout => "stdout",
+        LogStream::Stderr => "stderr",
+        LogStream::Log => "log",
+        LogStream::Wisp => "wisp",
+    };
+    let stream = match e.level {
+        Some(level) => format!("{stream}/{}", level_name(level)),
         None => stream.to_string(),
     };
-    format!(
-        "{time} {} {stream:<9} {}",
-        e["invocation_id"].as_str().unwrap_or("-"),
-        e["message"].as_str().unwrap_or("")
-    )
+    format!("{time} {} {stream:<9} {}", e.invocation_id, e.message)
+}
+
+/// A level as the API spells it (`info`).
+fn level_name(level: wisp_client::LogLevel) -> String {
+    serde_json::to_value(level)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }

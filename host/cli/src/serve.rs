@@ -1,6 +1,7 @@
 //! `wisp serve`: configuration → a running host, until SIGTERM or ctrl-c.
 
 use anyhow::Context as _;
+use secrecy::ExposeSecret as _;
 use tracing_subscriber::EnvFilter;
 use wisp_host::{
     ConnectionLimits, DeployOptions, Host, HostConfig, Limits, Listeners, RetryPolicy,
@@ -44,32 +45,16 @@ const FILES_BESIDE_CONNECTIONS: u64 = 512;
 /// Returns the soft limit in force (`None` where it cannot be read).
 fn raise_open_file_limit() -> Option<u64> {
     #[cfg(unix)]
-    #[allow(unsafe_code)]
-    // SAFETY: getrlimit and setrlimit only read and write the local struct
-    // they are given a valid pointer to.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return None;
-        }
-        let soft = limit.rlim_cur;
-        if soft >= limit.rlim_max {
-            return Some(soft);
-        }
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-            tracing::debug!(
-                from = soft,
-                to = limit.rlim_max,
-                "raised the open-file limit"
-            );
-            Some(limit.rlim_max)
-        } else {
-            tracing::debug!(limit = soft, "could not raise the open-file limit");
-            Some(soft)
+    {
+        match rlimit::increase_nofile_limit(u64::MAX) {
+            Ok(limit) => {
+                tracing::debug!(limit, "open-file limit");
+                Some(limit)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not raise the open-file limit");
+                rlimit::Resource::NOFILE.get().ok().map(|(soft, _)| soft)
+            }
         }
     }
     #[cfg(not(unix))]
@@ -144,8 +129,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_token: args
             .admin_token
             .clone()
-            .filter(|t| !t.is_empty())
-            .map(Into::into),
+            .filter(|t| !t.expose_secret().is_empty()),
         max_outbound_requests: args.max_outbound_requests,
         log_bytes_per_invocation: args.log_bytes_per_invocation,
         cgi_max_output_bytes: args.cgi_max_output,
@@ -164,7 +148,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         event_retention: args.event_retention,
         serve_threads: args.serve_threads,
         #[cfg(feature = "jemalloc")]
-        release_memory: crate::release_jemalloc_memory,
+        release_memory: crate::jemalloc::release_jemalloc_memory,
         log_entries_per_invocation: args.log_lines_per_invocation,
         event_topic_quota_bytes: args.event_topic_quota,
         event_host_quota_bytes: args.event_host_quota,

@@ -1,0 +1,524 @@
+//! The commands on functions and their versions: `wisp deploy`, `wisp
+//! list`, `wisp info`, `wisp versions`, `wisp rollback`, `wisp delete`.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::BytesMut;
+use clap::Args;
+use futures::TryStreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use wisp_client::reqwest;
+use wisp_client::{Client, DeployOptions, FunctionInfo, FunctionSummary, Upload, VersionInfo};
+
+use crate::client::Connection;
+use crate::output::{
+    describe_handlers, join_or_none, lines_or_none, print_json, short_sha, table, write_stdout,
+};
+use crate::units::{format_bytes, format_ms, parse_duration, parse_size};
+
+/// Size of the chunks an artifact is uploaded in (and the progress bar
+/// advances by).
+const UPLOAD_CHUNK: usize = 64 * 1024;
+/// Every WebAssembly binary, module or component, starts with these bytes.
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+
+/// `wisp deploy`.
+#[derive(Args)]
+pub struct DeployArgs {
+    /// Function name.
+    name: String,
+    /// The WebAssembly file to deploy: a `wasi:http/proxy` component or a
+    /// `wasm32-wasip1` module (run CGI-style).
+    #[arg(required_unless_present = "from", conflicts_with = "from")]
+    file: Option<PathBuf>,
+    /// Build the function crate at PATH (its directory or Cargo.toml) with
+    /// `cargo build --release --target wasm32-wasip2` and deploy what it
+    /// produced, instead of FILE.
+    #[arg(long, value_name = "PATH")]
+    from: Option<PathBuf>,
+    /// Route of the function (`/hello`; `/api/*` for a prefix). Repeatable;
+    /// without any, the routes of the active version are kept.
+    #[arg(long = "route", value_name = "ROUTE")]
+    routes: Vec<String>,
+    /// Environment variable of the function. Repeatable; without any, the
+    /// environment of the active version is kept.
+    // Checked in `deploy_query`, not by clap, so a mistake is a one-line
+    // `error:` like every other.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Deadline of one invocation (30s, 500ms, 2m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Memory cap of one invocation (128MiB, 64M).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Request-body cap (6MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_body: Option<u64>,
+    /// Also pass the function's plain settings (`wisp config set`, not its
+    /// secrets) as environment variables (`--config-env=false` turns it
+    /// off again) [default: as the active version, else off].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    config_env: Option<bool>,
+    /// Allow outbound HTTP requests to a host: `https://api.example.com`,
+    /// `*.example.com`, `host:port`, `host:*`. Repeatable; without any, the
+    /// allow-list of the active version is kept (outbound HTTP is denied by
+    /// default).
+    #[arg(long = "allow-outbound", value_name = "HOST")]
+    allow_outbound: Vec<String>,
+    /// For a preview-1 (CGI) module: grant the directory PATH, relative to
+    /// the host's `<data-dir>/static/`, read-only at `/static` in the guest
+    /// (`--static-dir ""` removes the grant) [default: as the active
+    /// version, else none].
+    #[arg(long, value_name = "PATH")]
+    static_dir: Option<String>,
+    #[command(flatten)]
+    pub(crate) connection: Connection,
+}
+
+/// `wisp list`.
+#[derive(Args)]
+pub struct ListArgs {
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    pub(crate) connection: Connection,
+}
+
+/// `wisp info` and `wisp versions`.
+#[derive(Args)]
+pub struct ShowArgs {
+    /// Function name.
+    name: String,
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    pub(crate) connection: Connection,
+}
+
+/// `wisp rollback`.
+#[derive(Args)]
+pub struct RollbackArgs {
+    /// Function name.
+    name: String,
+    /// The version to make active [default: the newest version older than the
+    /// active one].
+    version: Option<u64>,
+    #[command(flatten)]
+    pub(crate) connection: Connection,
+}
+
+/// `wisp delete`.
+#[derive(Args)]
+pub struct NameArgs {
+    /// Function name.
+    name: String,
+    #[command(flatten)]
+    pub(crate) connection: Connection,
+}
+
+pub(crate) async fn deploy(api: &Client, args: DeployArgs) -> Result<()> {
+    let path = match (&args.file, &args.from) {
+        (Some(file), _) => file.clone(),
+        (None, Some(crate_path)) => crate::source::build(crate_path)?,
+        (None, None) => bail!("deploy needs FILE or --from PATH"),
+    };
+    let (file, len) = open_wasm(&path).await?;
+    let options = deploy_options(&args)?;
+    let progress = std::io::stderr()
+        .is_terminal()
+        .then(|| upload_progress(len));
+    let body = upload_body(file, progress.clone());
+    let answer = api
+        .deploy(&args.name, Upload::stream(body, len), &options)
+        .await;
+    if let Some(progress) = progress {
+        progress.finish_and_clear();
+    }
+    write_stdout(&deploy_summary(&answer?))
+}
+
+/// Opens `path` and checks that it is WebAssembly before anything is sent;
+/// returns the file, rewound, and its length.
+async fn open_wasm(path: &Path) -> Result<(tokio::fs::File, u64)> {
+    let shown = path.display();
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("{shown}: no such file"),
+        Err(e) => return Err(e).with_context(|| format!("cannot open {shown}")),
+    };
+    let metadata = file
+        .metadata()
+        .await
+        .with_context(|| format!("cannot read {shown}"))?;
+    if !metadata.is_file() {
+        bail!("{shown} is not a file");
+    }
+    let mut magic = [0u8; 4];
+    match file.read_exact(&mut magic).await {
+        // Shorter than the magic: not wasm either, said below.
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {shown}")),
+    }
+    if &magic != WASM_MAGIC {
+        bail!(
+            "{shown} is not a WebAssembly binary (it does not start with `\\0asm`); \
+             build a component, e.g. with `cargo build --target wasm32-wasip2`"
+        );
+    }
+    file.rewind()
+        .await
+        .with_context(|| format!("cannot read {shown}"))?;
+    Ok((file, metadata.len()))
+}
+
+/// What the deploy sets besides the artifact.
+fn deploy_options(args: &DeployArgs) -> Result<DeployOptions> {
+    for env in &args.env {
+        check_env(env).map_err(|e| anyhow!("--env {e}"))?;
+    }
+    let timeout_ms = match args.timeout {
+        Some(timeout) => {
+            Some(u64::try_from(timeout.as_millis()).context("--timeout is too large")?)
+        }
+        None => None,
+    };
+    Ok(DeployOptions {
+        routes: args.routes.clone(),
+        env: args.env.clone(),
+        timeout_ms,
+        memory_bytes: args.memory,
+        max_body_bytes: args.max_body,
+        allow_outbound: args.allow_outbound.clone(),
+        config_env: args.config_env,
+        static_dir: args.static_dir.clone().into(),
+        ..DeployOptions::default()
+    })
+}
+
+/// `--env KEY=VALUE`.
+fn check_env(s: &str) -> Result<(), String> {
+    match s.split_once('=') {
+        Some((key, _)) if !key.is_empty() => Ok(()),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+/// A progress bar over the upload that turns into a "compiling…" spinner
+/// once the last byte is read: the host compiles before it answers.
+fn upload_progress(len: u64) -> ProgressBar {
+    let style = ProgressStyle::with_template(
+        "uploading {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    ProgressBar::new(len).with_style(style)
+}
+
+fn switch_to_spinner(progress: &ProgressBar) {
+    let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    progress.set_style(style);
+    progress.set_message("compiling…");
+    progress.enable_steady_tick(Duration::from_millis(100));
+}
+
+/// The artifact as a streamed request body, advancing `progress`.
+fn upload_body(file: tokio::fs::File, progress: Option<ProgressBar>) -> reqwest::Body {
+    let chunks = futures::stream::try_unfold(file, |mut file| async move {
+        let mut chunk = BytesMut::with_capacity(UPLOAD_CHUNK);
+        let read = file.read_buf(&mut chunk).await?;
+        Ok::<_, std::io::Error>((read > 0).then(|| (chunk.freeze(), file)))
+    })
+    .inspect_ok(move |chunk| {
+        if let Some(progress) = &progress {
+            progress.inc(chunk.len() as u64);
+            if progress
+                .length()
+                .is_some_and(|len| progress.position() >= len)
+            {
+                switch_to_spinner(progress);
+            }
+        }
+    });
+    reqwest::Body::wrap_stream(chunks)
+}
+
+/// `deployed hello version 3 (sha256 abcd1234abcd…, 1.2 MiB)` and the routes.
+fn deploy_summary(info: &FunctionInfo) -> String {
+    let mut out = format!("deployed {} version {}", info.name, info.active_version);
+    if let Some(active) = info
+        .versions
+        .iter()
+        .find(|v| v.version == info.active_version)
+    {
+        let _ = write!(
+            out,
+            " (sha256 {}…, {})",
+            short_sha(&active.sha256),
+            format_bytes(active.size_bytes)
+        );
+    }
+    out.push('\n');
+    for route in &info.routes {
+        let _ = writeln!(out, "  route {route}");
+    }
+    out
+}
+
+pub(crate) async fn list(api: &Client, args: ListArgs) -> Result<()> {
+    let functions = api.list().await?;
+    if args.json {
+        return print_json(&functions);
+    }
+    if functions.is_empty() {
+        eprintln!("no functions deployed");
+    } else {
+        write_stdout(&list_table(&functions))?;
+    }
+    Ok(())
+}
+
+fn list_table(functions: &[FunctionSummary]) -> String {
+    let rows: Vec<Vec<String>> = functions
+        .iter()
+        .map(|f| {
+            vec![
+                f.name.clone(),
+                f.active_version.to_string(),
+                join_or_none(&f.routes),
+                f.versions.to_string(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "VERSION", "ROUTES", "VERSIONS"], &rows)
+}
+
+pub(crate) async fn info(api: &Client, args: ShowArgs) -> Result<()> {
+    let info = api.info(&args.name).await?;
+    if args.json {
+        return print_json(&info);
+    }
+    write_stdout(&info_text(&info))
+}
+
+fn info_text(info: &FunctionInfo) -> String {
+    const LABEL_WIDTH: usize = 16;
+    let env: Vec<String> = info.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let limits = format!(
+        "timeout {}, memory {}, max body {}",
+        format_ms(info.limits.timeout_ms),
+        format_bytes(info.limits.memory_bytes),
+        format_bytes(info.limits.max_body_bytes)
+    );
+    let fields = [
+        ("name", info.name.clone()),
+        ("active version", info.active_version.to_string()),
+        ("handles", describe_handlers(&info.handlers)),
+        ("routes", join_or_none(&info.routes)),
+        // One variable a line, aligned under the first.
+        ("env", lines_or_none(&env, LABEL_WIDTH)),
+        ("limits", limits),
+        ("outbound", join_or_none(&info.allow_outbound)),
+        ("created", info.created_at.clone()),
+        ("updated", info.updated_at.clone()),
+    ];
+    let mut out = String::new();
+    for (label, value) in fields {
+        let _ = writeln!(out, "{label:<LABEL_WIDTH$}{value}");
+    }
+    out.push_str("versions\n");
+    for line in versions_table(&info.versions).lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    out
+}
+
+pub(crate) async fn versions(api: &Client, args: ShowArgs) -> Result<()> {
+    let versions = api.versions(&args.name).await?;
+    if args.json {
+        return print_json(&versions);
+    }
+    write_stdout(&versions_table(&versions))
+}
+
+fn versions_table(versions: &[VersionInfo]) -> String {
+    let rows: Vec<Vec<String>> = versions
+        .iter()
+        .map(|v| {
+            vec![
+                v.version.to_string(),
+                if v.active { "*" } else { "" }.to_string(),
+                short_sha(&v.sha256).to_string(),
+                format_bytes(v.size_bytes),
+                v.created_at.clone(),
+            ]
+        })
+        .collect();
+    table(&["VERSION", "ACTIVE", "SHA256", "SIZE", "CREATED"], &rows)
+}
+
+pub(crate) async fn rollback(api: &Client, args: RollbackArgs) -> Result<()> {
+    let info = api.rollback(&args.name, args.version).await?;
+    write_stdout(&format!(
+        "{}: version {} is now active\n",
+        info.name, info.active_version
+    ))
+}
+
+pub(crate) async fn delete(api: &Client, args: NameArgs) -> Result<()> {
+    api.delete(&args.name).await?;
+    write_stdout(&format!("deleted {}\n", args.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn refuses_files_that_are_not_wasm() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = open_wasm(&dir.path().join("nope.wasm")).await;
+        assert!(format!("{:#}", missing.err().unwrap()).contains("no such file"));
+
+        let text = dir.path().join("hello.wat");
+        std::fs::write(&text, "(component)").unwrap();
+        let refused = open_wasm(&text).await;
+        assert!(format!("{:#}", refused.err().unwrap()).contains("not a WebAssembly binary"));
+
+        let short = dir.path().join("short.wasm");
+        std::fs::write(&short, "\0a").unwrap();
+        assert!(open_wasm(&short).await.is_err());
+
+        let wasm = dir.path().join("ok.wasm");
+        std::fs::write(&wasm, b"\0asm\x0d\0\x01\0").unwrap();
+        let (mut file, len) = open_wasm(&wasm).await.unwrap();
+        assert_eq!(len, 8);
+        let mut all = Vec::new();
+        file.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all.len(), 8, "the file is rewound after the check");
+    }
+
+    #[test]
+    fn deploy_options_from_the_arguments() {
+        let args = DeployArgs {
+            name: "hello".into(),
+            file: Some("hello.wasm".into()),
+            from: None,
+            routes: vec!["/hello".into(), "/api/*".into()],
+            env: vec!["A=1".into()],
+            timeout: Some(Duration::from_millis(1500)),
+            memory: Some(64 << 20),
+            max_body: None,
+            config_env: None,
+            static_dir: None,
+            allow_outbound: vec!["https://api.example.com".into()],
+            connection: crate::client::tests::connection(None, Path::new(".")),
+        };
+        let options = deploy_options(&args).unwrap();
+        assert_eq!(
+            options,
+            DeployOptions {
+                routes: vec!["/hello".into(), "/api/*".into()],
+                env: vec!["A=1".into()],
+                timeout_ms: Some(1500),
+                memory_bytes: Some(64 << 20),
+                allow_outbound: vec!["https://api.example.com".into()],
+                ..DeployOptions::default()
+            }
+        );
+        let bad = DeployArgs {
+            env: vec!["NOEQ".into()],
+            ..args
+        };
+        assert_eq!(
+            deploy_options(&bad).unwrap_err().to_string(),
+            "--env `NOEQ` is not KEY=VALUE"
+        );
+    }
+
+    #[test]
+    fn env_arguments() {
+        assert_eq!(check_env("A=b=c"), Ok(()));
+        assert_eq!(check_env("A="), Ok(()));
+        assert!(check_env("A").is_err());
+        assert!(check_env("=b").is_err());
+    }
+
+    fn sample_info() -> FunctionInfo {
+        serde_json::from_value(json!({
+            "name": "hello",
+            "active_version": 2,
+            "routes": ["/hello", "/api/*"],
+            "env": {"GREETING": "hi", "MODE": "prod"},
+            "limits": {"timeout_ms": 30000, "memory_bytes": 134217728, "max_body_bytes": 6291456},
+            "created_at": "2025-01-01T00:00:00.000Z",
+            "updated_at": "2025-01-02T00:00:00.000Z",
+            "versions": [
+                {"version": 1, "sha256": "0123456789abcdef0123", "size_bytes": 1258291,
+                 "created_at": "2025-01-01T00:00:00.000Z", "active": false,
+                 "routes": ["/hello"], "env": {},
+                 "limits": {"timeout_ms": 30000, "memory_bytes": 134217728, "max_body_bytes": 6291456}},
+                {"version": 2, "sha256": "fedcba9876543210fedc", "size_bytes": 2048,
+                 "created_at": "2025-01-02T00:00:00.000Z", "active": true,
+                 "routes": ["/hello", "/api/*"], "env": {"GREETING": "hi", "MODE": "prod"},
+                 "limits": {"timeout_ms": 30000, "memory_bytes": 134217728, "max_body_bytes": 6291456}}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn renders_deploy_summary() {
+        assert_eq!(
+            deploy_summary(&sample_info()),
+            "deployed hello version 2 (sha256 fedcba987654…, 2 KiB)\n  route /hello\n  route /api/*\n"
+        );
+    }
+
+    #[test]
+    fn renders_info() {
+        let text = info_text(&sample_info());
+        assert!(text.contains("active version  2\n"), "{text}");
+        assert!(text.contains("routes          /hello, /api/*\n"), "{text}");
+        assert!(
+            text.contains("env             GREETING=hi\n                MODE=prod\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("limits          timeout 30s, memory 128 MiB, max body 6 MiB\n"),
+            "{text}"
+        );
+        assert!(text.contains("  2        *       fedcba987654"), "{text}");
+    }
+
+    #[test]
+    fn renders_tables() {
+        let versions = versions_table(&sample_info().versions);
+        assert_eq!(
+            versions,
+            "VERSION  ACTIVE  SHA256        SIZE     CREATED\n\
+             1                0123456789ab  1.2 MiB  2025-01-01T00:00:00.000Z\n\
+             2        *       fedcba987654  2 KiB    2025-01-02T00:00:00.000Z\n"
+        );
+        let list = list_table(&[FunctionSummary {
+            name: "hello".into(),
+            active_version: 2,
+            routes: vec![],
+            versions: 2,
+            updated_at: String::new(),
+        }]);
+        assert_eq!(
+            list,
+            "NAME   VERSION  ROUTES  VERSIONS\nhello  2        (none)  2\n"
+        );
+    }
+}
