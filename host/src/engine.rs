@@ -20,8 +20,8 @@ use crate::capabilities::event_bindings::EventsPre;
 use crate::cgi::CgiState;
 use crate::config::HostConfig;
 use crate::error::DeployError;
+use crate::function::compiled::CodeFile;
 use crate::invoke::InvocationState;
-use crate::store::CodeFile;
 
 /// How often the epoch advances. Deadlines are checked, and running guests
 /// yield to the executor, once per tick: small enough for accurate

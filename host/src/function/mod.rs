@@ -1,0 +1,2 @@
+pub(crate) mod compiled;
+pub(crate) mod records;
