@@ -592,7 +592,7 @@ fn batched_publishes_claims_and_outcomes() {
     assert_eq!(due.len(), 4);
     // The same entry twice: claimed once.
     let mut entries = due.clone();
-    entries.push(due[0].clone());
+    entries.push(due[0]);
     let claimed = store.claim(&entries, 20).unwrap();
     assert_eq!(claimed.iter().filter(|c| c.is_some()).count(), 4);
     assert!(claimed[4].is_none());
