@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Limits;
-use crate::store::{FunctionRecord, VersionRecord};
+use crate::function::records::{FunctionRecord, VersionRecord};
 
 /// One version of a function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -15,17 +15,22 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
+use crate::capabilities::kv::store::KvStore;
+use crate::capabilities::logs::LogStore;
 use crate::capabilities::logs::{LogSink, Retention};
 use crate::capabilities::outbound::AllowList;
+use crate::capabilities::settings::ConfigStore;
 use crate::config::{HostConfig, Limits, StoreLocation};
 use crate::engine::{AllocatorKind, ComponentPre, Prepared, WispEngine};
 use crate::error::DeployError;
+use crate::function::compiled::Compiled;
+use crate::function::records::{FunctionRecord, NewVersion, Records, VersionRecord};
 use crate::function::resolve::resolve_version;
 use crate::invocation::Invoker;
 use crate::metrics::{FunctionMetrics, HostMetrics};
 use crate::registry::{Deployed, Registry};
 use crate::routes::{Route, validate_name};
-use crate::store::{FunctionRecord, NewVersion, Store, VersionRecord};
+use crate::store::Store;
 
 /// A Wisp host: cheap to clone, shared by the data plane, the admin plane
 /// and any embedding code.
@@ -36,7 +41,19 @@ pub struct Host {
 
 pub(crate) struct HostInner {
     pub config: HostConfig,
+    /// The store: its group commit (`flush`) and writer; each domain's
+    /// trees are in the fields below (and the event plane's in `events`).
     pub store: Store,
+    /// Function records, versions and artifacts.
+    pub records: Records,
+    /// Compiled code beside the store.
+    pub compiled: Compiled,
+    /// Functions' key-value data.
+    pub kv: KvStore,
+    /// Functions' settings and secrets.
+    pub settings: ConfigStore,
+    /// Functions' logs.
+    pub log_store: LogStore,
     pub engine: Arc<WispEngine>,
     /// What is deployed; swapped whole on every change (no lock on reads).
     pub registry: ArcSwap<Registry>,
@@ -154,9 +171,16 @@ impl HostBuilder {
         };
         let store = Store::open(&dir, config.store_cache_bytes)
             .with_context(|| format!("opening the store in {}", dir.display()))?;
+        let opening = || format!("opening the store in {}", dir.display());
+        let records = Records::open(&store).with_context(opening)?;
+        let compiled = Compiled::open(&store, &dir, &records).with_context(opening)?;
+        let kv = KvStore::open(&store).with_context(opening)?;
+        let settings = ConfigStore::open(&store).with_context(opening)?;
+        let log_store = LogStore::open(&store).with_context(opening)?;
+        let event_store = crate::events::store::EventStore::open(&store).with_context(opening)?;
         let prometheus = crate::metrics::install();
         let engine = Arc::new(WispEngine::new(&config)?);
-        if let Err(e) = store.drop_other_engines(&engine.compat_key) {
+        if let Err(e) = compiled.drop_other_engines(&engine.compat_key) {
             tracing::warn!(error = %e, "removing compiled code of other engine builds failed");
         }
         match engine.allocator {
@@ -168,13 +192,13 @@ impl HostBuilder {
             AllocatorKind::OnDemand => tracing::info!("engine ready (on-demand allocator)"),
         }
         let logs = LogSink::start(
-            store.clone(),
+            log_store.clone(),
             Retention {
                 max_entries: config.log_retention_entries,
                 max_age: config.log_retention,
             },
         )?;
-        let events = crate::events::plane::EventPlane::new();
+        let events = crate::events::plane::EventPlane::new(event_store);
         let inner = Arc::new_cyclic(|host| HostInner {
             invoker: Invoker {
                 logs,
@@ -191,6 +215,11 @@ impl HostBuilder {
                 host: host.clone(),
             },
             store,
+            records,
+            compiled,
+            kv,
+            settings,
+            log_store,
             engine,
             registry: ArcSwap::from_pointee(Registry::default()),
             admin_lock: Mutex::new(()),
@@ -215,13 +244,13 @@ impl HostBuilder {
 /// back, so the function runs on the mapped file rather than a heap copy,
 /// as after a restart. Blocking.
 fn store_and_load(
-    store: &Store,
+    compiled: &Compiled,
     engine: &WispEngine,
     sha256: &str,
     serialized: &[u8],
 ) -> Result<crate::engine::Compiled, DeployError> {
     // Mapped through the descriptor written, not the name: see `CodeFile`.
-    let code = store.put_compiled(sha256, &engine.compat_key, serialized)?;
+    let code = compiled.put(sha256, &engine.compat_key, serialized)?;
     engine
         .load(&code)
         .map_err(|e| DeployError::Internal(format!("loading compiled code back: {e:#}")))
@@ -267,7 +296,7 @@ impl Host {
     /// Loads the active version of every stored function.
     fn load_all(&self) -> anyhow::Result<()> {
         let mut by_name = HashMap::new();
-        for record in self.inner.store.functions()? {
+        for record in self.inner.records.all()? {
             let deployed = self
                 .load_version(&record, record.active())
                 .with_context(|| format!("loading function {}", record.name))?;
@@ -285,10 +314,10 @@ impl Host {
     /// storing the result) only when there is none for this engine.
     fn load_version(&self, record: &FunctionRecord, v: &VersionRecord) -> anyhow::Result<Deployed> {
         let engine = &self.inner.engine;
-        let store = &self.inner.store;
+        let compiled_code = &self.inner.compiled;
         // Only code that matches its checksum in the store is run (a file
         // that does not is removed, and logged, by the store).
-        let loaded = match store.compiled_code(&v.sha256, &engine.compat_key)? {
+        let loaded = match compiled_code.code(&v.sha256, &engine.compat_key)? {
             Some(code) => match engine.load(&code) {
                 Ok(c) => Some(c),
                 Err(e) => {
@@ -302,16 +331,19 @@ impl Host {
             Some(c) => c,
             None => {
                 tracing::info!(function = %record.name, version = v.version, "compiling from the stored artifact (no verified compiled code for this engine)");
-                let wasm = store
+                let wasm = self
+                    .inner
+                    .records
                     .artifact(&v.sha256)?
                     .with_context(|| format!("artifact {} missing from the store", v.sha256))?;
                 let compiled = engine.compile(&wasm)?.serialize()?;
-                store_and_load(store, engine, &v.sha256, &compiled)?
+                store_and_load(compiled_code, engine, &v.sha256, &compiled)?
             }
         };
         let pre = engine.prepare(&component)?;
         Ok(deployed(
-            store,
+            &self.inner.kv,
+            &self.inner.settings,
             self.data_dir(),
             record,
             v,
@@ -346,7 +378,7 @@ impl Host {
             .map_err(|e| DeployError::InvalidArgument(e.to_string()))?;
 
         let _guard = self.inner.admin_lock.lock().await;
-        let existing = self.inner.store.function(name)?;
+        let existing = self.inner.records.get(name)?;
         let resolved = resolve_version(
             name,
             &options,
@@ -406,12 +438,13 @@ impl Host {
         if record.versions.len() == 1 {
             // A new name starts with no key-value data and no config, even
             // if a crash (or a write racing the delete) left some behind.
-            self.inner.store.purge_function_data(name)?;
+            self.inner.kv.purge(name).await?;
+            self.inner.settings.purge(name).await?;
             // Nor log lines, subscriptions, schedules, deliveries or dead
             // letters of an earlier function of that name (a delete a
             // crash interrupted leaves them after the record).
             self.inner.invoker.logs.sync_blocking_async().await;
-            self.inner.store.purge_logs(name)?;
+            self.inner.log_store.purge(name).await?;
             self.inner.invoker.logs.forget(name);
             self.purge_function_events(name)
                 .await
@@ -421,12 +454,12 @@ impl Host {
         // function runs on its compiled code's file, mapped rather than
         // copied into the heap, as after a restart.
         drop(prepared);
-        let store = self.inner.store.clone();
+        let compiled_code = self.inner.compiled.clone();
         let engine = self.inner.engine.clone();
         let sha = sha256.clone();
         let stored = async {
             let prepared = tokio::task::spawn_blocking(move || {
-                engine.prepare(&store_and_load(&store, &engine, &sha, &compiled)?)
+                engine.prepare(&store_and_load(&compiled_code, &engine, &sha, &compiled)?)
             })
             .await
             .map_err(|e| DeployError::Internal(format!("compile task: {e}")))??;
@@ -439,7 +472,10 @@ impl Host {
             Err(e) => {
                 // The code file goes unless the artifact is stored (another
                 // version uses it, or the write went through after all).
-                if let Err(e) = self.inner.store.forget_compiled(&sha256) {
+                let compiled_code = self.inner.compiled.clone();
+                let forgotten =
+                    tokio::task::spawn_blocking(move || compiled_code.forget(&sha256)).await;
+                if let Ok(Err(e)) = forgotten {
                     tracing::warn!(error = %e, "removing compiled code of a failed deploy failed (removed on the next start)");
                 }
                 return Err(e);
@@ -464,26 +500,23 @@ impl Host {
         prepared: Prepared,
     ) -> Result<Arc<Deployed>, DeployError> {
         let deployed = Arc::new(deployed(
-            &self.inner.store,
+            &self.inner.kv,
+            &self.inner.settings,
             self.data_dir(),
             record,
             version,
             prepared,
             self.inner.config.function_share(),
         )?);
-        let store = self.inner.store.clone();
-        let rec = record.clone();
-        let sha = sha256.to_string();
-        tokio::task::spawn_blocking(move || {
-            store.put_version(NewVersion {
-                record: &rec,
-                sha256: &sha,
-                artifact: &wasm,
+        // On the store's writer, answered once flushed.
+        self.inner
+            .records
+            .put_version(NewVersion {
+                record: record.clone(),
+                sha256: sha256.to_string(),
+                artifact: wasm,
             })
-        })
-        .await
-        .map_err(|e| DeployError::Internal(format!("store task: {e}")))??;
-        self.inner.store.flush().await?;
+            .await?;
         Ok(deployed)
     }
 
@@ -528,8 +561,8 @@ impl Host {
         let _guard = self.inner.admin_lock.lock().await;
         let mut record = self
             .inner
-            .store
-            .function(name)?
+            .records
+            .get(name)?
             .ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))?;
         let target = match version {
             Some(v) => record.version(v).cloned().ok_or_else(|| {
@@ -558,8 +591,7 @@ impl Host {
             .await
             .map_err(|e| DeployError::Internal(format!("load task: {e}")))?
             .map_err(|e| DeployError::Internal(format!("{e:#}")))?;
-        self.inner.store.update_function(&record)?;
-        self.inner.store.flush().await?;
+        self.inner.records.update(record.clone()).await?;
         let next = self.inner.registry.load().with(Arc::new(deployed));
         self.inner.registry.store(Arc::new(next));
         tracing::info!(
@@ -574,33 +606,34 @@ impl Host {
     /// uses.
     pub async fn delete(&self, name: &str) -> Result<(), DeployError> {
         let _guard = self.inner.admin_lock.lock().await;
-        let store = self.inner.store.clone();
-        let n = name.to_string();
-        let freed = tokio::task::spawn_blocking(move || store.delete_function(&n))
-            .await
-            .map_err(|e| DeployError::Internal(format!("store task: {e}")))??;
-        let Some(freed) = freed else {
+        // On the store's writer, answered once flushed.
+        let Some(freed) = self.inner.records.delete(name).await? else {
             return Err(DeployError::FunctionNotFound(name.to_string()));
         };
-        self.inner.store.flush().await?;
         let next = self.inner.registry.load().without(name);
         self.inner.registry.store(Arc::new(next));
         // Mapped code stays valid after its file is removed: invocations
         // still running finish on it.
-        if let Err(e) = self.inner.store.drop_compiled(&freed) {
+        let compiled_code = self.inner.compiled.clone();
+        let dropped = tokio::task::spawn_blocking(move || compiled_code.drop_freed(&freed)).await;
+        if let Ok(Err(e)) = dropped {
             tracing::warn!(function = name, error = %e, "removing compiled code failed (removed on the next start)");
         }
         // The function's log goes with it (after the record: a crash in
         // between leaves lines no function owns, which a redeploy under the
         // same name would show; purged again on the next delete).
         self.inner.invoker.logs.sync_blocking_async().await;
-        if let Err(e) = self.inner.store.purge_logs(name) {
+        if let Err(e) = self.inner.log_store.purge(name).await {
             tracing::warn!(function = name, error = %e, "purging the deleted function's log failed");
         }
         self.inner.invoker.logs.forget(name);
         // Its key-value data and config too, after the record for the same
         // reason (leftovers are purged when the name is deployed again).
-        if let Err(e) = self.inner.store.purge_function_data(name) {
+        let purged = match self.inner.kv.purge(name).await {
+            Ok(()) => self.inner.settings.purge(name).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = purged {
             tracing::warn!(function = name, error = %e, "purging the deleted function's data failed");
         }
         // And what the event plane keeps for it: subscriptions,
@@ -620,8 +653,8 @@ impl Host {
     /// A function's record.
     pub fn function(&self, name: &str) -> Result<FunctionInfo, DeployError> {
         self.inner
-            .store
-            .function(name)?
+            .records
+            .get(name)?
             .map(|r| self.info(&r))
             .ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))
     }
@@ -648,8 +681,8 @@ impl Host {
     pub fn functions(&self) -> Result<Vec<FunctionSummary>, DeployError> {
         Ok(self
             .inner
-            .store
-            .functions()?
+            .records
+            .all()?
             .iter()
             .map(FunctionSummary::from)
             .collect())
@@ -702,7 +735,7 @@ impl Host {
 
     /// Number of distinct artifacts in the store (deduplicated by hash).
     pub fn stored_artifacts(&self) -> usize {
-        self.inner.store.artifact_count()
+        self.inner.records.artifact_count()
     }
 
     /// Flushes the store (shutdown).
@@ -714,7 +747,8 @@ impl Host {
 }
 
 fn deployed(
-    store: &Store,
+    kv: &KvStore,
+    settings: &ConfigStore,
     data_dir: Option<&Path>,
     record: &FunctionRecord,
     v: &VersionRecord,
@@ -731,8 +765,8 @@ fn deployed(
         _ => None,
     };
     let name_arc: Arc<str> = Arc::from(record.name.as_str());
-    let config = crate::capabilities::settings::load_snapshot(store, &record.name)?;
-    let kv = crate::capabilities::kv::KvNamespace::new(store.clone(), name_arc.clone(), &v.limits);
+    let config = crate::capabilities::settings::load_snapshot(settings, &record.name)?;
+    let kv = crate::capabilities::kv::KvNamespace::new(kv.clone(), name_arc.clone(), &v.limits);
     let allow_outbound = crate::capabilities::outbound::effective(
         &v.allow_outbound,
         config.get(crate::capabilities::outbound::CONFIG_KEY),

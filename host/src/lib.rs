@@ -45,13 +45,13 @@ mod datadir;
 mod engine;
 mod error;
 mod events;
+mod function;
 mod gateway;
 mod host;
 mod invocation;
 // Until the split is done: the old paths.
 pub(crate) use invocation as invoke;
 pub(crate) use invocation::cgi;
-mod function;
 mod metrics;
 // Until the function/ split is merged everywhere: the old path.
 pub(crate) use function::registry;
@@ -184,12 +184,14 @@ pub mod fuzzing {
 
     /// The store key of `key` in `function`'s namespace.
     pub fn kv_ns_key(function: &str, key: &str) -> Vec<u8> {
-        crate::store::ns_key(function, key)
+        use crate::store::Key as _;
+        crate::capabilities::kv::store::NsKey::new(function, key).encode()
     }
 
     /// The prefix every store key of `function`'s namespace starts with.
     pub fn kv_ns_prefix(function: &str) -> Vec<u8> {
-        crate::store::ns_prefix(function)
+        use crate::store::Prefix as _;
+        crate::capabilities::kv::store::Namespace(function).encode_prefix()
     }
 
     /// Checks a key against a limit of `max` bytes, as every key-value
@@ -212,7 +214,7 @@ pub mod fuzzing {
     /// A real store in a temporary directory, and functions' key-value
     /// namespaces in it (default limits).
     pub struct KvStore {
-        store: crate::store::Store,
+        store: crate::capabilities::kv::store::KvStore,
         _dir: tempfile::TempDir,
     }
 
@@ -221,6 +223,7 @@ pub mod fuzzing {
         pub fn open() -> anyhow::Result<KvStore> {
             let dir = tempfile::tempdir()?;
             let store = crate::store::Store::open(dir.path(), 8 << 20)?;
+            let store = crate::capabilities::kv::store::KvStore::open(&store)?;
             Ok(KvStore { store, _dir: dir })
         }
 

@@ -6,9 +6,11 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::dispatcher::Delivering;
 use super::plane::{EventError, now_ms};
 use super::{DeliveryStatus, EventRecord, RetryPolicy, Subscription, format_id, parse_id};
 use crate::Host;
+use crate::store::{Durability, StoreError};
 
 /// Prefix of a job's implicit topic (`job:ID`).
 pub const JOB_TOPIC_PREFIX: &str = "job:";
@@ -207,7 +209,7 @@ impl Host {
     fn job_info(&self, job: JobRecord, with_tasks: bool) -> Result<JobInfo, EventError> {
         let mut counts = JobCounts::default();
         let mut tasks = Vec::new();
-        for (index, d) in self.inner.store.job_tasks(job.id)? {
+        for (index, d) in self.event_store().job_tasks(job.id)? {
             match d.status {
                 DeliveryStatus::Pending => counts.pending += 1,
                 DeliveryStatus::Running => counts.running += 1,
@@ -270,8 +272,8 @@ impl Host {
         if let Some(ct) = &new.content_type {
             super::validate_content_type(ct).map_err(EventError::InvalidArgument)?;
         }
-        let store = &self.inner.store;
-        if store.function(function)?.is_none() {
+        let store = self.event_store();
+        if self.inner.records.get(function)?.is_none() {
             return Err(EventError::FunctionNotFound(function.to_string()));
         }
         let mut job = JobRecord {
@@ -291,8 +293,8 @@ impl Host {
         self.check_job_quota(&job, &indices)?;
         // Creating: the dispatcher leaves its tasks alone until it is
         // running; a crash meanwhile leaves it creating, cancelled on start.
-        store.put_job(&job)?;
-        // Written off the async workers: a large array is many batches.
+        store.put_job(job.clone(), Durability::Committed).await?;
+        // Written on the blocking pool: a large array is many batches.
         let writer = store.clone();
         let (id, created_ms, content_type, size_bytes, function_name) = (
             job.id,
@@ -324,26 +326,25 @@ impl Host {
                         },
                     ));
                 }
-                writer.add_job_tasks(id, &function_name, &events)?;
+                writer.add_job_tasks_blocking(id, &function_name, events)?;
             }
-            Ok::<_, crate::store::StoreError>(())
+            Ok::<_, StoreError>(())
         })
         .await
         .unwrap_or_else(|e| {
-            Err(crate::store::StoreError::Sled(sled::Error::Io(
-                std::io::Error::other(format!("writing a job's events: {e}")),
-            )))
+            Err(StoreError::Io(std::io::Error::other(format!(
+                "writing a job's events: {e}"
+            ))))
         });
         if let Err(e) = written {
             // Never acknowledged: cancelled, its events are never run.
             job.state = JobState::Cancelled;
             job.finished_ms = Some(now_ms());
-            let _ = store.put_job(&job);
+            let _ = store.put_job(job, Durability::Committed).await;
             return Err(e.into());
         }
         job.state = JobState::Running;
-        store.put_job(&job)?;
-        store.flush().await?;
+        store.put_job(job.clone(), Durability::Flushed).await?;
         self.wake_events();
         tracing::info!(id = %format_id(job.id), function, size = job.size, "job started");
         self.job_info(job, false)
@@ -383,7 +384,7 @@ impl Host {
                 limit: c.event_topic_quota_bytes,
             });
         }
-        let held = self.inner.store.event_bytes(None);
+        let held = self.event_store().event_bytes(None);
         if held.saturating_add(need) > c.event_host_quota_bytes {
             return Err(EventError::HostQuotaExceeded {
                 held,
@@ -403,7 +404,7 @@ impl Host {
     fn visible_job(&self, id: &str) -> Result<JobRecord, EventError> {
         let not_found = || EventError::JobNotFound(id.to_string());
         let n = parse_id(id).ok_or_else(not_found)?;
-        match self.inner.store.job(n)? {
+        match self.event_store().job(n)? {
             Some(j) if j.state != JobState::Creating => Ok(j),
             _ => Err(not_found()),
         }
@@ -413,7 +414,7 @@ impl Host {
     /// states.
     pub fn jobs(&self, function: Option<&str>) -> Result<Vec<JobInfo>, EventError> {
         let mut out = Vec::new();
-        for job in self.inner.store.jobs()? {
+        for job in self.event_store().jobs()? {
             if job.state == JobState::Creating || function.is_some_and(|f| job.function != f) {
                 continue;
             }
@@ -435,7 +436,7 @@ impl Host {
     /// failing index by index against a missing function. The caller holds
     /// the admin lock.
     pub(crate) async fn cancel_jobs_of_locked(&self, function: &str) -> Result<(), EventError> {
-        for job in self.inner.store.jobs()? {
+        for job in self.event_store().jobs()? {
             if job.function == function && job.state != JobState::Creating {
                 self.cancel_locked(job).await?;
             }
@@ -449,20 +450,21 @@ impl Host {
         let info = self.job_info(job.clone(), false)?;
         if matches!(info.state, JobState::Running) {
             job.state = JobState::Cancelled;
-            self.inner.store.put_job(&job)?;
-            // Pending indices dropped now, off the async workers (any the
+            let store = self.event_store().clone();
+            store.put_job(job.clone(), Durability::Committed).await?;
+            // Pending indices dropped now, on the blocking pool (any the
             // dispatcher reaches first are cancelled by it).
-            let store = self.inner.store.clone();
             let retention = self.inner.config.event_retention.as_millis() as u64;
             let job_id = job.id;
+            let writer = store.clone();
             let dropped = tokio::task::spawn_blocking(move || {
-                store.cancel_job_tasks(job_id, now_ms(), retention)
+                writer.cancel_job_tasks_blocking(job_id, now_ms(), retention)
             })
             .await
             .unwrap_or_else(|e| {
-                Err(crate::store::StoreError::Sled(sled::Error::Io(
-                    std::io::Error::other(format!("cancelling a job: {e}")),
-                )))
+                Err(StoreError::Io(std::io::Error::other(format!(
+                    "cancelling a job: {e}"
+                ))))
             })?;
             self.inner.store.flush().await?;
             self.wake_events();
@@ -471,23 +473,19 @@ impl Host {
         self.job_info(job, false)
     }
 
-    /// The implicit subscription of a job's topic: `None` when the job is
-    /// gone or cancelled (its deliveries are cancelled), `Some(None)` while
-    /// it is being created (left alone).
-    pub(crate) fn job_subscription(
-        &self,
-        job: u64,
-        topic: &str,
-    ) -> Result<Option<Option<Subscription>>, crate::store::StoreError> {
-        let Some(j) = self.inner.store.job(job)? else {
-            return Ok(None);
+    /// What the deliveries of a job's topic run under: the job's implicit
+    /// subscription while it runs; cancelled once the job is gone or
+    /// cancelled; not yet while it is being created.
+    pub(super) fn job_subscription(&self, job: u64, topic: &str) -> Result<Delivering, StoreError> {
+        let Some(j) = self.event_store().job(job)? else {
+            return Ok(Delivering::Cancelled);
         };
         Ok(match j.state {
-            JobState::Cancelled => None,
-            JobState::Creating => Some(None),
+            JobState::Cancelled => Delivering::Cancelled,
+            JobState::Creating => Delivering::NotYet,
             _ => {
                 let c = &self.inner.config;
-                Some(Some(Subscription {
+                Delivering::Under(Subscription {
                     topic: topic.to_string(),
                     function: j.function,
                     path: j.path,
@@ -498,7 +496,7 @@ impl Host {
                         ..c.event_retry
                     },
                     created_at_ms: j.created_ms,
-                }))
+                })
             }
         })
     }
@@ -506,37 +504,36 @@ impl Host {
     /// A job's payload.
     pub(crate) fn job_payload(&self, job: u64) -> Result<Option<Bytes>, EventError> {
         Ok(self
-            .inner
-            .store
+            .event_store()
             .job(job)?
             .map(|j| Bytes::from(j.payload.into_bytes())))
     }
 
     /// Start-up: jobs left creating by a crash are cancelled (never
     /// acknowledged).
-    pub(crate) fn jobs_recover(&self) -> Result<(), crate::store::StoreError> {
-        for mut job in self.inner.store.jobs()? {
+    pub(crate) fn jobs_recover(&self) -> Result<(), StoreError> {
+        for mut job in self.event_store().jobs()? {
             if job.state == JobState::Creating {
                 tracing::warn!(id = %format_id(job.id), "a job interrupted while starting is cancelled");
                 job.state = JobState::Cancelled;
                 job.finished_ms = Some(now_ms());
-                self.inner.store.put_job(&job)?;
+                self.event_store().put_job_blocking(job)?;
             }
         }
         Ok(())
     }
 
     /// Notes when jobs finish and removes the records past the retention.
-    pub(crate) fn sweep_jobs(&self) -> Result<(), EventError> {
+    pub(crate) async fn sweep_jobs(&self) -> Result<(), EventError> {
         let now = now_ms();
         let retention = self.inner.config.event_retention.as_millis() as u64;
-        for job in self.inner.store.jobs()? {
+        for job in self.event_store().jobs()? {
             if job.state == JobState::Creating {
                 continue;
             }
             match job.finished_ms {
                 Some(at) if at.saturating_add(retention) <= now => {
-                    self.inner.store.delete_job(job.id)?;
+                    self.event_store().delete_job(job.id).await?;
                 }
                 Some(_) => {}
                 None => {
@@ -544,7 +541,9 @@ impl Host {
                     if info.counts.pending + info.counts.running == 0 {
                         let mut job = job;
                         job.finished_ms = Some(now);
-                        self.inner.store.put_job(&job)?;
+                        self.event_store()
+                            .put_job(job, Durability::Committed)
+                            .await?;
                     }
                 }
             }
@@ -570,104 +569,6 @@ mod tests {
         ] {
             assert!(parse_array(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn job_events_outlive_their_retention_while_the_job_exists() {
-        use crate::events::Outcome;
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path(), 1 << 20).unwrap();
-        let job = JobRecord {
-            id: 7,
-            function: "f".into(),
-            array: "3,5".into(),
-            size: 2,
-            parallelism: 1,
-            retries: 0,
-            path: "/".into(),
-            payload: String::new(),
-            content_type: None,
-            state: JobState::Running,
-            created_ms: 1,
-            finished_ms: None,
-        };
-        store.put_job(&job).unwrap();
-        let topic = format!("{JOB_TOPIC_PREFIX}{}", format_id(7));
-        let events: Vec<_> = [3u32, 5]
-            .iter()
-            .map(|&i| {
-                let id = store.next_id().unwrap();
-                (
-                    i,
-                    EventRecord {
-                        id,
-                        topic: topic.clone(),
-                        time_ms: 1,
-                        content_type: None,
-                        path: Some("/".into()),
-                        headers: Vec::new(),
-                        size_bytes: 0,
-                    },
-                )
-            })
-            .collect();
-        store.add_job_tasks(7, "f", &events).unwrap();
-        let tasks = store.job_tasks(7).unwrap();
-        assert_eq!(tasks.iter().map(|t| t.0).collect::<Vec<_>>(), [3, 5]);
-        assert!(tasks.iter().all(|t| t.1.status == DeliveryStatus::Pending));
-        assert_eq!(store.queue_depth_total().unwrap(), 2);
-        for (due, _) in store.due_deliveries(10, 10).unwrap() {
-            let (key, _) = store.claim_delivery(&due, 10).unwrap().unwrap();
-            store
-                .finish_delivery(&key, Outcome::Done, None, 20, 100)
-                .unwrap();
-        }
-        // Cancelling leaves finished deliveries alone.
-        assert_eq!(store.cancel_job_tasks(7, 30, 100).unwrap(), 0);
-        // Past the retention, but the job is still there: kept (put off).
-        assert_eq!(store.sweep_events(200, 10).unwrap(), 2);
-        assert_eq!(store.job_tasks(7).unwrap().len(), 2);
-        // The job gone: swept (after the minute it was put off by).
-        store.delete_job(7).unwrap();
-        assert!(store.job(7).unwrap().is_none());
-        assert_eq!(store.sweep_events(200 + 60_000, 10).unwrap(), 2);
-        assert!(store.event(events[0].1.id).unwrap().is_none());
-    }
-
-    #[test]
-    fn cancelling_drops_pending_tasks_from_the_queue() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path(), 1 << 20).unwrap();
-        let topic = format!("{JOB_TOPIC_PREFIX}{}", format_id(9));
-        let events: Vec<_> = (0..1200u32)
-            .map(|i| {
-                let id = store.next_id().unwrap();
-                let event = EventRecord {
-                    id,
-                    topic: topic.clone(),
-                    time_ms: 1,
-                    content_type: None,
-                    path: None,
-                    headers: Vec::new(),
-                    size_bytes: 0,
-                };
-                (i, event)
-            })
-            .collect();
-        store.add_job_tasks(9, "f", &events).unwrap();
-        // One running: left to finish.
-        let (due, _) = store.due_deliveries(1, 1).unwrap().remove(0);
-        store.claim_delivery(&due, 2).unwrap().unwrap();
-        assert_eq!(store.cancel_job_tasks(9, 3, 100).unwrap(), 1199);
-        assert!(store.due_deliveries(u64::MAX - 1, 10).unwrap().is_empty());
-        assert_eq!(store.queue_depth_total().unwrap(), 1);
-        let tasks = store.job_tasks(9).unwrap();
-        let cancelled = tasks
-            .iter()
-            .filter(|t| t.1.status == DeliveryStatus::Cancelled)
-            .count();
-        assert_eq!(cancelled, 1199);
-        assert_eq!(store.cancel_job_tasks(9, 4, 100).unwrap(), 0);
     }
 
     #[test]

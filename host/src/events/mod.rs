@@ -1,12 +1,13 @@
 //! The event plane: topics, subscriptions, asynchronous invocation, retries
 //! and dead letters.
 //!
-//! - This module: the records and the pure logic (names, retry delays, due
-//!   keys), with no sled, socket or wasm in it.
-//! - `plane`: publishing (with group commit), the admin operations and the
-//!   dispatcher that delivers due events to functions through the invoker.
-//! - The records are stored by [`crate::store`] (its events section), the
-//!   only code that knows sled.
+//! - This module: the records and the pure logic (names, retry delays),
+//!   with no store, socket or wasm in it.
+//! - `store`: the trees, key encodings and the writes that keep them
+//!   consistent (on the typed layer of [`crate::store`]).
+//! - `plane`: the plane's errors, API types and per-host state; `publish`,
+//!   `batcher` (group commit), `manage` (what the control plane manages),
+//!   `dispatcher`, `delivery` and `sweeps`; `job` and `schedule`.
 //!
 //! Semantics: at least once. A delivery is marked done only after the
 //! handler answered 2xx; anything else is retried with exponential backoff
@@ -24,9 +25,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod batcher;
+mod delivery;
+mod dispatcher;
 pub(crate) mod job;
+mod manage;
 pub(crate) mod plane;
+mod publish;
 pub(crate) mod schedule;
+pub(crate) mod store;
+mod sweeps;
 
 pub use job::{JobCounts, JobInfo, JobRecord, JobState, JobTask, NewJob, parse_array};
 pub use plane::{
@@ -332,42 +340,6 @@ mod id_string {
     }
 }
 
-/// Key of the due index: due time and a unique sequence number, both
-/// big-endian, so the index iterates in due order and a scan for what is
-/// due stops at the first key in the future.
-pub fn due_key(due_ms: u64, seq: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&due_ms.to_be_bytes());
-    k[8..].copy_from_slice(&seq.to_be_bytes());
-    k
-}
-
-/// The due time and sequence number of a due-index key.
-pub fn parse_due_key(key: &[u8]) -> Option<(u64, u64)> {
-    let due = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
-    let seq = u64::from_be_bytes(key.get(8..16)?.try_into().ok()?);
-    Some((due, seq))
-}
-
-/// Key of a delivery: `event id (be) | topic \0 function`, so an event's
-/// deliveries are one prefix scan.
-pub fn delivery_key(event_id: u64, topic: &str, function: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + topic.len() + 1 + function.len());
-    k.extend_from_slice(&event_id.to_be_bytes());
-    k.extend_from_slice(topic.as_bytes());
-    k.push(0);
-    k.extend_from_slice(function.as_bytes());
-    k
-}
-
-/// Event id, topic and function of a delivery key.
-pub fn parse_delivery_key(key: &[u8]) -> Option<(u64, &str, &str)> {
-    let id = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
-    let rest = std::str::from_utf8(key.get(8..)?).ok()?;
-    let (topic, function) = rest.split_once('\0')?;
-    Some((id, topic, function))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,27 +439,6 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().is_err());
-    }
-
-    #[test]
-    fn due_keys_sort_by_time_then_seq() {
-        let a = due_key(5, u64::MAX);
-        let b = due_key(6, 0);
-        let c = due_key(6, 1);
-        assert!(a < b && b < c);
-        assert_eq!(parse_due_key(&c), Some((6, 1)));
-        assert_eq!(parse_due_key(&[1, 2]), None);
-        // Time ordering holds across byte boundaries.
-        assert!(due_key(255, 0) < due_key(256, 0));
-    }
-
-    #[test]
-    fn delivery_keys_round_trip() {
-        let k = delivery_key(7, "orders", "mailer");
-        assert_eq!(parse_delivery_key(&k), Some((7, "orders", "mailer")));
-        assert!(k.starts_with(&7u64.to_be_bytes()));
-        let k = delivery_key(1, &invoke_topic("f"), "f");
-        assert_eq!(parse_delivery_key(&k), Some((1, "invoke:f", "f")));
     }
 
     #[test]

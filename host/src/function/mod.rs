@@ -2,6 +2,8 @@
 //! (compiled, mapped, checked and pre-instantiated once), and the
 //! orchestration of deploys, rollbacks and deletes.
 
+pub(crate) mod compiled;
 pub(crate) mod prepare;
+pub(crate) mod records;
 pub(crate) mod registry;
 pub(crate) mod resolve;

@@ -13,9 +13,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use crate::capabilities::event_bindings::EventsPre;
 use crate::engine::WispEngine;
 use crate::error::DeployError;
+use crate::function::compiled::CodeFile;
 use crate::invocation::InvocationState;
 use crate::invocation::cgi::CgiState;
-use crate::store::CodeFile;
 
 /// The export every HTTP function must have.
 pub(crate) const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";

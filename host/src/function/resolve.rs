@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use crate::api::{DeployOptions, Setting};
 use crate::config::{LimitOverrides, Limits};
 use crate::error::DeployError;
-use crate::store::VersionRecord;
+use crate::function::records::VersionRecord;
 
 /// The settings of a version about to be deployed.
 #[derive(Debug, Clone, PartialEq, Eq)]

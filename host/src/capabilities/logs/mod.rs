@@ -2,19 +2,17 @@
 //! `wisp:function/log` lines, bounded per invocation, kept in the store
 //! with a retention bound per function.
 //!
-//! The request path only appends to an in-memory [`LogCapture`]; when the
-//! invocation ends, its lines go to one background writer thread through a
-//! bounded channel ([`LogSink`]). When the writer falls behind, batches are
-//! dropped and counted (`wisp_log_batches_dropped_total`) rather than
-//! queued without bound or slowing requests down.
+//! The request path only appends to an in-memory [`LogCapture`] (this
+//! file); when the invocation ends, its lines go to one background writer
+//! thread through a bounded channel ([`LogSink`], `sink`), which stores
+//! them ([`store`]: the tree and its encoding); the admin API reads them
+//! back (`read`).
 
-use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -24,7 +22,14 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use super::bindings::wisp::function::log::{Host as LogHost, Level as WitLevel};
 use crate::invoke::InvocationState;
-use crate::store::Store;
+
+mod read;
+mod sink;
+pub(crate) mod store;
+
+pub use read::{LogPage, LogQuery};
+pub(crate) use sink::{LogSink, Retention};
+pub(crate) use store::LogStore;
 
 /// Where a log line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -498,254 +503,6 @@ impl LogHost for InvocationState {
     }
 }
 
-// -------------------------------------------------------------- writer
-
-/// How long and how many lines each function's log keeps.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Retention {
-    pub max_entries: u64,
-    pub max_age: Duration,
-}
-
-enum Msg {
-    Lines {
-        function: Arc<str>,
-        invocation_id: String,
-        lines: Vec<LogLine>,
-    },
-    /// Reply once everything sent before is stored (not necessarily
-    /// flushed to disk: the host's shutdown flush does that).
-    Sync(SyncSender<()>),
-    /// The function was deleted: forget its line count.
-    Forget(String),
-}
-
-/// The request path's handle on the log writer.
-#[derive(Clone)]
-pub(crate) struct LogSink {
-    tx: SyncSender<Msg>,
-    dropped: metrics::Counter,
-}
-
-/// Batches in flight to the writer; past this, batches are dropped.
-const QUEUE_BATCHES: usize = 4096;
-
-impl LogSink {
-    /// Starts the writer thread over `store`.
-    pub fn start(store: Store, retention: Retention) -> io::Result<LogSink> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_BATCHES);
-        std::thread::Builder::new()
-            .name("wisp-log-writer".into())
-            .spawn(move || writer(store, retention, rx))?;
-        Ok(LogSink {
-            tx,
-            dropped: metrics::counter!("wisp_log_batches_dropped_total"),
-        })
-    }
-
-    /// Writes the invocation's warnings to the host log, one line per
-    /// kind, and hands its lines to the writer, without waiting.
-    pub fn send(&self, function: &Arc<str>, invocation_id: &str, captured: Captured) {
-        for w in &captured.warnings {
-            tracing::warn!(
-                target: "wisp::invocation",
-                function = %function,
-                invocation_id,
-                count = w.count,
-                "{}: {}; first: {}",
-                w.what,
-                w.count,
-                w.first
-            );
-        }
-        let lines = captured.lines;
-        if lines.is_empty() {
-            return;
-        }
-        let msg = Msg::Lines {
-            function: function.clone(),
-            invocation_id: invocation_id.to_string(),
-            lines,
-        };
-        match self.tx.try_send(msg) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped.increment(1);
-                tracing::warn!(
-                    target: "wisp::logs",
-                    function = %function,
-                    invocation_id,
-                    "log writer is behind; this invocation's log lines were dropped"
-                );
-            }
-            Err(TrySendError::Disconnected(_)) => {}
-        }
-    }
-
-    /// Waits until every batch sent so far is stored (admin reads,
-    /// shutdown). Blocking: call from a blocking context.
-    pub fn sync_blocking(&self) {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        if self.tx.send(Msg::Sync(tx)).is_ok() {
-            let _ = rx.recv();
-        }
-    }
-
-    /// [`Self::sync_blocking`] on a blocking thread.
-    pub async fn sync_blocking_async(&self) {
-        let sink = self.clone();
-        let _ = tokio::task::spawn_blocking(move || sink.sync_blocking()).await;
-    }
-
-    /// Forgets a deleted function's cached line count.
-    pub fn forget(&self, function: &str) {
-        let _ = self.tx.send(Msg::Forget(function.to_string()));
-    }
-}
-
-/// The writer loop: stores batches as they come, several at a time, and
-/// applies retention to the functions it wrote for.
-fn writer(store: Store, retention: Retention, rx: Receiver<Msg>) {
-    // Lines stored per function, counted once from the store on first use.
-    let mut counts: HashMap<String, u64> = HashMap::new();
-    while let Ok(first) = rx.recv() {
-        let mut msgs = vec![first];
-        while msgs.len() < 256 {
-            match rx.try_recv() {
-                Ok(m) => msgs.push(m),
-                Err(_) => break,
-            }
-        }
-        let mut flushes = Vec::new();
-        let mut touched: Vec<Arc<str>> = Vec::new();
-        for msg in msgs {
-            match msg {
-                Msg::Lines {
-                    function,
-                    invocation_id,
-                    lines,
-                } => {
-                    let entries: Vec<LogEntry> = lines
-                        .into_iter()
-                        .map(|l| LogEntry {
-                            seq: 0,
-                            time_ms: l.time_ms,
-                            invocation_id: invocation_id.clone(),
-                            stream: l.stream,
-                            level: l.level,
-                            message: l.message,
-                        })
-                        .collect();
-                    let n = entries.len() as u64;
-                    if let Err(e) = store.append_logs(&function, &entries) {
-                        tracing::error!(target: "wisp::logs", function = %function, error = %e, "storing log lines failed");
-                        continue;
-                    }
-                    let count = counts
-                        .entry(function.to_string())
-                        .or_insert_with(|| store.log_count(&function).saturating_sub(n));
-                    *count += n;
-                    if !touched.contains(&function) {
-                        touched.push(function);
-                    }
-                }
-                Msg::Sync(reply) => flushes.push(reply),
-                Msg::Forget(function) => {
-                    counts.remove(&function);
-                }
-            }
-        }
-        let oldest_kept = now_ms().saturating_sub(retention.max_age.as_millis() as u64);
-        for function in touched {
-            let count = counts.entry(function.to_string()).or_insert(0);
-            let excess = count.saturating_sub(retention.max_entries);
-            match store.prune_logs(&function, excess, oldest_kept) {
-                Ok(removed) => *count = count.saturating_sub(removed),
-                Err(e) => {
-                    tracing::error!(target: "wisp::logs", function = %function, error = %e, "pruning logs failed")
-                }
-            }
-        }
-        for reply in flushes {
-            let _ = reply.send(());
-        }
-    }
-}
-
-// ------------------------------------------------------------ reading
-
-/// What to read from a function's log.
-#[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct LogQuery {
-    /// Only lines of this invocation.
-    pub invocation: Option<String>,
-    /// Only lines written since then: an RFC 3339 time or a duration ago
-    /// (`10m`, `2h`).
-    pub since: Option<String>,
-    /// Only lines after this position (the `cursor` of a previous page).
-    pub after: Option<u64>,
-    /// At most this many lines (default 1000, at most 10000).
-    pub limit: Option<usize>,
-}
-
-/// A page of a function's log, oldest first.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct LogPage {
-    /// The lines.
-    pub entries: Vec<LogEntry>,
-    /// Pass as `after` to read what comes next (also when following).
-    pub cursor: Option<u64>,
-}
-
-/// Parses `since`: an RFC 3339 time, or a duration ago.
-pub(crate) fn parse_since(s: &str, now_ms: u64) -> Result<u64, String> {
-    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
-        return Ok(t
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64));
-    }
-    match humantime::parse_duration(s) {
-        Ok(d) => Ok(now_ms.saturating_sub(d.as_millis() as u64)),
-        Err(_) => Err(format!(
-            "since must be an RFC 3339 time (2026-01-02T03:04:05Z) or a duration ago (10m, 2h), not {s:?}"
-        )),
-    }
-}
-
-impl crate::Host {
-    /// Reads a function's log (its lines since the last delete of the
-    /// function, within the retention bounds).
-    pub async fn logs(&self, name: &str, q: LogQuery) -> Result<LogPage, crate::DeployError> {
-        use crate::DeployError;
-        if self.function(name).is_err() {
-            return Err(DeployError::FunctionNotFound(name.to_string()));
-        }
-        let since = q
-            .since
-            .as_deref()
-            .map(|s| parse_since(s, now_ms()))
-            .transpose()
-            .map_err(DeployError::InvalidArgument)?;
-        let limit = q.limit.unwrap_or(1000);
-        if limit == 0 || limit > 10_000 {
-            return Err(DeployError::InvalidArgument(
-                "limit must be between 1 and 10000".into(),
-            ));
-        }
-        let (sink, store) = (self.inner.invoker.logs.clone(), self.inner.store.clone());
-        let name = name.to_string();
-        let entries = tokio::task::spawn_blocking(move || {
-            sink.sync_blocking();
-            store.read_logs(&name, q.after, since, q.invocation.as_deref(), limit)
-        })
-        .await
-        .map_err(|e| DeployError::Internal(format!("log read task: {e}")))??;
-        let cursor = entries.last().map(|e| e.seq).or(q.after);
-        Ok(LogPage { entries, cursor })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -958,21 +715,6 @@ mod tests {
             captured.lines[notes - 1]
         );
         assert!(captured.warnings[0].first.len() < 1100);
-    }
-
-    #[test]
-    fn since_takes_times_and_durations() {
-        let now = 1_800_000_000_000;
-        assert_eq!(parse_since("10m", now), Ok(now - 600_000));
-        assert_eq!(
-            parse_since("2027-01-15T08:00:00Z", now),
-            Ok(1_800_000_000_000)
-        );
-        assert!(
-            parse_since("yesterday-ish", now)
-                .unwrap_err()
-                .contains("RFC 3339")
-        );
     }
 
     #[test]

@@ -21,7 +21,11 @@ use crate::capabilities::outbound;
 use crate::config::config_limits::{MAX_KEY_LEN, MAX_KEYS, MAX_VALUE_BYTES};
 use crate::invoke::InvocationState;
 use crate::registry::Deployed;
-use crate::store::{ConfigChange, ConfigItem, Store, StoreError};
+use crate::store::StoreError;
+
+pub(crate) mod store;
+
+pub(crate) use store::{ConfigChange, ConfigItem, ConfigStore};
 
 /// What the admin API shows instead of a secret's value.
 pub const MASK: &str = "********";
@@ -258,10 +262,11 @@ impl ConfigSnapshot {
 }
 
 /// Reads a function's config from the store into a snapshot.
-pub(crate) fn load_snapshot(store: &Store, name: &str) -> Result<Arc<ConfigSnapshot>, StoreError> {
-    Ok(Arc::new(ConfigSnapshot::from_items(
-        store.config_items(name)?,
-    )))
+pub(crate) fn load_snapshot(
+    store: &ConfigStore,
+    name: &str,
+) -> Result<Arc<ConfigSnapshot>, StoreError> {
+    Ok(Arc::new(ConfigSnapshot::from_items(store.items(name)?)))
 }
 
 // ---------------------------------------------------------------------------
@@ -281,17 +286,20 @@ impl wit::Host for InvocationState {
 // The admin side
 
 impl crate::Host {
-    fn require_function(&self, name: &str) -> Result<crate::store::FunctionRecord, ConfigError> {
+    fn require_function(
+        &self,
+        name: &str,
+    ) -> Result<crate::function::records::FunctionRecord, ConfigError> {
         self.inner
-            .store
-            .function(name)?
+            .records
+            .get(name)?
             .ok_or_else(|| ConfigError::FunctionNotFound(name.to_string()))
     }
 
     /// A function's settings and secrets, secrets masked.
     pub fn config_list(&self, name: &str) -> Result<ConfigList, ConfigError> {
         self.require_function(name)?;
-        Ok(masked(name, &self.inner.store.config_items(name)?))
+        Ok(masked(name, &self.inner.settings.items(name)?))
     }
 
     /// Sets several settings (or, with `secret`, secrets) of a function at
@@ -327,8 +335,8 @@ impl crate::Host {
         // rebuilt below must not race one of theirs.
         let _guard = self.inner.admin_lock.lock().await;
         let record = self.require_function(name)?;
-        let store = &self.inner.store;
-        let current = store.config_items(name)?;
+        let store = &self.inner.settings;
+        let current = store.items(name)?;
         let changes = plan(&current)?;
         // The outbound allow-list set through config is checked like the
         // one given at deploy, before anything is stored.
@@ -340,16 +348,16 @@ impl crate::Host {
                     .map_err(|e| ConfigError::InvalidValue(e.to_string()))?;
             }
         }
-        store.config_apply(name, &changes)?;
-        store.flush().await?;
-        let items = store.config_items(name)?;
-        let keys: Vec<&str> = changes
+        let keys: Vec<String> = changes
             .iter()
             .map(|c| match c {
-                ConfigChange::Set(i) => i.key.as_str(),
-                ConfigChange::Remove(k) => k.as_str(),
+                ConfigChange::Set(i) => i.key.clone(),
+                ConfigChange::Remove(k) => k.clone(),
             })
             .collect();
+        // On the store's writer, answered once flushed.
+        store.apply(name, changes).await?;
+        let items = store.items(name)?;
         tracing::info!(function = name, keys = ?keys, "config changed");
 
         let snapshot = Arc::new(ConfigSnapshot::from_items(items.clone()));
@@ -483,28 +491,5 @@ mod tests {
             guest_env(&env, true, &snap),
             [("A".into(), "env".into()), ("B".into(), "cfg".into())]
         );
-    }
-
-    #[test]
-    fn store_round_trip_keeps_trees_apart() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let set = plan_set(&[], &values(&[("A", "1"), ("S", "x")]), false).unwrap();
-        store.config_apply("f", &set).unwrap();
-        // Turning A into a secret moves it between trees.
-        store
-            .config_apply("f", &plan_set(&[], &values(&[("A", "2")]), true).unwrap())
-            .unwrap();
-        assert_eq!(
-            store.config_items("f").unwrap(),
-            [item("A", "2", true), item("S", "x", false)]
-        );
-        assert!(store.config_items("g").unwrap().is_empty());
-        store
-            .config_apply("f", &[ConfigChange::Remove("A".into())])
-            .unwrap();
-        assert_eq!(store.config_items("f").unwrap(), [item("S", "x", false)]);
-        store.purge_function_data("f").unwrap();
-        assert!(store.config_items("f").unwrap().is_empty());
     }
 }

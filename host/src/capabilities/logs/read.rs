@@ -1,0 +1,102 @@
+//! Reading a function's log (the admin API's `GET .../logs`).
+
+use std::time::UNIX_EPOCH;
+
+use serde::{Deserialize, Serialize};
+
+use super::{LogEntry, now_ms};
+
+/// What to read from a function's log.
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogQuery {
+    /// Only lines of this invocation.
+    pub invocation: Option<String>,
+    /// Only lines written since then: an RFC 3339 time or a duration ago
+    /// (`10m`, `2h`).
+    pub since: Option<String>,
+    /// Only lines after this position (the `cursor` of a previous page).
+    pub after: Option<u64>,
+    /// At most this many lines (default 1000, at most 10000).
+    pub limit: Option<usize>,
+}
+
+/// A page of a function's log, oldest first.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogPage {
+    /// The lines.
+    pub entries: Vec<LogEntry>,
+    /// Pass as `after` to read what comes next (also when following).
+    pub cursor: Option<u64>,
+}
+
+/// Parses `since`: an RFC 3339 time, or a duration ago.
+pub(crate) fn parse_since(s: &str, now_ms: u64) -> Result<u64, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64));
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) => Ok(now_ms.saturating_sub(d.as_millis() as u64)),
+        Err(_) => Err(format!(
+            "since must be an RFC 3339 time (2026-01-02T03:04:05Z) or a duration ago (10m, 2h), not {s:?}"
+        )),
+    }
+}
+
+impl crate::Host {
+    /// Reads a function's log (its lines since the last delete of the
+    /// function, within the retention bounds).
+    pub async fn logs(&self, name: &str, q: LogQuery) -> Result<LogPage, crate::DeployError> {
+        use crate::DeployError;
+        if self.function(name).is_err() {
+            return Err(DeployError::FunctionNotFound(name.to_string()));
+        }
+        let since = q
+            .since
+            .as_deref()
+            .map(|s| parse_since(s, now_ms()))
+            .transpose()
+            .map_err(DeployError::InvalidArgument)?;
+        let limit = q.limit.unwrap_or(1000);
+        if limit == 0 || limit > 10_000 {
+            return Err(DeployError::InvalidArgument(
+                "limit must be between 1 and 10000".into(),
+            ));
+        }
+        let (sink, store) = (
+            self.inner.invoker.logs.clone(),
+            self.inner.log_store.clone(),
+        );
+        let name = name.to_string();
+        let entries = tokio::task::spawn_blocking(move || {
+            sink.sync_blocking();
+            store.read(&name, q.after, since, q.invocation.as_deref(), limit)
+        })
+        .await
+        .map_err(|e| DeployError::Internal(format!("log read task: {e}")))??;
+        let cursor = entries.last().map(|e| e.seq).or(q.after);
+        Ok(LogPage { entries, cursor })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_times_and_durations() {
+        let now = 1_800_000_000_000;
+        assert_eq!(parse_since("10m", now), Ok(now - 600_000));
+        assert_eq!(
+            parse_since("2027-01-15T08:00:00Z", now),
+            Ok(1_800_000_000_000)
+        );
+        assert!(
+            parse_since("yesterday-ish", now)
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
+    }
+}

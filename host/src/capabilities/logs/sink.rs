@@ -1,0 +1,189 @@
+//! The log writer: one thread that stores the invocations' lines as they
+//! come, several batches at a time, and applies each function's retention.
+//!
+//! The request path only hands a finished invocation's lines to it through
+//! a bounded channel ([`LogSink::send`]), never waiting: when the writer
+//! falls behind, batches are dropped and counted
+//! (`wisp_log_batches_dropped_total`) rather than queued without bound or
+//! slowing requests down.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::time::Duration;
+
+use super::store::LogStore;
+use super::{Captured, LogEntry, LogLine, now_ms};
+
+/// How long and how many lines each function's log keeps.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Retention {
+    pub max_entries: u64,
+    pub max_age: Duration,
+}
+
+enum Msg {
+    Lines {
+        function: Arc<str>,
+        invocation_id: String,
+        lines: Vec<LogLine>,
+    },
+    /// Reply once everything sent before is stored (not necessarily
+    /// flushed to disk: the host's shutdown flush does that).
+    Sync(SyncSender<()>),
+    /// The function was deleted: forget its line count.
+    Forget(String),
+}
+
+/// The request path's handle on the log writer.
+#[derive(Clone)]
+pub(crate) struct LogSink {
+    tx: SyncSender<Msg>,
+    dropped: metrics::Counter,
+}
+
+/// Batches in flight to the writer; past this, batches are dropped.
+const QUEUE_BATCHES: usize = 4096;
+
+impl LogSink {
+    /// Starts the writer thread over `store`.
+    pub fn start(store: LogStore, retention: Retention) -> io::Result<LogSink> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_BATCHES);
+        std::thread::Builder::new()
+            .name("wisp-log-writer".into())
+            .spawn(move || writer(store, retention, rx))?;
+        Ok(LogSink {
+            tx,
+            dropped: metrics::counter!("wisp_log_batches_dropped_total"),
+        })
+    }
+
+    /// Writes the invocation's warnings to the host log, one line per
+    /// kind, and hands its lines to the writer, without waiting.
+    pub fn send(&self, function: &Arc<str>, invocation_id: &str, captured: Captured) {
+        for w in &captured.warnings {
+            tracing::warn!(
+                target: "wisp::invocation",
+                function = %function,
+                invocation_id,
+                count = w.count,
+                "{}: {}; first: {}",
+                w.what,
+                w.count,
+                w.first
+            );
+        }
+        let lines = captured.lines;
+        if lines.is_empty() {
+            return;
+        }
+        let msg = Msg::Lines {
+            function: function.clone(),
+            invocation_id: invocation_id.to_string(),
+            lines,
+        };
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped.increment(1);
+                tracing::warn!(
+                    target: "wisp::logs",
+                    function = %function,
+                    invocation_id,
+                    "log writer is behind; this invocation's log lines were dropped"
+                );
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Waits until every batch sent so far is stored (admin reads,
+    /// shutdown). Blocking: call from a blocking context.
+    pub fn sync_blocking(&self) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        if self.tx.send(Msg::Sync(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+
+    /// [`Self::sync_blocking`] on a blocking thread.
+    pub async fn sync_blocking_async(&self) {
+        let sink = self.clone();
+        let _ = tokio::task::spawn_blocking(move || sink.sync_blocking()).await;
+    }
+
+    /// Forgets a deleted function's cached line count.
+    pub fn forget(&self, function: &str) {
+        let _ = self.tx.send(Msg::Forget(function.to_string()));
+    }
+}
+
+/// The writer loop: stores batches as they come, several at a time, and
+/// applies retention to the functions it wrote for.
+fn writer(store: LogStore, retention: Retention, rx: Receiver<Msg>) {
+    // Lines stored per function, counted once from the store on first use.
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    while let Ok(first) = rx.recv() {
+        let mut msgs = vec![first];
+        while msgs.len() < 256 {
+            match rx.try_recv() {
+                Ok(m) => msgs.push(m),
+                Err(_) => break,
+            }
+        }
+        let mut flushes = Vec::new();
+        let mut touched: Vec<Arc<str>> = Vec::new();
+        for msg in msgs {
+            match msg {
+                Msg::Lines {
+                    function,
+                    invocation_id,
+                    lines,
+                } => {
+                    let entries: Vec<LogEntry> = lines
+                        .into_iter()
+                        .map(|l| LogEntry {
+                            seq: 0,
+                            time_ms: l.time_ms,
+                            invocation_id: invocation_id.clone(),
+                            stream: l.stream,
+                            level: l.level,
+                            message: l.message,
+                        })
+                        .collect();
+                    let n = entries.len() as u64;
+                    if let Err(e) = store.append_blocking(&function, &entries) {
+                        tracing::error!(target: "wisp::logs", function = %function, error = %e, "storing log lines failed");
+                        continue;
+                    }
+                    let count = counts
+                        .entry(function.to_string())
+                        .or_insert_with(|| store.count(&function).saturating_sub(n));
+                    *count += n;
+                    if !touched.contains(&function) {
+                        touched.push(function);
+                    }
+                }
+                Msg::Sync(reply) => flushes.push(reply),
+                Msg::Forget(function) => {
+                    counts.remove(&function);
+                }
+            }
+        }
+        let oldest_kept = now_ms().saturating_sub(retention.max_age.as_millis() as u64);
+        for function in touched {
+            let count = counts.entry(function.to_string()).or_insert(0);
+            let excess = count.saturating_sub(retention.max_entries);
+            match store.prune_blocking(&function, excess, oldest_kept) {
+                Ok(removed) => *count = count.saturating_sub(removed),
+                Err(e) => {
+                    tracing::error!(target: "wisp::logs", function = %function, error = %e, "pruning logs failed")
+                }
+            }
+        }
+        for reply in flushes {
+            let _ = reply.send(());
+        }
+    }
+}
