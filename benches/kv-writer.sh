@@ -55,7 +55,7 @@ die() { say "error: $*"; exit 1; }
 
 # ------------------------------------------------------------------ build
 say "building wisp (release) and the hello and counter guests"
-cargo build --release -p wisp-host --bin wisp
+cargo build --release -p wisp-cli --bin wisp
 if [ ! -d "$(rustc --print sysroot)/lib/rustlib/wasm32-wasip2" ]; then
     die "the wasm32-wasip2 target is not installed: rustup target add wasm32-wasip2"
 fi

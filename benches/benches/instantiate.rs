@@ -151,6 +151,7 @@ fn hello_request() -> Request<Body> {
 /// One request through the host: a fresh instance, the handler, the body.
 async fn invoke_once(host: &Host) -> Bytes {
     let resp = host
+        .functions()
         .invoke("hello", hello_request())
         .await
         .expect("hello is deployed");
@@ -202,13 +203,14 @@ async fn deployed_host(wasm: &Bytes, pooling: bool) -> Host {
         .max_in_flight(MAX_IN_FLIGHT)
         .build()
         .expect("building the host");
-    host.deploy(
-        "hello",
-        wasm.clone(),
-        DeployOptions::default().route("/hello"),
-    )
-    .await
-    .expect("deploying hello");
+    host.functions()
+        .deploy(
+            "hello",
+            wasm.clone(),
+            DeployOptions::default().route("/hello"),
+        )
+        .await
+        .expect("deploying hello");
     let body = invoke_once(&host).await;
     assert!(
         body.starts_with(b"hello from wisp at /hello"),
@@ -237,7 +239,8 @@ fn bench_instantiate(c: &mut Criterion) {
                 on_worker(&rt, async move {
                     let start = Instant::now();
                     for _ in 0..iters {
-                        host.instantiate_only("hello")
+                        host.functions()
+                            .instantiate_only("hello")
                             .await
                             .expect("instantiating hello");
                     }
@@ -261,7 +264,11 @@ async fn call_caps(host: &Host, method: &str, uri: &str, body: &'static [u8]) ->
         .header("host", "localhost")
         .body(Body::from(body))
         .expect("a valid request");
-    let resp = host.invoke("caps", req).await.expect("caps is deployed");
+    let resp = host
+        .functions()
+        .invoke("caps", req)
+        .await
+        .expect("caps is deployed");
     let status = resp.status();
     let body = resp
         .into_body()
@@ -287,7 +294,8 @@ fn bench_capabilities(c: &mut Criterion) {
             .max_in_flight(MAX_IN_FLIGHT)
             .build()
             .expect("building the host");
-        host.deploy("caps", wasm, DeployOptions::default().route("/caps/*"))
+        host.functions()
+            .deploy("caps", wasm, DeployOptions::default().route("/caps/*"))
             .await
             .expect("deploying caps");
         const VALUE: &[u8] = &[b'v'; 100];

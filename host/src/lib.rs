@@ -1,39 +1,94 @@
 //! Wisp: a WebAssembly function-as-a-service host.
 //!
 //! A [`Host`] keeps functions (WebAssembly components exporting
-//! `wasi:http/incoming-handler`) in an embedded store, and serves each
-//! request with a fresh instance from a pooled engine, under a deadline and
-//! memory and body caps. The `wisp` binary is a thin CLI over this library;
-//! another axum service can embed the same host:
+//! `wasi:http/incoming-handler` or Wisp's event handler, and preview-1
+//! modules run CGI-style) in an embedded store, and serves each request
+//! with a fresh instance from a pooled engine, under a deadline and memory
+//! and body caps. The `wisp` binary (crate `wisp-cli`) is a thin CLI over
+//! this library and the `wisp-client` crate; another Rust service can
+//! embed the same host.
+//!
+//! # Three lifetimes
+//!
+//! What Wisp builds lives for one of three spans, each in a module of its
+//! own, and the example below walks them in order:
+//!
+//! 1. **Per host** (`engine`, `store`): [`Host::builder`] builds the
+//!    wasmtime engine (its settings, the pooling instance allocator, the
+//!    epoch ticker that enforces deadlines), the linkers that say what
+//!    guests may import, and opens the embedded store. Once.
+//! 2. **Per deployed version** (`function`): [`Functions::deploy`] checks
+//!    the upload, resolves the version's settings from the options, the
+//!    active version and the host's defaults, compiles it once, stores the
+//!    compiled code beside the artifact, maps it back and pre-instantiates
+//!    it against the linkers. The result is swapped into the registry that
+//!    routes read without a lock. A rollback or a restart maps the stored
+//!    code again instead of compiling.
+//! 3. **Per invocation** (`invocation`): a request routed by the gateway,
+//!    [`Functions::invoke`], or an event delivery takes an invocation slot
+//!    (host-wide, and the function's share of it), builds a wasmtime
+//!    `Store` with the invocation's state (deadline, memory cap, log
+//!    capture, and a view for each capability: key-value, config,
+//!    outbound HTTP, topics), instantiates from the pre-instantiated
+//!    version, runs the handler, classifies a failure into one status
+//!    table, records metrics and log lines, and drops it all.
+//!
+//! Each concern of a function is reached through a narrow handle with its
+//! own error type: [`Host::functions`] ([`DeployError`]), [`Host::kv`]
+//! ([`KvError`]), [`Host::settings`] ([`ConfigError`]), [`Host::logs`]
+//! ([`LogError`]), [`Host::events`] and [`Host::jobs`] ([`EventError`]).
 //!
 //! ```no_run
+//! use axum::body::Body;
+//! use axum::http::Request;
 //! use axum::serve::ListenerExt;
-//! use wisp_host::{DeployOptions, Host};
+//! use wisp_host::{DeployOptions, Host, LogQuery};
 //!
 //! # async fn demo() -> anyhow::Result<()> {
-//! let host = Host::builder().data_dir("wisp-data").build()?;
-//! let wasm = std::fs::read("hello.wasm")?;
-//! host.deploy("hello", wasm.into(), DeployOptions::default().route("/hello")).await?;
+//! // 1. Per host: the engine, linkers, instance pool and store, once.
+//! let host = Host::builder()
+//!     .data_dir("wisp-data")
+//!     .max_in_flight(64)
+//!     .build()?;
 //!
-//! // Functions beside a route of your own; the admin API on its own port.
+//! // 2. Per version: checked, compiled and pre-instantiated once; durable
+//! //    and routed when `deploy` returns.
+//! let wasm = std::fs::read("hello.wasm")?;
+//! let info = host
+//!     .functions()
+//!     .deploy("hello", wasm.into(), DeployOptions::default().route("/hello"))
+//!     .await?;
+//! println!("hello is at version {}", info.active_version);
+//!
+//! // 3. Per invocation: a fresh instance in a store of its own, under the
+//! //    version's deadline and memory cap, dropped when the response ends.
+//! let request = Request::get("/hello").body(Body::empty())?;
+//! let response = host.functions().invoke("hello", request).await?;
+//! assert!(response.status().is_success());
+//!
+//! // The function's data and log, as its own calls see them.
+//! host.kv("hello").set("greeting", b"hi", None).await?;
+//! assert_eq!(host.kv("hello").get("greeting").await?, b"hi");
+//! let page = host.logs("hello").read(LogQuery::default()).await?;
+//! println!("{} log lines", page.entries.len());
+//!
+//! // Serving: the functions beside a route of your own (the admin API
+//! // would be `host.admin_router()`, on a port of its own). Responses are
+//! // streamed (head, then body): set TCP_NODELAY, or a small one can wait
+//! // for the client's delayed ACK.
 //! let app = axum::Router::new()
 //!     .route("/own", axum::routing::get(|| async { "mine" }))
 //!     .merge(host.gateway_router());
-//! // Responses are streamed (head, then body): set TCP_NODELAY, or a small
-//! // one can wait for the client's delayed ACK.
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080")
 //!     .await?
 //!     .tap_io(|tcp| {
 //!         let _ = tcp.set_nodelay(true);
 //!     });
+//! // Event deliveries need the dispatcher ([`Host::serve`] starts it).
+//! host.events().start()?;
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
-//!
-//! The three lifetimes live in three places: the engine and linker, once per
-//! host ([`engine`](crate::engine)); the compiled, pre-instantiated
-//! component, once per deployed version (`registry`); the `Store`, once per
-//! invocation (`invoke`).
 
 #![deny(missing_docs)]
 
@@ -61,8 +116,8 @@ pub mod untrusted;
 
 pub use admin::openapi;
 pub use api::{DeployOptions, FunctionInfo, FunctionSummary, Setting, VersionInfo};
-pub use capabilities::kv::{KeyList, KvError};
-pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig};
+pub use capabilities::kv::{KeyList, Kv, KvError};
+pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig, Settings};
 pub use config::{ConnectionLimits, HostConfig, LimitOverrides, Limits, StoreLocation};
 pub use engine::AllocatorKind;
 pub use error::{ApiError, DeployError, ErrorBody, ErrorDetail};
@@ -70,13 +125,14 @@ pub use events::{
     DeliveryRecord, DeliveryStatus, EventError, EventInfo, NewSchedule, NewSubscription, Published,
     RedriveRequest, Redriven, RetryPolicy, Schedule, Subscription,
 };
-pub use events::{JobCounts, JobInfo, JobState, JobTask, NewJob, parse_array};
+pub use events::{Events, JobCounts, JobInfo, JobState, JobTask, Jobs, NewJob, parse_array};
+pub use function::Functions;
 pub use gateway::Listeners;
 pub use host::{Host, HostBuilder};
 pub use invoke::INVOCATION_ID_HEADER;
 pub use store::StoreError;
 // Wire types of the admin API that only its clients name (wisp-client).
-pub use capabilities::logs::{LogEntry, LogLevel, LogPage, LogQuery, LogStream};
+pub use capabilities::logs::{LogEntry, LogError, LogLevel, LogPage, LogQuery, LogStream, Logs};
 pub use events::Purged;
 
 impl Host {

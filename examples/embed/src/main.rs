@@ -28,12 +28,13 @@ async fn main() -> anyhow::Result<()> {
     // A temporary store: this service deploys its functions at start-up.
     let host = Host::builder().temporary().max_in_flight(256).build()?;
     let wasm = std::fs::read(&wasm_path)?;
-    host.deploy(
-        "hello",
-        wasm.into(),
-        DeployOptions::default().route("/hello/*"),
-    )
-    .await?;
+    host.functions()
+        .deploy(
+            "hello",
+            wasm.into(),
+            DeployOptions::default().route("/hello/*"),
+        )
+        .await?;
 
     let app = Router::new()
         .route("/status", get(|| async { "embedder ok" }))

@@ -176,14 +176,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         };
         let already = host
-            .function(&p.name)
+            .functions()
+            .get(&p.name)
             .ok()
             .and_then(|f| f.versions.last().map(|v| v.sha256.clone()));
         let sha = hex_sha256(&wasm);
         if already.as_deref() == Some(sha.as_str()) {
             continue; // same artifact already deployed: keep the version count stable
         }
-        host.deploy(&p.name, wasm.into(), opts)
+        host.functions()
+            .deploy(&p.name, wasm.into(), opts)
             .await
             .with_context(|| format!("deploying {} from {}", p.name, p.file.display()))?;
     }
@@ -199,7 +201,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "wisp: admin API   http://{admin_addr}/v1   (token in {}/admin-token unless WISP_ADMIN_TOKEN is set)",
         args.data_dir.display()
     );
-    for f in host.functions()? {
+    for f in host.functions().list()? {
         for r in &f.routes {
             println!(
                 "wisp:   {:<12} http://{data_addr}{}",

@@ -27,7 +27,7 @@ pub(super) async fn config_list(
     State(host): State<Host>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ConfigList>, ApiError> {
-    Ok(Json(host.config_list(&name)?))
+    Ok(Json(host.settings(&name).list()?))
 }
 
 #[utoipa::path(put, path = "/v1/functions/{name}/config",
@@ -59,7 +59,9 @@ pub(super) async fn config_set(
              with string values"
         ))
     })?;
-    Ok(Json(host.set_config(&name, req.values, req.secret).await?))
+    Ok(Json(
+        host.settings(&name).set(req.values, req.secret).await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/functions/{name}/config/{key}",
@@ -73,5 +75,5 @@ pub(super) async fn config_unset(
     State(host): State<Host>,
     ApiPath((name, key)): ApiPath<(String, String)>,
 ) -> Result<Json<ConfigList>, ApiError> {
-    Ok(Json(host.unset_config(&name, &[key]).await?))
+    Ok(Json(host.settings(&name).unset(&[key]).await?))
 }

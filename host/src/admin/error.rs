@@ -16,7 +16,7 @@ use axum_extra::extract::QueryRejection;
 
 use super::extract::MAX_JSON_BODY_BYTES;
 use crate::error::{ApiError, DeployError};
-use crate::{ConfigError, EventError, KvError};
+use crate::{ConfigError, EventError, KvError, LogError};
 
 /// The code of store failures and internal errors, whose details stay in
 /// the host log.
@@ -84,6 +84,18 @@ impl From<ConfigError> for ApiError {
             FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
             KeyNotFound(_) => (StatusCode::NOT_FOUND, "config_key_not_found"),
             Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL),
+        };
+        answer(status, code, &e)
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(e: LogError) -> ApiError {
+        use LogError::*;
+        let (status, code) = match &e {
+            InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
+            Store(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL),
         };
         answer(status, code, &e)
     }

@@ -70,7 +70,7 @@ pub(super) async fn publish(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let published = host.publish(&topic, payload, content_type).await?;
+    let published = host.events().publish(&topic, payload, content_type).await?;
     Ok((StatusCode::ACCEPTED, Json(published)))
 }
 
@@ -88,7 +88,7 @@ pub(super) async fn list_subscriptions(
     State(host): State<Host>,
     ApiQuery(q): ApiQuery<SubscriptionQuery>,
 ) -> Result<Json<Vec<Subscription>>, ApiError> {
-    Ok(Json(host.subscriptions(q.function.as_deref())?))
+    Ok(Json(host.events().subscriptions(q.function.as_deref())?))
 }
 
 #[utoipa::path(post, path = "/v1/subscriptions",
@@ -102,7 +102,10 @@ pub(super) async fn create_subscription(
     State(host): State<Host>,
     ApiJson(new): ApiJson<NewSubscription>,
 ) -> Result<(StatusCode, Json<Subscription>), ApiError> {
-    Ok((StatusCode::CREATED, Json(host.subscribe(new).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(host.events().subscribe(new).await?),
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/subscriptions/{function}/{topic}",
@@ -112,7 +115,7 @@ pub(super) async fn delete_subscription(
     State(host): State<Host>,
     ApiPath((function, topic)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    host.unsubscribe(&function, &topic).await?;
+    host.events().unsubscribe(&function, &topic).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -125,7 +128,7 @@ pub(super) async fn get_event(
     State(host): State<Host>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EventInfo>, ApiError> {
-    Ok(Json(host.event(&id)?))
+    Ok(Json(host.events().event(&id)?))
 }
 
 /// Query of `GET /v1/functions/{name}/dlq`.
@@ -153,7 +156,11 @@ pub(super) async fn dead_letters(
         ))
         .into());
     }
-    Ok(Json(host.dead_letters(&name, q.topic.as_deref(), limit)?))
+    Ok(Json(host.events().dead_letters(
+        &name,
+        q.topic.as_deref(),
+        limit,
+    )?))
 }
 
 /// Query of `DELETE /v1/functions/{name}/dlq`.
@@ -175,7 +182,9 @@ pub(super) async fn purge_dead_letters(
     ApiQuery(q): ApiQuery<PurgeQuery>,
 ) -> Result<Json<Purged>, ApiError> {
     Ok(Json(
-        host.purge_dead_letters(&name, q.topic.as_deref()).await?,
+        host.events()
+            .purge_dead_letters(&name, q.topic.as_deref())
+            .await?,
     ))
 }
 
@@ -188,5 +197,5 @@ pub(super) async fn redrive(
     body: Option<ApiJson<RedriveRequest>>,
 ) -> Result<Json<Redriven>, ApiError> {
     let req = body.map(|ApiJson(r)| r).unwrap_or_default();
-    Ok(Json(host.redrive(&name, req).await?))
+    Ok(Json(host.events().redrive(&name, req).await?))
 }

@@ -35,7 +35,7 @@ pub(super) struct RollbackRequest {
 pub(super) async fn list_functions(
     State(host): State<Host>,
 ) -> Result<Json<Vec<FunctionSummary>>, ApiError> {
-    Ok(Json(host.functions()?))
+    Ok(Json(host.functions().list()?))
 }
 
 #[utoipa::path(
@@ -80,7 +80,7 @@ pub(super) async fn deploy(
                 DeployError::InvalidArgument(format!("reading the upload failed: {e}"))
             }
         })?;
-    let info = host.deploy(&name, wasm, options).await?;
+    let info = host.functions().deploy(&name, wasm, options).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -90,7 +90,7 @@ pub(super) async fn get_function(
     State(host): State<Host>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<FunctionInfo>, ApiError> {
-    Ok(Json(host.function(&name)?))
+    Ok(Json(host.functions().get(&name)?))
 }
 
 #[utoipa::path(delete, path = "/v1/functions/{name}", params(("name" = String, Path)),
@@ -99,7 +99,7 @@ pub(super) async fn delete_function(
     State(host): State<Host>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Deleted>, ApiError> {
-    host.delete(&name).await?;
+    host.functions().delete(&name).await?;
     Ok(Json(Deleted { deleted: name }))
 }
 
@@ -109,7 +109,7 @@ pub(super) async fn versions(
     State(host): State<Host>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Vec<VersionInfo>>, ApiError> {
-    Ok(Json(host.versions(&name)?))
+    Ok(Json(host.functions().versions(&name)?))
 }
 
 #[utoipa::path(post, path = "/v1/functions/{name}/rollback", params(("name" = String, Path)),
@@ -121,5 +121,5 @@ pub(super) async fn rollback(
     body: Option<ApiJson<RollbackRequest>>,
 ) -> Result<Json<FunctionInfo>, ApiError> {
     let req = body.map(|ApiJson(r)| r).unwrap_or_default();
-    Ok(Json(host.rollback(&name, req.version).await?))
+    Ok(Json(host.functions().rollback(&name, req.version).await?))
 }

@@ -76,7 +76,10 @@ pub(super) async fn invoke(
     parts.uri = uri;
     // The admin token is not the function's business.
     parts.headers.remove(header::AUTHORIZATION);
-    Ok(host.invoke(&name, Request::from_parts(parts, body)).await?)
+    Ok(host
+        .functions()
+        .invoke(&name, Request::from_parts(parts, body))
+        .await?)
 }
 
 /// Headers of an asynchronous invocation that are not passed on.
@@ -114,6 +117,9 @@ pub(super) async fn invoke_async(
         .filter(|(k, _)| !DROPPED_HEADERS.contains(&k.as_str()))
         .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
         .collect();
-    let published = host.invoke_async(&name, path, headers, payload).await?;
+    let published = host
+        .events()
+        .invoke_async(&name, path, headers, payload)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(published)))
 }

@@ -40,7 +40,7 @@ pub(super) async fn start_job(
 ) -> Result<(StatusCode, Json<JobInfo>), ApiError> {
     Ok((
         StatusCode::ACCEPTED,
-        Json(host.start_job(&name, new).await?),
+        Json(host.jobs().start(&name, new).await?),
     ))
 }
 
@@ -58,7 +58,7 @@ pub(super) async fn list_jobs(
     State(host): State<Host>,
     ApiQuery(q): ApiQuery<JobQuery>,
 ) -> Result<Json<Vec<JobInfo>>, ApiError> {
-    Ok(Json(host.jobs(q.function.as_deref())?))
+    Ok(Json(host.jobs().list(q.function.as_deref())?))
 }
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = String, Path)),
@@ -70,7 +70,7 @@ pub(super) async fn get_job(
     State(host): State<Host>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobInfo>, ApiError> {
-    Ok(Json(host.job(&id)?))
+    Ok(Json(host.jobs().get(&id)?))
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = String, Path)),
@@ -82,5 +82,5 @@ pub(super) async fn cancel_job(
     State(host): State<Host>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobInfo>, ApiError> {
-    Ok(Json(host.cancel_job(&id).await?))
+    Ok(Json(host.jobs().cancel(&id).await?))
 }

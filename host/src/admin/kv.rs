@@ -71,7 +71,8 @@ pub(super) async fn kv_list(
     }
     let prefix = q.prefix.unwrap_or_default();
     let page = host
-        .kv_list(&name, &prefix, q.cursor.as_deref(), limit)
+        .kv(&name)
+        .list(&prefix, q.cursor.as_deref(), limit)
         .await?;
     Ok(Json(page))
 }
@@ -87,7 +88,7 @@ pub(super) async fn kv_get(
     State(host): State<Host>,
     ApiPath((name, key)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let value = host.kv_get(&name, &key).await?;
+    let value = host.kv(&name).get(&key).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response())
 }
 
@@ -107,7 +108,7 @@ pub(super) async fn kv_put(
     ApiQuery(q): ApiQuery<KvPutQuery>,
     req: Request,
 ) -> Result<Json<KvStored>, ApiError> {
-    let limit = host.kv_max_value_bytes(&name)?;
+    let limit = host.kv(&name).max_value_bytes()?;
     let (parts, body) = req.into_parts();
     let value = read_body(&parts.headers, body, limit)
         .await
@@ -117,7 +118,7 @@ pub(super) async fn kv_put(
                 KvError::InvalidArgument(format!("reading the value failed: {e}"))
             }
         })?;
-    host.kv_set(&name, &key, &value, q.ttl_ms).await?;
+    host.kv(&name).set(&key, &value, q.ttl_ms).await?;
     Ok(Json(KvStored {
         key,
         bytes: value.len() as u64,
@@ -135,6 +136,6 @@ pub(super) async fn kv_delete(
     State(host): State<Host>,
     ApiPath((name, key)): ApiPath<(String, String)>,
 ) -> Result<Json<Deleted>, ApiError> {
-    host.kv_delete(&name, &key).await?;
+    host.kv(&name).delete(&key).await?;
     Ok(Json(Deleted { deleted: key }))
 }

@@ -28,5 +28,5 @@ pub(super) async fn function_logs(
     ApiPath(name): ApiPath<String>,
     ApiQuery(query): ApiQuery<LogQuery>,
 ) -> Result<Json<LogPage>, ApiError> {
-    Ok(Json(host.logs(&name, query).await?))
+    Ok(Json(host.logs(&name).read(query).await?))
 }

@@ -34,7 +34,7 @@ pub(super) async fn list_schedules(
     State(host): State<Host>,
     ApiQuery(q): ApiQuery<ScheduleQuery>,
 ) -> Result<Json<Vec<Schedule>>, ApiError> {
-    Ok(Json(host.schedules(q.function.as_deref())?))
+    Ok(Json(host.events().schedules(q.function.as_deref())?))
 }
 
 #[utoipa::path(post, path = "/v1/schedules",
@@ -49,7 +49,10 @@ pub(super) async fn create_schedule(
     State(host): State<Host>,
     ApiJson(new): ApiJson<NewSchedule>,
 ) -> Result<(StatusCode, Json<Schedule>), ApiError> {
-    Ok((StatusCode::CREATED, Json(host.add_schedule(new).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(host.events().add_schedule(new).await?),
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/schedules/{id}", params(("id" = String, Path)),
@@ -58,6 +61,6 @@ pub(super) async fn delete_schedule(
     State(host): State<Host>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    host.delete_schedule(&id).await?;
+    host.events().delete_schedule(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

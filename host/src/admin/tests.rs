@@ -154,18 +154,19 @@ impl Api {
         let functions = self
             .host
             .functions()
+            .list()
             .unwrap()
             .into_iter()
             .map(|f| (f.name, f.active_version, f.versions as usize))
             .collect();
-        (functions, self.host.stored_artifacts())
+        (functions, self.host.functions().stored_artifacts())
     }
 
     /// Subscriptions, schedules and jobs: none of them created.
     fn assert_no_event_objects(&self) {
-        assert!(self.host.subscriptions(None).unwrap().is_empty());
-        assert!(self.host.schedules(None).unwrap().is_empty());
-        assert!(self.host.jobs(None).unwrap().is_empty());
+        assert!(self.host.events().subscriptions(None).unwrap().is_empty());
+        assert!(self.host.events().schedules(None).unwrap().is_empty());
+        assert!(self.host.jobs().list(None).unwrap().is_empty());
     }
 }
 
@@ -442,7 +443,8 @@ async fn undecodable_paths_are_400_in_every_kind_of_path_parameter() {
     assert_eq!(api.functions_state(), before);
     assert!(
         api.host
-            .kv_list("f", "", None, 10)
+            .kv("f")
+            .list("", None, 10)
             .await
             .unwrap()
             .keys
@@ -486,7 +488,8 @@ async fn bad_query_parameters_are_400_naming_the_parameter() {
     assert_eq!(api.functions_state(), before);
     assert!(
         api.host
-            .kv_list("f", "", None, 10)
+            .kv("f")
+            .list("", None, 10)
             .await
             .unwrap()
             .keys
@@ -589,7 +592,7 @@ async fn refused_json_bodies_are_400_413_or_415_and_store_nothing() {
     assert!(msg.contains("missing field `cron`"), "{msg}");
 
     assert_eq!(api.functions_state(), before);
-    assert!(api.host.config_list("f").unwrap().entries.is_empty());
+    assert!(api.host.settings("f").list().unwrap().entries.is_empty());
     api.assert_no_event_objects();
 }
 
@@ -703,9 +706,9 @@ async fn refused_key_value_requests_store_nothing() {
         api.send("PUT", &uri, None, value).await
     }
     async fn state(api: &Api) -> (Vec<String>, Vec<u8>, Vec<u8>) {
-        let keys = api.host.kv_list("f", "", None, 100).await.unwrap().keys;
-        let a = api.host.kv_get("f", "a").await.unwrap();
-        let b = api.host.kv_get("f", "b").await.unwrap();
+        let keys = api.host.kv("f").list("", None, 100).await.unwrap().keys;
+        let a = api.host.kv("f").get("a").await.unwrap();
+        let b = api.host.kv("f").get("b").await.unwrap();
         (keys, a, b)
     }
     let put = |key, value| put(&api, key, value);
@@ -744,7 +747,7 @@ async fn refused_key_value_requests_store_nothing() {
     assert_eq!(state(&api).await, before);
     // A key with a slash, percent-encoded or not, is one key.
     put("x%2Fy", b"1".to_vec()).await.ok(200);
-    assert_eq!(api.host.kv_get("f", "x/y").await.unwrap(), b"1");
+    assert_eq!(api.host.kv("f").get("x/y").await.unwrap(), b"1");
 }
 
 #[tokio::test]
@@ -753,7 +756,7 @@ async fn refused_config_changes_store_nothing() {
     api.deploy("f", "route=/f", ok_wasm()).await.ok(201);
     let set = |body: Value| api.json("PUT", "/v1/functions/f/config", body);
     set(json!({"values": {"KEPT": "1"}})).await.ok(200);
-    let state = || api.host.config_list("f").unwrap().entries;
+    let state = || api.host.settings("f").list().unwrap().entries;
     let before = state();
 
     let too_many: serde_json::Map<String, Value> =
@@ -825,7 +828,7 @@ async fn subscribe_slow(api: &Api, function: &str, topic: &str) {
 fn assert_none_after(api: &Api, last: &Value) {
     let next = parse_id(last.as_str().unwrap()).unwrap() + 1;
     assert!(matches!(
-        api.host.event(&format_id(next)),
+        api.host.events().event(&format_id(next)),
         Err(EventError::EventNotFound(_))
     ));
 }
@@ -985,7 +988,7 @@ async fn storage_quotas_are_429_with_retry_after_and_store_nothing() {
     let code = answer.body["error"]["code"].as_str().unwrap();
     assert!(code.ends_with("_quota_exceeded"), "{code}");
     assert_eq!(answer.headers[header::RETRY_AFTER], "1");
-    assert!(api.host.jobs(None).unwrap().is_empty());
+    assert!(api.host.jobs().list(None).unwrap().is_empty());
     assert_none_after(&api, &last);
 }
 

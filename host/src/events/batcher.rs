@@ -121,7 +121,7 @@ pub(super) fn batch_error(e: &StoreError) -> EventError {
 impl Host {
     /// Queues a write for the next event-plane transaction.
     pub(super) fn queue_write(&self, write: Write) {
-        if self.events().writes.push(write) {
+        if self.plane().writes.push(write) {
             tokio::spawn(drain_writes(self.clone()));
         }
     }
@@ -132,7 +132,7 @@ impl Host {
 /// and the next batch is written meanwhile. Under load, transactions start
 /// at most every [`WRITE_INTERVAL`] (a lone write is written at once).
 async fn drain_writes(host: Host) {
-    let plane = host.events();
+    let plane = host.plane();
     let _guard = Draining(&plane.writes);
     let config = &host.inner.config;
     let max_depth = config.event_max_queue_depth;
@@ -265,7 +265,7 @@ async fn drain_writes(host: Host) {
         let host = host.clone();
         tokio::spawn(async move {
             let flushed = host.inner.store.flush().await;
-            let plane = host.events();
+            let plane = host.plane();
             if flushed.is_ok() {
                 for (counter, n) in plane.results.iter().zip(counts) {
                     if n > 0 {

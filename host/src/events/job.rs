@@ -244,7 +244,11 @@ impl Host {
 
     /// Starts a job: one event per index, written in batches, the job
     /// record made visible last, then one flush.
-    pub async fn start_job(&self, function: &str, new: NewJob) -> Result<JobInfo, EventError> {
+    pub(crate) async fn start_job(
+        &self,
+        function: &str,
+        new: NewJob,
+    ) -> Result<JobInfo, EventError> {
         let indices = parse_array(&new.array).map_err(EventError::InvalidArgument)?;
         let parallelism = new.parallelism.unwrap_or(1);
         if parallelism == 0 || parallelism > 1000 {
@@ -396,7 +400,7 @@ impl Host {
     }
 
     /// A job and the state of each index.
-    pub fn job(&self, id: &str) -> Result<JobInfo, EventError> {
+    pub(crate) fn job(&self, id: &str) -> Result<JobInfo, EventError> {
         let job = self.visible_job(id)?;
         self.job_info(job, true)
     }
@@ -412,7 +416,7 @@ impl Host {
 
     /// Jobs (of one function if given), oldest first, without per-index
     /// states.
-    pub fn jobs(&self, function: Option<&str>) -> Result<Vec<JobInfo>, EventError> {
+    pub(crate) fn list_jobs(&self, function: Option<&str>) -> Result<Vec<JobInfo>, EventError> {
         let mut out = Vec::new();
         for job in self.event_store().jobs()? {
             if job.state == JobState::Creating || function.is_some_and(|f| job.function != f) {
@@ -425,7 +429,7 @@ impl Host {
 
     /// Cancels a job: its pending indices are not run; running ones
     /// finish.
-    pub async fn cancel_job(&self, id: &str) -> Result<JobInfo, EventError> {
+    pub(crate) async fn cancel_job(&self, id: &str) -> Result<JobInfo, EventError> {
         let _guard = self.inner.admin_lock.lock().await;
         let job = self.visible_job(id)?;
         self.cancel_locked(job).await

@@ -16,7 +16,7 @@ use crate::store::Durability;
 
 impl Host {
     /// Subscribes a function to a topic (or changes its subscription).
-    pub async fn subscribe(&self, new: NewSubscription) -> Result<Subscription, EventError> {
+    pub(crate) async fn subscribe(&self, new: NewSubscription) -> Result<Subscription, EventError> {
         validate_topic(&new.topic).map_err(EventError::InvalidName)?;
         let config = &self.inner.config;
         let path = new.path.unwrap_or_else(|| "/".into());
@@ -64,7 +64,7 @@ impl Host {
     }
 
     /// Removes a subscription; its pending deliveries are cancelled.
-    pub async fn unsubscribe(&self, function: &str, topic: &str) -> Result<(), EventError> {
+    pub(crate) async fn unsubscribe(&self, function: &str, topic: &str) -> Result<(), EventError> {
         let _guard = self.inner.admin_lock.lock().await;
         let deleted = self
             .event_store()
@@ -81,14 +81,17 @@ impl Host {
     }
 
     /// Subscriptions (of one function if given), by topic.
-    pub fn subscriptions(&self, function: Option<&str>) -> Result<Vec<Subscription>, EventError> {
+    pub(crate) fn subscriptions(
+        &self,
+        function: Option<&str>,
+    ) -> Result<Vec<Subscription>, EventError> {
         let mut subs = self.event_store().subscriptions(None)?;
         subs.retain(|s| function.is_none_or(|f| s.function == f));
         Ok(subs)
     }
 
     /// An event and the state of each of its deliveries.
-    pub fn event(&self, id: &str) -> Result<EventInfo, EventError> {
+    pub(crate) fn event(&self, id: &str) -> Result<EventInfo, EventError> {
         let not_found = || EventError::EventNotFound(id.to_string());
         let n = parse_id(id).ok_or_else(not_found)?;
         let store = self.event_store();
@@ -105,7 +108,7 @@ impl Host {
 
     /// The dead-letter list of a function's subscriptions (of one topic if
     /// given), oldest first, at most `limit`.
-    pub fn dead_letters(
+    pub(crate) fn dead_letters(
         &self,
         function: &str,
         topic: Option<&str>,
@@ -118,7 +121,7 @@ impl Host {
     }
 
     /// Retries dead deliveries of a function now, attempts reset.
-    pub async fn redrive(
+    pub(crate) async fn redrive(
         &self,
         function: &str,
         req: RedriveRequest,
@@ -141,13 +144,13 @@ impl Host {
             .event_store()
             .redrive(function, req.topic.as_deref(), ids, now_ms())
             .await?;
-        self.events().wake.notify_one();
+        self.plane().wake.notify_one();
         Ok(Redriven { redriven })
     }
 
     /// Removes a function's dead letters (of one topic if given): they can
     /// no longer be redriven, and their events go at the next sweep.
-    pub async fn purge_dead_letters(
+    pub(crate) async fn purge_dead_letters(
         &self,
         function: &str,
         topic: Option<&str>,
@@ -195,7 +198,7 @@ impl Host {
 
     /// Adds a schedule: each tick of `cron` enqueues one event for the
     /// function (delivered like any other, with retries).
-    pub async fn add_schedule(&self, new: NewSchedule) -> Result<Schedule, EventError> {
+    pub(crate) async fn add_schedule(&self, new: NewSchedule) -> Result<Schedule, EventError> {
         let tz = new.tz.unwrap_or_else(|| "UTC".into());
         super::schedule::parse_new(&new.cron, &tz).map_err(EventError::InvalidArgument)?;
         let path = new.path.unwrap_or_else(|| "/".into());
@@ -232,13 +235,13 @@ impl Host {
         self.event_store()
             .put_schedule(schedule.clone(), Durability::Flushed)
             .await?;
-        self.events().wake.notify_one();
+        self.plane().wake.notify_one();
         tracing::info!(function = %schedule.function, cron = %schedule.cron, id = %format_id(schedule.id), "schedule added");
         Ok(schedule.with_next(now_ms()))
     }
 
     /// Schedules (of one function if given), oldest first.
-    pub fn schedules(&self, function: Option<&str>) -> Result<Vec<Schedule>, EventError> {
+    pub(crate) fn schedules(&self, function: Option<&str>) -> Result<Vec<Schedule>, EventError> {
         let mut all = self.event_store().schedules()?;
         all.retain(|s| function.is_none_or(|f| s.function == f));
         let now = now_ms();
@@ -246,7 +249,7 @@ impl Host {
     }
 
     /// Deletes a schedule.
-    pub async fn delete_schedule(&self, id: &str) -> Result<(), EventError> {
+    pub(crate) async fn delete_schedule(&self, id: &str) -> Result<(), EventError> {
         let not_found = || EventError::ScheduleNotFound(id.to_string());
         let n = parse_id(id).ok_or_else(not_found)?;
         let _guard = self.inner.admin_lock.lock().await;

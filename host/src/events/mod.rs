@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod api;
 mod batcher;
 mod delivery;
 mod dispatcher;
@@ -36,6 +37,7 @@ pub(crate) mod schedule;
 pub(crate) mod store;
 mod sweeps;
 
+pub use api::{Events, Jobs};
 pub use job::{JobCounts, JobInfo, JobRecord, JobState, JobTask, NewJob, parse_array};
 pub use plane::{
     EventError, EventInfo, NewSchedule, NewSubscription, Published, Purged, RedriveRequest,

@@ -291,7 +291,7 @@ impl EventPlane {
 }
 
 impl Host {
-    pub(super) fn events(&self) -> &EventPlane {
+    pub(super) fn plane(&self) -> &EventPlane {
         &self.inner.events
     }
 
@@ -302,22 +302,22 @@ impl Host {
 
     /// Wakes the dispatcher.
     pub(crate) fn wake_events(&self) {
-        self.events().wake.notify_one();
+        self.plane().wake.notify_one();
     }
 
     /// Starts the dispatcher (once; [`Host::serve`] does it). Deliveries
     /// that were running when the host last stopped are due (their claims
     /// were not stored). Needs a tokio runtime.
-    pub fn start_events(&self) -> anyhow::Result<()> {
-        let mut slot = self.events().dispatcher.lock().expect("not poisoned");
+    pub(crate) fn start_events(&self) -> anyhow::Result<()> {
+        let mut slot = self.plane().dispatcher.lock().expect("not poisoned");
         if slot.is_some() {
             return Ok(());
         }
         self.jobs_recover()?;
-        let _ = self.events().stop.send(false);
+        let _ = self.plane().stop.send(false);
         let weak = Arc::downgrade(&self.inner);
-        let wake = self.events().wake.clone();
-        let stop = self.events().stop.subscribe();
+        let wake = self.plane().wake.clone();
+        let stop = self.plane().stop.subscribe();
         *slot = Some(tokio::spawn(super::dispatcher::dispatch(weak, wake, stop)));
         Ok(())
     }
@@ -325,15 +325,10 @@ impl Host {
     /// Stops the dispatcher: no new deliveries start; running ones get up
     /// to `grace` to finish. Those still running then stay due in the
     /// store and are retried after the next start.
-    pub async fn stop_events(&self, grace: Duration) {
-        let handle = self
-            .events()
-            .dispatcher
-            .lock()
-            .expect("not poisoned")
-            .take();
+    pub(crate) async fn stop_events(&self, grace: Duration) {
+        let handle = self.plane().dispatcher.lock().expect("not poisoned").take();
         let Some(mut handle) = handle else { return };
-        let _ = self.events().stop.send(true);
+        let _ = self.plane().stop.send(true);
         if tokio::time::timeout(grace, &mut handle).await.is_err() {
             tracing::warn!(
                 "event deliveries still running after the grace period are left for the next start"

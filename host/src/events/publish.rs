@@ -33,7 +33,7 @@ pub(super) struct NewPublish<'a> {
 impl Host {
     /// Publishes `payload` on `topic`: one delivery per current subscriber.
     /// Returns once the event is durable.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         topic: &str,
         payload: Bytes,
@@ -64,7 +64,7 @@ impl Host {
     /// Queues an invocation of `function` (`POST` to `path` with these
     /// headers and body), delivered like an event, with retries. Returns
     /// once it is durable.
-    pub async fn invoke_async(
+    pub(crate) async fn invoke_async(
         &self,
         function: &str,
         path: String,

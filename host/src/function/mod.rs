@@ -1,9 +1,17 @@
 //! The per-version lifetime: what a deployed version of a function is
-//! (compiled, mapped, checked and pre-instantiated once), and the
-//! orchestration of deploys, rollbacks and deletes.
+//! (compiled, mapped, checked and pre-instantiated once, `prepare`), how it
+//! is stored (`records`, `compiled`), loaded (`load`) and made active
+//! (`registry`), and the orchestration of deploys, rollbacks and deletes
+//! (`deploy`, with the settings a version inherits resolved in `resolve`).
+//! [`Functions`] is the public face.
 
+mod api;
 pub(crate) mod compiled;
+mod deploy;
+mod load;
 pub(crate) mod prepare;
 pub(crate) mod records;
 pub(crate) mod registry;
 pub(crate) mod resolve;
+
+pub use api::Functions;

@@ -23,10 +23,12 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::capabilities::bindings::wisp::function::kv as wit;
 use crate::config::Limits;
+use crate::function::registry::Registry;
 use crate::invoke::InvocationState;
 use crate::store::{StoreError, TxError};
 
@@ -297,26 +299,37 @@ impl wit::Host for InvocationState {
 // ---------------------------------------------------------------------------
 // The admin side
 
-impl crate::Host {
-    /// The namespace of a deployed function.
-    fn kv_namespace(&self, name: &str) -> Result<Arc<KvNamespace>, KvError> {
-        self.inner
-            .registry
+/// One function's key-value data, as the admin API and embedders reach it
+/// ([`Host::kv`](crate::Host::kv)): the same namespace, limits and errors
+/// as the function's own calls.
+pub struct Kv<'a> {
+    registry: &'a ArcSwap<Registry>,
+    function: &'a str,
+}
+
+impl<'a> Kv<'a> {
+    pub(crate) fn new(registry: &'a ArcSwap<Registry>, function: &'a str) -> Kv<'a> {
+        Kv { registry, function }
+    }
+
+    /// The namespace of the deployed function.
+    fn namespace(&self) -> Result<Arc<KvNamespace>, KvError> {
+        self.registry
             .load()
             .by_name
-            .get(name)
+            .get(self.function)
             .map(|d| d.kv.clone())
-            .ok_or_else(|| KvError::FunctionNotFound(name.to_string()))
+            .ok_or_else(|| KvError::FunctionNotFound(self.function.to_string()))
     }
 
-    /// The largest value `name` may store, bytes.
-    pub fn kv_max_value_bytes(&self, name: &str) -> Result<u64, KvError> {
-        Ok(self.kv_namespace(name)?.max_value_bytes())
+    /// The largest value the function may store, bytes.
+    pub fn max_value_bytes(&self) -> Result<u64, KvError> {
+        Ok(self.namespace()?.max_value_bytes())
     }
 
-    /// The value of `key` in function `name`'s key-value namespace.
-    pub async fn kv_get(&self, name: &str, key: &str) -> Result<Vec<u8>, KvError> {
-        self.kv_namespace(name)?
+    /// The value of `key`; [`KvError::KeyNotFound`] if it is not set.
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>, KvError> {
+        self.namespace()?
             .get(key.to_string())
             .await?
             .ok_or_else(|| KvError::KeyNotFound(key.to_string()))
@@ -324,36 +337,29 @@ impl crate::Host {
 
     /// Sets `key` (expiring after `ttl_ms` if given), under the same limits
     /// as the function's own writes. Durable when this returns.
-    pub async fn kv_set(
-        &self,
-        name: &str,
-        key: &str,
-        value: &[u8],
-        ttl_ms: Option<u64>,
-    ) -> Result<(), KvError> {
-        self.kv_namespace(name)?
+    pub async fn set(&self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), KvError> {
+        self.namespace()?
             .set(key.to_string(), value.to_vec(), ttl_ms)
             .await
     }
 
     /// Deletes `key`; [`KvError::KeyNotFound`] if it was not set.
-    pub async fn kv_delete(&self, name: &str, key: &str) -> Result<(), KvError> {
-        if self.kv_namespace(name)?.delete(key.to_string()).await? {
+    pub async fn delete(&self, key: &str) -> Result<(), KvError> {
+        if self.namespace()?.delete(key.to_string()).await? {
             Ok(())
         } else {
             Err(KvError::KeyNotFound(key.to_string()))
         }
     }
 
-    /// A page of `name`'s keys starting with `prefix`, after `cursor`.
-    pub async fn kv_list(
+    /// A page of the keys starting with `prefix`, after `cursor`.
+    pub async fn list(
         &self,
-        name: &str,
         prefix: &str,
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<KeyList, KvError> {
-        self.kv_namespace(name)?
+        self.namespace()?
             .list(prefix.to_string(), cursor.map(str::to_string), limit)
             .await
     }

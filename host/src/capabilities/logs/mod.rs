@@ -27,7 +27,7 @@ mod read;
 mod sink;
 pub(crate) mod store;
 
-pub use read::{LogPage, LogQuery};
+pub use read::{LogError, LogPage, LogQuery, Logs};
 pub(crate) use sink::{LogSink, Retention};
 pub(crate) use store::LogStore;
 

@@ -14,13 +14,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::capabilities::bindings::wisp::function::config as wit;
 use crate::capabilities::outbound;
 use crate::config::config_limits::{MAX_KEY_LEN, MAX_KEYS, MAX_VALUE_BYTES};
+use crate::function::records::{FunctionRecord, Records};
+use crate::function::registry::{Deployed, Registry};
 use crate::invoke::InvocationState;
-use crate::registry::Deployed;
 use crate::store::StoreError;
 
 pub(crate) mod store;
@@ -285,57 +287,57 @@ impl wit::Host for InvocationState {
 // ---------------------------------------------------------------------------
 // The admin side
 
-impl crate::Host {
-    fn require_function(
-        &self,
-        name: &str,
-    ) -> Result<crate::function::records::FunctionRecord, ConfigError> {
-        self.inner
-            .records
-            .get(name)?
-            .ok_or_else(|| ConfigError::FunctionNotFound(name.to_string()))
+/// One function's settings and secrets, as the admin API and embedders
+/// reach them ([`Host::settings`](crate::Host::settings)).
+pub struct Settings<'a> {
+    /// Serialises changes with deploys, rollbacks and deletes.
+    pub(crate) admin_lock: &'a tokio::sync::Mutex<()>,
+    pub(crate) records: &'a Records,
+    pub(crate) store: &'a ConfigStore,
+    pub(crate) registry: &'a ArcSwap<Registry>,
+    pub(crate) function: &'a str,
+}
+
+impl Settings<'_> {
+    fn require_function(&self) -> Result<FunctionRecord, ConfigError> {
+        self.records
+            .get(self.function)?
+            .ok_or_else(|| ConfigError::FunctionNotFound(self.function.to_string()))
     }
 
-    /// A function's settings and secrets, secrets masked.
-    pub fn config_list(&self, name: &str) -> Result<ConfigList, ConfigError> {
-        self.require_function(name)?;
-        Ok(masked(name, &self.inner.settings.items(name)?))
+    /// The settings and secrets, secrets masked.
+    pub fn list(&self) -> Result<ConfigList, ConfigError> {
+        self.require_function()?;
+        Ok(masked(self.function, &self.store.items(self.function)?))
     }
 
-    /// Sets several settings (or, with `secret`, secrets) of a function at
-    /// once, all or none. Durable, and seen by the next invocation, when
-    /// this returns.
-    pub async fn set_config(
+    /// Sets several settings (or, with `secret`, secrets) at once, all or
+    /// none. Durable, and seen by the next invocation, when this returns.
+    pub async fn set(
         &self,
-        name: &str,
         values: BTreeMap<String, String>,
         secret: bool,
     ) -> Result<ConfigList, ConfigError> {
-        self.change_config(name, |current| plan_set(current, &values, secret))
+        self.change(|current| plan_set(current, &values, secret))
             .await
     }
 
-    /// Removes settings or secrets of a function; every key must be set
-    /// (otherwise nothing is removed).
-    pub async fn unset_config(
-        &self,
-        name: &str,
-        keys: &[String],
-    ) -> Result<ConfigList, ConfigError> {
-        self.change_config(name, |current| plan_unset(current, keys))
-            .await
+    /// Removes settings or secrets; every key must be set (otherwise
+    /// nothing is removed).
+    pub async fn unset(&self, keys: &[String]) -> Result<ConfigList, ConfigError> {
+        self.change(|current| plan_unset(current, keys)).await
     }
 
-    async fn change_config(
+    async fn change(
         &self,
-        name: &str,
         plan: impl FnOnce(&[ConfigItem]) -> Result<Vec<ConfigChange>, ConfigError>,
     ) -> Result<ConfigList, ConfigError> {
+        let name = self.function;
         // Serialised with deploys, rollbacks and deletes: the registry entry
         // rebuilt below must not race one of theirs.
-        let _guard = self.inner.admin_lock.lock().await;
-        let record = self.require_function(name)?;
-        let store = &self.inner.settings;
+        let _guard = self.admin_lock.lock().await;
+        let record = self.require_function()?;
+        let store = self.store;
         let current = store.items(name)?;
         let changes = plan(&current)?;
         // The outbound allow-list set through config is checked like the
@@ -361,7 +363,7 @@ impl crate::Host {
         tracing::info!(function = name, keys = ?keys, "config changed");
 
         let snapshot = Arc::new(ConfigSnapshot::from_items(items.clone()));
-        let registry = self.inner.registry.load();
+        let registry = self.registry.load();
         if let Some(old) = registry.by_name.get(name) {
             let active = record.active();
             // Validated above (and at deploy), so this cannot fail; keep
@@ -377,7 +379,7 @@ impl crate::Host {
                 ..Deployed::clone(old)
             };
             let next = registry.with(Arc::new(next));
-            self.inner.registry.store(Arc::new(next));
+            self.registry.store(Arc::new(next));
         }
         Ok(masked(name, &items))
     }

@@ -1,0 +1,140 @@
+//! [`Functions`]: deploying and managing functions, and invoking them
+//! directly, as the admin API and embedders do ([`Host::functions`]).
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+
+use crate::Host;
+use crate::api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
+use crate::engine::Prepared;
+use crate::error::DeployError;
+use crate::function::records::FunctionRecord;
+
+/// The functions of a host ([`Host::functions`]): deploy, roll back,
+/// delete, read, invoke. Errors are [`DeployError`]s.
+pub struct Functions<'a> {
+    pub(crate) host: &'a Host,
+}
+
+impl Functions<'_> {
+    /// Deploys `wasm` as a new version of `name` (created if new) and makes
+    /// it active. Everything is checked before anything is stored; the new
+    /// version is durable when this returns.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        wasm: bytes::Bytes,
+        options: DeployOptions,
+    ) -> Result<FunctionInfo, DeployError> {
+        self.host.deploy(name, wasm, options).await
+    }
+
+    /// Makes an earlier version active again (by default the newest one
+    /// older than the active one), without recompiling.
+    pub async fn rollback(
+        &self,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<FunctionInfo, DeployError> {
+        self.host.rollback(name, version).await
+    }
+
+    /// Deletes a function, all its versions, its data, log and events,
+    /// and the artifacts nothing else uses.
+    pub async fn delete(&self, name: &str) -> Result<(), DeployError> {
+        self.host.delete(name).await
+    }
+
+    /// A function's record.
+    pub fn get(&self, name: &str) -> Result<FunctionInfo, DeployError> {
+        self.host.function(name)
+    }
+
+    /// All functions, by name.
+    pub fn list(&self) -> Result<Vec<FunctionSummary>, DeployError> {
+        Ok(self
+            .host
+            .inner
+            .records
+            .all()?
+            .iter()
+            .map(FunctionSummary::from)
+            .collect())
+    }
+
+    /// A function's versions, oldest first.
+    pub fn versions(&self, name: &str) -> Result<Vec<VersionInfo>, DeployError> {
+        Ok(self.host.function(name)?.versions)
+    }
+
+    /// Invokes a function directly (no route lookup). The request's URI is
+    /// the path and query the guest sees.
+    pub async fn invoke(
+        &self,
+        name: &str,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, DeployError> {
+        let target = self
+            .host
+            .inner
+            .registry
+            .load()
+            .by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))?;
+        Ok(self.host.inner.invoker.invoke(target, request).await)
+    }
+
+    /// Instantiates the active version of `name` in a fresh store and drops
+    /// it, without calling the handler: the per-request instantiation cost
+    /// on its own, for benchmarks. Not part of the stable API.
+    #[doc(hidden)]
+    pub async fn instantiate_only(&self, name: &str) -> anyhow::Result<()> {
+        let target = self
+            .host
+            .inner
+            .registry
+            .load()
+            .by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))?;
+        self.host.inner.invoker.instantiate_only(&target).await?;
+        Ok(())
+    }
+
+    /// Number of distinct artifacts in the store (deduplicated by hash).
+    pub fn stored_artifacts(&self) -> usize {
+        self.host.inner.records.artifact_count()
+    }
+}
+
+impl Host {
+    /// A function's record.
+    pub(crate) fn function(&self, name: &str) -> Result<FunctionInfo, DeployError> {
+        self.inner
+            .records
+            .get(name)?
+            .map(|r| self.info(&r))
+            .ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))
+    }
+
+    /// A function's record, with what its deployed version handles.
+    pub(crate) fn info(&self, record: &FunctionRecord) -> FunctionInfo {
+        let mut info = FunctionInfo::from(record);
+        if let Some(d) = self.inner.registry.load().by_name.get(&record.name) {
+            info.handlers = match &d.pre {
+                Prepared::Component(c) => {
+                    [("http", c.http.is_some()), ("events", c.events.is_some())]
+                        .into_iter()
+                        .filter(|(_, has)| *has)
+                        .map(|(h, _)| h.to_string())
+                        .collect()
+                }
+                Prepared::Module(_) => vec!["cgi".to_string()],
+            };
+        }
+        info
+    }
+}

@@ -1,0 +1,166 @@
+//! Loading deployed versions: at start-up every function's active version,
+//! on rollback an earlier one; from stored compiled code when it verifies,
+//! else compiled again from the stored artifact. Also what turns a stored
+//! version into the registry's [`Deployed`].
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::Host;
+use crate::capabilities::kv::store::KvStore;
+use crate::capabilities::settings::ConfigStore;
+use crate::engine::WispEngine;
+use crate::error::DeployError;
+use crate::function::compiled::Compiled;
+use crate::function::records::{FunctionRecord, VersionRecord};
+use crate::function::registry::{Deployed, Registry};
+use crate::metrics::FunctionMetrics;
+use crate::routes::Route;
+
+impl Host {
+    /// Loads the active version of every stored function.
+    pub(crate) fn load_all(&self) -> anyhow::Result<()> {
+        let mut by_name = HashMap::new();
+        for record in self.inner.records.all()? {
+            let deployed = self
+                .load_version(&record, record.active())
+                .with_context(|| format!("loading function {}", record.name))?;
+            by_name.insert(record.name.clone(), Arc::new(deployed));
+        }
+        let n = by_name.len();
+        self.inner
+            .registry
+            .store(Arc::new(Registry::from_map(by_name)));
+        tracing::info!(functions = n, "functions loaded");
+        Ok(())
+    }
+
+    /// Builds a [`Deployed`] from stored compiled code, compiling (and
+    /// storing the result) only when there is none for this engine.
+    pub(super) fn load_version(
+        &self,
+        record: &FunctionRecord,
+        v: &VersionRecord,
+    ) -> anyhow::Result<Deployed> {
+        let engine = &self.inner.engine;
+        let compiled_code = &self.inner.compiled;
+        // Only code that matches its checksum in the store is run (a file
+        // that does not is removed, and logged, by the store).
+        let loaded = match compiled_code.code(&v.sha256, &engine.compat_key)? {
+            Some(code) => match engine.load(&code) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(function = %record.name, error = %e, "stored compiled code unusable; recompiling");
+                    None
+                }
+            },
+            None => None,
+        };
+        let component = match loaded {
+            Some(c) => c,
+            None => {
+                tracing::info!(function = %record.name, version = v.version, "compiling from the stored artifact (no verified compiled code for this engine)");
+                let wasm = self
+                    .inner
+                    .records
+                    .artifact(&v.sha256)?
+                    .with_context(|| format!("artifact {} missing from the store", v.sha256))?;
+                let compiled = engine.compile(&wasm)?.serialize()?;
+                store_and_load(compiled_code, engine, &v.sha256, &compiled)?
+            }
+        };
+        let pre = engine.prepare(&component)?;
+        Ok(deployed(
+            &self.inner.kv,
+            &self.inner.settings,
+            self.data_dir(),
+            record,
+            v,
+            pre,
+            self.inner.config.function_share(),
+        )?)
+    }
+}
+
+/// Writes compiled code to its file in the store (durably) and maps it
+/// back, so the function runs on the mapped file rather than a heap copy,
+/// as after a restart. Blocking.
+pub(super) fn store_and_load(
+    compiled: &Compiled,
+    engine: &WispEngine,
+    sha256: &str,
+    serialized: &[u8],
+) -> Result<crate::engine::Compiled, DeployError> {
+    // Mapped through the descriptor written, not the name: see `CodeFile`.
+    let code = compiled.put(sha256, &engine.compat_key, serialized)?;
+    engine
+        .load(&code)
+        .map_err(|e| DeployError::Internal(format!("loading compiled code back: {e:#}")))
+}
+
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+pub(super) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+pub(super) fn deployed(
+    kv: &KvStore,
+    settings: &ConfigStore,
+    data_dir: Option<&Path>,
+    record: &FunctionRecord,
+    v: &VersionRecord,
+    pre: crate::engine::Prepared,
+    share: u32,
+) -> Result<Deployed, DeployError> {
+    // Checked at deploy; a directory removed since then fails the
+    // invocations (500, logged), not the load.
+    let static_dir = match (&v.static_dir, data_dir) {
+        (Some(rel), Some(dir)) => Some(
+            crate::invocation::cgi::static_dir_path(dir, rel)
+                .map_err(|e| DeployError::Internal(format!("stored static_dir: {e}")))?,
+        ),
+        _ => None,
+    };
+    let name_arc: Arc<str> = Arc::from(record.name.as_str());
+    let config = crate::capabilities::settings::load_snapshot(settings, &record.name)?;
+    let kv = crate::capabilities::kv::KvNamespace::new(kv.clone(), name_arc.clone(), &v.limits);
+    let allow_outbound = crate::capabilities::outbound::effective(
+        &v.allow_outbound,
+        config.get(crate::capabilities::outbound::CONFIG_KEY),
+    )
+    .map_err(|e| DeployError::Internal(format!("stored allow-list: {e}")))?;
+    Ok(Deployed {
+        name: record.name.clone(),
+        name_arc,
+        allow_outbound: Arc::new(allow_outbound),
+        version: v.version,
+        pre,
+        static_dir,
+        limits: v.limits,
+        env: crate::capabilities::settings::guest_env(&v.env, v.config_env, &config),
+        routes: parse_routes(&v.routes)?,
+        metrics: FunctionMetrics::new(&record.name),
+        kv: Arc::new(kv),
+        config,
+        slots: Arc::new(Semaphore::new(share as usize)),
+    })
+}
+
+pub(super) fn parse_routes(routes: &[String]) -> Result<Vec<Route>, DeployError> {
+    routes
+        .iter()
+        .map(|r| Route::parse(r).map_err(|e| DeployError::InvalidRoute(e.to_string())))
+        .collect()
+}
