@@ -13,7 +13,7 @@ use super::openapi::NAME_PATTERN;
 use super::*;
 use crate::config::StoreLocation;
 use crate::events::{format_id, parse_id};
-use crate::{ConfigError, DeployError, EventError, HostConfig, KvError, StoreError};
+use crate::{ConfigError, DeployError, EventError, HostConfig, KvError, LogError, StoreError};
 
 const TOKEN: &str = "a-test-token-a-test-token";
 
@@ -228,6 +228,14 @@ async fn the_table_answers_each_domain_error_with_its_status_and_code() {
         (KvError::FunctionNotFound(s()), 404, "function_not_found"),
         (KvError::KeyNotFound(s()), 404, "key_not_found"),
         (KvError::Store(store()), 500, "internal"),
+    ] {
+        cases.push((e.into(), status, code));
+    }
+    for (e, status, code) in [
+        (LogError::InvalidArgument(s()), 400, "invalid_argument"),
+        (LogError::FunctionNotFound(s()), 404, "function_not_found"),
+        (LogError::Store(store()), 500, "internal"),
+        (LogError::Internal("/secret/path".into()), 500, "internal"),
     ] {
         cases.push((e.into(), status, code));
     }
