@@ -194,7 +194,7 @@ impl HostBuilder {
             },
         )?;
         let events = crate::events::plane::EventPlane::new(event_store);
-        let inner = Arc::new_cyclic(|host| HostInner {
+        let inner = Arc::new(HostInner {
             invoker: Invoker {
                 logs,
                 log_limit: crate::capabilities::logs::LogLimits {
@@ -207,7 +207,7 @@ impl HostBuilder {
                 in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
                 function_share: config.function_share(),
                 metrics: HostMetrics::new(),
-                host: host.clone(),
+                publisher: Arc::new(crate::events::EventPublisher::new(&events, &store, &config)),
             },
             store,
             records,

@@ -1,13 +1,32 @@
 //! Publishing events from inside a function (`wisp:function/topics`): the
 //! same path as the admin API's `POST /v1/topics/{topic}/events`, with the
 //! same limits, answered once the event is durable.
+//!
+//! An invocation reaches the event plane through a [`Publisher`], not the
+//! host: what it may do is publish, and the invocation layer then depends
+//! on this trait only, not on the event plane (which runs invocations).
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 
 use crate::capabilities::bindings::wisp::function::topics as wit;
-use crate::events::plane::EventError;
-use crate::host::Host;
+use crate::events::plane::{EventError, Published};
 use crate::invoke::InvocationState;
+
+/// Publishes events on behalf of a guest: the narrow handle an invocation
+/// holds. Implemented by the event plane's
+/// [`EventPublisher`](crate::events::EventPublisher).
+pub(crate) trait Publisher: Send + Sync {
+    /// Publishes `payload` on `topic`, as `POST /v1/topics/{topic}/events`
+    /// does: one delivery per current subscriber, the same validation and
+    /// limits, answered once the event is durable.
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        payload: Bytes,
+        content_type: Option<String>,
+    ) -> BoxFuture<'a, Result<Published, EventError>>;
+}
 
 impl wit::Host for InvocationState {
     async fn publish(
@@ -16,14 +35,14 @@ impl wit::Host for InvocationState {
         payload: Vec<u8>,
         content_type: Option<String>,
     ) -> Result<String, wit::PublishError> {
-        // The host outlives its invocations except during shutdown.
-        let Some(inner) = self.host.upgrade() else {
+        // The publisher lives as long as the host (its invoker holds it),
+        // which outlives its invocations except during shutdown.
+        let Some(publisher) = self.publisher.upgrade() else {
             return Err(wit::PublishError::Internal(
                 "the host is shutting down".into(),
             ));
         };
-        let host = Host { inner };
-        match host
+        match publisher
             .publish(&topic, Bytes::from(payload), content_type)
             .await
         {

@@ -12,19 +12,24 @@
 //! writer ([`EventStore::write_events`](super::store::EventStore::write_events)),
 //! and asks for one flush for all of it (the store's group commit). While
 //! that flush runs, the next batch gathers.
+//!
+//! The task runs on an [`EventWriter`]: the queue and the handles writing
+//! it needs, not the host, so that a publisher handed to invocations
+//! ([`EventPublisher`](super::publish::EventPublisher)) can start one.
 
-use std::sync::Mutex as StdMutex;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use super::EventRecord;
 use super::Outcome;
-use super::plane::EventError;
-use super::store::{EventWrites, Finish, NewEvent, PublishRefused};
+use super::plane::{EventError, EventPlane};
+use super::store::{EventStore, EventWrites, Finish, NewEvent, PublishRefused};
 use crate::Host;
-use crate::store::StoreError;
+use crate::config::HostConfig;
+use crate::store::{Store, StoreError};
 
 /// Most queued writes (publishes, outcomes) taken into one
 /// transaction (see [`Batcher`]).
@@ -36,9 +41,18 @@ const WRITE_BATCH: usize = 512;
 const WRITE_INTERVAL: Duration = Duration::from_millis(1);
 const PACE_AT: usize = 8;
 
-/// A queue drained in batches by one task at a time.
+/// A queue drained in batches by one task at a time. Clones share the
+/// queue (the plane's and its [`EventWriter`]s').
 pub(super) struct Batcher<T> {
-    state: StdMutex<BatchState<T>>,
+    state: Arc<StdMutex<BatchState<T>>>,
+}
+
+impl<T> Clone for Batcher<T> {
+    fn clone(&self) -> Self {
+        Batcher {
+            state: self.state.clone(),
+        }
+    }
 }
 
 struct BatchState<T> {
@@ -50,10 +64,10 @@ struct BatchState<T> {
 impl<T> Default for Batcher<T> {
     fn default() -> Self {
         Batcher {
-            state: StdMutex::new(BatchState {
+            state: Arc::new(StdMutex::new(BatchState {
                 items: Vec::new(),
                 draining: false,
-            }),
+            })),
         }
     }
 }
@@ -118,11 +132,64 @@ pub(super) fn batch_error(e: &StoreError) -> EventError {
     EventError::Store(StoreError::Batch(e.to_string()))
 }
 
+/// What writing the queued writes needs: the queue, the event plane's
+/// store, the store's group commit, the dispatcher's wake-up, the plane's
+/// metrics and the host's event limits. Handles and counters, cheap to
+/// clone; none of them keeps the host alive.
+#[derive(Clone)]
+pub(super) struct EventWriter {
+    /// The plane's queue ([`EventPlane::writes`]), shared.
+    writes: Batcher<Write>,
+    /// The event plane's trees, written on the store's writer.
+    pub(super) store: EventStore,
+    /// The store whose group commit (`flush`) makes a batch durable before
+    /// its publishers are answered.
+    commit: Store,
+    /// The dispatcher's wake-up: new events, or retries due sooner.
+    wake: Arc<Notify>,
+    published: metrics::Counter,
+    results: [metrics::Counter; 4],
+    /// Pending and running deliveries one topic may have.
+    max_depth: u64,
+    /// Bytes of undelivered events one topic, and all topics, may hold.
+    max_topic_bytes: u64,
+    max_host_bytes: u64,
+    /// How long a finished event stays readable (`--event-retention`).
+    retention_ms: u64,
+}
+
+impl EventWriter {
+    /// The writer of `plane`, whose trees are in `store`.
+    pub(super) fn new(plane: &EventPlane, store: &Store, config: &HostConfig) -> EventWriter {
+        EventWriter {
+            writes: plane.writes.clone(),
+            store: plane.store.clone(),
+            commit: store.clone(),
+            wake: plane.wake.clone(),
+            published: plane.published.clone(),
+            results: plane.results.clone(),
+            max_depth: config.event_max_queue_depth,
+            max_topic_bytes: config.event_topic_quota_bytes,
+            max_host_bytes: config.event_host_quota_bytes,
+            retention_ms: config.event_retention.as_millis() as u64,
+        }
+    }
+
+    /// Queues a write for the next event-plane transaction.
+    pub(super) fn queue(&self, write: Write) {
+        if self.writes.push(write) {
+            tokio::spawn(drain_writes(self.clone()));
+        }
+    }
+}
+
 impl Host {
     /// Queues a write for the next event-plane transaction.
     pub(super) fn queue_write(&self, write: Write) {
+        // The writer's handles are cloned only when a drain starts.
         if self.plane().writes.push(write) {
-            tokio::spawn(drain_writes(self.clone()));
+            let writer = EventWriter::new(self.plane(), &self.inner.store, &self.inner.config);
+            tokio::spawn(drain_writes(writer));
         }
     }
 }
@@ -131,16 +198,11 @@ impl Host {
 /// Publishers are answered after the flush that makes their batch durable,
 /// and the next batch is written meanwhile. Under load, transactions start
 /// at most every [`WRITE_INTERVAL`] (a lone write is written at once).
-async fn drain_writes(host: Host) {
-    let plane = host.plane();
-    let _guard = Draining(&plane.writes);
-    let config = &host.inner.config;
-    let max_depth = config.event_max_queue_depth;
-    let (max_topic_bytes, max_host_bytes) = (
-        config.event_topic_quota_bytes,
-        config.event_host_quota_bytes,
-    );
-    let retention_ms = config.event_retention.as_millis() as u64;
+async fn drain_writes(w: EventWriter) {
+    let _guard = Draining(&w.writes);
+    let (max_depth, max_topic_bytes, max_host_bytes) =
+        (w.max_depth, w.max_topic_bytes, w.max_host_bytes);
+    let retention_ms = w.retention_ms;
     let mut last: Option<(tokio::time::Instant, usize)> = None;
     loop {
         if let Some((at, n)) = last
@@ -148,7 +210,7 @@ async fn drain_writes(host: Host) {
         {
             tokio::time::sleep_until(at + WRITE_INTERVAL).await;
         }
-        let Some(batch) = plane.writes.take(WRITE_BATCH) else {
+        let Some(batch) = w.writes.take(WRITE_BATCH) else {
             break;
         };
         last = Some((tokio::time::Instant::now(), batch.len()));
@@ -199,7 +261,7 @@ async fn drain_writes(host: Host) {
         };
         // On the store's writer: this task waits without holding a thread.
         // A write that fails (or panics) fails the whole batch.
-        let result = plane.store.write_events(writes).await;
+        let result = w.store.write_events(writes).await;
         let publishes = replies;
         let written = match result {
             Ok(w) => w,
@@ -228,7 +290,7 @@ async fn drain_writes(host: Host) {
         if retries {
             // Retries are in the due index now: the dispatcher's next wait
             // may be shorter.
-            plane.wake.notify_one();
+            w.wake.notify_one();
         }
         let mut accepted = Vec::with_capacity(publishes.len());
         for ((topic, size, reply), answer) in publishes.into_iter().zip(written.published) {
@@ -262,19 +324,18 @@ async fn drain_writes(host: Host) {
         // The flush ticket is taken now, after the transaction: the flush
         // covers it. Waited for elsewhere so the next batch is written
         // while this one is flushed.
-        let host = host.clone();
+        let w = w.clone();
         tokio::spawn(async move {
-            let flushed = host.inner.store.flush().await;
-            let plane = host.plane();
+            let flushed = w.commit.flush().await;
             if flushed.is_ok() {
-                for (counter, n) in plane.results.iter().zip(counts) {
+                for (counter, n) in w.results.iter().zip(counts) {
                     if n > 0 {
                         counter.increment(n);
                     }
                 }
                 if !accepted.is_empty() {
-                    plane.published.increment(accepted.len() as u64);
-                    plane.wake.notify_one();
+                    w.published.increment(accepted.len() as u64);
+                    w.wake.notify_one();
                 }
             }
             for reply in accepted {

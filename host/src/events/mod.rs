@@ -43,6 +43,7 @@ pub use plane::{
     EventError, EventInfo, NewSchedule, NewSubscription, Published, Purged, RedriveRequest,
     Redriven,
 };
+pub(crate) use publish::EventPublisher;
 pub use schedule::Schedule;
 
 /// Prefix of the implicit topic of a function's asynchronous invocations

@@ -1,21 +1,29 @@
 //! Publishing: events on topics, asynchronous invocations, and schedule
 //! ticks. Each is written with the other writes queued at the same time
 //! (see `batcher`) and answered once durable.
+//!
+//! All of them go through an [`EventPublisher`], which holds only what
+//! publishing needs. Invocations hold one (as a
+//! [`Publisher`](crate::capabilities::topics::Publisher)) for a guest's
+//! `wisp:function/topics` publish, instead of the host.
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
-use super::batcher::Write;
-use super::plane::{EventError, Published, now_ms};
+use super::batcher::{EventWriter, Write};
+use super::plane::{EventError, EventPlane, Published, now_ms};
 use super::schedule::{Schedule, due_tick, tick_event_id};
 use super::{
     EventRecord, SCHEDULE_TOPIC_PREFIX, format_id, invoke_topic, validate_content_type,
     validate_topic,
 };
 use crate::Host;
-use crate::store::{Durability, StoreError};
+use crate::capabilities::topics::Publisher;
+use crate::config::HostConfig;
+use crate::store::{Durability, Store, StoreError};
 
-/// An event to enqueue (see [`Host::enqueue`]).
+/// An event to enqueue (see [`EventPublisher::enqueue`]).
 pub(super) struct NewPublish<'a> {
     topic: &'a str,
     payload: Bytes,
@@ -30,7 +38,114 @@ pub(super) struct NewPublish<'a> {
     tick_id: Option<u64>,
 }
 
+/// Publishes events without the host: the event plane's store (whom an
+/// event goes to, fresh ids), the queue of writes with what draining it
+/// needs (see [`EventWriter`]), and the payload limit. Handles, cheap to
+/// clone; it does not keep the host alive, so the host gives invocations
+/// a weak reference to the one its invoker holds (a publish after the
+/// host is gone is refused, as during shutdown).
+#[derive(Clone)]
+pub(crate) struct EventPublisher {
+    writer: EventWriter,
+    /// Largest payload accepted (`--event-max-payload`).
+    max_payload_bytes: u64,
+}
+
+impl EventPublisher {
+    /// The publisher of `plane`, whose trees are in `store`, with the
+    /// limits of `config`.
+    pub(crate) fn new(plane: &EventPlane, store: &Store, config: &HostConfig) -> EventPublisher {
+        EventPublisher {
+            writer: EventWriter::new(plane, store, config),
+            max_payload_bytes: config.event_max_payload_bytes,
+        }
+    }
+
+    /// Writes `new` with the other writes queued now; returns once it is
+    /// durable.
+    pub(super) async fn enqueue(&self, new: NewPublish<'_>) -> Result<Published, EventError> {
+        if new.payload.len() as u64 > self.max_payload_bytes {
+            return Err(EventError::PayloadTooLarge {
+                limit: self.max_payload_bytes,
+            });
+        }
+        let event = EventRecord {
+            id: match new.tick_id {
+                Some(id) => id,
+                None => self.writer.store.next_id()?,
+            },
+            topic: new.topic.to_string(),
+            time_ms: now_ms(),
+            content_type: new.content_type,
+            path: new.path,
+            headers: new.headers,
+            size_bytes: new.payload.len() as u64,
+        };
+        let published = Published {
+            id: format_id(event.id),
+            topic: new.topic.to_string(),
+            deliveries: new.to.len() as u32,
+        };
+        // Written with the other publishes queued now, in one transaction,
+        // and answered once the flush after it is done: durable before
+        // anyone is told.
+        let (reply, answer) = oneshot::channel();
+        self.writer.queue(Write::Publish {
+            event,
+            payload: new.payload,
+            to: new.to,
+            dedupe: new.tick_id.is_some(),
+            reply,
+        });
+        answer.await.unwrap_or_else(|_| {
+            Err(EventError::Store(StoreError::Batch(
+                "the publish was dropped (see the host log)".into(),
+            )))
+        })?;
+        Ok(published)
+    }
+}
+
+impl Publisher for EventPublisher {
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        payload: Bytes,
+        content_type: Option<String>,
+    ) -> BoxFuture<'a, Result<Published, EventError>> {
+        Box::pin(async move {
+            validate_topic(topic).map_err(EventError::InvalidName)?;
+            if let Some(ct) = &content_type {
+                validate_content_type(ct).map_err(EventError::InvalidArgument)?;
+            }
+            let to = self
+                .writer
+                .store
+                .subscriptions(Some(topic))?
+                .into_iter()
+                .map(|s| s.function)
+                .collect();
+            let event = NewPublish {
+                topic,
+                payload,
+                content_type,
+                path: None,
+                headers: Vec::new(),
+                to,
+                tick_id: None,
+            };
+            self.enqueue(event).await
+        })
+    }
+}
+
 impl Host {
+    /// This host's publisher: handles cloned from the host, for the
+    /// publishes the host makes itself.
+    fn publisher(&self) -> EventPublisher {
+        EventPublisher::new(self.plane(), &self.inner.store, &self.inner.config)
+    }
+
     /// Publishes `payload` on `topic`: one delivery per current subscriber.
     /// Returns once the event is durable.
     pub(crate) async fn publish(
@@ -39,26 +154,8 @@ impl Host {
         payload: Bytes,
         content_type: Option<String>,
     ) -> Result<Published, EventError> {
-        validate_topic(topic).map_err(EventError::InvalidName)?;
-        if let Some(ct) = &content_type {
-            validate_content_type(ct).map_err(EventError::InvalidArgument)?;
-        }
-        let to = self
-            .event_store()
-            .subscriptions(Some(topic))?
-            .into_iter()
-            .map(|s| s.function)
-            .collect();
-        let event = NewPublish {
-            topic,
-            payload,
-            content_type,
-            path: None,
-            headers: Vec::new(),
-            to,
-            tick_id: None,
-        };
-        self.enqueue(event).await
+        // The same path as a guest's publish.
+        self.publisher().publish(topic, payload, content_type).await
     }
 
     /// Queues an invocation of `function` (`POST` to `path` with these
@@ -91,50 +188,7 @@ impl Host {
             to: vec![function.to_string()],
             tick_id: None,
         };
-        self.enqueue(event).await
-    }
-
-    pub(super) async fn enqueue(&self, new: NewPublish<'_>) -> Result<Published, EventError> {
-        let config = &self.inner.config;
-        if new.payload.len() as u64 > config.event_max_payload_bytes {
-            return Err(EventError::PayloadTooLarge {
-                limit: config.event_max_payload_bytes,
-            });
-        }
-        let event = EventRecord {
-            id: match new.tick_id {
-                Some(id) => id,
-                None => self.event_store().next_id()?,
-            },
-            topic: new.topic.to_string(),
-            time_ms: now_ms(),
-            content_type: new.content_type,
-            path: new.path,
-            headers: new.headers,
-            size_bytes: new.payload.len() as u64,
-        };
-        let published = Published {
-            id: format_id(event.id),
-            topic: new.topic.to_string(),
-            deliveries: new.to.len() as u32,
-        };
-        // Written with the other publishes queued now, in one transaction,
-        // and answered once the flush after it is done: durable before
-        // anyone is told.
-        let (reply, answer) = oneshot::channel();
-        self.queue_write(Write::Publish {
-            event,
-            payload: new.payload,
-            to: new.to,
-            dedupe: new.tick_id.is_some(),
-            reply,
-        });
-        answer.await.unwrap_or_else(|_| {
-            Err(EventError::Store(StoreError::Batch(
-                "the publish was dropped (see the host log)".into(),
-            )))
-        })?;
-        Ok(published)
+        self.publisher().enqueue(event).await
     }
 
     /// Fires the schedules that are due: one event each, for the latest
@@ -142,6 +196,7 @@ impl Host {
     pub(super) async fn fire_schedules(&self) -> Result<(), EventError> {
         let now = now_ms();
         let store = self.event_store();
+        let publisher = self.publisher();
         for s in store.schedules()? {
             let spec = match super::schedule::parse(&s.cron, &s.tz) {
                 Ok(spec) => spec,
@@ -167,7 +222,7 @@ impl Host {
                 to: vec![s.function.clone()],
                 tick_id: Some(tick_event_id(s.id, tick)),
             };
-            let result = self.enqueue(event).await;
+            let result = publisher.enqueue(event).await;
             if let Err(e) = &result {
                 tracing::warn!(id = %format_id(s.id), function = %s.function, error = %e, "a schedule tick was not enqueued");
             }
@@ -235,6 +290,47 @@ mod tests {
         assert_eq!(store.queue_depth_total(), 1);
         assert_eq!(store.event_bytes(None), bytes);
         assert_eq!(store.due_deliveries(u64::MAX - 1, 10).unwrap().len(), 1);
+    }
+
+    /// What guests publish through: the invoker's publisher writes where
+    /// the host's own publishes go, refuses what the host refuses, and is
+    /// gone with the host (a guest publishing during shutdown is refused
+    /// with `the host is shutting down`, see `capabilities/topics.rs`).
+    #[tokio::test]
+    async fn the_invokers_publisher_publishes_and_goes_with_the_host() {
+        let host = Host::builder().temporary().build().unwrap();
+        let weak = std::sync::Arc::downgrade(&host.inner.invoker.publisher);
+        let publisher = weak.upgrade().expect("alive with the host");
+        let published = publisher
+            .publish("t", Bytes::from_static(b"x"), Some("text/plain".into()))
+            .await
+            .unwrap();
+        assert_eq!(published.topic, "t");
+        let shown = host.event(&published.id).unwrap();
+        assert_eq!(shown.topic, "t");
+        assert_eq!(shown.content_type.as_deref(), Some("text/plain"));
+        let next = host
+            .publish("t", Bytes::from_static(b"y"), None)
+            .await
+            .unwrap();
+        assert!(next.id > published.id, "{next:?} after {published:?}");
+
+        let e = publisher
+            .publish("no spaces", Bytes::from_static(b"x"), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EventError::InvalidName(_)), "{e}");
+        let limit = host.config().event_max_payload_bytes;
+        let big = Bytes::from(vec![0u8; limit as usize + 1]);
+        let e = publisher.publish("t", big, None).await.unwrap_err();
+        assert!(
+            matches!(e, EventError::PayloadTooLarge { limit: l } if l == limit),
+            "{e}"
+        );
+
+        drop(publisher);
+        drop(host);
+        assert!(weak.upgrade().is_none(), "the publisher outlived the host");
     }
 
     /// A content type past the cap is refused before anything is stored,

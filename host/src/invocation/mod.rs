@@ -17,8 +17,8 @@ mod http;
 mod limits;
 mod state;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -29,8 +29,8 @@ pub(crate) use self::driver::Record;
 pub(crate) use self::failure::{Failure, HandlerFailure, NoSlot};
 pub use self::state::InvocationState;
 use crate::capabilities::logs::{LogLimits, LogSink};
+use crate::capabilities::topics::Publisher;
 use crate::engine::Prepared;
-use crate::host::HostInner;
 use crate::metrics::HostMetrics;
 use crate::registry::Deployed;
 
@@ -65,8 +65,10 @@ pub(crate) struct Invoker {
     pub max_outbound: u32,
     /// Bytes of response body a preview-1 (CGI) module may write.
     pub cgi_max_output: u64,
-    /// The host this invoker belongs to (guests publish events through it).
-    pub host: Weak<HostInner>,
+    /// Publishes guests' events (`wisp:function/topics`). Held here, with
+    /// the host; each invocation gets a weak reference, so that a publish
+    /// after the host is gone is refused.
+    pub publisher: Arc<dyn Publisher>,
 }
 
 impl Invoker {

@@ -13,7 +13,7 @@ use super::Invoker;
 use super::limits::{MemoryLimiter, on_epoch_tick};
 use crate::capabilities::logs::{LogCapture, LogStream};
 use crate::capabilities::outbound::Outbound;
-use crate::host::HostInner;
+use crate::capabilities::topics::Publisher;
 use crate::registry::Deployed;
 
 /// Everything one invocation's `Store` holds. Built per request, dropped
@@ -32,8 +32,9 @@ pub struct InvocationState {
     /// The function's settings and secrets as of this invocation's start
     /// (`wisp:function/config`).
     pub(crate) config: Arc<crate::capabilities::settings::ConfigSnapshot>,
-    /// The host, for publishing events (`wisp:function/topics`).
-    pub(crate) host: Weak<HostInner>,
+    /// Publishes events (`wisp:function/topics`); gone once the host is
+    /// (shutdown).
+    pub(crate) publisher: Weak<dyn Publisher>,
     /// Wall-clock deadline, checked on every epoch tick.
     deadline: Instant,
 }
@@ -94,7 +95,7 @@ impl Invoker {
                 log,
                 kv: target.kv.clone(),
                 config: target.config.clone(),
-                host: self.host.clone(),
+                publisher: Arc::downgrade(&self.publisher),
                 deadline,
             },
         );
