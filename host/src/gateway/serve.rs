@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -175,6 +175,7 @@ impl Serving {
         let mut workers = Vec::with_capacity(threads);
         let mut done = Vec::with_capacity(threads);
         let mut runtimes = Vec::with_capacity(threads);
+        let admin = Arc::new(OnceLock::new());
         for i in 0..threads {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -188,11 +189,13 @@ impl Serving {
                 tracker: tracker.clone(),
             });
             let (host, stop, count) = (host.clone(), stop.clone(), connections.clone());
+            let admin = admin.clone();
             std::thread::Builder::new()
                 .name(format!("wisp-serve-{i}"))
                 .spawn(move || {
                     TRACKER.with(|t| *t.borrow_mut() = Some(tracker.clone()));
-                    runtime.block_on(serve_thread(host, incoming, count, stop, tracker));
+                    let thread = serve_thread(host, admin, incoming, count, stop, tracker);
+                    runtime.block_on(thread);
                     let _ = finished.send(());
                 })?;
             workers.push(Worker {
@@ -349,6 +352,7 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 /// deliveries it was given.
 async fn serve_thread(
     host: Host,
+    admin: Arc<OnceLock<axum::Router>>,
     mut incoming: mpsc::Receiver<Handoff>,
     connections: Arc<AtomicUsize>,
     mut stop: watch::Receiver<bool>,
@@ -358,7 +362,19 @@ async fn serve_thread(
     let config = host.config();
     let data_builder = builder(&config.data_connections);
     let admin_builder = builder(&config.admin_connections);
-    let admin = host.admin_router();
+    // The admin router, built on the first admin connection (of any
+    // thread) and shared: building it (its OpenAPI document above all)
+    // runs and frees a megabyte or so that a host nobody administers
+    // never needs resident; what it freed goes back at once.
+    let admin_router = || {
+        admin
+            .get_or_init(|| {
+                let router = host.admin_router();
+                (config.release_memory)();
+                router
+            })
+            .clone()
+    };
     let serve = |handoff: Handoff| {
         let Handoff {
             stream,
@@ -378,7 +394,7 @@ async fn serve_thread(
         let io = TokioIo::new(CountingIo::new(stream, conn.clone()));
         let (plane, builder) = match listener.kind {
             PlaneKind::Data => (Plane::Data(host.clone()), &data_builder),
-            PlaneKind::Admin => (Plane::Admin(admin.clone()), &admin_builder),
+            PlaneKind::Admin => (Plane::Admin(admin_router()), &admin_builder),
         };
         let service = ConnService {
             plane,
