@@ -140,7 +140,7 @@ impl WispEngine {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         // Wisp's own capabilities (key-value, config, log lines).
-        crate::capabilities::add_to_linker(&mut linker)?;
+        crate::invocation::add_capabilities_to_linker(&mut linker)?;
         let cgi_linker = crate::invocation::cgi::linker(&engine)?;
 
         // The key is part of compiled code's file names, which outlive the

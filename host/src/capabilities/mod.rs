@@ -2,9 +2,12 @@
 //! world (key-value, config and secrets, log lines) and the policy for
 //! outbound HTTP (`wasi:http/outgoing-handler`).
 //!
-//! Each capability keeps its per-invocation state in a field of
-//! [`InvocationState`]; the generated `Host` traits are implemented on
-//! `InvocationState` in the capability's own module. Capability code with
+//! Each capability keeps its per-invocation state in a field of the
+//! invocation's state, and takes a view of just that field (`KvView`,
+//! `ConfigView`, `LogView`, `TopicsView`, as `wasi:http` takes a
+//! `WasiHttpCtxView`): the generated `Host` traits are implemented on the
+//! views, in the capability's own module, and the invocation layer adds
+//! them to its linker (`invocation::add_capabilities_to_linker`). Capability code with
 //! no wasm in it (quota accounting, allow-list matching) is plain Rust and
 //! unit-tested there.
 
@@ -38,17 +41,4 @@ pub(crate) mod event_bindings {
         world: "wisp:function/events",
         exports: { default: async },
     });
-}
-
-/// Adds Wisp's capability interfaces to the linker, beside WASI. A
-/// component that imports none of them links exactly as before.
-pub(crate) fn add_to_linker(
-    linker: &mut wasmtime::component::Linker<crate::invoke::InvocationState>,
-) -> anyhow::Result<()> {
-    use wasmtime::component::HasSelf;
-    bindings::Capabilities::add_to_linker::<_, HasSelf<crate::invoke::InvocationState>>(
-        linker,
-        |s| s,
-    )?;
-    Ok(())
 }

@@ -6,12 +6,13 @@
 //! host: what it may do is publish, and the invocation layer then depends
 //! on this trait only, not on the event plane (which runs invocations).
 
+use std::sync::Weak;
+
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::capabilities::bindings::wisp::function::topics as wit;
 use crate::events::plane::{EventError, Published};
-use crate::invoke::InvocationState;
 
 /// Publishes events on behalf of a guest: the narrow handle an invocation
 /// holds. Implemented by the event plane's
@@ -28,7 +29,22 @@ pub(crate) trait Publisher: Send + Sync {
     ) -> BoxFuture<'a, Result<Published, EventError>>;
 }
 
-impl wit::Host for InvocationState {
+/// What `wisp:function/topics` sees of an invocation: the publisher and
+/// the function's name (for its log).
+pub(crate) struct TopicsView<'a> {
+    pub(crate) publisher: &'a Weak<dyn Publisher>,
+    pub(crate) function: &'a str,
+}
+
+/// `wisp:function/topics` in the linker: its function gets a
+/// [`TopicsView`] of the invocation's state.
+pub(crate) struct TopicsCapability;
+
+impl wasmtime::component::HasData for TopicsCapability {
+    type Data<'a> = TopicsView<'a>;
+}
+
+impl wit::Host for TopicsView<'_> {
     async fn publish(
         &mut self,
         topic: String,
@@ -47,7 +63,7 @@ impl wit::Host for InvocationState {
             .await
         {
             Ok(published) => Ok(published.id),
-            Err(e) => Err(into_guest(e, self.function(), &topic)),
+            Err(e) => Err(into_guest(e, self.function, &topic)),
         }
     }
 }

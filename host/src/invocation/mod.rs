@@ -28,6 +28,7 @@ use tokio::sync::Semaphore;
 pub(crate) use self::driver::Record;
 pub(crate) use self::failure::{Failure, HandlerFailure, NoSlot};
 pub use self::state::InvocationState;
+pub(crate) use self::state::add_capabilities_to_linker;
 use crate::capabilities::logs::{LogLimits, LogSink};
 use crate::capabilities::topics::Publisher;
 use crate::engine::Prepared;

@@ -11,9 +11,11 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::Invoker;
 use super::limits::{MemoryLimiter, on_epoch_tick};
-use crate::capabilities::logs::{LogCapture, LogStream};
+use crate::capabilities::kv::{KvCapability, KvView};
+use crate::capabilities::logs::{LogCapability, LogCapture, LogStream, LogView};
 use crate::capabilities::outbound::Outbound;
-use crate::capabilities::topics::Publisher;
+use crate::capabilities::settings::{ConfigCapability, ConfigView};
+use crate::capabilities::topics::{Publisher, TopicsCapability, TopicsView};
 use crate::registry::Deployed;
 
 /// Everything one invocation's `Store` holds. Built per request, dropped
@@ -39,11 +41,21 @@ pub struct InvocationState {
     deadline: Instant,
 }
 
-impl InvocationState {
-    /// The name of the function this invocation runs.
-    pub(crate) fn function(&self) -> &str {
-        &self.hooks.function
-    }
+/// Adds Wisp's capabilities (`wisp:function/kv`, `config`, `log`,
+/// `topics`) to `linker`, each given only its view of the state, as
+/// `wasi:http` is given its [`WasiHttpCtxView`].
+pub(crate) fn add_capabilities_to_linker(
+    linker: &mut wasmtime::component::Linker<InvocationState>,
+) -> anyhow::Result<()> {
+    use crate::capabilities::bindings::wisp::function::{config, kv, log, topics};
+    kv::add_to_linker::<_, KvCapability>(linker, |s| KvView(&s.kv))?;
+    config::add_to_linker::<_, ConfigCapability>(linker, |s| ConfigView(&s.config))?;
+    log::add_to_linker::<_, LogCapability>(linker, |s| LogView(&s.log))?;
+    topics::add_to_linker::<_, TopicsCapability>(linker, |s| TopicsView {
+        publisher: &s.publisher,
+        function: &s.hooks.function,
+    })?;
+    Ok(())
 }
 
 impl WasiView for InvocationState {

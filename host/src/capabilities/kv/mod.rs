@@ -29,7 +29,6 @@ use serde::{Deserialize, Serialize};
 use crate::capabilities::bindings::wisp::function::kv as wit;
 use crate::config::Limits;
 use crate::function::registry::Registry;
-use crate::invoke::InvocationState;
 use crate::store::{StoreError, TxError};
 
 mod namespace;
@@ -236,9 +235,21 @@ pub struct KeyList {
 // ---------------------------------------------------------------------------
 // The guest binding
 
-impl wit::Host for InvocationState {
+/// What `wisp:function/kv` sees of an invocation: the function's
+/// namespace, nothing else.
+pub(crate) struct KvView<'a>(pub(crate) &'a KvNamespace);
+
+/// `wisp:function/kv` in the linker: its functions get a [`KvView`] of the
+/// invocation's state.
+pub(crate) struct KvCapability;
+
+impl wasmtime::component::HasData for KvCapability {
+    type Data<'a> = KvView<'a>;
+}
+
+impl wit::Host for KvView<'_> {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, wit::Error> {
-        let ns = &self.kv;
+        let ns = self.0;
         ns.get(key).await.map_err(|e| e.into_guest(&ns.function))
     }
 
@@ -248,14 +259,14 @@ impl wit::Host for InvocationState {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> Result<(), wit::Error> {
-        let ns = &self.kv;
+        let ns = self.0;
         ns.set(key, value, ttl_ms)
             .await
             .map_err(|e| e.into_guest(&ns.function))
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, wit::Error> {
-        let ns = &self.kv;
+        let ns = self.0;
         ns.delete(key).await.map_err(|e| e.into_guest(&ns.function))
     }
 
@@ -265,7 +276,7 @@ impl wit::Host for InvocationState {
         cursor: Option<String>,
         limit: u32,
     ) -> Result<wit::KeyPage, wit::Error> {
-        let ns = &self.kv;
+        let ns = self.0;
         let page = ns
             .list(prefix, cursor, limit)
             .await
@@ -277,7 +288,7 @@ impl wit::Host for InvocationState {
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, wit::Error> {
-        let ns = &self.kv;
+        let ns = self.0;
         ns.increment(key, delta)
             .await
             .map_err(|e| e.into_guest(&ns.function))
@@ -289,7 +300,7 @@ impl wit::Host for InvocationState {
         expected: Option<Vec<u8>>,
         new: Vec<u8>,
     ) -> Result<bool, wit::Error> {
-        let ns = &self.kv;
+        let ns = self.0;
         ns.compare_and_swap(key, expected, new)
             .await
             .map_err(|e| e.into_guest(&ns.function))

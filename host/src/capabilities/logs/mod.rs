@@ -21,7 +21,6 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use super::bindings::wisp::function::log::{Host as LogHost, Level as WitLevel};
-use crate::invoke::InvocationState;
 
 mod read;
 mod sink;
@@ -497,9 +496,20 @@ impl AsyncWrite for CaptureStream {
     }
 }
 
-impl LogHost for InvocationState {
+/// What `wisp:function/log` sees of an invocation: its log capture.
+pub(crate) struct LogView<'a>(pub(crate) &'a LogCapture);
+
+/// `wisp:function/log` in the linker: its function gets a [`LogView`] of
+/// the invocation's state.
+pub(crate) struct LogCapability;
+
+impl wasmtime::component::HasData for LogCapability {
+    type Data<'a> = LogView<'a>;
+}
+
+impl LogHost for LogView<'_> {
     fn log(&mut self, level: WitLevel, message: String) {
-        self.log.log(level.into(), &message);
+        self.0.log(level.into(), &message);
     }
 }
 

@@ -22,7 +22,6 @@ use crate::capabilities::outbound;
 use crate::config::config_limits::{MAX_KEY_LEN, MAX_KEYS, MAX_VALUE_BYTES};
 use crate::function::records::{FunctionRecord, Records};
 use crate::function::registry::{Deployed, Registry};
-use crate::invoke::InvocationState;
 use crate::store::StoreError;
 
 pub(crate) mod store;
@@ -274,13 +273,25 @@ pub(crate) fn load_snapshot(
 // ---------------------------------------------------------------------------
 // The guest binding
 
-impl wit::Host for InvocationState {
+/// What `wisp:function/config` sees of an invocation: the function's
+/// settings and secrets as of its start.
+pub(crate) struct ConfigView<'a>(pub(crate) &'a ConfigSnapshot);
+
+/// `wisp:function/config` in the linker: its functions get a
+/// [`ConfigView`] of the invocation's state.
+pub(crate) struct ConfigCapability;
+
+impl wasmtime::component::HasData for ConfigCapability {
+    type Data<'a> = ConfigView<'a>;
+}
+
+impl wit::Host for ConfigView<'_> {
     fn get(&mut self, key: String) -> Option<String> {
-        self.config.get(&key).map(str::to_string)
+        self.0.get(&key).map(str::to_string)
     }
 
     fn keys(&mut self) -> Vec<String> {
-        self.config.keys().map(str::to_string).collect()
+        self.0.keys().map(str::to_string).collect()
     }
 }
 
