@@ -31,9 +31,6 @@ pub enum AllocatorKind {
     OnDemand,
 }
 
-// Until every caller names `function::prepare`: the old paths.
-pub(crate) use crate::function::prepare::{Compiled, ComponentPre, Prepared};
-
 /// The host's engine, linkers and epoch ticker.
 pub(crate) struct WispEngine {
     pub engine: Engine,

@@ -129,7 +129,7 @@ impl IntoResponse for ApiError {
             && let Ok(v) = HeaderValue::from_str(&id)
         {
             resp.headers_mut()
-                .insert(crate::invoke::INVOCATION_ID_HEADER, v);
+                .insert(crate::invocation::INVOCATION_ID_HEADER, v);
         }
         resp
     }

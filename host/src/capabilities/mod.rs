@@ -43,10 +43,10 @@ pub(crate) mod event_bindings {
 /// Adds Wisp's capability interfaces to the linker, beside WASI. A
 /// component that imports none of them links exactly as before.
 pub(crate) fn add_to_linker(
-    linker: &mut wasmtime::component::Linker<crate::invoke::InvocationState>,
+    linker: &mut wasmtime::component::Linker<crate::invocation::InvocationState>,
 ) -> anyhow::Result<()> {
     use wasmtime::component::HasSelf;
-    bindings::Capabilities::add_to_linker::<_, HasSelf<crate::invoke::InvocationState>>(
+    bindings::Capabilities::add_to_linker::<_, HasSelf<crate::invocation::InvocationState>>(
         linker,
         |s| s,
     )?;

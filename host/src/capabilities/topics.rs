@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 
 use crate::capabilities::bindings::wisp::function::topics as wit;
 use crate::events::plane::{EventError, Published};
-use crate::invoke::InvocationState;
+use crate::invocation::InvocationState;
 
 /// Publishes events on behalf of a guest: the narrow handle an invocation
 /// holds. Implemented by the event plane's

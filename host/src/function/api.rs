@@ -6,8 +6,8 @@ use axum::http::{Request, Response};
 
 use crate::Host;
 use crate::api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
-use crate::engine::Prepared;
 use crate::error::DeployError;
+use crate::function::prepare::Prepared;
 use crate::function::records::FunctionRecord;
 
 /// The functions of a host ([`Host::functions`]): deploy, roll back,

@@ -19,7 +19,7 @@ use super::failure::Failure;
 use super::limits::{CappedBody, content_length};
 use super::{INVOCATION_ID_HEADER, InvocationState, Invoker};
 use crate::error::ApiError;
-use crate::registry::Deployed;
+use crate::function::registry::Deployed;
 
 /// The `handle` call of one request.
 struct HttpCall {

@@ -30,9 +30,9 @@ pub(crate) use self::failure::{Failure, HandlerFailure, NoSlot};
 pub use self::state::InvocationState;
 use crate::capabilities::logs::{LogLimits, LogSink};
 use crate::capabilities::topics::Publisher;
-use crate::engine::Prepared;
+use crate::function::prepare::Prepared;
+use crate::function::registry::Deployed;
 use crate::metrics::HostMetrics;
-use crate::registry::Deployed;
 
 /// Response header carrying the invocation id.
 pub const INVOCATION_ID_HEADER: &str = "wisp-invocation-id";

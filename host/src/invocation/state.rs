@@ -14,7 +14,7 @@ use super::limits::{MemoryLimiter, on_epoch_tick};
 use crate::capabilities::logs::{LogCapture, LogStream};
 use crate::capabilities::outbound::Outbound;
 use crate::capabilities::topics::Publisher;
-use crate::registry::Deployed;
+use crate::function::registry::Deployed;
 
 /// Everything one invocation's `Store` holds. Built per request, dropped
 /// with the instance: nothing survives from one invocation to the next.

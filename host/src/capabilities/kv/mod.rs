@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::capabilities::bindings::wisp::function::kv as wit;
 use crate::config::Limits;
 use crate::function::registry::Registry;
-use crate::invoke::InvocationState;
+use crate::invocation::InvocationState;
 use crate::store::{StoreError, TxError};
 
 mod namespace;

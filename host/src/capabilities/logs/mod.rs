@@ -21,7 +21,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use super::bindings::wisp::function::log::{Host as LogHost, Level as WitLevel};
-use crate::invoke::InvocationState;
+use crate::invocation::InvocationState;
 
 mod read;
 mod sink;

@@ -22,7 +22,7 @@ use crate::capabilities::outbound;
 use crate::config::config_limits::{MAX_KEY_LEN, MAX_KEYS, MAX_VALUE_BYTES};
 use crate::function::records::{FunctionRecord, Records};
 use crate::function::registry::{Deployed, Registry};
-use crate::invoke::InvocationState;
+use crate::invocation::InvocationState;
 use crate::store::StoreError;
 
 pub(crate) mod store;
