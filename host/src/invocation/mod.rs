@@ -34,8 +34,7 @@ use crate::function::prepare::Prepared;
 use crate::function::registry::Deployed;
 use crate::metrics::HostMetrics;
 
-/// Response header carrying the invocation id.
-pub const INVOCATION_ID_HEADER: &str = "wisp-invocation-id";
+pub use crate::error::INVOCATION_ID_HEADER;
 
 /// Cheap, unique, sortable-enough invocation ids: a per-process random
 /// prefix and a counter.
