@@ -93,7 +93,6 @@
 #![deny(missing_docs)]
 
 mod admin;
-mod api;
 mod capabilities;
 mod config;
 mod datadir;
@@ -110,7 +109,6 @@ mod store;
 pub mod untrusted;
 
 pub use admin::openapi;
-pub use api::{DeployOptions, FunctionInfo, FunctionSummary, Setting, VersionInfo};
 pub use capabilities::kv::{KeyList, Kv, KvError};
 pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig, Settings};
 pub use config::{ConnectionLimits, HostConfig, LimitOverrides, Limits, StoreLocation};
@@ -122,6 +120,7 @@ pub use events::{
 };
 pub use events::{Events, JobCounts, JobInfo, JobState, JobTask, Jobs, NewJob, parse_array};
 pub use function::Functions;
+pub use function::wire::{DeployOptions, FunctionInfo, FunctionSummary, Setting, VersionInfo};
 pub use gateway::Listeners;
 pub use host::{Host, HostBuilder};
 pub use invocation::INVOCATION_ID_HEADER;
