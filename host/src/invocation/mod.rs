@@ -16,6 +16,7 @@ mod failure;
 mod http;
 mod limits;
 mod state;
+pub(crate) mod task;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -235,7 +235,7 @@ impl Invoker {
             deadline,
         };
         let running = self.start(invocation, target, id, call);
-        let task = crate::gateway::serve::spawn(running);
+        let task = crate::invocation::task::spawn(running);
         // Dropped with this future (the client went away) or with the
         // response body before its end: the guest is stopped.
         let mut abort = AbortOnDrop::new(task.abort_handle());
