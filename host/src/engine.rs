@@ -31,9 +31,6 @@ pub enum AllocatorKind {
     OnDemand,
 }
 
-// Until every caller names `function::prepare`: the old paths.
-pub(crate) use crate::function::prepare::{Compiled, ComponentPre, Prepared};
-
 /// The host's engine, linkers and epoch ticker.
 pub(crate) struct WispEngine {
     pub engine: Engine,
@@ -179,19 +176,4 @@ fn start_epoch_ticker(engine: &Engine) {
             }
         })
         .expect("spawning the epoch ticker thread");
-}
-
-/// Returns the heap memory freed so far to the system (the default of
-/// [`HostConfig::release_memory`](crate::HostConfig)). glibc keeps what the
-/// compiler freed in its arenas, so a deploy that compiled would otherwise
-/// leave tens of MiB resident for the life of the process (an edge device's
-/// budget). Cheap enough to call after each deploy and after start-up.
-pub(crate) fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[allow(unsafe_code)]
-    // SAFETY: malloc_trim has no preconditions; it only gives free pages of
-    // the allocator's arenas back to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }

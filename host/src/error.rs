@@ -11,6 +11,11 @@ use serde::Serialize;
 
 use crate::store::StoreError;
 
+/// Response header carrying the invocation id. Defined here, where error
+/// responses carry it too, so this module needs nothing of `invocation`
+/// (which re-exports it).
+pub const INVOCATION_ID_HEADER: &str = "wisp-invocation-id";
+
 /// Why a deploy (or rollback) was refused. Nothing is stored when any of
 /// these is returned.
 #[derive(Debug, thiserror::Error)]
@@ -128,8 +133,7 @@ impl IntoResponse for ApiError {
         if let Some(id) = id
             && let Ok(v) = HeaderValue::from_str(&id)
         {
-            resp.headers_mut()
-                .insert(crate::invoke::INVOCATION_ID_HEADER, v);
+            resp.headers_mut().insert(INVOCATION_ID_HEADER, v);
         }
         resp
     }

@@ -93,7 +93,6 @@
 #![deny(missing_docs)]
 
 mod admin;
-mod api;
 mod capabilities;
 mod config;
 mod datadir;
@@ -104,18 +103,12 @@ mod function;
 mod gateway;
 mod host;
 mod invocation;
-// Until the split is done: the old paths.
-pub(crate) use invocation as invoke;
-pub(crate) use invocation::cgi;
 mod metrics;
-// Until the function/ split is merged everywhere: the old path.
-pub(crate) use function::registry;
 pub mod routes;
 mod store;
 pub mod untrusted;
 
 pub use admin::openapi;
-pub use api::{DeployOptions, FunctionInfo, FunctionSummary, Setting, VersionInfo};
 pub use capabilities::kv::{KeyList, Kv, KvError};
 pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig, Settings};
 pub use config::{ConnectionLimits, HostConfig, LimitOverrides, Limits, StoreLocation};
@@ -127,9 +120,10 @@ pub use events::{
 };
 pub use events::{Events, JobCounts, JobInfo, JobState, JobTask, Jobs, NewJob, parse_array};
 pub use function::Functions;
+pub use function::wire::{DeployOptions, FunctionInfo, FunctionSummary, Setting, VersionInfo};
 pub use gateway::Listeners;
 pub use host::{Host, HostBuilder};
-pub use invoke::INVOCATION_ID_HEADER;
+pub use invocation::INVOCATION_ID_HEADER;
 pub use store::StoreError;
 // Wire types of the admin API that only its clients name (wisp-client).
 pub use capabilities::logs::{LogEntry, LogError, LogLevel, LogPage, LogQuery, LogStream, Logs};
@@ -206,8 +200,8 @@ pub mod fuzzing {
             crate::function::prepare::check_binary(wasm)?;
             let (prepared, _compiled) = self.engine.compile_new(wasm)?;
             Ok(match prepared {
-                crate::engine::Prepared::Module(_) => Upload::Module,
-                crate::engine::Prepared::Component(c) => Upload::Component {
+                crate::function::prepare::Prepared::Module(_) => Upload::Module,
+                crate::function::prepare::Prepared::Component(c) => Upload::Component {
                     http: c.http.is_some(),
                     events: c.events.is_some(),
                 },
@@ -218,18 +212,18 @@ pub mod fuzzing {
     // ------------------------------------------------------- CGI output
 
     /// Longest CGI header section the host accepts.
-    pub const CGI_MAX_HEAD_BYTES: usize = crate::cgi::output::MAX_HEAD_BYTES;
+    pub const CGI_MAX_HEAD_BYTES: usize = crate::invocation::cgi::output::MAX_HEAD_BYTES;
 
     /// See `cgi::find_head_end`: the end of the header section in `buf`, if
     /// it has arrived, resuming the scan at `*from`.
     pub fn cgi_find_head_end(buf: &[u8], from: &mut usize) -> Option<(usize, usize)> {
-        crate::cgi::output::find_head_end(buf, from)
+        crate::invocation::cgi::output::find_head_end(buf, from)
     }
 
     /// See `cgi::parse_head`: the status and headers of a CGI header
     /// section.
     pub fn cgi_parse_head(block: &[u8]) -> Result<(http::StatusCode, http::HeaderMap), String> {
-        crate::cgi::output::parse_head(block).map(|h| (h.status, h.headers))
+        crate::invocation::cgi::output::parse_head(block).map(|h| (h.status, h.headers))
     }
 
     // --------------------------------------------------------------- cron

@@ -10,8 +10,8 @@ use utoipa_axum::routes;
 use super::extract::{ApiJson, ApiPath, ApiQuery, BodyError, read_body};
 use super::{Binary, Deleted};
 use crate::Host;
-use crate::api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
 use crate::error::{ApiError, DeployError, ErrorBody};
+use crate::function::wire::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
 
 /// The routes, each with its documentation (one `routes!` per path).
 pub(super) fn routes() -> OpenApiRouter<Host> {

@@ -14,10 +14,10 @@ use super::functions::RollbackRequest;
 use super::health::Health;
 use super::kv::KvStored;
 use crate::Host;
-use crate::api::{FunctionInfo, FunctionSummary, VersionInfo};
 use crate::capabilities::logs::{LogEntry, LogLevel, LogPage, LogStream};
 use crate::config::Limits;
 use crate::error::ErrorBody;
+use crate::function::wire::{FunctionInfo, FunctionSummary, VersionInfo};
 use crate::{ConfigEntry, ConfigList, KeyList, SetConfig};
 
 /// What the document says besides its paths: its title, the schemas of

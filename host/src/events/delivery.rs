@@ -16,8 +16,8 @@ use crate::Host;
 use crate::capabilities::event_bindings::exports::wisp::function::event_handler::{
     Event as HandlerEvent, JobTask,
 };
-use crate::engine::{ComponentPre, Prepared};
-use crate::invoke::{HandlerFailure, NoSlot};
+use crate::function::prepare::{ComponentPre, Prepared};
+use crate::invocation::{HandlerFailure, NoSlot};
 
 /// Bytes of a failed response kept as the delivery's last error.
 const ERROR_EXCERPT: usize = 300;

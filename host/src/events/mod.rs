@@ -21,8 +21,6 @@
 //! host's ([`EventRecord::charge`] bytes) while any of its deliveries is
 //! pending, running, retrying or dead; past either a publish is refused.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
 mod api;
@@ -45,6 +43,10 @@ pub use plane::{
 };
 pub(crate) use publish::EventPublisher;
 pub use schedule::Schedule;
+
+// Defined beside the host config (which holds the defaults) so that
+// config needs nothing of the event plane; named here as before.
+pub use crate::config::RetryPolicy;
 
 /// Prefix of the implicit topic of a function's asynchronous invocations
 /// (`invoke:NAME`); `:` never appears in a topic name, so it cannot clash.
@@ -89,91 +91,6 @@ pub fn validate_content_type(content_type: &str) -> Result<(), String> {
 /// shared with the SDK: [`wisp_rules::validate_topic`].
 pub fn validate_topic(topic: &str) -> Result<(), String> {
     wisp_rules::validate_topic(topic).map_err(|e| e.to_string())
-}
-
-/// Retry settings of a subscription (defaults from the host config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct RetryPolicy {
-    /// Attempts in total, the first one included (at least 1).
-    pub max_attempts: u32,
-    /// Delay before the first retry, in milliseconds; it doubles for each
-    /// further retry.
-    pub base_delay_ms: u64,
-    /// Upper bound of a retry delay, in milliseconds.
-    pub max_delay_ms: u64,
-    /// Events older than this (milliseconds since they were published) are
-    /// not retried.
-    pub max_age_ms: u64,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 3,
-            base_delay_ms: 1_000,
-            max_delay_ms: 5 * 60 * 1_000,
-            max_age_ms: 60 * 60 * 1_000,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay before retry number `retry` (1 for the first retry), given
-    /// `unit`, a uniform random number in `[0, 1)`.
-    ///
-    /// Exponential backoff with full jitter above a floor: the delay is
-    /// uniform in `[base, min(cap, base * 2^(retry-1))]`. The floor keeps a
-    /// failing handler from being retried faster than the base delay (pure
-    /// full jitter can pick ~0); above it, jitter spreads retries of many
-    /// deliveries that failed together.
-    pub fn retry_delay(&self, retry: u32, unit: f64) -> Duration {
-        let base = self.base_delay_ms.min(self.max_delay_ms);
-        let exp = retry.saturating_sub(1).min(62);
-        let ceiling = base
-            .saturating_mul(1u64 << exp)
-            .min(self.max_delay_ms)
-            .max(base);
-        let span = (ceiling - base) as f64 * unit.clamp(0.0, 1.0);
-        Duration::from_millis(base + span as u64)
-    }
-
-    /// What follows a failed attempt: `attempts` made so far (this one
-    /// included), for an event published at `event_ms`, now `now_ms`.
-    /// `Some(due_ms)` retries then; `None` makes the delivery dead.
-    pub fn after_failure(
-        &self,
-        attempts: u32,
-        event_ms: u64,
-        now_ms: u64,
-        unit: f64,
-    ) -> Option<u64> {
-        if attempts >= self.max_attempts {
-            return None;
-        }
-        let due = now_ms.saturating_add(self.retry_delay(attempts, unit).as_millis() as u64);
-        // Not retried past the maximum age: the retry would be older.
-        if due.saturating_sub(event_ms) > self.max_age_ms {
-            return None;
-        }
-        Some(due)
-    }
-
-    /// Checks the values (API input).
-    pub fn validate(&self) -> Result<(), String> {
-        if self.max_attempts == 0 || self.max_attempts > 100 {
-            return Err(format!(
-                "max_attempts must be between 1 and 100 (got {})",
-                self.max_attempts
-            ));
-        }
-        if self.base_delay_ms == 0 || self.max_delay_ms < self.base_delay_ms {
-            return Err("the retry delays must be more than 0, the cap at least the base".into());
-        }
-        if self.max_age_ms == 0 {
-            return Err("max_age must be more than 0".into());
-        }
-        Ok(())
-    }
 }
 
 /// A subscription: `function` gets every event published on `topic` after
@@ -389,59 +306,6 @@ mod tests {
         e.path = Some("/x".into());
         e.headers = vec![("a".into(), "bc".into())];
         assert_eq!(e.charge(0), 6 + 10 + 2 + 3 + EVENT_OVERHEAD_BYTES);
-    }
-
-    #[test]
-    fn retry_delays_double_with_jitter_above_the_base() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            base_delay_ms: 1000,
-            max_delay_ms: 5000,
-            max_age_ms: 3_600_000,
-        };
-        // First retry: exactly the base, jitter or not.
-        assert_eq!(p.retry_delay(1, 0.0), Duration::from_secs(1));
-        assert_eq!(p.retry_delay(1, 0.99), Duration::from_secs(1));
-        // Then uniform in [base, base * 2^(n-1)].
-        assert_eq!(p.retry_delay(2, 0.0), Duration::from_secs(1));
-        assert_eq!(p.retry_delay(2, 0.5), Duration::from_millis(1500));
-        assert_eq!(p.retry_delay(3, 1.0), Duration::from_secs(4));
-        // Capped.
-        assert_eq!(p.retry_delay(4, 1.0), Duration::from_secs(5));
-        assert_eq!(p.retry_delay(60, 1.0), Duration::from_secs(5));
-        assert_eq!(p.retry_delay(u32::MAX, 1.0), Duration::from_secs(5));
-        for n in 1..30 {
-            for u in [0.0, 0.3, 0.999] {
-                let d = p.retry_delay(n, u);
-                assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(5));
-            }
-        }
-    }
-
-    #[test]
-    fn failures_retry_until_attempts_or_age_run_out() {
-        let p = RetryPolicy::default();
-        assert_eq!(p.after_failure(1, 0, 10, 0.0), Some(1010));
-        assert!(p.after_failure(2, 0, 10, 0.5).is_some());
-        assert_eq!(p.after_failure(3, 0, 10, 0.0), None);
-        // Too old: the retry would be past the maximum age.
-        assert_eq!(p.after_failure(1, 0, p.max_age_ms, 0.0), None);
-        assert!(p.after_failure(1, 0, p.max_age_ms - 1001, 0.0).is_some());
-    }
-
-    #[test]
-    fn policies_are_checked() {
-        assert!(RetryPolicy::default().validate().is_ok());
-        let bad = RetryPolicy {
-            max_attempts: 0,
-            ..Default::default()
-        };
-        assert!(bad.validate().is_err());
-        let bad = RetryPolicy {
-            max_delay_ms: 1,
-            ..Default::default()
-        };
-        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! batch (at most the free delivery slots; a claim is held in memory, so it
 //! costs no write and a crash leaves the delivery due), and runs each
 //! claimed delivery (`delivery`) through the same
-//! [`Invoker`](crate::invoke::Invoker) as HTTP requests (a call of the
+//! [`Invoker`](crate::invocation::Invoker) as HTTP requests (a call of the
 //! event-handler export, or a `POST`).
 //!
 //! Writes are batched (`batcher`): publishes (`publish`) and outcomes

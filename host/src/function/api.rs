@@ -5,10 +5,10 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 
 use crate::Host;
-use crate::api::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
-use crate::engine::Prepared;
 use crate::error::DeployError;
+use crate::function::prepare::Prepared;
 use crate::function::records::FunctionRecord;
+use crate::function::wire::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
 
 /// The functions of a host ([`Host::functions`]): deploy, roll back,
 /// delete, read, invoke. Errors are [`DeployError`]s.

@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::Host;
-use crate::api::{DeployOptions, FunctionInfo};
 use crate::capabilities::outbound::AllowList;
-use crate::engine::{ComponentPre, Prepared};
 use crate::error::DeployError;
 use crate::function::load::{deployed, now_ms, parse_routes, sha256_hex, store_and_load};
+use crate::function::prepare::{ComponentPre, Prepared};
 use crate::function::records::{FunctionRecord, NewVersion, VersionRecord};
 use crate::function::registry::Deployed;
 use crate::function::resolve::resolve_version;
+use crate::function::wire::{DeployOptions, FunctionInfo};
 use crate::routes::{Route, validate_name};
 
 impl Host {

@@ -96,7 +96,7 @@ pub(super) fn store_and_load(
     engine: &WispEngine,
     sha256: &str,
     serialized: &[u8],
-) -> Result<crate::engine::Compiled, DeployError> {
+) -> Result<crate::function::prepare::Compiled, DeployError> {
     // Mapped through the descriptor written, not the name: see `CodeFile`.
     let code = compiled.put(sha256, &engine.compat_key, serialized)?;
     engine
@@ -121,7 +121,7 @@ pub(super) fn deployed(
     data_dir: Option<&Path>,
     record: &FunctionRecord,
     v: &VersionRecord,
-    pre: crate::engine::Prepared,
+    pre: crate::function::prepare::Prepared,
     share: u32,
 ) -> Result<Deployed, DeployError> {
     // Checked at deploy; a directory removed since then fails the

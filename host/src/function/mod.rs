@@ -3,7 +3,7 @@
 //! is stored (`records`, `compiled`), loaded (`load`) and made active
 //! (`registry`), and the orchestration of deploys, rollbacks and deletes
 //! (`deploy`, with the settings a version inherits resolved in `resolve`).
-//! [`Functions`] is the public face.
+//! [`Functions`] is the public face, `wire` its JSON shapes.
 
 mod api;
 pub(crate) mod compiled;
@@ -13,5 +13,6 @@ pub(crate) mod prepare;
 pub(crate) mod records;
 pub(crate) mod registry;
 pub(crate) mod resolve;
+pub(crate) mod wire;
 
 pub use api::Functions;

@@ -9,7 +9,7 @@ use crate::capabilities::kv::KvNamespace;
 use crate::capabilities::outbound::AllowList;
 use crate::capabilities::settings::ConfigSnapshot;
 use crate::config::Limits;
-use crate::engine::Prepared;
+use crate::function::prepare::Prepared;
 use crate::metrics::FunctionMetrics;
 use crate::routes::{Route, RouteTable};
 

@@ -4,10 +4,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::api::{DeployOptions, Setting};
 use crate::config::{LimitOverrides, Limits};
 use crate::error::DeployError;
 use crate::function::records::VersionRecord;
+use crate::function::wire::{DeployOptions, Setting};
 
 /// The settings of a version about to be deployed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,8 +16,8 @@ use axum::response::Response;
 
 pub use self::serve::Listeners;
 use crate::Host;
-use crate::engine::Prepared;
 use crate::error::ApiError;
+use crate::function::prepare::Prepared;
 use crate::invocation::cgi::ScriptName;
 use crate::routes::Route;
 

@@ -120,25 +120,6 @@ impl ServingRuntimes {
     }
 }
 
-thread_local! {
-    /// The tracker of this serving thread's tasks; none on other threads.
-    static TRACKER: std::cell::RefCell<Option<TaskTracker>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Spawns a task that the host must let finish before it stops (an
-/// invocation still running after its response, its teardown and log
-/// line): on a serving thread, tracked by it; elsewhere a plain task.
-pub(crate) fn spawn<F>(task: F) -> tokio::task::JoinHandle<F::Output>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    TRACKER.with(|t| match &*t.borrow() {
-        Some(tracker) => tracker.spawn(task),
-        None => tokio::spawn(task),
-    })
-}
-
 /// An accepted connection on its way to a serving thread, counted by its
 /// listener.
 struct Handoff {
@@ -193,7 +174,7 @@ impl Serving {
             std::thread::Builder::new()
                 .name(format!("wisp-serve-{i}"))
                 .spawn(move || {
-                    TRACKER.with(|t| *t.borrow_mut() = Some(tracker.clone()));
+                    crate::invocation::task::track_on_this_thread(tracker.clone());
                     let thread = serve_thread(host, admin, incoming, count, stop, tracker);
                     runtime.block_on(thread);
                     let _ = finished.send(());

@@ -21,7 +21,7 @@ use wasmtime::Store;
 use super::Invoker;
 use super::failure::{Failure, classify};
 use crate::capabilities::logs::{LogCapture, LogSink};
-use crate::registry::Deployed;
+use crate::function::registry::Deployed;
 
 /// One kind of function's part in an invocation: instantiate and call its
 /// export on the invocation's store. The driver does the rest.

@@ -13,7 +13,7 @@ use super::failure::{Failure, HandlerFailure};
 use super::{InvocationState, Invoker, next_invocation_id};
 use crate::capabilities::event_bindings::EventsPre;
 use crate::capabilities::event_bindings::exports::wisp::function::event_handler::Event;
-use crate::registry::Deployed;
+use crate::function::registry::Deployed;
 
 /// The `handle` call of one event; its output is the handler's own result.
 struct EventCall {

@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, Response, StatusCode, header};
 
 use super::limits::{DeadlineExceeded, MemoryLimitExceeded};
 use crate::error::ApiError;
-use crate::registry::Deployed;
+use crate::function::registry::Deployed;
 
 /// How an invocation failed.
 pub(crate) enum Failure {

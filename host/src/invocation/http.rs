@@ -19,7 +19,7 @@ use super::failure::Failure;
 use super::limits::{CappedBody, content_length};
 use super::{INVOCATION_ID_HEADER, InvocationState, Invoker};
 use crate::error::ApiError;
-use crate::registry::Deployed;
+use crate::function::registry::Deployed;
 
 /// The `handle` call of one request.
 struct HttpCall {
@@ -117,7 +117,7 @@ impl Invoker {
             deadline,
         };
         let running = self.start(invocation, target, id, call);
-        let task = crate::gateway::serve::spawn(running);
+        let task = crate::invocation::task::spawn(running);
         // Dropped with this future (the client went away) or with the
         // response body before its end: the guest is stopped.
         let mut abort = AbortOnDrop::new(task.abort_handle());

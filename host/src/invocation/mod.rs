@@ -16,6 +16,7 @@ mod failure;
 mod http;
 mod limits;
 mod state;
+pub(crate) mod task;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,12 +32,11 @@ pub use self::state::InvocationState;
 pub(crate) use self::state::add_capabilities_to_linker;
 use crate::capabilities::logs::{LogLimits, LogSink};
 use crate::capabilities::topics::Publisher;
-use crate::engine::Prepared;
+use crate::function::prepare::Prepared;
+use crate::function::registry::Deployed;
 use crate::metrics::HostMetrics;
-use crate::registry::Deployed;
 
-/// Response header carrying the invocation id.
-pub const INVOCATION_ID_HEADER: &str = "wisp-invocation-id";
+pub use crate::error::INVOCATION_ID_HEADER;
 
 /// Cheap, unique, sortable-enough invocation ids: a per-process random
 /// prefix and a counter.

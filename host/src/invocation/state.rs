@@ -16,7 +16,7 @@ use crate::capabilities::logs::{LogCapability, LogCapture, LogStream, LogView};
 use crate::capabilities::outbound::Outbound;
 use crate::capabilities::settings::{ConfigCapability, ConfigView};
 use crate::capabilities::topics::{Publisher, TopicsCapability, TopicsView};
-use crate::registry::Deployed;
+use crate::function::registry::Deployed;
 
 /// Everything one invocation's `Store` holds. Built per request, dropped
 /// with the instance: nothing survives from one invocation to the next.

@@ -11,7 +11,7 @@
 //!   accounting is exact under concurrent writers) and flushed before a
 //!   write is acknowledged, never blocking the calling thread;
 //! - the guest binding (`kv::Host` on [`InvocationState`]) and the admin
-//!   methods on [`Host`](crate::Host).
+//!   methods on `Host`.
 //!
 //! Accounting: an entry takes `key bytes + value bytes`; a function's usage
 //! is the sum over its stored entries. Replacing a value counts the
@@ -311,7 +311,7 @@ impl wit::Host for KvView<'_> {
 // The admin side
 
 /// One function's key-value data, as the admin API and embedders reach it
-/// ([`Host::kv`](crate::Host::kv)): the same namespace, limits and errors
+/// (`Host::kv`): the same namespace, limits and errors
 /// as the function's own calls.
 pub struct Kv<'a> {
     registry: &'a ArcSwap<Registry>,

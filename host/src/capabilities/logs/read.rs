@@ -65,7 +65,7 @@ pub enum LogError {
 }
 
 /// One function's log, as the admin API and embedders read it
-/// ([`Host::logs`](crate::Host::logs)).
+/// (`Host::logs`).
 pub struct Logs<'a> {
     pub(crate) records: &'a Records,
     pub(crate) sink: &'a LogSink,

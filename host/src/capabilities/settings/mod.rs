@@ -299,7 +299,7 @@ impl wit::Host for ConfigView<'_> {
 // The admin side
 
 /// One function's settings and secrets, as the admin API and embedders
-/// reach them ([`Host::settings`](crate::Host::settings)).
+/// reach them (`Host::settings`).
 pub struct Settings<'a> {
     /// Serialises changes with deploys, rollbacks and deletes.
     pub(crate) admin_lock: &'a tokio::sync::Mutex<()>,

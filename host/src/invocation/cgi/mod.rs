@@ -37,7 +37,7 @@ use super::limits::{MemoryLimiter, content_length, on_epoch_tick};
 use super::{INVOCATION_ID_HEADER, Invoker};
 use crate::capabilities::logs::{LogCapture, LogStream};
 use crate::error::ApiError;
-use crate::registry::Deployed;
+use crate::function::registry::Deployed;
 
 /// Where the function's static directory appears in the guest.
 pub(crate) const STATIC_GUEST_PATH: &str = "/static";
@@ -235,7 +235,7 @@ impl Invoker {
             deadline,
         };
         let running = self.start(invocation, target, id, call);
-        let task = crate::gateway::serve::spawn(running);
+        let task = crate::invocation::task::spawn(running);
         // Dropped with this future (the client went away) or with the
         // response body before its end: the guest is stopped.
         let mut abort = AbortOnDrop::new(task.abort_handle());

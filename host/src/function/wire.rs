@@ -1,4 +1,5 @@
-//! The JSON shapes of the admin API (also returned by the library methods).
+//! The function domain's JSON shapes in the admin API (also returned by
+//! the library methods): deploy options, functions and their versions.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
