@@ -4,13 +4,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::http::{Request, Response};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Semaphore, watch};
 
 use crate::capabilities::kv::Kv;
 use crate::capabilities::kv::store::KvStore;
@@ -23,6 +24,8 @@ use crate::function::Functions;
 use crate::function::compiled::Compiled;
 use crate::function::records::Records;
 use crate::function::registry::Registry;
+use crate::gateway::Gateway;
+use crate::gateway::serve::{Listeners, ServeParts, Serving};
 use crate::invocation::Invoker;
 use crate::metrics::HostMetrics;
 use crate::store::Store;
@@ -51,11 +54,11 @@ pub(crate) struct HostInner {
     pub log_store: LogStore,
     pub engine: Arc<WispEngine>,
     /// What is deployed; swapped whole on every change (no lock on reads).
-    pub registry: ArcSwap<Registry>,
+    pub registry: Arc<ArcSwap<Registry>>,
     /// Serialises changes (deploy, rollback, delete) so that route checks
     /// and version numbers see a consistent state. Never taken by requests.
     pub admin_lock: Mutex<()>,
-    pub invoker: Invoker,
+    pub invoker: Arc<Invoker>,
     pub admin_token: SecretString,
     pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub data_dir: Option<PathBuf>,
@@ -195,7 +198,7 @@ impl HostBuilder {
         )?;
         let events = crate::events::plane::EventPlane::new(event_store);
         let inner = Arc::new(HostInner {
-            invoker: Invoker {
+            invoker: Arc::new(Invoker {
                 logs,
                 log_limit: crate::capabilities::logs::LogLimits {
                     bytes: config.log_bytes_per_invocation as usize,
@@ -208,7 +211,7 @@ impl HostBuilder {
                 function_share: config.function_share(),
                 metrics: HostMetrics::new(),
                 publisher: Arc::new(crate::events::EventPublisher::new(&events, &store, &config)),
-            },
+            }),
             store,
             records,
             compiled,
@@ -216,7 +219,7 @@ impl HostBuilder {
             settings,
             log_store,
             engine,
-            registry: ArcSwap::from_pointee(Registry::default()),
+            registry: Arc::new(ArcSwap::from_pointee(Registry::default())),
             admin_lock: Mutex::new(()),
             admin_token,
             prometheus,
@@ -303,9 +306,61 @@ impl Host {
         Jobs { host: self }
     }
 
+    /// Serves until `shutdown` resolves; then stops accepting, lets
+    /// in-flight requests finish for up to `grace`, and flushes the store.
+    ///
+    /// Connections (both planes) and event deliveries run on
+    /// [`HostConfig::serve_threads`](crate::HostConfig) threads of their
+    /// own; the event dispatcher and the store's group commit on the
+    /// caller's runtime.
+    pub async fn serve(
+        &self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> anyhow::Result<()> {
+        self.start_events()?;
+        let (tx, rx) = watch::channel(false);
+        let host = self.clone();
+        let parts = ServeParts {
+            gateway: self.gateway(),
+            config: Arc::new(self.inner.config.clone()),
+            runtimes: &self.inner.serving,
+            admin: Arc::new(move || host.admin_router()),
+        };
+        let serving = Serving::start(parts, listeners, rx)?;
+
+        shutdown.await;
+        tracing::info!(
+            grace_secs = grace.as_secs_f64(),
+            "shutting down: draining in-flight requests"
+        );
+        let _ = tx.send(true);
+        let drained = tokio::time::timeout(grace, serving.stopped(&self.inner.serving));
+        // At the same time: no new event deliveries; running ones get the
+        // same grace period (those left stay pending for the next start).
+        let (drained, ()) = tokio::join!(drained, self.stop_events(grace));
+        if drained.is_err() {
+            tracing::warn!("grace period over; dropping the requests still in flight");
+        }
+        let host = self.clone();
+        tokio::task::spawn_blocking(move || host.flush()).await??;
+        tracing::info!("store flushed; bye");
+        Ok(())
+    }
+
+    /// The data plane's view of this host: what is deployed and the
+    /// invoker.
+    pub(crate) fn gateway(&self) -> Gateway {
+        Gateway {
+            registry: self.inner.registry.clone(),
+            invoker: self.inner.invoker.clone(),
+        }
+    }
+
     /// Routes a data-plane request: longest matching route, or 404.
     pub async fn handle(&self, request: Request<Body>) -> Response<Body> {
-        crate::gateway::route(self, request).await
+        self.gateway().route(request).await
     }
 
     /// Flushes the store (shutdown).

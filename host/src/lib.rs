@@ -132,7 +132,7 @@ pub use events::Purged;
 impl Host {
     /// The data-plane router: requests to functions by route.
     pub fn gateway_router(&self) -> axum::Router {
-        gateway::router(self.clone())
+        gateway::router(self.gateway())
     }
 
     /// The admin router: `/v1/...`, `/metrics`, `/v1/openapi.json`.

@@ -38,7 +38,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt as _;
 
-use crate::Host;
+use super::Gateway;
 use crate::config::ConnectionLimits;
 use crate::error::ApiError;
 
@@ -382,7 +382,7 @@ pub(crate) enum Plane {
     /// host's own route table; an axum `Router` around a single fallback
     /// only added work to every request (its own matching, a boxed service
     /// cloned per request), which was measurable next to the invocation.
-    Data(Host),
+    Data(Gateway),
     /// The admin API.
     Admin(axum::Router),
 }
@@ -441,7 +441,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let limits = self.limits;
         Box::pin(async move {
             let resp = match plane {
-                Plane::Data(host) => host.handle(req).await,
+                Plane::Data(gateway) => gateway.route(req).await,
                 Plane::Admin(router) => match router.oneshot(req).await {
                     Ok(r) => r,
                     Err(never) => match never {},

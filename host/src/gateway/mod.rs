@@ -1,13 +1,15 @@
 //! The data plane: every request goes to the function whose route matches
 //! its path best, or gets a 404. Connections are served on threads of
 //! their own ([`serve`]), each bounded in time and number
-//! ([`connection`]).
+//! ([`connection`]). The gateway knows the deployed functions and the
+//! invoker ([`Gateway`]), not the host that owns them.
 
 pub(crate) mod connection;
 pub(crate) mod serve;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -15,26 +17,41 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 pub use self::serve::Listeners;
-use crate::Host;
 use crate::error::ApiError;
 use crate::function::prepare::Prepared;
+use crate::function::registry::Registry;
+use crate::invocation::Invoker;
 use crate::invocation::cgi::ScriptName;
 use crate::routes::Route;
 
+/// What the data plane needs of a host: what is deployed (swapped whole on
+/// every change, read without a lock) and the invoker that runs it.
+#[derive(Clone)]
+pub(crate) struct Gateway {
+    pub(crate) registry: Arc<ArcSwap<Registry>>,
+    pub(crate) invoker: Arc<Invoker>,
+}
+
 /// Builds the data-plane router (no socket): nest or serve it.
-pub fn router(host: Host) -> Router {
-    Router::new().fallback(handle).with_state(host)
+pub(crate) fn router(gateway: Gateway) -> Router {
+    Router::new().fallback(handle).with_state(gateway)
 }
 
-async fn handle(State(host): State<Host>, req: Request) -> Response {
-    host.handle(req).await
+async fn handle(State(gateway): State<Gateway>, req: Request) -> Response {
+    gateway.route(req).await
 }
 
-/// Routes a data-plane request: the longest matching route's function, or
-/// 404. The route table is an immutable snapshot read without a lock.
-pub(crate) async fn route(host: &Host, mut request: Request<Body>) -> Response<Body> {
+impl Gateway {
+    /// Routes a data-plane request: the longest matching route's function,
+    /// or 404. The route table is an immutable snapshot read without a lock.
+    pub(crate) async fn route(&self, request: Request<Body>) -> Response<Body> {
+        route(self, request).await
+    }
+}
+
+async fn route(gateway: &Gateway, mut request: Request<Body>) -> Response<Body> {
     let target = {
-        let registry = host.inner.registry.load();
+        let registry = gateway.registry.load();
         registry.routes.lookup(request.uri().path()).map(|(r, d)| {
             // Preview-1 (CGI) functions see the matched route as
             // SCRIPT_NAME; components need nothing (and pay nothing).
@@ -50,7 +67,7 @@ pub(crate) async fn route(host: &Host, mut request: Request<Body>) -> Response<B
             if let Some(script) = script {
                 request.extensions_mut().insert(script);
             }
-            host.inner.invoker.invoke(target, request).await
+            gateway.invoker.invoke(target, request).await
         }
         None => axum::response::IntoResponse::into_response(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -13,7 +13,6 @@
 //! dispatcher, the store's group commit and the sweeps stay on the caller's
 //! runtime and its blocking pool.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -26,11 +25,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
+use super::Gateway;
 use super::connection::{
     ConnService, CountingIo, Listener, Plane, PlaneKind, Registered, watchdog,
 };
-use crate::Host;
-use crate::config::ConnectionLimits;
+use crate::config::{ConnectionLimits, HostConfig};
 
 /// The sockets a host serves on. Bind them first (port 0 in tests) so the
 /// caller knows the addresses before serving starts.
@@ -42,42 +41,14 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
 }
 
-impl Host {
-    /// Serves until `shutdown` resolves; then stops accepting, lets
-    /// in-flight requests finish for up to `grace`, and flushes the store.
-    ///
-    /// Connections (both planes) and event deliveries run on
-    /// [`HostConfig::serve_threads`](crate::HostConfig) threads of their
-    /// own; the event dispatcher and the store's group commit on the
-    /// caller's runtime.
-    pub async fn serve(
-        &self,
-        listeners: Listeners,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-        grace: Duration,
-    ) -> anyhow::Result<()> {
-        self.start_events()?;
-        let (tx, rx) = watch::channel(false);
-        let serving = Serving::start(self, listeners, rx)?;
-
-        shutdown.await;
-        tracing::info!(
-            grace_secs = grace.as_secs_f64(),
-            "shutting down: draining in-flight requests"
-        );
-        let _ = tx.send(true);
-        let drained = tokio::time::timeout(grace, serving.stopped(self));
-        // At the same time: no new event deliveries; running ones get the
-        // same grace period (those left stay pending for the next start).
-        let (drained, ()) = tokio::join!(drained, self.stop_events(grace));
-        if drained.is_err() {
-            tracing::warn!("grace period over; dropping the requests still in flight");
-        }
-        let host = self.clone();
-        tokio::task::spawn_blocking(move || host.flush()).await??;
-        tracing::info!("store flushed; bye");
-        Ok(())
-    }
+/// What the serving threads need of a host: the data plane, the
+/// configuration, where to register their runtimes (event deliveries run
+/// on them), and how to build the admin router (on first use).
+pub(crate) struct ServeParts<'a> {
+    pub(crate) gateway: Gateway,
+    pub(crate) config: Arc<HostConfig>,
+    pub(crate) runtimes: &'a ServingRuntimes,
+    pub(crate) admin: Arc<dyn Fn() -> axum::Router + Send + Sync>,
 }
 
 /// Accepted connections waiting for their thread, per thread. Accepting
@@ -130,7 +101,7 @@ struct Handoff {
 }
 
 /// The serving threads and the tasks accepting for them.
-struct Serving {
+pub(crate) struct Serving {
     acceptors: Vec<tokio::task::JoinHandle<()>>,
     /// One per thread: resolves once the thread's connections are closed
     /// and the invocations they started have finished.
@@ -144,12 +115,15 @@ struct Worker {
 }
 
 impl Serving {
-    fn start(
-        host: &Host,
+    /// Starts the serving threads and the acceptors; they stop when `stop`
+    /// turns true.
+    pub(crate) fn start(
+        parts: ServeParts<'_>,
         listeners: Listeners,
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
-        let threads = match host.config().serve_threads {
+        let config = parts.config;
+        let threads = match config.serve_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
@@ -169,13 +143,20 @@ impl Serving {
                 handle: runtime.handle().clone(),
                 tracker: tracker.clone(),
             });
-            let (host, stop, count) = (host.clone(), stop.clone(), connections.clone());
+            let (gateway, config, admin_build) =
+                (parts.gateway.clone(), config.clone(), parts.admin.clone());
+            let (stop, count) = (stop.clone(), connections.clone());
             let admin = admin.clone();
             std::thread::Builder::new()
                 .name(format!("wisp-serve-{i}"))
                 .spawn(move || {
                     crate::invocation::task::track_on_this_thread(tracker.clone());
-                    let thread = serve_thread(host, admin, incoming, count, stop, tracker);
+                    let admin = AdminRouter {
+                        build: admin_build,
+                        built: admin,
+                    };
+                    let thread =
+                        serve_thread(gateway, config, admin, incoming, count, stop, tracker);
                     runtime.block_on(thread);
                     let _ = finished.send(());
                 })?;
@@ -185,9 +166,8 @@ impl Serving {
             });
             done.push(finished_rx);
         }
-        host.inner.serving.set(runtimes);
+        parts.runtimes.set(runtimes);
         let workers = Arc::new(workers);
-        let config = host.config();
         let data = Listener::new(PlaneKind::Data, config.data_connections);
         let mut acceptors = vec![tokio::spawn(accept(
             listeners.data,
@@ -203,14 +183,14 @@ impl Serving {
     }
 
     /// Waits until accepting has stopped and every thread has drained.
-    async fn stopped(self, host: &Host) {
+    pub(crate) async fn stopped(self, runtimes: &ServingRuntimes) {
         for a in self.acceptors {
             let _ = a.await;
         }
         for d in self.done {
             let _ = d.await;
         }
-        host.inner.serving.set(Vec::new());
+        runtimes.set(Vec::new());
     }
 }
 
@@ -327,20 +307,27 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
+/// The admin router: how to build it, and the one built (shared by the
+/// serving threads).
+struct AdminRouter {
+    build: Arc<dyn Fn() -> axum::Router + Send + Sync>,
+    built: Arc<OnceLock<axum::Router>>,
+}
+
 /// One serving thread: serves the connections handed to it until `stop`,
 /// then lets them finish their requests, and waits for the invocations
 /// they started (their store teardown and log lines) and the event
 /// deliveries it was given.
 async fn serve_thread(
-    host: Host,
-    admin: Arc<OnceLock<axum::Router>>,
+    gateway: Gateway,
+    config: Arc<HostConfig>,
+    admin: AdminRouter,
     mut incoming: mpsc::Receiver<Handoff>,
     connections: Arc<AtomicUsize>,
     mut stop: watch::Receiver<bool>,
     tracker: TaskTracker,
 ) {
     let graceful = GracefulShutdown::new();
-    let config = host.config();
     let data_builder = builder(&config.data_connections);
     let admin_builder = builder(&config.admin_connections);
     // The admin router, built on the first admin connection (of any
@@ -349,8 +336,9 @@ async fn serve_thread(
     // never needs resident; what it freed goes back at once.
     let admin_router = || {
         admin
+            .built
             .get_or_init(|| {
-                let router = host.admin_router();
+                let router = (admin.build)();
                 (config.release_memory)();
                 router
             })
@@ -374,7 +362,7 @@ async fn serve_thread(
         let conn = registered.state.clone();
         let io = TokioIo::new(CountingIo::new(stream, conn.clone()));
         let (plane, builder) = match listener.kind {
-            PlaneKind::Data => (Plane::Data(host.clone()), &data_builder),
+            PlaneKind::Data => (Plane::Data(gateway.clone()), &data_builder),
             PlaneKind::Admin => (Plane::Admin(admin_router()), &admin_builder),
         };
         let service = ConnService {
