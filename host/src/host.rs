@@ -19,13 +19,14 @@ use crate::capabilities::logs::{LogSink, LogStore, Logs, Retention};
 use crate::capabilities::settings::{ConfigStore, Settings};
 use crate::config::{HostConfig, Limits, StoreLocation};
 use crate::engine::{AllocatorKind, WispEngine};
+use crate::events::plane::{EventsCtx, EventsInner};
 use crate::events::{Events, Jobs};
 use crate::function::Functions;
 use crate::function::compiled::Compiled;
 use crate::function::records::Records;
 use crate::function::registry::Registry;
 use crate::gateway::Gateway;
-use crate::gateway::serve::{Listeners, ServeParts, Serving};
+use crate::gateway::serve::{Listeners, ServeParts, Serving, ServingRuntimes};
 use crate::invocation::Invoker;
 use crate::metrics::HostMetrics;
 use crate::store::Store;
@@ -57,16 +58,17 @@ pub(crate) struct HostInner {
     pub registry: Arc<ArcSwap<Registry>>,
     /// Serialises changes (deploy, rollback, delete) so that route checks
     /// and version numbers see a consistent state. Never taken by requests.
-    pub admin_lock: Mutex<()>,
+    pub admin_lock: Arc<Mutex<()>>,
     pub invoker: Arc<Invoker>,
     pub admin_token: SecretString,
     pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub data_dir: Option<PathBuf>,
-    /// Topics, subscriptions, group commit and the event dispatcher.
-    pub events: crate::events::plane::EventPlane,
+    /// The event plane (topics, subscriptions, group commit, the
+    /// dispatcher), with the parts of the host it shares.
+    pub events: EventsCtx,
     /// The runtimes of the serving threads while [`Host::serve`] runs
     /// (event deliveries are spread over them); empty otherwise.
-    pub serving: crate::gateway::serve::ServingRuntimes,
+    pub serving: Arc<ServingRuntimes>,
     /// Keeps a temporary store alive for as long as the host.
     _temp: Option<tempfile::TempDir>,
 }
@@ -197,21 +199,37 @@ impl HostBuilder {
             },
         )?;
         let events = crate::events::plane::EventPlane::new(event_store);
-        let inner = Arc::new(HostInner {
-            invoker: Arc::new(Invoker {
-                logs,
-                log_limit: crate::capabilities::logs::LogLimits {
-                    bytes: config.log_bytes_per_invocation as usize,
-                    entries: config.log_entries_per_invocation as usize,
-                },
-                max_outbound: config.max_outbound_requests,
-                cgi_max_output: config.cgi_max_output_bytes,
-                engine: engine.engine.clone(),
-                in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
-                function_share: config.function_share(),
-                metrics: HostMetrics::new(),
-                publisher: Arc::new(crate::events::EventPublisher::new(&events, &store, &config)),
+        let invoker = Arc::new(Invoker {
+            logs,
+            log_limit: crate::capabilities::logs::LogLimits {
+                bytes: config.log_bytes_per_invocation as usize,
+                entries: config.log_entries_per_invocation as usize,
+            },
+            max_outbound: config.max_outbound_requests,
+            cgi_max_output: config.cgi_max_output_bytes,
+            engine: engine.engine.clone(),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
+            function_share: config.function_share(),
+            metrics: HostMetrics::new(),
+            publisher: Arc::new(crate::events::EventPublisher::new(&events, &store, &config)),
+        });
+        let registry = Arc::new(ArcSwap::from_pointee(Registry::default()));
+        let admin_lock = Arc::new(Mutex::new(()));
+        let serving = Arc::new(ServingRuntimes::default());
+        let events = EventsCtx {
+            inner: Arc::new(EventsInner {
+                config: config.clone(),
+                store: store.clone(),
+                records: records.clone(),
+                registry: registry.clone(),
+                invoker: invoker.clone(),
+                admin_lock: admin_lock.clone(),
+                serving: serving.clone(),
+                events,
             }),
+        };
+        let inner = Arc::new(HostInner {
+            invoker,
             store,
             records,
             compiled,
@@ -219,13 +237,13 @@ impl HostBuilder {
             settings,
             log_store,
             engine,
-            registry: Arc::new(ArcSwap::from_pointee(Registry::default())),
-            admin_lock: Mutex::new(()),
+            registry,
+            admin_lock,
             admin_token,
             prometheus,
             data_dir: temp.is_none().then(|| dir.clone()),
             events,
-            serving: Default::default(),
+            serving,
             _temp: temp,
             config,
         });
@@ -298,12 +316,16 @@ impl Host {
     /// The event plane: topics, subscriptions, asynchronous invocations,
     /// dead letters, schedules.
     pub fn events(&self) -> Events<'_> {
-        Events { host: self }
+        Events {
+            host: &self.inner.events,
+        }
     }
 
     /// Batch jobs.
     pub fn jobs(&self) -> Jobs<'_> {
-        Jobs { host: self }
+        Jobs {
+            host: &self.inner.events,
+        }
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, lets
@@ -319,7 +341,7 @@ impl Host {
         shutdown: impl Future<Output = ()> + Send + 'static,
         grace: Duration,
     ) -> anyhow::Result<()> {
-        self.start_events()?;
+        self.inner.events.start_events()?;
         let (tx, rx) = watch::channel(false);
         let host = self.clone();
         let parts = ServeParts {
@@ -339,7 +361,7 @@ impl Host {
         let drained = tokio::time::timeout(grace, serving.stopped(&self.inner.serving));
         // At the same time: no new event deliveries; running ones get the
         // same grace period (those left stay pending for the next start).
-        let (drained, ()) = tokio::join!(drained, self.stop_events(grace));
+        let (drained, ()) = tokio::join!(drained, self.inner.events.stop_events(grace));
         if drained.is_err() {
             tracing::warn!("grace period over; dropping the requests still in flight");
         }

@@ -7,18 +7,18 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::job::{JobInfo, NewJob};
+use super::plane::EventsCtx;
 use super::plane::{
     EventError, EventInfo, NewSchedule, NewSubscription, Published, Purged, RedriveRequest,
     Redriven,
 };
 use super::schedule::Schedule;
 use super::{DeliveryRecord, Subscription};
-use crate::Host;
 
 /// Topics, subscriptions, asynchronous invocations, dead letters and
 /// schedules ([`Host::events`]).
 pub struct Events<'a> {
-    pub(crate) host: &'a Host,
+    pub(crate) host: &'a EventsCtx,
 }
 
 impl Events<'_> {
@@ -128,7 +128,7 @@ impl Events<'_> {
 
 /// Batch jobs: one event per index of an array ([`Host::jobs`]).
 pub struct Jobs<'a> {
-    pub(crate) host: &'a Host,
+    pub(crate) host: &'a EventsCtx,
 }
 
 impl Jobs<'_> {

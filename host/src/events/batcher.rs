@@ -25,9 +25,9 @@ use tokio::sync::{Notify, oneshot};
 
 use super::EventRecord;
 use super::Outcome;
+use super::plane::EventsCtx;
 use super::plane::{EventError, EventPlane};
 use super::store::{EventStore, EventWrites, Finish, NewEvent, PublishRefused};
-use crate::Host;
 use crate::config::HostConfig;
 use crate::store::{Store, StoreError};
 
@@ -183,7 +183,7 @@ impl EventWriter {
     }
 }
 
-impl Host {
+impl EventsCtx {
     /// Queues a write for the next event-plane transaction.
     pub(super) fn queue_write(&self, write: Write) {
         // The writer's handles are cloned only when a drain starts.
@@ -345,7 +345,7 @@ async fn drain_writes(w: EventWriter) {
     }
 }
 
-impl Host {
+impl EventsCtx {
     /// Queues a finished attempt for the next event-plane transaction;
     /// the answer comes once it is committed.
     pub(super) fn record_finish(

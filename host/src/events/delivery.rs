@@ -9,10 +9,10 @@ use axum::http::{HeaderName, HeaderValue, Request, header};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 
+use super::plane::EventsCtx;
 use super::plane::now_ms;
 use super::store::{DeliveryKey, Finish};
 use super::{DeliveryRecord, EventRecord, Outcome, Subscription, format_id};
-use crate::Host;
 use crate::capabilities::event_bindings::exports::wisp::function::event_handler::{
     Event as HandlerEvent, JobTask,
 };
@@ -33,7 +33,7 @@ const POSTPONED: &str =
 /// Runs one claimed delivery; returns its outcome to record and the
 /// result it counts as (an index into [`EventPlane::results`](super::plane::EventPlane)).
 pub(super) async fn run_delivery(
-    host: &Host,
+    host: &EventsCtx,
     key: DeliveryKey,
     rec: DeliveryRecord,
     sub: Option<Subscription>,
@@ -160,7 +160,7 @@ impl From<String> for AttemptError {
 /// One attempt: a call of the function's event handler if it exports one
 /// (`Ok` is success), else a `POST` (2xx is success).
 async fn attempt_delivery(
-    host: &Host,
+    host: &EventsCtx,
     sub: &Subscription,
     event: &EventRecord,
     payload: Bytes,

@@ -9,11 +9,11 @@ use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
+use super::plane::EventsCtx;
+use super::plane::EventsInner;
 use super::plane::{QUEUE_DEPTH, STORED_BYTES, now_ms};
 use super::store::{DeliveryKey, DueKey, SubKey};
 use super::{INVOKE_TOPIC_PREFIX, SCHEDULE_TOPIC_PREFIX, Subscription};
-use crate::Host;
-use crate::host::HostInner;
 use crate::store::StoreError;
 
 /// Due-index entries a dispatcher pass looks at from the front (the
@@ -52,7 +52,7 @@ pub(super) enum Delivering {
 }
 
 /// What the delivery `key` runs under.
-fn delivering(host: &Host, key: &DeliveryKey) -> Result<Delivering, StoreError> {
+fn delivering(host: &EventsCtx, key: &DeliveryKey) -> Result<Delivering, StoreError> {
     let topic = key.topic.as_str();
     if let Some(job) = super::job::job_of_topic(topic) {
         return host.job_subscription(job, topic);
@@ -85,7 +85,7 @@ type Busy = Arc<StdMutex<HashMap<SubKey, u32>>>;
 /// (not a serving thread); the deliveries it starts run on the serving
 /// threads.
 pub(super) async fn dispatch(
-    host: Weak<HostInner>,
+    host: Weak<EventsInner>,
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -107,7 +107,7 @@ pub(super) async fn dispatch(
             break;
         }
         let Some(inner) = host.upgrade() else { break };
-        let host = Host { inner };
+        let host = EventsCtx { inner };
         let pass = pass(&host, &slots, &busy, &mut tasks, &wake, &mut further).await;
         let wait = match pass {
             Ok(w) => w,
@@ -179,7 +179,7 @@ struct Picked {
 /// The due entries a pass picks: a free slot each, within the
 /// subscriptions' concurrency.
 struct Picker<'a> {
-    host: &'a Host,
+    host: &'a EventsCtx,
     slots: &'a Arc<Semaphore>,
     busy: &'a Busy,
     subs: HashMap<SubKey, Delivering>,
@@ -269,7 +269,7 @@ impl Picker<'_> {
 /// most every `FURTHER_EVERY`: such deliveries are reached within a few of
 /// those.
 async fn pass(
-    host: &Host,
+    host: &EventsCtx,
     slots: &Arc<Semaphore>,
     busy: &Busy,
     tasks: &mut JoinSet<()>,

@@ -7,9 +7,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::dispatcher::Delivering;
+use super::plane::EventsCtx;
 use super::plane::{EventError, now_ms};
 use super::{DeliveryStatus, EventRecord, RetryPolicy, Subscription, format_id, parse_id};
-use crate::Host;
 use crate::store::{Durability, StoreError};
 
 /// Prefix of a job's implicit topic (`job:ID`).
@@ -205,7 +205,7 @@ fn state_of(job: &JobRecord, c: &JobCounts) -> JobState {
     }
 }
 
-impl Host {
+impl EventsCtx {
     fn job_info(&self, job: JobRecord, with_tasks: bool) -> Result<JobInfo, EventError> {
         let mut counts = JobCounts::default();
         let mut tasks = Vec::new();

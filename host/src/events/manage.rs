@@ -3,6 +3,7 @@
 //! and the removal of a deleted function's events. Every write runs on the
 //! store's writer and is answered once flushed.
 
+use super::plane::EventsCtx;
 use super::plane::{
     EventError, EventInfo, NewSchedule, NewSubscription, Purged, RedriveRequest, Redriven, now_ms,
 };
@@ -11,10 +12,9 @@ use super::{
     DeliveryRecord, RetryPolicy, Subscription, format_id, parse_id, validate_content_type,
     validate_topic,
 };
-use crate::Host;
 use crate::store::Durability;
 
-impl Host {
+impl EventsCtx {
     /// Subscribes a function to a topic (or changes its subscription).
     pub(crate) async fn subscribe(&self, new: NewSubscription) -> Result<Subscription, EventError> {
         validate_topic(&new.topic).map_err(EventError::InvalidName)?;

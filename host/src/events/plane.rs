@@ -21,14 +21,19 @@
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
 use super::DeliveryRecord;
 use super::batcher::{Batcher, Write};
 use super::store::EventStore;
-use crate::Host;
-use crate::store::StoreError;
+use crate::config::HostConfig;
+use crate::function::records::Records;
+use crate::function::registry::Registry;
+use crate::gateway::serve::ServingRuntimes;
+use crate::invocation::Invoker;
+use crate::store::{Store, StoreError};
 
 /// Metric: events published.
 pub const PUBLISHED: &str = "wisp_events_published_total";
@@ -245,6 +250,30 @@ pub struct Purged {
 
 // ------------------------------------------------------------- the plane
 
+/// The event plane and what it needs of the host (configuration, store,
+/// function records, what is deployed, the invoker, the admin lock, the
+/// serving threads), shared with the host rather than reached through it.
+/// Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct EventsCtx {
+    pub(crate) inner: Arc<EventsInner>,
+}
+
+/// What an [`EventsCtx`] shares.
+pub(crate) struct EventsInner {
+    pub(crate) config: HostConfig,
+    pub(crate) store: Store,
+    pub(crate) records: Records,
+    pub(crate) registry: Arc<ArcSwap<Registry>>,
+    pub(crate) invoker: Arc<Invoker>,
+    /// Serialises changes with deploys, rollbacks and deletes.
+    pub(crate) admin_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The serving threads' runtimes (deliveries run on them).
+    pub(crate) serving: Arc<ServingRuntimes>,
+    /// Topics, subscriptions, group commit and the event dispatcher.
+    pub(crate) events: EventPlane,
+}
+
 /// Per-host event state: the dispatcher and its wake-up, and the queues of
 /// writes waiting to be batched.
 pub(crate) struct EventPlane {
@@ -290,7 +319,7 @@ impl EventPlane {
     }
 }
 
-impl Host {
+impl EventsCtx {
     pub(super) fn plane(&self) -> &EventPlane {
         &self.inner.events
     }

@@ -12,13 +12,13 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use super::batcher::{EventWriter, Write};
+use super::plane::EventsCtx;
 use super::plane::{EventError, EventPlane, Published, now_ms};
 use super::schedule::{Schedule, due_tick, tick_event_id};
 use super::{
     EventRecord, SCHEDULE_TOPIC_PREFIX, format_id, invoke_topic, validate_content_type,
     validate_topic,
 };
-use crate::Host;
 use crate::capabilities::topics::Publisher;
 use crate::config::HostConfig;
 use crate::store::{Durability, Store, StoreError};
@@ -139,7 +139,7 @@ impl Publisher for EventPublisher {
     }
 }
 
-impl Host {
+impl EventsCtx {
     /// This host's publisher: handles cloned from the host, for the
     /// publishes the host makes itself.
     fn publisher(&self) -> EventPublisher {
@@ -245,6 +245,7 @@ impl Host {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Host;
 
     /// The crash between a tick's enqueue (durable) and the write of the
     /// schedule's `last_fired_ms` (not yet flushed) is simulated by
@@ -253,7 +254,7 @@ mod tests {
     #[tokio::test]
     async fn a_tick_fired_again_after_a_lost_write_keeps_its_id() {
         let host = Host::builder().temporary().build().unwrap();
-        let store = host.event_store().clone();
+        let store = host.inner.events.event_store().clone();
         // Yearly: its latest tick does not change while the test runs.
         let schedule = Schedule {
             id: 5,
@@ -271,11 +272,11 @@ mod tests {
             .put_schedule(schedule.clone(), Durability::Committed)
             .await
             .unwrap();
-        host.fire_schedules().await.unwrap();
+        host.inner.events.fire_schedules().await.unwrap();
         let tick = store.schedules().unwrap()[0].last_fired_ms;
         assert!(tick > 0);
         let id = tick_event_id(5, tick);
-        let shown = host.event(&format_id(id)).unwrap();
+        let shown = host.inner.events.event(&format_id(id)).unwrap();
         assert_eq!(shown.topic, "schedule:0000000000000005");
         assert_eq!(shown.deliveries.len(), 1);
         let bytes = store.event_bytes(None);
@@ -284,9 +285,17 @@ mod tests {
             .put_schedule(schedule.clone(), Durability::Committed)
             .await
             .unwrap();
-        host.fire_schedules().await.unwrap();
+        host.inner.events.fire_schedules().await.unwrap();
         assert_eq!(store.schedules().unwrap()[0].last_fired_ms, tick);
-        assert_eq!(host.event(&format_id(id)).unwrap().deliveries.len(), 1);
+        assert_eq!(
+            host.inner
+                .events
+                .event(&format_id(id))
+                .unwrap()
+                .deliveries
+                .len(),
+            1
+        );
         assert_eq!(store.queue_depth_total(), 1);
         assert_eq!(store.event_bytes(None), bytes);
         assert_eq!(store.due_deliveries(u64::MAX - 1, 10).unwrap().len(), 1);
@@ -306,10 +315,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(published.topic, "t");
-        let shown = host.event(&published.id).unwrap();
+        let shown = host.inner.events.event(&published.id).unwrap();
         assert_eq!(shown.topic, "t");
         assert_eq!(shown.content_type.as_deref(), Some("text/plain"));
         let next = host
+            .inner
+            .events
             .publish("t", Bytes::from_static(b"y"), None)
             .await
             .unwrap();
@@ -340,6 +351,8 @@ mod tests {
         let host = Host::builder().temporary().build().unwrap();
         let long = "x".repeat(crate::events::MAX_CONTENT_TYPE_BYTES + 1);
         let e = host
+            .inner
+            .events
             .publish("t", Bytes::from_static(b"x"), Some(long.clone()))
             .await
             .unwrap_err();
@@ -348,14 +361,18 @@ mod tests {
             "{e}"
         );
         let e = host
+            .inner
+            .events
             .publish("t", Bytes::from_static(b"x"), Some("a\nb".into()))
             .await
             .unwrap_err();
         assert!(matches!(e, EventError::InvalidArgument(_)));
         let ok = "x".repeat(crate::events::MAX_CONTENT_TYPE_BYTES);
-        host.publish("t", Bytes::from_static(b"x"), Some(ok))
+        host.inner
+            .events
+            .publish("t", Bytes::from_static(b"x"), Some(ok))
             .await
             .unwrap();
-        assert_eq!(host.event_store().event_bytes(None), 0);
+        assert_eq!(host.inner.events.event_store().event_bytes(None), 0);
     }
 }

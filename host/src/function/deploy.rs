@@ -111,7 +111,9 @@ impl Host {
             self.inner.invoker.logs.sync_blocking_async().await;
             self.inner.log_store.purge(name).await?;
             self.inner.invoker.logs.forget(name);
-            self.purge_function_events(name)
+            self.inner
+                .events
+                .purge_function_events(name)
                 .await
                 .map_err(|e| DeployError::Internal(format!("removing leftover events: {e}")))?;
         }
@@ -308,7 +310,7 @@ impl Host {
         // letters; its running jobs end cancelled. After the record, for
         // the same reason; a crash part-way leaves the rest to the next
         // deploy of the name.
-        if let Err(e) = self.purge_function_events(name).await {
+        if let Err(e) = self.inner.events.purge_function_events(name).await {
             tracing::warn!(function = name, error = %e, "removing the deleted function's events failed");
         }
         tracing::info!(function = name, "deleted");
