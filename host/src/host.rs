@@ -12,15 +12,15 @@ use axum::http::{Request, Response};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Mutex, Semaphore};
 
-use crate::capabilities::kv::Kv;
 use crate::capabilities::kv::store::KvStore;
-use crate::capabilities::logs::{LogSink, LogStore, Logs, Retention};
-use crate::capabilities::settings::{ConfigStore, Settings};
+use crate::capabilities::logs::{LogSink, LogStore, Retention};
+use crate::capabilities::settings::ConfigStore;
 use crate::config::{HostConfig, Limits, StoreLocation};
 use crate::engine::{AllocatorKind, WispEngine};
 use crate::events::{Events, Jobs};
 use crate::function::Functions;
 use crate::function::compiled::Compiled;
+use crate::function::handles::{Kv, Logs, Settings};
 use crate::function::records::Records;
 use crate::function::registry::Registry;
 use crate::invocation::Invoker;
