@@ -109,8 +109,8 @@ mod store;
 pub mod untrusted;
 
 pub use admin::openapi;
-pub use capabilities::kv::{KeyList, Kv, KvError};
-pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig, Settings};
+pub use capabilities::kv::{KeyList, KvError};
+pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig};
 pub use config::{ConnectionLimits, HostConfig, LimitOverrides, Limits, StoreLocation};
 pub use engine::AllocatorKind;
 pub use error::{ApiError, DeployError, ErrorBody, ErrorDetail};
@@ -120,13 +120,14 @@ pub use events::{
 };
 pub use events::{Events, JobCounts, JobInfo, JobState, JobTask, Jobs, NewJob, parse_array};
 pub use function::Functions;
+pub use function::handles::{Kv, Logs, Settings};
 pub use function::wire::{DeployOptions, FunctionInfo, FunctionSummary, Setting, VersionInfo};
 pub use gateway::Listeners;
 pub use host::{Host, HostBuilder};
 pub use invocation::INVOCATION_ID_HEADER;
 pub use store::StoreError;
 // Wire types of the admin API that only its clients name (wisp-client).
-pub use capabilities::logs::{LogEntry, LogError, LogLevel, LogPage, LogQuery, LogStream, Logs};
+pub use capabilities::logs::{LogEntry, LogError, LogLevel, LogPage, LogQuery, LogStream};
 pub use events::Purged;
 
 impl Host {

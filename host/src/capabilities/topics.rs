@@ -12,21 +12,37 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::capabilities::bindings::wisp::function::topics as wit;
-use crate::events::plane::{EventError, Published};
 
 /// Publishes events on behalf of a guest: the narrow handle an invocation
-/// holds. Implemented by the event plane's
-/// [`EventPublisher`](crate::events::EventPublisher).
+/// holds. Implemented by the event plane's `EventPublisher`, which maps
+/// its errors into the [`PublishRefused`] a guest can be told.
 pub(crate) trait Publisher: Send + Sync {
     /// Publishes `payload` on `topic`, as `POST /v1/topics/{topic}/events`
     /// does: one delivery per current subscriber, the same validation and
-    /// limits, answered once the event is durable.
+    /// limits, answered once the event is durable. Returns the event's id.
     fn publish<'a>(
         &'a self,
         topic: &'a str,
         payload: Bytes,
         content_type: Option<String>,
-    ) -> BoxFuture<'a, Result<Published, EventError>>;
+    ) -> BoxFuture<'a, Result<String, PublishRefused>>;
+}
+
+/// Why a [`Publisher`] refused a publish, in the cases a guest is told
+/// apart (the WIT's `publish-error`), each with the host's message.
+#[derive(Debug)]
+pub(crate) enum PublishRefused {
+    /// The topic is malformed, or another argument is refused (a content
+    /// type over the limit, or not printable ASCII): the WIT's only case
+    /// for a refused argument.
+    InvalidTopic(String),
+    /// The payload is over the host's limit, in bytes.
+    PayloadTooLarge(u64),
+    /// The topic's queue or a storage quota is full: retry later.
+    QueueFull(String),
+    /// The host failed (its store): the message is for the host's log,
+    /// not for the guest.
+    Internal(String),
 }
 
 /// What `wisp:function/topics` sees of an invocation: the publisher and
@@ -62,77 +78,26 @@ impl wit::Host for TopicsView<'_> {
             .publish(&topic, Bytes::from(payload), content_type)
             .await
         {
-            Ok(published) => Ok(published.id),
+            Ok(id) => Ok(id),
             Err(e) => Err(into_guest(e, self.function, &topic)),
         }
     }
 }
 
-fn into_guest(e: EventError, function: &str, topic: &str) -> wit::PublishError {
-    match e {
-        // An invalid argument is a content type over the limit (or not
-        // printable ASCII): the WIT's only case for a refused argument.
-        EventError::InvalidName(m) | EventError::InvalidArgument(m) => {
-            wit::PublishError::InvalidTopic(m)
-        }
-        EventError::PayloadTooLarge { limit } => wit::PublishError::PayloadTooLarge(limit),
-        // The storage quotas too: the WIT has no case of their own, and
-        // for the guest they mean the same (retry later).
-        e @ (EventError::QueueFull { .. }
-        | EventError::TopicQuotaExceeded { .. }
-        | EventError::HostQuotaExceeded { .. }) => wit::PublishError::QueueFull(e.to_string()),
-        other => {
-            tracing::warn!(function, topic, error = %other, "a function's publish failed");
+/// What a guest's `publish` gets for `refused`; a failure of the host is
+/// logged here, with the function and topic, and not shown to the guest.
+pub(crate) fn into_guest(
+    refused: PublishRefused,
+    function: &str,
+    topic: &str,
+) -> wit::PublishError {
+    match refused {
+        PublishRefused::InvalidTopic(m) => wit::PublishError::InvalidTopic(m),
+        PublishRefused::PayloadTooLarge(limit) => wit::PublishError::PayloadTooLarge(limit),
+        PublishRefused::QueueFull(m) => wit::PublishError::QueueFull(m),
+        PublishRefused::Internal(error) => {
+            tracing::warn!(function, topic, %error, "a function's publish failed");
             wit::PublishError::Internal("the host's store failed (see the host's log)".into())
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What a guest's `publish` gets for each refusal: the quotas are
-    /// `queue-full` (retry later), a refused content type `invalid-topic`
-    /// (the WIT's case for a refused argument), each with the host's
-    /// message.
-    #[test]
-    fn refusals_map_to_the_wit_errors() {
-        let e = into_guest(
-            EventError::TopicQuotaExceeded {
-                topic: "t".into(),
-                held: 10,
-                size: 5,
-                limit: 12,
-            },
-            "f",
-            "t",
-        );
-        assert!(
-            matches!(&e, wit::PublishError::QueueFull(m) if m.contains("--event-topic-quota")),
-            "{e:?}"
-        );
-        let e = into_guest(
-            EventError::HostQuotaExceeded {
-                held: 10,
-                size: 5,
-                limit: 12,
-            },
-            "f",
-            "t",
-        );
-        assert!(
-            matches!(&e, wit::PublishError::QueueFull(m) if m.contains("--event-host-quota")),
-            "{e:?}"
-        );
-        let e = into_guest(
-            EventError::InvalidArgument("the content type is 300 bytes long".into()),
-            "f",
-            "t",
-        );
-        assert!(
-            matches!(&e, wit::PublishError::InvalidTopic(m) if m.contains("content type")),
-            "{e:?}"
-        );
     }
 }

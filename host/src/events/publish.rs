@@ -19,7 +19,7 @@ use super::{
     EventRecord, SCHEDULE_TOPIC_PREFIX, format_id, invoke_topic, validate_content_type,
     validate_topic,
 };
-use crate::capabilities::topics::Publisher;
+use crate::capabilities::topics::{PublishRefused, Publisher};
 use crate::config::HostConfig;
 use crate::store::{Durability, Store, StoreError};
 
@@ -104,6 +104,37 @@ impl EventPublisher {
         })?;
         Ok(published)
     }
+
+    /// Publishes `payload` on `topic`: one delivery per current subscriber.
+    /// Returns once the event is durable.
+    async fn publish_event(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        content_type: Option<String>,
+    ) -> Result<Published, EventError> {
+        validate_topic(topic).map_err(EventError::InvalidName)?;
+        if let Some(ct) = &content_type {
+            validate_content_type(ct).map_err(EventError::InvalidArgument)?;
+        }
+        let to = self
+            .writer
+            .store
+            .subscriptions(Some(topic))?
+            .into_iter()
+            .map(|s| s.function)
+            .collect();
+        let event = NewPublish {
+            topic,
+            payload,
+            content_type,
+            path: None,
+            headers: Vec::new(),
+            to,
+            tick_id: None,
+        };
+        self.enqueue(event).await
+    }
 }
 
 impl Publisher for EventPublisher {
@@ -112,30 +143,29 @@ impl Publisher for EventPublisher {
         topic: &'a str,
         payload: Bytes,
         content_type: Option<String>,
-    ) -> BoxFuture<'a, Result<Published, EventError>> {
+    ) -> BoxFuture<'a, Result<String, PublishRefused>> {
         Box::pin(async move {
-            validate_topic(topic).map_err(EventError::InvalidName)?;
-            if let Some(ct) = &content_type {
-                validate_content_type(ct).map_err(EventError::InvalidArgument)?;
-            }
-            let to = self
-                .writer
-                .store
-                .subscriptions(Some(topic))?
-                .into_iter()
-                .map(|s| s.function)
-                .collect();
-            let event = NewPublish {
-                topic,
-                payload,
-                content_type,
-                path: None,
-                headers: Vec::new(),
-                to,
-                tick_id: None,
-            };
-            self.enqueue(event).await
+            self.publish_event(topic, payload, content_type)
+                .await
+                .map(|published| published.id)
+                .map_err(refusal)
         })
+    }
+}
+
+/// What a guest is told of `e`: see [`PublishRefused`].
+fn refusal(e: EventError) -> PublishRefused {
+    match e {
+        EventError::InvalidName(m) | EventError::InvalidArgument(m) => {
+            PublishRefused::InvalidTopic(m)
+        }
+        EventError::PayloadTooLarge { limit } => PublishRefused::PayloadTooLarge(limit),
+        // The storage quotas too: the WIT has no case of their own, and
+        // for the guest they mean the same (retry later).
+        e @ (EventError::QueueFull { .. }
+        | EventError::TopicQuotaExceeded { .. }
+        | EventError::HostQuotaExceeded { .. }) => PublishRefused::QueueFull(e.to_string()),
+        other => PublishRefused::Internal(other.to_string()),
     }
 }
 
@@ -155,7 +185,9 @@ impl EventsCtx {
         content_type: Option<String>,
     ) -> Result<Published, EventError> {
         // The same path as a guest's publish.
-        self.publisher().publish(topic, payload, content_type).await
+        self.publisher()
+            .publish_event(topic, payload, content_type)
+            .await
     }
 
     /// Queues an invocation of `function` (`POST` to `path` with these
@@ -314,8 +346,7 @@ mod tests {
             .publish("t", Bytes::from_static(b"x"), Some("text/plain".into()))
             .await
             .unwrap();
-        assert_eq!(published.topic, "t");
-        let shown = host.inner.events.event(&published.id).unwrap();
+        let shown = host.inner.events.event(&published).unwrap();
         assert_eq!(shown.topic, "t");
         assert_eq!(shown.content_type.as_deref(), Some("text/plain"));
         let next = host
@@ -324,19 +355,19 @@ mod tests {
             .publish("t", Bytes::from_static(b"y"), None)
             .await
             .unwrap();
-        assert!(next.id > published.id, "{next:?} after {published:?}");
+        assert!(next.id > published, "{next:?} after {published:?}");
 
         let e = publisher
             .publish("no spaces", Bytes::from_static(b"x"), None)
             .await
             .unwrap_err();
-        assert!(matches!(e, EventError::InvalidName(_)), "{e}");
+        assert!(matches!(e, PublishRefused::InvalidTopic(_)), "{e:?}");
         let limit = host.config().event_max_payload_bytes;
         let big = Bytes::from(vec![0u8; limit as usize + 1]);
         let e = publisher.publish("t", big, None).await.unwrap_err();
         assert!(
-            matches!(e, EventError::PayloadTooLarge { limit: l } if l == limit),
-            "{e}"
+            matches!(e, PublishRefused::PayloadTooLarge(l) if l == limit),
+            "{e:?}"
         );
 
         drop(publisher);
@@ -374,5 +405,54 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(host.inner.events.event_store().event_bytes(None), 0);
+    }
+
+    /// What a guest's `publish` gets for each refusal: the quotas are
+    /// `queue-full` (retry later), a refused content type `invalid-topic`
+    /// (the WIT's case for a refused argument), each with the host's
+    /// message.
+    #[test]
+    fn refusals_map_to_the_wit_errors() {
+        use crate::capabilities::bindings::wisp::function::topics as wit;
+        use crate::capabilities::topics::into_guest;
+
+        let e = into_guest(
+            refusal(EventError::TopicQuotaExceeded {
+                topic: "t".into(),
+                held: 10,
+                size: 5,
+                limit: 12,
+            }),
+            "f",
+            "t",
+        );
+        assert!(
+            matches!(&e, wit::PublishError::QueueFull(m) if m.contains("--event-topic-quota")),
+            "{e:?}"
+        );
+        let e = into_guest(
+            refusal(EventError::HostQuotaExceeded {
+                held: 10,
+                size: 5,
+                limit: 12,
+            }),
+            "f",
+            "t",
+        );
+        assert!(
+            matches!(&e, wit::PublishError::QueueFull(m) if m.contains("--event-host-quota")),
+            "{e:?}"
+        );
+        let e = into_guest(
+            refusal(EventError::InvalidArgument(
+                "the content type is 300 bytes long".into(),
+            )),
+            "f",
+            "t",
+        );
+        assert!(
+            matches!(&e, wit::PublishError::InvalidTopic(m) if m.contains("content type")),
+            "{e:?}"
+        );
     }
 }

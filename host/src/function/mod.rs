@@ -3,11 +3,13 @@
 //! is stored (`records`, `compiled`), loaded (`load`) and made active
 //! (`registry`), and the orchestration of deploys, rollbacks and deletes
 //! (`deploy`, with the settings a version inherits resolved in `resolve`).
-//! [`Functions`] is the public face, `wire` its JSON shapes.
+//! [`Functions`] is the public face, `wire` its JSON shapes; `handles`
+//! reaches a deployed function's data, settings and log.
 
 mod api;
 pub(crate) mod compiled;
 mod deploy;
+pub(crate) mod handles;
 mod load;
 pub(crate) mod prepare;
 pub(crate) mod records;

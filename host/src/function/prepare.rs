@@ -16,6 +16,7 @@ use crate::error::DeployError;
 use crate::function::compiled::CodeFile;
 use crate::invocation::InvocationState;
 use crate::invocation::cgi::CgiState;
+pub(crate) use crate::invocation::target::{ComponentPre, Prepared};
 
 /// The export every HTTP function must have.
 pub(crate) const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
@@ -288,27 +289,6 @@ impl Compiled {
             Compiled::Module(m) => m.serialize(),
         }
     }
-}
-
-/// A component's pre-instantiation with the handlers it exports (at least
-/// one of them).
-#[derive(Clone)]
-pub(crate) struct ComponentPre {
-    /// `wasi:http/incoming-handler`: HTTP requests.
-    pub http: Option<ProxyPre<InvocationState>>,
-    /// `wisp:function/event-handler`: events, as typed calls.
-    pub events: Option<EventsPre<InvocationState>>,
-}
-
-/// A function ready to serve: its pre-instantiation, built once per
-/// deployed version. Cheap to clone.
-#[derive(Clone)]
-pub(crate) enum Prepared {
-    /// A component, called through `wasi:http/incoming-handler` and/or
-    /// `wisp:function/event-handler`.
-    Component(ComponentPre),
-    /// A preview-1 module, run CGI-style (`cgi`).
-    Module(InstancePre<CgiState>),
 }
 
 impl WispEngine {

@@ -5,45 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::capabilities::kv::KvNamespace;
-use crate::capabilities::outbound::AllowList;
-use crate::capabilities::settings::ConfigSnapshot;
-use crate::config::Limits;
-use crate::function::prepare::Prepared;
-use crate::metrics::FunctionMetrics;
+pub(crate) use crate::invocation::target::Deployed;
 use crate::routes::{Route, RouteTable};
-
-/// The active version of one function, ready to instantiate. Cloned (cheap:
-/// handles and `Arc`s) to swap in a new config snapshot without a redeploy.
-#[derive(Clone)]
-pub(crate) struct Deployed {
-    pub name: String,
-    /// The name again, shared cheaply with each invocation's state.
-    pub name_arc: Arc<str>,
-    pub version: u64,
-    /// Built once per deployed version; instantiation per request starts
-    /// here. A component, or a preview-1 module run CGI-style.
-    pub pre: Prepared,
-    /// The read-only directory granted to a preview-1 module (at `/static`
-    /// in the guest), under `<data-dir>/static/`.
-    pub static_dir: Option<std::path::PathBuf>,
-    pub limits: Limits,
-    pub env: Vec<(String, String)>,
-    pub routes: Vec<Route>,
-    /// Hosts the function may send HTTP requests to.
-    pub allow_outbound: Arc<AllowList>,
-    pub metrics: FunctionMetrics,
-    /// The function's key-value namespace (store handle and its limits).
-    pub kv: Arc<KvNamespace>,
-    /// The function's settings and secrets as of the last change; replaced
-    /// (with a new registry) when they change.
-    pub config: Arc<ConfigSnapshot>,
-    /// The function's share of the host's invocation slots. One semaphore
-    /// per function name, kept across versions and config changes (see
-    /// [`Registry::with`]), so a deploy does not hand a busy function a
-    /// fresh share while its old invocations still hold the old one.
-    pub slots: Arc<tokio::sync::Semaphore>,
-}
 
 /// A snapshot of everything deployed.
 #[derive(Default)]

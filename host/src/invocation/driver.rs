@@ -20,8 +20,8 @@ use wasmtime::Store;
 
 use super::Invoker;
 use super::failure::{Failure, classify};
+use super::target::Deployed;
 use crate::capabilities::logs::{LogCapture, LogSink};
-use crate::function::registry::Deployed;
 
 /// One kind of function's part in an invocation: instantiate and call its
 /// export on the invocation's store. The driver does the rest.

@@ -10,10 +10,10 @@ use wasmtime::Store;
 
 use super::driver::{Call, Invocation, Record};
 use super::failure::{Failure, HandlerFailure};
+use super::target::Deployed;
 use super::{InvocationState, Invoker, next_invocation_id};
 use crate::capabilities::event_bindings::EventsPre;
 use crate::capabilities::event_bindings::exports::wisp::function::event_handler::Event;
-use crate::function::registry::Deployed;
 
 /// The `handle` call of one event; its output is the handler's own result.
 struct EventCall {

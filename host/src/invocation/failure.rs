@@ -6,8 +6,8 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Response, StatusCode, header};
 
 use super::limits::{DeadlineExceeded, MemoryLimitExceeded};
+use super::target::Deployed;
 use crate::error::ApiError;
-use crate::function::registry::Deployed;
 
 /// How an invocation failed.
 pub(crate) enum Failure {

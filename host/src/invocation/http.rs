@@ -17,9 +17,9 @@ use wasmtime_wasi_http::p2::bindings::http::types::{IncomingRequest, ResponseOut
 use super::driver::{AbortOnDrop, Call, CancelOnDrop, Invocation};
 use super::failure::Failure;
 use super::limits::{CappedBody, content_length};
+use super::target::Deployed;
 use super::{INVOCATION_ID_HEADER, InvocationState, Invoker};
 use crate::error::ApiError;
-use crate::function::registry::Deployed;
 
 /// The `handle` call of one request.
 struct HttpCall {

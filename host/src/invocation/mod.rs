@@ -16,6 +16,7 @@ mod failure;
 mod http;
 mod limits;
 mod state;
+pub(crate) mod target;
 pub(crate) mod task;
 
 use std::sync::Arc;
@@ -30,10 +31,9 @@ pub(crate) use self::driver::Record;
 pub(crate) use self::failure::{Failure, HandlerFailure, NoSlot};
 pub use self::state::InvocationState;
 pub(crate) use self::state::add_capabilities_to_linker;
+use self::target::{Deployed, Prepared};
 use crate::capabilities::logs::{LogLimits, LogSink};
 use crate::capabilities::topics::Publisher;
-use crate::function::prepare::Prepared;
-use crate::function::registry::Deployed;
 use crate::metrics::HostMetrics;
 
 pub use crate::error::INVOCATION_ID_HEADER;

@@ -11,12 +11,12 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::Invoker;
 use super::limits::{MemoryLimiter, on_epoch_tick};
+use super::target::Deployed;
 use crate::capabilities::kv::{KvCapability, KvView};
 use crate::capabilities::logs::{LogCapability, LogCapture, LogStream, LogView};
 use crate::capabilities::outbound::Outbound;
 use crate::capabilities::settings::{ConfigCapability, ConfigView};
 use crate::capabilities::topics::{Publisher, TopicsCapability, TopicsView};
-use crate::function::registry::Deployed;
 
 /// Everything one invocation's `Store` holds. Built per request, dropped
 /// with the instance: nothing survives from one invocation to the next.

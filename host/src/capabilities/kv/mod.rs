@@ -10,8 +10,8 @@
 //!   read-decide-write transaction on the store's writer (so quota
 //!   accounting is exact under concurrent writers) and flushed before a
 //!   write is acknowledged, never blocking the calling thread;
-//! - the guest binding (`kv::Host` on [`InvocationState`]) and the admin
-//!   methods on `Host`.
+//! - the guest binding (`kv::Host` on [`InvocationState`]); the admin
+//!   handle, `Kv`, is in `function/handles.rs`.
 //!
 //! Accounting: an entry takes `key bytes + value bytes`; a function's usage
 //! is the sum over its stored entries. Replacing a value counts the
@@ -20,15 +20,12 @@
 //! delete, increment, compare-and-swap) or listed. A write that would pass
 //! the total is refused, unless it shrinks the usage.
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::capabilities::bindings::wisp::function::kv as wit;
 use crate::config::Limits;
-use crate::function::registry::Registry;
 use crate::store::{StoreError, TxError};
 
 mod namespace;
@@ -304,75 +301,6 @@ impl wit::Host for KvView<'_> {
         ns.compare_and_swap(key, expected, new)
             .await
             .map_err(|e| e.into_guest(&ns.function))
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The admin side
-
-/// One function's key-value data, as the admin API and embedders reach it
-/// (`Host::kv`): the same namespace, limits and errors
-/// as the function's own calls.
-pub struct Kv<'a> {
-    registry: &'a ArcSwap<Registry>,
-    function: &'a str,
-}
-
-impl<'a> Kv<'a> {
-    pub(crate) fn new(registry: &'a ArcSwap<Registry>, function: &'a str) -> Kv<'a> {
-        Kv { registry, function }
-    }
-
-    /// The namespace of the deployed function.
-    fn namespace(&self) -> Result<Arc<KvNamespace>, KvError> {
-        self.registry
-            .load()
-            .by_name
-            .get(self.function)
-            .map(|d| d.kv.clone())
-            .ok_or_else(|| KvError::FunctionNotFound(self.function.to_string()))
-    }
-
-    /// The largest value the function may store, bytes.
-    pub fn max_value_bytes(&self) -> Result<u64, KvError> {
-        Ok(self.namespace()?.max_value_bytes())
-    }
-
-    /// The value of `key`; [`KvError::KeyNotFound`] if it is not set.
-    pub async fn get(&self, key: &str) -> Result<Vec<u8>, KvError> {
-        self.namespace()?
-            .get(key.to_string())
-            .await?
-            .ok_or_else(|| KvError::KeyNotFound(key.to_string()))
-    }
-
-    /// Sets `key` (expiring after `ttl_ms` if given), under the same limits
-    /// as the function's own writes. Durable when this returns.
-    pub async fn set(&self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), KvError> {
-        self.namespace()?
-            .set(key.to_string(), value.to_vec(), ttl_ms)
-            .await
-    }
-
-    /// Deletes `key`; [`KvError::KeyNotFound`] if it was not set.
-    pub async fn delete(&self, key: &str) -> Result<(), KvError> {
-        if self.namespace()?.delete(key.to_string()).await? {
-            Ok(())
-        } else {
-            Err(KvError::KeyNotFound(key.to_string()))
-        }
-    }
-
-    /// A page of the keys starting with `prefix`, after `cursor`.
-    pub async fn list(
-        &self,
-        prefix: &str,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<KeyList, KvError> {
-        self.namespace()?
-            .list(prefix.to_string(), cursor.map(str::to_string), limit)
-            .await
     }
 }
 

@@ -26,7 +26,8 @@ mod read;
 mod sink;
 pub(crate) mod store;
 
-pub use read::{LogError, LogPage, LogQuery, Logs};
+pub(crate) use read::parse_since;
+pub use read::{LogError, LogPage, LogQuery};
 pub(crate) use sink::{LogSink, Retention};
 pub(crate) use store::LogStore;
 

@@ -4,8 +4,7 @@ use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
-use super::{LogEntry, LogSink, LogStore, now_ms};
-use crate::function::records::Records;
+use super::LogEntry;
 use crate::store::StoreError;
 
 /// What to read from a function's log.
@@ -62,48 +61,6 @@ pub enum LogError {
     /// The read's blocking task failed.
     #[error("log read task: {0}")]
     Internal(String),
-}
-
-/// One function's log, as the admin API and embedders read it
-/// (`Host::logs`).
-pub struct Logs<'a> {
-    pub(crate) records: &'a Records,
-    pub(crate) sink: &'a LogSink,
-    pub(crate) store: &'a LogStore,
-    pub(crate) function: &'a str,
-}
-
-impl Logs<'_> {
-    /// Reads the function's log (its lines since the last delete of the
-    /// function, within the retention bounds). Lines written before this
-    /// call are included.
-    pub async fn read(&self, q: LogQuery) -> Result<LogPage, LogError> {
-        if self.records.get(self.function)?.is_none() {
-            return Err(LogError::FunctionNotFound(self.function.to_string()));
-        }
-        let since = q
-            .since
-            .as_deref()
-            .map(|s| parse_since(s, now_ms()))
-            .transpose()
-            .map_err(LogError::InvalidArgument)?;
-        let limit = q.limit.unwrap_or(1000);
-        if limit == 0 || limit > 10_000 {
-            return Err(LogError::InvalidArgument(
-                "limit must be between 1 and 10000".into(),
-            ));
-        }
-        let (sink, store) = (self.sink.clone(), self.store.clone());
-        let name = self.function.to_string();
-        let entries = tokio::task::spawn_blocking(move || {
-            sink.sync_blocking();
-            store.read(&name, q.after, since, q.invocation.as_deref(), limit)
-        })
-        .await
-        .map_err(|e| LogError::Internal(e.to_string()))??;
-        let cursor = entries.last().map(|e| e.seq).or(q.after);
-        Ok(LogPage { entries, cursor })
-    }
 }
 
 #[cfg(test)]

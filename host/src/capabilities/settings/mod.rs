@@ -14,14 +14,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::capabilities::bindings::wisp::function::config as wit;
-use crate::capabilities::outbound;
 use crate::config::config_limits::{MAX_KEY_LEN, MAX_KEYS, MAX_VALUE_BYTES};
-use crate::function::records::{FunctionRecord, Records};
-use crate::function::registry::{Deployed, Registry};
 use crate::store::StoreError;
 
 pub(crate) mod store;
@@ -292,107 +288,6 @@ impl wit::Host for ConfigView<'_> {
 
     fn keys(&mut self) -> Vec<String> {
         self.0.keys().map(str::to_string).collect()
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The admin side
-
-/// One function's settings and secrets, as the admin API and embedders
-/// reach them (`Host::settings`).
-pub struct Settings<'a> {
-    /// Serialises changes with deploys, rollbacks and deletes.
-    pub(crate) admin_lock: &'a tokio::sync::Mutex<()>,
-    pub(crate) records: &'a Records,
-    pub(crate) store: &'a ConfigStore,
-    pub(crate) registry: &'a ArcSwap<Registry>,
-    pub(crate) function: &'a str,
-}
-
-impl Settings<'_> {
-    fn require_function(&self) -> Result<FunctionRecord, ConfigError> {
-        self.records
-            .get(self.function)?
-            .ok_or_else(|| ConfigError::FunctionNotFound(self.function.to_string()))
-    }
-
-    /// The settings and secrets, secrets masked.
-    pub fn list(&self) -> Result<ConfigList, ConfigError> {
-        self.require_function()?;
-        Ok(masked(self.function, &self.store.items(self.function)?))
-    }
-
-    /// Sets several settings (or, with `secret`, secrets) at once, all or
-    /// none. Durable, and seen by the next invocation, when this returns.
-    pub async fn set(
-        &self,
-        values: BTreeMap<String, String>,
-        secret: bool,
-    ) -> Result<ConfigList, ConfigError> {
-        self.change(|current| plan_set(current, &values, secret))
-            .await
-    }
-
-    /// Removes settings or secrets; every key must be set (otherwise
-    /// nothing is removed).
-    pub async fn unset(&self, keys: &[String]) -> Result<ConfigList, ConfigError> {
-        self.change(|current| plan_unset(current, keys)).await
-    }
-
-    async fn change(
-        &self,
-        plan: impl FnOnce(&[ConfigItem]) -> Result<Vec<ConfigChange>, ConfigError>,
-    ) -> Result<ConfigList, ConfigError> {
-        let name = self.function;
-        // Serialised with deploys, rollbacks and deletes: the registry entry
-        // rebuilt below must not race one of theirs.
-        let _guard = self.admin_lock.lock().await;
-        let record = self.require_function()?;
-        let store = self.store;
-        let current = store.items(name)?;
-        let changes = plan(&current)?;
-        // The outbound allow-list set through config is checked like the
-        // one given at deploy, before anything is stored.
-        for change in &changes {
-            if let ConfigChange::Set(item) = change
-                && item.key == outbound::CONFIG_KEY
-            {
-                outbound::effective(&[], Some(&item.value))
-                    .map_err(|e| ConfigError::InvalidValue(e.to_string()))?;
-            }
-        }
-        let keys: Vec<String> = changes
-            .iter()
-            .map(|c| match c {
-                ConfigChange::Set(i) => i.key.clone(),
-                ConfigChange::Remove(k) => k.clone(),
-            })
-            .collect();
-        // On the store's writer, answered once flushed.
-        store.apply(name, changes).await?;
-        let items = store.items(name)?;
-        tracing::info!(function = name, keys = ?keys, "config changed");
-
-        let snapshot = Arc::new(ConfigSnapshot::from_items(items.clone()));
-        let registry = self.registry.load();
-        if let Some(old) = registry.by_name.get(name) {
-            let active = record.active();
-            // Validated above (and at deploy), so this cannot fail; keep
-            // the old list rather than panic if it somehow does.
-            let allow_outbound =
-                outbound::effective(&active.allow_outbound, snapshot.get(outbound::CONFIG_KEY))
-                    .map(Arc::new)
-                    .unwrap_or_else(|_| old.allow_outbound.clone());
-            let next = Deployed {
-                allow_outbound,
-                env: guest_env(&active.env, active.config_env, &snapshot),
-                config: snapshot,
-                ..Deployed::clone(old)
-            };
-            let next = registry.with(Arc::new(next));
-            self.registry.store(Arc::new(next));
-        }
-        Ok(masked(name, &items))
     }
 }
 

@@ -37,7 +37,7 @@ use super::limits::{MemoryLimiter, content_length, on_epoch_tick};
 use super::{INVOCATION_ID_HEADER, Invoker};
 use crate::capabilities::logs::{LogCapture, LogStream};
 use crate::error::ApiError;
-use crate::function::registry::Deployed;
+use crate::invocation::target::Deployed;
 
 /// Where the function's static directory appears in the guest.
 pub(crate) const STATIC_GUEST_PATH: &str = "/static";

@@ -1,0 +1,228 @@
+//! A deployed function's data, settings and log as the admin API and
+//! embedders reach them (`Host::kv`, `Host::settings`, `Host::logs`):
+//! handles that find the function in the registry or its records and then
+//! call the capability's own operations, under the same limits and with
+//! the same errors as the function's own calls.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::capabilities::kv::{KeyList, KvError, KvNamespace};
+use crate::capabilities::logs::{
+    LogError, LogPage, LogQuery, LogSink, LogStore, now_ms, parse_since,
+};
+use crate::capabilities::outbound;
+use crate::capabilities::settings::{
+    ConfigChange, ConfigError, ConfigItem, ConfigList, ConfigSnapshot, ConfigStore, guest_env,
+    masked, plan_set, plan_unset,
+};
+use crate::function::records::{FunctionRecord, Records};
+use crate::function::registry::{Deployed, Registry};
+
+/// One function's key-value data, as the admin API and embedders reach it
+/// (`Host::kv`): the same namespace, limits and errors
+/// as the function's own calls.
+pub struct Kv<'a> {
+    registry: &'a ArcSwap<Registry>,
+    function: &'a str,
+}
+
+impl<'a> Kv<'a> {
+    pub(crate) fn new(registry: &'a ArcSwap<Registry>, function: &'a str) -> Kv<'a> {
+        Kv { registry, function }
+    }
+
+    /// The namespace of the deployed function.
+    fn namespace(&self) -> Result<Arc<KvNamespace>, KvError> {
+        self.registry
+            .load()
+            .by_name
+            .get(self.function)
+            .map(|d| d.kv.clone())
+            .ok_or_else(|| KvError::FunctionNotFound(self.function.to_string()))
+    }
+
+    /// The largest value the function may store, bytes.
+    pub fn max_value_bytes(&self) -> Result<u64, KvError> {
+        Ok(self.namespace()?.max_value_bytes())
+    }
+
+    /// The value of `key`; [`KvError::KeyNotFound`] if it is not set.
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>, KvError> {
+        self.namespace()?
+            .get(key.to_string())
+            .await?
+            .ok_or_else(|| KvError::KeyNotFound(key.to_string()))
+    }
+
+    /// Sets `key` (expiring after `ttl_ms` if given), under the same limits
+    /// as the function's own writes. Durable when this returns.
+    pub async fn set(&self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), KvError> {
+        self.namespace()?
+            .set(key.to_string(), value.to_vec(), ttl_ms)
+            .await
+    }
+
+    /// Deletes `key`; [`KvError::KeyNotFound`] if it was not set.
+    pub async fn delete(&self, key: &str) -> Result<(), KvError> {
+        if self.namespace()?.delete(key.to_string()).await? {
+            Ok(())
+        } else {
+            Err(KvError::KeyNotFound(key.to_string()))
+        }
+    }
+
+    /// A page of the keys starting with `prefix`, after `cursor`.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<KeyList, KvError> {
+        self.namespace()?
+            .list(prefix.to_string(), cursor.map(str::to_string), limit)
+            .await
+    }
+}
+
+/// One function's settings and secrets, as the admin API and embedders
+/// reach them (`Host::settings`).
+pub struct Settings<'a> {
+    /// Serialises changes with deploys, rollbacks and deletes.
+    pub(crate) admin_lock: &'a tokio::sync::Mutex<()>,
+    pub(crate) records: &'a Records,
+    pub(crate) store: &'a ConfigStore,
+    pub(crate) registry: &'a ArcSwap<Registry>,
+    pub(crate) function: &'a str,
+}
+
+impl Settings<'_> {
+    fn require_function(&self) -> Result<FunctionRecord, ConfigError> {
+        self.records
+            .get(self.function)?
+            .ok_or_else(|| ConfigError::FunctionNotFound(self.function.to_string()))
+    }
+
+    /// The settings and secrets, secrets masked.
+    pub fn list(&self) -> Result<ConfigList, ConfigError> {
+        self.require_function()?;
+        Ok(masked(self.function, &self.store.items(self.function)?))
+    }
+
+    /// Sets several settings (or, with `secret`, secrets) at once, all or
+    /// none. Durable, and seen by the next invocation, when this returns.
+    pub async fn set(
+        &self,
+        values: BTreeMap<String, String>,
+        secret: bool,
+    ) -> Result<ConfigList, ConfigError> {
+        self.change(|current| plan_set(current, &values, secret))
+            .await
+    }
+
+    /// Removes settings or secrets; every key must be set (otherwise
+    /// nothing is removed).
+    pub async fn unset(&self, keys: &[String]) -> Result<ConfigList, ConfigError> {
+        self.change(|current| plan_unset(current, keys)).await
+    }
+
+    async fn change(
+        &self,
+        plan: impl FnOnce(&[ConfigItem]) -> Result<Vec<ConfigChange>, ConfigError>,
+    ) -> Result<ConfigList, ConfigError> {
+        let name = self.function;
+        // Serialised with deploys, rollbacks and deletes: the registry entry
+        // rebuilt below must not race one of theirs.
+        let _guard = self.admin_lock.lock().await;
+        let record = self.require_function()?;
+        let store = self.store;
+        let current = store.items(name)?;
+        let changes = plan(&current)?;
+        // The outbound allow-list set through config is checked like the
+        // one given at deploy, before anything is stored.
+        for change in &changes {
+            if let ConfigChange::Set(item) = change
+                && item.key == outbound::CONFIG_KEY
+            {
+                outbound::effective(&[], Some(&item.value))
+                    .map_err(|e| ConfigError::InvalidValue(e.to_string()))?;
+            }
+        }
+        let keys: Vec<String> = changes
+            .iter()
+            .map(|c| match c {
+                ConfigChange::Set(i) => i.key.clone(),
+                ConfigChange::Remove(k) => k.clone(),
+            })
+            .collect();
+        // On the store's writer, answered once flushed.
+        store.apply(name, changes).await?;
+        let items = store.items(name)?;
+        tracing::info!(function = name, keys = ?keys, "config changed");
+
+        let snapshot = Arc::new(ConfigSnapshot::from_items(items.clone()));
+        let registry = self.registry.load();
+        if let Some(old) = registry.by_name.get(name) {
+            let active = record.active();
+            // Validated above (and at deploy), so this cannot fail; keep
+            // the old list rather than panic if it somehow does.
+            let allow_outbound =
+                outbound::effective(&active.allow_outbound, snapshot.get(outbound::CONFIG_KEY))
+                    .map(Arc::new)
+                    .unwrap_or_else(|_| old.allow_outbound.clone());
+            let next = Deployed {
+                allow_outbound,
+                env: guest_env(&active.env, active.config_env, &snapshot),
+                config: snapshot,
+                ..Deployed::clone(old)
+            };
+            let next = registry.with(Arc::new(next));
+            self.registry.store(Arc::new(next));
+        }
+        Ok(masked(name, &items))
+    }
+}
+
+/// One function's log, as the admin API and embedders read it
+/// (`Host::logs`).
+pub struct Logs<'a> {
+    pub(crate) records: &'a Records,
+    pub(crate) sink: &'a LogSink,
+    pub(crate) store: &'a LogStore,
+    pub(crate) function: &'a str,
+}
+
+impl Logs<'_> {
+    /// Reads the function's log (its lines since the last delete of the
+    /// function, within the retention bounds). Lines written before this
+    /// call are included.
+    pub async fn read(&self, q: LogQuery) -> Result<LogPage, LogError> {
+        if self.records.get(self.function)?.is_none() {
+            return Err(LogError::FunctionNotFound(self.function.to_string()));
+        }
+        let since = q
+            .since
+            .as_deref()
+            .map(|s| parse_since(s, now_ms()))
+            .transpose()
+            .map_err(LogError::InvalidArgument)?;
+        let limit = q.limit.unwrap_or(1000);
+        if limit == 0 || limit > 10_000 {
+            return Err(LogError::InvalidArgument(
+                "limit must be between 1 and 10000".into(),
+            ));
+        }
+        let (sink, store) = (self.sink.clone(), self.store.clone());
+        let name = self.function.to_string();
+        let entries = tokio::task::spawn_blocking(move || {
+            sink.sync_blocking();
+            store.read(&name, q.after, since, q.invocation.as_deref(), limit)
+        })
+        .await
+        .map_err(|e| LogError::Internal(e.to_string()))??;
+        let cursor = entries.last().map(|e| e.seq).or(q.after);
+        Ok(LogPage { entries, cursor })
+    }
+}
