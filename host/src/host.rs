@@ -20,11 +20,11 @@ use crate::config::{HostConfig, Limits, StoreLocation};
 use crate::engine::{AllocatorKind, WispEngine};
 use crate::events::plane::{EventsCtx, EventsInner};
 use crate::events::{Events, Jobs};
-use crate::function::Functions;
 use crate::function::compiled::Compiled;
 use crate::function::handles::{Kv, Logs, Settings};
 use crate::function::records::Records;
 use crate::function::registry::Registry;
+use crate::function::{Functions, FunctionsCtx, FunctionsInner};
 use crate::gateway::Gateway;
 use crate::gateway::serve::{Listeners, ServeParts, Serving, ServingRuntimes};
 use crate::invocation::Invoker;
@@ -45,10 +45,6 @@ pub(crate) struct HostInner {
     pub store: Store,
     /// Function records, versions and artifacts.
     pub records: Records,
-    /// Compiled code beside the store.
-    pub compiled: Compiled,
-    /// Functions' key-value data.
-    pub kv: KvStore,
     /// Functions' settings and secrets.
     pub settings: ConfigStore,
     /// Functions' logs.
@@ -63,6 +59,9 @@ pub(crate) struct HostInner {
     pub admin_token: SecretString,
     pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub data_dir: Option<PathBuf>,
+    /// Deploys, rollbacks, deletes and reads of functions, with the parts
+    /// of the host they share.
+    pub functions: FunctionsCtx,
     /// The event plane (topics, subscriptions, group commit, the
     /// dispatcher), with the parts of the host it shares.
     pub events: EventsCtx,
@@ -228,12 +227,27 @@ impl HostBuilder {
                 events,
             }),
         };
+        let functions = FunctionsCtx {
+            inner: Arc::new(FunctionsInner {
+                config: config.clone(),
+                records: records.clone(),
+                compiled,
+                kv,
+                settings: settings.clone(),
+                log_store: log_store.clone(),
+                engine: engine.clone(),
+                registry: registry.clone(),
+                admin_lock: admin_lock.clone(),
+                invoker: invoker.clone(),
+                data_dir: temp.is_none().then(|| dir.clone()),
+                events: Arc::new(events.clone()),
+            }),
+        };
         let inner = Arc::new(HostInner {
+            functions,
             invoker,
             store,
             records,
-            compiled,
-            kv,
             settings,
             log_store,
             engine,
@@ -248,7 +262,7 @@ impl HostBuilder {
             config,
         });
         let host = Host { inner };
-        host.load_all()?;
+        host.inner.functions.load_all()?;
         // Loading may have compiled (a new engine version): free its scratch,
         // and what reading the store and the compiled code left behind.
         (host.inner.config.release_memory)();
@@ -284,7 +298,9 @@ impl Host {
 
     /// The functions: deploy, roll back, delete, read, invoke.
     pub fn functions(&self) -> Functions<'_> {
-        Functions { host: self }
+        Functions {
+            host: &self.inner.functions,
+        }
     }
 
     /// A function's key-value data (the function must be deployed).

@@ -16,7 +16,7 @@ use super::schedule::Schedule;
 use super::{DeliveryRecord, Subscription};
 
 /// Topics, subscriptions, asynchronous invocations, dead letters and
-/// schedules ([`Host::events`]).
+/// schedules ([`Host::events`](crate::Host::events)).
 pub struct Events<'a> {
     pub(crate) host: &'a EventsCtx,
 }
@@ -113,7 +113,7 @@ impl Events<'_> {
         self.host.delete_schedule(id).await
     }
 
-    /// Starts delivering (once; [`Host::serve`] does it): for embedders
+    /// Starts delivering (once; [`Host::serve`](crate::Host::serve) does it): for embedders
     /// that serve requests themselves. Needs a tokio runtime.
     pub fn start(&self) -> anyhow::Result<()> {
         self.host.start_events()
@@ -126,7 +126,7 @@ impl Events<'_> {
     }
 }
 
-/// Batch jobs: one event per index of an array ([`Host::jobs`]).
+/// Batch jobs: one event per index of an array ([`Host::jobs`](crate::Host::jobs)).
 pub struct Jobs<'a> {
     pub(crate) host: &'a EventsCtx,
 }

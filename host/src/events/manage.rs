@@ -264,3 +264,12 @@ impl EventsCtx {
         Ok(())
     }
 }
+
+impl crate::function::FunctionEvents for EventsCtx {
+    fn purge_function_events<'a>(
+        &'a self,
+        function: &'a str,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move { Ok(EventsCtx::purge_function_events(self, function).await?) })
+    }
+}

@@ -1,19 +1,19 @@
 //! [`Functions`]: deploying and managing functions, and invoking them
-//! directly, as the admin API and embedders do ([`Host::functions`]).
+//! directly, as the admin API and embedders do (`Host::functions`).
 
 use axum::body::Body;
 use axum::http::{Request, Response};
 
-use crate::Host;
+use super::FunctionsCtx;
 use crate::error::DeployError;
 use crate::function::prepare::Prepared;
 use crate::function::records::FunctionRecord;
 use crate::function::wire::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
 
-/// The functions of a host ([`Host::functions`]): deploy, roll back,
+/// The functions of a host (`Host::functions`): deploy, roll back,
 /// delete, read, invoke. Errors are [`DeployError`]s.
 pub struct Functions<'a> {
-    pub(crate) host: &'a Host,
+    pub(crate) host: &'a FunctionsCtx,
 }
 
 impl Functions<'_> {
@@ -110,7 +110,7 @@ impl Functions<'_> {
     }
 }
 
-impl Host {
+impl FunctionsCtx {
     /// A function's record.
     pub(crate) fn function(&self, name: &str) -> Result<FunctionInfo, DeployError> {
         self.inner

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::Host;
+use super::FunctionsCtx;
 use crate::capabilities::outbound::AllowList;
 use crate::error::DeployError;
 use crate::function::load::{deployed, now_ms, parse_routes, sha256_hex, store_and_load};
@@ -16,7 +16,7 @@ use crate::function::resolve::resolve_version;
 use crate::function::wire::{DeployOptions, FunctionInfo};
 use crate::routes::{Route, validate_name};
 
-impl Host {
+impl FunctionsCtx {
     /// Deploys `wasm` as a new version of `name` and makes it active.
     /// Everything is checked before anything is stored; the new version is
     /// durable when this returns.

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::Host;
+use super::FunctionsCtx;
 use crate::capabilities::kv::store::KvStore;
 use crate::capabilities::settings::ConfigStore;
 use crate::engine::WispEngine;
@@ -23,7 +23,7 @@ use crate::function::registry::{Deployed, Registry};
 use crate::metrics::FunctionMetrics;
 use crate::routes::Route;
 
-impl Host {
+impl FunctionsCtx {
     /// Loads the active version of every stored function.
     pub(crate) fn load_all(&self) -> anyhow::Result<()> {
         let mut by_name = HashMap::new();

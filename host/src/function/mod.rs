@@ -8,6 +8,7 @@
 
 mod api;
 pub(crate) mod compiled;
+mod ctx;
 mod deploy;
 pub(crate) mod handles;
 mod load;
@@ -18,3 +19,4 @@ pub(crate) mod resolve;
 pub(crate) mod wire;
 
 pub use api::Functions;
+pub(crate) use ctx::{FunctionEvents, FunctionsCtx, FunctionsInner};

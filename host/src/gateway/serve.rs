@@ -37,7 +37,7 @@ pub struct Listeners {
     /// Data plane.
     pub data: TcpListener,
     /// Admin plane; `None` serves no admin API (an embedding application
-    /// may nest [`Host::admin_router`] itself).
+    /// may nest [`Host::admin_router`](crate::Host::admin_router) itself).
     pub admin: Option<TcpListener>,
 }
 
