@@ -195,7 +195,7 @@ pub mod fuzzing {
             Ok(UploadValidator { engine })
         }
 
-        /// Validates `wasm` as [`Host::deploy`](crate::Host::deploy) does
+        /// Validates `wasm` as [`Functions::deploy`](crate::Functions::deploy) does
         /// before it stores anything.
         pub fn validate(&self, wasm: &[u8]) -> Result<Upload, crate::DeployError> {
             crate::function::prepare::check_binary(wasm)?;
