@@ -51,6 +51,7 @@
 //! Until there is a second backend these operations are functions of one
 //! module rather than a trait (one implementation needs no interface).
 
+mod keys;
 mod sled;
 mod tree;
 pub(crate) mod writer;
@@ -60,6 +61,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use self::sled::BackendError;
+pub(crate) use keys::{FunctionKey, OfFunction};
 pub(crate) use tree::{Abort, Json, Key, Prefix, Tree, TxError, TxFail, TxTree, Value};
 pub(crate) use writer::{Durability, Writer};
 

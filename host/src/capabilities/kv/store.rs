@@ -15,54 +15,12 @@
 
 use std::borrow::Cow;
 
-use crate::store::{
-    Abort, Durability, Key, Prefix, Store, StoreError, Tree, TxError, Value, Writer,
-};
+use crate::store::{Abort, Durability, Prefix, Store, StoreError, Tree, TxError, Value, Writer};
 
 /// Key of an entry: the function's namespace, then the key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct NsKey {
-    pub function: String,
-    pub key: String,
-}
-
-impl NsKey {
-    pub fn new(function: &str, key: &str) -> NsKey {
-        NsKey {
-            function: function.to_string(),
-            key: key.to_string(),
-        }
-    }
-}
-
-impl Key for NsKey {
-    fn encode(&self) -> Vec<u8> {
-        let mut k = Namespace(&self.function).encode_prefix();
-        k.extend_from_slice(self.key.as_bytes());
-        k
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        // The first NUL ends the function's name (a key may hold NULs).
-        let at = bytes.iter().position(|&b| b == 0)?;
-        Some(NsKey {
-            function: String::from_utf8(bytes[..at].to_vec()).ok()?,
-            key: String::from_utf8(bytes[at + 1..].to_vec()).ok()?,
-        })
-    }
-}
-
+pub(crate) use crate::store::FunctionKey as NsKey;
 /// Every key of one function.
-pub(crate) struct Namespace<'a>(pub &'a str);
-
-impl Prefix<NsKey> for Namespace<'_> {
-    fn encode_prefix(&self) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.0.len() + 1);
-        k.extend_from_slice(self.0.as_bytes());
-        k.push(0);
-        k
-    }
-}
+pub(crate) use crate::store::OfFunction as Namespace;
 
 /// The keys of one function that start with a prefix.
 struct Starting<'a> {
@@ -283,6 +241,7 @@ impl KvStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Key;
 
     #[test]
     fn keys_round_trip_and_namespaces_do_not_overlap() {

@@ -9,7 +9,7 @@
 //! What may be written is decided by the caller ([`super`]); this file
 //! only reads, writes atomically and encodes.
 
-use crate::store::{Durability, Key, Prefix, Store, StoreError, Tree};
+use crate::store::{Durability, Store, StoreError, Tree};
 
 /// A config item: a plain setting or a secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -49,47 +49,9 @@ pub(crate) enum ConfigChange {
 }
 
 /// Key of a setting or secret: the function, then the key.
-struct SettingKey {
-    function: String,
-    key: String,
-}
-
-impl SettingKey {
-    fn new(function: &str, key: &str) -> SettingKey {
-        SettingKey {
-            function: function.to_string(),
-            key: key.to_string(),
-        }
-    }
-}
-
-impl Key for SettingKey {
-    fn encode(&self) -> Vec<u8> {
-        let mut k = Of(&self.function).encode_prefix();
-        k.extend_from_slice(self.key.as_bytes());
-        k
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        let at = bytes.iter().position(|&b| b == 0)?;
-        Some(SettingKey {
-            function: String::from_utf8(bytes[..at].to_vec()).ok()?,
-            key: String::from_utf8(bytes[at + 1..].to_vec()).ok()?,
-        })
-    }
-}
-
-/// Every key of one function.
-struct Of<'a>(&'a str);
-
-impl Prefix<SettingKey> for Of<'_> {
-    fn encode_prefix(&self) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.0.len() + 1);
-        k.extend_from_slice(self.0.as_bytes());
-        k.push(0);
-        k
-    }
-}
+use crate::store::FunctionKey as SettingKey;
+/// Every setting (or secret) of one function.
+use crate::store::OfFunction as Of;
 
 /// The config and secrets trees; cheap to clone.
 #[derive(Clone)]
