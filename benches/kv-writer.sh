@@ -78,32 +78,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-TAKEN=" "
-free_port() {
-    local p hex
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 40000))
-        hex=$(printf '%04X' "$p")
-        case "$TAKEN" in *" $p "*) continue ;; esac
-        if ! grep -qi ":$hex " /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
-            TAKEN="$TAKEN$p "
-            PORT=$p
-            return
-        fi
-    done
-    die "no free port found"
-}
-
-wait_ready() {
-    local name=$1 pid=$2 url=$3
-    for _ in $(seq 600); do
-        kill -0 "$pid" 2>/dev/null || { cat "$TMP/$name.log" >&2; die "$name exited during start-up"; }
-        curl -sf -o /dev/null "$url" && return
-        sleep 0.1
-    done
-    cat "$TMP/$name.log" >&2
-    die "$name did not answer $url within 60 s"
-}
+# free_port, wait_ready, to_us, idle_pct, fmt_us
+source "$ROOT/benches/lib.sh"
 
 declare -A PID BASE
 # start_wisp NAME BINARY: hello at /hello, hello again as `other` at
@@ -134,24 +110,6 @@ if [ -n "${BEFORE:-}" ]; then
 fi
 
 # ---------------------------------------------------------------- measure
-to_us() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-        f = (u == "us") ? 1 : (u == "ms") ? 1000 : (u == "s") ? 1e6 : (u == "m") ? 6e7 : -1
-        if (f < 0) { print "nan"; exit }
-        printf "%.0f", n * f
-    }'
-}
-
-idle_pct() {
-    local a b i ta=0 tb=0
-    read -ra a < <(head -n1 /proc/stat)
-    sleep 1
-    read -ra b < <(head -n1 /proc/stat)
-    for i in 1 2 3 4 5 6 7 8; do ta=$((ta + a[i])); tb=$((tb + b[i])); done
-    echo $((100 * (b[4] + b[5] - a[4] - a[5]) / (tb - ta > 0 ? tb - ta : 1)))
-}
-
 # How idle the machine was in the second before each run (the report says):
 # the servers are idle then too, so anything busy is someone else.
 IDLES=$TMP/idles
@@ -242,7 +200,6 @@ awk '
     END { for (k in keys) print k, median(k, 4), median(k, 5), median(k, 6), median(k, 7), median(k, 8), median(k, 9) }
 ' "$RESULTS" >"$MEDIANS"
 get() { awk -v s="$1" -v k="$2" -v i="$3" '$1 == s && $2 == k {print $i}' "$MEDIANS"; }
-fmt_us() { awk -v u="$1" 'BEGIN { if (u >= 1000) printf "%.2f ms", u / 1000; else printf "%.0f µs", u }'; }
 label() {
     case $1 in
         wisp) echo "wisp" ;;
