@@ -6,18 +6,33 @@ use std::task::{Context, Poll, Waker};
 
 /// Runs a future to completion on the current thread and returns its output.
 ///
-/// The future is polled in a loop with a waker that does nothing. That is all
-/// a guest needs today: every WASI call it can make (through std or this
-/// crate) blocks until done, so a future is only ever pending because it
-/// yields on purpose, and polling again makes progress. A future that waits
-/// for a wake-up that never comes (an `async` channel with no sender, say)
-/// spins until the host's deadline stops the invocation.
+/// In a WASI 0.2 component (and natively, in tests) the future is polled in
+/// a loop with a waker that does nothing. That is all such a guest needs:
+/// every WASI call it can make (through std or this crate) blocks until
+/// done, so a future is only ever pending because it yields on purpose, and
+/// polling again makes progress. A future that waits for a wake-up that
+/// never comes (an `async` channel with no sender, say) spins until the
+/// host's deadline stops the invocation.
+///
+/// In a WASI 0.3 component (wisp-sdk-p3) it is the component model's own
+/// `block_on` (wit-bindgen's): the future may await WASI 0.3 calls (the
+/// `wasip3` crate's clocks, streams, outbound HTTP), and the instance waits
+/// for them in the host.
 ///
 /// ```
 /// let n = wisp_sdk::block_on(async { 40 + 2 });
 /// assert_eq!(n, 42);
 /// ```
 pub fn block_on<F: Future>(future: F) -> F::Output {
+    #[cfg(all(wisp_p3, target_arch = "wasm32"))]
+    return wasip3::wit_bindgen::block_on(future);
+    #[cfg(not(all(wisp_p3, target_arch = "wasm32")))]
+    spin(future)
+}
+
+/// Polls `future` until it is ready.
+#[cfg_attr(all(wisp_p3, target_arch = "wasm32"), allow(dead_code))]
+fn spin<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
     let mut cx = Context::from_waker(Waker::noop());
     loop {

@@ -141,8 +141,26 @@ impl From<HttpError> for crate::Error {
     }
 }
 
+/// The header fields of an outbound request: its headers, plus a
+/// `content-length` when the body is not empty and none is set.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+pub(crate) fn outgoing_fields(request: &Request) -> Vec<(String, Vec<u8>)> {
+    let mut entries: Vec<(String, Vec<u8>)> = request
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect();
+    if !request.body().is_empty() && !request.headers().contains_key(header::CONTENT_LENGTH) {
+        entries.push((
+            "content-length".into(),
+            request.body().len().to_string().into_bytes(),
+        ));
+    }
+    entries
+}
+
 /// Splits an absolute URL into scheme, authority and path-and-query.
-fn split_url(url: &str) -> Result<(uri::Scheme, String, String), HttpError> {
+pub(crate) fn split_url(url: &str) -> Result<(uri::Scheme, String, String), HttpError> {
     let invalid = |why: &str| HttpError::new("invalid-url", Some(format!("`{url}`: {why}")));
     let uri: Uri = url.parse().map_err(|e| invalid(&format!("{e}")))?;
     let scheme = uri
@@ -177,58 +195,55 @@ mod imp {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+// WASI 0.3: `wasi:http/client`, in wasi_http_p3.rs.
+#[cfg(all(target_arch = "wasm32", wisp_p3))]
 mod imp {
-    use super::*;
-    use crate::bindings::wasi::http::outgoing_handler;
-    use crate::bindings::wasi::http::types::{
-        ErrorCode, Fields, IncomingBody, Method as WasiMethod, OutgoingBody, OutgoingRequest,
-        Scheme as WasiScheme,
-    };
-    use crate::bindings::wasi::io::streams::StreamError;
-    use crate::wasi_http::{error_code_name, header_map, write_all};
+    pub(super) use crate::wasi_http_p3::send;
+}
 
-    fn from_code(code: ErrorCode) -> HttpError {
-        let (name, detail) = error_code_name(&code);
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+impl HttpError {
+    /// The error for a `wasi:http` error code.
+    pub(crate) fn from_code(code: crate::wasi::http::types::ErrorCode) -> HttpError {
+        let (name, detail) = crate::wire::error_code_name(&code);
         HttpError::new(name, detail)
     }
 
-    fn invalid_request(why: String) -> HttpError {
+    /// The error for a request the SDK could not send as built.
+    pub(crate) fn invalid_request(why: String) -> HttpError {
         HttpError::new("invalid-request", Some(why))
+    }
+}
+
+// WASI 0.2: `wasi:http/outgoing-handler`.
+#[cfg(all(target_arch = "wasm32", not(wisp_p3)))]
+mod imp {
+    use super::*;
+    use crate::bindings::wasi::http::outgoing_handler;
+    use crate::bindings::wasi::http::types::{Fields, IncomingBody, OutgoingBody, OutgoingRequest};
+    use crate::bindings::wasi::io::streams::StreamError;
+    use crate::wasi_http::write_all;
+    use crate::wire::{self, header_map};
+
+    fn from_code(code: crate::wasi::http::types::ErrorCode) -> HttpError {
+        HttpError::from_code(code)
+    }
+
+    fn invalid_request(why: String) -> HttpError {
+        HttpError::invalid_request(why)
     }
 
     pub(super) fn send(request: Request) -> Result<Response, HttpError> {
         let (scheme, authority, path) = split_url(request.uri())?;
         let headers = Fields::new();
-        for (name, value) in request.headers() {
+        for (name, value) in outgoing_fields(&request) {
             headers
-                .append(name.as_str(), value.as_bytes())
+                .append(&name, &value)
                 .map_err(|e| invalid_request(format!("header `{name}`: {e:?}")))?;
         }
-        if !request.body().is_empty() && !request.headers().contains_key(header::CONTENT_LENGTH) {
-            let _ = headers.append(
-                "content-length",
-                request.body().len().to_string().as_bytes(),
-            );
-        }
         let outgoing = OutgoingRequest::new(headers);
-        let method = match request.method().as_str() {
-            "GET" => WasiMethod::Get,
-            "HEAD" => WasiMethod::Head,
-            "POST" => WasiMethod::Post,
-            "PUT" => WasiMethod::Put,
-            "DELETE" => WasiMethod::Delete,
-            "CONNECT" => WasiMethod::Connect,
-            "OPTIONS" => WasiMethod::Options,
-            "TRACE" => WasiMethod::Trace,
-            "PATCH" => WasiMethod::Patch,
-            other => WasiMethod::Other(other.to_string()),
-        };
-        let scheme = match scheme.as_str() {
-            "http" => WasiScheme::Http,
-            "https" => WasiScheme::Https,
-            other => WasiScheme::Other(other.to_string()),
-        };
+        let method = wire::wasi_method(request.method());
+        let scheme = wire::wasi_scheme(&scheme);
         let set = [
             outgoing.set_method(&method),
             outgoing.set_scheme(Some(&scheme)),
@@ -371,6 +386,22 @@ mod tests {
         assert_eq!(path, "/");
         assert_eq!(split_url("/relative").unwrap_err().code(), "invalid-url");
         assert_eq!(split_url("http://").unwrap_err().code(), "invalid-url");
+    }
+
+    #[test]
+    fn outbound_requests_get_a_length_for_their_body() {
+        let get = Request::new(Method::GET, "http://a/").with_header("accept", "text/plain");
+        assert_eq!(
+            outgoing_fields(&get),
+            [("accept".to_string(), b"text/plain".to_vec())]
+        );
+        let post = Request::new(Method::POST, "http://a/").with_body("hello");
+        assert_eq!(
+            outgoing_fields(&post),
+            [("content-length".to_string(), b"5".to_vec())]
+        );
+        let set = post.with_header("content-length", "5");
+        assert_eq!(outgoing_fields(&set).len(), 1);
     }
 
     #[test]

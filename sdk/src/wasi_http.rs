@@ -5,22 +5,13 @@
 //! dropped, or the host traps. Each function below drops children explicitly
 //! for that reason.
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
-
 use crate::bindings::wasi::http::types::{
-    self as wasi, ErrorCode, Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse,
+    self as wasi, ErrorCode, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse,
     ResponseOutparam,
 };
 use crate::bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
+use crate::wire::{self, READ_SIZE, RequestBody, internal};
 use crate::{IntoResponse, Request, Response};
-
-/// How much to ask for per read of the request body. The host hands out what
-/// it has (usually less); larger reads only mean fewer calls.
-const READ_SIZE: u64 = 64 * 1024;
-
-/// Upper bound on the capacity reserved up front from a `content-length`, so
-/// a lying header cannot make the guest reserve memory it never fills.
-const MAX_PREALLOCATE: usize = 16 * 1024 * 1024;
 
 /// Reads the request, runs `handler` and sends its response.
 ///
@@ -42,66 +33,19 @@ where
 }
 
 fn read_request(request: IncomingRequest) -> Result<Request, ErrorCode> {
-    let method = method(request.method())?;
+    let method = wire::method(request.method())?;
     let uri = request.path_with_query().unwrap_or_default();
     // `headers()` returns a child resource; the temporary is dropped at the
     // end of this statement, before the body is consumed.
-    let headers = header_map(request.headers().entries());
-    let length = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    // HTTP/1.1: a request with neither `content-length` nor
-    // `transfer-encoding` has no body (RFC 9112, 6.3), nor has one with
-    // `content-length: 0`. Not reading it saves the host a body stream and a
-    // round trip through its executor on every GET. (HTTP/2 may send a body
-    // without either header, so only methods that normally carry none are
-    // taken at their word.)
-    let no_body_method = matches!(
-        method,
-        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
-    );
-    let bodiless = length == Some(0)
-        || (no_body_method
-            && length.is_none()
-            && !headers.contains_key(http::header::TRANSFER_ENCODING));
-    if bodiless {
+    let headers = wire::header_map(request.headers().entries());
+    let RequestBody::Read { capacity } = RequestBody::of(&method, &headers) else {
         return Ok(Request::from_parts(method, uri, headers, Vec::new()));
-    }
+    };
     let body = request
         .consume()
         .map_err(|()| internal("the request body was already consumed"))?;
-    let capacity = length.map_or(0, |len| len.min(MAX_PREALLOCATE));
     let body = read_body(body, capacity)?;
     Ok(Request::from_parts(method, uri, headers, body))
-}
-
-fn method(method: wasi::Method) -> Result<Method, ErrorCode> {
-    Ok(match method {
-        wasi::Method::Get => Method::GET,
-        wasi::Method::Head => Method::HEAD,
-        wasi::Method::Post => Method::POST,
-        wasi::Method::Put => Method::PUT,
-        wasi::Method::Delete => Method::DELETE,
-        wasi::Method::Connect => Method::CONNECT,
-        wasi::Method::Options => Method::OPTIONS,
-        wasi::Method::Trace => Method::TRACE,
-        wasi::Method::Patch => Method::PATCH,
-        wasi::Method::Other(other) => {
-            Method::from_bytes(other.as_bytes()).map_err(|_| ErrorCode::HttpRequestMethodInvalid)?
-        }
-    })
-}
-
-/// The host has already validated every name and value (it built them from an
-/// `http::HeaderMap`), so nothing is expected to be skipped here.
-pub(crate) fn header_map(entries: Vec<(String, Vec<u8>)>) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(entries.len());
-    for (name, value) in entries {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            map.append(name, value);
-        }
-    }
-    map
 }
 
 fn read_body(body: IncomingBody, capacity: usize) -> Result<Vec<u8>, ErrorCode> {
@@ -119,7 +63,7 @@ fn read_body(body: IncomingBody, capacity: usize) -> Result<Vec<u8>, ErrorCode> 
 fn read_to_end(stream: &InputStream, capacity: usize) -> Result<Vec<u8>, ErrorCode> {
     let mut bytes = Vec::with_capacity(capacity);
     loop {
-        match stream.blocking_read(READ_SIZE) {
+        match stream.blocking_read(READ_SIZE as u64) {
             Ok(chunk) if bytes.is_empty() && bytes.capacity() < chunk.len() => bytes = chunk,
             Ok(chunk) => bytes.extend_from_slice(&chunk),
             Err(StreamError::Closed) => return Ok(bytes),
@@ -139,17 +83,8 @@ fn read_to_end(stream: &InputStream, capacity: usize) -> Result<Vec<u8>, ErrorCo
 /// host can start answering), then the body.
 fn send(response: Response, out: ResponseOutparam) {
     let (status, headers, body) = response.into_parts();
-    // A known length lets the host answer without chunked encoding. Statuses
-    // that never have a body must not carry one (RFC 9110, 8.6).
-    let bodiless = matches!(status, 100..=199 | 204 | 304);
-    let mut entries: Vec<(String, Vec<u8>)> = headers
-        .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-        .collect();
-    if !bodiless && !headers.contains_key(http::header::CONTENT_LENGTH) {
-        entries.push(("content-length".into(), body.len().to_string().into_bytes()));
-    }
-    let response = OutgoingResponse::new(response_fields(entries));
+    let entries = wire::response_fields(status, &headers, body.len());
+    let response = OutgoingResponse::new(wire::fields(entries));
     // A new response is 200 already: one host call less for most answers.
     if status != 200 && response.set_status_code(status).is_err() {
         let message = format!("the function answered an invalid status code {status}");
@@ -179,23 +114,6 @@ fn send(response: Response, out: ResponseOutparam) {
     }
 }
 
-/// The response's header fields, in one host call when the host accepts all
-/// of them. The host refuses hop-by-hop headers (`connection`, ...) it
-/// manages itself; then each is added on its own and the refused ones are
-/// dropped, which is what an HTTP proxy would do too.
-fn response_fields(entries: Vec<(String, Vec<u8>)>) -> Fields {
-    if let Ok(fields) = Fields::from_list(&entries) {
-        return fields;
-    }
-    let fields = Fields::new();
-    for (name, value) in &entries {
-        if let Err(e) = fields.append(name, value) {
-            eprintln!("wisp-sdk: response header {name} dropped: {e:?}");
-        }
-    }
-    fields
-}
-
 /// Writes all of `bytes` to `stream` and flushes it.
 ///
 /// Each write is at most what `check-write` permits (the host's buffer
@@ -222,79 +140,4 @@ fn write_unflushed(stream: &OutputStream, mut bytes: &[u8]) -> Result<(), Stream
         bytes = rest;
     }
     Ok(())
-}
-
-fn internal(message: &str) -> ErrorCode {
-    ErrorCode::InternalError(Some(message.to_string()))
-}
-
-/// The WIT name of a `wasi:http` error code (`HTTP-request-denied`), and
-/// its payload as text if it has one.
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-pub(crate) fn error_code_name(code: &ErrorCode) -> (&'static str, Option<String>) {
-    fn some<T: std::fmt::Display>(v: &Option<T>) -> Option<String> {
-        v.as_ref().map(ToString::to_string)
-    }
-    fn field(p: &Option<wasi::FieldSizePayload>) -> Option<String> {
-        p.as_ref().map(|p| {
-            format!(
-                "field {}, size {}",
-                p.field_name.as_deref().unwrap_or("?"),
-                some(&p.field_size).unwrap_or_else(|| "?".into())
-            )
-        })
-    }
-    match code {
-        ErrorCode::DnsTimeout => ("DNS-timeout", None),
-        ErrorCode::DnsError(p) => ("DNS-error", p.rcode.clone().or_else(|| some(&p.info_code))),
-        ErrorCode::DestinationNotFound => ("destination-not-found", None),
-        ErrorCode::DestinationUnavailable => ("destination-unavailable", None),
-        ErrorCode::DestinationIpProhibited => ("destination-IP-prohibited", None),
-        ErrorCode::DestinationIpUnroutable => ("destination-IP-unroutable", None),
-        ErrorCode::ConnectionRefused => ("connection-refused", None),
-        ErrorCode::ConnectionTerminated => ("connection-terminated", None),
-        ErrorCode::ConnectionTimeout => ("connection-timeout", None),
-        ErrorCode::ConnectionReadTimeout => ("connection-read-timeout", None),
-        ErrorCode::ConnectionWriteTimeout => ("connection-write-timeout", None),
-        ErrorCode::ConnectionLimitReached => ("connection-limit-reached", None),
-        ErrorCode::TlsProtocolError => ("TLS-protocol-error", None),
-        ErrorCode::TlsCertificateError => ("TLS-certificate-error", None),
-        ErrorCode::TlsAlertReceived(p) => ("TLS-alert-received", p.alert_message.clone()),
-        ErrorCode::HttpRequestDenied => ("HTTP-request-denied", None),
-        ErrorCode::HttpRequestLengthRequired => ("HTTP-request-length-required", None),
-        ErrorCode::HttpRequestBodySize(n) => ("HTTP-request-body-size", some(n)),
-        ErrorCode::HttpRequestMethodInvalid => ("HTTP-request-method-invalid", None),
-        ErrorCode::HttpRequestUriInvalid => ("HTTP-request-URI-invalid", None),
-        ErrorCode::HttpRequestUriTooLong => ("HTTP-request-URI-too-long", None),
-        ErrorCode::HttpRequestHeaderSectionSize(n) => ("HTTP-request-header-section-size", some(n)),
-        ErrorCode::HttpRequestHeaderSize(p) => ("HTTP-request-header-size", field(p)),
-        ErrorCode::HttpRequestTrailerSectionSize(n) => {
-            ("HTTP-request-trailer-section-size", some(n))
-        }
-        ErrorCode::HttpRequestTrailerSize(p) => {
-            ("HTTP-request-trailer-size", field(&Some(p.clone())))
-        }
-        ErrorCode::HttpResponseIncomplete => ("HTTP-response-incomplete", None),
-        ErrorCode::HttpResponseHeaderSectionSize(n) => {
-            ("HTTP-response-header-section-size", some(n))
-        }
-        ErrorCode::HttpResponseHeaderSize(p) => {
-            ("HTTP-response-header-size", field(&Some(p.clone())))
-        }
-        ErrorCode::HttpResponseBodySize(n) => ("HTTP-response-body-size", some(n)),
-        ErrorCode::HttpResponseTrailerSectionSize(n) => {
-            ("HTTP-response-trailer-section-size", some(n))
-        }
-        ErrorCode::HttpResponseTrailerSize(p) => {
-            ("HTTP-response-trailer-size", field(&Some(p.clone())))
-        }
-        ErrorCode::HttpResponseTransferCoding(s) => ("HTTP-response-transfer-coding", s.clone()),
-        ErrorCode::HttpResponseContentCoding(s) => ("HTTP-response-content-coding", s.clone()),
-        ErrorCode::HttpResponseTimeout => ("HTTP-response-timeout", None),
-        ErrorCode::HttpUpgradeFailed => ("HTTP-upgrade-failed", None),
-        ErrorCode::HttpProtocolError => ("HTTP-protocol-error", None),
-        ErrorCode::LoopDetected => ("loop-detected", None),
-        ErrorCode::ConfigurationError => ("configuration-error", None),
-        ErrorCode::InternalError(s) => ("internal-error", s.clone()),
-    }
 }

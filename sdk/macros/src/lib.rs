@@ -10,7 +10,8 @@ use syn::{FnArg, ItemFn, ReturnType};
 /// Turns a handler function (`fn name(req: wisp_sdk::Request) -> impl
 /// IntoResponse`, any function of extractors, `async` or not) or a router
 /// factory (`fn app() -> wisp_sdk::Router`) into the component's
-/// `wasi:http/incoming-handler` export. Which of them it is is left to the
+/// `wasi:http/incoming-handler` export (WASI 0.2), or its `wasi:http/handler`
+/// export when the crate depends on the SDK's 0.3 build. Which of them it is is left to the
 /// `wisp_sdk::Handler` trait, so the macro only checks the function's shape.
 /// See `wisp_sdk::handler`.
 #[proc_macro_attribute]
@@ -35,28 +36,13 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
 fn expand(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     check_signature(function)?;
     let name = &function.sig.ident;
+    // The export itself is a `macro_rules!` of the SDK: the same expansion
+    // serves its WASI 0.2 build (wisp-sdk) and its 0.3 build (wisp-sdk-p3),
+    // whichever the crate depends on.
     Ok(quote! {
         #function
 
-        // In an anonymous const so the helper type cannot clash with the
-        // crate's own names; the export itself is a symbol, so a second
-        // handler in the crate fails to link with a duplicate export.
-        const _: () = {
-            struct WispHandler;
-
-            impl ::wisp_sdk::__private::Guest for WispHandler {
-                fn handle(
-                    request: ::wisp_sdk::__private::IncomingRequest,
-                    response_out: ::wisp_sdk::__private::ResponseOutparam,
-                ) {
-                    ::wisp_sdk::__private::serve(request, response_out, |request| {
-                        ::wisp_sdk::__private::call(&#name, request)
-                    });
-                }
-            }
-
-            ::wisp_sdk::__private::export!(WispHandler with_types_in ::wisp_sdk::__private);
-        };
+        ::wisp_sdk::__private::export_handler!(#name);
     })
 }
 
@@ -92,31 +78,16 @@ fn expand_event_handler(function: &ItemFn) -> syn::Result<proc_macro2::TokenStre
     }
     let name = &sig.ident;
     let call = if sig.asyncness.is_some() {
-        quote!(::wisp_sdk::block_on(#name(event)))
+        quote!(call_async)
     } else {
-        quote!(#name(event))
+        quote!(call_sync)
     };
+    // As for `#[handler]`, the export is the SDK's to write; a second event
+    // handler in the crate fails to link with a duplicate export.
     Ok(quote! {
         #function
 
-        // As for `#[handler]`: the export is a symbol, so a second event
-        // handler in the crate fails to link with a duplicate export.
-        const _: () = {
-            struct WispEventHandler;
-
-            impl ::wisp_sdk::__private::events::Guest for WispEventHandler {
-                fn handle(
-                    event: ::wisp_sdk::__private::events::Event,
-                ) -> ::core::result::Result<(), ::std::string::String> {
-                    let event = ::wisp_sdk::__private::events::event(event);
-                    ::wisp_sdk::__private::events::outcome(#call)
-                }
-            }
-
-            ::wisp_sdk::__private::events::export!(
-                WispEventHandler with_types_in ::wisp_sdk::__private::events
-            );
-        };
+        ::wisp_sdk::__private::export_event_handler!(#name, #call);
     })
 }
 

@@ -24,23 +24,27 @@
 //! | `/stderr?bytes=N` | same to stderr (`e`) | `{"written": N}` |
 //! | `/fetch?url=U` | one outbound `GET` | `{"status": S, "body": TEXT, "len": N}` |
 //! | `/fetch?url=U&n=K` | K outbound `GET`s, one after the other | `{"results": [each as above], "ok": count, "failed": count}` |
+//! | `/echo`, any body | nothing | the request's body, as it came |
 //!
 //! Build: `cargo build --release --target wasm32-wasip2 --target-dir target/wasm -p caps`.
+//! tests/guests/caps-p3 is this same source built with the SDK's WASI 0.3
+//! build (`-p caps-p3`).
 
 use std::collections::HashMap;
 use std::io::Write;
 
 use serde_json::{Value, json};
 use wisp_sdk::log::Level;
-use wisp_sdk::{Json, Query, Request, StatusCode, config, http, kv, log};
+use wisp_sdk::{IntoResponse, Json, Query, Request, Response, StatusCode, config, http, kv, log};
 
 type Params = HashMap<String, String>;
 type Answer = (StatusCode, Json<Value>);
 
 #[wisp_sdk::handler]
-fn caps(Query(params): Query<Params>, req: Request) -> Answer {
+fn caps(Query(params): Query<Params>, req: Request) -> Response {
     let segments: Vec<&str> = req.path().split('/').filter(|s| !s.is_empty()).collect();
     let result = match segments.as_slice() {
+        [.., "echo"] => return Response::ok(req.into_body()),
         [.., "kv", op] => kv_switch(op, &params, req.body()),
         [.., "config", "get"] => {
             required(&params, "key").map(|key| json!({ "value": config::get(key) }))
@@ -54,16 +58,18 @@ fn caps(Query(params): Query<Params>, req: Request) -> Answer {
             return (
                 StatusCode::NOT_FOUND,
                 Json(json!({ "error": "not-found", "detail": req.path() })),
-            );
+            )
+                .into_response();
         }
     };
-    match result {
+    let answer: Answer = match result {
         Ok(value) => (StatusCode::OK, Json(value)),
         Err(Usage(detail)) => (
             StatusCode::BAD_REQUEST,
             Json(json!({ "error": "usage", "detail": detail })),
         ),
-    }
+    };
+    answer.into_response()
 }
 
 /// A request this guest does not understand (answered `400`); guest-visible
