@@ -7,8 +7,15 @@
 //! at every start, and those pages stay mapped (resident) for the life of
 //! the process. Packed, they take a few KiB. Set `WISP_NO_PACKED_RELOCS` to
 //! build for an older glibc.
+//!
+//! It also packs the SDK's source into the binary for `wisp new`
+//! (src/new/pack.rs).
+
+#[path = "src/new/pack.rs"]
+mod pack;
 
 fn main() {
+    pack::main();
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=WISP_NO_PACKED_RELOCS");
     let var = |k: &str| std::env::var(k).unwrap_or_default();
