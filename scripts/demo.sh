@@ -11,7 +11,7 @@ bin="${CARGO_TARGET_DIR:-target}/release/wisp"
 echo "==> building wisp (release)"
 cargo build --release -p wisp-cli --bin wisp
 echo "==> building the examples (wasm32-wasip2, and cgi-rust for wasm32-wasip1)"
-build_guests hello echo todo-api counter order-events
+build_guests hello hello-p3 echo todo-api counter order-events
 cargo build --release --target wasm32-wasip1 --target-dir "$GUEST_TARGET_DIR" -p cgi-rust
 wasm="$GUEST_TARGET_DIR/wasm32-wasip2/release"
 p1="$GUEST_TARGET_DIR/wasm32-wasip1/release"
@@ -20,6 +20,7 @@ cat <<MSG
 
 Try, in another terminal:
   curl http://127.0.0.1:8080/hello/world
+  curl http://127.0.0.1:8080/hello-p3/world                    # the same, a WASI 0.3 component
   curl -d 'some body' 'http://127.0.0.1:8080/echo/path?x=1'
   curl -d '{"title":"try wisp"}' http://127.0.0.1:8080/todos   # then: curl http://127.0.0.1:8080/todos
   curl http://127.0.0.1:8080/count/a
@@ -52,6 +53,7 @@ subscribe_when_up() {
 # teardown: about a fifth of the throughput.
 exec env -u RUST_BACKTRACE "$bin" serve --data-dir ./wisp-data \
     --deploy "hello=$wasm/hello.wasm:/hello/*" \
+    --deploy "hello-p3=$wasm/hello_p3.wasm:/hello-p3/*" \
     --deploy "echo=$wasm/echo.wasm:/echo/*" \
     --deploy "todo-api=$wasm/todo_api.wasm:/todos/*" \
     --deploy "counter=$wasm/counter.wasm:/count/*" \

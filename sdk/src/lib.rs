@@ -1,7 +1,8 @@
 //! Write Wisp functions in Rust.
 //!
 //! A Wisp HTTP function is a WASI 0.2 component that exports
-//! `wasi:http/incoming-handler` (the `wasi:http/proxy` world). This crate
+//! `wasi:http/incoming-handler` (the `wasi:http/proxy` world), or a WASI 0.3
+//! one that exports `wasi:http/handler` (the `service` world). This crate
 //! hides the WASI plumbing and gives handlers typed access to Wisp's host
 //! capabilities: key-value storage ([`kv`]), configuration and secrets
 //! ([`config`]), logging ([`log`]) and outbound HTTP ([`http`]).
@@ -98,6 +99,23 @@
 //! response body is written after it returns; each invocation runs in a fresh
 //! instance, so state that must outlive a request goes in [`kv`].
 //!
+//! # WASI 0.3
+//!
+//! The same code builds as a WASI 0.3 component with the SDK's 0.3 build,
+//! the `wisp-sdk-p3` package (this source, compiled for `wasi:http@0.3`
+//! through the `wasip3` crate), depended on under this crate's name; the
+//! target stays `wasm32-wasip2`:
+//!
+//! ```toml
+//! [dependencies]
+//! wisp-sdk = { package = "wisp-sdk-p3", path = "…/sdk/p3" }
+//! ```
+//!
+//! Handlers stay synchronous: the request body is read from its stream
+//! before the handler runs, and the response body written to a stream
+//! after it returns. Events reach a 0.3 component as HTTP `POST`s, so
+//! [`event_handler`] is for the 0.2 build only.
+//!
 //! A component imports only the capabilities it calls: one that uses none of
 //! [`kv`], [`config`] and [`log`] is a plain `wasi:http/proxy` component that
 //! runs on any wasi:http host (`wasmtime serve`, Spin, ...).
@@ -113,10 +131,11 @@
 //!
 //! # Async handlers
 //!
-//! `async fn` handlers are accepted and driven by [`block_on`]. Guests have no
-//! asynchronous I/O yet (every WASI call made through std or this crate
-//! blocks), so this is a convenience for code written against `async` APIs,
-//! not a source of concurrency.
+//! `async fn` handlers are accepted and driven by [`block_on`]. In a WASI 0.2
+//! component every WASI call made through std or this crate blocks, so this
+//! is a convenience for code written against `async` APIs, not a source of
+//! concurrency; in a WASI 0.3 one the handler may also await WASI 0.3
+//! calls (see [`block_on`]).
 //!
 //! # Testing natively
 //!

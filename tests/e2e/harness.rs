@@ -262,6 +262,9 @@ impl Wisp {
         cmd.args(args)
             .env("WISP_ADMIN_URL", &self.admin_url)
             .env("WISP_ADMIN_TOKEN", &self.token)
+            // `wisp new` writes the SDK's source to this cache: the tests'
+            // own, not the user's.
+            .env("XDG_CACHE_HOME", root().join("target/wasm/xdg-cache"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         match stdin {

@@ -22,3 +22,4 @@ mod limits;
 mod logs;
 mod outbound;
 mod routing;
+mod sdk_p3;

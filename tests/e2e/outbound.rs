@@ -11,8 +11,8 @@ use serde_json::Value;
 use crate::harness::*;
 
 /// A loopback HTTP/1.1 server: `/slow` answers after 5 s, anything else at
-/// once with `upstream says hi`. Returns its port.
-fn upstream() -> u16 {
+/// once with `upstream says hi`. Returns its port. (Also sdk_p3.rs.)
+pub(crate) fn upstream() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
