@@ -159,7 +159,9 @@ pub mod fuzzing {
     pub enum Upload {
         /// A preview-1 core module, run CGI-style.
         Module,
-        /// A component, with the handlers it exports (at least one).
+        /// A WASI 0.3 component (exports `wasi:http/handler@0.3`).
+        Service,
+        /// A WASI 0.2 component, with the handlers it exports (at least one).
         Component {
             /// Exports `wasi:http/incoming-handler`.
             http: bool,
@@ -202,6 +204,7 @@ pub mod fuzzing {
             let (prepared, _compiled) = self.engine.compile_new(wasm)?;
             Ok(match prepared {
                 crate::function::prepare::Prepared::Module(_) => Upload::Module,
+                crate::function::prepare::Prepared::Service(_) => Upload::Service,
                 crate::function::prepare::Prepared::Component(c) => Upload::Component {
                     http: c.http.is_some(),
                     events: c.events.is_some(),

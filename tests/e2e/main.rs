@@ -21,5 +21,6 @@ mod kv_admin;
 mod limits;
 mod logs;
 mod outbound;
+mod p3;
 mod routing;
 mod sdk_p3;

@@ -17,7 +17,8 @@ use wisp_client::{Client, DeployOptions, FunctionInfo, FunctionSummary, Upload, 
 
 use crate::client::Connection;
 use crate::output::{
-    describe_handlers, join_or_none, lines_or_none, print_json, short_sha, table, write_stdout,
+    describe_handlers, describe_kind, join_or_none, lines_or_none, print_json, short_sha, table,
+    write_stdout,
 };
 use crate::units::{format_bytes, format_ms, parse_duration, parse_size};
 
@@ -321,6 +322,7 @@ fn info_text(info: &FunctionInfo) -> String {
     let fields = [
         ("name", info.name.clone()),
         ("active version", info.active_version.to_string()),
+        ("kind", describe_kind(info.kind.as_deref())),
         ("handles", describe_handlers(&info.handlers)),
         ("routes", join_or_none(&info.routes)),
         // One variable a line, aligned under the first.
@@ -456,6 +458,7 @@ mod tests {
     fn sample_info() -> FunctionInfo {
         serde_json::from_value(json!({
             "name": "hello",
+            "kind": "wasi-0.3-component",
             "active_version": 2,
             "routes": ["/hello", "/api/*"],
             "env": {"GREETING": "hi", "MODE": "prod"},
@@ -488,6 +491,10 @@ mod tests {
     fn renders_info() {
         let text = info_text(&sample_info());
         assert!(text.contains("active version  2\n"), "{text}");
+        assert!(
+            text.contains("kind            component, WASI 0.3\n"),
+            "{text}"
+        );
         assert!(text.contains("routes          /hello, /api/*\n"), "{text}");
         assert!(
             text.contains("env             GREETING=hi\n                MODE=prod\n"),

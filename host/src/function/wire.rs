@@ -65,6 +65,12 @@ pub struct FunctionInfo {
     /// `cgi` (a preview-1 module).
     #[serde(default)]
     pub handlers: Vec<String>,
+    /// What the active version is: `wasi-0.2-component`,
+    /// `wasi-0.3-component` (it exports `wasi:http/handler@0.3`) or
+    /// `wasi-preview1-module` (run CGI-style). Absent while it is not
+    /// loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 /// A line of `GET /v1/functions`.
@@ -121,6 +127,7 @@ impl From<&FunctionRecord> for FunctionInfo {
                 .map(|v| VersionInfo::from_record(v, r.active_version))
                 .collect(),
             handlers: Vec::new(),
+            kind: None,
         }
     }
 }

@@ -81,9 +81,19 @@ impl Invoker {
     /// A fresh store for one invocation of `target`: its environment, no
     /// sockets, its memory cap, and a deadline enforced on every epoch tick.
     pub(crate) fn new_store(&self, target: &Deployed, deadline: Instant) -> Store<InvocationState> {
+        self.new_store_on(&self.engine, target, deadline)
+    }
+
+    /// The same on `engine` (the WASI 0.3 engine, for 0.3 components).
+    pub(crate) fn new_store_on(
+        &self,
+        engine: &wasmtime::Engine,
+        target: &Deployed,
+        deadline: Instant,
+    ) -> Store<InvocationState> {
         let log = LogCapture::new(self.log_limit);
         let mut store = Store::new(
-            &self.engine,
+            engine,
             InvocationState {
                 wasi: WasiCtx::builder()
                     .envs(&target.env)
