@@ -77,6 +77,21 @@ pub struct DeployArgs {
     /// version, else none].
     #[arg(long, value_name = "PATH")]
     static_dir: Option<String>,
+    /// Invocations of the function running at once, at most the host's
+    /// --max-in-flight [default: as the active version, else the host's
+    /// per-function share].
+    #[arg(long, value_name = "N")]
+    concurrency: Option<u32>,
+    /// Requests that may wait for a slot when --concurrency invocations
+    /// run; past them the answer is 429 (0: 429 at once) [default: as the
+    /// active version, else 0].
+    #[arg(long, value_name = "N")]
+    queue: Option<u32>,
+    /// How long one request may wait in the queue before it gets 429; not
+    /// counted against --timeout [default: as the active version, else
+    /// 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    queue_timeout: Option<Duration>,
     #[command(flatten)]
     pub(crate) connection: Connection,
 }
@@ -191,6 +206,12 @@ fn deploy_options(args: &DeployArgs) -> Result<DeployOptions> {
         }
         None => None,
     };
+    let queue_timeout_ms = match args.queue_timeout {
+        Some(wait) => {
+            Some(u64::try_from(wait.as_millis()).context("--queue-timeout is too large")?)
+        }
+        None => None,
+    };
     Ok(DeployOptions {
         routes: args.routes.clone(),
         env: args.env.clone(),
@@ -200,6 +221,9 @@ fn deploy_options(args: &DeployArgs) -> Result<DeployOptions> {
         allow_outbound: args.allow_outbound.clone(),
         config_env: args.config_env,
         static_dir: args.static_dir.clone().into(),
+        concurrency: args.concurrency,
+        queue: args.queue,
+        queue_timeout_ms,
         ..DeployOptions::default()
     })
 }
@@ -326,6 +350,7 @@ fn info_text(info: &FunctionInfo) -> String {
         // One variable a line, aligned under the first.
         ("env", lines_or_none(&env, LABEL_WIDTH)),
         ("limits", limits),
+        ("admission", admission_text(info)),
         ("outbound", join_or_none(&info.allow_outbound)),
         ("created", info.created_at.clone()),
         ("updated", info.updated_at.clone()),
@@ -339,6 +364,27 @@ fn info_text(info: &FunctionInfo) -> String {
         let _ = writeln!(out, "  {line}");
     }
     out
+}
+
+/// `concurrency 2, queue 4, queue timeout 1s`; `concurrency 500 (the
+/// host's share), no queue` for a function that sets nothing.
+fn admission_text(info: &FunctionInfo) -> String {
+    let limits = &info.limits;
+    let mut text = format!("concurrency {}", info.effective_concurrency);
+    if limits.concurrency.is_none() {
+        text.push_str(" (the host's share)");
+    }
+    if limits.queue == 0 {
+        text.push_str(", no queue");
+    } else {
+        let _ = write!(
+            text,
+            ", queue {}, queue timeout {}",
+            limits.queue,
+            format_ms(limits.queue_timeout_ms)
+        );
+    }
+    text
 }
 
 pub(crate) async fn versions(api: &Client, args: ShowArgs) -> Result<()> {
@@ -421,6 +467,9 @@ mod tests {
             config_env: None,
             static_dir: None,
             allow_outbound: vec!["https://api.example.com".into()],
+            concurrency: Some(2),
+            queue: Some(4),
+            queue_timeout: Some(Duration::from_millis(2500)),
             connection: crate::client::tests::connection(None, Path::new(".")),
         };
         let options = deploy_options(&args).unwrap();
@@ -432,6 +481,9 @@ mod tests {
                 timeout_ms: Some(1500),
                 memory_bytes: Some(64 << 20),
                 allow_outbound: vec!["https://api.example.com".into()],
+                concurrency: Some(2),
+                queue: Some(4),
+                queue_timeout_ms: Some(2500),
                 ..DeployOptions::default()
             }
         );
@@ -498,6 +550,20 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  2        *       fedcba987654"), "{text}");
+        assert!(
+            text.contains("admission       concurrency 0 (the host's share), no queue\n"),
+            "{text}"
+        );
+        let mut info = sample_info();
+        info.limits.concurrency = Some(2);
+        info.limits.queue = 4;
+        info.limits.queue_timeout_ms = 1500;
+        info.effective_concurrency = 2;
+        let text = info_text(&info);
+        assert!(
+            text.contains("admission       concurrency 2, queue 4, queue timeout 1s 500ms\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -80,6 +80,9 @@ pub(crate) fn deploy_query(o: &DeployOptions) -> Vec<(&'static str, String)> {
         ("kv_max_key_bytes", o.kv_max_key_bytes),
         ("kv_max_value_bytes", o.kv_max_value_bytes),
         ("kv_max_total_bytes", o.kv_max_total_bytes),
+        ("concurrency", o.concurrency.map(u64::from)),
+        ("queue", o.queue.map(u64::from)),
+        ("queue_timeout_ms", o.queue_timeout_ms),
     ];
     query.extend(
         numbers
@@ -217,6 +220,9 @@ mod tests {
             kv_max_value_bytes: None,
             kv_max_total_bytes: Some(1 << 20),
             static_dir: Setting::Clear,
+            concurrency: Some(2),
+            queue: Some(0),
+            queue_timeout_ms: Some(1500),
         };
         let query = deploy_query(&options);
         assert_eq!(

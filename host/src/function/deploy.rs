@@ -173,7 +173,7 @@ impl FunctionsCtx {
             record,
             version,
             prepared,
-            self.inner.config.function_share(),
+            self.inner.config.concurrency_of(&version.limits),
         )?);
         // On the store's writer, answered once flushed.
         self.inner

@@ -77,6 +77,9 @@ pub(crate) fn resolve_version(
         kv_max_key_bytes: options.kv_max_key_bytes,
         kv_max_value_bytes: options.kv_max_value_bytes,
         kv_max_total_bytes: options.kv_max_total_bytes,
+        concurrency: options.concurrency,
+        queue: options.queue,
+        queue_timeout_ms: options.queue_timeout_ms,
     }
     .apply(previous.map_or(defaults, |p| p.limits));
     let config_env = options
@@ -228,6 +231,35 @@ mod tests {
         };
         let r = resolve_version("f", &o, None, defaults, false).unwrap();
         assert_eq!(r.limits.max_body_bytes, 7, "a new function's default");
+    }
+
+    #[test]
+    fn admission_settings_are_inherited_like_the_other_limits() {
+        let mut p = previous();
+        p.limits.concurrency = Some(2);
+        p.limits.queue = 4;
+        p.limits.queue_timeout_ms = 1500;
+        let r = resolve(&DeployOptions::default(), Some(&p));
+        assert_eq!(r.limits.concurrency, Some(2));
+        assert_eq!(r.limits.queue, 4);
+        assert_eq!(r.limits.queue_timeout_ms, 1500);
+        let o = DeployOptions {
+            queue: Some(0),
+            ..DeployOptions::default()
+        };
+        let r = resolve(&o, Some(&p));
+        assert_eq!(
+            (
+                r.limits.concurrency,
+                r.limits.queue,
+                r.limits.queue_timeout_ms
+            ),
+            (Some(2), 0, 1500)
+        );
+        // A new function: the host's share (no concurrency of its own), no
+        // queue.
+        let r = resolve(&DeployOptions::default(), None);
+        assert_eq!((r.limits.concurrency, r.limits.queue), (None, 0));
     }
 
     #[test]

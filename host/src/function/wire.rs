@@ -65,6 +65,10 @@ pub struct FunctionInfo {
     /// `cgi` (a preview-1 module).
     #[serde(default)]
     pub handlers: Vec<String>,
+    /// Invocations the function may run at once: `limits.concurrency`, or
+    /// the host's per-function share when it sets none.
+    #[serde(default)]
+    pub effective_concurrency: u32,
 }
 
 /// A line of `GET /v1/functions`.
@@ -121,6 +125,7 @@ impl From<&FunctionRecord> for FunctionInfo {
                 .map(|v| VersionInfo::from_record(v, r.active_version))
                 .collect(),
             handlers: Vec::new(),
+            effective_concurrency: 0,
         }
     }
 }
@@ -175,6 +180,18 @@ pub struct DeployOptions {
     /// query, `static_dir=DIR` sets it and `static_dir=` (empty) removes it.
     #[serde(default, deserialize_with = "set_or_clear")]
     pub static_dir: Setting<String>,
+    /// Invocations running at once (1 to the host's max in-flight);
+    /// unset inherits (a new function: the host's per-function share).
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// Requests that may wait for a slot beyond `concurrency` (0: refused
+    /// at once with 429); unset inherits (a new function: 0).
+    #[serde(default)]
+    pub queue: Option<u32>,
+    /// How long one request may wait for a slot, ms (at least 1); unset
+    /// inherits (a new function: 10 s).
+    #[serde(default)]
+    pub queue_timeout_ms: Option<u64>,
 }
 
 /// A deploy's wish for one setting of the new version.

@@ -58,6 +58,14 @@ pub(crate) fn add_capabilities_to_linker(
     Ok(())
 }
 
+impl super::driver::Postpone for InvocationState {
+    fn postpone(&mut self, by: std::time::Duration) {
+        self.deadline += by;
+        // Outbound requests are bounded by what is left of the deadline.
+        self.hooks.deadline += by;
+    }
+}
+
 impl WasiView for InvocationState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
