@@ -26,7 +26,8 @@
 //!    code again instead of compiling.
 //! 3. **Per invocation** (`invocation`): a request routed by the gateway,
 //!    [`Functions::invoke`], or an event delivery takes an invocation slot
-//!    (host-wide, and the function's share of it), builds a wasmtime
+//!    (the function's, then the host's; if none is free, it waits in their
+//!    bounded queues or is refused), builds a wasmtime
 //!    `Store` with the invocation's state (deadline, memory cap, log
 //!    capture, and a view for each capability: key-value, config,
 //!    outbound HTTP, topics), instantiates from the pre-instantiated
