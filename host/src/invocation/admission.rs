@@ -74,6 +74,7 @@ impl Gate {
 
     /// A permit if one is free now: the fast path, one atomic operation
     /// and a reference count.
+    #[inline]
     pub(crate) fn try_enter(self: &Arc<Self>) -> Option<Permit> {
         self.permits.try_acquire().ok()?.forget();
         Some(Permit { gate: self.clone() })
@@ -149,6 +150,7 @@ pub(crate) struct Permit {
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
         let gate = &self.gate;
         // One relaxed load on the common path; a shrink's debt is repaid
@@ -314,6 +316,7 @@ enum Stage {
 /// Takes a slot for an invocation of the function `function` admits, or a
 /// place to wait for one, or says why not. `queue` and `timeout` are the
 /// function's queue bounds (its active version's limits).
+#[inline]
 pub(crate) fn admit(
     function: &Arc<Admission>,
     host: &Arc<HostGate>,
