@@ -183,6 +183,49 @@ fn a_request_that_waits_past_the_queue_timeout_gets_429_and_waiting_does_not_eat
 }
 
 #[test]
+fn a_client_that_goes_away_while_waiting_gives_its_place_back() {
+    let w = Wisp::start();
+    let wasm = std::fs::read(guest("misbehave")).unwrap();
+    let r = w.admin().deploy(
+        "m",
+        &wasm,
+        &[("route", "/m/*"), ("concurrency", "1"), ("queue", "1")],
+    );
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let holder = spawn_get(&w, "/m/sleep?ms=4000");
+    wait_until("the slot to be taken", Duration::from_secs(10), || {
+        w.metric("wisp_invocations_in_flight") >= 1.0
+    });
+    // Waits in the queue, then gives up after 500 ms.
+    let impatient = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    assert!(
+        impatient
+            .get(format!("{}/m/ok", w.data_url))
+            .send()
+            .is_err()
+    );
+    wait_until("its place to be given back", Duration::from_secs(5), || {
+        function_metric(&w, "wisp_function_queue_depth", "m") == 0.0
+    });
+    // The place is free again: the next one waits (it is not refused as
+    // past the queue) and is served once the slot is.
+    let patient = spawn_get(&w, "/m/ok");
+    wait_until("the next one to wait", Duration::from_secs(5), || {
+        function_metric(&w, "wisp_function_queue_depth", "m") == 1.0
+    });
+    assert_eq!(holder.join().unwrap().0, 200);
+    assert_eq!(patient.join().unwrap(), (200, "ok".to_string()));
+    assert_eq!(rejections(&w, "m", "queue_full"), 0.0);
+    assert_eq!(
+        function_metric(&w, "wisp_function_queue_waits_total", "m"),
+        2.0
+    );
+}
+
+#[test]
 fn the_host_queue_waits_then_answers_503_with_retry_after() {
     let w = Wisp::start_with(
         Opts::default()

@@ -77,7 +77,9 @@ impl Invoker {
     }
 
     /// Runs `call` on the invocation's store until it ends or its deadline
-    /// passes, then tears the invocation down. The future owns everything:
+    /// passes, then tears the invocation down. A queued invocation first
+    /// waits for its slot (its deadline moves by the wait), or ends with
+    /// the refusal without running. The future owns everything:
     /// HTTP and CGI spawn it (so the caller answers as soon as the guest
     /// responds, and dropping it cancels the guest), event deliveries await
     /// it.
