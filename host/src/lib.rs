@@ -121,6 +121,7 @@ pub use events::{
 pub use events::{Events, JobCounts, JobInfo, JobState, JobTask, Jobs, NewJob, parse_array};
 pub use function::Functions;
 pub use function::handles::{Kv, Logs, Settings};
+pub use function::records::Reuse;
 pub use function::wire::{DeployOptions, FunctionInfo, FunctionSummary, Setting, VersionInfo};
 pub use gateway::Listeners;
 pub use host::{Host, HostBuilder};

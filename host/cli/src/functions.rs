@@ -78,6 +78,22 @@ pub struct DeployArgs {
     /// version, else none].
     #[arg(long, value_name = "PATH")]
     static_dir: Option<String>,
+    /// For a WASI 0.3 component: one instance serves N requests before it
+    /// is retired, or a count picked at random between A and B for each
+    /// instance (`--reuse 1000`, `--reuse 100..1000`); `--reuse 1` turns it
+    /// off. Requests on one instance share its globals and memory (see the
+    /// README) [default: as the active version, else a fresh instance per
+    /// request].
+    #[arg(long, value_name = "N|A..B")]
+    reuse: Option<String>,
+    /// With --reuse: requests one instance serves at once [default: as the
+    /// active version, else 1].
+    #[arg(long, value_name = "C")]
+    reuse_concurrency: Option<u32>,
+    /// With --reuse: how long an idle instance is kept for the next request
+    /// (10s, 1m) [default: as the active version, else 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
     #[command(flatten)]
     pub(crate) connection: Connection,
 }
@@ -201,6 +217,12 @@ fn deploy_options(args: &DeployArgs) -> Result<DeployOptions> {
         allow_outbound: args.allow_outbound.clone(),
         config_env: args.config_env,
         static_dir: args.static_dir.clone().into(),
+        reuse: args.reuse.clone(),
+        reuse_concurrency: args.reuse_concurrency,
+        idle_timeout_ms: match args.idle_timeout {
+            Some(d) => Some(u64::try_from(d.as_millis()).context("--idle-timeout is too large")?),
+            None => None,
+        },
         ..DeployOptions::default()
     })
 }
@@ -310,6 +332,25 @@ pub(crate) async fn info(api: &Client, args: ShowArgs) -> Result<()> {
     write_stdout(&info_text(&info))
 }
 
+/// How a function's instances are used, for `wisp info`.
+fn describe_reuse(reuse: Option<&wisp_host::Reuse>) -> String {
+    match reuse {
+        None => "a fresh instance per request".into(),
+        Some(r) => {
+            let count = if r.min == r.max {
+                format!("{} requests", r.min)
+            } else {
+                format!("{} to {} requests", r.min, r.max)
+            };
+            format!(
+                "reused: {count} each, {} at once, kept {} when idle",
+                r.concurrency,
+                format_ms(r.idle_timeout_ms)
+            )
+        }
+    }
+}
+
 fn info_text(info: &FunctionInfo) -> String {
     const LABEL_WIDTH: usize = 16;
     let env: Vec<String> = info.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -328,6 +369,7 @@ fn info_text(info: &FunctionInfo) -> String {
         // One variable a line, aligned under the first.
         ("env", lines_or_none(&env, LABEL_WIDTH)),
         ("limits", limits),
+        ("instances", describe_reuse(info.reuse.as_ref())),
         ("outbound", join_or_none(&info.allow_outbound)),
         ("created", info.created_at.clone()),
         ("updated", info.updated_at.clone()),
@@ -423,6 +465,9 @@ mod tests {
             config_env: None,
             static_dir: None,
             allow_outbound: vec!["https://api.example.com".into()],
+            reuse: Some("100..200".into()),
+            reuse_concurrency: Some(8),
+            idle_timeout: Some(Duration::from_secs(30)),
             connection: crate::client::tests::connection(None, Path::new(".")),
         };
         let options = deploy_options(&args).unwrap();
@@ -434,6 +479,9 @@ mod tests {
                 timeout_ms: Some(1500),
                 memory_bytes: Some(64 << 20),
                 allow_outbound: vec!["https://api.example.com".into()],
+                reuse: Some("100..200".into()),
+                reuse_concurrency: Some(8),
+                idle_timeout_ms: Some(30_000),
                 ..DeployOptions::default()
             }
         );

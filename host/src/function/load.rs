@@ -167,6 +167,7 @@ pub(super) fn deployed(
         kv: Arc::new(kv),
         config,
         slots: Arc::new(Semaphore::new(share as usize)),
+        reuse: v.reuse.map(crate::invocation::reuse::ReusePool::new),
     })
 }
 

@@ -473,7 +473,12 @@ mod tests {
         assert!(provided_interface("wasi:cli/environment@0.2.0"));
         assert!(provided_interface("wasi:io/streams@0.2.6"));
         assert!(provided_interface("wasi:http/types@0.2.3"));
-        assert!(!provided_interface("wasi:http/types@0.3.0"));
+        // WASI 0.3: its set (no wasi:io), wasi:http types and client.
+        assert!(provided_interface("wasi:http/types@0.3.0"));
+        assert!(provided_interface("wasi:http/client@0.3.2"));
+        assert!(provided_interface("wasi:clocks/monotonic-clock@0.3.0"));
+        assert!(!provided_interface("wasi:io/streams@0.3.0"));
+        assert!(!provided_interface("wasi:http/handler@0.3.0"));
         assert!(!provided_interface("acme:unknown/frobnicate@1.0.0"));
         assert!(!provided_interface("wasi:keyvalue/store@0.2.0-draft"));
     }

@@ -15,6 +15,7 @@ mod event;
 mod failure;
 mod http;
 mod limits;
+pub(crate) mod reuse;
 mod service;
 mod state;
 pub(crate) mod target;
@@ -90,7 +91,10 @@ impl Invoker {
                 Some(http) => self.run_http(&target, http, &id, start, req).await,
                 None => Failure::NoHttpHandler.response(&target, &id),
             },
-            Prepared::Service(pre) => self.run_service(&target, pre, &id, start, req).await,
+            Prepared::Service(pre) => match &target.reuse {
+                Some(reuse) => self.run_reused(&target, pre, reuse, &id, start, req).await,
+                None => self.run_service(&target, pre, &id, start, req).await,
+            },
             Prepared::Module(pre) => self.run_cgi(&target, pre, &id, start, req).await,
         };
         record.status = Some(response.status().as_u16());

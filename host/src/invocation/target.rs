@@ -51,6 +51,9 @@ pub(crate) struct Deployed {
     /// `Registry::with` in `function/registry.rs`), so a deploy does not hand a busy function a
     /// fresh share while its old invocations still hold the old one.
     pub slots: Arc<tokio::sync::Semaphore>,
+    /// A WASI 0.3 component's instance reuse (`--reuse`) and its pool; none
+    /// for a fresh instance per request.
+    pub reuse: Option<super::reuse::ReusePool>,
 }
 
 /// A component's pre-instantiation with the handlers it exports (at least
