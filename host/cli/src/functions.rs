@@ -33,8 +33,9 @@ const WASM_MAGIC: &[u8; 4] = b"\0asm";
 pub struct DeployArgs {
     /// Function name.
     name: String,
-    /// The WebAssembly file to deploy: a `wasi:http/proxy` component or a
-    /// `wasm32-wasip1` module (run CGI-style).
+    /// The WebAssembly file to deploy: a WASI 0.2 `wasi:http/proxy` or WASI
+    /// 0.3 `wasi:http/service` component, or a `wasm32-wasip1` module (run
+    /// CGI-style).
     #[arg(required_unless_present = "from", conflicts_with = "from")]
     file: Option<PathBuf>,
     /// Build the function crate at PATH (its directory or Cargo.toml) with
