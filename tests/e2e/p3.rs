@@ -389,3 +389,33 @@ fn reuse_settings_are_refused_where_they_do_not_apply() {
     assert!(err.contains("-2"), "{err}");
     assert!(a.functions().is_empty());
 }
+
+#[test]
+fn uploads_using_wasi_0_3_are_checked_for_the_handler_and_their_imports() {
+    let w = Wisp::start();
+    let a = w.admin();
+    // WASI 0.3 imports but no wasi:http/handler@0.3 export.
+    let no_handler = wat::parse_str(
+        r#"(component
+            (import "wasi:random/random@0.3.0" (instance
+                (export "get-random-u64" (func (result u64))))))"#,
+    )
+    .unwrap();
+    let msg = assert_error(a.deploy("p3", &no_handler, &[]), 400, "missing_export");
+    assert!(msg.contains("wasi:http/handler@0.3"), "{msg}");
+    // An import this host does not provide is named.
+    let unknown = wat::parse_str(
+        r#"(component
+            (import "wasi:random/random@0.3.0" (instance
+                (export "get-random-u64" (func (result u64)))))
+            (import "acme:missing/thing@1.0.0" (instance
+                (export "go" (func)))))"#,
+    )
+    .unwrap();
+    let msg = assert_error(a.deploy("p3", &unknown, &[]), 400, "unsatisfied_imports");
+    assert!(msg.contains("acme:missing/thing@1.0.0"), "{msg}");
+    assert!(!msg.contains("wasi:random"), "{msg}");
+    // Nothing was stored, and the real thing deploys.
+    assert!(a.functions().is_empty());
+    deployed(&w, &[]);
+}

@@ -153,6 +153,13 @@ impl WispEngine {
         component: &Component,
     ) -> Result<ServicePre<InvocationState>, DeployError> {
         let services = self.services()?;
+        let missing = unsatisfied_imports(&services.engine, component);
+        if !missing.is_empty() {
+            return Err(DeployError::UnsatisfiedImports(format!(
+                "the component (WASI 0.3) imports what this host does not provide: {}",
+                missing.join(", ")
+            )));
+        }
         let exports: Vec<String> = component
             .component_type()
             .exports(&services.engine)

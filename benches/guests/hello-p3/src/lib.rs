@@ -15,11 +15,9 @@ impl wasip3::exports::http::handler::Guest for Hello {
         let pq = request.get_path_with_query().unwrap_or_default();
         let path = pq.split('?').next().unwrap_or_default();
         let body = format!("hello from wisp at {path}").into_bytes();
-        let headers = Fields::from_list(&[(
-            "content-type".into(),
-            b"text/plain; charset=utf-8".to_vec(),
-        )])
-        .map_err(|e| ErrorCode::InternalError(Some(format!("{e:?}"))))?;
+        let headers =
+            Fields::from_list(&[("content-type".into(), b"text/plain; charset=utf-8".to_vec())])
+                .map_err(|e| ErrorCode::InternalError(Some(format!("{e:?}"))))?;
         let (mut tx, rx) = wit_stream::new();
         let (trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
         let (response, _sent) = Response::new(headers, Some(rx), trailers_rx);
