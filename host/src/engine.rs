@@ -5,12 +5,14 @@
 //! `function::prepare`.
 
 use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::config::HostConfig;
+use crate::error::DeployError;
 use crate::invocation::InvocationState;
 use crate::invocation::cgi::CgiState;
 
@@ -42,6 +44,23 @@ pub(crate) struct WispEngine {
     /// Identifies compiled code this engine can load: the key under which
     /// compiled code is stored (part of its file name).
     pub compat_key: String,
+    /// WASI 0.3 components' engine, built on first use ([`Self::services`]).
+    services: OnceLock<Result<ServiceEngine, String>>,
+    /// What the WASI 0.3 engine is built from.
+    config: HostConfig,
+}
+
+/// The engine of WASI 0.3 components (`wasi:http/handler@0.3`, the
+/// `service` world): the same settings plus component-model async, which
+/// needs concurrency support in every store. That costs each store ~4 µs
+/// (PERF-NOTES.md), so WASI 0.2 components and preview-1 modules run on an
+/// engine without it; and a host with no 0.3 function never builds this one
+/// (its pool, its ticker thread).
+pub(crate) struct ServiceEngine {
+    pub engine: Engine,
+    /// WASI 0.3 and 0.2 (a 0.3 component may import either), `wasi:http`
+    /// 0.3 and Wisp's capabilities.
+    pub linker: Linker<InvocationState>,
 }
 
 /// Settings of the pooling allocator, derived from the host configuration.
@@ -77,7 +96,17 @@ fn pooling_config(cfg: &HostConfig) -> PoolingAllocationConfig {
     p
 }
 
-fn base_config(cfg: &HostConfig) -> Config {
+/// Which of the host's engines: WASI 0.2 components and preview-1 modules,
+/// or WASI 0.3 components.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EngineKind {
+    /// Without concurrency support (cheaper stores).
+    Sync,
+    /// With component-model async (WASI 0.3).
+    Async,
+}
+
+fn base_config(cfg: &HostConfig, kind: EngineKind) -> Config {
     let mut c = Config::new();
     c.wasm_component_model(true);
     // Deadlines: one ticker thread advances the epoch; each store checks it.
@@ -85,10 +114,17 @@ fn base_config(cfg: &HostConfig) -> Config {
     // Instantiate linear memories from copy-on-write images of the data
     // segments instead of copying them on every instance.
     c.memory_init_cow(true);
-    // WASI 0.3 (component-model async) is not served yet. Leaving concurrency
-    // support off saves ~4 µs per request (PERF-NOTES.md); turning it on is
-    // the switch for WASI 0.3 guests.
-    c.concurrency_support(false);
+    // Concurrency support costs every store ~4 µs (PERF-NOTES.md): only the
+    // engine of WASI 0.3 components, which need it, has it.
+    match kind {
+        EngineKind::Sync => {
+            c.concurrency_support(false);
+        }
+        EngineKind::Async => {
+            c.concurrency_support(true);
+            c.wasm_component_model_async(true);
+        }
+    }
     // Compiled code is cached in the store by us; wasmtime's own file cache
     // stays off.
     c.parallel_compilation(true);
@@ -100,34 +136,7 @@ impl WispEngine {
     /// Builds the engine (pooling, falling back to on-demand allocation when
     /// the address space cannot be reserved) and the linker.
     pub fn new(cfg: &HostConfig) -> anyhow::Result<WispEngine> {
-        let (engine, allocator) = if cfg.pooling {
-            let mut c = base_config(cfg);
-            let pooling = pooling_config(cfg);
-            c.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-            match Engine::new(&c) {
-                Ok(engine) => {
-                    let pagemap_scan = PoolingAllocationConfig::is_pagemap_scan_available();
-                    if !pagemap_scan {
-                        tracing::warn!(
-                            "PAGEMAP_SCAN is not available (Linux < 6.7?): instance slots are reset \
-                             without it, at a higher cost per request"
-                        );
-                    }
-                    (engine, AllocatorKind::Pooling { pagemap_scan })
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        error = %format!("{e:#}"),
-                        "could not reserve the pooling allocator's address space; falling back to \
-                         on-demand instance allocation (slower instantiation)"
-                    );
-                    (Engine::new(&base_config(cfg))?, AllocatorKind::OnDemand)
-                }
-            }
-        } else {
-            (Engine::new(&base_config(cfg))?, AllocatorKind::OnDemand)
-        };
-
+        let (engine, allocator) = build_engine(cfg, EngineKind::Sync)?;
         let mut linker = Linker::new(&engine);
         // The whole WASI 0.2 set (cli, clocks, filesystem, io, random,
         // sockets) so components from any toolchain instantiate; what they
@@ -156,7 +165,82 @@ impl WispEngine {
             cgi_linker,
             allocator,
             compat_key,
+            services: OnceLock::new(),
+            config: cfg.clone(),
         })
+    }
+
+    /// The engine of WASI 0.3 components, built on the first call.
+    pub fn services(&self) -> Result<&ServiceEngine, DeployError> {
+        self.services
+            .get_or_init(|| ServiceEngine::new(&self.config).map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| DeployError::Internal(format!("building the WASI 0.3 engine: {e}")))
+    }
+
+    /// The key under which the WASI 0.3 engine's compiled code is stored:
+    /// derived from [`Self::compat_key`] (the two engines differ by fixed
+    /// settings only), so it is known without building that engine, for
+    /// start-up's clean-up of other builds' code. wasmtime still checks
+    /// compatibility when the code is loaded.
+    pub fn services_key(&self) -> String {
+        let mut h = siphasher::sip::SipHasher13::new();
+        (&self.compat_key, "wasi-0.3").hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+}
+
+impl ServiceEngine {
+    fn new(cfg: &HostConfig) -> anyhow::Result<ServiceEngine> {
+        let (engine, _) = build_engine(cfg, EngineKind::Async)?;
+        let mut linker = Linker::new(&engine);
+        // Both WASI sets: 0.3 (cli, clocks, filesystem, random, sockets;
+        // wasi:http types and client) and 0.2, which a 0.3 component may
+        // still import. The WASI context grants the same as for 0.2.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+        crate::invocation::add_capabilities_to_linker(&mut linker)?;
+        start_epoch_ticker(&engine);
+        tracing::info!("WASI 0.3 engine built");
+        Ok(ServiceEngine { engine, linker })
+    }
+}
+
+/// An engine of `kind`: pooling, falling back to on-demand allocation when
+/// the address space cannot be reserved.
+fn build_engine(cfg: &HostConfig, kind: EngineKind) -> anyhow::Result<(Engine, AllocatorKind)> {
+    if !cfg.pooling {
+        return Ok((
+            Engine::new(&base_config(cfg, kind))?,
+            AllocatorKind::OnDemand,
+        ));
+    }
+    let mut c = base_config(cfg, kind);
+    c.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(cfg)));
+    match Engine::new(&c) {
+        Ok(engine) => {
+            let pagemap_scan = PoolingAllocationConfig::is_pagemap_scan_available();
+            if !pagemap_scan && kind == EngineKind::Sync {
+                tracing::warn!(
+                    "PAGEMAP_SCAN is not available (Linux < 6.7?): instance slots are reset \
+                     without it, at a higher cost per request"
+                );
+            }
+            Ok((engine, AllocatorKind::Pooling { pagemap_scan }))
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %format!("{e:#}"),
+                "could not reserve the pooling allocator's address space; falling back to \
+                 on-demand instance allocation (slower instantiation)"
+            );
+            Ok((
+                Engine::new(&base_config(cfg, kind))?,
+                AllocatorKind::OnDemand,
+            ))
+        }
     }
 }
 

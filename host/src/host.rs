@@ -180,7 +180,7 @@ impl HostBuilder {
         let event_store = crate::events::store::EventStore::open(&store).with_context(opening)?;
         let prometheus = crate::metrics::install();
         let engine = Arc::new(WispEngine::new(&config)?);
-        if let Err(e) = compiled.drop_other_engines(&engine.compat_key) {
+        if let Err(e) = compiled.drop_other_engines(&[&engine.compat_key, &engine.services_key()]) {
             tracing::warn!(error = %e, "removing compiled code of other engine builds failed");
         }
         match engine.allocator {

@@ -122,6 +122,7 @@ pub use events::{
 pub use events::{Events, JobCounts, JobInfo, JobState, JobTask, Jobs, NewJob, parse_array};
 pub use function::Functions;
 pub use function::handles::{Kv, Logs, Settings};
+pub use function::records::Reuse;
 pub use function::wire::{DeployOptions, FunctionInfo, FunctionSummary, Setting, VersionInfo};
 pub use gateway::Listeners;
 pub use host::{Host, HostBuilder};
@@ -160,7 +161,9 @@ pub mod fuzzing {
     pub enum Upload {
         /// A preview-1 core module, run CGI-style.
         Module,
-        /// A component, with the handlers it exports (at least one).
+        /// A WASI 0.3 component (exports `wasi:http/handler@0.3`).
+        Service,
+        /// A WASI 0.2 component, with the handlers it exports (at least one).
         Component {
             /// Exports `wasi:http/incoming-handler`.
             http: bool,
@@ -203,6 +206,7 @@ pub mod fuzzing {
             let (prepared, _compiled) = self.engine.compile_new(wasm)?;
             Ok(match prepared {
                 crate::function::prepare::Prepared::Module(_) => Upload::Module,
+                crate::function::prepare::Prepared::Service(_) => Upload::Service,
                 crate::function::prepare::Prepared::Component(c) => Upload::Component {
                     http: c.http.is_some(),
                     events: c.events.is_some(),

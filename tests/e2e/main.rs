@@ -22,4 +22,5 @@ mod kv_admin;
 mod limits;
 mod logs;
 mod outbound;
+mod p3;
 mod routing;

@@ -17,7 +17,8 @@ use wisp_client::{Client, DeployOptions, FunctionInfo, FunctionSummary, Upload, 
 
 use crate::client::Connection;
 use crate::output::{
-    describe_handlers, join_or_none, lines_or_none, print_json, short_sha, table, write_stdout,
+    describe_handlers, describe_kind, join_or_none, lines_or_none, print_json, short_sha, table,
+    write_stdout,
 };
 use crate::units::{format_bytes, format_ms, parse_duration, parse_size};
 
@@ -32,8 +33,9 @@ const WASM_MAGIC: &[u8; 4] = b"\0asm";
 pub struct DeployArgs {
     /// Function name.
     name: String,
-    /// The WebAssembly file to deploy: a `wasi:http/proxy` component or a
-    /// `wasm32-wasip1` module (run CGI-style).
+    /// The WebAssembly file to deploy: a WASI 0.2 `wasi:http/proxy` or WASI
+    /// 0.3 `wasi:http/service` component, or a `wasm32-wasip1` module (run
+    /// CGI-style).
     #[arg(required_unless_present = "from", conflicts_with = "from")]
     file: Option<PathBuf>,
     /// Build the function crate at PATH (its directory or Cargo.toml) with
@@ -92,6 +94,22 @@ pub struct DeployArgs {
     /// 10s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     queue_timeout: Option<Duration>,
+    /// For a WASI 0.3 component: one instance serves N requests before it
+    /// is retired, or a count picked at random between A and B for each
+    /// instance (`--reuse 1000`, `--reuse 100..1000`); `--reuse 1` turns it
+    /// off. Requests on one instance share its globals and memory (see the
+    /// README) [default: as the active version, else a fresh instance per
+    /// request].
+    #[arg(long, value_name = "N|A..B")]
+    reuse: Option<String>,
+    /// With --reuse: requests one instance serves at once [default: as the
+    /// active version, else 1].
+    #[arg(long, value_name = "C")]
+    reuse_concurrency: Option<u32>,
+    /// With --reuse: how long an idle instance is kept for the next request
+    /// (10s, 1m) [default: as the active version, else 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
     #[command(flatten)]
     pub(crate) connection: Connection,
 }
@@ -224,6 +242,12 @@ fn deploy_options(args: &DeployArgs) -> Result<DeployOptions> {
         concurrency: args.concurrency,
         queue: args.queue,
         queue_timeout_ms,
+        reuse: args.reuse.clone(),
+        reuse_concurrency: args.reuse_concurrency,
+        idle_timeout_ms: match args.idle_timeout {
+            Some(d) => Some(u64::try_from(d.as_millis()).context("--idle-timeout is too large")?),
+            None => None,
+        },
         ..DeployOptions::default()
     })
 }
@@ -333,6 +357,25 @@ pub(crate) async fn info(api: &Client, args: ShowArgs) -> Result<()> {
     write_stdout(&info_text(&info))
 }
 
+/// How a function's instances are used, for `wisp info`.
+fn describe_reuse(reuse: Option<&wisp_host::Reuse>) -> String {
+    match reuse {
+        None => "a fresh instance per request".into(),
+        Some(r) => {
+            let count = if r.min == r.max {
+                format!("{} requests", r.min)
+            } else {
+                format!("{} to {} requests", r.min, r.max)
+            };
+            format!(
+                "reused: {count} each, {} at once, kept {} when idle",
+                r.concurrency,
+                format_ms(r.idle_timeout_ms)
+            )
+        }
+    }
+}
+
 fn info_text(info: &FunctionInfo) -> String {
     const LABEL_WIDTH: usize = 16;
     let env: Vec<String> = info.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -345,12 +388,14 @@ fn info_text(info: &FunctionInfo) -> String {
     let fields = [
         ("name", info.name.clone()),
         ("active version", info.active_version.to_string()),
+        ("kind", describe_kind(info.kind.as_deref())),
         ("handles", describe_handlers(&info.handlers)),
         ("routes", join_or_none(&info.routes)),
         // One variable a line, aligned under the first.
         ("env", lines_or_none(&env, LABEL_WIDTH)),
         ("limits", limits),
         ("admission", admission_text(info)),
+        ("instances", describe_reuse(info.reuse.as_ref())),
         ("outbound", join_or_none(&info.allow_outbound)),
         ("created", info.created_at.clone()),
         ("updated", info.updated_at.clone()),
@@ -470,6 +515,9 @@ mod tests {
             concurrency: Some(2),
             queue: Some(4),
             queue_timeout: Some(Duration::from_millis(2500)),
+            reuse: Some("100..200".into()),
+            reuse_concurrency: Some(8),
+            idle_timeout: Some(Duration::from_secs(30)),
             connection: crate::client::tests::connection(None, Path::new(".")),
         };
         let options = deploy_options(&args).unwrap();
@@ -484,6 +532,9 @@ mod tests {
                 concurrency: Some(2),
                 queue: Some(4),
                 queue_timeout_ms: Some(2500),
+                reuse: Some("100..200".into()),
+                reuse_concurrency: Some(8),
+                idle_timeout_ms: Some(30_000),
                 ..DeployOptions::default()
             }
         );
@@ -508,6 +559,7 @@ mod tests {
     fn sample_info() -> FunctionInfo {
         serde_json::from_value(json!({
             "name": "hello",
+            "kind": "wasi-0.3-component",
             "active_version": 2,
             "routes": ["/hello", "/api/*"],
             "env": {"GREETING": "hi", "MODE": "prod"},
@@ -540,6 +592,10 @@ mod tests {
     fn renders_info() {
         let text = info_text(&sample_info());
         assert!(text.contains("active version  2\n"), "{text}");
+        assert!(
+            text.contains("kind            component, WASI 0.3\n"),
+            "{text}"
+        );
         assert!(text.contains("routes          /hello, /api/*\n"), "{text}");
         assert!(
             text.contains("env             GREETING=hi\n                MODE=prod\n"),

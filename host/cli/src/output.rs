@@ -50,6 +50,17 @@ pub(crate) fn describe_handlers(handlers: &[String]) -> String {
     }
 }
 
+/// What kind of wasm a function is, for `wisp info`.
+pub(crate) fn describe_kind(kind: Option<&str>) -> String {
+    match kind {
+        Some("wasi-0.2-component") => "component, WASI 0.2".into(),
+        Some("wasi-0.3-component") => "component, WASI 0.3".into(),
+        Some("wasi-preview1-module") => "module, WASI preview 1 (run CGI-style)".into(),
+        Some(other) => other.into(),
+        None => "(unknown)".into(),
+    }
+}
+
 pub(crate) fn join_or_none(items: &[String]) -> String {
     if items.is_empty() {
         "(none)".to_string()

@@ -155,8 +155,17 @@ impl FunctionsCtx {
                         .map(|(h, _)| h.to_string())
                         .collect()
                 }
+                Prepared::Service(_) => vec!["http".to_string()],
                 Prepared::Module(_) => vec!["cgi".to_string()],
             };
+            info.kind = Some(
+                match &d.pre {
+                    Prepared::Component(_) => "wasi-0.2-component",
+                    Prepared::Service(_) => "wasi-0.3-component",
+                    Prepared::Module(_) => "wasi-preview1-module",
+                }
+                .to_string(),
+            );
         }
         info.effective_concurrency = self.inner.config.concurrency_of(&record.active().limits);
         info

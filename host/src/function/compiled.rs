@@ -363,8 +363,8 @@ impl Compiled {
     /// Removes compiled code made by other engine builds (an earlier Wisp
     /// or other engine settings): it is rebuilt for this engine when a
     /// version is loaded, so the old files would only take disk space.
-    pub fn drop_other_engines(&self, engine_key: &str) -> Result<(), StoreError> {
-        let removed = self.remove(false, |_, key| key != engine_key)?;
+    pub fn drop_other_engines(&self, engine_keys: &[&str]) -> Result<(), StoreError> {
+        let removed = self.remove(false, |_, key| !engine_keys.contains(&key))?;
         if removed > 0 {
             tracing::info!(
                 files = removed,
@@ -428,7 +428,7 @@ mod tests {
             assert!(compiled.code("a1", "e").unwrap().is_some());
             // Another engine build's code goes when this engine asks.
             compiled.put("a1", "f0", b"older engine").unwrap();
-            compiled.drop_other_engines("e").unwrap();
+            compiled.drop_other_engines(&["e"]).unwrap();
             assert!(compiled.code("a1", "f0").unwrap().is_none());
             assert!(compiled.code("a1", "e").unwrap().is_some());
             // A file an earlier version named with its checksum.

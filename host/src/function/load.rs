@@ -14,9 +14,10 @@ use sha2::{Digest, Sha256};
 use super::FunctionsCtx;
 use crate::capabilities::kv::store::KvStore;
 use crate::capabilities::settings::ConfigStore;
-use crate::engine::WispEngine;
+use crate::engine::{EngineKind, WispEngine};
 use crate::error::DeployError;
 use crate::function::compiled::Compiled;
+use crate::function::prepare::Serialized;
 use crate::function::records::{FunctionRecord, VersionRecord};
 use crate::function::registry::{Deployed, Registry};
 use crate::invocation::admission::Admission;
@@ -52,16 +53,23 @@ impl FunctionsCtx {
         let compiled_code = &self.inner.compiled;
         // Only code that matches its checksum in the store is run (a file
         // that does not is removed, and logged, by the store).
-        let loaded = match compiled_code.code(&v.sha256, &engine.compat_key)? {
-            Some(code) => match engine.load(&code) {
-                Ok(c) => Some(c),
+        // Compiled for one of the two engines (WASI 0.3 components for the
+        // other one).
+        let mut loaded = None;
+        for kind in [EngineKind::Sync, EngineKind::Async] {
+            let Some(code) = compiled_code.code(&v.sha256, &engine.key(kind))? else {
+                continue;
+            };
+            match engine.load(&code, kind) {
+                Ok(c) => {
+                    loaded = Some(c);
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(function = %record.name, error = %e, "stored compiled code unusable; recompiling");
-                    None
                 }
-            },
-            None => None,
-        };
+            }
+        }
         let component = match loaded {
             Some(c) => c,
             None => {
@@ -71,8 +79,12 @@ impl FunctionsCtx {
                     .records
                     .artifact(&v.sha256)?
                     .with_context(|| format!("artifact {} missing from the store", v.sha256))?;
-                let compiled = engine.compile(&wasm)?.serialize()?;
-                store_and_load(compiled_code, engine, &v.sha256, &compiled)?
+                let compiled = engine.compile(&wasm)?;
+                let serialized = Serialized {
+                    bytes: compiled.serialize()?,
+                    kind: compiled.engine_kind(),
+                };
+                store_and_load(compiled_code, engine, &v.sha256, &serialized)?
             }
         };
         let pre = engine.prepare(&component)?;
@@ -95,12 +107,12 @@ pub(super) fn store_and_load(
     compiled: &Compiled,
     engine: &WispEngine,
     sha256: &str,
-    serialized: &[u8],
+    serialized: &Serialized,
 ) -> Result<crate::function::prepare::Compiled, DeployError> {
     // Mapped through the descriptor written, not the name: see `CodeFile`.
-    let code = compiled.put(sha256, &engine.compat_key, serialized)?;
+    let code = compiled.put(sha256, &engine.key(serialized.kind), &serialized.bytes)?;
     engine
-        .load(&code)
+        .load(&code, serialized.kind)
         .map_err(|e| DeployError::Internal(format!("loading compiled code back: {e:#}")))
 }
 
@@ -155,6 +167,7 @@ pub(super) fn deployed(
         kv: Arc::new(kv),
         config,
         admission: Arc::new(Admission::new(&record.name, concurrency)),
+        reuse: v.reuse.map(crate::invocation::reuse::ReusePool::new),
     })
 }
 

@@ -9,17 +9,20 @@ use anyhow::Context as _;
 use wasmtime::component::Component;
 use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, Precompiled};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use crate::capabilities::event_bindings::EventsPre;
-use crate::engine::WispEngine;
+use crate::engine::{EngineKind, WispEngine};
 use crate::error::DeployError;
 use crate::function::compiled::CodeFile;
 use crate::invocation::InvocationState;
 use crate::invocation::cgi::CgiState;
 pub(crate) use crate::invocation::target::{ComponentPre, Prepared};
 
-/// The export every HTTP function must have.
+/// The export of a WASI 0.2 HTTP function (any 0.2.x).
 pub(crate) const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+/// The export of a WASI 0.3 HTTP function (any 0.3.x: the `service` world).
+pub(crate) const HANDLER_P3: &str = "wasi:http/handler@0.3";
 /// Prefix of Wisp's event-handler export's name (any 0.1.x).
 pub(crate) const EVENT_HANDLER: &str = "wisp:function/event-handler@0.1";
 
@@ -29,23 +32,36 @@ const WASI_P1: &str = "wasi_snapshot_preview1";
 impl WispEngine {
     /// Compiles a component, or a core module (a preview-1 CGI function),
     /// whichever `wasm` is (blocking: run it on a blocking thread), and
-    /// records the compile metrics.
+    /// records the compile metrics. A WASI 0.3 component is compiled for
+    /// the WASI 0.3 engine.
     pub fn compile(&self, wasm: &[u8]) -> Result<Compiled, DeployError> {
         let start = Instant::now();
         let compiled = if wasmparser::Parser::is_core_wasm(wasm) {
             Module::new(&self.engine, wasm).map(Compiled::Module)
+        } else if uses_wasi_p3(wasm) {
+            let services = self.services()?;
+            Component::new(&services.engine, wasm).map(Compiled::Service)
         } else {
             Component::new(&self.engine, wasm).map(Compiled::Component)
         }
-        .map_err(|e| DeployError::InvalidWasm(format!("{e:#}")))?;
+        .map_err(|e| DeployError::InvalidWasm(invalid_wasm_message(e)))?;
         crate::metrics::compiled(start.elapsed());
         Ok(compiled)
     }
 
+    /// The key under which compiled code of `kind` is stored.
+    pub fn key(&self, kind: EngineKind) -> String {
+        match kind {
+            EngineKind::Sync => self.compat_key.clone(),
+            EngineKind::Async => self.services_key(),
+        }
+    }
+
     /// Maps compiled code from its file in the store (a component or a
-    /// module: the file's header says which). Code pages are shared with the
-    /// page cache and loaded as they are touched, not copied into the heap.
-    pub fn load(&self, code: &CodeFile) -> anyhow::Result<Compiled> {
+    /// module: the file's header says which), for the engine of `kind`. Code
+    /// pages are shared with the page cache and loaded as they are touched,
+    /// not copied into the heap.
+    pub fn load(&self, code: &CodeFile, kind: EngineKind) -> anyhow::Result<Compiled> {
         // The open file the store verified, not whatever has its name now.
         let path = code.path();
         let path = path.as_path();
@@ -59,14 +75,18 @@ impl WispEngine {
         // mapping stays valid for as long as the code is used.
         #[allow(unsafe_code)]
         let compiled = (|| -> anyhow::Result<Compiled> {
-            Ok(match Engine::detect_precompiled_file(path)? {
-                Some(Precompiled::Module) => {
+            Ok(match (Engine::detect_precompiled_file(path)?, kind) {
+                (Some(Precompiled::Module), EngineKind::Sync) => {
                     Compiled::Module(unsafe { Module::deserialize_file(&self.engine, path) }?)
                 }
-                Some(Precompiled::Component) => {
+                (Some(Precompiled::Component), EngineKind::Sync) => {
                     Compiled::Component(unsafe { Component::deserialize_file(&self.engine, path) }?)
                 }
-                None => anyhow::bail!("not compiled code"),
+                (Some(Precompiled::Component), EngineKind::Async) => {
+                    let engine = &self.services()?.engine;
+                    Compiled::Service(unsafe { Component::deserialize_file(engine, path) }?)
+                }
+                _ => anyhow::bail!("not compiled code of this engine"),
             })
         })();
         compiled.with_context(|| format!("loading {}", code.name().display()))
@@ -76,6 +96,7 @@ impl WispEngine {
     pub fn prepare(&self, compiled: &Compiled) -> Result<Prepared, DeployError> {
         match compiled {
             Compiled::Component(c) => self.prepare_component(c).map(Prepared::Component),
+            Compiled::Service(c) => self.prepare_service(c).map(Prepared::Service),
             Compiled::Module(m) => prepare_module(&self.cgi_linker, m).map(Prepared::Module),
         }
     }
@@ -90,7 +111,8 @@ impl WispEngine {
         let exports_events = exports.iter().any(|n| n.starts_with(EVENT_HANDLER));
         if !exports_http && !exports_events {
             return Err(DeployError::MissingExport(format!(
-                "the component does not export wasi:http/incoming-handler@0.2.x (the wasi:http/proxy \
+                "the component does not export wasi:http/incoming-handler@0.2.x (the WASI 0.2 \
+                 wasi:http/proxy world), wasi:http/handler@0.3.x (the WASI 0.3 wasi:http/service \
                  world) nor wisp:function/event-handler@0.1.x; it exports: {}",
                 if exports.is_empty() {
                     "nothing".to_string()
@@ -124,17 +146,122 @@ impl WispEngine {
         Ok(ComponentPre { http, events })
     }
 
+    /// A WASI 0.3 component: it must export `wasi:http/handler@0.3.x`, and
+    /// its imports be among what the WASI 0.3 engine's linker provides.
+    fn prepare_service(
+        &self,
+        component: &Component,
+    ) -> Result<ServicePre<InvocationState>, DeployError> {
+        let services = self.services()?;
+        let missing = unsatisfied_imports(&services.engine, component);
+        if !missing.is_empty() {
+            return Err(DeployError::UnsatisfiedImports(format!(
+                "the component (WASI 0.3) imports what this host does not provide: {}",
+                missing.join(", ")
+            )));
+        }
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(&services.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        if !exports.iter().any(|n| n.starts_with(HANDLER_P3)) {
+            return Err(DeployError::MissingExport(format!(
+                "the component uses WASI 0.3 but does not export wasi:http/handler@0.3.x (the \
+                 wasi:http/service world); it exports: {}",
+                if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                }
+            )));
+        }
+        let pre = services.linker.instantiate_pre(component).map_err(|e| {
+            let missing = unsatisfied_imports(&services.engine, component);
+            if missing.is_empty() {
+                DeployError::UnsatisfiedImports(format!("{e:#}"))
+            } else {
+                DeployError::UnsatisfiedImports(format!(
+                    "the component imports what this host does not provide: {}",
+                    missing.join(", ")
+                ))
+            }
+        })?;
+        ServicePre::new(pre).map_err(|e| {
+            DeployError::MissingExport(format!(
+                "the component's wasi:http/handler export does not match wasi:http 0.3 \
+                 (handle: async func(request) -> result<response, error-code>): {e:#}"
+            ))
+        })
+    }
+
     /// Names of the component's imports the linker cannot satisfy, found by
     /// trying each import alone.
     fn unsatisfied_imports(&self, component: &Component) -> Vec<String> {
-        let ty = component.component_type();
-        let mut missing = Vec::new();
-        for (name, _) in ty.imports(&self.engine) {
-            if !provided_interface(name) {
-                missing.push(name.to_string());
+        unsatisfied_imports(&self.engine, component)
+    }
+}
+
+/// Names of `component`'s imports that are not among the interfaces the
+/// host links.
+fn unsatisfied_imports(engine: &Engine, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .filter(|(name, _)| !provided_interface(name))
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+/// Whether a component uses WASI 0.3: it imports or exports a `wasi:`
+/// interface at 0.3.x (read from its top-level import and export sections,
+/// before compiling). Such a component needs the WASI 0.3 engine.
+pub(crate) fn uses_wasi_p3(wasm: &[u8]) -> bool {
+    use wasmparser::{Parser, Payload};
+    let is_p3 = |name: &str| {
+        name.starts_with("wasi:")
+            && name
+                .split_once('@')
+                .is_some_and(|(_, v)| v.starts_with("0.3."))
+    };
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        let Ok(payload) = payload else { return false };
+        match payload {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(imports) if depth == 0 => {
+                for import in imports.into_iter().flatten() {
+                    if is_p3(import.name.0) {
+                        return true;
+                    }
+                }
             }
+            Payload::ComponentExportSection(exports) if depth == 0 => {
+                for export in exports.into_iter().flatten() {
+                    if is_p3(export.name.0) {
+                        return true;
+                    }
+                }
+            }
+            _ => {}
         }
-        missing
+    }
+    false
+}
+
+/// A compile error as the deploy answers it. A component that uses
+/// component-model async without a WASI 0.3 import or export cannot run
+/// here: say so rather than what the validator says.
+fn invalid_wasm_message(e: wasmtime::Error) -> String {
+    let message = format!("{e:#}");
+    if message.contains("component model async") {
+        format!(
+            "{message} (this host runs components that use component-model async only as WASI \
+             0.3 HTTP functions: exporting wasi:http/handler@0.3.x)"
+        )
+    } else {
+        message
     }
 }
 
@@ -172,7 +299,8 @@ fn check_http_handler_type(
 }
 
 /// Whether `name` (`pkg:ns/iface@version`) is among the interfaces linked:
-/// the WASI 0.2 set and wasi:http 0.2 types and outgoing-handler.
+/// the WASI 0.2 set and wasi:http 0.2 types and outgoing-handler; for WASI
+/// 0.3 components also the 0.3 set and wasi:http 0.3 types and client.
 fn provided_interface(name: &str) -> bool {
     let (path, version) = name.split_once('@').unwrap_or((name, ""));
     // Wisp's own capabilities (sdk/wit), at this package's 0.1.x.
@@ -186,6 +314,12 @@ fn provided_interface(name: &str) -> bool {
         )
     {
         return true;
+    }
+    if version.starts_with("0.3.") {
+        return matches!(
+            path.split_once('/').map(|(pkg, _)| pkg),
+            Some("wasi:cli" | "wasi:clocks" | "wasi:filesystem" | "wasi:random" | "wasi:sockets")
+        ) || matches!(path, "wasi:http/types" | "wasi:http/client");
     }
     if !version.starts_with("0.2.") {
         return false;
@@ -274,18 +408,35 @@ pub(crate) fn check_binary(wasm: &[u8]) -> Result<(), DeployError> {
 
 /// Compiled code of either kind of function.
 pub(crate) enum Compiled {
-    /// A component (`wasi:http/incoming-handler` and/or
+    /// A WASI 0.2 component (`wasi:http/incoming-handler` and/or
     /// `wisp:function/event-handler`).
     Component(Component),
+    /// A WASI 0.3 component (`wasi:http/handler@0.3`), compiled for the WASI
+    /// 0.3 engine.
+    Service(Component),
     /// A preview-1 core module, run CGI-style.
     Module(Module),
 }
 
+/// Compiled code as stored, and the engine it is for.
+pub(crate) struct Serialized {
+    pub bytes: Vec<u8>,
+    pub kind: EngineKind,
+}
+
 impl Compiled {
+    /// The engine the code was compiled for.
+    pub fn engine_kind(&self) -> EngineKind {
+        match self {
+            Compiled::Service(_) => EngineKind::Async,
+            Compiled::Component(_) | Compiled::Module(_) => EngineKind::Sync,
+        }
+    }
+
     /// The compiled code, for the store.
     pub fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
         match self {
-            Compiled::Component(c) => c.serialize(),
+            Compiled::Component(c) | Compiled::Service(c) => c.serialize(),
             Compiled::Module(m) => m.serialize(),
         }
     }
@@ -293,13 +444,19 @@ impl Compiled {
 
 impl WispEngine {
     /// Compile + serialize + prepare, for deploy. Blocking.
-    pub fn compile_new(&self, wasm: &[u8]) -> Result<(Prepared, Vec<u8>), DeployError> {
+    pub fn compile_new(&self, wasm: &[u8]) -> Result<(Prepared, Serialized), DeployError> {
         let compiled = self.compile(wasm)?;
         let prepared = self.prepare(&compiled)?;
-        let serialized = compiled
+        let bytes = compiled
             .serialize()
             .map_err(|e| DeployError::Internal(format!("serializing compiled code: {e:#}")))?;
-        Ok((prepared, serialized))
+        Ok((
+            prepared,
+            Serialized {
+                bytes,
+                kind: compiled.engine_kind(),
+            },
+        ))
     }
 }
 
@@ -323,7 +480,12 @@ mod tests {
         assert!(provided_interface("wasi:cli/environment@0.2.0"));
         assert!(provided_interface("wasi:io/streams@0.2.6"));
         assert!(provided_interface("wasi:http/types@0.2.3"));
-        assert!(!provided_interface("wasi:http/types@0.3.0"));
+        // WASI 0.3: its set (no wasi:io), wasi:http types and client.
+        assert!(provided_interface("wasi:http/types@0.3.0"));
+        assert!(provided_interface("wasi:http/client@0.3.2"));
+        assert!(provided_interface("wasi:clocks/monotonic-clock@0.3.0"));
+        assert!(!provided_interface("wasi:io/streams@0.3.0"));
+        assert!(!provided_interface("wasi:http/handler@0.3.0"));
         assert!(!provided_interface("acme:unknown/frobnicate@1.0.0"));
         assert!(!provided_interface("wasi:keyvalue/store@0.2.0-draft"));
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Limits;
-use crate::function::records::{FunctionRecord, VersionRecord};
+use crate::function::records::{FunctionRecord, Reuse, VersionRecord};
 
 /// One version of a function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -69,6 +69,16 @@ pub struct FunctionInfo {
     /// the host's per-function share when it sets none.
     #[serde(default)]
     pub effective_concurrency: u32,
+    /// What the active version is: `wasi-0.2-component`,
+    /// `wasi-0.3-component` (it exports `wasi:http/handler@0.3`) or
+    /// `wasi-preview1-module` (run CGI-style). Absent while it is not
+    /// loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Instance reuse of the active version (a WASI 0.3 component); absent:
+    /// a fresh instance per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<Reuse>,
 }
 
 /// A line of `GET /v1/functions`.
@@ -126,6 +136,8 @@ impl From<&FunctionRecord> for FunctionInfo {
                 .collect(),
             handlers: Vec::new(),
             effective_concurrency: 0,
+            kind: None,
+            reuse: active.reuse,
         }
     }
 }
@@ -192,6 +204,20 @@ pub struct DeployOptions {
     /// inherits (a new function: 10 s).
     #[serde(default)]
     pub queue_timeout_ms: Option<u64>,
+    /// For a WASI 0.3 component: requests one instance serves before it is
+    /// retired, `N` or a range `A..B` (a count picked at random per
+    /// instance); `1` turns reuse off (a fresh instance per request, the
+    /// default). Unset inherits.
+    #[serde(default)]
+    pub reuse: Option<String>,
+    /// With reuse: requests one instance serves at once (default 1); unset
+    /// inherits.
+    #[serde(default)]
+    pub reuse_concurrency: Option<u32>,
+    /// With reuse: how long an idle instance is kept, ms (default 10 s);
+    /// unset inherits.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 /// A deploy's wish for one setting of the new version.

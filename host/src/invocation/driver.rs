@@ -133,7 +133,7 @@ impl Invoker {
 }
 
 /// The failure an admission's refusal is answered with.
-fn refused((refusal, side): (super::admission::Refusal, Side)) -> Failure {
+pub(super) fn refused((refusal, side): (super::admission::Refusal, Side)) -> Failure {
     match side {
         Side::Function => Failure::FunctionBusy(refusal),
         Side::Host => Failure::HostBusy(refusal),

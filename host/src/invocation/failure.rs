@@ -11,6 +11,7 @@ use super::target::Deployed;
 use crate::error::ApiError;
 
 /// How an invocation failed.
+#[derive(Clone)]
 pub(crate) enum Failure {
     /// The deadline passed (also inside a tight loop).
     Timeout,

@@ -14,7 +14,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{IncomingRequest, ResponseOutparam, Scheme};
 
-use super::driver::{AbortOnDrop, Call, CancelOnDrop, Invocation};
+use super::driver::{AbortOnDrop, Call, CancelOnDrop, Invocation, Slot};
 use super::failure::Failure;
 use super::limits::{CappedBody, content_length};
 use super::target::Deployed;
@@ -47,7 +47,51 @@ impl Call for HttpCall {
     }
 }
 
+/// What a component answered: its response, or the error code it gave
+/// instead (`E`: wasi:http 0.2's or 0.3's).
+pub(super) type Answer<B, E> = Result<hyper::Response<B>, E>;
+
+/// A request admitted to run: its slot, and the request as the guest reads
+/// it (its body capped at the function's limit, `body_exceeded` set when a
+/// read went past it).
+pub(super) struct Incoming {
+    pub slot: Slot,
+    pub request: Request<CappedBody>,
+    pub body_exceeded: Arc<AtomicBool>,
+}
+
 impl Invoker {
+    /// The checks before a component runs, for WASI 0.2 and 0.3 alike: a
+    /// declared body over the limit is refused (413) before a slot is
+    /// taken; then a slot (or the failure that says there is none).
+    pub(super) fn accept(
+        &self,
+        target: &Deployed,
+        req: Request<Body>,
+    ) -> Result<Incoming, Failure> {
+        let limits = target.limits;
+        let (mut parts, body) = req.into_parts();
+        if let Some(len) = content_length(&parts.headers)
+            && len > limits.max_body_bytes
+        {
+            return Err(Failure::BodyTooLarge);
+        }
+        let slot = self.admit(target)?;
+        // The guest needs an authority; HTTP/1.0 clients may send no Host.
+        if parts.uri.authority().is_none() && !parts.headers.contains_key(header::HOST) {
+            parts
+                .headers
+                .insert(header::HOST, HeaderValue::from_static("localhost"));
+        }
+        let body_exceeded = Arc::new(AtomicBool::new(false));
+        let body = CappedBody::new(body, limits.max_body_bytes, body_exceeded.clone());
+        Ok(Incoming {
+            slot,
+            request: Request::from_parts(parts, body),
+            body_exceeded,
+        })
+    }
+
     /// Runs one request through a fresh instance of `target`'s HTTP
     /// handler. The guest runs in a task of its own so that its response
     /// streams while it keeps running; the client going away cancels it.
@@ -59,28 +103,15 @@ impl Invoker {
         start: Instant,
         req: Request<Body>,
     ) -> Response<Body> {
-        let limits = target.limits;
-        let (mut parts, body) = req.into_parts();
-        if let Some(len) = content_length(&parts.headers)
-            && len > limits.max_body_bytes
-        {
-            return Failure::BodyTooLarge.response(target, id);
-        }
-        let slot = match self.admit(target) {
-            Ok(slot) => slot,
-            Err(f) => return f.response(target, id),
+        let Incoming {
+            slot,
+            request,
+            body_exceeded,
+        } = match self.accept(target, req) {
+            Ok(incoming) => incoming,
+            Err(failure) => return failure.response(target, id),
         };
-        // The guest needs an authority; HTTP/1.0 clients may send no Host.
-        if parts.uri.authority().is_none() && !parts.headers.contains_key(header::HOST) {
-            parts
-                .headers
-                .insert(header::HOST, HeaderValue::from_static("localhost"));
-        }
-        let body_exceeded = Arc::new(AtomicBool::new(false));
-        let body = CappedBody::new(body, limits.max_body_bytes, body_exceeded.clone());
-        let hyper_req = Request::from_parts(parts, body);
-
-        let deadline = start + limits.timeout();
+        let deadline = start + target.limits.timeout();
         let mut store = self.new_store(target, deadline);
         let log = store.data().log.clone();
 
@@ -89,7 +120,7 @@ impl Invoker {
             let req = store
                 .data_mut()
                 .http()
-                .new_incoming_request(Scheme::Http, hyper_req)?;
+                .new_incoming_request(Scheme::Http, request)?;
             let out = store.data_mut().http().new_response_outparam(sender)?;
             Ok::<_, wasmtime::Error>((req, out))
         })();
@@ -118,10 +149,29 @@ impl Invoker {
         };
         let running = self.start(invocation, target, id, call);
         let task = crate::invocation::task::spawn(running);
+        self.respond(target, id, task, receiver, body_exceeded)
+            .await
+    }
+
+    /// Waits for the guest's answer and turns it into the response: its
+    /// response (streamed; the client going away before its end cancels the
+    /// guest), its error code, or the failure the invocation ended with.
+    pub(super) async fn respond<B, E>(
+        &self,
+        target: &Deployed,
+        id: &str,
+        task: tokio::task::JoinHandle<Result<(), Failure>>,
+        receiver: tokio::sync::oneshot::Receiver<Answer<B, E>>,
+        body_exceeded: Arc<AtomicBool>,
+    ) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+        E: std::fmt::Debug,
+    {
         // Dropped with this future (the client went away) or with the
         // response body before its end: the guest is stopped.
         let mut abort = AbortOnDrop::new(task.abort_handle());
-
         match receiver.await {
             Ok(Ok(resp)) => {
                 let mut resp =

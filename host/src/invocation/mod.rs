@@ -16,6 +16,8 @@ mod event;
 mod failure;
 mod http;
 mod limits;
+pub(crate) mod reuse;
+mod service;
 mod state;
 pub(crate) mod target;
 pub(crate) mod task;
@@ -87,6 +89,10 @@ impl Invoker {
                 Some(http) => self.run_http(&target, http, &id, start, req).await,
                 None => Failure::NoHttpHandler.response(&target, &id),
             },
+            Prepared::Service(pre) => match &target.reuse {
+                Some(reuse) => self.run_reused(&target, pre, reuse, &id, start, req).await,
+                None => self.run_service(&target, pre, &id, start, req).await,
+            },
             Prepared::Module(pre) => self.run_cgi(&target, pre, &id, start, req).await,
         };
         record.status = Some(response.status().as_u16());
@@ -98,6 +104,7 @@ impl Invoker {
     pub async fn instantiate_only(&self, target: &Deployed) -> wasmtime::Result<()> {
         let pre = match &target.pre {
             Prepared::Component(pre) => pre,
+            Prepared::Service(pre) => return self.instantiate_service(target, pre).await,
             Prepared::Module(pre) => return self.instantiate_cgi(target, pre).await,
         };
         let mut store = self.new_store(target, Instant::now() + target.limits.timeout());

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use wasmtime::InstancePre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use super::InvocationState;
 use super::cgi::CgiState;
@@ -51,6 +52,9 @@ pub(crate) struct Deployed {
     /// `function/registry.rs`), so a deploy does not hand a busy function
     /// fresh slots while its old invocations still hold the old ones.
     pub admission: Arc<super::admission::Admission>,
+    /// A WASI 0.3 component's instance reuse (`--reuse`) and its pool; none
+    /// for a fresh instance per request.
+    pub reuse: Option<super::reuse::ReusePool>,
 }
 
 /// A component's pre-instantiation with the handlers it exports (at least
@@ -67,9 +71,12 @@ pub(crate) struct ComponentPre {
 /// deployed version. Cheap to clone.
 #[derive(Clone)]
 pub(crate) enum Prepared {
-    /// A component, called through `wasi:http/incoming-handler` and/or
-    /// `wisp:function/event-handler`.
+    /// A WASI 0.2 component, called through `wasi:http/incoming-handler`
+    /// and/or `wisp:function/event-handler`.
     Component(ComponentPre),
+    /// A WASI 0.3 component, called through `wasi:http/handler@0.3` (on the
+    /// WASI 0.3 engine).
+    Service(ServicePre<InvocationState>),
     /// A preview-1 module, run CGI-style (`cgi`).
     Module(InstancePre<CgiState>),
 }

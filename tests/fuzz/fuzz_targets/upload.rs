@@ -30,6 +30,7 @@ fuzz_target!(|wasm: &[u8]| {
         .expect("an accepted upload is valid WebAssembly");
     match upload {
         Upload::Module => assert!(Parser::is_core_wasm(wasm)),
+        Upload::Service => assert!(Parser::is_component(wasm)),
         Upload::Component { http, events } => {
             assert!(Parser::is_component(wasm));
             assert!(http || events, "an accepted component exports a handler");
