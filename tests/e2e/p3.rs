@@ -419,3 +419,38 @@ fn uploads_using_wasi_0_3_are_checked_for_the_handler_and_their_imports() {
     assert!(a.functions().is_empty());
     deployed(&w, &[]);
 }
+
+#[test]
+fn admission_applies_to_0_3_components_fresh_and_reused() {
+    let w = Wisp::start();
+    for reuse in ["1", "1000"] {
+        deployed(
+            &w,
+            &[
+                ("reuse", reuse),
+                ("concurrency", "1"),
+                ("queue", "1"),
+                ("queue_timeout_ms", "5000"),
+            ],
+        );
+        // One runs, one waits its turn, the third is refused at once.
+        let threads: Vec<_> = (0..3)
+            .map(|i| {
+                let url = format!("{}/p3/sleep?ms=600", w.data_url);
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(100 * i));
+                    let r = client().get(url).send().unwrap();
+                    (r.status().as_u16(), r.headers().contains_key("retry-after"))
+                })
+            })
+            .collect();
+        let mut answers: Vec<(u16, bool)> =
+            threads.into_iter().map(|t| t.join().unwrap()).collect();
+        answers.sort();
+        assert_eq!(
+            answers,
+            [(200, false), (200, false), (429, true)],
+            "reuse {reuse}"
+        );
+    }
+}
