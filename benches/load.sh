@@ -20,7 +20,7 @@
 #   CGI        1 (default) also measures examples/cgi-rust, a wasm32-wasip1
 #              module run CGI-style, in the same `wisp serve`: "cgi"
 #              (target: >= 70% of hello's req/s)
-#   P3         1 (default) also measures WASI 0.3: benches/guests/hello-p3
+#   P3         1 (default) also measures WASI 0.3: benches/guests/bench-p3
 #              (the same bytes from a wasi:http/handler@0.3 component) in
 #              two more `wisp serve` processes: "p3", a fresh instance per
 #              request, and "p3-reuse", deployed with --reuse 1000
@@ -82,7 +82,7 @@ GUEST_TARGET_DIR=${GUEST_TARGET_DIR:-target/wasm}
 WASM=$GUEST_TARGET_DIR/wasm32-wasip2/release/hello.wasm
 TODO_WASM=$GUEST_TARGET_DIR/wasm32-wasip2/release/todo_api.wasm
 CGI_WASM=$GUEST_TARGET_DIR/wasm32-wasip1/release/cgi-rust.wasm
-P3_WASM=$GUEST_TARGET_DIR/wasm32-wasip2/release/hello_p3.wasm
+P3_WASM=$GUEST_TARGET_DIR/wasm32-wasip2/release/bench_p3.wasm
 
 say() { echo "load.sh: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -94,7 +94,7 @@ if [ ! -d "$(rustc --print sysroot)/lib/rustlib/wasm32-wasip2" ]; then
     die "the wasm32-wasip2 target is not installed: rustup target add wasm32-wasip2"
 fi
 say "building the hello and todo-api guests (wasm32-wasip2, release)"
-cargo build --release --target wasm32-wasip2 --target-dir "$GUEST_TARGET_DIR" -p hello -p todo-api -p hello-p3
+cargo build --release --target wasm32-wasip2 --target-dir "$GUEST_TARGET_DIR" -p hello -p todo-api -p bench-p3
 [ -f "$WASM" ] || die "no $WASM after the build"
 [ -f "$TODO_WASM" ] || die "no $TODO_WASM after the build"
 if [ ! -d "$(rustc --print sysroot)/lib/rustlib/wasm32-wasip1" ]; then
@@ -155,7 +155,7 @@ start_wisp() {
 }
 
 # start_p3 NAME [DEPLOY FLAGS...]: a `wisp serve` of its own (so its CPU is
-# its own) with hello-p3 at /hello, deployed through the CLI.
+# its own) with bench-p3 at /hello, deployed through the CLI.
 start_p3() {
     local name=$1 port admin
     shift
@@ -174,7 +174,7 @@ start_p3() {
     done
     "$WISP" deploy hello "$P3_WASM" --route /hello "$@" \
         --admin-url "http://127.0.0.1:$admin" --data-dir "$TMP/data-$name" >/dev/null ||
-        die "deploying hello-p3 to $name failed"
+        die "deploying bench-p3 to $name failed"
     wait_ready "$name" "${PID[$name]}" "${URL[$name]}"
 }
 
@@ -391,9 +391,9 @@ label() {
         native) echo "native-hello (axum)" ;;
         minimal) echo "minimal-host (wasmtime floor, same hello.wasm)" ;;
         wasmtime-serve) echo "wasmtime serve -Scli (reference, same hello.wasm)" ;;
-        p3) echo "wisp serve, hello-p3 (WASI 0.3), a fresh instance per request" ;;
-        p3-reuse) echo "wisp serve, hello-p3 (WASI 0.3), --reuse 1000 --reuse-concurrency 16" ;;
-        wasmtime-p3) echo "wasmtime serve, defaults (reuses 0.3 instances), same hello-p3" ;;
+        p3) echo "wisp serve, bench-p3 (WASI 0.3), a fresh instance per request" ;;
+        p3-reuse) echo "wisp serve, bench-p3 (WASI 0.3), --reuse 1000 --reuse-concurrency 16" ;;
+        wasmtime-p3) echo "wasmtime serve, defaults (reuses 0.3 instances), same bench-p3" ;;
     esac
 }
 for c in $CONNS; do
