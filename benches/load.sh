@@ -20,6 +20,13 @@
 #   CGI        1 (default) also measures examples/cgi-rust, a wasm32-wasip1
 #              module run CGI-style, in the same `wisp serve`: "cgi"
 #              (target: >= 70% of hello's req/s)
+#   P3         1 (default) also measures WASI 0.3: benches/guests/bench-p3
+#              (the same bytes from a wasi:http/handler@0.3 component) in
+#              two more `wisp serve` processes: "p3", a fresh instance per
+#              request, and "p3-reuse", deployed with --reuse 1000
+#              --reuse-concurrency 16; with WASMTIME, also `wasmtime serve`
+#              with its defaults on that component (it reuses 0.3
+#              instances by default): "wasmtime-p3"
 #   MINIMAL    1 (default) also measures minimal-host (benches/src/bin): the
 #              same hello.wasm in the smallest wasmtime host with Wisp's
 #              engine settings, a fresh instance per request: the floor of
@@ -62,6 +69,7 @@ INFO_LOG=${INFO_LOG:-1}
 TODO=${TODO:-1}
 CGI=${CGI:-1}
 MINIMAL=${MINIMAL:-1}
+P3=${P3:-1}
 WAIT_IDLE=${WAIT_IDLE:-1}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -74,6 +82,7 @@ GUEST_TARGET_DIR=${GUEST_TARGET_DIR:-target/wasm}
 WASM=$GUEST_TARGET_DIR/wasm32-wasip2/release/hello.wasm
 TODO_WASM=$GUEST_TARGET_DIR/wasm32-wasip2/release/todo_api.wasm
 CGI_WASM=$GUEST_TARGET_DIR/wasm32-wasip1/release/cgi-rust.wasm
+P3_WASM=$GUEST_TARGET_DIR/wasm32-wasip2/release/bench_p3.wasm
 
 say() { echo "load.sh: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -85,7 +94,7 @@ if [ ! -d "$(rustc --print sysroot)/lib/rustlib/wasm32-wasip2" ]; then
     die "the wasm32-wasip2 target is not installed: rustup target add wasm32-wasip2"
 fi
 say "building the hello and todo-api guests (wasm32-wasip2, release)"
-cargo build --release --target wasm32-wasip2 --target-dir "$GUEST_TARGET_DIR" -p hello -p todo-api
+cargo build --release --target wasm32-wasip2 --target-dir "$GUEST_TARGET_DIR" -p hello -p todo-api -p bench-p3
 [ -f "$WASM" ] || die "no $WASM after the build"
 [ -f "$TODO_WASM" ] || die "no $TODO_WASM after the build"
 if [ ! -d "$(rustc --print sysroot)/lib/rustlib/wasm32-wasip1" ]; then
@@ -143,6 +152,40 @@ start_wisp() {
     URL[$name]="http://127.0.0.1:$port/hello"
     BASE[$name]="http://127.0.0.1:$port"
     wait_ready "$name" "${PID[$name]}" "${URL[$name]}"
+}
+
+# start_p3 NAME [DEPLOY FLAGS...]: a `wisp serve` of its own (so its CPU is
+# its own) with bench-p3 at /hello, deployed through the CLI.
+start_p3() {
+    local name=$1 port admin
+    shift
+    free_port; port=$PORT
+    free_port; admin=$PORT
+    RUST_LOG=warn "$WISP" serve --data-dir "$TMP/data-$name" \
+        --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" >>"$TMP/$name.log" 2>&1 &
+    PIDS+=("$!")
+    PID[$name]=$!
+    URL[$name]="http://127.0.0.1:$port/hello"
+    BASE[$name]="http://127.0.0.1:$port"
+    local n
+    for n in $(seq 100); do
+        curl -sf -o /dev/null "http://127.0.0.1:$admin/v1/health" && break
+        sleep 0.1
+    done
+    "$WISP" deploy hello "$P3_WASM" --route /hello "$@" \
+        --admin-url "http://127.0.0.1:$admin" --data-dir "$TMP/data-$name" >/dev/null ||
+        die "deploying bench-p3 to $name failed"
+    wait_ready "$name" "${PID[$name]}" "${URL[$name]}"
+}
+
+start_wasmtime_p3() {
+    local port
+    free_port; port=$PORT
+    "$WASMTIME" serve --addr "127.0.0.1:$port" "$P3_WASM" >>"$TMP/wasmtime-p3.log" 2>&1 &
+    PIDS+=("$!")
+    PID[wasmtime-p3]=$!
+    URL[wasmtime-p3]="http://127.0.0.1:$port/hello"
+    wait_ready wasmtime-p3 "${PID[wasmtime-p3]}" "${URL[wasmtime-p3]}"
 }
 
 start_native() {
@@ -216,6 +259,20 @@ fi
 if [ -n "${WASMTIME:-}" ]; then
     start_wasmtime
     SERVERS="$SERVERS wasmtime-serve"
+fi
+if [ "$P3" = 1 ]; then
+    [ -f "$P3_WASM" ] || die "no $P3_WASM after the build"
+    start_p3 p3
+    start_p3 p3-reuse --reuse 1000 --reuse-concurrency 16
+    SERVERS="$SERVERS p3 p3-reuse"
+    if [ -n "${WASMTIME:-}" ]; then
+        start_wasmtime_p3
+        SERVERS="$SERVERS wasmtime-p3"
+    fi
+    for s in p3 p3-reuse; do
+        [ "$(curl -s "${URL[$s]}")" = "$(curl -s "${URL[native]}")" ] ||
+            die "$s answers other bytes than native-hello"
+    done
 fi
 if [ "$TODO" = 1 ]; then
     # The same process as "wisp": one to-do, then GET it per request.
@@ -334,6 +391,9 @@ label() {
         native) echo "native-hello (axum)" ;;
         minimal) echo "minimal-host (wasmtime floor, same hello.wasm)" ;;
         wasmtime-serve) echo "wasmtime serve -Scli (reference, same hello.wasm)" ;;
+        p3) echo "wisp serve, bench-p3 (WASI 0.3), a fresh instance per request" ;;
+        p3-reuse) echo "wisp serve, bench-p3 (WASI 0.3), --reuse 1000 --reuse-concurrency 16" ;;
+        wasmtime-p3) echo "wasmtime serve, defaults (reuses 0.3 instances), same bench-p3" ;;
     esac
 }
 for c in $CONNS; do
@@ -388,6 +448,17 @@ if [[ " $CONNS " == *" 32 "* ]]; then
     if [ "$CGI" = 1 ]; then
         awk -v cr="$(get cgi 32 3)" -v wr="$(get wisp 32 3)" 'BEGIN {
             ok = (cr / wr >= 0.70); printf "- cgi-rust (wasip1 CGI) >= 70%% of hello req/s: %.0f%% -> %s\n", 100 * cr / wr, ok ? "met" : "MISSED"
+        }'
+    fi
+    if [ "$P3" = 1 ]; then
+        awk -v pc="$(get p3 32 6)" -v wc="$(get wisp 32 6)" -v rr="$(get p3-reuse 32 3)" \
+            -v rc="$(get p3-reuse 32 6)" -v r99="$(get p3-reuse 32 5)" -v nr="$(get native 32 3)" \
+            -v nc="$(get native 32 6)" -v n99="$(get native 32 5)" -v xr="$(get wasmtime-p3 32 3)" 'BEGIN {
+            ok = (pc <= wc); printf "- WASI 0.3 fresh instance CPU <= WASI 0.2 (hello): %.1f vs %.1f µs -> %s\n", pc, wc, ok ? "met" : "MISSED"
+            ok = (rr / nr >= 0.80); printf "- WASI 0.3 with reuse >= 80%% of native req/s: %.0f%% -> %s\n", 100 * rr / nr, ok ? "met" : "MISSED"
+            ok = (rc <= 1.5 * nc); printf "- WASI 0.3 with reuse CPU <= 1.5x native: %.2fx -> %s\n", rc / nc, ok ? "met" : "MISSED"
+            ok = (r99 <= 1.5 * n99); printf "- WASI 0.3 with reuse p99 <= 1.5x native: %.2fx -> %s\n", r99 / n99, ok ? "met" : "MISSED"
+            if (xr > 0) { ok = (rr > xr); printf "- WASI 0.3 with reuse ahead of wasmtime serve: %.2fx -> %s\n", rr / xr, ok ? "met" : "MISSED" }
         }'
     fi
     if [ "$TODO" = 1 ]; then

@@ -32,7 +32,35 @@ pub struct Limits {
     /// admin API 507.
     #[serde(default = "default_kv_max_total_bytes")]
     pub kv_max_total_bytes: u64,
+    /// Invocations of the function running at once. `None` (the default):
+    /// the host's per-function share ([`HostConfig::function_share`]). At
+    /// most the host's `max_in_flight`.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// Requests that may wait for a slot when `concurrency` invocations
+    /// are running; past them the answer is 429. 0 (the default) refuses
+    /// at once, as when no queue existed.
+    #[serde(default)]
+    pub queue: u32,
+    /// How long one request may wait in the queue, in milliseconds; past
+    /// it the answer is 429. Time waited does not count against
+    /// `timeout_ms`: the function's deadline starts when it gets its slot.
+    #[serde(default = "default_queue_timeout_ms")]
+    pub queue_timeout_ms: u64,
 }
+
+/// The wait a queued request is allowed unless the function sets its own:
+/// long enough to ride out a burst, short enough that a client is not kept
+/// guessing.
+fn default_queue_timeout_ms() -> u64 {
+    10_000
+}
+
+/// Most requests one queue may hold (a function's or the host's). A
+/// waiting request holds its connection and a little memory, so the queue
+/// is bounded like every other buffer; the connection limit bounds the
+/// sum.
+pub const MAX_QUEUE: u32 = 100_000;
 
 fn default_kv_max_key_bytes() -> u64 {
     wisp_rules::DEFAULT_KV_MAX_KEY_BYTES
@@ -66,6 +94,9 @@ impl Default for Limits {
             kv_max_key_bytes: default_kv_max_key_bytes(),
             kv_max_value_bytes: default_kv_max_value_bytes(),
             kv_max_total_bytes: default_kv_max_total_bytes(),
+            concurrency: None,
+            queue: 0,
+            queue_timeout_ms: default_queue_timeout_ms(),
         }
     }
 }
@@ -74,6 +105,11 @@ impl Limits {
     /// The deadline as a [`Duration`].
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// The queue timeout as a [`Duration`].
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_millis(self.queue_timeout_ms)
     }
 }
 
@@ -95,6 +131,15 @@ pub struct LimitOverrides {
     /// See [`Limits::kv_max_total_bytes`].
     #[serde(default)]
     pub kv_max_total_bytes: Option<u64>,
+    /// See [`Limits::concurrency`].
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// See [`Limits::queue`].
+    #[serde(default)]
+    pub queue: Option<u32>,
+    /// See [`Limits::queue_timeout_ms`].
+    #[serde(default)]
+    pub queue_timeout_ms: Option<u64>,
 }
 
 impl LimitOverrides {
@@ -107,6 +152,9 @@ impl LimitOverrides {
             kv_max_key_bytes: self.kv_max_key_bytes.unwrap_or(base.kv_max_key_bytes),
             kv_max_value_bytes: self.kv_max_value_bytes.unwrap_or(base.kv_max_value_bytes),
             kv_max_total_bytes: self.kv_max_total_bytes.unwrap_or(base.kv_max_total_bytes),
+            concurrency: self.concurrency.or(base.concurrency),
+            queue: self.queue.unwrap_or(base.queue),
+            queue_timeout_ms: self.queue_timeout_ms.unwrap_or(base.queue_timeout_ms),
         }
     }
 }
@@ -388,6 +436,13 @@ pub struct HostConfig {
     /// (from when it died) before it is removed with its event, unless
     /// redriven or purged first.
     pub event_dead_letter_retention: Duration,
+    /// Requests that may wait for a host-wide slot when `max_in_flight`
+    /// invocations are running; past them the answer is 503. 0 (the
+    /// default) answers 503 at once.
+    pub host_queue: u32,
+    /// How long one request may wait for a host-wide slot; past it the
+    /// answer is 503. Not counted against the function's timeout.
+    pub host_queue_timeout: Duration,
 }
 
 impl Default for HostConfig {
@@ -427,6 +482,8 @@ impl Default for HostConfig {
             event_topic_quota_bytes: 64 << 20,
             event_host_quota_bytes: 256 << 20,
             event_dead_letter_retention: Duration::from_secs(7 * 24 * 3600),
+            host_queue: 0,
+            host_queue_timeout: Duration::from_millis(default_queue_timeout_ms()),
         }
     }
 }
@@ -438,6 +495,16 @@ impl HostConfig {
         self.max_in_flight_per_function
             .unwrap_or(self.max_in_flight / 2)
             .max(1)
+    }
+
+    /// Invocations a function with `limits` may have running at once: its
+    /// own concurrency, else the host's share; never above
+    /// `max_in_flight` (a stored concurrency may be, after a restart with
+    /// a lower bound).
+    pub fn concurrency_of(&self, limits: &Limits) -> u32 {
+        limits
+            .concurrency
+            .map_or_else(|| self.function_share(), |n| n.clamp(1, self.max_in_flight))
     }
 
     /// Checks that the values fit together; a bad value stops start-up with a
@@ -539,6 +606,21 @@ impl HostConfig {
         if self.event_dead_letter_retention.is_zero() {
             return Err("the dead-letter retention must be more than 0".into());
         }
+        if self.host_queue > MAX_QUEUE {
+            return Err(format!(
+                "the host queue must be at most {MAX_QUEUE} (got {})",
+                self.host_queue
+            ));
+        }
+        if self.host_queue_timeout.is_zero()
+            || self.host_queue_timeout > Duration::from_millis(self.max_timeout_ms)
+        {
+            return Err(format!(
+                "the host queue timeout must be more than 0 and at most the host's maximum \
+                 timeout ({} ms)",
+                self.max_timeout_ms
+            ));
+        }
         Ok(())
     }
 
@@ -573,6 +655,27 @@ impl HostConfig {
             if value == 0 || value > max {
                 return Err(format!("{name} must be between 1 and {max} (got {value})"));
             }
+        }
+        if let Some(n) = limits.concurrency
+            && (n == 0 || n > self.max_in_flight)
+        {
+            return Err(format!(
+                "concurrency must be between 1 and the host's max in-flight invocations \
+                 (--max-in-flight {}) (got {n})",
+                self.max_in_flight
+            ));
+        }
+        if limits.queue > MAX_QUEUE {
+            return Err(format!(
+                "queue must be at most {MAX_QUEUE} (got {})",
+                limits.queue
+            ));
+        }
+        if limits.queue_timeout_ms == 0 || limits.queue_timeout_ms > self.max_timeout_ms {
+            return Err(format!(
+                "queue_timeout_ms must be between 1 and {} (got {})",
+                self.max_timeout_ms, limits.queue_timeout_ms
+            ));
         }
         Ok(())
     }
@@ -631,6 +734,103 @@ mod tests {
             ..Default::default()
         };
         assert!(HostConfig::default().check_limits(&l).is_err());
+    }
+
+    #[test]
+    fn admission_limits_are_checked_against_the_host() {
+        let host = HostConfig {
+            max_in_flight: 8,
+            ..Default::default()
+        };
+        let ok = Limits {
+            concurrency: Some(8),
+            queue: 4,
+            queue_timeout_ms: 1,
+            ..Default::default()
+        };
+        assert!(host.check_limits(&ok).is_ok());
+        for (bad, field) in [
+            (
+                Limits {
+                    concurrency: Some(0),
+                    ..ok
+                },
+                "concurrency",
+            ),
+            (
+                Limits {
+                    concurrency: Some(9),
+                    ..ok
+                },
+                "--max-in-flight 8",
+            ),
+            (
+                Limits {
+                    queue_timeout_ms: 0,
+                    ..ok
+                },
+                "queue_timeout_ms",
+            ),
+            (
+                Limits {
+                    queue: MAX_QUEUE + 1,
+                    ..ok
+                },
+                "queue must be",
+            ),
+        ] {
+            let e = host.check_limits(&bad).unwrap_err();
+            assert!(e.contains(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_function_s_concurrency_defaults_to_the_host_s_share_and_is_capped() {
+        let host = HostConfig {
+            max_in_flight: 8,
+            ..Default::default()
+        };
+        assert_eq!(host.concurrency_of(&Limits::default()), 4);
+        let own = Limits {
+            concurrency: Some(6),
+            ..Default::default()
+        };
+        assert_eq!(host.concurrency_of(&own), 6);
+        // Stored before a restart with a lower bound.
+        let above = Limits {
+            concurrency: Some(50),
+            ..Default::default()
+        };
+        assert_eq!(host.concurrency_of(&above), 8);
+    }
+
+    #[test]
+    fn the_host_queue_is_bounded() {
+        let c = HostConfig {
+            host_queue: MAX_QUEUE + 1,
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().contains("host queue"));
+        let c = HostConfig {
+            host_queue_timeout: Duration::ZERO,
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().contains("host queue timeout"));
+        let c = HostConfig {
+            host_queue: 10,
+            host_queue_timeout: Duration::from_secs(1),
+            ..Default::default()
+        };
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn limits_stored_before_admission_existed_still_load() {
+        let old = r#"{"timeout_ms":1000,"memory_bytes":65536,"max_body_bytes":10}"#;
+        let l: Limits = serde_json::from_str(old).unwrap();
+        assert_eq!(l.concurrency, None);
+        assert_eq!(l.queue, 0);
+        assert_eq!(l.queue_timeout_ms, Limits::default().queue_timeout_ms);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::http::{Request, Response};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::{Mutex, Semaphore, watch};
+use tokio::sync::{Mutex, watch};
 
 use crate::capabilities::kv::store::KvStore;
 use crate::capabilities::logs::{LogSink, LogStore, Retention};
@@ -28,6 +28,7 @@ use crate::function::{Functions, FunctionsCtx, FunctionsInner};
 use crate::gateway::Gateway;
 use crate::gateway::serve::{Listeners, ServeParts, Serving, ServingRuntimes};
 use crate::invocation::Invoker;
+use crate::invocation::admission::HostGate;
 use crate::metrics::HostMetrics;
 use crate::store::Store;
 
@@ -198,6 +199,7 @@ impl HostBuilder {
             },
         )?;
         let events = crate::events::plane::EventPlane::new(event_store);
+        let metrics = HostMetrics::new();
         let invoker = Arc::new(Invoker {
             logs,
             log_limit: crate::capabilities::logs::LogLimits {
@@ -207,9 +209,13 @@ impl HostBuilder {
             max_outbound: config.max_outbound_requests,
             cgi_max_output: config.cgi_max_output_bytes,
             engine: engine.engine.clone(),
-            in_flight: Arc::new(Semaphore::new(config.max_in_flight as usize)),
-            function_share: config.function_share(),
-            metrics: HostMetrics::new(),
+            in_flight: Arc::new(HostGate::new(
+                config.max_in_flight,
+                config.host_queue,
+                config.host_queue_timeout,
+                metrics.overloaded.clone(),
+            )),
+            metrics,
             publisher: Arc::new(crate::events::EventPublisher::new(&events, &store, &config)),
         });
         let registry = Arc::new(ArcSwap::from_pointee(Registry::default()));

@@ -26,7 +26,8 @@
 //!    code again instead of compiling.
 //! 3. **Per invocation** (`invocation`): a request routed by the gateway,
 //!    [`Functions::invoke`], or an event delivery takes an invocation slot
-//!    (host-wide, and the function's share of it), builds a wasmtime
+//!    (the function's, then the host's; if none is free, it waits in their
+//!    bounded queues or is refused), builds a wasmtime
 //!    `Store` with the invocation's state (deadline, memory cap, log
 //!    capture, and a view for each capability: key-value, config,
 //!    outbound HTTP, topics), instantiates from the pre-instantiated
@@ -121,6 +122,7 @@ pub use events::{
 pub use events::{Events, JobCounts, JobInfo, JobState, JobTask, Jobs, NewJob, parse_array};
 pub use function::Functions;
 pub use function::handles::{Kv, Logs, Settings};
+pub use function::records::Reuse;
 pub use function::wire::{DeployOptions, FunctionInfo, FunctionSummary, Setting, VersionInfo};
 pub use gateway::Listeners;
 pub use host::{Host, HostBuilder};

@@ -90,6 +90,7 @@ fn describe() {
         OVERLOADED,
         "Requests refused with 503 at the in-flight bound."
     );
+    describe_admission();
     // Make the counters visible at 0 from the start.
     metrics::counter!(COMPILES).increment(0);
     metrics::gauge!(IN_FLIGHT).set(0.0);
@@ -145,6 +146,112 @@ impl HostMetrics {
             in_flight: metrics::gauge!(IN_FLIGHT),
             instantiation: metrics::histogram!(INSTANTIATION_SECONDS),
             overloaded: metrics::counter!(OVERLOADED),
+        }
+    }
+}
+
+/// Requests waiting for a slot of their function, by function.
+pub const QUEUE_DEPTH: &str = "wisp_function_queue_depth";
+/// Requests that had to wait for a slot of their function, by function.
+pub const QUEUE_WAITS: &str = "wisp_function_queue_waits_total";
+/// Time waited in a function's queue (whether a slot came or not).
+pub const QUEUE_WAIT_SECONDS: &str = "wisp_function_queue_wait_seconds";
+/// Invocations refused for want of a slot, by function and reason.
+pub const REJECTIONS: &str = "wisp_function_rejections_total";
+/// Requests waiting for a host-wide slot.
+pub const HOST_QUEUE_DEPTH: &str = "wisp_host_queue_depth";
+/// Requests that had to wait for a host-wide slot.
+pub const HOST_QUEUE_WAITS: &str = "wisp_host_queue_waits_total";
+/// Time waited in the host's queue.
+pub const HOST_QUEUE_WAIT_SECONDS: &str = "wisp_host_queue_wait_seconds";
+
+fn describe_admission() {
+    metrics::describe_gauge!(QUEUE_DEPTH, "Requests waiting for a slot of the function.");
+    metrics::describe_counter!(
+        QUEUE_WAITS,
+        "Requests that waited for a slot of the function."
+    );
+    metrics::describe_histogram!(
+        QUEUE_WAIT_SECONDS,
+        "Time waited for a slot of the function."
+    );
+    metrics::describe_counter!(
+        REJECTIONS,
+        "Invocations refused for want of a slot, by reason: concurrency (no queue), queue_full, \
+         queue_timeout (429); host_in_flight, host_queue_full, host_queue_timeout (503)."
+    );
+    metrics::describe_gauge!(HOST_QUEUE_DEPTH, "Requests waiting for a host-wide slot.");
+    metrics::describe_counter!(
+        HOST_QUEUE_WAITS,
+        "Requests that waited for a host-wide slot."
+    );
+    metrics::describe_histogram!(HOST_QUEUE_WAIT_SECONDS, "Time waited for a host-wide slot.");
+}
+
+/// Pre-registered handles of one admission queue (a function's or the
+/// host's): labels are formatted once, when the queue is made.
+pub(crate) struct QueueMetrics {
+    pub depth: Gauge,
+    pub waits: Counter,
+    pub waited: Histogram,
+}
+
+impl QueueMetrics {
+    /// The queue of function `name`.
+    pub fn function(name: &str) -> QueueMetrics {
+        let depth = metrics::gauge!(QUEUE_DEPTH, "function" => name.to_string());
+        // Shown at 0 from the start, like the counters.
+        depth.set(0.0);
+        QueueMetrics {
+            depth,
+            waits: metrics::counter!(QUEUE_WAITS, "function" => name.to_string()),
+            waited: metrics::histogram!(QUEUE_WAIT_SECONDS, "function" => name.to_string()),
+        }
+    }
+
+    /// The host's queue.
+    pub fn host() -> QueueMetrics {
+        let depth = metrics::gauge!(HOST_QUEUE_DEPTH);
+        depth.set(0.0);
+        QueueMetrics {
+            depth,
+            waits: metrics::counter!(HOST_QUEUE_WAITS),
+            waited: metrics::histogram!(HOST_QUEUE_WAIT_SECONDS),
+        }
+    }
+}
+
+/// Pre-registered counters of one function's refusals, one per reason.
+pub(crate) struct Rejections {
+    /// Its slots taken and no queue (429).
+    pub full: Counter,
+    /// Its slots taken and its queue full (429).
+    pub queue_full: Counter,
+    /// No slot of its came free within its queue timeout (429).
+    pub queue_timeout: Counter,
+    /// The host's slots taken and no host queue (503).
+    pub host_full: Counter,
+    /// The host's slots taken and its queue full (503).
+    pub host_queue_full: Counter,
+    /// No host slot came free within the host's queue timeout (503).
+    pub host_queue_timeout: Counter,
+}
+
+impl Rejections {
+    pub fn new(name: &str) -> Rejections {
+        let counter = |reason: &'static str| {
+            let c =
+                metrics::counter!(REJECTIONS, "function" => name.to_string(), "reason" => reason);
+            c.increment(0);
+            c
+        };
+        Rejections {
+            full: counter("concurrency"),
+            queue_full: counter("queue_full"),
+            queue_timeout: counter("queue_timeout"),
+            host_full: counter("host_in_flight"),
+            host_queue_full: counter("host_queue_full"),
+            host_queue_timeout: counter("host_queue_timeout"),
         }
     }
 }

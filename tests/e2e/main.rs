@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod admission;
 mod api;
 mod cgi;
 mod cli;

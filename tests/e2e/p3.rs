@@ -235,3 +235,222 @@ fn events_reach_a_0_3_component_as_posts() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn with_reuse_a_global_persists_on_one_instance_and_a_trap_discards_it() {
+    let w = Wisp::start();
+    deployed(&w, &[("reuse", "1000")]);
+    let counts: Vec<String> = (0..4)
+        .map(|_| w.get("/p3/counter").text().unwrap())
+        .collect();
+    assert_eq!(counts, ["1", "2", "3", "4"]);
+    let info: Value = w.admin().get("/v1/functions/p3").json().unwrap();
+    assert_eq!(
+        info["reuse"],
+        json!({"min": 1000, "max": 1000, "concurrency": 1, "idle_timeout_ms": 10000})
+    );
+    let text = cli_ok(&w, &["info", "p3"]);
+    assert!(
+        text.contains(
+            "instances       reused: 1000 requests each, 1 at once, kept 10s when idle\n"
+        ),
+        "{text}"
+    );
+
+    // A trap ends the instance: the next request gets a new one.
+    assert_error(w.get("/p3/trap"), 500, "trap");
+    assert_eq!(w.get("/p3/counter").text().unwrap(), "1");
+    // So does the memory cap.
+    assert_error(w.get("/p3/bomb"), 500, "memory_limit");
+    assert_eq!(w.get("/p3/counter").text().unwrap(), "1");
+    assert_eq!(w.get("/p3/counter").text().unwrap(), "2");
+
+    // An instance retires after its count; `--reuse 1` turns reuse off.
+    deployed(&w, &[("reuse", "2")]);
+    let counts: Vec<String> = (0..4)
+        .map(|_| w.get("/p3/counter").text().unwrap())
+        .collect();
+    assert_eq!(counts, ["1", "2", "1", "2"]);
+    deployed(&w, &[("reuse", "1")]);
+    let info: Value = w.admin().get("/v1/functions/p3").json().unwrap();
+    assert!(info.get("reuse").is_none(), "{info}");
+    assert_eq!(w.get("/p3/counter").text().unwrap(), "1");
+    assert_eq!(w.get("/p3/counter").text().unwrap(), "1");
+}
+
+#[test]
+fn with_reuse_the_deadline_is_per_request_and_a_stuck_instance_is_replaced() {
+    let w = Wisp::start();
+    deployed(&w, &[("reuse", "1000"), ("timeout_ms", "1000")]);
+    assert_eq!(w.get("/p3/counter").text().unwrap(), "1");
+    for path in ["/p3/loop", "/p3/async-loop"] {
+        let start = Instant::now();
+        let msg = assert_error(w.get(path), 504, "timeout");
+        let took = start.elapsed();
+        assert!(
+            (Duration::from_millis(1000)..Duration::from_millis(2000)).contains(&took),
+            "{path} answered after {took:?}: {msg}"
+        );
+        // The stuck instance is gone.
+        assert_eq!(w.get("/p3/counter").text().unwrap(), "1");
+    }
+    // Requests that each finish in time on one instance are not cut by the
+    // time the instance has been alive.
+    for _ in 0..3 {
+        assert_eq!(w.get("/p3/sleep?ms=400").status(), 200);
+    }
+    assert_eq!(w.get("/p3/counter").text().unwrap(), "2");
+}
+
+#[test]
+fn with_reuse_concurrency_one_instance_serves_requests_at_once() {
+    let w = Wisp::start();
+    deployed(
+        &w,
+        &[
+            ("reuse", "1000"),
+            ("reuse_concurrency", "4"),
+            ("idle_timeout_ms", "60000"),
+        ],
+    );
+    // Four requests that each wait 500 ms, sent at once, end together on
+    // one instance: the counter then says 5.
+    let start = Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let url = format!("{}/p3/sleep?ms=500", w.data_url);
+            std::thread::spawn(move || client().get(url).send().unwrap().status().as_u16())
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    assert!(start.elapsed() < Duration::from_millis(1500));
+    assert_eq!(w.get("/p3/counter").text().unwrap(), "1");
+}
+
+#[test]
+fn reuse_settings_are_refused_where_they_do_not_apply() {
+    let w = Wisp::start();
+    let a = w.admin();
+    // A 0.2 component and a preview-1 module always get a fresh instance.
+    let hello = std::fs::read(guest("hello")).unwrap();
+    let msg = assert_error(
+        a.deploy("hello", &hello, &[("reuse", "10")]),
+        400,
+        "invalid_argument",
+    );
+    assert!(msg.contains("WASI 0.3"), "{msg}");
+    let cgi = std::fs::read(wasip1_guest("cgi-rust")).unwrap();
+    let msg = assert_error(
+        a.deploy("cgi", &cgi, &[("reuse", "10")]),
+        400,
+        "invalid_argument",
+    );
+    assert!(msg.contains("WASI 0.3"), "{msg}");
+    // Zero, backwards, unparsable; concurrency or idle time without reuse.
+    for q in [
+        [("reuse", "0"), ("route", "/p3/*")],
+        [("reuse", "9..3"), ("route", "/p3/*")],
+        [("reuse", "many"), ("route", "/p3/*")],
+        [("reuse_concurrency", "0"), ("reuse", "5")],
+        [("idle_timeout_ms", "0"), ("reuse", "5")],
+        [("reuse_concurrency", "2"), ("route", "/p3/*")],
+    ] {
+        let msg = assert_error(deploy_p3(&w, &q), 400, "invalid_argument");
+        assert!(
+            msg.contains("reuse") || msg.contains("idle_timeout"),
+            "{q:?}: {msg}"
+        );
+    }
+    // A negative count is not a number of requests.
+    let r = deploy_p3(&w, &[("reuse_concurrency", "-1")]);
+    assert_eq!(r.status(), 400);
+    // Nothing was stored.
+    assert!(a.functions().is_empty());
+
+    // The CLI says the same.
+    let path = guest("hello");
+    let out = w.cli(&["deploy", "hello", path.to_str().unwrap(), "--reuse", "10"]);
+    let err = fails(out);
+    assert!(err.contains("WASI 0.3"), "{err}");
+    let path = guest("p3");
+    let err = fails(w.cli(&["deploy", "p3", path.to_str().unwrap(), "--reuse", "0"]));
+    assert!(err.contains("0 requests per instance"), "{err}");
+    let out = w.cli(&[
+        "deploy",
+        "p3",
+        path.to_str().unwrap(),
+        "--reuse-concurrency",
+        "-2",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("-2"), "{err}");
+    assert!(a.functions().is_empty());
+}
+
+#[test]
+fn uploads_using_wasi_0_3_are_checked_for_the_handler_and_their_imports() {
+    let w = Wisp::start();
+    let a = w.admin();
+    // WASI 0.3 imports but no wasi:http/handler@0.3 export.
+    let no_handler = wat::parse_str(
+        r#"(component
+            (import "wasi:random/random@0.3.0" (instance
+                (export "get-random-u64" (func (result u64))))))"#,
+    )
+    .unwrap();
+    let msg = assert_error(a.deploy("p3", &no_handler, &[]), 400, "missing_export");
+    assert!(msg.contains("wasi:http/handler@0.3"), "{msg}");
+    // An import this host does not provide is named.
+    let unknown = wat::parse_str(
+        r#"(component
+            (import "wasi:random/random@0.3.0" (instance
+                (export "get-random-u64" (func (result u64)))))
+            (import "acme:missing/thing@1.0.0" (instance
+                (export "go" (func)))))"#,
+    )
+    .unwrap();
+    let msg = assert_error(a.deploy("p3", &unknown, &[]), 400, "unsatisfied_imports");
+    assert!(msg.contains("acme:missing/thing@1.0.0"), "{msg}");
+    assert!(!msg.contains("wasi:random"), "{msg}");
+    // Nothing was stored, and the real thing deploys.
+    assert!(a.functions().is_empty());
+    deployed(&w, &[]);
+}
+
+#[test]
+fn admission_applies_to_0_3_components_fresh_and_reused() {
+    let w = Wisp::start();
+    for reuse in ["1", "1000"] {
+        deployed(
+            &w,
+            &[
+                ("reuse", reuse),
+                ("concurrency", "1"),
+                ("queue", "1"),
+                ("queue_timeout_ms", "5000"),
+            ],
+        );
+        // One runs, one waits its turn, the third is refused at once.
+        let threads: Vec<_> = (0..3)
+            .map(|i| {
+                let url = format!("{}/p3/sleep?ms=600", w.data_url);
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(100 * i));
+                    let r = client().get(url).send().unwrap();
+                    (r.status().as_u16(), r.headers().contains_key("retry-after"))
+                })
+            })
+            .collect();
+        let mut answers: Vec<(u16, bool)> =
+            threads.into_iter().map(|t| t.join().unwrap()).collect();
+        answers.sort();
+        assert_eq!(
+            answers,
+            [(200, false), (200, false), (429, true)],
+            "reuse {reuse}"
+        );
+    }
+}

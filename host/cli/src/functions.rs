@@ -33,8 +33,9 @@ const WASM_MAGIC: &[u8; 4] = b"\0asm";
 pub struct DeployArgs {
     /// Function name.
     name: String,
-    /// The WebAssembly file to deploy: a `wasi:http/proxy` component or a
-    /// `wasm32-wasip1` module (run CGI-style).
+    /// The WebAssembly file to deploy: a WASI 0.2 `wasi:http/proxy` or WASI
+    /// 0.3 `wasi:http/service` component, or a `wasm32-wasip1` module (run
+    /// CGI-style).
     #[arg(required_unless_present = "from", conflicts_with = "from")]
     file: Option<PathBuf>,
     /// Build the function crate at PATH (its directory or Cargo.toml) with
@@ -78,6 +79,37 @@ pub struct DeployArgs {
     /// version, else none].
     #[arg(long, value_name = "PATH")]
     static_dir: Option<String>,
+    /// Invocations of the function running at once, at most the host's
+    /// --max-in-flight [default: as the active version, else the host's
+    /// per-function share].
+    #[arg(long, value_name = "N")]
+    concurrency: Option<u32>,
+    /// Requests that may wait for a slot when --concurrency invocations
+    /// run; past them the answer is 429 (0: 429 at once) [default: as the
+    /// active version, else 0].
+    #[arg(long, value_name = "N")]
+    queue: Option<u32>,
+    /// How long one request may wait in the queue before it gets 429; not
+    /// counted against --timeout [default: as the active version, else
+    /// 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    queue_timeout: Option<Duration>,
+    /// For a WASI 0.3 component: one instance serves N requests before it
+    /// is retired, or a count picked at random between A and B for each
+    /// instance (`--reuse 1000`, `--reuse 100..1000`); `--reuse 1` turns it
+    /// off. Requests on one instance share its globals and memory (see the
+    /// README) [default: as the active version, else a fresh instance per
+    /// request].
+    #[arg(long, value_name = "N|A..B")]
+    reuse: Option<String>,
+    /// With --reuse: requests one instance serves at once [default: as the
+    /// active version, else 1].
+    #[arg(long, value_name = "C")]
+    reuse_concurrency: Option<u32>,
+    /// With --reuse: how long an idle instance is kept for the next request
+    /// (10s, 1m) [default: as the active version, else 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
     #[command(flatten)]
     pub(crate) connection: Connection,
 }
@@ -192,6 +224,12 @@ fn deploy_options(args: &DeployArgs) -> Result<DeployOptions> {
         }
         None => None,
     };
+    let queue_timeout_ms = match args.queue_timeout {
+        Some(wait) => {
+            Some(u64::try_from(wait.as_millis()).context("--queue-timeout is too large")?)
+        }
+        None => None,
+    };
     Ok(DeployOptions {
         routes: args.routes.clone(),
         env: args.env.clone(),
@@ -201,6 +239,15 @@ fn deploy_options(args: &DeployArgs) -> Result<DeployOptions> {
         allow_outbound: args.allow_outbound.clone(),
         config_env: args.config_env,
         static_dir: args.static_dir.clone().into(),
+        concurrency: args.concurrency,
+        queue: args.queue,
+        queue_timeout_ms,
+        reuse: args.reuse.clone(),
+        reuse_concurrency: args.reuse_concurrency,
+        idle_timeout_ms: match args.idle_timeout {
+            Some(d) => Some(u64::try_from(d.as_millis()).context("--idle-timeout is too large")?),
+            None => None,
+        },
         ..DeployOptions::default()
     })
 }
@@ -310,6 +357,25 @@ pub(crate) async fn info(api: &Client, args: ShowArgs) -> Result<()> {
     write_stdout(&info_text(&info))
 }
 
+/// How a function's instances are used, for `wisp info`.
+fn describe_reuse(reuse: Option<&wisp_host::Reuse>) -> String {
+    match reuse {
+        None => "a fresh instance per request".into(),
+        Some(r) => {
+            let count = if r.min == r.max {
+                format!("{} requests", r.min)
+            } else {
+                format!("{} to {} requests", r.min, r.max)
+            };
+            format!(
+                "reused: {count} each, {} at once, kept {} when idle",
+                r.concurrency,
+                format_ms(r.idle_timeout_ms)
+            )
+        }
+    }
+}
+
 fn info_text(info: &FunctionInfo) -> String {
     const LABEL_WIDTH: usize = 16;
     let env: Vec<String> = info.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -328,6 +394,8 @@ fn info_text(info: &FunctionInfo) -> String {
         // One variable a line, aligned under the first.
         ("env", lines_or_none(&env, LABEL_WIDTH)),
         ("limits", limits),
+        ("admission", admission_text(info)),
+        ("instances", describe_reuse(info.reuse.as_ref())),
         ("outbound", join_or_none(&info.allow_outbound)),
         ("created", info.created_at.clone()),
         ("updated", info.updated_at.clone()),
@@ -341,6 +409,27 @@ fn info_text(info: &FunctionInfo) -> String {
         let _ = writeln!(out, "  {line}");
     }
     out
+}
+
+/// `concurrency 2, queue 4, queue timeout 1s`; `concurrency 500 (the
+/// host's share), no queue` for a function that sets nothing.
+fn admission_text(info: &FunctionInfo) -> String {
+    let limits = &info.limits;
+    let mut text = format!("concurrency {}", info.effective_concurrency);
+    if limits.concurrency.is_none() {
+        text.push_str(" (the host's share)");
+    }
+    if limits.queue == 0 {
+        text.push_str(", no queue");
+    } else {
+        let _ = write!(
+            text,
+            ", queue {}, queue timeout {}",
+            limits.queue,
+            format_ms(limits.queue_timeout_ms)
+        );
+    }
+    text
 }
 
 pub(crate) async fn versions(api: &Client, args: ShowArgs) -> Result<()> {
@@ -423,6 +512,12 @@ mod tests {
             config_env: None,
             static_dir: None,
             allow_outbound: vec!["https://api.example.com".into()],
+            concurrency: Some(2),
+            queue: Some(4),
+            queue_timeout: Some(Duration::from_millis(2500)),
+            reuse: Some("100..200".into()),
+            reuse_concurrency: Some(8),
+            idle_timeout: Some(Duration::from_secs(30)),
             connection: crate::client::tests::connection(None, Path::new(".")),
         };
         let options = deploy_options(&args).unwrap();
@@ -434,6 +529,12 @@ mod tests {
                 timeout_ms: Some(1500),
                 memory_bytes: Some(64 << 20),
                 allow_outbound: vec!["https://api.example.com".into()],
+                concurrency: Some(2),
+                queue: Some(4),
+                queue_timeout_ms: Some(2500),
+                reuse: Some("100..200".into()),
+                reuse_concurrency: Some(8),
+                idle_timeout_ms: Some(30_000),
                 ..DeployOptions::default()
             }
         );
@@ -505,6 +606,20 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  2        *       fedcba987654"), "{text}");
+        assert!(
+            text.contains("admission       concurrency 0 (the host's share), no queue\n"),
+            "{text}"
+        );
+        let mut info = sample_info();
+        info.limits.concurrency = Some(2);
+        info.limits.queue = 4;
+        info.limits.queue_timeout_ms = 1500;
+        info.effective_concurrency = 2;
+        let text = info_text(&info);
+        assert!(
+            text.contains("admission       concurrency 2, queue 4, queue timeout 1s 500ms\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -473,6 +473,22 @@ pub struct ServeArgs {
         value_parser = parse_duration
     )]
     pub event_dlq_retention: Duration,
+
+    /// Requests that may wait for a host-wide slot when --max-in-flight
+    /// invocations run; past them the answer is 503 (0: 503 at once).
+    #[arg(long, env = "WISP_HOST_QUEUE", value_name = "N", default_value_t = 0)]
+    pub host_queue: u32,
+
+    /// How long one request may wait for a host-wide slot before it gets
+    /// 503; not counted against the function's timeout.
+    #[arg(
+        long,
+        env = "WISP_HOST_QUEUE_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = parse_duration
+    )]
+    pub host_queue_timeout: Duration,
 }
 
 /// Format of the host's logs.

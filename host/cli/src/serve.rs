@@ -153,6 +153,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         event_topic_quota_bytes: args.event_topic_quota,
         event_host_quota_bytes: args.event_host_quota,
         event_dead_letter_retention: args.event_dlq_retention,
+        host_queue: args.host_queue,
+        host_queue_timeout: args.host_queue_timeout,
         ..HostConfig::default()
     };
     config

@@ -80,6 +80,11 @@ pub(crate) fn deploy_query(o: &DeployOptions) -> Vec<(&'static str, String)> {
         ("kv_max_key_bytes", o.kv_max_key_bytes),
         ("kv_max_value_bytes", o.kv_max_value_bytes),
         ("kv_max_total_bytes", o.kv_max_total_bytes),
+        ("concurrency", o.concurrency.map(u64::from)),
+        ("queue", o.queue.map(u64::from)),
+        ("queue_timeout_ms", o.queue_timeout_ms),
+        ("reuse_concurrency", o.reuse_concurrency.map(u64::from)),
+        ("idle_timeout_ms", o.idle_timeout_ms),
     ];
     query.extend(
         numbers
@@ -88,6 +93,9 @@ pub(crate) fn deploy_query(o: &DeployOptions) -> Vec<(&'static str, String)> {
     );
     if let Some(on) = o.config_env {
         query.push(("config_env", on.to_string()));
+    }
+    if let Some(reuse) = &o.reuse {
+        query.push(("reuse", reuse.clone()));
     }
     query.extend(
         o.allow_outbound
@@ -217,6 +225,12 @@ mod tests {
             kv_max_value_bytes: None,
             kv_max_total_bytes: Some(1 << 20),
             static_dir: Setting::Clear,
+            concurrency: Some(2),
+            queue: Some(0),
+            queue_timeout_ms: Some(1500),
+            reuse: Some("10..20".into()),
+            reuse_concurrency: Some(4),
+            idle_timeout_ms: Some(2500),
         };
         let query = deploy_query(&options);
         assert_eq!(

@@ -53,6 +53,12 @@ pub(super) async fn list_functions(
         ("kv_max_value_bytes" = Option<u64>, Query, description = "Key-value value size override"),
         ("kv_max_total_bytes" = Option<u64>, Query, description = "Key-value total (keys and values) override"),
         ("allow_outbound" = Option<Vec<String>>, Query, description = "Outbound HTTP allow-list entry, repeatable: `https://api.example.com`, `*.example.com`, `host:port`, `host:*`"),
+        ("concurrency" = Option<u32>, Query, description = "Invocations running at once, 1 to the host's max in-flight; default: inherited, else the host's per-function share"),
+        ("queue" = Option<u32>, Query, description = "Requests that may wait for a slot beyond `concurrency` (0: 429 at once); default: inherited, else 0"),
+        ("queue_timeout_ms" = Option<u64>, Query, description = "How long one request may wait for a slot before 429, at least 1; default: inherited, else 10000"),
+        ("reuse" = Option<String>, Query, description = "WASI 0.3 components only: requests one instance serves before it is retired, `N` or `A..B` (picked at random per instance); `1` turns reuse off (the default: a fresh instance per request)"),
+        ("reuse_concurrency" = Option<u32>, Query, description = "With reuse: requests one instance serves at once (default 1)"),
+        ("idle_timeout_ms" = Option<u64>, Query, description = "With reuse: how long an idle instance is kept, ms (default 10000)"),
     ),
     request_body(content((Binary = "application/wasm"), (Binary = "application/octet-stream")), description = "The component (any content type)"),
     responses(

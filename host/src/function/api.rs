@@ -104,6 +104,29 @@ impl Functions<'_> {
         Ok(())
     }
 
+    /// The admission check of `name`'s invocations on its own, for
+    /// benchmarks: the function is looked up once, and each call of the
+    /// returned closure admits one invocation (a slot, or a place in a
+    /// queue) and lets it go at once, answering whether it was admitted.
+    /// Not part of the stable API.
+    #[doc(hidden)]
+    pub fn admission_probe(
+        &self,
+        name: &str,
+    ) -> Result<impl Fn() -> bool + Send + Sync + 'static, DeployError> {
+        let target = self
+            .host
+            .inner
+            .registry
+            .load()
+            .by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))?;
+        let invoker = self.host.inner.invoker.clone();
+        Ok(move || invoker.admit(&target).is_ok())
+    }
+
     /// Number of distinct artifacts in the store (deduplicated by hash).
     pub fn stored_artifacts(&self) -> usize {
         self.host.inner.records.artifact_count()
@@ -144,6 +167,7 @@ impl FunctionsCtx {
                 .to_string(),
             );
         }
+        info.effective_concurrency = self.inner.config.concurrency_of(&record.active().limits);
         info
     }
 }

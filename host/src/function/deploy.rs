@@ -12,7 +12,7 @@ use crate::function::load::{deployed, now_ms, parse_routes, sha256_hex, store_an
 use crate::function::prepare::{ComponentPre, Prepared};
 use crate::function::records::{FunctionRecord, NewVersion, VersionRecord};
 use crate::function::registry::Deployed;
-use crate::function::resolve::resolve_version;
+use crate::function::resolve::{resolve_reuse, resolve_version};
 use crate::function::wire::{DeployOptions, FunctionInfo};
 use crate::routes::{Route, validate_name};
 
@@ -36,6 +36,7 @@ impl FunctionsCtx {
         }
         crate::function::prepare::check_binary(&wasm)?;
         let is_module = wasmparser::Parser::is_core_wasm(&wasm);
+        let is_service = !is_module && crate::function::prepare::uses_wasi_p3(&wasm);
         for r in &options.routes {
             Route::parse(r).map_err(|e| DeployError::InvalidRoute(e.to_string()))?;
         }
@@ -51,6 +52,7 @@ impl FunctionsCtx {
             self.inner.config.default_limits,
             is_module,
         )?;
+        let reuse = resolve_reuse(&options, existing.as_ref().map(|r| r.active()), is_service)?;
         self.inner
             .config
             .check_limits(&resolved.limits)
@@ -96,6 +98,7 @@ impl FunctionsCtx {
             allow_outbound: resolved.allow_outbound,
             config_env: resolved.config_env,
             static_dir: resolved.static_dir,
+            reuse,
         };
         record.active_version = version.version;
         record.updated_at_ms = now;
@@ -173,7 +176,7 @@ impl FunctionsCtx {
             record,
             version,
             prepared,
-            self.inner.config.function_share(),
+            self.inner.config.concurrency_of(&version.limits),
         )?);
         // On the store's writer, answered once flushed.
         self.inner

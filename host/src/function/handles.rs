@@ -176,6 +176,8 @@ impl Settings<'_> {
                 allow_outbound,
                 env: guest_env(&active.env, active.config_env, &snapshot),
                 config: snapshot,
+                // Instances built from now on see the new config.
+                reuse: old.reuse.as_ref().map(|r| r.fresh()),
                 ..Deployed::clone(old)
             };
             let next = registry.with(Arc::new(next));

@@ -10,7 +10,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 
 use super::FunctionsCtx;
 use crate::capabilities::kv::store::KvStore;
@@ -21,6 +20,7 @@ use crate::function::compiled::Compiled;
 use crate::function::prepare::Serialized;
 use crate::function::records::{FunctionRecord, VersionRecord};
 use crate::function::registry::{Deployed, Registry};
+use crate::invocation::admission::Admission;
 use crate::metrics::FunctionMetrics;
 use crate::routes::Route;
 
@@ -95,7 +95,7 @@ impl FunctionsCtx {
             record,
             v,
             pre,
-            self.inner.config.function_share(),
+            self.inner.config.concurrency_of(&v.limits),
         )?)
     }
 }
@@ -134,7 +134,7 @@ pub(super) fn deployed(
     record: &FunctionRecord,
     v: &VersionRecord,
     pre: crate::function::prepare::Prepared,
-    share: u32,
+    concurrency: u32,
 ) -> Result<Deployed, DeployError> {
     // Checked at deploy; a directory removed since then fails the
     // invocations (500, logged), not the load.
@@ -166,7 +166,8 @@ pub(super) fn deployed(
         metrics: FunctionMetrics::new(&record.name),
         kv: Arc::new(kv),
         config,
-        slots: Arc::new(Semaphore::new(share as usize)),
+        admission: Arc::new(Admission::new(&record.name, concurrency)),
+        reuse: v.reuse.map(crate::invocation::reuse::ReusePool::new),
     })
 }
 

@@ -153,6 +153,13 @@ impl WispEngine {
         component: &Component,
     ) -> Result<ServicePre<InvocationState>, DeployError> {
         let services = self.services()?;
+        let missing = unsatisfied_imports(&services.engine, component);
+        if !missing.is_empty() {
+            return Err(DeployError::UnsatisfiedImports(format!(
+                "the component (WASI 0.3) imports what this host does not provide: {}",
+                missing.join(", ")
+            )));
+        }
         let exports: Vec<String> = component
             .component_type()
             .exports(&services.engine)
@@ -473,7 +480,12 @@ mod tests {
         assert!(provided_interface("wasi:cli/environment@0.2.0"));
         assert!(provided_interface("wasi:io/streams@0.2.6"));
         assert!(provided_interface("wasi:http/types@0.2.3"));
-        assert!(!provided_interface("wasi:http/types@0.3.0"));
+        // WASI 0.3: its set (no wasi:io), wasi:http types and client.
+        assert!(provided_interface("wasi:http/types@0.3.0"));
+        assert!(provided_interface("wasi:http/client@0.3.2"));
+        assert!(provided_interface("wasi:clocks/monotonic-clock@0.3.0"));
+        assert!(!provided_interface("wasi:io/streams@0.3.0"));
+        assert!(!provided_interface("wasi:http/handler@0.3.0"));
         assert!(!provided_interface("acme:unknown/frobnicate@1.0.0"));
         assert!(!provided_interface("wasi:keyvalue/store@0.2.0-draft"));
     }

@@ -50,9 +50,29 @@ pub struct VersionRecord {
     /// relative to `<data-dir>/static/` (checked at deploy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub static_dir: Option<String>,
+    /// For a WASI 0.3 component: instance reuse (absent: a fresh instance
+    /// per request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<Reuse>,
 }
 
-/// A function: its versions and which one is active.
+/// Instance reuse of a WASI 0.3 component (`wisp deploy --reuse`): one
+/// instance serves several requests, one after the other or
+/// `concurrency` at once, sharing its globals and memory. Absent, every
+/// request gets a fresh instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Reuse {
+    /// Fewest requests an instance serves before it is retired.
+    pub min: u32,
+    /// Most requests an instance serves before it is retired; each
+    /// instance picks its count at random between `min` and `max`, so that
+    /// state leaking from request to request shows up sooner.
+    pub max: u32,
+    /// Requests one instance serves at once.
+    pub concurrency: u32,
+    /// How long an idle instance is kept for the next request, in ms.
+    pub idle_timeout_ms: u64,
+}
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionRecord {
     /// Validated name.
@@ -251,6 +271,7 @@ pub(crate) mod tests {
                     config_env: false,
                     allow_outbound: Vec::new(),
                     static_dir: None,
+                    reuse: None,
                 })
                 .collect(),
         }

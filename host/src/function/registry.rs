@@ -17,13 +17,16 @@ pub(crate) struct Registry {
 
 impl Registry {
     /// A new snapshot with `deployed` added (or replacing the function of the
-    /// same name).
+    /// same name). A replaced function keeps its admission (the slots its
+    /// invocations hold, its queue), resized to the new version's
+    /// concurrency: the snapshot is always the next one stored.
     pub fn with(&self, deployed: Arc<Deployed>) -> Registry {
         let mut by_name = self.by_name.clone();
         let deployed = match by_name.get(&deployed.name) {
-            Some(old) if !Arc::ptr_eq(&old.slots, &deployed.slots) => {
+            Some(old) if !Arc::ptr_eq(&old.admission, &deployed.admission) => {
+                old.admission.adopt(&deployed.admission);
                 let mut d = Deployed::clone(&deployed);
-                d.slots = old.slots.clone();
+                d.admission = old.admission.clone();
                 Arc::new(d)
             }
             _ => deployed,

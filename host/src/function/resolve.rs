@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::config::{LimitOverrides, Limits};
 use crate::error::DeployError;
-use crate::function::records::VersionRecord;
+use crate::function::records::{Reuse, VersionRecord};
 use crate::function::wire::{DeployOptions, Setting};
 
 /// The settings of a version about to be deployed.
@@ -77,6 +77,9 @@ pub(crate) fn resolve_version(
         kv_max_key_bytes: options.kv_max_key_bytes,
         kv_max_value_bytes: options.kv_max_value_bytes,
         kv_max_total_bytes: options.kv_max_total_bytes,
+        concurrency: options.concurrency,
+        queue: options.queue,
+        queue_timeout_ms: options.queue_timeout_ms,
     }
     .apply(previous.map_or(defaults, |p| p.limits));
     let config_env = options
@@ -97,6 +100,130 @@ pub(crate) fn resolve_version(
         config_env,
         static_dir,
     })
+}
+
+/// Most requests `--reuse` lets one instance serve.
+const MAX_REUSE: u32 = 1_000_000;
+/// Most requests one instance may serve at once.
+const MAX_REUSE_CONCURRENCY: u32 = 1_000;
+/// Longest an idle instance may be kept.
+const MAX_IDLE_TIMEOUT_MS: u64 = 3_600_000;
+/// How long an idle instance is kept unless the deploy says.
+const DEFAULT_IDLE_TIMEOUT_MS: u64 = 10_000;
+
+/// The new version's instance reuse: what the deploy asked for, each part
+/// else the active version's (while the upload is a WASI 0.3 component);
+/// `--reuse 1` turns it off. Reuse is refused for anything but a WASI 0.3
+/// component, and so are zero counts and times.
+pub(crate) fn resolve_reuse(
+    options: &DeployOptions,
+    previous: Option<&VersionRecord>,
+    is_service: bool,
+) -> Result<Option<Reuse>, DeployError> {
+    let asked = options.reuse.is_some()
+        || options.reuse_concurrency.is_some()
+        || options.idle_timeout_ms.is_some();
+    if asked && !is_service {
+        return Err(DeployError::InvalidArgument(
+            "reuse, reuse_concurrency and idle_timeout are for WASI 0.3 components (exporting \
+             wasi:http/handler@0.3); this upload is a WASI 0.2 component or a preview-1 module, \
+             which always get a fresh instance per request"
+                .into(),
+        ));
+    }
+    if !is_service {
+        return Ok(None);
+    }
+    let inherited = previous.and_then(|p| p.reuse);
+    let (min, max) = match options.reuse.as_deref() {
+        Some(text) => parse_reuse(text)?,
+        None => match inherited {
+            Some(r) => (r.min, r.max),
+            None => (1, 1),
+        },
+    };
+    if let Some(0) = options.reuse_concurrency {
+        return Err(DeployError::InvalidArgument(
+            "reuse_concurrency must be at least 1".into(),
+        ));
+    }
+    if let Some(c) = options.reuse_concurrency
+        && c > MAX_REUSE_CONCURRENCY
+    {
+        return Err(DeployError::InvalidArgument(format!(
+            "reuse_concurrency is {c}; the most is {MAX_REUSE_CONCURRENCY}"
+        )));
+    }
+    match options.idle_timeout_ms {
+        Some(0) => {
+            return Err(DeployError::InvalidArgument(
+                "idle_timeout must be more than 0".into(),
+            ));
+        }
+        Some(ms) if ms > MAX_IDLE_TIMEOUT_MS => {
+            return Err(DeployError::InvalidArgument(format!(
+                "idle_timeout is {ms} ms; the most is {MAX_IDLE_TIMEOUT_MS} ms (1 hour)"
+            )));
+        }
+        _ => {}
+    }
+    if max <= 1 {
+        if options.reuse.is_none()
+            && (options.reuse_concurrency.is_some() || options.idle_timeout_ms.is_some())
+        {
+            return Err(DeployError::InvalidArgument(
+                "reuse_concurrency and idle_timeout need reuse (--reuse N): without it every \
+                 request gets a fresh instance"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(Reuse {
+        min,
+        max,
+        concurrency: options
+            .reuse_concurrency
+            .or(inherited.map(|r| r.concurrency))
+            .unwrap_or(1),
+        idle_timeout_ms: options
+            .idle_timeout_ms
+            .or(inherited.map(|r| r.idle_timeout_ms))
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
+    }))
+}
+
+/// `N` or `A..B` (A ≤ B), each at least 1.
+fn parse_reuse(text: &str) -> Result<(u32, u32), DeployError> {
+    let bad = |why: &str| {
+        DeployError::InvalidArgument(format!(
+            "reuse {text:?}: {why} (give a count of requests per instance, N, or a range A..B \
+             with 1 <= A <= B <= {MAX_REUSE})"
+        ))
+    };
+    let count = |part: &str| -> Result<u32, DeployError> {
+        let n: u32 = part.trim().parse().map_err(|_| bad("not a whole number"))?;
+        if n == 0 {
+            return Err(bad("0 requests per instance"));
+        }
+        if n > MAX_REUSE {
+            return Err(bad("too many"));
+        }
+        Ok(n)
+    };
+    match text.split_once("..") {
+        Some((a, b)) => {
+            let (a, b) = (count(a)?, count(b)?);
+            if a > b {
+                return Err(bad("the range is empty"));
+            }
+            Ok((a, b))
+        }
+        None => {
+            let n = count(text)?;
+            Ok((n, n))
+        }
+    }
 }
 
 impl Resolved {
@@ -146,6 +273,72 @@ fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>, DeployError> 
 mod tests {
     use super::*;
 
+    #[test]
+    fn reuse_is_for_wasi_0_3_components_and_inherited_part_by_part() {
+        let asked = |reuse: Option<&str>, c: Option<u32>, idle: Option<u64>| DeployOptions {
+            reuse: reuse.map(str::to_string),
+            reuse_concurrency: c,
+            idle_timeout_ms: idle,
+            ..DeployOptions::default()
+        };
+        // Default: none.
+        assert_eq!(
+            resolve_reuse(&asked(None, None, None), None, true).unwrap(),
+            None
+        );
+        let r = resolve_reuse(&asked(Some("1000"), Some(16), None), None, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.min, r.max, r.concurrency, r.idle_timeout_ms),
+            (1000, 1000, 16, 10_000)
+        );
+        let r = resolve_reuse(&asked(Some("5..50"), None, Some(500)), None, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.min, r.max, r.concurrency, r.idle_timeout_ms),
+            (5, 50, 1, 500)
+        );
+        // Inherited part by part; `1` turns it off.
+        let mut prev = previous();
+        prev.reuse = Some(r);
+        let kept = resolve_reuse(&asked(None, Some(4), None), Some(&prev), true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (kept.min, kept.max, kept.concurrency, kept.idle_timeout_ms),
+            (5, 50, 4, 500)
+        );
+        assert_eq!(
+            resolve_reuse(&asked(Some("1"), None, None), Some(&prev), true).unwrap(),
+            None
+        );
+        // A 0.2 component or a module: refused when asked, dropped when inherited.
+        for (reuse, c, idle) in [
+            (Some("10"), None, None),
+            (None, Some(2), None),
+            (None, None, Some(9)),
+        ] {
+            let e = resolve_reuse(&asked(reuse, c, idle), None, false).unwrap_err();
+            assert!(e.to_string().contains("WASI 0.3"), "{e}");
+        }
+        assert_eq!(
+            resolve_reuse(&asked(None, None, None), Some(&prev), false).unwrap(),
+            None
+        );
+        // Zero, backwards, unparsable, too large.
+        for bad in ["0", "0..5", "9..3", "ten", "-1", "1..", "2000000"] {
+            let e = resolve_reuse(&asked(Some(bad), None, None), None, true).unwrap_err();
+            assert!(e.to_string().contains("reuse"), "{bad}: {e}");
+        }
+        assert!(resolve_reuse(&asked(Some("10"), Some(0), None), None, true).is_err());
+        assert!(resolve_reuse(&asked(Some("10"), None, Some(0)), None, true).is_err());
+        // Concurrency or idle time alone, without reuse.
+        let e = resolve_reuse(&asked(None, Some(2), None), None, true).unwrap_err();
+        assert!(e.to_string().contains("need reuse"), "{e}");
+    }
+
     fn previous() -> VersionRecord {
         VersionRecord {
             version: 3,
@@ -161,6 +354,7 @@ mod tests {
             allow_outbound: vec!["https://api.example.com".into()],
             config_env: true,
             static_dir: Some("site".into()),
+            reuse: None,
         }
     }
 
@@ -228,6 +422,35 @@ mod tests {
         };
         let r = resolve_version("f", &o, None, defaults, false).unwrap();
         assert_eq!(r.limits.max_body_bytes, 7, "a new function's default");
+    }
+
+    #[test]
+    fn admission_settings_are_inherited_like_the_other_limits() {
+        let mut p = previous();
+        p.limits.concurrency = Some(2);
+        p.limits.queue = 4;
+        p.limits.queue_timeout_ms = 1500;
+        let r = resolve(&DeployOptions::default(), Some(&p));
+        assert_eq!(r.limits.concurrency, Some(2));
+        assert_eq!(r.limits.queue, 4);
+        assert_eq!(r.limits.queue_timeout_ms, 1500);
+        let o = DeployOptions {
+            queue: Some(0),
+            ..DeployOptions::default()
+        };
+        let r = resolve(&o, Some(&p));
+        assert_eq!(
+            (
+                r.limits.concurrency,
+                r.limits.queue,
+                r.limits.queue_timeout_ms
+            ),
+            (Some(2), 0, 1500)
+        );
+        // A new function: the host's share (no concurrency of its own), no
+        // queue.
+        let r = resolve(&DeployOptions::default(), None);
+        assert_eq!((r.limits.concurrency, r.limits.queue), (None, 0));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Limits;
-use crate::function::records::{FunctionRecord, VersionRecord};
+use crate::function::records::{FunctionRecord, Reuse, VersionRecord};
 
 /// One version of a function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -65,12 +65,20 @@ pub struct FunctionInfo {
     /// `cgi` (a preview-1 module).
     #[serde(default)]
     pub handlers: Vec<String>,
+    /// Invocations the function may run at once: `limits.concurrency`, or
+    /// the host's per-function share when it sets none.
+    #[serde(default)]
+    pub effective_concurrency: u32,
     /// What the active version is: `wasi-0.2-component`,
     /// `wasi-0.3-component` (it exports `wasi:http/handler@0.3`) or
     /// `wasi-preview1-module` (run CGI-style). Absent while it is not
     /// loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// Instance reuse of the active version (a WASI 0.3 component); absent:
+    /// a fresh instance per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<Reuse>,
 }
 
 /// A line of `GET /v1/functions`.
@@ -127,7 +135,9 @@ impl From<&FunctionRecord> for FunctionInfo {
                 .map(|v| VersionInfo::from_record(v, r.active_version))
                 .collect(),
             handlers: Vec::new(),
+            effective_concurrency: 0,
             kind: None,
+            reuse: active.reuse,
         }
     }
 }
@@ -182,6 +192,32 @@ pub struct DeployOptions {
     /// query, `static_dir=DIR` sets it and `static_dir=` (empty) removes it.
     #[serde(default, deserialize_with = "set_or_clear")]
     pub static_dir: Setting<String>,
+    /// Invocations running at once (1 to the host's max in-flight);
+    /// unset inherits (a new function: the host's per-function share).
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// Requests that may wait for a slot beyond `concurrency` (0: refused
+    /// at once with 429); unset inherits (a new function: 0).
+    #[serde(default)]
+    pub queue: Option<u32>,
+    /// How long one request may wait for a slot, ms (at least 1); unset
+    /// inherits (a new function: 10 s).
+    #[serde(default)]
+    pub queue_timeout_ms: Option<u64>,
+    /// For a WASI 0.3 component: requests one instance serves before it is
+    /// retired, `N` or a range `A..B` (a count picked at random per
+    /// instance); `1` turns reuse off (a fresh instance per request, the
+    /// default). Unset inherits.
+    #[serde(default)]
+    pub reuse: Option<String>,
+    /// With reuse: requests one instance serves at once (default 1); unset
+    /// inherits.
+    #[serde(default)]
+    pub reuse_concurrency: Option<u32>,
+    /// With reuse: how long an idle instance is kept, ms (default 10 s);
+    /// unset inherits.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 /// A deploy's wish for one setting of the new version.

@@ -1,24 +1,26 @@
 //! The one driver of an invocation: whatever kind of function it runs (an
 //! HTTP component, an event handler, a preview-1 module run CGI-style), an
-//! invocation holds a slot, gets a fresh `Store`, runs under its deadline,
-//! has its failure classified, its log written and its instance torn down
-//! here, in that order. Each kind only says how to instantiate and call its
-//! export ([`Call`]).
+//! invocation is admitted (a slot, or a place in a queue to wait for one:
+//! [`admission`](super::admission)), gets a fresh `Store`, waits for its
+//! slot if it must, runs under its deadline, has its failure classified,
+//! its log written and its instance torn down here, in that order. Each
+//! kind only says how to instantiate and call its export ([`Call`]).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use metrics::Histogram;
-use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Store;
 
 use super::Invoker;
+pub(crate) use super::admission::Slot;
+use super::admission::{Held, Side};
 use super::failure::{Failure, classify};
 use super::target::Deployed;
 use crate::capabilities::logs::{LogCapture, LogSink};
@@ -27,7 +29,7 @@ use crate::capabilities::logs::{LogCapture, LogSink};
 /// export on the invocation's store. The driver does the rest.
 pub(crate) trait Call: Send + 'static {
     /// The store's data.
-    type State: Send + 'static;
+    type State: Postpone + Send + 'static;
     /// What the call gives when it runs to its end.
     type Output: Send + 'static;
 
@@ -50,34 +52,34 @@ pub(crate) trait Call: Send + 'static {
     }
 }
 
-/// An invocation slot: one of the function's share and one of the host's,
-/// held until the guest has finished (its response body included).
-pub(crate) struct Slot {
-    pub(super) _function: OwnedSemaphorePermit,
-    pub(super) _host: OwnedSemaphorePermit,
+/// A store's data whose deadline moves: an invocation that waited for its
+/// slot gets its whole timeout from when it has the slot.
+pub(crate) trait Postpone {
+    /// Moves the deadline (and whatever is bounded by it) `by` later.
+    fn postpone(&mut self, by: Duration);
 }
 
 impl Invoker {
-    /// Takes an invocation slot for `target`: one of its function's share,
-    /// then one of the host's; or the failure that says which is full.
+    /// Admits an invocation of `target`: one of its function's slots, then
+    /// one of the host's, taken at once when free; else a place in the
+    /// function's (or the host's) queue, waited on when the invocation
+    /// starts ([`Invoker::start`]); else the failure that says which bound
+    /// was hit (429 `function_busy`, 503 `overloaded`).
     pub(crate) fn admit(&self, target: &Deployed) -> Result<Slot, Failure> {
-        let Ok(function) = target.slots.clone().try_acquire_owned() else {
-            return Err(Failure::FunctionBusy {
-                share: self.function_share,
-            });
-        };
-        let Ok(host) = self.in_flight.clone().try_acquire_owned() else {
-            self.metrics.overloaded.increment(1);
-            return Err(Failure::Overloaded);
-        };
-        Ok(Slot {
-            _function: function,
-            _host: host,
-        })
+        let limits = &target.limits;
+        super::admission::admit(
+            &target.admission,
+            &self.in_flight,
+            limits.queue,
+            limits.queue_timeout(),
+        )
+        .map_err(refused)
     }
 
     /// Runs `call` on the invocation's store until it ends or its deadline
-    /// passes, then tears the invocation down. The future owns everything:
+    /// passes, then tears the invocation down. A queued invocation first
+    /// waits for its slot (its deadline moves by the wait), or ends with
+    /// the refusal without running. The future owns everything:
     /// HTTP and CGI spawn it (so the caller answers as soon as the guest
     /// responds, and dropping it cancels the guest), event deliveries await
     /// it.
@@ -89,14 +91,27 @@ impl Invoker {
         mut call: C,
     ) -> impl Future<Output = Result<C::Output, Failure>> + Send + 'static {
         let Invocation {
-            store,
+            mut store,
             slot,
             log,
             deadline,
         } = invocation;
-        let mut teardown = Teardown::new(self, store, slot, log, target.name_arc.clone(), id);
+        let sink = self.logs.clone();
+        let in_flight = self.metrics.in_flight.clone();
+        let function = target.name_arc.clone();
+        let id = id.to_string();
         let instantiation = self.metrics.instantiation.clone();
         async move {
+            // A queued invocation waits here, holding no slot; dropped
+            // (its client went away), it gives its place back.
+            let (slot, waited) = slot.ready().await.map_err(refused)?;
+            let deadline = if waited.is_zero() {
+                deadline
+            } else {
+                store.data_mut().postpone(waited);
+                deadline + waited
+            };
+            let mut teardown = Teardown::new(in_flight, sink, store, slot, log, function, id);
             let result = {
                 let store = teardown.store();
                 let ran =
@@ -117,8 +132,17 @@ impl Invoker {
     }
 }
 
-/// What an invocation runs with: its slot, its fresh store, the capture of
-/// its output and log lines, and its deadline.
+/// The failure an admission's refusal is answered with.
+pub(super) fn refused((refusal, side): (super::admission::Refusal, Side)) -> Failure {
+    match side {
+        Side::Function => Failure::FunctionBusy(refusal),
+        Side::Host => Failure::HostBusy(refusal),
+    }
+}
+
+/// What an invocation runs with: its slot (or its place in a queue), its
+/// fresh store, the capture of its output and log lines, and its deadline
+/// (moved later by the time it waits for its slot).
 pub(crate) struct Invocation<T: 'static> {
     pub(crate) store: Store<T>,
     pub(crate) slot: Slot,
@@ -133,7 +157,7 @@ pub(crate) struct Invocation<T: 'static> {
 /// the slot free and the log written.
 struct Teardown<T: 'static> {
     store: Option<Store<T>>,
-    slot: Option<Slot>,
+    slot: Option<Held>,
     log: LogCapture,
     sink: LogSink,
     function: Arc<str>,
@@ -144,22 +168,23 @@ struct Teardown<T: 'static> {
 
 impl<T: 'static> Teardown<T> {
     fn new(
-        inv: &Invoker,
+        in_flight: metrics::Gauge,
+        sink: LogSink,
         store: Store<T>,
-        slot: Slot,
+        slot: Held,
         log: LogCapture,
         function: Arc<str>,
-        id: &str,
+        id: String,
     ) -> Teardown<T> {
-        inv.metrics.in_flight.increment(1.0);
+        in_flight.increment(1.0);
         Teardown {
             store: Some(store),
             slot: Some(slot),
             log,
-            sink: inv.logs.clone(),
+            sink,
             function,
-            id: id.to_string(),
-            in_flight: inv.metrics.in_flight.clone(),
+            id,
+            in_flight,
             ended: false,
         }
     }

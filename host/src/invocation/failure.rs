@@ -5,11 +5,13 @@
 use axum::body::Body;
 use axum::http::{HeaderValue, Response, StatusCode, header};
 
+use super::admission::Refusal;
 use super::limits::{DeadlineExceeded, MemoryLimitExceeded};
 use super::target::Deployed;
 use crate::error::ApiError;
 
 /// How an invocation failed.
+#[derive(Clone)]
 pub(crate) enum Failure {
     /// The deadline passed (also inside a tight loop).
     Timeout,
@@ -23,14 +25,15 @@ pub(crate) enum Failure {
     NoResponse,
     /// The guest answered with a `wasi:http` error code.
     GuestError(String),
-    /// No invocation slot free host-wide (503).
+    /// No instance free in the engine's pool (503).
     Overloaded,
-    /// The function holds its whole share of the host's invocation slots
-    /// (429): other functions still have theirs.
-    FunctionBusy {
-        /// The share: invocations one function may have in flight.
-        share: u32,
-    },
+    /// No invocation slot free host-wide, nor (in time) a place in the
+    /// host's queue (503).
+    HostBusy(Refusal),
+    /// The function runs its whole concurrency (by default its share of
+    /// the host's invocation slots), and its queue is full or the wait
+    /// ended (429): other functions still have their slots.
+    FunctionBusy(Refusal),
     /// The function exports only the event handler.
     NoHttpHandler,
 }
@@ -61,8 +64,10 @@ impl Failure {
             Failure::Trap(_) => (StatusCode::INTERNAL_SERVER_ERROR, "trap"),
             Failure::NoResponse => (StatusCode::BAD_GATEWAY, "bad_response"),
             Failure::GuestError(_) => (StatusCode::INTERNAL_SERVER_ERROR, "function_error"),
-            Failure::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            Failure::FunctionBusy { .. } => (StatusCode::TOO_MANY_REQUESTS, "function_busy"),
+            Failure::Overloaded | Failure::HostBusy(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+            }
+            Failure::FunctionBusy(_) => (StatusCode::TOO_MANY_REQUESTS, "function_busy"),
             Failure::NoHttpHandler => (StatusCode::NOT_IMPLEMENTED, "no_http_handler"),
         }
     }
@@ -74,7 +79,10 @@ impl Failure {
 
     /// Whether the function never ran for want of an invocation slot.
     pub(crate) fn is_no_slot(&self) -> bool {
-        matches!(self, Failure::Overloaded | Failure::FunctionBusy { .. })
+        matches!(
+            self,
+            Failure::Overloaded | Failure::HostBusy(_) | Failure::FunctionBusy(_)
+        )
     }
 
     /// What happened, for the function's log.
@@ -85,8 +93,9 @@ impl Failure {
             Failure::BodyTooLarge => "the request body is over the limit".into(),
             Failure::NoResponse => "returned without sending a response".into(),
             Failure::Overloaded => "too many invocations in flight".into(),
-            Failure::FunctionBusy { .. } => {
-                "the function has its share of the host's invocations in flight".into()
+            Failure::HostBusy(refusal) => host_busy(refusal),
+            Failure::FunctionBusy(refusal) => {
+                format!("the function {}", function_busy(refusal, None))
             }
             Failure::NoHttpHandler => "the function has no HTTP handler".into(),
         }
@@ -133,10 +142,11 @@ impl Failure {
                 target.name
             ),
             Failure::Overloaded => "too many invocations in flight; retry shortly".into(),
-            Failure::FunctionBusy { share } => format!(
-                "function {:?} has {share} invocations in flight, its share of the host's; retry \
-                 shortly",
-                target.name
+            Failure::HostBusy(refusal) => format!("{}; retry shortly", host_busy(&refusal)),
+            Failure::FunctionBusy(refusal) => format!(
+                "function {:?} {}; retry shortly",
+                target.name,
+                function_busy(&refusal, Some(limits))
             ),
         };
         let mut error = ApiError::new(status, code, message).invocation(id);
@@ -158,6 +168,44 @@ impl Failure {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
+    }
+}
+
+/// Which bound a function's refusal hit, after "function NAME": its
+/// concurrency (named as the host's share when `limits` says the function
+/// sets none), its queue, or its queue timeout.
+fn function_busy(refusal: &Refusal, limits: Option<&crate::config::Limits>) -> String {
+    let own = limits.is_none_or(|l| l.concurrency.is_some());
+    match *refusal {
+        Refusal::Full { slots } if own => {
+            format!("has {slots} invocations in flight, its concurrency, and no queue")
+        }
+        Refusal::Full { slots } => {
+            format!("has {slots} invocations in flight, its share of the host's")
+        }
+        Refusal::QueueFull { slots, queue } => format!(
+            "has {slots} invocations in flight (its concurrency) and its queue of {queue} is full"
+        ),
+        Refusal::TimedOut { slots, timeout_ms } => format!(
+            "had {slots} invocations in flight (its concurrency) for its whole queue timeout of \
+             {timeout_ms} ms"
+        ),
+    }
+}
+
+/// Which bound the host's refusal hit: its in-flight bound, its queue, or
+/// its queue timeout.
+fn host_busy(refusal: &Refusal) -> String {
+    match *refusal {
+        Refusal::Full { .. } => "too many invocations in flight".into(),
+        Refusal::QueueFull { slots, queue } => format!(
+            "too many invocations in flight: the host has {slots} (its --max-in-flight) and its \
+             queue of {queue} is full"
+        ),
+        Refusal::TimedOut { slots, timeout_ms } => format!(
+            "too many invocations in flight: the host had {slots} (its --max-in-flight) for its \
+             whole queue timeout of {timeout_ms} ms"
+        ),
     }
 }
 

@@ -63,21 +63,20 @@ pub(super) struct Incoming {
 impl Invoker {
     /// The checks before a component runs, for WASI 0.2 and 0.3 alike: a
     /// declared body over the limit is refused (413) before a slot is
-    /// taken; then a slot (or the answer that says there is none).
+    /// taken; then a slot (or the failure that says there is none).
     pub(super) fn accept(
         &self,
         target: &Deployed,
-        id: &str,
         req: Request<Body>,
-    ) -> Result<Incoming, Response<Body>> {
+    ) -> Result<Incoming, Failure> {
         let limits = target.limits;
         let (mut parts, body) = req.into_parts();
         if let Some(len) = content_length(&parts.headers)
             && len > limits.max_body_bytes
         {
-            return Err(Failure::BodyTooLarge.response(target, id));
+            return Err(Failure::BodyTooLarge);
         }
-        let slot = self.admit(target).map_err(|f| f.response(target, id))?;
+        let slot = self.admit(target)?;
         // The guest needs an authority; HTTP/1.0 clients may send no Host.
         if parts.uri.authority().is_none() && !parts.headers.contains_key(header::HOST) {
             parts
@@ -108,9 +107,9 @@ impl Invoker {
             slot,
             request,
             body_exceeded,
-        } = match self.accept(target, id, req) {
+        } = match self.accept(target, req) {
             Ok(incoming) => incoming,
-            Err(response) => return response,
+            Err(failure) => return failure.response(target, id),
         };
         let deadline = start + target.limits.timeout();
         let mut store = self.new_store(target, deadline);

@@ -9,12 +9,14 @@
 //!
 //! This is the hot path: nothing here takes a lock or formats labels.
 
+pub(crate) mod admission;
 pub(crate) mod cgi;
 mod driver;
 mod event;
 mod failure;
 mod http;
 mod limits;
+pub(crate) mod reuse;
 mod service;
 mod state;
 pub(crate) mod target;
@@ -26,7 +28,6 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{Request, Response};
-use tokio::sync::Semaphore;
 
 pub(crate) use self::driver::Record;
 pub(crate) use self::failure::{Failure, HandlerFailure, NoSlot};
@@ -52,12 +53,10 @@ pub(crate) fn next_invocation_id() -> String {
 /// Shared by all invocations of a host.
 pub(crate) struct Invoker {
     pub engine: wasmtime::Engine,
-    /// Host-wide bound on invocations in flight. A permit is held until the
-    /// guest has finished, including streaming its response body.
-    pub in_flight: Arc<Semaphore>,
-    /// How many of them one function may hold (its share; each function's
-    /// own semaphore, [`Deployed::slots`], has this many permits).
-    pub function_share: u32,
+    /// Host-wide bound on invocations in flight, and the host's queue. A
+    /// permit is held until the guest has finished, including streaming
+    /// its response body.
+    pub in_flight: Arc<self::admission::HostGate>,
     pub metrics: HostMetrics,
     /// Where invocations' log lines go when they end.
     pub logs: LogSink,
@@ -90,7 +89,10 @@ impl Invoker {
                 Some(http) => self.run_http(&target, http, &id, start, req).await,
                 None => Failure::NoHttpHandler.response(&target, &id),
             },
-            Prepared::Service(pre) => self.run_service(&target, pre, &id, start, req).await,
+            Prepared::Service(pre) => match &target.reuse {
+                Some(reuse) => self.run_reused(&target, pre, reuse, &id, start, req).await,
+                None => self.run_service(&target, pre, &id, start, req).await,
+            },
             Prepared::Module(pre) => self.run_cgi(&target, pre, &id, start, req).await,
         };
         record.status = Some(response.status().as_u16());

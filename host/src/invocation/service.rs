@@ -22,13 +22,16 @@ use super::http::Answer;
 use super::target::Deployed;
 use super::{InvocationState, Invoker};
 
-/// The `handle` call of one request, with where its answer goes.
+/// A request and where its answer goes.
+type Exchange = (
+    http::Request<WasiBody>,
+    tokio::sync::oneshot::Sender<Answer<WasiBody, ErrorCode>>,
+);
+
+/// The `handle` call of one request.
 struct ServiceCall {
     pre: ServicePre<InvocationState>,
-    request: Option<(
-        http::Request<WasiBody>,
-        tokio::sync::oneshot::Sender<Answer<WasiBody, ErrorCode>>,
-    )>,
+    request: Option<Exchange>,
 }
 
 impl Call for ServiceCall {
@@ -91,9 +94,9 @@ impl Invoker {
         start: Instant,
         req: Request<Body>,
     ) -> Response<Body> {
-        let incoming = match self.accept(target, id, req) {
+        let incoming = match self.accept(target, req) {
             Ok(incoming) => incoming,
-            Err(response) => return response,
+            Err(failure) => return failure.response(target, id),
         };
         let deadline = start + target.limits.timeout();
         let store = self.new_store_on(pre.instance_pre().engine(), target, deadline);

@@ -13,7 +13,7 @@ use super::Invoker;
 use super::limits::{MemoryLimiter, on_epoch_tick};
 use super::target::Deployed;
 use crate::capabilities::kv::{KvCapability, KvView};
-use crate::capabilities::logs::{LogCapability, LogCapture, LogStream, LogView};
+use crate::capabilities::logs::{LogCapability, LogCapture, LogLimits, LogStream, LogView};
 use crate::capabilities::outbound::Outbound;
 use crate::capabilities::settings::{ConfigCapability, ConfigView};
 use crate::capabilities::topics::{Publisher, TopicsCapability, TopicsView};
@@ -58,6 +58,14 @@ pub(crate) fn add_capabilities_to_linker(
     Ok(())
 }
 
+impl super::driver::Postpone for InvocationState {
+    fn postpone(&mut self, by: std::time::Duration) {
+        self.deadline += by;
+        // Outbound requests are bounded by what is left of the deadline.
+        self.hooks.deadline += by;
+    }
+}
+
 impl WasiView for InvocationState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -91,40 +99,96 @@ impl Invoker {
         target: &Deployed,
         deadline: Instant,
     ) -> Store<InvocationState> {
-        let log = LogCapture::new(self.log_limit);
-        let mut store = Store::new(
+        build_store(
             engine,
-            InvocationState {
-                wasi: WasiCtx::builder()
-                    .envs(&target.env)
-                    .stdout(log.stream(LogStream::Stdout))
-                    .stderr(log.stream(LogStream::Stderr))
-                    .allow_tcp(false)
-                    .allow_udp(false)
-                    .allow_ip_name_lookup(false)
-                    .build(),
-                http: WasiHttpCtx::new(),
-                table: ResourceTable::new(),
-                limits: MemoryLimiter::new(target.limits.memory_bytes as usize),
-                hooks: Outbound {
-                    allow: target.allow_outbound.clone(),
-                    remaining: self.max_outbound,
-                    max: self.max_outbound,
-                    deadline,
-                    function: target.name_arc.clone(),
-                    log: log.clone(),
-                },
-                log,
-                kv: target.kv.clone(),
-                config: target.config.clone(),
-                publisher: Arc::downgrade(&self.publisher),
-                deadline,
-            },
-        );
-        store.limiter(|s| &mut s.limits);
-        // Checked on every epoch tick (see `on_epoch_tick`).
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| on_epoch_tick(ctx.data().deadline));
-        store
+            target,
+            deadline,
+            self.log_limit,
+            self.max_outbound,
+            Arc::downgrade(&self.publisher),
+        )
     }
+
+    /// What building a store takes from the invoker, for a pool of reused
+    /// instances that builds them later.
+    pub(crate) fn store_settings(&self) -> StoreSettings {
+        StoreSettings {
+            log_limit: self.log_limit,
+            max_outbound: self.max_outbound,
+            publisher: Arc::downgrade(&self.publisher),
+        }
+    }
+}
+
+/// What building a store takes from the invoker ([`Invoker::store_settings`]).
+#[derive(Clone)]
+pub(crate) struct StoreSettings {
+    log_limit: LogLimits,
+    max_outbound: u32,
+    publisher: Weak<dyn Publisher>,
+}
+
+impl StoreSettings {
+    /// A store for `target` on `engine`, as [`Invoker::new_store_on`] builds.
+    pub(crate) fn store(
+        &self,
+        engine: &wasmtime::Engine,
+        target: &Deployed,
+        deadline: Instant,
+    ) -> Store<InvocationState> {
+        build_store(
+            engine,
+            target,
+            deadline,
+            self.log_limit,
+            self.max_outbound,
+            self.publisher.clone(),
+        )
+    }
+}
+
+/// A fresh store for one invocation (or one reused instance) of `target`.
+fn build_store(
+    engine: &wasmtime::Engine,
+    target: &Deployed,
+    deadline: Instant,
+    log_limit: LogLimits,
+    max_outbound: u32,
+    publisher: Weak<dyn Publisher>,
+) -> Store<InvocationState> {
+    let log = LogCapture::new(log_limit);
+    let mut store = Store::new(
+        engine,
+        InvocationState {
+            wasi: WasiCtx::builder()
+                .envs(&target.env)
+                .stdout(log.stream(LogStream::Stdout))
+                .stderr(log.stream(LogStream::Stderr))
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits: MemoryLimiter::new(target.limits.memory_bytes as usize),
+            hooks: Outbound {
+                allow: target.allow_outbound.clone(),
+                remaining: max_outbound,
+                max: max_outbound,
+                deadline,
+                function: target.name_arc.clone(),
+                log: log.clone(),
+            },
+            log,
+            kv: target.kv.clone(),
+            config: target.config.clone(),
+            publisher,
+            deadline,
+        },
+    );
+    store.limiter(|s| &mut s.limits);
+    // Checked on every epoch tick (see `on_epoch_tick`).
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|ctx| on_epoch_tick(ctx.data().deadline));
+    store
 }

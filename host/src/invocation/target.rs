@@ -1,6 +1,6 @@
 //! What one invocation runs: the active version of a function, with its
 //! pre-instantiation and everything its invocations need (limits,
-//! environment, key-value namespace, settings, slots). Built by
+//! environment, key-value namespace, settings, admission). Built by
 //! `function/` once per deployed version (compiled, checked and
 //! pre-instantiated there) and swapped in with the registry; an invocation
 //! only reads it.
@@ -46,11 +46,15 @@ pub(crate) struct Deployed {
     /// The function's settings and secrets as of the last change; replaced
     /// (with a new registry) when they change.
     pub config: Arc<ConfigSnapshot>,
-    /// The function's share of the host's invocation slots. One semaphore
-    /// per function name, kept across versions and config changes (see
-    /// `Registry::with` in `function/registry.rs`), so a deploy does not hand a busy function a
-    /// fresh share while its old invocations still hold the old one.
-    pub slots: Arc<tokio::sync::Semaphore>,
+    /// The function's invocation slots (its concurrency, by default its
+    /// share of the host's) and its queue. One per function name, kept
+    /// across versions and config changes (see `Registry::with` in
+    /// `function/registry.rs`), so a deploy does not hand a busy function
+    /// fresh slots while its old invocations still hold the old ones.
+    pub admission: Arc<super::admission::Admission>,
+    /// A WASI 0.3 component's instance reuse (`--reuse`) and its pool; none
+    /// for a fresh instance per request.
+    pub reuse: Option<super::reuse::ReusePool>,
 }
 
 /// A component's pre-instantiation with the handlers it exports (at least

@@ -386,7 +386,8 @@ impl LogCapture {
     /// The entries, with unterminated output flushed, a count of the
     /// warnings not kept and a truncation note if anything was dropped;
     /// and the warnings. Empty if the guest wrote nothing and nothing
-    /// happened.
+    /// happened. The capture is empty again afterwards, with its limits
+    /// whole (a reused instance's next request).
     pub fn finish(&self) -> Captured {
         let mut c = self.lock();
         for (idx, stream) in [(0, LogStream::Stdout), (1, LogStream::Stderr)] {
@@ -424,6 +425,8 @@ impl LogCapture {
             c.lines.push(note_line(&note));
             (c.dropped_entries, c.dropped_bytes, c.dropped_notes) = (0, 0, 0);
         }
+        // A reused instance's capture starts again for its next request.
+        (c.kept, c.cost, c.notes) = (0, 0, 0);
         Captured {
             lines: std::mem::take(&mut c.lines),
             warnings,

@@ -58,6 +58,12 @@ pub(crate) struct CgiState {
     deadline: Instant,
 }
 
+impl crate::invocation::driver::Postpone for CgiState {
+    fn postpone(&mut self, by: std::time::Duration) {
+        self.deadline += by;
+    }
+}
+
 /// The core-module linker: WASI preview 1 and nothing else. Built once per
 /// host, beside the component linker.
 pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<CgiState>> {

@@ -7,6 +7,8 @@
 //! - if the setting `fail` is `1`, fails with `failing on purpose`;
 //! - if the payload is `trap`, panics (a trap);
 //! - if the payload is `fail-with:TEXT`, fails with TEXT (as lossy UTF-8);
+//! - if the payload is `sleep:MS`, sleeps MS milliseconds first (a slow
+//!   handler: admission tests), then goes on as below;
 //! - if the payload is `forward:TOPIC:TEXT`, publishes TEXT on TOPIC
 //!   (`wisp:function/topics`) and writes the new event's id to
 //!   `forwarded:<id>`, or the error to `publish-error`;
@@ -34,6 +36,13 @@ fn on_event(event: Event) -> Result<(), String> {
     }
     if event.payload == b"trap" {
         panic!("trapping on purpose");
+    }
+    if let Some(ms) = event.payload.strip_prefix(b"sleep:") {
+        let ms: u64 = std::str::from_utf8(ms)
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .ok_or("usage: sleep:MS")?;
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
     if let Some(text) = event.payload.strip_prefix(b"fail-with:") {
         return Err(String::from_utf8_lossy(text).into_owned());
