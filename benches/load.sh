@@ -24,8 +24,9 @@
 #              (the same bytes from a wasi:http/handler@0.3 component) in
 #              two more `wisp serve` processes: "p3", a fresh instance per
 #              request, and "p3-reuse", deployed with --reuse 1000
-#              --reuse-concurrency 16; with WASMTIME, also `wasmtime serve`
-#              with its defaults on that component (it reuses 0.3
+#              --reuse-concurrency 16; with WASMTIME, also `wasmtime serve
+#              -Scli` (the component imports wasi:cli 0.2, as Rust's std
+#              does) with its defaults on that component (it reuses 0.3
 #              instances by default): "wasmtime-p3"
 #   MINIMAL    1 (default) also measures minimal-host (benches/src/bin): the
 #              same hello.wasm in the smallest wasmtime host with Wisp's
@@ -181,7 +182,7 @@ start_p3() {
 start_wasmtime_p3() {
     local port
     free_port; port=$PORT
-    "$WASMTIME" serve --addr "127.0.0.1:$port" "$P3_WASM" >>"$TMP/wasmtime-p3.log" 2>&1 &
+    "$WASMTIME" serve -Scli --addr "127.0.0.1:$port" "$P3_WASM" >>"$TMP/wasmtime-p3.log" 2>&1 &
     PIDS+=("$!")
     PID[wasmtime-p3]=$!
     URL[wasmtime-p3]="http://127.0.0.1:$port/hello"
@@ -393,7 +394,7 @@ label() {
         wasmtime-serve) echo "wasmtime serve -Scli (reference, same hello.wasm)" ;;
         p3) echo "wisp serve, bench-p3 (WASI 0.3), a fresh instance per request" ;;
         p3-reuse) echo "wisp serve, bench-p3 (WASI 0.3), --reuse 1000 --reuse-concurrency 16" ;;
-        wasmtime-p3) echo "wasmtime serve, defaults (reuses 0.3 instances), same bench-p3" ;;
+        wasmtime-p3) echo "wasmtime serve -Scli, defaults (reuses 0.3 instances), same bench-p3" ;;
     esac
 }
 for c in $CONNS; do
