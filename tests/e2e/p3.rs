@@ -32,6 +32,8 @@ fn a_wasi_0_3_component_deploys_serves_and_says_what_it_is() {
     assert!(r.headers().contains_key("wisp-invocation-id"));
     assert_eq!(r.text().unwrap(), "hello from WASI 0.3\n");
     assert_eq!(w.get("/p3/nope").status(), 404);
+    let r = w.get("/p3/hello");
+    assert_eq!(r.headers()["content-length"], "20");
 
     let info: Value = w.admin().get("/v1/functions/p3").json().unwrap();
     assert_eq!(info["kind"], "wasi-0.3-component");
@@ -152,6 +154,9 @@ fn the_capabilities_and_logs_work_from_a_0_3_component() {
     for line in ["to stdout", "to stderr", "to the log"] {
         assert!(logs.contains(line), "{line:?} missing from:\n{logs}");
     }
+    // A response of a declared length, sent whole, ends the invocation
+    // normally (it is not taken for a client that went away).
+    assert!(!logs.contains("cancelled"), "{logs}");
 }
 
 /// A loopback HTTP/1.1 server answering `upstream says hi`; its port.

@@ -318,8 +318,11 @@ impl http_body::Body for CancelOnDrop {
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         // hyper may drop a body that says it has ended without polling it
-        // to its end.
-        if http_body::Body::is_end_stream(&self.inner) {
+        // to its end; and a body of a declared length once it has sent that
+        // many bytes (a WASI 0.3 body says it may still have trailers).
+        if http_body::Body::is_end_stream(&self.inner)
+            || http_body::Body::size_hint(&self.inner).exact() == Some(0)
+        {
             self.abort.disarm();
         }
     }

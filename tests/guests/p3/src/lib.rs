@@ -147,8 +147,11 @@ fn respond(status: u16, headers: Fields, bytes: Vec<u8>) -> Result<Response, Err
 }
 
 fn text(status: u16, body: &str) -> Result<Response, ErrorCode> {
-    let headers = Fields::from_list(&[("content-type".into(), b"text/plain".to_vec())])
-        .map_err(|e| ErrorCode::InternalError(Some(format!("{e:?}"))))?;
+    let headers = Fields::from_list(&[
+        ("content-type".into(), b"text/plain".to_vec()),
+        ("content-length".into(), body.len().to_string().into_bytes()),
+    ])
+    .map_err(|e| ErrorCode::InternalError(Some(format!("{e:?}"))))?;
     respond(status, headers, body.as_bytes().to_vec())
 }
 
