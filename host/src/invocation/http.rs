@@ -18,7 +18,7 @@ use super::driver::{AbortOnDrop, Call, CancelOnDrop, Invocation, Slot};
 use super::failure::Failure;
 use super::limits::{CappedBody, content_length};
 use super::target::Deployed;
-use super::{INVOCATION_ID_HEADER, InvocationState, Invoker};
+use super::{InvocationState, Invoker};
 use crate::error::ApiError;
 
 /// The `handle` call of one request.
@@ -176,9 +176,7 @@ impl Invoker {
             Ok(Ok(resp)) => {
                 let mut resp =
                     resp.map(|body| Body::new(CancelOnDrop::new(Body::new(body), abort)));
-                if let Ok(v) = HeaderValue::from_str(id) {
-                    resp.headers_mut().insert(INVOCATION_ID_HEADER, v);
-                }
+                super::tag_invocation(&mut resp, id);
                 resp
             }
             Ok(Err(code)) => {

@@ -40,6 +40,13 @@ use crate::metrics::HostMetrics;
 
 pub use crate::error::INVOCATION_ID_HEADER;
 
+/// Marks a response with the invocation's id (`wisp-invocation-id`).
+pub(crate) fn tag_invocation(resp: &mut Response<Body>, id: &str) {
+    if let Ok(v) = axum::http::HeaderValue::from_str(id) {
+        resp.headers_mut().insert(INVOCATION_ID_HEADER, v);
+    }
+}
+
 /// Cheap, unique, sortable-enough invocation ids: a per-process random
 /// prefix and a counter.
 pub(crate) fn next_invocation_id() -> String {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Request, Response};
+use axum::http::{Request, Response};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt as _;
@@ -44,7 +44,7 @@ use super::failure::{Failure, classify};
 use super::http::Incoming;
 use super::state::StoreSettings;
 use super::target::Deployed;
-use super::{INVOCATION_ID_HEADER, InvocationState, Invoker};
+use super::{InvocationState, Invoker};
 use crate::capabilities::logs::{LogCapture, LogSink};
 use crate::function::records::Reuse;
 
@@ -312,9 +312,7 @@ impl Invoker {
                         _in_flight: in_flight,
                     })
                 });
-                if let Ok(v) = HeaderValue::from_str(id) {
-                    resp.headers_mut().insert(INVOCATION_ID_HEADER, v);
-                }
+                super::tag_invocation(&mut resp, id);
                 resp
             }
             Ok(Err(e)) => {

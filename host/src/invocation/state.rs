@@ -99,14 +99,7 @@ impl Invoker {
         target: &Deployed,
         deadline: Instant,
     ) -> Store<InvocationState> {
-        build_store(
-            engine,
-            target,
-            deadline,
-            self.log_limit,
-            self.max_outbound,
-            Arc::downgrade(&self.publisher),
-        )
+        self.store_settings().store(engine, target, deadline)
     }
 
     /// What building a store takes from the invoker, for a pool of reused

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderValue, Request, Response, StatusCode};
+use axum::http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use metrics::Histogram;
 use tokio::sync::{mpsc, oneshot};
@@ -31,10 +31,10 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx};
 
 use self::env::{RequestInfo, cgi_args, cgi_env};
 use self::output::{BODY_CHANNEL_CHUNKS, CgiBody, CgiOutput, HeadState};
+use super::Invoker;
 use super::driver::{AbortOnDrop, Call, CancelOnDrop, Invocation};
 use super::failure::Failure;
 use super::limits::{MemoryLimiter, content_length, on_epoch_tick};
-use super::{INVOCATION_ID_HEADER, Invoker};
 use crate::capabilities::logs::{LogCapture, LogStream};
 use crate::error::ApiError;
 use crate::invocation::target::Deployed;
@@ -252,9 +252,7 @@ impl Invoker {
                 let mut resp = Response::new(Body::new(CancelOnDrop::new(body, abort)));
                 *resp.status_mut() = head.status;
                 *resp.headers_mut() = head.headers;
-                if let Ok(v) = HeaderValue::from_str(id) {
-                    resp.headers_mut().insert(INVOCATION_ID_HEADER, v);
-                }
+                super::tag_invocation(&mut resp, id);
                 return resp;
             }
             Ok(Err(msg)) => Some(msg),
