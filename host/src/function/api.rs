@@ -4,10 +4,13 @@
 use axum::body::Body;
 use axum::http::{Request, Response};
 
+use std::sync::Arc;
+
 use super::FunctionsCtx;
 use crate::error::DeployError;
 use crate::function::prepare::Prepared;
 use crate::function::records::FunctionRecord;
+use crate::function::registry::Deployed;
 use crate::function::wire::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
 
 /// The functions of a host (`Host::functions`): deploy, roll back,
@@ -67,6 +70,18 @@ impl Functions<'_> {
         Ok(self.host.function(name)?.versions)
     }
 
+    /// The active version of `name`, as requests find it.
+    fn deployed(&self, name: &str) -> Result<Arc<Deployed>, DeployError> {
+        self.host
+            .inner
+            .registry
+            .load()
+            .by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))
+    }
+
     /// Invokes a function directly (no route lookup). The request's URI is
     /// the path and query the guest sees.
     pub async fn invoke(
@@ -74,15 +89,7 @@ impl Functions<'_> {
         name: &str,
         request: Request<Body>,
     ) -> Result<Response<Body>, DeployError> {
-        let target = self
-            .host
-            .inner
-            .registry
-            .load()
-            .by_name
-            .get(name)
-            .cloned()
-            .ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))?;
+        let target = self.deployed(name)?;
         Ok(self.host.inner.invoker.invoke(target, request).await)
     }
 
@@ -91,15 +98,7 @@ impl Functions<'_> {
     /// on its own, for benchmarks. Not part of the stable API.
     #[doc(hidden)]
     pub async fn instantiate_only(&self, name: &str) -> anyhow::Result<()> {
-        let target = self
-            .host
-            .inner
-            .registry
-            .load()
-            .by_name
-            .get(name)
-            .cloned()
-            .ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))?;
+        let target = self.deployed(name)?;
         self.host.inner.invoker.instantiate_only(&target).await?;
         Ok(())
     }
@@ -114,15 +113,7 @@ impl Functions<'_> {
         &self,
         name: &str,
     ) -> Result<impl Fn() -> bool + Send + Sync + 'static, DeployError> {
-        let target = self
-            .host
-            .inner
-            .registry
-            .load()
-            .by_name
-            .get(name)
-            .cloned()
-            .ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))?;
+        let target = self.deployed(name)?;
         let invoker = self.host.inner.invoker.clone();
         Ok(move || invoker.admit(&target).is_ok())
     }
