@@ -8,6 +8,18 @@
 //! the process. Packed, they take a few KiB. Set `WISP_NO_PACKED_RELOCS` to
 //! build for an older glibc.
 //!
+//! A release build for x86_64 Linux (glibc) is also linked with a symbol
+//! ordering file (`link/symbol-order.txt`, lld's `--symbol-ordering-file`):
+//! the functions a host runs to start, load its functions and answer
+//! requests are placed together at the start of `.text`. Without it they are
+//! spread over all 28 MiB of code, and because the kernel maps file pages
+//! around each fault (64 KiB), an idle host kept ~15 MiB of code resident to
+//! run ~2.6 MiB of it. The file lists mangled names; a name that no longer
+//! exists (another compiler, changed dependencies) is skipped, which costs
+//! memory, never correctness. `scripts/symbol-order.sh` writes it anew. Set
+//! `WISP_NO_SYMBOL_ORDER` to link without it (e.g. with a linker other than
+//! lld).
+//!
 //! It also packs the SDK's source into the binary for `wisp new`
 //! (src/new/pack.rs).
 
@@ -18,9 +30,17 @@ fn main() {
     pack::main();
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=WISP_NO_PACKED_RELOCS");
+    println!("cargo:rerun-if-env-changed=WISP_NO_SYMBOL_ORDER");
+    println!("cargo:rerun-if-changed=link/symbol-order.txt");
     let var = |k: &str| std::env::var(k).unwrap_or_default();
     let linux_gnu = var("CARGO_CFG_TARGET_OS") == "linux" && var("CARGO_CFG_TARGET_ENV") == "gnu";
     if linux_gnu && std::env::var_os("WISP_NO_PACKED_RELOCS").is_none() {
         println!("cargo:rustc-link-arg-bin=wisp=-Wl,-z,pack-relative-relocs");
+    }
+    let x86_64_gnu = linux_gnu && var("CARGO_CFG_TARGET_ARCH") == "x86_64";
+    if x86_64_gnu && var("PROFILE") == "release" && std::env::var_os("WISP_NO_SYMBOL_ORDER").is_none() {
+        let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("link/symbol-order.txt");
+        println!("cargo:rustc-link-arg-bin=wisp=-Wl,--symbol-ordering-file={}", order.display());
+        println!("cargo:rustc-link-arg-bin=wisp=-Wl,--no-warn-symbol-ordering");
     }
 }
