@@ -112,7 +112,7 @@ pub mod untrusted;
 pub use admin::openapi;
 pub use capabilities::kv::{KeyList, KvError};
 pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig};
-pub use config::{ConnectionLimits, HostConfig, LimitOverrides, Limits, StoreLocation};
+pub use config::{ConnectionLimits, HostConfig, LimitOverrides, Limits, Reuse, StoreLocation};
 pub use engine::AllocatorKind;
 pub use error::{ApiError, DeployError, ErrorBody, ErrorDetail};
 pub use events::{
@@ -122,7 +122,6 @@ pub use events::{
 pub use events::{Events, JobCounts, JobInfo, JobState, JobTask, Jobs, NewJob, parse_array};
 pub use function::Functions;
 pub use function::handles::{Kv, Logs, Settings};
-pub use function::records::Reuse;
 pub use function::wire::{DeployOptions, FunctionInfo, FunctionSummary, Setting, VersionInfo};
 pub use gateway::Listeners;
 pub use host::{Host, HostBuilder};

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Limits;
+use crate::config::{Limits, Reuse};
 use crate::store::{Durability, Json, Store, StoreError, Tree, TxError};
 
 /// One immutable version of a function: the artifact plus the configuration
@@ -56,23 +56,6 @@ pub struct VersionRecord {
     pub reuse: Option<Reuse>,
 }
 
-/// Instance reuse of a WASI 0.3 component (`wisp deploy --reuse`): one
-/// instance serves several requests, one after the other or
-/// `concurrency` at once, sharing its globals and memory. Absent, every
-/// request gets a fresh instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Reuse {
-    /// Fewest requests an instance serves before it is retired.
-    pub min: u32,
-    /// Most requests an instance serves before it is retired; each
-    /// instance picks its count at random between `min` and `max`, so that
-    /// state leaking from request to request shows up sooner.
-    pub max: u32,
-    /// Requests one instance serves at once.
-    pub concurrency: u32,
-    /// How long an idle instance is kept for the next request, in ms.
-    pub idle_timeout_ms: u64,
-}
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionRecord {
     /// Validated name.

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::config::{LimitOverrides, Limits};
 use crate::error::DeployError;
-use crate::function::records::{Reuse, VersionRecord};
+use crate::config::Reuse;
+use crate::function::records::VersionRecord;
 use crate::function::wire::{DeployOptions, Setting};
 
 /// The settings of a version about to be deployed.

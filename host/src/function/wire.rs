@@ -7,7 +7,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Limits;
-use crate::function::records::{FunctionRecord, Reuse, VersionRecord};
+use crate::config::Reuse;
+use crate::function::records::{FunctionRecord, VersionRecord};
 
 /// One version of a function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

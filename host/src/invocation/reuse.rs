@@ -46,7 +46,7 @@ use super::state::StoreSettings;
 use super::target::Deployed;
 use super::{InvocationState, Invoker};
 use crate::capabilities::logs::{LogCapture, LogSink};
-use crate::function::records::Reuse;
+use crate::config::Reuse;
 
 /// A deployed version's reuse settings and, once it has served a request,
 /// its pool. Cloned with the version's [`Deployed`]; a new version (or a
