@@ -38,9 +38,15 @@ fn main() {
         println!("cargo:rustc-link-arg-bin=wisp=-Wl,-z,pack-relative-relocs");
     }
     let x86_64_gnu = linux_gnu && var("CARGO_CFG_TARGET_ARCH") == "x86_64";
-    if x86_64_gnu && var("PROFILE") == "release" && std::env::var_os("WISP_NO_SYMBOL_ORDER").is_none() {
+    if x86_64_gnu
+        && var("PROFILE") == "release"
+        && std::env::var_os("WISP_NO_SYMBOL_ORDER").is_none()
+    {
         let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("link/symbol-order.txt");
-        println!("cargo:rustc-link-arg-bin=wisp=-Wl,--symbol-ordering-file={}", order.display());
+        println!(
+            "cargo:rustc-link-arg-bin=wisp=-Wl,--symbol-ordering-file={}",
+            order.display()
+        );
         println!("cargo:rustc-link-arg-bin=wisp=-Wl,--no-warn-symbol-ordering");
     }
 }

@@ -51,7 +51,7 @@ pub struct Limits {
 /// The wait a queued request is allowed unless the function sets its own:
 /// long enough to ride out a burst, short enough that a client is not kept
 /// guessing.
-fn default_queue_timeout_ms() -> u64 {
+pub(super) fn default_queue_timeout_ms() -> u64 {
     10_000
 }
 

@@ -6,6 +6,7 @@ mod retry;
 
 pub use connection::ConnectionLimits;
 pub(crate) use limits::config_limits;
+use limits::default_queue_timeout_ms;
 pub use limits::{LimitOverrides, Limits, MAX_QUEUE, Reuse};
 pub use retry::RetryPolicy;
 
@@ -13,7 +14,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 /// Where the host keeps its data.
 #[derive(Debug, Clone)]
 pub enum StoreLocation {

@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use crate::config::Reuse;
 use crate::config::{LimitOverrides, Limits};
 use crate::error::DeployError;
-use crate::config::Reuse;
 use crate::function::records::VersionRecord;
 use crate::function::wire::{DeployOptions, Setting};
 
