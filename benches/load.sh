@@ -444,7 +444,7 @@ if [[ " $CONNS " == *" 32 "* ]]; then
     awk -v wr="$(get wisp 32 3)" -v nr="$(get native 32 3)" -v wc="$(get wisp 32 6)" -v rss="$WISP_IDLE_RSS" 'BEGIN {
         ok = (wr / nr >= 0.40); printf "- req/s >= 40%% of native: %.0f%% -> %s\n", 100 * wr / nr, ok ? "met" : "MISSED"
         ok = (wc <= 40); printf "- CPU <= 40 µs/request: %.1f µs -> %s\n", wc, ok ? "met" : "MISSED"
-        ok = (rss / 1024 <= 25); printf "- idle RSS <= 25 MiB: %.1f MiB -> %s\n", rss / 1024, ok ? "met" : "MISSED"
+        ok = (rss / 1024 <= 22.5); printf "- idle RSS <= 22.5 MiB: %.1f MiB -> %s\n", rss / 1024, ok ? "met" : "MISSED"
     }'
     if [ "$CGI" = 1 ]; then
         awk -v cr="$(get cgi 32 3)" -v wr="$(get wisp 32 3)" 'BEGIN {

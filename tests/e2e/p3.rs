@@ -241,9 +241,16 @@ fn events_reach_a_0_3_component_as_posts() {
     }
 }
 
+/// A host with one serving thread: each serving thread keeps its own
+/// reused instances, and these tests follow one instance from request to
+/// request, whichever connection they come on.
+fn one_thread() -> Wisp {
+    Wisp::start_with(Opts::default().arg("--serve-threads").arg("1"))
+}
+
 #[test]
 fn with_reuse_a_global_persists_on_one_instance_and_a_trap_discards_it() {
-    let w = Wisp::start();
+    let w = one_thread();
     deployed(&w, &[("reuse", "1000")]);
     let counts: Vec<String> = (0..4)
         .map(|_| w.get("/p3/counter").text().unwrap())
@@ -285,7 +292,7 @@ fn with_reuse_a_global_persists_on_one_instance_and_a_trap_discards_it() {
 
 #[test]
 fn with_reuse_the_deadline_is_per_request_and_a_stuck_instance_is_replaced() {
-    let w = Wisp::start();
+    let w = one_thread();
     deployed(&w, &[("reuse", "1000"), ("timeout_ms", "1000")]);
     assert_eq!(w.get("/p3/counter").text().unwrap(), "1");
     for path in ["/p3/loop", "/p3/async-loop"] {
@@ -309,7 +316,7 @@ fn with_reuse_the_deadline_is_per_request_and_a_stuck_instance_is_replaced() {
 
 #[test]
 fn with_reuse_concurrency_one_instance_serves_requests_at_once() {
-    let w = Wisp::start();
+    let w = one_thread();
     deployed(
         &w,
         &[
