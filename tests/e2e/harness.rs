@@ -107,6 +107,9 @@ pub struct Opts {
     pub env: Vec<(String, String)>,
     /// Start through `sh` with this umask (tests/e2e/datadir.rs).
     pub umask: Option<u32>,
+    /// Start through `sh` with this address-space limit (`ulimit -v`, in
+    /// KiB; tests/e2e/limits.rs).
+    pub address_space_kib: Option<u64>,
 }
 
 impl Opts {
@@ -120,6 +123,10 @@ impl Opts {
     }
     pub fn umask(mut self, mask: u32) -> Self {
         self.umask = Some(mask);
+        self
+    }
+    pub fn address_space_kib(mut self, kib: u64) -> Self {
+        self.address_space_kib = Some(kib);
         self
     }
 }
@@ -146,15 +153,22 @@ impl Wisp {
     }
 
     fn spawn(dir: &Path, opts: &Opts) -> Wisp {
-        let mut cmd = match opts.umask {
+        let mut prelude = Vec::new();
+        if let Some(mask) = opts.umask {
+            prelude.push(format!("umask {mask:03o}"));
+        }
+        if let Some(kib) = opts.address_space_kib {
+            prelude.push(format!("ulimit -v {kib}"));
+        }
+        let mut cmd = if prelude.is_empty() {
+            Command::new(env!("CARGO_BIN_EXE_wisp"))
+        } else {
             // `exec`: the child is wisp itself (its pid, its signals).
-            Some(mask) => {
-                let mut sh = Command::new("sh");
-                sh.args(["-c", &format!("umask {mask:03o} && exec \"$@\""), "sh"])
-                    .arg(env!("CARGO_BIN_EXE_wisp"));
-                sh
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_wisp")),
+            let mut sh = Command::new("sh");
+            let script = format!("{} && exec \"$@\"", prelude.join(" && "));
+            sh.args(["-c", &script, "sh"])
+                .arg(env!("CARGO_BIN_EXE_wisp"));
+            sh
         };
         cmd.arg("serve")
             .arg("--data-dir")

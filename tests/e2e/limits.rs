@@ -146,3 +146,41 @@ fn past_the_in_flight_bound_answers_503_with_retry_after() {
     assert_ok_after(&w);
     assert_eq!(w.get("/hello/x").status(), 200);
 }
+
+/// Where the pooling allocator cannot reserve its address space (qemu-user,
+/// a 39-bit address space, `ulimit -v`), the host says so in one log line,
+/// allocates each instance on demand, and keeps every limit.
+#[cfg(target_os = "linux")]
+#[test]
+fn without_room_for_the_instance_pool_the_host_allocates_on_demand() {
+    // 32 GiB: room for a few on-demand instances, far from the pool's
+    // terabytes.
+    let opts = Opts::default().address_space_kib(32 << 20);
+    let mut w = Wisp::start_with(opts.clone());
+    let fallback = "falling back to on-demand instance allocation";
+    let lines = |w: &Wisp| w.log_text().matches(fallback).count();
+    assert_eq!(lines(&w), 1, "{}", w.log_text());
+    assert!(w.log_text().contains("engine ready (on-demand allocator)"));
+
+    misbehave(
+        &w,
+        &[
+            ("timeout_ms", "1000"),
+            ("memory_bytes", &(32u64 << 20).to_string()),
+        ],
+    );
+    assert_ok_after(&w);
+    let start = Instant::now();
+    assert_error(w.get("/m/loop"), 504, "timeout");
+    assert!(start.elapsed() < Duration::from_millis(2000));
+    assert_error(w.get("/m/bomb"), 500, "memory_limit");
+    assert_ok_after(&w);
+
+    // Restarted under the same limit, it serves without compiling: the
+    // compiled code is kept for this engine's settings.
+    assert_eq!(w.terminate().code(), Some(0));
+    let w2 = w.restart_on(opts);
+    assert_eq!(lines(&w2), 1, "{}", w2.log_text());
+    assert_ok_after(&w2);
+    assert_eq!(w2.metric("wisp_compiles_total"), 0.0);
+}
