@@ -43,27 +43,24 @@ cgi="$GUEST_TARGET_DIR/wasm32-wasip1/release/cgi-rust.wasm"
 
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+say() { echo "symbol-order.sh: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+# free_port, wait_ready
+source benches/lib.sh
 
 # serve_once [PERF_OUT]: start on $TMP/data, one request to each function,
 # stop. With PERF_OUT, under `perf record` (page faults, with addresses).
 serve_once() {
     local port admin pid pre=()
-    port=$(free_port)
-    admin=$(free_port)
+    free_port; port=$PORT
+    free_port; admin=$PORT
     if [ -n "${1:-}" ]; then pre=(perf record -q -e page-faults -c 1 -d -o "$1" --); fi
     RUST_LOG=warn "${pre[@]}" "$BIN" serve --data-dir "$TMP/data" \
         --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
         --deploy "hello=$hello:/hello" --deploy "todo-api=$todo:/todos/*" \
-        --deploy "cgi=$cgi:/cgi/*" >>"$TMP/serve.log" 2>&1 &
+        --deploy "cgi=$cgi:/cgi/*" >>"$TMP/wisp.log" 2>&1 &
     pid=$!
-    local ok=
-    for _ in $(seq 300); do
-        if curl -sf -o /dev/null "http://127.0.0.1:$port/hello"; then ok=1; break; fi
-        sleep 0.1
-    done
-    [ -n "$ok" ] || { cat "$TMP/serve.log" >&2; echo "wisp serve did not answer" >&2; exit 1; }
+    wait_ready wisp "$pid" "http://127.0.0.1:$port/hello"
     curl -s -o /dev/null "http://127.0.0.1:$port/todos"
     curl -s -o /dev/null "http://127.0.0.1:$port/cgi/"
     curl -s -o /dev/null "http://127.0.0.1:$admin/v1/health"

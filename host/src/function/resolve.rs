@@ -4,8 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::config::Reuse;
-use crate::config::{LimitOverrides, Limits};
+use crate::config::{LimitOverrides, Limits, Reuse};
 use crate::error::DeployError;
 use crate::function::records::VersionRecord;
 use crate::function::wire::{DeployOptions, Setting};

@@ -6,8 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Limits;
-use crate::config::Reuse;
+use crate::config::{Limits, Reuse};
 use crate::function::records::{FunctionRecord, VersionRecord};
 
 /// One version of a function.
