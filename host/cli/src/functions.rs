@@ -97,9 +97,9 @@ pub struct DeployArgs {
     /// For a WASI 0.3 component: one instance serves N requests before it
     /// is retired, or a count picked at random between A and B for each
     /// instance (`--reuse 1000`, `--reuse 100..1000`); `--reuse 1` turns it
-    /// off. Requests on one instance share its globals and memory (see the
-    /// README) [default: as the active version, else a fresh instance per
-    /// request].
+    /// off. Requests on one instance share its globals and memory; each
+    /// serving thread keeps its own instances (see the README) [default: as
+    /// the active version, else a fresh instance per request].
     #[arg(long, value_name = "N|A..B")]
     reuse: Option<String>,
     /// With --reuse: requests one instance serves at once [default: as the
