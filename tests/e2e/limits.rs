@@ -184,3 +184,57 @@ fn without_room_for_the_instance_pool_the_host_allocates_on_demand() {
     assert_ok_after(&w2);
     assert_eq!(w2.metric("wisp_compiles_total"), 0.0);
 }
+
+/// Guests stuck in loops move off the serving threads once they have run
+/// for a few epoch ticks: a dozen of them, of a WASI 0.2 function and a 0.3
+/// one, on a host with two serving threads, are each cut at their deadline
+/// while other requests keep being answered promptly. (On the serving
+/// threads they held every other request there up for about a second.)
+#[test]
+fn stuck_guests_do_not_hold_up_other_requests() {
+    let w = Wisp::start_with(Opts::default().arg("--serve-threads").arg("2"));
+    misbehave(&w, &[("timeout_ms", "2000")]);
+    let p3 = std::fs::read(guest("p3")).unwrap();
+    let r = w
+        .admin()
+        .deploy("p3", &p3, &[("route", "/p3/*"), ("timeout_ms", "2000")]);
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    assert_ok_after(&w);
+
+    let stuck: Vec<_> = (0..12)
+        .map(|i| {
+            let url = if i % 2 == 0 {
+                format!("{}/m/loop", w.data_url)
+            } else {
+                format!("{}/p3/loop", w.data_url)
+            };
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let status = client().get(url).send().unwrap().status().as_u16();
+                (status, start.elapsed())
+            })
+        })
+        .collect();
+    // Past the first few ticks, every stuck guest has moved.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut slowest = Duration::ZERO;
+    let mut answered = 0;
+    let until = Instant::now() + Duration::from_millis(1200);
+    while Instant::now() < until {
+        let start = Instant::now();
+        assert_ok_after(&w);
+        slowest = slowest.max(start.elapsed());
+        answered += 1;
+    }
+    for handle in stuck {
+        let (status, took) = handle.join().unwrap();
+        assert_eq!(status, 504);
+        assert!(took < Duration::from_millis(3000), "cut after {took:?}");
+    }
+    eprintln!("{answered} requests beside the stuck guests, the slowest in {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(250),
+        "a request beside the stuck guests took {slowest:?}"
+    );
+    assert_ok_after(&w);
+}

@@ -23,13 +23,14 @@ pub(crate) use super::admission::Slot;
 use super::admission::{Held, Side};
 use super::failure::{Failure, classify};
 use super::target::Deployed;
+use super::task::{Lane, LongRunning};
 use crate::capabilities::logs::{LogCapture, LogSink};
 
 /// One kind of function's part in an invocation: instantiate and call its
 /// export on the invocation's store. The driver does the rest.
 pub(crate) trait Call: Send + 'static {
     /// The store's data.
-    type State: Postpone + Send + 'static;
+    type State: Bounded + Send + 'static;
     /// What the call gives when it runs to its end.
     type Output: Send + 'static;
 
@@ -52,11 +53,15 @@ pub(crate) trait Call: Send + 'static {
     }
 }
 
-/// A store's data whose deadline moves: an invocation that waited for its
-/// slot gets its whole timeout from when it has the slot.
-pub(crate) trait Postpone {
+/// A store's data, as the driver bounds it: its deadline moves (an
+/// invocation that waited for its slot gets its whole timeout from when it
+/// has the slot), and it tells when its guest has run long.
+pub(crate) trait Bounded {
     /// Moves the deadline (and whatever is bounded by it) `by` later.
     fn postpone(&mut self, by: Duration);
+
+    /// Set once the guest has run long ([`Lane`]).
+    fn long_running(&self) -> LongRunning;
 }
 
 impl Invoker {
@@ -79,7 +84,8 @@ impl Invoker {
     /// Runs `call` on the invocation's store until it ends or its deadline
     /// passes, then tears the invocation down. A queued invocation first
     /// waits for its slot (its deadline moves by the wait), or ends with
-    /// the refusal without running. The future owns everything:
+    /// the refusal without running. A guest that runs long finishes on the
+    /// long-running lane ([`Lane`]). The future owns everything:
     /// HTTP and CGI spawn it (so the caller answers as soon as the guest
     /// responds, and dropping it cancels the guest), event deliveries await
     /// it.
@@ -101,7 +107,8 @@ impl Invoker {
         let function = target.name_arc.clone();
         let id = id.to_string();
         let instantiation = self.metrics.instantiation.clone();
-        async move {
+        let long = store.data().long_running();
+        let invocation = async move {
             // A queued invocation waits here, holding no slot; dropped
             // (its client went away), it gives its place back.
             let (slot, waited) = slot.ready().await.map_err(refused)?;
@@ -124,11 +131,14 @@ impl Invoker {
             };
             // No yield before the teardown: the connection (same serving
             // thread) sends the response after it, so a client that has its
-            // answer finds the slot free and the log line written.
+            // answer finds the slot free and the log line written. (Not so
+            // once the invocation moved to the long-running lane: there
+            // the connection may send it first.)
             let note = call.finish(&result);
             teardown.finish(note);
             result
-        }
+        };
+        Lane::new(invocation, long)
     }
 }
 

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use wasmtime::{ResourceLimiter, UpdateDeadline};
 
+use super::task::Slices;
+
 /// Caps what an instance's linear memories and tables take together (a
 /// component is several core instances, each with its own memories and
 /// tables: a cap per memory would let it take a multiple of its limit); a
@@ -101,10 +103,16 @@ pub struct MemoryLimitExceeded {
 pub struct DeadlineExceeded;
 
 /// What a store does on every epoch tick: past the deadline, trap;
-/// otherwise yield to the executor, so a guest in a tight loop neither
-/// overruns its deadline nor starves other requests on this worker.
+/// otherwise count the tick (a guest that runs long moves off the serving
+/// thread: [`Lane`](super::task::Lane)) and yield to the executor, so a
+/// guest in a tight loop neither overruns its deadline nor starves other
+/// requests on this worker.
 #[inline]
-pub(crate) fn on_epoch_tick(deadline: Instant) -> wasmtime::Result<UpdateDeadline> {
+pub(crate) fn on_epoch_tick(
+    deadline: Instant,
+    slices: &mut Slices,
+) -> wasmtime::Result<UpdateDeadline> {
+    slices.tick();
     if Instant::now() >= deadline {
         Err(DeadlineExceeded.into())
     } else {

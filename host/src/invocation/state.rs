@@ -12,6 +12,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::Invoker;
 use super::limits::{MemoryLimiter, on_epoch_tick};
 use super::target::Deployed;
+use super::task::{LongRunning, Slices};
 use crate::capabilities::kv::{KvCapability, KvView};
 use crate::capabilities::logs::{LogCapability, LogCapture, LogLimits, LogStream, LogView};
 use crate::capabilities::outbound::Outbound;
@@ -39,6 +40,8 @@ pub struct InvocationState {
     pub(crate) publisher: Weak<dyn Publisher>,
     /// Wall-clock deadline, checked on every epoch tick.
     deadline: Instant,
+    /// The epoch ticks the guest has run through.
+    slices: Slices,
 }
 
 /// Adds Wisp's capabilities (`wisp:function/kv`, `config`, `log`,
@@ -58,11 +61,15 @@ pub(crate) fn add_capabilities_to_linker(
     Ok(())
 }
 
-impl super::driver::Postpone for InvocationState {
+impl super::driver::Bounded for InvocationState {
     fn postpone(&mut self, by: std::time::Duration) {
         self.deadline += by;
         // Outbound requests are bounded by what is left of the deadline.
         self.hooks.deadline += by;
+    }
+
+    fn long_running(&self) -> LongRunning {
+        self.slices.long_running()
     }
 }
 
@@ -177,11 +184,15 @@ fn build_store(
             config: target.config.clone(),
             publisher,
             deadline,
+            slices: Slices::default(),
         },
     );
     store.limiter(|s| &mut s.limits);
     // Checked on every epoch tick (see `on_epoch_tick`).
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|ctx| on_epoch_tick(ctx.data().deadline));
+    store.epoch_deadline_callback(|mut ctx| {
+        let state = ctx.data_mut();
+        on_epoch_tick(state.deadline, &mut state.slices)
+    });
     store
 }

@@ -35,6 +35,7 @@ use super::Invoker;
 use super::driver::{AbortOnDrop, Call, CancelOnDrop, Invocation};
 use super::failure::Failure;
 use super::limits::{MemoryLimiter, content_length, on_epoch_tick};
+use super::task::{LongRunning, Slices};
 use crate::capabilities::logs::{LogCapture, LogStream};
 use crate::error::ApiError;
 use crate::invocation::target::Deployed;
@@ -56,11 +57,17 @@ pub(crate) struct CgiState {
     limits: MemoryLimiter,
     /// Wall-clock deadline, checked on every epoch tick.
     deadline: Instant,
+    /// The epoch ticks the guest has run through.
+    slices: Slices,
 }
 
-impl crate::invocation::driver::Postpone for CgiState {
+impl crate::invocation::driver::Bounded for CgiState {
     fn postpone(&mut self, by: std::time::Duration) {
         self.deadline += by;
+    }
+
+    fn long_running(&self) -> LongRunning {
+        self.slices.long_running()
     }
 }
 
@@ -316,11 +323,15 @@ fn new_store(
             wasi,
             limits: MemoryLimiter::new(memory_bytes as usize),
             deadline,
+            slices: Slices::default(),
         },
     );
     store.limiter(|s| &mut s.limits);
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|ctx| on_epoch_tick(ctx.data().deadline));
+    store.epoch_deadline_callback(|mut ctx| {
+        let state = ctx.data_mut();
+        on_epoch_tick(state.deadline, &mut state.slices)
+    });
     store
 }
 
