@@ -231,15 +231,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
     }
-    host.serve(
-        Listeners {
-            data,
-            admin: Some(admin),
-        },
-        shutdown,
-        args.grace,
-    )
-    .await
+    let served = host
+        .serve(
+            Listeners {
+                data,
+                admin: Some(admin),
+            },
+            shutdown,
+            args.grace,
+        )
+        .await;
+    if let Some(cluster) = host.cluster() {
+        cluster.leave().await;
+    }
+    served
 }
 
 /// What `--cluster` and the flags beside it say.

@@ -209,21 +209,36 @@ impl Cluster {
                 members: AtomicUsize::new(0),
             }),
         };
-        if let Some(other) = cluster
-            .hosts()
-            .await?
-            .into_iter()
-            .find(|m| m.node == config.node_name)
-        {
-            anyhow::bail!(
-                "node name {:?} is taken by a live host (data plane {}, seen {} ms ago): give \
-                 this host another --node-name",
-                other.node,
-                other.data_url,
-                now_ms().saturating_sub(other.seen_at_ms)
-            );
-        }
+        cluster.check_name_is_free().await?;
         Ok(cluster)
+    }
+
+    /// Refuses a node name another live host has. A heartbeat under this
+    /// name may also be this host's own from before a restart (it lasts
+    /// [`HOST_EXPIRY`] after a `kill -9`): that one does not beat again.
+    async fn check_name_is_free(&self) -> anyhow::Result<()> {
+        let node = &self.inner.node;
+        let seen = |hosts: Vec<Member>| hosts.into_iter().find(|m| m.node == *node);
+        let Some(first) = seen(self.hosts().await?) else {
+            return Ok(());
+        };
+        tokio::time::sleep(HEARTBEAT * 2).await;
+        match seen(self.hosts().await?) {
+            Some(other) if other.seen_at_ms != first.seen_at_ms => anyhow::bail!(
+                "node name {node:?} is taken by a live host (data plane {}): give this host \
+                 another --node-name",
+                other.data_url
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes this host's heartbeat (it is stopping): the others stop
+    /// listing it at once rather than after [`HOST_EXPIRY`].
+    pub async fn leave(&self) {
+        if let Err(e) = self.inner.hosts.delete(&self.inner.node).await {
+            tracing::debug!(error = %e, "heartbeat not removed (it expires)");
+        }
     }
 
     /// This host's node name.
