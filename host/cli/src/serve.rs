@@ -270,6 +270,7 @@ fn cluster_config(args: &ServeArgs) -> anyhow::Result<ClusterConfig> {
         creds_file: args.cluster_creds_file.clone(),
         node_name,
         connect_timeout: args.cluster_connect_timeout,
+        key_file: args.cluster_key_file.clone(),
     })
 }
 
