@@ -185,7 +185,9 @@ impl HostBuilder {
         let opening = || format!("opening the store in {}", dir.display());
         let records = Records::open(&store).with_context(opening)?;
         let compiled = Compiled::open(&store, &dir, &records).with_context(opening)?;
-        let kv = KvStore::open(&store).with_context(opening)?;
+        let kv = KvStore::open(&store)
+            .with_context(opening)?
+            .shared_by(cluster.as_ref().map(Cluster::kv));
         let settings = ConfigStore::open(&store).with_context(opening)?;
         let log_store = LogStore::open(&store).with_context(opening)?;
         let event_store = crate::events::store::EventStore::open(&store).with_context(opening)?;

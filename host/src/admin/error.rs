@@ -68,6 +68,7 @@ impl From<KvError> for ApiError {
             InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
             FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
             KeyNotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
+            ClusterUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
             Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL),
         };
         answer(status, code, &e)

@@ -21,10 +21,15 @@
 //! - the bucket `wisp-hosts`: a heartbeat per host (its node name, version
 //!   and addresses), expiring after [`HOST_EXPIRY`]: the members.
 //!
-//! Key-value data, logs and events stay in each host's store for now.
+//! - the bucket `wisp-kv`: functions' key-value data ([`data`]), read and
+//!   written there by every host.
+//!
+//! Logs and events stay in each host's store for now.
 
+mod data;
 mod key;
 
+pub(crate) use data::SharedKv;
 pub use key::ClusterKey;
 
 use std::path::PathBuf;
@@ -136,6 +141,7 @@ struct Inner {
     functions: kv::Store,
     hosts: kv::Store,
     config: kv::Store,
+    kv: SharedKv,
     artifacts: object_store::ObjectStore,
     key: Option<ClusterKey>,
     /// Members seen at the latest heartbeat (for `/v1/health`, which must
@@ -211,6 +217,13 @@ impl Cluster {
                 Duration::ZERO,
             )
             .await?;
+            let shared_kv = open_bucket(
+                &js,
+                data::BUCKET,
+                "Wisp: functions' key-value data",
+                Duration::ZERO,
+            )
+            .await?;
             let artifacts = match js.get_object_store(ARTIFACTS).await {
                 Ok(store) => store,
                 Err(_) => js
@@ -222,13 +235,13 @@ impl Cluster {
                     .await
                     .map_err(|e| anyhow::anyhow!("opening the object store {ARTIFACTS}: {e}"))?,
             };
-            anyhow::Ok((functions, hosts, shared_config, artifacts))
+            anyhow::Ok((functions, hosts, shared_config, shared_kv, artifacts))
         };
         let key = match &config.key_file {
             Some(path) => Some(ClusterKey::from_file(path)?),
             None => None,
         };
-        let (functions, hosts, shared_config, artifacts) =
+        let (functions, hosts, shared_config, shared_kv, artifacts) =
             tokio::time::timeout(config.connect_timeout.max(REQUEST_TIMEOUT), opened)
                 .await
                 .map_err(|_| {
@@ -240,11 +253,15 @@ impl Cluster {
                 .map_err(|e| anyhow::anyhow!("cannot reach the cluster at {urls}: {e:#}"))?;
         let cluster = Cluster {
             inner: Arc::new(Inner {
-                client,
+                client: client.clone(),
                 node: config.node_name.clone(),
                 functions,
                 hosts,
                 config: shared_config,
+                kv: SharedKv {
+                    store: shared_kv,
+                    client: client.clone(),
+                },
                 artifacts,
                 key,
                 members: AtomicUsize::new(0),
@@ -317,6 +334,11 @@ impl Cluster {
         if let Err(e) = self.inner.hosts.delete(&self.inner.node).await {
             tracing::debug!(error = %e, "heartbeat not removed (it expires)");
         }
+    }
+
+    /// Functions' key-value data.
+    pub(crate) fn kv(&self) -> SharedKv {
+        self.inner.kv.clone()
     }
 
     /// This host's node name.

@@ -105,6 +105,15 @@ impl FunctionsCtx {
         record.versions.push(version.clone());
         if record.versions.len() == 1 {
             self.purge_leftovers(name).await?;
+            // Cluster mode: the shared data too, by the host the deploy is
+            // made on (never by those that copy it in: by then the
+            // function may have written some).
+            if let Some(shared) = self.inner.kv.shared() {
+                shared.purge(name).await.map_err(|e| match e {
+                    crate::KvError::ClusterUnavailable(m) => DeployError::ClusterUnavailable(m),
+                    e => DeployError::Internal(e.to_string()),
+                })?;
+            }
         }
         // Checked (prepared from the compiler's output); from here the
         // function runs on its compiled code's file, mapped rather than
@@ -315,6 +324,11 @@ impl FunctionsCtx {
             // `purge_leftovers`, and replica.rs's copy of new functions).
             if let Err(e) = cluster.delete_config(name).await {
                 tracing::warn!(function = name, error = %e, "removing the deleted function's config from the cluster failed");
+            }
+            if let Some(shared) = self.inner.kv.shared()
+                && let Err(e) = shared.purge(name).await
+            {
+                tracing::warn!(function = name, error = %e, "removing the deleted function's key-value data from the cluster failed (removed when the name is deployed again)");
             }
         }
         if self.delete_locked(name).await? || self.cluster().is_some() {

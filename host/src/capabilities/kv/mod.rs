@@ -74,6 +74,9 @@ pub enum KvError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Cluster mode: the cluster's key-value data cannot be reached.
+    #[error("{0}")]
+    ClusterUnavailable(String),
 }
 
 impl KvError {
@@ -89,6 +92,10 @@ impl KvError {
             KvError::Store(e) => {
                 tracing::error!(function, error = %e, "key-value store failure");
                 wit::Error::Internal("the host's store failed; see the host log".into())
+            }
+            KvError::ClusterUnavailable(e) => {
+                tracing::warn!(function, error = %e, "key-value data unreachable");
+                wit::Error::Internal("the cluster's key-value data cannot be reached now".into())
             }
             other => wit::Error::Internal(other.to_string()),
         }

@@ -16,6 +16,7 @@ use super::{
     KeyList, KvError, KvLimits, account, add_to_counter, check_key, check_value, decode_cursor,
     encode_cursor, entry_size, expiry, is_expired, now_ms, page_limit,
 };
+use crate::cluster::SharedKv;
 use crate::config::Limits;
 use crate::store::{Durability, StoreError, Writer};
 
@@ -29,6 +30,106 @@ fn task_failed(e: tokio::task::JoinError) -> KvError {
     KvError::Store(StoreError::Io(std::io::Error::other(format!(
         "key-value task: {e}"
     ))))
+}
+
+/// What a store's update decides: the write, the function's usage after
+/// it, and the answer.
+type Decision<T> = Result<(KvWrite, u64, T), KvError>;
+
+/// Removes `key` if it is (still) expired at `now`.
+fn decide_reclaim(key: &str, now: u64) -> impl Fn(Option<KvEntry>, u64) -> Decision<()> + '_ {
+    move |old, usage| match old {
+        Some(e) if is_expired(e.expires_at_ms, now) => {
+            let used = account(usage, entry_size(key, e.value.len()), 0, u64::MAX)?;
+            Ok((KvWrite::Remove, used, ()))
+        }
+        _ => Ok((KvWrite::Keep, usage, ())),
+    }
+}
+
+/// Sets `key` to `value`, within the total.
+fn decide_set(
+    key: &str,
+    value: Vec<u8>,
+    expires_at_ms: Option<u64>,
+    max_total: u64,
+) -> impl Fn(Option<KvEntry>, u64) -> Decision<()> + '_ {
+    move |old, usage| {
+        let old_size = old.map_or(0, |e| entry_size(key, e.value.len()));
+        let used = account(usage, old_size, entry_size(key, value.len()), max_total)?;
+        let write = KvWrite::Put {
+            value: value.clone(),
+            expires_at_ms,
+        };
+        Ok((write, used, ()))
+    }
+}
+
+/// Removes `key`; answers whether it was set (and live).
+fn decide_delete(key: &str, now: u64) -> impl Fn(Option<KvEntry>, u64) -> Decision<bool> + '_ {
+    move |old, usage| match old {
+        None => Ok((KvWrite::Keep, usage, false)),
+        Some(e) => {
+            let used = account(usage, entry_size(key, e.value.len()), 0, u64::MAX)?;
+            Ok((KvWrite::Remove, used, !is_expired(e.expires_at_ms, now)))
+        }
+    }
+}
+
+/// Adds `delta` to the counter at `key`; answers the new value.
+fn decide_increment(
+    key: &str,
+    delta: i64,
+    now: u64,
+    limits: KvLimits,
+) -> impl Fn(Option<KvEntry>, u64) -> Decision<i64> + '_ {
+    move |old, usage| {
+        let current = live(&old, now);
+        let n = add_to_counter(current.map(|e| &e.value[..]), delta)?;
+        let text = n.to_string().into_bytes();
+        check_value(text.len(), limits.max_value_bytes)?;
+        let old_size = old.as_ref().map_or(0, |e| entry_size(key, e.value.len()));
+        let used = account(
+            usage,
+            old_size,
+            entry_size(key, text.len()),
+            limits.max_total_bytes,
+        )?;
+        // A counter keeps its expiry; an expired one starts afresh.
+        let expires_at_ms = current.and_then(|e| e.expires_at_ms);
+        Ok((
+            KvWrite::Put {
+                value: text,
+                expires_at_ms,
+            },
+            used,
+            n,
+        ))
+    }
+}
+
+/// Sets `key` to `new` if its live value is `expected`; answers whether
+/// it did.
+fn decide_swap<'a>(
+    key: &'a str,
+    expected: Option<&'a [u8]>,
+    new: Vec<u8>,
+    now: u64,
+    max_total: u64,
+) -> impl Fn(Option<KvEntry>, u64) -> Decision<bool> + 'a {
+    move |old, usage| {
+        let current = live(&old, now).map(|e| &e.value[..]);
+        if current != expected {
+            return Ok((KvWrite::Keep, usage, false));
+        }
+        let old_size = old.as_ref().map_or(0, |e| entry_size(key, e.value.len()));
+        let used = account(usage, old_size, entry_size(key, new.len()), max_total)?;
+        let write = KvWrite::Put {
+            value: new.clone(),
+            expires_at_ms: None,
+        };
+        Ok((write, used, true))
+    }
 }
 
 /// One function's key-value namespace: shared by its invocations (one per
@@ -68,13 +169,7 @@ impl KvNamespace {
 
     /// Removes `key` if it is (still) expired at `now`: reclaims its bytes.
     fn reclaim_in(&self, w: &Writer, key: &str, now: u64) -> Result<(), KvError> {
-        self.update(w, key, |old, usage| match old {
-            Some(e) if is_expired(e.expires_at_ms, now) => {
-                let used = account(usage, entry_size(key, e.value.len()), 0, u64::MAX)?;
-                Ok((KvWrite::Remove, used, ()))
-            }
-            _ => Ok((KvWrite::Keep, usage, ())),
-        })?;
+        self.update(w, key, decide_reclaim(key, now))?;
         Ok(())
     }
 
@@ -89,17 +184,8 @@ impl KvNamespace {
     ) -> Result<bool, KvError> {
         check_key(key, self.limits.max_key_bytes)?;
         check_value(value.len(), self.limits.max_value_bytes)?;
-        let expires_at_ms = expiry(now, ttl_ms);
-        let max_total = self.limits.max_total_bytes;
-        let ((), wrote) = self.update(w, key, |old, usage| {
-            let old_size = old.map_or(0, |e| entry_size(key, e.value.len()));
-            let used = account(usage, old_size, entry_size(key, value.len()), max_total)?;
-            let write = KvWrite::Put {
-                value: value.clone(),
-                expires_at_ms,
-            };
-            Ok((write, used, ()))
-        })?;
+        let decide = decide_set(key, value, expiry(now, ttl_ms), self.limits.max_total_bytes);
+        let ((), wrote) = self.update(w, key, decide)?;
         Ok(wrote)
     }
 
@@ -107,13 +193,7 @@ impl KvNamespace {
     /// written.
     fn delete_in(&self, w: &Writer, key: &str, now: u64) -> Result<(bool, bool), KvError> {
         check_key(key, self.limits.max_key_bytes)?;
-        self.update(w, key, |old, usage| match old {
-            None => Ok((KvWrite::Keep, usage, false)),
-            Some(e) => {
-                let used = account(usage, entry_size(key, e.value.len()), 0, u64::MAX)?;
-                Ok((KvWrite::Remove, used, !is_expired(e.expires_at_ms, now)))
-            }
-        })
+        self.update(w, key, decide_delete(key, now))
     }
 
     fn increment_in(
@@ -124,30 +204,7 @@ impl KvNamespace {
         now: u64,
     ) -> Result<(i64, bool), KvError> {
         check_key(key, self.limits.max_key_bytes)?;
-        let limits = self.limits;
-        self.update(w, key, |old, usage| {
-            let current = live(&old, now);
-            let n = add_to_counter(current.map(|e| &e.value[..]), delta)?;
-            let text = n.to_string().into_bytes();
-            check_value(text.len(), limits.max_value_bytes)?;
-            let old_size = old.as_ref().map_or(0, |e| entry_size(key, e.value.len()));
-            let used = account(
-                usage,
-                old_size,
-                entry_size(key, text.len()),
-                limits.max_total_bytes,
-            )?;
-            // A counter keeps its expiry; an expired one starts afresh.
-            let expires_at_ms = current.and_then(|e| e.expires_at_ms);
-            Ok((
-                KvWrite::Put {
-                    value: text,
-                    expires_at_ms,
-                },
-                used,
-                n,
-            ))
-        })
+        self.update(w, key, decide_increment(key, delta, now, self.limits))
     }
 
     fn compare_and_swap_in(
@@ -160,20 +217,8 @@ impl KvNamespace {
     ) -> Result<(bool, bool), KvError> {
         check_key(key, self.limits.max_key_bytes)?;
         check_value(new.len(), self.limits.max_value_bytes)?;
-        let max_total = self.limits.max_total_bytes;
-        self.update(w, key, |old, usage| {
-            let current = live(&old, now).map(|e| &e.value[..]);
-            if current != expected {
-                return Ok((KvWrite::Keep, usage, false));
-            }
-            let old_size = old.as_ref().map_or(0, |e| entry_size(key, e.value.len()));
-            let used = account(usage, old_size, entry_size(key, new.len()), max_total)?;
-            let write = KvWrite::Put {
-                value: new.clone(),
-                expires_at_ms: None,
-            };
-            Ok((write, used, true))
-        })
+        let decide = decide_swap(key, expected, new, now, self.limits.max_total_bytes);
+        self.update(w, key, decide)
     }
 
     // -- on the calling thread
@@ -323,6 +368,18 @@ impl KvNamespace {
     pub async fn get(&self, key: String) -> Result<Option<Vec<u8>>, KvError> {
         check_key(&key, self.limits.max_key_bytes)?;
         let now = now_ms();
+        if let Some(shared) = self.kv.shared() {
+            return match shared.get(&self.function, &key).await? {
+                Some(e) if !is_expired(e.expires_at_ms, now) => Ok(Some(e.value)),
+                Some(_) => {
+                    shared
+                        .update(&self.function, &key, decide_reclaim(&key, now))
+                        .await?;
+                    Ok(None)
+                }
+                None => Ok(None),
+            };
+        }
         match self.kv.get(&self.function, &key)? {
             None => Ok(None),
             Some(e) if !is_expired(e.expires_at_ms, now) => Ok(Some(e.value)),
@@ -344,16 +401,37 @@ impl KvNamespace {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> Result<(), KvError> {
+        if let Some(shared) = self.kv.shared() {
+            check_key(&key, self.limits.max_key_bytes)?;
+            check_value(value.len(), self.limits.max_value_bytes)?;
+            let decide = decide_set(
+                &key,
+                value,
+                expiry(now_ms(), ttl_ms),
+                self.limits.max_total_bytes,
+            );
+            return shared.update(&self.function, &key, decide).await.map(drop);
+        }
         self.write(move |ns, w| ns.set_in(w, &key, value, ttl_ms, now_ms()).map(drop))
             .await
     }
 
     pub async fn delete(&self, key: String) -> Result<bool, KvError> {
+        if let Some(shared) = self.kv.shared() {
+            check_key(&key, self.limits.max_key_bytes)?;
+            let decide = decide_delete(&key, now_ms());
+            return Ok(shared.update(&self.function, &key, decide).await?.0);
+        }
         self.write(move |ns, w| Ok(ns.delete_in(w, &key, now_ms())?.0))
             .await
     }
 
     pub async fn increment(&self, key: String, delta: i64) -> Result<i64, KvError> {
+        if let Some(shared) = self.kv.shared() {
+            check_key(&key, self.limits.max_key_bytes)?;
+            let decide = decide_increment(&key, delta, now_ms(), self.limits);
+            return Ok(shared.update(&self.function, &key, decide).await?.0);
+        }
         self.write(move |ns, w| Ok(ns.increment_in(w, &key, delta, now_ms())?.0))
             .await
     }
@@ -364,6 +442,18 @@ impl KvNamespace {
         expected: Option<Vec<u8>>,
         new: Vec<u8>,
     ) -> Result<bool, KvError> {
+        if let Some(shared) = self.kv.shared() {
+            check_key(&key, self.limits.max_key_bytes)?;
+            check_value(new.len(), self.limits.max_value_bytes)?;
+            let decide = decide_swap(
+                &key,
+                expected.as_deref(),
+                new,
+                now_ms(),
+                self.limits.max_total_bytes,
+            );
+            return Ok(shared.update(&self.function, &key, decide).await?.0);
+        }
         self.write(move |ns, w| {
             Ok(ns
                 .compare_and_swap_in(w, &key, expected.as_deref(), new, now_ms())?
@@ -378,8 +468,46 @@ impl KvNamespace {
         cursor: Option<String>,
         limit: u32,
     ) -> Result<KeyList, KvError> {
+        if let Some(shared) = self.kv.shared() {
+            return self
+                .list_shared(shared, &prefix, cursor.as_deref(), limit)
+                .await;
+        }
         self.read(move |ns| ns.list_at(&prefix, cursor.as_deref(), limit, now_ms()))
             .await
+    }
+
+    /// A page of keys from the cluster's data: every key of the function
+    /// is read, then sorted and cut like the local listing.
+    async fn list_shared(
+        &self,
+        shared: &SharedKv,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<KeyList, KvError> {
+        let limit = page_limit(limit);
+        let after = cursor.map(|c| decode_cursor(c, prefix)).transpose()?;
+        let now = now_ms();
+        let mut keys: Vec<String> = shared
+            .keys(&self.function)
+            .await?
+            .into_iter()
+            .filter(|(k, expires)| {
+                k.starts_with(prefix)
+                    && after.as_deref().is_none_or(|a| k.as_str() > a)
+                    && !is_expired(*expires, now)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort();
+        let cursor = if keys.len() > limit {
+            keys.truncate(limit);
+            keys.last().map(|k| encode_cursor(k))
+        } else {
+            None
+        };
+        Ok(KeyList { keys, cursor })
     }
 }
 

@@ -15,6 +15,7 @@
 
 use std::borrow::Cow;
 
+use crate::cluster::SharedKv;
 use crate::store::{Abort, Durability, Prefix, Store, StoreError, Tree, TxError, Value, Writer};
 
 /// Key of an entry: the function's namespace, then the key.
@@ -110,6 +111,9 @@ pub(crate) struct KvStore {
     /// The same tree, values not read.
     expiries: Tree<NsKey, Expiry>,
     usage: Tree<String, u64>,
+    /// Cluster mode: the data is on JetStream, shared by every host, and
+    /// these trees are not used by functions.
+    shared: Option<SharedKv>,
 }
 
 impl KvStore {
@@ -120,7 +124,19 @@ impl KvStore {
             expiries: store.tree("kv")?,
             usage: store.tree("kv_usage")?,
             store: store.clone(),
+            shared: None,
         })
+    }
+
+    /// Keeps functions' data in the cluster instead.
+    pub fn shared_by(mut self, shared: Option<SharedKv>) -> KvStore {
+        self.shared = shared;
+        self
+    }
+
+    /// The cluster's data, in cluster mode.
+    pub fn shared(&self) -> Option<&SharedKv> {
+        self.shared.as_ref()
     }
 
     /// The store the trees are in (to run writes on its writer).
