@@ -56,9 +56,26 @@ pub enum DeployError {
     /// Store failure.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Cluster mode: NATS cannot be reached, so nothing was changed.
+    #[error("{0}")]
+    ClusterUnavailable(String),
+    /// Cluster mode: the function changed on another host meanwhile.
+    #[error("{0}")]
+    Conflict(String),
     /// Anything else (logged; the client sees a generic message).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<crate::cluster::ClusterError> for DeployError {
+    fn from(e: crate::cluster::ClusterError) -> DeployError {
+        use crate::cluster::ClusterError::*;
+        match e {
+            Unavailable(_) => DeployError::ClusterUnavailable(e.to_string()),
+            Conflict(m) => DeployError::Conflict(m),
+            Invalid(m) => DeployError::Internal(m),
+        }
+    }
 }
 
 /// The JSON error every client sees.

@@ -16,6 +16,7 @@ use tokio::sync::{Mutex, watch};
 use crate::capabilities::kv::store::KvStore;
 use crate::capabilities::logs::{LogSink, LogStore, Retention};
 use crate::capabilities::settings::ConfigStore;
+use crate::cluster::Cluster;
 use crate::config::{HostConfig, Limits, StoreLocation};
 use crate::engine::{AllocatorKind, WispEngine};
 use crate::events::plane::{EventsCtx, EventsInner};
@@ -87,6 +88,7 @@ pub(crate) struct HostInner {
 #[derive(Debug, Default)]
 pub struct HostBuilder {
     config: HostConfig,
+    cluster: Option<Cluster>,
 }
 
 impl HostBuilder {
@@ -139,6 +141,14 @@ impl HostBuilder {
         self
     }
 
+    /// Makes the host a member of a cluster (connected with
+    /// [`Cluster::connect`]): function records are kept there first, and
+    /// [`Host::join_cluster`] copies them in and keeps them in step.
+    pub fn cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: HostConfig) -> Self {
         self.config = config;
@@ -149,6 +159,7 @@ impl HostBuilder {
     /// (from their compiled code in the data directory: no recompilation).
     pub fn build(self) -> anyhow::Result<Host> {
         let config = self.config;
+        let cluster = self.cluster;
         config
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -247,6 +258,7 @@ impl HostBuilder {
                 invoker: invoker.clone(),
                 data_dir: temp.is_none().then(|| dir.clone()),
                 events: Arc::new(events.clone()),
+                cluster: cluster.clone(),
             }),
         };
         let inner = Arc::new(HostInner {
@@ -280,6 +292,26 @@ impl Host {
     /// Starts building a host.
     pub fn builder() -> HostBuilder {
         HostBuilder::default()
+    }
+
+    /// The cluster this host is a member of, if any.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.inner.functions.inner.cluster.as_ref()
+    }
+
+    /// Cluster mode: copies every function of the cluster into this host
+    /// (fetching artifacts, compiling what this host has no code for) and
+    /// drops those the cluster no longer has, then keeps them in step with
+    /// the cluster and starts this host's heartbeat, which names the URLs
+    /// it serves at. Call it once the host is built, before it serves. A
+    /// host not in a cluster does nothing here.
+    pub async fn join_cluster(&self, data_url: String, admin_url: String) -> anyhow::Result<()> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(());
+        };
+        self.inner.functions.join_cluster().await?;
+        cluster.start_heartbeat(data_url, admin_url).await;
+        Ok(())
     }
 
     /// The admin bearer token.

@@ -95,6 +95,7 @@
 
 mod admin;
 mod capabilities;
+pub mod cluster;
 mod config;
 mod datadir;
 mod engine;

@@ -63,6 +63,9 @@ pub enum Command {
     /// Batch jobs: one event per array index, with retries.
     #[command(subcommand)]
     Job(crate::jobs::JobCommand),
+    /// List the hosts of the cluster (`wisp serve --cluster`): node name,
+    /// version, addresses, latest heartbeat.
+    Hosts(crate::functions::ListArgs),
 }
 
 impl Command {
@@ -84,6 +87,7 @@ impl Command {
             Command::Events(c) => c.connection(),
             Command::Schedule(c) => c.connection(),
             Command::Job(c) => c.connection(),
+            Command::Hosts(a) => &a.connection,
         }
     }
 }
@@ -143,6 +147,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Events(c) => crate::events::run(&api, c).await,
         Command::Schedule(c) => crate::schedules::run(&api, c).await,
         Command::Job(c) => crate::jobs::run(&api, c).await,
+        Command::Hosts(args) => crate::functions::hosts(&api, args).await,
     }
 }
 

@@ -334,6 +334,38 @@ pub(crate) async fn list(api: &Client, args: ListArgs) -> Result<()> {
     Ok(())
 }
 
+/// `wisp hosts`.
+pub(crate) async fn hosts(api: &Client, args: ListArgs) -> Result<()> {
+    let hosts = api.hosts().await?;
+    if args.json {
+        return print_json(&hosts);
+    }
+    if hosts.is_empty() {
+        eprintln!("this host is not in a cluster (wisp serve --cluster)");
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.node.clone(),
+                h.version.clone(),
+                h.data_url.clone(),
+                h.admin_url.clone(),
+                format!(
+                    "{:.1}s ago",
+                    now.saturating_sub(h.seen_at_ms) as f64 / 1000.0
+                ),
+            ]
+        })
+        .collect();
+    write_stdout(&table(&["NODE", "VERSION", "DATA", "ADMIN", "SEEN"], &rows))
+}
+
 fn list_table(functions: &[FunctionSummary]) -> String {
     let rows: Vec<Vec<String>> = functions
         .iter()

@@ -489,6 +489,59 @@ pub struct ServeArgs {
         value_parser = parse_duration
     )]
     pub host_queue_timeout: Duration,
+
+    /// Join a cluster: the URL of a NATS server with JetStream (`nats-server
+    /// -js`); repeat it (or separate with commas) for several. Every host of
+    /// the cluster serves every function; a deploy, rollback or delete on
+    /// any of them reaches all.
+    #[arg(
+        long,
+        env = "WISP_CLUSTER",
+        value_name = "URL",
+        value_delimiter = ',',
+        help_heading = "Cluster"
+    )]
+    pub cluster: Vec<String>,
+
+    /// This host's name in the cluster (letters, digits, '-', '_') [default:
+    /// the machine's host name].
+    #[arg(
+        long,
+        env = "WISP_NODE_NAME",
+        value_name = "NAME",
+        help_heading = "Cluster"
+    )]
+    pub node_name: Option<String>,
+
+    /// A file holding the token the NATS server requires.
+    #[arg(
+        long,
+        env = "WISP_CLUSTER_TOKEN_FILE",
+        value_name = "PATH",
+        help_heading = "Cluster"
+    )]
+    pub cluster_token_file: Option<PathBuf>,
+
+    /// A NATS credentials file (`.creds`) the server requires.
+    #[arg(
+        long,
+        env = "WISP_CLUSTER_CREDS_FILE",
+        value_name = "PATH",
+        help_heading = "Cluster"
+    )]
+    pub cluster_creds_file: Option<PathBuf>,
+
+    /// How long start-up waits for a NATS server before `wisp serve` stops
+    /// with an error.
+    #[arg(
+        long,
+        env = "WISP_CLUSTER_CONNECT_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = parse_duration,
+        help_heading = "Cluster"
+    )]
+    pub cluster_connect_timeout: Duration,
 }
 
 /// Format of the host's logs.

@@ -1,8 +1,9 @@
 //! `wisp serve`: configuration → a running host, until SIGTERM or ctrl-c.
 
 use anyhow::Context as _;
-use secrecy::ExposeSecret as _;
+use secrecy::{ExposeSecret as _, SecretString};
 use tracing_subscriber::EnvFilter;
+use wisp_host::cluster::{Cluster, ClusterConfig};
 use wisp_host::{
     ConnectionLimits, DeployOptions, Host, HostConfig, Limits, Listeners, RetryPolicy,
     StoreLocation,
@@ -167,8 +168,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;
-    let host =
-        tokio::task::spawn_blocking(move || Host::builder().config(config).build()).await??;
+    // Cluster mode: reach NATS before anything else is loaded; a host
+    // that cannot has nothing to serve from.
+    let cluster = match args.cluster.is_empty() {
+        true => None,
+        false => Some(Cluster::connect(&cluster_config(&args)?).await?),
+    };
+    let host = tokio::task::spawn_blocking(move || {
+        let builder = Host::builder().config(config);
+        match cluster {
+            Some(cluster) => builder.cluster(cluster),
+            None => builder,
+        }
+        .build()
+    })
+    .await??;
+    host.join_cluster(
+        format!("http://{}", data.local_addr()?),
+        format!("http://{}", admin.local_addr()?),
+    )
+    .await?;
 
     for p in &args.deploy {
         let wasm = std::fs::read(&p.file)
@@ -221,6 +240,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.grace,
     )
     .await
+}
+
+/// What `--cluster` and the flags beside it say.
+fn cluster_config(args: &ServeArgs) -> anyhow::Result<ClusterConfig> {
+    let token = match &args.cluster_token_file {
+        Some(path) => Some(SecretString::from(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading --cluster-token-file {}", path.display()))?
+                .trim(),
+        )),
+        None => None,
+    };
+    let node_name = match &args.node_name {
+        Some(name) => name.clone(),
+        // The machine's name, as the kernel has it.
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().replace('.', "-"))
+            .unwrap_or_else(|_| "wisp".into()),
+    };
+    Ok(ClusterConfig {
+        urls: args.cluster.clone(),
+        token,
+        creds_file: args.cluster_creds_file.clone(),
+        node_name,
+        connect_timeout: args.cluster_connect_timeout,
+    })
 }
 
 /// A size flag that must fit in 32 bits.

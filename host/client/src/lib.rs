@@ -60,6 +60,8 @@ pub use reqwest;
 pub use secrecy;
 
 // The wire types, as wisp-host defines them.
+/// A host of a cluster, as `GET /v1/hosts` lists it.
+pub use wisp_host::cluster::Member;
 pub use wisp_host::{
     ConfigEntry, ConfigList, DeliveryRecord, DeliveryStatus, DeployOptions, ErrorBody, ErrorDetail,
     EventInfo, FunctionInfo, FunctionSummary, JobCounts, JobInfo, JobState, JobTask, KeyList,
@@ -240,6 +242,19 @@ impl Client {
             .get(self.url(&["v1", "health"]))
             .timeout(ADMIN_TIMEOUT);
         self.call_empty(request).await
+    }
+
+    /// `GET /v1/hosts`: the live hosts of the cluster, by node name (none
+    /// for a host not in a cluster).
+    pub async fn hosts(&self) -> Result<Vec<Member>, Error> {
+        #[derive(Deserialize)]
+        struct Hosts {
+            hosts: Vec<Member>,
+        }
+        let hosts: Hosts = self
+            .call(self.request(Method::GET, &["v1", "hosts"]))
+            .await?;
+        Ok(hosts.hosts)
     }
 
     /// `GET /metrics`: the host's metrics in Prometheus' text format.

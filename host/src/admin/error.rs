@@ -46,6 +46,8 @@ impl From<DeployError> for ApiError {
             TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
             VersionNotFound(_) => (StatusCode::NOT_FOUND, "version_not_found"),
+            ClusterUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
+            Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Store(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL),
         };
         answer(status, code, &e)

@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 use crate::capabilities::kv::store::KvStore;
 use crate::capabilities::logs::LogStore;
 use crate::capabilities::settings::ConfigStore;
+use crate::cluster::Cluster;
 use crate::config::HostConfig;
 use crate::engine::WispEngine;
 use crate::function::compiled::Compiled;
@@ -49,6 +50,9 @@ pub(crate) struct FunctionsInner {
     pub(crate) data_dir: Option<PathBuf>,
     /// The event plane's part of a function, removed with it.
     pub(crate) events: Arc<dyn FunctionEvents>,
+    /// Cluster mode: where function records are kept first
+    /// (`function/replica.rs`).
+    pub(crate) cluster: Option<Cluster>,
 }
 
 impl FunctionsCtx {

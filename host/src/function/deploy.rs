@@ -44,7 +44,7 @@ impl FunctionsCtx {
             .map_err(|e| DeployError::InvalidArgument(e.to_string()))?;
 
         let _guard = self.inner.admin_lock.lock().await;
-        let existing = self.inner.records.get(name)?;
+        let (existing, revision) = self.current(name).await?;
         let resolved = resolve_version(
             name,
             &options,
@@ -104,21 +104,7 @@ impl FunctionsCtx {
         record.updated_at_ms = now;
         record.versions.push(version.clone());
         if record.versions.len() == 1 {
-            // A new name starts with no key-value data and no config, even
-            // if a crash (or a write racing the delete) left some behind.
-            self.inner.kv.purge(name).await?;
-            self.inner.settings.purge(name).await?;
-            // Nor log lines, subscriptions, schedules, deliveries or dead
-            // letters of an earlier function of that name (a delete a
-            // crash interrupted leaves them after the record).
-            self.inner.invoker.logs.sync_blocking_async().await;
-            self.inner.log_store.purge(name).await?;
-            self.inner.invoker.logs.forget(name);
-            self.inner
-                .events
-                .purge_function_events(name)
-                .await
-                .map_err(|e| DeployError::Internal(format!("removing leftover events: {e}")))?;
+            self.purge_leftovers(name).await?;
         }
         // Checked (prepared from the compiler's output); from here the
         // function runs on its compiled code's file, mapped rather than
@@ -133,6 +119,12 @@ impl FunctionsCtx {
             })
             .await
             .map_err(|e| DeployError::Internal(format!("compile task: {e}")))??;
+            // Cluster mode: the cluster first (acknowledged once JetStream
+            // has it), then this host.
+            if let Some(cluster) = self.cluster() {
+                cluster.put_artifact(&sha256, &wasm).await?;
+                cluster.put_function(&record, revision).await?;
+            }
             self.store_version(&record, &version, &sha256, wasm, prepared)
                 .await
         }
@@ -157,6 +149,42 @@ impl FunctionsCtx {
         // The compiler's scratch memory is free now: give it back.
         tokio::task::spawn_blocking(self.inner.config.release_memory);
         Ok(self.info(&record))
+    }
+
+    /// The function's record to change: in cluster mode the cluster's, with
+    /// its revision (this host's copy brought up to date with it first),
+    /// else this host's. The caller holds the admin lock.
+    async fn current(
+        &self,
+        name: &str,
+    ) -> Result<(Option<FunctionRecord>, Option<u64>), DeployError> {
+        let Some(cluster) = self.cluster() else {
+            return Ok((self.inner.records.get(name)?, None));
+        };
+        let remote = cluster.function(name).await?;
+        self.sync_to(name, remote.as_ref().map(|(r, _)| r)).await?;
+        Ok(match remote {
+            Some((record, revision)) => (Some(record), Some(revision)),
+            None => (None, None),
+        })
+    }
+
+    /// A new name starts with no key-value data and no config, even if a
+    /// crash (or a write racing the delete) left some behind; nor log
+    /// lines, subscriptions, schedules, deliveries or dead letters of an
+    /// earlier function of that name (a delete a crash interrupted leaves
+    /// them after the record).
+    pub(super) async fn purge_leftovers(&self, name: &str) -> Result<(), DeployError> {
+        self.inner.kv.purge(name).await?;
+        self.inner.settings.purge(name).await?;
+        self.inner.invoker.logs.sync_blocking_async().await;
+        self.inner.log_store.purge(name).await?;
+        self.inner.invoker.logs.forget(name);
+        self.inner
+            .events
+            .purge_function_events(name)
+            .await
+            .map_err(|e| DeployError::Internal(format!("removing leftover events: {e}")))
     }
 
     /// The deploy's transaction (artifact, reference count, record),
@@ -229,11 +257,8 @@ impl FunctionsCtx {
         version: Option<u64>,
     ) -> Result<FunctionInfo, DeployError> {
         let _guard = self.inner.admin_lock.lock().await;
-        let mut record = self
-            .inner
-            .records
-            .get(name)?
-            .ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))?;
+        let (record, revision) = self.current(name).await?;
+        let mut record = record.ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))?;
         let target = match version {
             Some(v) => record.version(v).cloned().ok_or_else(|| {
                 DeployError::VersionNotFound(format!("function {name:?} has no version {v}"))
@@ -261,6 +286,9 @@ impl FunctionsCtx {
             .await
             .map_err(|e| DeployError::Internal(format!("load task: {e}")))?
             .map_err(|e| DeployError::Internal(format!("{e:#}")))?;
+        if let Some(cluster) = self.cluster() {
+            cluster.put_function(&record, revision).await?;
+        }
         self.inner.records.update(record.clone()).await?;
         let next = self.inner.registry.load().with(Arc::new(deployed));
         self.inner.registry.store(Arc::new(next));
@@ -276,19 +304,44 @@ impl FunctionsCtx {
     /// uses.
     pub(crate) async fn delete(&self, name: &str) -> Result<(), DeployError> {
         let _guard = self.inner.admin_lock.lock().await;
-        // On the store's writer, answered once flushed.
-        let Some(freed) = self.inner.records.delete(name).await? else {
-            return Err(DeployError::FunctionNotFound(name.to_string()));
-        };
-        let next = self.inner.registry.load().without(name);
-        self.inner.registry.store(Arc::new(next));
-        // Mapped code stays valid after its file is removed: invocations
-        // still running finish on it.
+        let (record, revision) = self.current(name).await?;
+        if let Some(cluster) = self.cluster() {
+            match (record, revision) {
+                (Some(_), Some(revision)) => cluster.delete_function(name, revision).await?,
+                _ => return Err(DeployError::FunctionNotFound(name.to_string())),
+            }
+        }
+        if self.delete_locked(name).await? || self.cluster().is_some() {
+            Ok(())
+        } else {
+            Err(DeployError::FunctionNotFound(name.to_string()))
+        }
+    }
+
+    /// Removes compiled code nothing uses any more (`freed` artifacts).
+    /// Mapped code stays valid after its file is removed: invocations still
+    /// running finish on it.
+    pub(super) async fn drop_compiled(&self, name: &str, freed: Vec<String>) {
+        if freed.is_empty() {
+            return;
+        }
         let compiled_code = self.inner.compiled.clone();
         let dropped = tokio::task::spawn_blocking(move || compiled_code.drop_freed(&freed)).await;
         if let Ok(Err(e)) = dropped {
             tracing::warn!(function = name, error = %e, "removing compiled code failed (removed on the next start)");
         }
+    }
+
+    /// Deletes a function here: false if there is none. The caller holds
+    /// the admin lock.
+    pub(super) async fn delete_locked(&self, name: &str) -> Result<bool, DeployError> {
+        // On the store's writer, answered once flushed.
+        let Some(freed) = self.inner.records.delete(name).await? else {
+            return Ok(false);
+        };
+        let next = self.inner.registry.load().without(name);
+        self.inner.registry.store(Arc::new(next));
+        self.drop_compiled(name, freed).await;
         // The function's log goes with it (after the record: a crash in
         // between leaves lines no function owns, which a redeploy under the
         // same name would show; purged again on the next delete).
@@ -317,6 +370,6 @@ impl FunctionsCtx {
             tracing::warn!(function = name, error = %e, "removing the deleted function's events failed");
         }
         tracing::info!(function = name, "deleted");
-        Ok(())
+        Ok(true)
     }
 }

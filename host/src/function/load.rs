@@ -49,6 +49,17 @@ impl FunctionsCtx {
         record: &FunctionRecord,
         v: &VersionRecord,
     ) -> anyhow::Result<Deployed> {
+        self.load_version_from(record, v, None)
+    }
+
+    /// The same, compiling from `artifact` (one fetched from the cluster,
+    /// not yet stored) rather than the store's copy when it must.
+    pub(super) fn load_version_from(
+        &self,
+        record: &FunctionRecord,
+        v: &VersionRecord,
+        artifact: Option<bytes::Bytes>,
+    ) -> anyhow::Result<Deployed> {
         let engine = &self.inner.engine;
         let compiled_code = &self.inner.compiled;
         // Only code that matches its checksum in the store is run (a file
@@ -74,11 +85,13 @@ impl FunctionsCtx {
             Some(c) => c,
             None => {
                 tracing::info!(function = %record.name, version = v.version, "compiling from the stored artifact (no verified compiled code for this engine)");
-                let wasm = self
-                    .inner
-                    .records
-                    .artifact(&v.sha256)?
-                    .with_context(|| format!("artifact {} missing from the store", v.sha256))?;
+                let wasm =
+                    match artifact {
+                        Some(wasm) => wasm,
+                        None => self.inner.records.artifact(&v.sha256)?.with_context(|| {
+                            format!("artifact {} missing from the store", v.sha256)
+                        })?,
+                    };
                 let compiled = engine.compile(&wasm)?;
                 let serialized = Serialized {
                     bytes: compiled.serialize()?,
@@ -123,7 +136,7 @@ pub(super) fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
-pub(super) fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 

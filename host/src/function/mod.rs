@@ -11,10 +11,11 @@ pub(crate) mod compiled;
 mod ctx;
 mod deploy;
 pub(crate) mod handles;
-mod load;
+pub(crate) mod load;
 pub(crate) mod prepare;
 pub(crate) mod records;
 pub(crate) mod registry;
+mod replica;
 pub(crate) mod resolve;
 pub(crate) mod wire;
 

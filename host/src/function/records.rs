@@ -187,6 +187,69 @@ impl Records {
             .await?
     }
 
+    /// Makes `record` the function's record, whatever it was (a copy of
+    /// the cluster's), atomically with the reference counts of every
+    /// artifact its versions use and no longer use; stores the `fetched`
+    /// artifacts this host did not have. Returns the hashes of artifacts
+    /// nothing uses any more (their compiled code goes once this returns).
+    /// Answers once flushed.
+    pub async fn replace(
+        &self,
+        record: FunctionRecord,
+        fetched: Vec<(String, Bytes)>,
+    ) -> Result<Vec<String>, StoreError> {
+        let this = self.clone();
+        self.store
+            .write(Durability::Flushed, move |w| {
+                w.transaction(
+                    (&this.artifacts, &this.refs, &this.functions),
+                    |(artifacts, refs, functions)| {
+                        // +1 for each version of the new record, -1 for
+                        // each of the old.
+                        let mut change: BTreeMap<&str, i64> = BTreeMap::new();
+                        let old = functions.get(&record.name)?;
+                        for v in old.iter().flat_map(|r| &r.versions) {
+                            *change.entry(v.sha256.as_str()).or_default() -= 1;
+                        }
+                        for v in &record.versions {
+                            *change.entry(v.sha256.as_str()).or_default() += 1;
+                        }
+                        let mut freed = Vec::new();
+                        for (sha, delta) in change {
+                            let sha = sha.to_string();
+                            let count = refs.get(&sha)?.unwrap_or(0);
+                            let left = (count as i64 + delta).max(0) as u64;
+                            if left == 0 {
+                                if count > 0 {
+                                    refs.remove(&sha)?;
+                                    artifacts.remove(&sha)?;
+                                    freed.push(sha);
+                                }
+                                continue;
+                            }
+                            if count == 0 {
+                                let Some((_, bytes)) = fetched.iter().find(|(s, _)| *s == sha)
+                                else {
+                                    return Err(crate::store::Abort::with(StoreError::Corrupt {
+                                        key: format!("artifacts/{sha}"),
+                                        reason: "a version's artifact was neither stored nor \
+                                                 fetched"
+                                            .into(),
+                                    }));
+                                };
+                                artifacts.insert(&sha, bytes)?;
+                            }
+                            refs.insert(&sha, &left)?;
+                        }
+                        functions.insert(&record.name, &record)?;
+                        Ok(freed)
+                    },
+                )
+            })
+            .await?
+            .map_err(|e: TxError<StoreError>| StoreError::from(e))
+    }
+
     /// Deletes a function and, atomically with it, every artifact no other
     /// version still uses; returns those artifacts' hashes (their compiled
     /// code goes once this returns, flushed: see

@@ -1,0 +1,534 @@
+//! Cluster mode: several hosts that share their functions through NATS
+//! JetStream. Single-node Wisp does not use this module.
+//!
+//! What is in JetStream, and why there:
+//! - the bucket `wisp-functions`: a function's record (every version, the
+//!   active one, routes and limits), one key per function. It is the
+//!   authority: an admin write on any host is a revision-checked update of
+//!   the key, acknowledged once JetStream has stored it; every host watches
+//!   the bucket and copies each change into its own store (`function/
+//!   replica.rs`), where it serves from as a single node does. So the
+//!   request path never touches NATS, and a host keeps serving what it has
+//!   while NATS is away.
+//! - the object store `wisp-artifacts`: the uploaded wasm, named by its
+//!   sha256, so content-addressed and stored once. Each host compiles it
+//!   itself and keeps the compiled code on its own disk.
+//! - the bucket `wisp-hosts`: a heartbeat per host (its node name, version
+//!   and addresses), expiring after [`HOST_EXPIRY`]: the members.
+//!
+//! Key-value data, settings, logs and events stay in each host's store for
+//! now.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, object_store};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt as _;
+
+use crate::function::records::FunctionRecord;
+
+/// The bucket of function records.
+const FUNCTIONS: &str = "wisp-functions";
+/// The object store of artifacts.
+const ARTIFACTS: &str = "wisp-artifacts";
+/// The bucket of heartbeats.
+const HOSTS: &str = "wisp-hosts";
+/// How often a host says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long a heartbeat counts: a host silent for longer is gone.
+pub const HOST_EXPIRY: Duration = Duration::from_secs(10);
+/// How long one request to JetStream may take before the write is
+/// answered `cluster_unavailable`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a host joins a cluster (`wisp serve --cluster`).
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// NATS server URLs (`nats://host:port`); any one reachable will do.
+    pub urls: Vec<String>,
+    /// A token the NATS server requires, if any.
+    pub token: Option<SecretString>,
+    /// A NATS credentials file (`.creds`), if the server requires one.
+    pub creds_file: Option<PathBuf>,
+    /// This host's name in the cluster: `[A-Za-z0-9_-]{1,64}`.
+    pub node_name: String,
+    /// How long start-up waits for a NATS server before giving up.
+    pub connect_timeout: Duration,
+}
+
+/// Cluster failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// NATS or JetStream cannot be reached (or did not answer in time):
+    /// the write was not done.
+    #[error(
+        "the cluster is unavailable ({0}): nothing was changed; the host serves what it has and \
+         retries the connection"
+    )]
+    Unavailable(String),
+    /// The record changed on another host between this host's read and its
+    /// write.
+    #[error("{0}")]
+    Conflict(String),
+    /// What JetStream holds cannot be used (logged).
+    #[error("cluster: {0}")]
+    Invalid(String),
+}
+
+/// A host's heartbeat: who it is and where it serves.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Member {
+    /// Its node name (`--node-name`).
+    pub node: String,
+    /// The Wisp version it runs.
+    pub version: String,
+    /// Its data plane, as it listens (`http://addr`).
+    pub data_url: String,
+    /// Its admin API, as it listens.
+    pub admin_url: String,
+    /// When it started, ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// Its latest heartbeat, ms since the Unix epoch.
+    pub seen_at_ms: u64,
+}
+
+/// A host's connection to the cluster; cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: async_nats::Client,
+    node: String,
+    functions: kv::Store,
+    hosts: kv::Store,
+    artifacts: object_store::ObjectStore,
+    /// Members seen at the latest heartbeat (for `/v1/health`, which must
+    /// answer without asking NATS).
+    members: AtomicUsize,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.inner.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `name` is a valid node name.
+pub fn valid_node_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Cluster {
+    /// Connects to NATS and opens (creating them on first use) the buckets
+    /// and the object store. Fails, with a message naming the URLs, if no
+    /// server answers within the connect timeout: a host that cannot reach
+    /// its cluster at start has nothing to serve from.
+    pub async fn connect(config: &ClusterConfig) -> anyhow::Result<Cluster> {
+        if !valid_node_name(&config.node_name) {
+            anyhow::bail!(
+                "invalid --node-name {:?}: 1 to 64 letters, digits, '-' or '_'",
+                config.node_name
+            );
+        }
+        if config.urls.is_empty() {
+            anyhow::bail!("--cluster needs at least one nats:// URL");
+        }
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("wisp {}", config.node_name))
+            .connection_timeout(config.connect_timeout)
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            // Reconnect for as long as the host runs.
+            .max_reconnects(None);
+        if let Some(token) = &config.token {
+            options = options.token(token.expose_secret().to_string());
+        }
+        if let Some(path) = &config.creds_file {
+            options = options.credentials_file(path).await.map_err(|e| {
+                anyhow::anyhow!("reading the NATS credentials file {}: {e}", path.display())
+            })?;
+        }
+        let urls = config.urls.join(", ");
+        let client = tokio::time::timeout(config.connect_timeout, options.connect(&config.urls))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "cannot reach the cluster at {urls}: no answer within {:?} (is nats-server \
+                     running with JetStream, -js?)",
+                    config.connect_timeout
+                )
+            })?
+            .map_err(|e| anyhow::anyhow!("cannot reach the cluster at {urls}: {e}"))?;
+        let js = jetstream::new(client.clone());
+        let opened = async {
+            let functions =
+                open_bucket(&js, FUNCTIONS, "Wisp: function records", Duration::ZERO).await?;
+            let hosts = open_bucket(&js, HOSTS, "Wisp: hosts' heartbeats", HOST_EXPIRY).await?;
+            let artifacts = match js.get_object_store(ARTIFACTS).await {
+                Ok(store) => store,
+                Err(_) => js
+                    .create_object_store(object_store::Config {
+                        bucket: ARTIFACTS.into(),
+                        description: Some("Wisp: uploaded wasm, by sha256".into()),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("opening the object store {ARTIFACTS}: {e}"))?,
+            };
+            anyhow::Ok((functions, hosts, artifacts))
+        };
+        let (functions, hosts, artifacts) =
+            tokio::time::timeout(config.connect_timeout.max(REQUEST_TIMEOUT), opened)
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "cannot reach the cluster at {urls}: JetStream did not answer (is \
+                         nats-server running with JetStream, -js?)"
+                    )
+                })?
+                .map_err(|e| anyhow::anyhow!("cannot reach the cluster at {urls}: {e:#}"))?;
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                client,
+                node: config.node_name.clone(),
+                functions,
+                hosts,
+                artifacts,
+                members: AtomicUsize::new(0),
+            }),
+        };
+        if let Some(other) = cluster
+            .hosts()
+            .await?
+            .into_iter()
+            .find(|m| m.node == config.node_name)
+        {
+            anyhow::bail!(
+                "node name {:?} is taken by a live host (data plane {}, seen {} ms ago): give \
+                 this host another --node-name",
+                other.node,
+                other.data_url,
+                now_ms().saturating_sub(other.seen_at_ms)
+            );
+        }
+        Ok(cluster)
+    }
+
+    /// This host's node name.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// Whether the connection to NATS is up now.
+    pub fn connected(&self) -> bool {
+        self.inner.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Members seen at the latest heartbeat (this host included).
+    pub fn members_seen(&self) -> usize {
+        self.inner.members.load(Ordering::Relaxed)
+    }
+
+    /// Fails fast, without a request, while NATS is away.
+    fn check_connected(&self) -> Result<(), ClusterError> {
+        if self.connected() {
+            Ok(())
+        } else {
+            Err(ClusterError::Unavailable("not connected to NATS".into()))
+        }
+    }
+
+    /// The live hosts, by node name.
+    pub async fn hosts(&self) -> Result<Vec<Member>, ClusterError> {
+        self.check_connected()?;
+        let mut keys = self.inner.hosts.keys().await.map_err(unavailable)?;
+        let mut members = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(unavailable)?;
+            if let Some(value) = self.inner.hosts.get(&key).await.map_err(unavailable)? {
+                match serde_json::from_slice::<Member>(&value) {
+                    Ok(m) => members.push(m),
+                    Err(e) => tracing::warn!(key, error = %e, "ignoring an unreadable heartbeat"),
+                }
+            }
+        }
+        members.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(members)
+    }
+
+    /// Starts this host's heartbeat (every [`HEARTBEAT`], until the
+    /// process ends); the first is written before this returns.
+    pub(crate) async fn start_heartbeat(&self, data_url: String, admin_url: String) {
+        let mut me = Member {
+            node: self.inner.node.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            data_url,
+            admin_url,
+            started_at_ms: now_ms(),
+            seen_at_ms: now_ms(),
+        };
+        self.beat(&mut me).await;
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(HEARTBEAT);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                this.beat(&mut me).await;
+            }
+        });
+    }
+
+    async fn beat(&self, me: &mut Member) {
+        me.seen_at_ms = now_ms();
+        let value = Bytes::from(serde_json::to_vec(me).expect("a member serialises"));
+        if let Err(e) = self.inner.hosts.put(&me.node, value).await {
+            tracing::debug!(error = %e, "heartbeat not written");
+            return;
+        }
+        if let Ok(members) = self.hosts().await {
+            self.inner.members.store(members.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// A function's record and its revision, if the cluster has one.
+    pub(crate) async fn function(
+        &self,
+        name: &str,
+    ) -> Result<Option<(FunctionRecord, u64)>, ClusterError> {
+        self.check_connected()?;
+        let entry = self
+            .inner
+            .functions
+            .entry(name)
+            .await
+            .map_err(unavailable)?;
+        match entry {
+            Some(e) if e.operation == kv::Operation::Put => Ok(Some((decode(&e)?, e.revision))),
+            _ => Ok(None),
+        }
+    }
+
+    /// The names of every function in the cluster.
+    pub(crate) async fn function_names(&self) -> Result<Vec<String>, ClusterError> {
+        self.check_connected()?;
+        let mut keys = self.inner.functions.keys().await.map_err(unavailable)?;
+        let mut names = Vec::new();
+        while let Some(key) = keys.next().await {
+            names.push(key.map_err(unavailable)?);
+        }
+        Ok(names)
+    }
+
+    /// Writes a function's record: created if `revision` is `None`, else
+    /// updated only if it is still at `revision`.
+    pub(crate) async fn put_function(
+        &self,
+        record: &FunctionRecord,
+        revision: Option<u64>,
+    ) -> Result<u64, ClusterError> {
+        self.check_connected()?;
+        let value = Bytes::from(serde_json::to_vec(record).expect("a record serialises"));
+        let written = match revision {
+            Some(rev) => self.inner.functions.update(&record.name, value, rev).await,
+            None => self
+                .inner
+                .functions
+                .create(&record.name, value)
+                .await
+                .map_err(|e| match e.kind() {
+                    kv::CreateErrorKind::AlreadyExists => {
+                        kv::UpdateError::new(kv::UpdateErrorKind::WrongLastRevision)
+                    }
+                    _ => kv::UpdateError::new(kv::UpdateErrorKind::Other),
+                }),
+        };
+        written.map_err(|e| match e.kind() {
+            kv::UpdateErrorKind::WrongLastRevision => conflict(&record.name),
+            _ => unavailable(e),
+        })
+    }
+
+    /// Deletes a function's record if it is still at `revision`.
+    pub(crate) async fn delete_function(
+        &self,
+        name: &str,
+        revision: u64,
+    ) -> Result<(), ClusterError> {
+        self.check_connected()?;
+        self.inner
+            .functions
+            .delete_expect_revision(name, Some(revision))
+            .await
+            .map_err(|e| {
+                // A wrong revision comes back as JetStream's error 10071.
+                if e.to_string().contains("wrong last sequence") {
+                    conflict(name)
+                } else {
+                    unavailable(e)
+                }
+            })
+    }
+
+    /// Stores an artifact under its sha256 unless it is there already.
+    pub(crate) async fn put_artifact(
+        &self,
+        sha256: &str,
+        wasm: &Bytes,
+    ) -> Result<(), ClusterError> {
+        self.check_connected()?;
+        if self.inner.artifacts.info(sha256).await.is_ok() {
+            return Ok(());
+        }
+        let mut reader: &[u8] = wasm;
+        self.inner
+            .artifacts
+            .put(sha256, &mut reader)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// An artifact's bytes, checked against its name; at most `max` bytes.
+    pub(crate) async fn artifact(&self, sha256: &str, max: u64) -> Result<Bytes, ClusterError> {
+        self.check_connected()?;
+        let object = self.inner.artifacts.get(sha256).await.map_err(|e| {
+            if e.kind() == object_store::GetErrorKind::NotFound {
+                ClusterError::Invalid(format!("artifact {sha256} is missing from {ARTIFACTS}"))
+            } else {
+                unavailable(e)
+            }
+        })?;
+        let mut bytes = Vec::new();
+        object
+            .take(max + 1)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(unavailable)?;
+        if bytes.len() as u64 > max {
+            return Err(ClusterError::Invalid(format!(
+                "artifact {sha256} is over the upload limit of {max} bytes"
+            )));
+        }
+        let sum = crate::function::load::sha256_hex(&bytes);
+        if sum != sha256 {
+            return Err(ClusterError::Invalid(format!(
+                "artifact {sha256} does not match its hash (got {sum})"
+            )));
+        }
+        Ok(Bytes::from(bytes))
+    }
+
+    /// The changes to function records, from the latest value of each
+    /// (deleted ones included) on: the watcher's stream.
+    pub(crate) async fn watch_functions(&self) -> Result<kv::Watch, ClusterError> {
+        self.check_connected()?;
+        self.inner
+            .functions
+            .watch_with_history(">")
+            .await
+            .map_err(unavailable)
+    }
+}
+
+/// A change to a function record, as the watcher gets it.
+pub(crate) enum Change {
+    /// The record is now this.
+    Put(Box<FunctionRecord>),
+    /// The function was deleted.
+    Delete(String),
+}
+
+/// Reads a watched entry.
+pub(crate) fn change(entry: &kv::Entry) -> Result<Change, ClusterError> {
+    match entry.operation {
+        kv::Operation::Put => Ok(Change::Put(Box::new(decode(entry)?))),
+        kv::Operation::Delete | kv::Operation::Purge => Ok(Change::Delete(entry.key.clone())),
+    }
+}
+
+fn decode(entry: &kv::Entry) -> Result<FunctionRecord, ClusterError> {
+    serde_json::from_slice(&entry.value).map_err(|e| {
+        ClusterError::Invalid(format!("the record of {:?} cannot be read: {e}", entry.key))
+    })
+}
+
+/// Opens a key-value bucket, creating its stream on first use. The stream
+/// is made here, as a KV bucket's stream is (the client's own
+/// `create_key_value` first reads account fields nats-server 2.9 does not
+/// send). Another host may create it at the same moment: the same config
+/// is accepted twice.
+async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+    max_age: Duration,
+) -> anyhow::Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    js.create_stream(jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some(description.into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        // History 1: the latest value of each key.
+        max_messages_per_subject: 1,
+        max_age,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("creating the bucket {bucket}: {e}"))?;
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening the bucket {bucket}: {e}"))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Unavailable(e.to_string())
+}
+
+fn conflict(name: &str) -> ClusterError {
+    ClusterError::Conflict(format!(
+        "function {name:?} was changed on another host at the same time; nothing was changed \
+         here: try again"
+    ))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names() {
+        assert!(valid_node_name("h1"));
+        assert!(valid_node_name("edge_box-7"));
+        assert!(!valid_node_name(""));
+        assert!(!valid_node_name("a.b"));
+        assert!(!valid_node_name("a b"));
+        assert!(!valid_node_name(&"x".repeat(65)));
+    }
+}

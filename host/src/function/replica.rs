@@ -1,0 +1,175 @@
+//! Cluster mode: this host's store as a copy of the cluster's function
+//! records ([`crate::cluster`]). At start the host copies every record in
+//! (and drops what the cluster no longer has), then a watcher applies each
+//! change another host makes: the artifacts it lacks are fetched, the
+//! active version is loaded (compiled here if this host has no code for
+//! it), the record is stored and the registry swapped, as a local deploy,
+//! rollback or delete would. Admin writes on this host bring its copy up to
+//! date first, then write to the cluster, then here (`deploy.rs`).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use futures::StreamExt as _;
+
+use super::FunctionsCtx;
+use crate::cluster::{Change, Cluster, change};
+use crate::error::DeployError;
+use crate::function::records::FunctionRecord;
+
+/// How long the watcher waits before watching again after its stream
+/// ended (NATS went away; the client reconnects meanwhile).
+const REWATCH: Duration = Duration::from_secs(1);
+
+impl FunctionsCtx {
+    /// The cluster, in cluster mode.
+    pub(crate) fn cluster(&self) -> Option<&Cluster> {
+        self.inner.cluster.as_ref()
+    }
+
+    /// Copies every function record of the cluster into this host and
+    /// removes the functions it no longer has; then starts the watcher that
+    /// keeps them in step.
+    pub(crate) async fn join_cluster(&self) -> anyhow::Result<()> {
+        let Some(cluster) = self.cluster().cloned() else {
+            return Ok(());
+        };
+        let names = cluster
+            .function_names()
+            .await
+            .context("reading the cluster's functions")?;
+        {
+            let _guard = self.inner.admin_lock.lock().await;
+            for name in &names {
+                let remote = cluster.function(name).await?.map(|(r, _)| r);
+                self.sync_to(name, remote.as_ref())
+                    .await
+                    .with_context(|| format!("copying function {name} from the cluster"))?;
+            }
+            for local in self.inner.records.all()? {
+                if !names.contains(&local.name) {
+                    self.sync_to(&local.name, None).await?;
+                }
+            }
+        }
+        tracing::info!(
+            functions = names.len(),
+            node = cluster.node(),
+            "joined the cluster"
+        );
+        let this = self.clone();
+        tokio::spawn(async move { this.watch(cluster).await });
+        Ok(())
+    }
+
+    /// Applies the changes to the cluster's records, for as long as the
+    /// host runs; watching again whenever the stream ends.
+    async fn watch(self, cluster: Cluster) {
+        loop {
+            match cluster.watch_functions().await {
+                Ok(mut changes) => {
+                    while let Some(entry) = changes.next().await {
+                        let entry = match entry {
+                            Ok(e) => e,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "watching the cluster's functions stopped; watching again");
+                                break;
+                            }
+                        };
+                        let applied = match change(&entry) {
+                            Ok(Change::Put(record)) => {
+                                let _guard = self.inner.admin_lock.lock().await;
+                                self.sync_to(&record.name.clone(), Some(&record)).await
+                            }
+                            Ok(Change::Delete(name)) => {
+                                let _guard = self.inner.admin_lock.lock().await;
+                                self.sync_to(&name, None).await
+                            }
+                            Err(e) => Err(e.into()),
+                        };
+                        if let Err(e) = applied {
+                            tracing::error!(function = %entry.key, error = %e, "applying a change from the cluster failed; applied again at the next change or restart");
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot watch the cluster's functions yet"),
+            }
+            tokio::time::sleep(REWATCH).await;
+        }
+    }
+
+    /// Brings this host's copy of `name` to `remote` (`None`: the cluster
+    /// has no such function). The caller holds the admin lock.
+    pub(crate) async fn sync_to(
+        &self,
+        name: &str,
+        remote: Option<&FunctionRecord>,
+    ) -> Result<(), DeployError> {
+        let local = self.inner.records.get(name)?;
+        match (local, remote) {
+            (None, None) => Ok(()),
+            (Some(_), None) => {
+                self.delete_locked(name).await?;
+                Ok(())
+            }
+            (Some(local), Some(remote)) if local == *remote => Ok(()),
+            (local, Some(remote)) => self.copy_in(local.is_none(), remote).await,
+        }
+    }
+
+    /// Stores `remote` here and serves its active version.
+    async fn copy_in(&self, is_new: bool, remote: &FunctionRecord) -> Result<(), DeployError> {
+        let cluster = self
+            .cluster()
+            .ok_or_else(|| DeployError::Internal("not in a cluster".into()))?;
+        if is_new {
+            self.purge_leftovers(&remote.name).await?;
+        }
+        let mut fetched: Vec<(String, Bytes)> = Vec::new();
+        let shas: BTreeSet<&str> = remote.versions.iter().map(|v| v.sha256.as_str()).collect();
+        for sha in shas {
+            if !self.inner.records.has_artifact(sha)? {
+                let wasm = cluster
+                    .artifact(sha, self.inner.config.max_upload_bytes)
+                    .await?;
+                fetched.push((sha.to_string(), wasm));
+            }
+        }
+        let active = remote
+            .version(remote.active_version)
+            .cloned()
+            .ok_or_else(|| {
+                DeployError::Internal(format!(
+                    "the cluster's record of {:?} has no active version {}",
+                    remote.name, remote.active_version
+                ))
+            })?;
+        // Loaded (compiled if need be) before anything is stored: a version
+        // this host cannot load is not stored, so a restart still starts.
+        let this = self.clone();
+        let record = remote.clone();
+        let artifact = fetched
+            .iter()
+            .find(|(s, _)| *s == active.sha256)
+            .map(|(_, b)| b.clone());
+        let deployed =
+            tokio::task::spawn_blocking(move || this.load_version_from(&record, &active, artifact))
+                .await
+                .map_err(|e| DeployError::Internal(format!("load task: {e}")))?
+                .map_err(|e| DeployError::Internal(format!("{e:#}")))?;
+        let freed = self.inner.records.replace(remote.clone(), fetched).await?;
+        let next = self.inner.registry.load().with(Arc::new(deployed));
+        self.inner.registry.store(Arc::new(next));
+        self.drop_compiled(&remote.name, freed).await;
+        tracing::info!(
+            function = %remote.name,
+            version = remote.active_version,
+            "copied from the cluster"
+        );
+        (self.inner.config.release_memory)();
+        Ok(())
+    }
+}
