@@ -74,6 +74,7 @@ impl From<crate::cluster::ClusterError> for DeployError {
             Unavailable(_) => DeployError::ClusterUnavailable(e.to_string()),
             Conflict(m) => DeployError::Conflict(m),
             Invalid(m) => DeployError::Internal(m),
+            NoKey => DeployError::Internal(e.to_string()),
         }
     }
 }

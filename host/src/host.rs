@@ -354,6 +354,7 @@ impl Host {
             store: &self.inner.settings,
             registry: &self.inner.registry,
             function,
+            cluster: self.cluster(),
         }
     }
 

@@ -49,8 +49,23 @@ enum Command {
     Serve(ServeArgs),
     /// Create a function crate from a template, ready to build and deploy.
     New(new::NewArgs),
+    /// Cluster tools: `wisp cluster keygen FILE` writes a cluster key.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     #[command(flatten)]
     Client(client::Command),
+}
+
+/// `wisp cluster`.
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Write a new cluster key to FILE (mode 0600; never overwritten). Give
+    /// the same file to every host (`wisp serve --cluster-key-file`):
+    /// secrets are sealed with it before they reach NATS.
+    Keygen {
+        /// Where to write the key.
+        file: PathBuf,
+    },
 }
 
 /// Arguments of `wisp serve`. Every option can also be set through its
@@ -531,6 +546,17 @@ pub struct ServeArgs {
     )]
     pub cluster_creds_file: Option<PathBuf>,
 
+    /// The cluster key (`wisp cluster keygen FILE` writes one; every host
+    /// gets the same): secrets are sealed with it before they reach NATS.
+    /// Without it this host cannot set or read secrets.
+    #[arg(
+        long,
+        env = "WISP_CLUSTER_KEY_FILE",
+        value_name = "PATH",
+        help_heading = "Cluster"
+    )]
+    pub cluster_key_file: Option<PathBuf>,
+
     /// How long start-up waits for a NATS server before `wisp serve` stops
     /// with an error.
     #[arg(
@@ -616,6 +642,16 @@ fn main() -> ExitCode {
         // `serve` builds its own multi-threaded runtime.
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         Command::New(args) => new::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Cluster(ClusterCommand::Keygen { file }) => {
+            wisp_host::cluster::ClusterKey::generate(&file).map(|()| {
+                eprintln!(
+                    "wrote a cluster key to {}: give it to every host (wisp serve \
+                     --cluster-key-file)",
+                    file.display()
+                );
+                ExitCode::SUCCESS
+            })
+        }
         // A client command is a handful of sequential HTTP calls; one thread
         // is plenty.
         Command::Client(command) => tokio::runtime::Builder::new_current_thread()

@@ -231,15 +231,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
     }
-    host.serve(
-        Listeners {
-            data,
-            admin: Some(admin),
-        },
-        shutdown,
-        args.grace,
-    )
-    .await
+    let served = host
+        .serve(
+            Listeners {
+                data,
+                admin: Some(admin),
+            },
+            shutdown,
+            args.grace,
+        )
+        .await;
+    if let Some(cluster) = host.cluster() {
+        cluster.leave().await;
+    }
+    served
 }
 
 /// What `--cluster` and the flags beside it say.
@@ -265,6 +270,7 @@ fn cluster_config(args: &ServeArgs) -> anyhow::Result<ClusterConfig> {
         creds_file: args.cluster_creds_file.clone(),
         node_name,
         connect_timeout: args.cluster_connect_timeout,
+        key_file: args.cluster_key_file.clone(),
     })
 }
 

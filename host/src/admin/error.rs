@@ -85,6 +85,9 @@ impl From<ConfigError> for ApiError {
             InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
             FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
             KeyNotFound(_) => (StatusCode::NOT_FOUND, "config_key_not_found"),
+            ClusterUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
+            Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            NoClusterKey(_) => (StatusCode::SERVICE_UNAVAILABLE, "cluster_key_missing"),
             Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL),
         };
         answer(status, code, &e)

@@ -13,11 +13,19 @@
 //! - the object store `wisp-artifacts`: the uploaded wasm, named by its
 //!   sha256, so content-addressed and stored once. Each host compiles it
 //!   itself and keeps the compiled code on its own disk.
+//! - the bucket `wisp-config`: a function's settings and secrets, one key
+//!   per function, written and copied in like its record. Secrets are
+//!   sealed with the cluster key ([`key`]) before they leave the host; a
+//!   host without the key serves everything else and refuses to set or read
+//!   secrets.
 //! - the bucket `wisp-hosts`: a heartbeat per host (its node name, version
 //!   and addresses), expiring after [`HOST_EXPIRY`]: the members.
 //!
-//! Key-value data, settings, logs and events stay in each host's store for
-//! now.
+//! Key-value data, logs and events stay in each host's store for now.
+
+mod key;
+
+pub use key::ClusterKey;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +39,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt as _;
 
+use crate::capabilities::settings::ConfigItem;
 use crate::function::records::FunctionRecord;
 
 /// The bucket of function records.
@@ -39,6 +48,12 @@ const FUNCTIONS: &str = "wisp-functions";
 const ARTIFACTS: &str = "wisp-artifacts";
 /// The bucket of heartbeats.
 const HOSTS: &str = "wisp-hosts";
+/// The bucket of functions' settings and (sealed) secrets.
+const CONFIG: &str = "wisp-config";
+/// The key, in [`CONFIG`], of a value sealed with the cluster key: a host
+/// given another key finds out at start (function names cannot start with
+/// `_`).
+const KEY_CHECK: &str = "_key-check";
 /// How often a host says it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How long a heartbeat counts: a host silent for longer is gone.
@@ -60,6 +75,9 @@ pub struct ClusterConfig {
     pub node_name: String,
     /// How long start-up waits for a NATS server before giving up.
     pub connect_timeout: Duration,
+    /// The cluster key file (`--cluster-key-file`): without it, secrets
+    /// can be neither set nor read on this host.
+    pub key_file: Option<PathBuf>,
 }
 
 /// Cluster failures.
@@ -79,6 +97,14 @@ pub enum ClusterError {
     /// What JetStream holds cannot be used (logged).
     #[error("cluster: {0}")]
     Invalid(String),
+    /// This host was started without the cluster key, and the change needs
+    /// it.
+    #[error(
+        "this host has no cluster key (wisp serve --cluster-key-file), so it can neither set \
+         nor read secrets, nor change the settings of a function that has secrets: use a host \
+         that has the key"
+    )]
+    NoKey,
 }
 
 /// A host's heartbeat: who it is and where it serves.
@@ -109,7 +135,9 @@ struct Inner {
     node: String,
     functions: kv::Store,
     hosts: kv::Store,
+    config: kv::Store,
     artifacts: object_store::ObjectStore,
+    key: Option<ClusterKey>,
     /// Members seen at the latest heartbeat (for `/v1/health`, which must
     /// answer without asking NATS).
     members: AtomicUsize,
@@ -176,6 +204,13 @@ impl Cluster {
             let functions =
                 open_bucket(&js, FUNCTIONS, "Wisp: function records", Duration::ZERO).await?;
             let hosts = open_bucket(&js, HOSTS, "Wisp: hosts' heartbeats", HOST_EXPIRY).await?;
+            let shared_config = open_bucket(
+                &js,
+                CONFIG,
+                "Wisp: settings and sealed secrets",
+                Duration::ZERO,
+            )
+            .await?;
             let artifacts = match js.get_object_store(ARTIFACTS).await {
                 Ok(store) => store,
                 Err(_) => js
@@ -187,9 +222,13 @@ impl Cluster {
                     .await
                     .map_err(|e| anyhow::anyhow!("opening the object store {ARTIFACTS}: {e}"))?,
             };
-            anyhow::Ok((functions, hosts, artifacts))
+            anyhow::Ok((functions, hosts, shared_config, artifacts))
         };
-        let (functions, hosts, artifacts) =
+        let key = match &config.key_file {
+            Some(path) => Some(ClusterKey::from_file(path)?),
+            None => None,
+        };
+        let (functions, hosts, shared_config, artifacts) =
             tokio::time::timeout(config.connect_timeout.max(REQUEST_TIMEOUT), opened)
                 .await
                 .map_err(|_| {
@@ -205,25 +244,79 @@ impl Cluster {
                 node: config.node_name.clone(),
                 functions,
                 hosts,
+                config: shared_config,
                 artifacts,
+                key,
                 members: AtomicUsize::new(0),
             }),
         };
-        if let Some(other) = cluster
-            .hosts()
-            .await?
-            .into_iter()
-            .find(|m| m.node == config.node_name)
-        {
-            anyhow::bail!(
-                "node name {:?} is taken by a live host (data plane {}, seen {} ms ago): give \
-                 this host another --node-name",
-                other.node,
-                other.data_url,
-                now_ms().saturating_sub(other.seen_at_ms)
-            );
-        }
+        cluster.check_name_is_free().await?;
+        cluster.check_key().await?;
         Ok(cluster)
+    }
+
+    /// Refuses a node name another live host has. A heartbeat under this
+    /// name may also be this host's own from before a restart (it lasts
+    /// [`HOST_EXPIRY`] after a `kill -9`): that one does not beat again.
+    async fn check_name_is_free(&self) -> anyhow::Result<()> {
+        let node = &self.inner.node;
+        let seen = |hosts: Vec<Member>| hosts.into_iter().find(|m| m.node == *node);
+        let Some(first) = seen(self.hosts().await?) else {
+            return Ok(());
+        };
+        tokio::time::sleep(HEARTBEAT * 2).await;
+        match seen(self.hosts().await?) {
+            Some(other) if other.seen_at_ms != first.seen_at_ms => anyhow::bail!(
+                "node name {node:?} is taken by a live host (data plane {}): give this host \
+                 another --node-name",
+                other.data_url
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a cluster key other than the one the cluster's secrets are
+    /// sealed with; the first host with a key records it (sealed).
+    async fn check_key(&self) -> anyhow::Result<()> {
+        let Some(key) = &self.inner.key else {
+            tracing::warn!(
+                "no --cluster-key-file: secrets can be neither set nor read on this host"
+            );
+            return Ok(());
+        };
+        let sealed = match self.inner.config.get(KEY_CHECK).await {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                let sealed = key.seal(KEY_CHECK, KEY_CHECK);
+                match self.inner.config.create(KEY_CHECK, sealed.into()).await {
+                    Ok(_) => return Ok(()),
+                    // Another host was first: check against its key.
+                    Err(_) => self
+                        .inner
+                        .config
+                        .get(KEY_CHECK)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("reading the cluster's key check: {e}"))?
+                        .unwrap_or_default(),
+                }
+            }
+            Err(e) => anyhow::bail!("reading the cluster's key check: {e}"),
+        };
+        match key.open(KEY_CHECK, &String::from_utf8_lossy(&sealed)) {
+            Some(_) => Ok(()),
+            None => anyhow::bail!(
+                "the cluster key (--cluster-key-file) is not the one this cluster's secrets are \
+                 sealed with: give every host the same key file"
+            ),
+        }
+    }
+
+    /// Removes this host's heartbeat (it is stopping): the others stop
+    /// listing it at once rather than after [`HOST_EXPIRY`].
+    pub async fn leave(&self) {
+        if let Err(e) = self.inner.hosts.delete(&self.inner.node).await {
+            tracing::debug!(error = %e, "heartbeat not removed (it expires)");
+        }
     }
 
     /// This host's node name.
@@ -382,6 +475,140 @@ impl Cluster {
             })
     }
 
+    /// A function's settings and secrets in the cluster, with the entry's
+    /// revision (`None`: never set). Secrets are opened with the cluster
+    /// key; without it they are left out, and `withheld` says there were
+    /// some.
+    pub(crate) async fn config(&self, function: &str) -> Result<SharedConfig, ClusterError> {
+        self.check_connected()?;
+        let entry = self
+            .inner
+            .config
+            .entry(function)
+            .await
+            .map_err(unavailable)?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            return Ok(SharedConfig::default());
+        };
+        let mut shared = self.open_config(function, &entry.value)?;
+        shared.revision = Some(entry.revision);
+        Ok(shared)
+    }
+
+    /// Reads a config entry's value.
+    pub(crate) fn open_config(
+        &self,
+        function: &str,
+        value: &[u8],
+    ) -> Result<SharedConfig, ClusterError> {
+        let wire: WireConfig = serde_json::from_slice(value).map_err(|e| {
+            ClusterError::Invalid(format!("the config of {function:?} cannot be read: {e}"))
+        })?;
+        let mut shared = SharedConfig::default();
+        for item in wire.items {
+            match (item.value, item.sealed) {
+                (Some(value), None) => shared.items.push(ConfigItem {
+                    key: item.key,
+                    value,
+                    secret: false,
+                }),
+                (None, Some(sealed)) => {
+                    let Some(key) = &self.inner.key else {
+                        shared.withheld = true;
+                        continue;
+                    };
+                    let value = key
+                        .open(&format!("{function}/{}", item.key), &sealed)
+                        .ok_or_else(|| {
+                            ClusterError::Invalid(format!(
+                                "secret {} of {function:?} does not open with this host's \
+                                 cluster key",
+                                item.key
+                            ))
+                        })?;
+                    shared.items.push(ConfigItem {
+                        key: item.key,
+                        value,
+                        secret: true,
+                    });
+                }
+                _ => {
+                    return Err(ClusterError::Invalid(format!(
+                        "config item {} of {function:?} is malformed",
+                        item.key
+                    )));
+                }
+            }
+        }
+        Ok(shared)
+    }
+
+    /// Writes a function's settings and secrets (secrets sealed): created
+    /// if `revision` is `None`, else only if still at `revision`.
+    pub(crate) async fn put_config(
+        &self,
+        function: &str,
+        items: &[ConfigItem],
+        revision: Option<u64>,
+    ) -> Result<(), ClusterError> {
+        self.check_connected()?;
+        let mut wire = WireConfig::default();
+        for item in items {
+            let (value, sealed) = if item.secret {
+                let key = self.inner.key.as_ref().ok_or(ClusterError::NoKey)?;
+                let place = format!("{function}/{}", item.key);
+                (None, Some(key.seal(&place, &item.value)))
+            } else {
+                (Some(item.value.clone()), None)
+            };
+            wire.items.push(WireItem {
+                key: item.key.clone(),
+                value,
+                sealed,
+            });
+        }
+        let value = Bytes::from(serde_json::to_vec(&wire).expect("config serialises"));
+        let written = match revision {
+            Some(rev) => self.inner.config.update(function, value, rev).await,
+            None => self
+                .inner
+                .config
+                .create(function, value)
+                .await
+                .map_err(|e| match e.kind() {
+                    kv::CreateErrorKind::AlreadyExists => {
+                        kv::UpdateError::new(kv::UpdateErrorKind::WrongLastRevision)
+                    }
+                    _ => kv::UpdateError::new(kv::UpdateErrorKind::Other),
+                }),
+        };
+        written.map(|_| ()).map_err(|e| match e.kind() {
+            kv::UpdateErrorKind::WrongLastRevision => conflict(function),
+            _ => unavailable(e),
+        })
+    }
+
+    /// Removes a function's settings and secrets (it was deleted).
+    pub(crate) async fn delete_config(&self, function: &str) -> Result<(), ClusterError> {
+        self.check_connected()?;
+        self.inner
+            .config
+            .delete(function)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The changes to functions' settings and secrets (see
+    /// [`Cluster::watch_functions`]).
+    pub(crate) async fn watch_config(&self) -> Result<kv::Watch, ClusterError> {
+        self.check_connected()?;
+        self.inner
+            .config
+            .watch_with_history(">")
+            .await
+            .map_err(unavailable)
+    }
+
     /// Stores an artifact under its sha256 unless it is there already.
     pub(crate) async fn put_artifact(
         &self,
@@ -441,6 +668,33 @@ impl Cluster {
             .await
             .map_err(unavailable)
     }
+}
+
+/// A function's settings and secrets as the cluster has them.
+#[derive(Debug, Default)]
+pub(crate) struct SharedConfig {
+    /// Settings, and secrets opened with the cluster key.
+    pub items: Vec<ConfigItem>,
+    /// The entry's revision; `None` if it was never written.
+    pub revision: Option<u64>,
+    /// There are secrets this host cannot open (it has no cluster key).
+    pub withheld: bool,
+}
+
+/// A config entry's value in the bucket.
+#[derive(Default, Serialize, Deserialize)]
+struct WireConfig {
+    items: Vec<WireItem>,
+}
+
+/// A setting (`value`) or a secret (`sealed`).
+#[derive(Serialize, Deserialize)]
+struct WireItem {
+    key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed: Option<String>,
 }
 
 /// A change to a function record, as the watcher gets it.

@@ -310,6 +310,12 @@ impl FunctionsCtx {
                 (Some(_), Some(revision)) => cluster.delete_function(name, revision).await?,
                 _ => return Err(DeployError::FunctionNotFound(name.to_string())),
             }
+            // Its settings and secrets go with it (left behind, a new
+            // function of the name would not get them: see
+            // `purge_leftovers`, and replica.rs's copy of new functions).
+            if let Err(e) = cluster.delete_config(name).await {
+                tracing::warn!(function = name, error = %e, "removing the deleted function's config from the cluster failed");
+            }
         }
         if self.delete_locked(name).await? || self.cluster().is_some() {
             Ok(())

@@ -15,9 +15,10 @@ use crate::capabilities::logs::{
 };
 use crate::capabilities::outbound;
 use crate::capabilities::settings::{
-    ConfigChange, ConfigError, ConfigItem, ConfigList, ConfigSnapshot, ConfigStore, guest_env,
-    masked, plan_set, plan_unset,
+    ConfigChange, ConfigError, ConfigItem, ConfigList, ConfigSnapshot, ConfigStore, applied,
+    guest_env, masked, plan_set, plan_unset, replacing,
 };
+use crate::cluster::Cluster;
 use crate::function::records::{FunctionRecord, Records};
 use crate::function::registry::{Deployed, Registry};
 
@@ -96,6 +97,8 @@ pub struct Settings<'a> {
     pub(crate) store: &'a ConfigStore,
     pub(crate) registry: &'a ArcSwap<Registry>,
     pub(crate) function: &'a str,
+    /// Cluster mode: where settings and secrets are kept first.
+    pub(crate) cluster: Option<&'a Cluster>,
 }
 
 impl Settings<'_> {
@@ -138,7 +141,18 @@ impl Settings<'_> {
         let _guard = self.admin_lock.lock().await;
         let record = self.require_function()?;
         let store = self.store;
-        let current = store.items(name)?;
+        // Cluster mode: the change is planned on the cluster's config and
+        // written there first (then this host's copy is made the same).
+        let (current, revision) = match self.cluster {
+            Some(cluster) => {
+                let shared = cluster.config(name).await?;
+                if shared.withheld {
+                    return Err(crate::cluster::ClusterError::NoKey.into());
+                }
+                (shared.items, shared.revision)
+            }
+            None => (store.items(name)?, None),
+        };
         let changes = plan(&current)?;
         // The outbound allow-list set through config is checked like the
         // one given at deploy, before anything is stored.
@@ -157,13 +171,34 @@ impl Settings<'_> {
                 ConfigChange::Remove(k) => k.clone(),
             })
             .collect();
+        let changes = match self.cluster {
+            Some(cluster) => {
+                let next = applied(&current, &changes);
+                cluster.put_config(name, &next, revision).await?;
+                replacing(&store.items(name)?, &next)
+            }
+            None => changes,
+        };
         // On the store's writer, answered once flushed.
         store.apply(name, changes).await?;
         let items = store.items(name)?;
         tracing::info!(function = name, keys = ?keys, "config changed");
+        reconfigure(self.registry, &record, items.clone());
+        Ok(masked(name, &items))
+    }
+}
 
-        let snapshot = Arc::new(ConfigSnapshot::from_items(items.clone()));
-        let registry = self.registry.load();
+/// Makes the deployed function see its new settings and secrets: the next
+/// invocations (and instances built from now on) get them.
+pub(crate) fn reconfigure(
+    registry_swap: &ArcSwap<Registry>,
+    record: &FunctionRecord,
+    items: Vec<ConfigItem>,
+) {
+    let name = record.name.as_str();
+    {
+        let snapshot = Arc::new(ConfigSnapshot::from_items(items));
+        let registry = registry_swap.load();
         if let Some(old) = registry.by_name.get(name) {
             let active = record.active();
             // Validated above (and at deploy), so this cannot fail; keep
@@ -181,9 +216,8 @@ impl Settings<'_> {
                 ..Deployed::clone(old)
             };
             let next = registry.with(Arc::new(next));
-            self.registry.store(Arc::new(next));
+            registry_swap.store(Arc::new(next));
         }
-        Ok(masked(name, &items))
     }
 }
 

@@ -16,8 +16,10 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 
 use super::FunctionsCtx;
+use crate::capabilities::settings::replacing;
 use crate::cluster::{Change, Cluster, change};
 use crate::error::DeployError;
+use crate::function::handles::reconfigure;
 use crate::function::records::FunctionRecord;
 
 /// How long the watcher waits before watching again after its stream
@@ -61,7 +63,68 @@ impl FunctionsCtx {
             "joined the cluster"
         );
         let this = self.clone();
-        tokio::spawn(async move { this.watch(cluster).await });
+        let watched = cluster.clone();
+        tokio::spawn(async move { this.watch(watched).await });
+        let this = self.clone();
+        tokio::spawn(async move { this.watch_config(cluster).await });
+        Ok(())
+    }
+
+    /// Applies the changes to the cluster's settings and secrets to the
+    /// functions this host has, for as long as it runs.
+    async fn watch_config(self, cluster: Cluster) {
+        loop {
+            match cluster.watch_config().await {
+                Ok(mut changes) => {
+                    while let Some(entry) = changes.next().await {
+                        let entry = match entry {
+                            Ok(e) => e,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "watching the cluster's config stopped; watching again");
+                                break;
+                            }
+                        };
+                        // Deletes go with the function's; the key check is
+                        // not a function's.
+                        if entry.operation != async_nats::jetstream::kv::Operation::Put
+                            || entry.key.starts_with('_')
+                        {
+                            continue;
+                        }
+                        let _guard = self.inner.admin_lock.lock().await;
+                        if let Err(e) = self.copy_config(&cluster, &entry.key, &entry.value).await {
+                            tracing::error!(function = %entry.key, error = %e, "applying a config change from the cluster failed");
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot watch the cluster's config yet"),
+            }
+            tokio::time::sleep(REWATCH).await;
+        }
+    }
+
+    /// Makes this host's settings and secrets of `name` the cluster's
+    /// (`value`, the entry), if this host has the function. The caller holds
+    /// the admin lock.
+    async fn copy_config(
+        &self,
+        cluster: &Cluster,
+        name: &str,
+        value: &[u8],
+    ) -> Result<(), DeployError> {
+        let Some(record) = self.inner.records.get(name)? else {
+            // Copied in with the function when it arrives.
+            return Ok(());
+        };
+        let shared = cluster.open_config(name, value)?;
+        let settings = &self.inner.settings;
+        let changes = replacing(&settings.items(name)?, &shared.items);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        settings.apply(name, changes).await?;
+        reconfigure(&self.inner.registry, &record, settings.items(name)?);
+        tracing::info!(function = name, "config copied from the cluster");
         Ok(())
     }
 
@@ -127,6 +190,13 @@ impl FunctionsCtx {
             .ok_or_else(|| DeployError::Internal("not in a cluster".into()))?;
         if is_new {
             self.purge_leftovers(&remote.name).await?;
+            // Its settings and secrets first: the version loaded below
+            // reads them.
+            let shared = cluster.config(&remote.name).await?;
+            let changes = replacing(&[], &shared.items);
+            if !changes.is_empty() {
+                self.inner.settings.apply(&remote.name, changes).await?;
+            }
         }
         let mut fetched: Vec<(String, Bytes)> = Vec::new();
         let shas: BTreeSet<&str> = remote.versions.iter().map(|v| v.sha256.as_str()).collect();

@@ -55,6 +55,30 @@ pub enum ConfigError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Cluster mode: NATS cannot be reached, so nothing was changed.
+    #[error("{0}")]
+    ClusterUnavailable(String),
+    /// Cluster mode: the config changed on another host meanwhile.
+    #[error("{0}")]
+    Conflict(String),
+    /// Cluster mode: this host has no cluster key, and the change needs it.
+    #[error("{0}")]
+    NoClusterKey(String),
+}
+
+impl From<crate::cluster::ClusterError> for ConfigError {
+    fn from(e: crate::cluster::ClusterError) -> ConfigError {
+        use crate::cluster::ClusterError::*;
+        match e {
+            Unavailable(_) => ConfigError::ClusterUnavailable(e.to_string()),
+            Conflict(m) => ConfigError::Conflict(m),
+            NoKey => ConfigError::NoClusterKey(e.to_string()),
+            Invalid(m) => ConfigError::Store(StoreError::Corrupt {
+                key: "cluster config".into(),
+                reason: m,
+            }),
+        }
+    }
 }
 
 /// One setting or secret as the admin API shows it.
@@ -176,6 +200,40 @@ pub(crate) fn plan_unset(
         }
     }
     Ok(keys.iter().cloned().map(ConfigChange::Remove).collect())
+}
+
+/// `current` with `changes` applied, by key.
+pub(crate) fn applied(current: &[ConfigItem], changes: &[ConfigChange]) -> Vec<ConfigItem> {
+    let mut items: BTreeMap<String, ConfigItem> =
+        current.iter().map(|i| (i.key.clone(), i.clone())).collect();
+    for change in changes {
+        match change {
+            ConfigChange::Set(item) => {
+                items.insert(item.key.clone(), item.clone());
+            }
+            ConfigChange::Remove(key) => {
+                items.remove(key);
+            }
+        }
+    }
+    items.into_values().collect()
+}
+
+/// The changes that make `current` into `next` (nothing if they are the
+/// same).
+pub(crate) fn replacing(current: &[ConfigItem], next: &[ConfigItem]) -> Vec<ConfigChange> {
+    let mut changes: Vec<ConfigChange> = current
+        .iter()
+        .filter(|c| !next.iter().any(|n| n.key == c.key))
+        .map(|c| ConfigChange::Remove(c.key.clone()))
+        .collect();
+    changes.extend(
+        next.iter()
+            .filter(|n| !current.contains(n))
+            .cloned()
+            .map(ConfigChange::Set),
+    );
+    changes
 }
 
 /// The admin view: secrets masked.
