@@ -93,3 +93,23 @@ ensure_componentize_py() {
         python3 -m pip install --quiet "componentize-py==0.25.1"
     fi
 }
+
+# The cluster tests (tests/e2e/cluster.rs) start their own `nats-server -js`
+# (Debian's package: JetStream with key-value buckets and the object store).
+# Only the binary is used: the package's own service is not needed. Debian
+# puts it in /usr/sbin, which is not on every user's PATH (the harness looks
+# there too).
+ensure_nats_server() {
+    if command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]; then
+        return
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "==> nats-server is needed for the cluster tests (no apt-get here: install it)" >&2
+        return
+    fi
+    echo "==> installing nats-server (Debian) for the cluster tests"
+    local sudo=()
+    if [ "$(id -u)" != 0 ]; then sudo=(sudo); fi
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq nats-server >/dev/null
+}

@@ -3,7 +3,7 @@
 # wasm targets too), then runs every test: unit tests, doc tests and the
 # end-to-end tests (the real `wisp` binary over real HTTP with guests built
 # from examples/ and tests/guests/). Installs the wasm targets if they are
-# missing.
+# missing, and nats-server for the cluster tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
@@ -18,6 +18,7 @@ ensure_wasm_targets
 echo "==> cargo clippy"
 clippy_all
 ensure_componentize_py
+ensure_nats_server
 echo "==> building the guests (wasm32-wasip2, wasm32-wasip1)"
 build_guests "${GUESTS[@]}"
 build_wasip1_guests

@@ -591,3 +591,161 @@ pub fn fails(out: std::process::Output) -> String {
     );
     err
 }
+
+/// A `nats-server -js` of the test's own (tests/e2e/cluster.rs): a free
+/// loopback port, JetStream's store in a temporary directory, killed on
+/// drop. Debian's `nats-server` package (scripts/test.sh installs it).
+pub struct Nats {
+    child: Option<Child>,
+    port: u16,
+    /// JetStream's store: kept across `restart`, so the cluster's state
+    /// survives it as it would a real server's restart.
+    store: tempfile::TempDir,
+    /// Everything the server wrote to stderr (its log), line by line.
+    log: Arc<Mutex<Vec<String>>>,
+    /// The thread reading that log: joined on `stop`, so the log is whole.
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Nats {
+    /// Starts a server on a free port and waits until it accepts
+    /// connections.
+    pub fn start() -> Nats {
+        // A port the kernel just handed out and nobody listens on: the way
+        // the hosts get theirs (`127.0.0.1:0`), but nats-server needs the
+        // number before it starts, and keeps it across a restart.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let mut nats = Nats {
+            child: None,
+            port,
+            store: tempfile::tempdir().unwrap(),
+            log: Arc::new(Mutex::new(Vec::new())),
+            reader: None,
+        };
+        nats.spawn();
+        nats
+    }
+
+    /// The URL hosts join with (`--cluster`).
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server and waits for it: to the hosts, NATS is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+
+    /// Starts the server again on the same port and store directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(nats_server())
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting nats-server");
+        let stderr = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        self.reader = Some(std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap();
+                if l.len() < 100_000 {
+                    l.push(line);
+                }
+            }
+        }));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            let exited = child.try_wait().unwrap();
+            if exited.is_some() || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
+                panic!(
+                    "nats-server did not accept connections on port {} within 10 s ({}); \
+                     log:\n{}",
+                    self.port,
+                    match exited {
+                        Some(status) => format!("it exited: {status}"),
+                        None => "still running".to_string(),
+                    },
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+        // A failing cluster test may be NATS's doing: its last words.
+        if std::thread::panicking()
+            && let Ok(log) = self.log.lock()
+        {
+            let tail = &log[log.len().saturating_sub(40)..];
+            eprintln!("nats-server's log (its end):\n{}", tail.join("\n"));
+        }
+    }
+}
+
+/// The `nats-server` binary: on the PATH, or where Debian's package puts
+/// it (/usr/sbin, not on every user's PATH). Missing, the test fails
+/// saying how to get it: a cluster test that skips would pass untested.
+fn nats_server() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("nats-server"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain([
+            PathBuf::from("/usr/sbin/nats-server"),
+            PathBuf::from("/usr/local/sbin/nats-server"),
+        ])
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "nats-server is needed for the cluster tests: scripts/test.sh installs it \
+                 (Debian's package: `apt-get install nats-server`)"
+            )
+        })
+}

@@ -7,6 +7,7 @@ mod admission;
 mod api;
 mod cgi;
 mod cli;
+mod cluster;
 mod config_admin;
 mod datadir;
 mod durability;
