@@ -191,7 +191,7 @@ impl HostBuilder {
         let settings = ConfigStore::open(&store).with_context(opening)?;
         let log_store = LogStore::open(&store).with_context(opening)?;
         let event_store = crate::events::store::EventStore::open(&store).with_context(opening)?;
-        let prometheus = crate::metrics::install();
+        let prometheus = crate::metrics::install(cluster.as_ref().map(Cluster::node));
         let engine = Arc::new(WispEngine::new(&config)?);
         if let Err(e) = compiled.drop_other_engines(&[&engine.compat_key, &engine.services_key()]) {
             tracing::warn!(error = %e, "removing compiled code of other engine builds failed");
@@ -311,6 +311,16 @@ impl Host {
         let Some(cluster) = self.cluster() else {
             return Ok(());
         };
+        let logs = cluster
+            .open_logs(
+                self.inner.config.log_retention_entries,
+                self.inner.config.log_retention,
+            )
+            .await?;
+        self.inner
+            .invoker
+            .logs
+            .publish_to(logs, tokio::runtime::Handle::current());
         self.inner.functions.join_cluster().await?;
         cluster.start_heartbeat(data_url, admin_url).await;
         Ok(())
@@ -367,6 +377,7 @@ impl Host {
             sink: &self.inner.invoker.logs,
             store: &self.inner.log_store,
             function,
+            cluster: self.cluster(),
         }
     }
 

@@ -28,11 +28,17 @@ pub const OVERLOADED: &str = "wisp_invocations_rejected_total";
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the recorder (once per process) and returns the render handle.
-/// `None` when the embedding application installed its own recorder.
-pub fn install() -> Option<PrometheusHandle> {
+/// `None` when the embedding application installed its own recorder. In
+/// cluster mode every series gets a `node` label (this host's node name).
+pub fn install(node: Option<&str>) -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
+            let mut builder = PrometheusBuilder::new();
+            // Cluster mode: every series says which host it is from.
+            if let Some(node) = node {
+                builder = builder.add_global_label("node", node);
+            }
+            let recorder = builder
                 .set_buckets_for_metric(
                     Matcher::Suffix("_seconds".into()),
                     &[

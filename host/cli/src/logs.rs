@@ -84,7 +84,8 @@ pub async fn run(api: &Client, args: LogsArgs) -> Result<()> {
     }
 }
 
-/// `TIME INVOCATION STREAM[/LEVEL] MESSAGE`.
+/// `TIME INVOCATION STREAM[/LEVEL] MESSAGE`; in cluster mode `TIME NODE
+/// INVOCATION ...`.
 fn line(e: &LogEntry) -> String {
     let time =
         humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(e.time_ms)).to_string();
@@ -98,7 +99,13 @@ fn line(e: &LogEntry) -> String {
         Some(level) => format!("{stream}/{}", level_name(level)),
         None => stream.to_string(),
     };
-    format!("{time} {} {stream:<9} {}", e.invocation_id, e.message)
+    match &e.node {
+        Some(node) => format!(
+            "{time} {node} {} {stream:<9} {}",
+            e.invocation_id, e.message
+        ),
+        None => format!("{time} {} {stream:<9} {}", e.invocation_id, e.message),
+    }
 }
 
 /// A level as the API spells it (`info`).

@@ -24,13 +24,18 @@
 //! - the bucket `wisp-kv`: functions' key-value data ([`data`]), read and
 //!   written there by every host.
 //!
-//! Logs and events stay in each host's store for now.
+//! - the stream `WISP_LOGS`: functions' log lines from every host
+//!   ([`logs`]), which `wisp logs` on any host reads.
+//!
+//! Events stay in each host's store for now.
 
 mod data;
 mod key;
+mod logs;
 
 pub(crate) use data::SharedKv;
 pub use key::ClusterKey;
+pub(crate) use logs::SharedLogs;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -144,6 +149,8 @@ struct Inner {
     kv: SharedKv,
     artifacts: object_store::ObjectStore,
     key: Option<ClusterKey>,
+    /// Functions' logs; opened when the host joins (with its retention).
+    logs: std::sync::OnceLock<SharedLogs>,
     /// Members seen at the latest heartbeat (for `/v1/health`, which must
     /// answer without asking NATS).
     members: AtomicUsize,
@@ -264,6 +271,7 @@ impl Cluster {
                 },
                 artifacts,
                 key,
+                logs: std::sync::OnceLock::new(),
                 members: AtomicUsize::new(0),
             }),
         };
@@ -334,6 +342,30 @@ impl Cluster {
         if let Err(e) = self.inner.hosts.delete(&self.inner.node).await {
             tracing::debug!(error = %e, "heartbeat not removed (it expires)");
         }
+    }
+
+    /// Opens the shared log (creating its stream with these bounds on
+    /// first use).
+    pub(crate) async fn open_logs(
+        &self,
+        max_lines: u64,
+        max_age: Duration,
+    ) -> anyhow::Result<SharedLogs> {
+        let js = jetstream::new(self.inner.client.clone());
+        let logs = SharedLogs::open(
+            &js,
+            &self.inner.client,
+            &self.inner.node,
+            max_lines,
+            max_age,
+        )
+        .await?;
+        Ok(self.inner.logs.get_or_init(|| logs).clone())
+    }
+
+    /// The shared log, once the host has joined.
+    pub(crate) fn logs(&self) -> Option<&SharedLogs> {
+        self.inner.logs.get()
     }
 
     /// Functions' key-value data.

@@ -114,6 +114,11 @@ impl FunctionsCtx {
                     e => DeployError::Internal(e.to_string()),
                 })?;
             }
+            if let Some(logs) = self.cluster().and_then(|c| c.logs()) {
+                logs.purge(name)
+                    .await
+                    .map_err(|e| DeployError::ClusterUnavailable(format!("{e:#}")))?;
+            }
         }
         // Checked (prepared from the compiler's output); from here the
         // function runs on its compiled code's file, mapped rather than
@@ -329,6 +334,11 @@ impl FunctionsCtx {
                 && let Err(e) = shared.purge(name).await
             {
                 tracing::warn!(function = name, error = %e, "removing the deleted function's key-value data from the cluster failed (removed when the name is deployed again)");
+            }
+            if let Some(logs) = cluster.logs()
+                && let Err(e) = logs.purge(name).await
+            {
+                tracing::warn!(function = name, error = %e, "removing the deleted function's log from the cluster failed (removed when the name is deployed again)");
             }
         }
         if self.delete_locked(name).await? || self.cluster().is_some() {

@@ -228,6 +228,8 @@ pub struct Logs<'a> {
     pub(crate) sink: &'a LogSink,
     pub(crate) store: &'a LogStore,
     pub(crate) function: &'a str,
+    /// Cluster mode: the log of every host is read there.
+    pub(crate) cluster: Option<&'a Cluster>,
 }
 
 impl Logs<'_> {
@@ -249,6 +251,25 @@ impl Logs<'_> {
             return Err(LogError::InvalidArgument(
                 "limit must be between 1 and 10000".into(),
             ));
+        }
+        if let Some(shared) = self.cluster.and_then(Cluster::logs) {
+            // This host's lines so far are published once the writer has
+            // them (it waits for the cluster's ack).
+            self.sink.sync_blocking_async().await;
+            let entries = shared
+                .read(
+                    self.function,
+                    q.after,
+                    since,
+                    q.invocation.as_deref(),
+                    limit,
+                )
+                .await
+                .map_err(|e| {
+                    LogError::Internal(format!("reading the cluster's log failed: {e:#}"))
+                })?;
+            let cursor = entries.last().map(|e| e.seq).or(q.after);
+            return Ok(LogPage { entries, cursor });
         }
         let (sink, store) = (self.sink.clone(), self.store.clone());
         let name = self.function.to_string();

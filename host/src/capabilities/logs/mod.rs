@@ -100,6 +100,9 @@ pub struct LogEntry {
     pub level: Option<LogLevel>,
     /// The line, without its newline. Bytes that are not UTF-8 are replaced.
     pub message: String,
+    /// Cluster mode: the node name of the host that ran the invocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 pub(crate) fn now_ms() -> u64 {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::store::LogStore;
 use super::{Captured, LogEntry, LogLine, now_ms};
+use crate::cluster::SharedLogs;
 
 /// How long and how many lines each function's log keeps.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +35,9 @@ enum Msg {
     Sync(SyncSender<()>),
     /// The function was deleted: forget its line count.
     Forget(String),
+    /// Cluster mode: from now on, also publish the lines stored to the
+    /// cluster's log (on this runtime).
+    PublishTo(Box<(SharedLogs, tokio::runtime::Handle)>),
 }
 
 /// The request path's handle on the log writer.
@@ -113,9 +117,47 @@ impl LogSink {
         let _ = tokio::task::spawn_blocking(move || sink.sync_blocking()).await;
     }
 
+    /// Cluster mode: publishes every line stored from now on to the
+    /// cluster's log too, on `runtime` (the writer thread waits for each
+    /// batch's ack there, so a read after [`Self::sync_blocking`] sees
+    /// it).
+    pub fn publish_to(&self, logs: SharedLogs, runtime: tokio::runtime::Handle) {
+        let _ = self.tx.send(Msg::PublishTo(Box::new((logs, runtime))));
+    }
+
     /// Forgets a deleted function's cached line count.
     pub fn forget(&self, function: &str) {
         let _ = self.tx.send(Msg::Forget(function.to_string()));
+    }
+}
+
+/// How long the writer waits for the cluster to take one batch.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Publishes stored lines to the cluster's log; while NATS is away they
+/// stay in this host's log only (and a warning says so).
+fn publish_lines(
+    logs: &SharedLogs,
+    runtime: &tokio::runtime::Handle,
+    function: &str,
+    entries: &[LogEntry],
+) {
+    if !logs.connected() {
+        tracing::debug!(target: "wisp::logs", function, "the cluster is unreachable: log lines kept on this host only");
+        return;
+    }
+    // The timer is made inside: only there is the runtime's context entered.
+    let published = runtime.block_on(async {
+        tokio::time::timeout(PUBLISH_TIMEOUT, logs.publish(function, entries)).await
+    });
+    match published {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(target: "wisp::logs", function, error = %e, "publishing log lines to the cluster failed; kept on this host only")
+        }
+        Err(_) => {
+            tracing::warn!(target: "wisp::logs", function, "publishing log lines to the cluster timed out; kept on this host only")
+        }
     }
 }
 
@@ -124,6 +166,7 @@ impl LogSink {
 fn writer(store: LogStore, retention: Retention, rx: Receiver<Msg>) {
     // Lines stored per function, counted once from the store on first use.
     let mut counts: HashMap<String, u64> = HashMap::new();
+    let mut publish: Option<(SharedLogs, tokio::runtime::Handle)> = None;
     while let Ok(first) = rx.recv() {
         let mut msgs = vec![first];
         while msgs.len() < 256 {
@@ -150,12 +193,16 @@ fn writer(store: LogStore, retention: Retention, rx: Receiver<Msg>) {
                             stream: l.stream,
                             level: l.level,
                             message: l.message,
+                            node: None,
                         })
                         .collect();
                     let n = entries.len() as u64;
                     if let Err(e) = store.append_blocking(&function, &entries) {
                         tracing::error!(target: "wisp::logs", function = %function, error = %e, "storing log lines failed");
                         continue;
+                    }
+                    if let Some((logs, runtime)) = &publish {
+                        publish_lines(logs, runtime, &function, &entries);
                     }
                     let count = counts
                         .entry(function.to_string())
@@ -169,6 +216,7 @@ fn writer(store: LogStore, retention: Retention, rx: Receiver<Msg>) {
                 Msg::Forget(function) => {
                     counts.remove(&function);
                 }
+                Msg::PublishTo(to) => publish = Some(*to),
             }
         }
         let oldest_kept = now_ms().saturating_sub(retention.max_age.as_millis() as u64);

@@ -173,6 +173,7 @@ mod tests {
             stream: LogStream::Stdout,
             level: None,
             message: format!("at {time_ms}"),
+            node: None,
         }
     }
 
