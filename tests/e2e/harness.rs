@@ -656,6 +656,12 @@ impl Nats {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// JetStream's store directory (`-sd`): what NATS keeps on disk, for
+    /// tests that look for a secret in clear there.
+    pub fn store_dir(&self) -> &Path {
+        self.store.path()
+    }
+
     fn spawn(&mut self) {
         let mut child = Command::new(nats_server())
             .args([
