@@ -1086,15 +1086,11 @@ fn the_kv_quota_holds_across_hosts() {
     assert_eq!(before.0, ["a", "b"]);
 
     // Host 2 may not pass it: 32 + 1 + 8 = 41, by the admin API and by
-    // the guest, and a growing value neither; nothing is written.
+    // the guest and the CLI; nothing is written.
     let msg = assert_error(kv_put(h2, "caps", "c", &[0; 8]), 507, "quota_exceeded");
     assert!(msg.contains("40 bytes"), "{msg}");
     assert_eq!(
         caps_call(h2, "/caps/kv/set?key=c", &[b'c'; 8])["error"],
-        "quota-exceeded"
-    );
-    assert_eq!(
-        caps_call(h2, "/caps/kv/set?key=a", &[b'x'; 16])["error"],
         "quota-exceeded"
     );
     let err = fails(h2.cli(&["kv", "set", "caps", "c", "12345678"]));
@@ -1114,6 +1110,12 @@ fn the_kv_quota_holds_across_hosts() {
         "quota-exceeded"
     );
     assert_error(kv_put(h3, "caps", "d", b""), 507, "quota_exceeded");
+    // Nor grow a value host 1 wrote (15 to 16 bytes); it keeps its value.
+    assert_eq!(
+        caps_call(h3, "/caps/kv/set?key=a", &[b'x'; 16])["error"],
+        "quota-exceeded"
+    );
+    assert_eq!(caps_get(h1, "a")["value"], "a".repeat(15));
     // A delete on host 3 gives the bytes back to host 1.
     assert_eq!(caps_call(h3, "/caps/kv/delete?key=c", b"")["deleted"], true);
     assert_eq!(kv_put(h1, "caps", "d", &[0; 7]).status(), 200);
@@ -1136,18 +1138,11 @@ fn settings_and_secrets_reach_every_host_and_secrets_stay_sealed() {
     deploy_caps(&hosts, &[]);
 
     // A setting on host 1: read by the guest on hosts 2 and 3.
-    let out = ok(h1.cli(&[
-        "config",
-        "set",
-        "caps",
-        "A=1",
-        &format!("PLAIN={PLAIN_SETTING}"),
-    ]));
-    assert!(out.contains("A, PLAIN"), "{out}");
+    let out = ok(h1.cli(&["config", "set", "caps", "A=1"]));
+    assert!(out.contains('A'), "{out}");
     for w in &hosts {
         eventually(&format!("{} reads A", w.data_url), || {
-            config_is(w, "A", &"1".into())?;
-            config_is(w, "PLAIN", &PLAIN_SETTING.into())
+            config_is(w, "A", &"1".into())
         });
     }
 
@@ -1165,6 +1160,15 @@ fn settings_and_secrets_reach_every_host_and_secrets_stay_sealed() {
         eventually(&format!("{} reads TOKEN", w.data_url), || {
             config_is(w, "TOKEN", &CLUSTER_SECRET.into())
         });
+    }
+    // Then a setting on host 3, written after the secret (and, in the one
+    // entry of the function's config, beside it).
+    ok(h3.cli(&["config", "set", "caps", &format!("PLAIN={PLAIN_SETTING}")]));
+    for w in &hosts {
+        eventually(&format!("{} reads PLAIN", w.data_url), || {
+            config_is(w, "PLAIN", &PLAIN_SETTING.into())?;
+            config_is(w, "TOKEN", &CLUSTER_SECRET.into())
+        });
         assert_eq!(
             config_entries(w, "caps"),
             serde_json::json!([
@@ -1179,12 +1183,16 @@ fn settings_and_secrets_reach_every_host_and_secrets_stay_sealed() {
         assert!(line.contains("********"), "{out}");
     }
 
-    // NATS's store holds the setting in clear (the search sees the data)
-    // but the secret nowhere.
+    // NATS's store holds the later setting in clear (so the search sees
+    // what was written with the secret, and after it) but the secret
+    // nowhere.
     let store = nats.store_dir();
     eventually("the setting is in NATS's store files", || {
         if files_holding(store, PLAIN_SETTING).is_empty() {
-            Err(format!("{PLAIN_SETTING} in no file under {}", store.display()))
+            Err(format!(
+                "{PLAIN_SETTING} in no file under {}",
+                store.display()
+            ))
         } else {
             Ok(())
         }
@@ -1271,7 +1279,10 @@ fn settings_and_secrets_reach_every_host_and_secrets_stay_sealed() {
 
     // Unset on host 3: gone on every host, the keyless one included.
     let out = ok(h3.cli(&["config", "unset", "caps", "TOKEN", "A"]));
-    assert!(out.contains("A, TOKEN") || out.contains("TOKEN, A"), "{out}");
+    assert!(
+        out.contains("A, TOKEN") || out.contains("TOKEN, A"),
+        "{out}"
+    );
     for w in hosts.iter().chain([&h4]) {
         eventually(&format!("{} no longer reads TOKEN, A", w.data_url), || {
             config_is(w, "TOKEN", &Value::Null)?;
