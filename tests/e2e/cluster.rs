@@ -1122,6 +1122,49 @@ fn the_kv_quota_holds_across_hosts() {
     for w in &hosts {
         assert_eq!(cli_keys(w, "caps"), ["a", "b", "d"]);
     }
+
+    // Room for one more 8-byte entry (32 of 40), and hosts 1 and 2 each
+    // write one at the same moment: one is stored, the other refused, in
+    // every round; the refused ones leave no usage behind.
+    assert_eq!(caps_call(h2, "/caps/kv/delete?key=d", b"")["deleted"], true);
+    for round in 0..10 {
+        let barrier = std::sync::Barrier::new(2);
+        let results: Vec<(String, Value)> = std::thread::scope(|s| {
+            let threads: Vec<_> = [(h1, "x"), (h2, "y")]
+                .into_iter()
+                .map(|(w, key)| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        let path = format!("/caps/kv/set?key={key}");
+                        (key.to_string(), caps_call(w, &path, &[b'r'; 7]))
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let stored: Vec<&String> = results
+            .iter()
+            .filter(|(_, r)| r["ok"] == true)
+            .map(|(key, _)| key)
+            .collect();
+        let refused = results
+            .iter()
+            .filter(|(_, r)| r["error"] == "quota-exceeded")
+            .count();
+        assert_eq!(
+            (stored.len(), refused),
+            (1, 1),
+            "round {round}: {results:?}"
+        );
+        let mut expected = vec!["a".to_string(), "b".to_string(), stored[0].clone()];
+        expected.sort();
+        assert_eq!(cli_keys(h3, "caps"), expected, "round {round}");
+        let path = format!("/caps/kv/delete?key={}", stored[0]);
+        assert_eq!(caps_call(h3, &path, b"")["deleted"], true);
+    }
+    assert_eq!(kv_put(h3, "caps", "d", &[0; 7]).status(), 200);
+    assert_error(kv_put(h1, "caps", "e", b""), 507, "quota_exceeded");
 }
 
 #[test]
@@ -1296,6 +1339,37 @@ fn settings_and_secrets_reach_every_host_and_secrets_stay_sealed() {
         eventually(&format!("{} reads B", w.data_url), || {
             config_is(w, "B", &"2".into())
         });
+    }
+
+    // Deleted on host 1 and deployed anew on host 2: its settings went
+    // with it, on every host.
+    ok(h2.cli(&[
+        "config",
+        "set",
+        "caps",
+        &format!("TOKEN={CLUSTER_SECRET}"),
+        "--secret",
+    ]));
+    eventually("h1 reads TOKEN again", || {
+        config_is(h1, "TOKEN", &CLUSTER_SECRET.into())
+    });
+    let r = h1.admin().delete("/v1/functions/caps");
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    for w in hosts.iter().chain([&h4]) {
+        eventually(&format!("{} dropped caps", w.data_url), || {
+            gone_from(w, "caps", "/caps/config/keys")
+        });
+    }
+    let caps = std::fs::read(guest("caps")).unwrap();
+    let (status, body) = status_json(h2.admin().deploy("caps", &caps, &[("route", "/caps/*")]));
+    assert_eq!(status, 201, "{body}");
+    for w in hosts.iter().chain([&h4]) {
+        eventually(&format!("{} serves the new caps", w.data_url), || {
+            at_version(w, "caps", 1)
+        });
+        assert_eq!(config_entries(w, "caps"), serde_json::json!([]));
+        let keys_seen = caps_call(w, "/caps/config/keys", b"");
+        assert_eq!(keys_seen["keys"], serde_json::json!([]), "{keys_seen}");
     }
 
     let leaked = files_holding(store, CLUSTER_SECRET);
