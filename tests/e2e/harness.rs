@@ -334,6 +334,19 @@ impl Wisp {
 
 impl Drop for Wisp {
     fn drop(&mut self) {
+        // A failing test may be the host's doing (it exited, or logged
+        // why): whether it still runs, and its last words.
+        if std::thread::panicking()
+            && let Ok(log) = self.log.lock()
+        {
+            let exited = self.child.try_wait().ok().flatten();
+            let tail = &log[log.len().saturating_sub(30)..];
+            eprintln!(
+                "wisp serve (admin {}; exited: {exited:?}), its log's end:\n{}",
+                self.admin_url,
+                tail.join("\n")
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -654,6 +667,12 @@ impl Nats {
     /// The server's log so far.
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// JetStream's store directory (`-sd`): what NATS keeps on disk, for
+    /// tests that look for a secret in clear there.
+    pub fn store_dir(&self) -> &Path {
+        self.store.path()
     }
 
     fn spawn(&mut self) {
