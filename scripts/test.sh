@@ -24,3 +24,9 @@ build_guests "${GUESTS[@]}"
 build_wasip1_guests
 echo "==> cargo test"
 cargo test --no-fail-fast "$@"
+# The core end-to-end cases again with every host on wasmtime's Pulley
+# interpreter (`wisp serve --engine pulley`, through its WISP_ENGINE).
+echo "==> the core end-to-end cases on the Pulley interpreter"
+WISP_ENGINE=pulley cargo test --no-fail-fast -p wisp-cli --test e2e -- \
+    routing:: limits:: cgi:: events:: event_handler:: kv_admin:: config_admin:: p3:: \
+    errors:: outbound:: engine::

@@ -11,7 +11,7 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::config::HostConfig;
+use crate::config::{CodeEngine, HostConfig};
 use crate::error::DeployError;
 use crate::invocation::InvocationState;
 use crate::invocation::cgi::CgiState;
@@ -106,8 +106,23 @@ pub(crate) enum EngineKind {
     Async,
 }
 
-fn base_config(cfg: &HostConfig, kind: EngineKind) -> Config {
+fn base_config(cfg: &HostConfig, kind: EngineKind) -> anyhow::Result<Config> {
     let mut c = Config::new();
+    if cfg.code_engine == CodeEngine::Pulley {
+        // Pulley bytecode for this host's word size and byte order: run by
+        // the interpreter compiled into wasmtime. Deadlines (epochs), memory
+        // caps and the pooling allocator work as with machine code.
+        let target = match (
+            cfg!(target_pointer_width = "64"),
+            cfg!(target_endian = "big"),
+        ) {
+            (true, false) => "pulley64",
+            (true, true) => "pulley64be",
+            (false, false) => "pulley32",
+            (false, true) => "pulley32be",
+        };
+        c.target(target)?;
+    }
     c.wasm_component_model(true);
     // Deadlines: one ticker thread advances the epoch; each store checks it.
     c.epoch_interruption(true);
@@ -128,8 +143,7 @@ fn base_config(cfg: &HostConfig, kind: EngineKind) -> Config {
     // Compiled code is cached in the store by us; wasmtime's own file cache
     // stays off.
     c.parallel_compilation(true);
-    let _ = cfg;
-    c
+    Ok(c)
 }
 
 impl WispEngine {
@@ -213,11 +227,11 @@ impl ServiceEngine {
 fn build_engine(cfg: &HostConfig, kind: EngineKind) -> anyhow::Result<(Engine, AllocatorKind)> {
     if !cfg.pooling {
         return Ok((
-            Engine::new(&base_config(cfg, kind))?,
+            Engine::new(&base_config(cfg, kind)?)?,
             AllocatorKind::OnDemand,
         ));
     }
-    let mut c = base_config(cfg, kind);
+    let mut c = base_config(cfg, kind)?;
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(cfg)));
     match Engine::new(&c) {
         Ok(engine) => {
@@ -237,7 +251,7 @@ fn build_engine(cfg: &HostConfig, kind: EngineKind) -> anyhow::Result<(Engine, A
                  on-demand instance allocation (slower instantiation)"
             );
             Ok((
-                Engine::new(&base_config(cfg, kind))?,
+                Engine::new(&base_config(cfg, kind)?)?,
                 AllocatorKind::OnDemand,
             ))
         }

@@ -193,6 +193,7 @@ impl HostBuilder {
         let event_store = crate::events::store::EventStore::open(&store).with_context(opening)?;
         let prometheus = crate::metrics::install(cluster.as_ref().map(Cluster::node));
         let engine = Arc::new(WispEngine::new(&config)?);
+        crate::metrics::engine(config.code_engine.name());
         if let Err(e) = compiled.drop_other_engines(&[&engine.compat_key, &engine.services_key()]) {
             tracing::warn!(error = %e, "removing compiled code of other engine builds failed");
         }

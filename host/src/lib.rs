@@ -113,7 +113,9 @@ pub mod untrusted;
 pub use admin::openapi;
 pub use capabilities::kv::{KeyList, KvError};
 pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig};
-pub use config::{ConnectionLimits, HostConfig, LimitOverrides, Limits, Reuse, StoreLocation};
+pub use config::{
+    CodeEngine, ConnectionLimits, HostConfig, LimitOverrides, Limits, Reuse, StoreLocation,
+};
 pub use engine::AllocatorKind;
 pub use error::{ApiError, DeployError, ErrorBody, ErrorDetail};
 pub use events::{

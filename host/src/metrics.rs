@@ -24,6 +24,8 @@ pub const COMPILES: &str = "wisp_compiles_total";
 pub const COMPILE_SECONDS: &str = "wisp_compile_duration_seconds";
 /// Requests refused because the in-flight bound was reached.
 pub const OVERLOADED: &str = "wisp_invocations_rejected_total";
+/// 1, labelled with how guests' code runs (`engine`: cranelift or pulley).
+pub const ENGINE: &str = "wisp_engine";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -100,6 +102,15 @@ fn describe() {
     // Make the counters visible at 0 from the start.
     metrics::counter!(COMPILES).increment(0);
     metrics::gauge!(IN_FLIGHT).set(0.0);
+}
+
+/// Says how guests' code runs (`wisp_engine{engine=".."} 1`).
+pub fn engine(name: &'static str) {
+    metrics::describe_gauge!(
+        ENGINE,
+        "How guests' code runs: 1, labelled with the engine."
+    );
+    metrics::gauge!(ENGINE, "engine" => name).set(1.0);
 }
 
 /// Records one compile.

@@ -12,6 +12,7 @@ mod cluster_logs;
 mod config_admin;
 mod datadir;
 mod durability;
+mod engine;
 mod errors;
 mod event_examples;
 mod event_handler;

@@ -421,6 +421,7 @@ fn info_text(info: &FunctionInfo) -> String {
         ("name", info.name.clone()),
         ("active version", info.active_version.to_string()),
         ("kind", describe_kind(info.kind.as_deref())),
+        ("engine", info.engine.clone().unwrap_or_else(|| "-".into())),
         ("handles", describe_handlers(&info.handlers)),
         ("routes", join_or_none(&info.routes)),
         // One variable a line, aligned under the first.

@@ -505,6 +505,18 @@ pub struct ServeArgs {
     )]
     pub host_queue_timeout: Duration,
 
+    /// How guests' code runs: `cranelift` compiles it to machine code;
+    /// `pulley` runs it on wasmtime's interpreter (no machine code generated
+    /// at run time, for W^X policies and targets without Cranelift; several
+    /// times slower). Code compiled for one is recompiled for the other once.
+    #[arg(
+        long = "engine",
+        env = "WISP_ENGINE",
+        value_enum,
+        default_value = "cranelift"
+    )]
+    pub code_engine: EngineArg,
+
     /// Join a cluster: the URL of a NATS server with JetStream (`nats-server
     /// -js`); repeat it (or separate with commas) for several. Every host of
     /// the cluster serves every function; a deploy, rollback or delete on
@@ -568,6 +580,15 @@ pub struct ServeArgs {
         help_heading = "Cluster"
     )]
     pub cluster_connect_timeout: Duration,
+}
+
+/// `--engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    /// Machine code, compiled by Cranelift.
+    Cranelift,
+    /// wasmtime's Pulley interpreter.
+    Pulley,
 }
 
 /// Format of the host's logs.

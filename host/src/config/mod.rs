@@ -131,6 +131,32 @@ pub struct HostConfig {
     /// How long one request may wait for a host-wide slot; past it the
     /// answer is 503. Not counted against the function's timeout.
     pub host_queue_timeout: Duration,
+    /// How guests' code runs: compiled to machine code, or interpreted.
+    pub code_engine: CodeEngine,
+}
+
+/// How guests' code runs (`wisp serve --engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodeEngine {
+    /// Compiled to the host's machine code by Cranelift: the fastest.
+    #[default]
+    Cranelift,
+    /// Compiled to the bytecode of wasmtime's Pulley interpreter, and
+    /// interpreted: no machine code is generated or mapped executable at run
+    /// time (for W^X policies, and targets Cranelift has no backend for),
+    /// at several times the CPU per instruction.
+    Pulley,
+}
+
+impl CodeEngine {
+    /// Its name, as `--engine` takes it and `wisp info` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CodeEngine::Cranelift => "cranelift",
+            CodeEngine::Pulley => "pulley",
+        }
+    }
 }
 
 impl Default for HostConfig {
@@ -172,6 +198,7 @@ impl Default for HostConfig {
             event_dead_letter_retention: Duration::from_secs(7 * 24 * 3600),
             host_queue: 0,
             host_queue_timeout: Duration::from_millis(default_queue_timeout_ms()),
+            code_engine: CodeEngine::Cranelift,
         }
     }
 }

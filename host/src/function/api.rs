@@ -157,6 +157,7 @@ impl FunctionsCtx {
                 }
                 .to_string(),
             );
+            info.engine = Some(self.inner.config.code_engine.name().to_string());
         }
         info.effective_concurrency = self.inner.config.concurrency_of(&record.active().limits);
         info

@@ -75,6 +75,11 @@ pub struct FunctionInfo {
     /// loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// How the host runs its code: `cranelift` (machine code) or `pulley`
+    /// (wasmtime's interpreter), as `wisp serve --engine` says. Absent
+    /// while it is not loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// Instance reuse of the active version (a WASI 0.3 component); absent:
     /// a fresh instance per request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,6 +142,7 @@ impl From<&FunctionRecord> for FunctionInfo {
             handlers: Vec::new(),
             effective_concurrency: 0,
             kind: None,
+            engine: None,
             reuse: active.reuse,
         }
     }

@@ -23,6 +23,7 @@ pub(crate) use super::admission::Slot;
 use super::admission::{Held, Side};
 use super::failure::{Failure, classify};
 use super::target::Deployed;
+pub(crate) use super::task::InvocationEnd;
 use super::task::{Lane, LongRunning};
 use crate::capabilities::logs::{LogCapture, LogSink};
 
@@ -95,7 +96,7 @@ impl Invoker {
         target: &Deployed,
         id: &str,
         mut call: C,
-    ) -> impl Future<Output = Result<C::Output, Failure>> + Send + 'static {
+    ) -> Lane<Result<C::Output, Failure>> {
         let Invocation {
             mut store,
             slot,
@@ -288,16 +289,42 @@ impl Drop for AbortOnDrop {
 }
 
 /// A response body that cancels its invocation when the client goes away
-/// before the body has ended. Once it has ended, the guest may finish what
-/// it does after responding.
+/// before the body has ended. Its last frame (or its end) is held until the
+/// invocation has ended ([`InvocationEnd`]), for at most
+/// [`END_WAIT`]: a guest may keep working after its response, and then its
+/// client gets the end of it regardless.
 pub(crate) struct CancelOnDrop {
     inner: Body,
     abort: AbortOnDrop,
+    end: InvocationEnd,
+    /// Bytes the response declared (`Content-Length`) not yet passed: the
+    /// frame that passes the last is the last (hyper may not ask again).
+    remaining: Option<u64>,
+    /// The last frame (`Some`) or the end (`None`), held for the end.
+    held: Option<Option<Frame<Bytes>>>,
+    /// When the holding gives up.
+    give_up: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
+/// How long a response's end waits for its invocation's end.
+const END_WAIT: Duration = Duration::from_secs(1);
+
 impl CancelOnDrop {
-    pub(crate) fn new(inner: Body, abort: AbortOnDrop) -> CancelOnDrop {
-        CancelOnDrop { inner, abort }
+    /// `inner`, of a response that declared `declared` bytes, if it did.
+    pub(crate) fn new(
+        inner: Body,
+        abort: AbortOnDrop,
+        end: InvocationEnd,
+        declared: Option<u64>,
+    ) -> CancelOnDrop {
+        CancelOnDrop {
+            inner,
+            abort,
+            end,
+            remaining: declared,
+            held: None,
+            give_up: None,
+        }
     }
 }
 
@@ -309,15 +336,50 @@ impl http_body::Body for CancelOnDrop {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.abort.disarm();
+        let this = &mut *self;
+        loop {
+            if this.held.is_some() {
+                let give_up = this
+                    .give_up
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(END_WAIT)));
+                if this.end.poll_wait(cx).is_pending() && give_up.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let held = this.held.take().expect("checked");
+                if held.is_none() {
+                    this.abort.disarm();
+                }
+                return Poll::Ready(held.map(Ok));
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let mut last = this.inner.is_end_stream();
+                    if let (Some(data), Some(left)) = (frame.data_ref(), this.remaining.as_mut()) {
+                        *left = left.saturating_sub(data.len() as u64);
+                        last |= *left == 0;
+                    }
+                    if last && this.end.must_wait() {
+                        this.held = Some(Some(frame));
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Poll::Ready(None) => {
+                    if this.end.must_wait() {
+                        this.held = Some(None);
+                        continue;
+                    }
+                    this.abort.disarm();
+                    return Poll::Ready(None);
+                }
+                other => return other,
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // Not while the end is still to be waited for: hyper must ask.
+        self.held.is_none() && self.inner.is_end_stream() && !self.end.must_wait()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -332,6 +394,7 @@ impl Drop for CancelOnDrop {
         // many bytes (a WASI 0.3 body says it may still have trailers).
         if http_body::Body::is_end_stream(&self.inner)
             || http_body::Body::size_hint(&self.inner).exact() == Some(0)
+            || self.remaining == Some(0)
         {
             self.abort.disarm();
         }

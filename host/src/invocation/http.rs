@@ -14,7 +14,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{IncomingRequest, ResponseOutparam, Scheme};
 
-use super::driver::{AbortOnDrop, Call, CancelOnDrop, Invocation, Slot};
+use super::driver::{AbortOnDrop, Call, CancelOnDrop, Invocation, InvocationEnd, Slot};
 use super::failure::Failure;
 use super::limits::{CappedBody, content_length};
 use super::target::Deployed;
@@ -148,8 +148,9 @@ impl Invoker {
             deadline,
         };
         let running = self.start(invocation, target, id, call);
+        let end = running.end();
         let task = crate::invocation::task::spawn(running);
-        self.respond(target, id, task, receiver, body_exceeded)
+        self.respond(target, id, task, end, receiver, body_exceeded)
             .await
     }
 
@@ -161,6 +162,7 @@ impl Invoker {
         target: &Deployed,
         id: &str,
         task: tokio::task::JoinHandle<Result<(), Failure>>,
+        end: InvocationEnd,
         receiver: tokio::sync::oneshot::Receiver<Answer<B, E>>,
         body_exceeded: Arc<AtomicBool>,
     ) -> Response<Body>
@@ -174,8 +176,10 @@ impl Invoker {
         let mut abort = AbortOnDrop::new(task.abort_handle());
         match receiver.await {
             Ok(Ok(resp)) => {
-                let mut resp =
-                    resp.map(|body| Body::new(CancelOnDrop::new(Body::new(body), abort)));
+                let declared = content_length(resp.headers());
+                let mut resp = resp.map(|body| {
+                    Body::new(CancelOnDrop::new(Body::new(body), abort, end, declared))
+                });
                 super::tag_invocation(&mut resp, id);
                 resp
             }

@@ -113,8 +113,9 @@ impl Invoker {
             deadline,
         };
         let running = self.start(invocation, target, id, call);
+        let end = running.end();
         let task = crate::invocation::task::spawn(running);
-        self.respond(target, id, task, receiver, incoming.body_exceeded)
+        self.respond(target, id, task, end, receiver, incoming.body_exceeded)
             .await
     }
 

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
+use futures::task::AtomicWaker;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 thread_local! {
@@ -46,11 +47,6 @@ where
 /// running (a guest that waits on I/O sees a tick each time it resumes
 /// after one passed, so one wait is not enough).
 pub(crate) const LONG_AFTER_TICKS: u32 = 3;
-
-/// Niceness of the long-running lane's threads: the kernel gives the
-/// serving threads ~10 times their share of a busy CPU.
-#[cfg(target_os = "linux")]
-const LONG_LANE_NICE: libc::c_int = 10;
 
 /// An invocation's count of the epoch ticks its guest has run through, and
 /// the mark [`Lane`] reads once there were [`LONG_AFTER_TICKS`].
@@ -89,8 +85,7 @@ impl LongRunning {
 
 /// An invocation's future, run where it was first polled (a serving
 /// thread, the event dispatcher) until its guest has run long; then moved
-/// to the long-running lane, a pool of threads of lower priority, for the
-/// rest. A guest in a loop yields only on epoch ticks: on a serving thread
+/// to the long-running lane, a pool of threads of its own, for the rest. A guest in a loop yields only on epoch ticks: on a serving thread
 /// every other request there would wait for its slices (a dozen stuck
 /// guests held `hello` up for a second), and the connections' I/O with
 /// them. Moved, it competes with the other long ones, and the kernel
@@ -102,6 +97,8 @@ pub(crate) struct Lane<T> {
     /// The invocation's task on the lane, once it moved.
     moved: Option<AbortOnDropHandle<T>>,
     long: LongRunning,
+    /// Set once the invocation has ended (torn down), wherever it ran.
+    ended: Ended,
 }
 
 impl<T: Send + 'static> Lane<T> {
@@ -110,11 +107,78 @@ impl<T: Send + 'static> Lane<T> {
         invocation: impl Future<Output = T> + Send + 'static,
         long: LongRunning,
     ) -> Lane<T> {
+        let ended = Ended::default();
+        let on_end = ended.clone();
         Lane {
-            here: Some(Box::pin(invocation)),
+            here: Some(Box::pin(async move {
+                let output = invocation.await;
+                on_end.set();
+                output
+            })),
             moved: None,
             long,
+            ended,
         }
+    }
+
+    /// What a response waits for before it ends ([`InvocationEnd`]).
+    pub(crate) fn end(&self) -> InvocationEnd {
+        InvocationEnd {
+            ended: self.ended.clone(),
+        }
+    }
+}
+
+/// Whether an invocation has ended, and a waker to call when it does.
+#[derive(Clone, Default)]
+struct Ended(Arc<EndedInner>);
+
+#[derive(Default)]
+struct EndedInner {
+    done: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Ended {
+    fn set(&self) {
+        self.0.done.store(true, Ordering::Release);
+        self.0.waker.wake();
+    }
+
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.done.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.0.waker.register(cx.waker());
+        if self.0.done.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// The end of an invocation (instance dropped, log written, slot freed),
+/// as its response sees it: the response's last bytes wait for it, so a
+/// client that has its whole answer finds the slot free and the log
+/// written. Usually it has ended by then: an invocation that does not
+/// yield after its response is torn down before its serving thread sends
+/// anything. One that yields (an epoch tick), or runs on the long-running
+/// lane, may not have.
+#[derive(Clone)]
+pub(crate) struct InvocationEnd {
+    ended: Ended,
+}
+
+impl InvocationEnd {
+    /// Whether the invocation has not ended yet.
+    pub(crate) fn must_wait(&self) -> bool {
+        !self.ended.0.done.load(Ordering::Acquire)
+    }
+
+    /// Ready once the invocation has ended.
+    pub(crate) fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.ended.poll(cx)
     }
 }
 
@@ -149,8 +213,12 @@ impl<T: Send + 'static> Future for Lane<T> {
 }
 
 /// The long-running lane's runtime, started on first use: as many threads
-/// as CPUs, each at a lower priority. `None` (and a warning, once) if it
-/// cannot be started: long invocations then stay where they are.
+/// as CPUs. At the same priority as the serving threads: the kernel wakes a
+/// serving thread with a request to answer promptly all the same (a dozen
+/// stuck guests left `hello` answered within ~10 ms either way), and a
+/// lower one starved long invocations under load past their deadlines.
+/// `None` (and a warning, once) if it cannot be started: long invocations
+/// then stay where they are.
 fn long_lane() -> Option<&'static tokio::runtime::Handle> {
     static LANE: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
     LANE.get_or_init(|| {
@@ -159,7 +227,6 @@ fn long_lane() -> Option<&'static tokio::runtime::Handle> {
             .worker_threads(threads)
             .thread_name("wisp-long")
             .enable_all()
-            .on_thread_start(lower_priority)
             .build();
         match built {
             Ok(runtime) => Some(runtime),
@@ -174,18 +241,6 @@ fn long_lane() -> Option<&'static tokio::runtime::Handle> {
     })
     .as_ref()
     .map(|runtime| runtime.handle())
-}
-
-/// Lowers the calling thread's priority (on Linux, niceness is per thread).
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    #[allow(unsafe_code)]
-    // SAFETY: plain system calls on the calling thread; a failure (a
-    // sandbox that forbids it) leaves the priority as it was.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, LONG_LANE_NICE);
-    }
 }
 
 #[cfg(test)]

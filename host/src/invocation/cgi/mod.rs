@@ -248,6 +248,7 @@ impl Invoker {
             deadline,
         };
         let running = self.start(invocation, target, id, call);
+        let end = running.end();
         let task = crate::invocation::task::spawn(running);
         // Dropped with this future (the client went away) or with the
         // response body before its end: the guest is stopped.
@@ -256,7 +257,9 @@ impl Invoker {
         let bad_output = match head_rx.await {
             Ok(Ok(head)) => {
                 let body = Body::new(CgiBody::new(body_rx, aborted));
-                let mut resp = Response::new(Body::new(CancelOnDrop::new(body, abort)));
+                let declared = content_length(&head.headers);
+                let mut resp =
+                    Response::new(Body::new(CancelOnDrop::new(body, abort, end, declared)));
                 *resp.status_mut() = head.status;
                 *resp.headers_mut() = head.headers;
                 super::tag_invocation(&mut resp, id);
