@@ -5,6 +5,7 @@
 //! |------|-----------|
 //! | `/ok` | `200 ok` |
 //! | `/loop` | spins forever without calling the host (deadline test) |
+//! | `/work?n=N` | N rounds of integer hashing (a compute-bound guest; engine benchmarks), then `200` and the result |
 //! | `/alloc?mb=N` | allocates and touches N MiB, then `200 allocated N MiB` |
 //! | `/bomb` | allocates and touches 1 MiB after 1 MiB, forever (memory cap test) |
 //! | `/trap` | executes `unreachable` |
@@ -71,6 +72,10 @@ fn handle(req: Request) -> Response {
     match last_segment(req.path()) {
         "ok" => Response::text("ok"),
         "loop" => spin(),
+        "work" => {
+            let n = param(req.query(), "n").unwrap_or(1_000_000);
+            Response::text(format!("{}", work(n as u64)))
+        }
         "alloc" => match param(req.query(), "mb") {
             Some(mb) => {
                 black_box(allocate(mb * MIB));
@@ -141,6 +146,19 @@ fn param(query: &str, name: &str) -> Option<usize> {
         .filter_map(|pair| pair.split_once('='))
         .find(|(k, _)| *k == name)
         .and_then(|(_, v)| v.parse().ok())
+}
+
+/// `n` rounds of xorshift and multiply: arithmetic the optimiser cannot fold
+/// away (the result is answered).
+fn work(n: u64) -> u64 {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..black_box(n) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x = x.wrapping_mul(0x2545_F491_4F6C_DD1D).wrapping_add(i);
+    }
+    x
 }
 
 /// A loop the optimiser cannot remove: `black_box` hides the counter.
