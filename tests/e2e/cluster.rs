@@ -18,7 +18,7 @@ use crate::harness::*;
 
 /// One admin token for every host, as behind a load balancer: a client
 /// may send its next call to any of them.
-const TOKEN: &str = "a-cluster-admin-token-0123456789";
+pub(crate) const TOKEN: &str = "a-cluster-admin-token-0123456789";
 
 /// How long a change may take to reach every host (the issue says "within
 /// a few seconds"; this leaves room for a loaded machine).
@@ -28,7 +28,7 @@ const PROPAGATION: Duration = Duration::from_secs(15);
 const RECONNECT: Duration = Duration::from_secs(20);
 
 /// The options of a host joining `nats`'s cluster as `node`.
-fn member(nats: &Nats, node: &str) -> Opts {
+pub(crate) fn member(nats: &Nats, node: &str) -> Opts {
     Opts::default()
         .arg("--cluster")
         .arg(&nats.url())
@@ -65,7 +65,7 @@ fn eventually_within<T>(
     }
 }
 
-fn eventually<T>(what: &str, check: impl FnMut() -> Result<T, String>) -> T {
+pub(crate) fn eventually<T>(what: &str, check: impl FnMut() -> Result<T, String>) -> T {
     eventually_within(PROPAGATION, what, check)
 }
 

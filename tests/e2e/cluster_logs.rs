@@ -1,35 +1,10 @@
 //! Cluster mode: the log lines of every host are read on any host, with
 //! the node that wrote them; `/metrics` says which node it is.
 
-use std::time::{Duration, Instant};
-
 use serde_json::Value;
 
+use crate::cluster::{eventually, member};
 use crate::harness::*;
-
-/// One token for every host, so one CLI environment reaches each.
-const TOKEN: &str = "cluster-logs-test-token-0123456789";
-
-fn member(nats: &Nats, node: &str) -> Opts {
-    Opts::default()
-        .arg("--cluster")
-        .arg(&nats.url())
-        .arg("--node-name")
-        .arg(node)
-        .env("WISP_ADMIN_TOKEN", TOKEN)
-}
-
-/// Polls `check` every 100 ms for up to 15 s.
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match check() {
-            Ok(v) => return v,
-            Err(last) if Instant::now() > deadline => panic!("{what}: not within 15 s: {last}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
 
 /// The `message` and `node` of each line of `name`'s log, read on `w`.
 fn log_lines(w: &Wisp, name: &str) -> Vec<(String, String)> {

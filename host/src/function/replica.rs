@@ -8,6 +8,7 @@
 //! date first, then write to the cluster, then here (`deploy.rs`).
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,9 @@ use futures::StreamExt as _;
 
 use super::FunctionsCtx;
 use crate::capabilities::settings::replacing;
-use crate::cluster::{Change, Cluster, change};
+use async_nats::jetstream::kv;
+
+use crate::cluster::{Change, Cluster, ClusterError, change};
 use crate::error::DeployError;
 use crate::function::handles::reconfigure;
 use crate::function::records::FunctionRecord;
@@ -62,45 +65,56 @@ impl FunctionsCtx {
             node = cluster.node(),
             "joined the cluster"
         );
-        let this = self.clone();
-        let watched = cluster.clone();
-        tokio::spawn(async move { this.watch(watched).await });
-        let this = self.clone();
-        tokio::spawn(async move { this.watch_config(cluster).await });
+        let (this, watched) = (self.clone(), cluster.clone());
+        let functions = follow(
+            "functions",
+            move || {
+                let cluster = watched.clone();
+                async move { cluster.watch_functions().await }
+            },
+            move |entry| {
+                let this = this.clone();
+                async move { this.apply_record(&entry).await }
+            },
+        );
+        let (this, watched) = (self.clone(), cluster);
+        let config = follow(
+            "config",
+            {
+                let watched = watched.clone();
+                move || {
+                    let cluster = watched.clone();
+                    async move { cluster.watch_config().await }
+                }
+            },
+            move |entry| {
+                let (this, cluster) = (this.clone(), watched.clone());
+                async move { this.apply_config(&cluster, &entry).await }
+            },
+        );
+        tokio::spawn(functions);
+        tokio::spawn(config);
         Ok(())
     }
 
-    /// Applies the changes to the cluster's settings and secrets to the
-    /// functions this host has, for as long as it runs.
-    async fn watch_config(self, cluster: Cluster) {
-        loop {
-            match cluster.watch_config().await {
-                Ok(mut changes) => {
-                    while let Some(entry) = changes.next().await {
-                        let entry = match entry {
-                            Ok(e) => e,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "watching the cluster's config stopped; watching again");
-                                break;
-                            }
-                        };
-                        // Deletes go with the function's; the key check is
-                        // not a function's.
-                        if entry.operation != async_nats::jetstream::kv::Operation::Put
-                            || entry.key.starts_with('_')
-                        {
-                            continue;
-                        }
-                        let _guard = self.inner.admin_lock.lock().await;
-                        if let Err(e) = self.copy_config(&cluster, &entry.key, &entry.value).await {
-                            tracing::error!(function = %entry.key, error = %e, "applying a config change from the cluster failed");
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "cannot watch the cluster's config yet"),
-            }
-            tokio::time::sleep(REWATCH).await;
+    /// A change to the cluster's function records, made here too.
+    async fn apply_record(&self, entry: &kv::Entry) -> Result<(), DeployError> {
+        let _guard = self.inner.admin_lock.lock().await;
+        match change(entry)? {
+            Change::Put(record) => self.sync_to(&record.name.clone(), Some(&record)).await,
+            Change::Delete(name) => self.sync_to(&name, None).await,
         }
+    }
+
+    /// A change to the cluster's settings and secrets, made here too.
+    async fn apply_config(&self, cluster: &Cluster, entry: &kv::Entry) -> Result<(), DeployError> {
+        // Deletes go with the function's; the key check is not a
+        // function's.
+        if entry.operation != kv::Operation::Put || entry.key.starts_with('_') {
+            return Ok(());
+        }
+        let _guard = self.inner.admin_lock.lock().await;
+        self.copy_config(cluster, &entry.key, &entry.value).await
     }
 
     /// Makes this host's settings and secrets of `name` the cluster's
@@ -126,42 +140,6 @@ impl FunctionsCtx {
         reconfigure(&self.inner.registry, &record, settings.items(name)?);
         tracing::info!(function = name, "config copied from the cluster");
         Ok(())
-    }
-
-    /// Applies the changes to the cluster's records, for as long as the
-    /// host runs; watching again whenever the stream ends.
-    async fn watch(self, cluster: Cluster) {
-        loop {
-            match cluster.watch_functions().await {
-                Ok(mut changes) => {
-                    while let Some(entry) = changes.next().await {
-                        let entry = match entry {
-                            Ok(e) => e,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "watching the cluster's functions stopped; watching again");
-                                break;
-                            }
-                        };
-                        let applied = match change(&entry) {
-                            Ok(Change::Put(record)) => {
-                                let _guard = self.inner.admin_lock.lock().await;
-                                self.sync_to(&record.name.clone(), Some(&record)).await
-                            }
-                            Ok(Change::Delete(name)) => {
-                                let _guard = self.inner.admin_lock.lock().await;
-                                self.sync_to(&name, None).await
-                            }
-                            Err(e) => Err(e.into()),
-                        };
-                        if let Err(e) = applied {
-                            tracing::error!(function = %entry.key, error = %e, "applying a change from the cluster failed; applied again at the next change or restart");
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "cannot watch the cluster's functions yet"),
-            }
-            tokio::time::sleep(REWATCH).await;
-        }
     }
 
     /// Brings this host's copy of `name` to `remote` (`None`: the cluster
@@ -241,5 +219,40 @@ impl FunctionsCtx {
         );
         (self.inner.config.release_memory)();
         Ok(())
+    }
+}
+
+/// Applies each change of the bucket `open` watches (`what`, for the log),
+/// for as long as the host runs, watching again whenever the stream ends
+/// (NATS went away; the client reconnects meanwhile). A change that cannot
+/// be applied is logged; it is applied again at the key's next change, or
+/// at the next watch or restart (each starts from every key's latest value).
+async fn follow<O, W, A, F>(what: &'static str, open: O, apply: A)
+where
+    O: Fn() -> W,
+    W: Future<Output = Result<kv::Watch, ClusterError>>,
+    A: Fn(kv::Entry) -> F,
+    F: Future<Output = Result<(), DeployError>>,
+{
+    loop {
+        match open().await {
+            Ok(mut changes) => {
+                while let Some(entry) = changes.next().await {
+                    let entry = match entry {
+                        Ok(e) => e,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "watching the cluster's {what} stopped; watching again");
+                            break;
+                        }
+                    };
+                    let key = entry.key.clone();
+                    if let Err(e) = apply(entry).await {
+                        tracing::error!(key, error = %e, "applying a change to the cluster's {what} failed");
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot watch the cluster's {what} yet"),
+        }
+        tokio::time::sleep(REWATCH).await;
     }
 }
