@@ -12,6 +12,14 @@ fn deploy_misbehave(w: &Wisp) {
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
 }
 
+/// The invocation id of an answer whose body has been read whole: the host
+/// has written the invocation's log by then (not before its body's end).
+fn answered_id(r: reqwest::blocking::Response) -> String {
+    let id = invocation_id(&r);
+    let _ = r.bytes();
+    id
+}
+
 fn invocation_id(r: &reqwest::blocking::Response) -> String {
     r.headers()["wisp-invocation-id"]
         .to_str()
@@ -45,9 +53,9 @@ fn stdout_and_stderr_are_kept_per_invocation() {
     deploy_misbehave(&w);
     let first = w.get("/m/print?lines=2");
     assert_eq!(first.status(), 200);
-    let first_id = invocation_id(&first);
+    let first_id = answered_id(first);
     let second = w.get("/m/print?lines=1");
-    let second_id = invocation_id(&second);
+    let second_id = answered_id(second);
 
     let page = logs(&w, &format!("?invocation={first_id}"));
     assert_eq!(
@@ -71,7 +79,7 @@ fn stdout_and_stderr_are_kept_per_invocation() {
     let after = logs(&w, &format!("?after={cursor}"));
     assert!(after["entries"].as_array().unwrap().is_empty());
     assert_eq!(after["cursor"].as_u64(), Some(cursor));
-    w.get("/m/print?lines=1");
+    let _ = w.get("/m/print?lines=1").bytes();
     let next = logs(&w, &format!("?after={cursor}"));
     assert_eq!(next["entries"].as_array().unwrap().len(), 2);
 }
@@ -82,7 +90,7 @@ fn a_panic_message_and_the_failure_are_in_the_log() {
     deploy_misbehave(&w);
     let r = w.get("/m/panic");
     assert_eq!(r.status(), 500);
-    let id = invocation_id(&r);
+    let id = answered_id(r);
     let page = logs(&w, &format!("?invocation={id}"));
     let msgs = messages(&page);
     assert!(
@@ -105,7 +113,7 @@ fn output_past_the_per_invocation_bound_is_truncated_and_marked() {
     // ~16 bytes a line and 32 more for each: 10,000 lines cost ~480 KB.
     let r = w.get("/m/print?lines=10000");
     assert_eq!(r.status(), 200, "the guest never sees an error for writing");
-    let id = invocation_id(&r);
+    let id = answered_id(r);
     let page = logs(&w, &format!("?invocation={id}&limit=10000"));
     let msgs = messages(&page);
     let kept: Vec<&String> = msgs
@@ -172,7 +180,7 @@ fn a_flood_of_empty_lines_is_capped_by_lines() {
     );
     let r = w.get("/m/print?lines=1");
     assert_eq!(r.status(), 200);
-    let next = invocation_log(&w, "m", &invocation_id(&r));
+    let next = invocation_log(&w, "m", &answered_id(r));
     assert_eq!(next.len(), 2, "{next:?}");
 }
 
@@ -198,7 +206,7 @@ fn a_flood_of_empty_log_calls_is_capped_by_lines() {
     let r = w.get("/caps/log?msg=after&n=1");
     assert_eq!(r.status(), 200);
     assert_eq!(
-        invocation_log(&w, "caps", &invocation_id(&r)),
+        invocation_log(&w, "caps", &answered_id(r)),
         vec![("log".to_string(), "after".to_string())]
     );
 }
@@ -209,7 +217,7 @@ fn the_line_bound_is_configurable_and_checked() {
     deploy_misbehave(&w);
     let r = w.get("/m/print?lines=10");
     assert_eq!(r.status(), 200);
-    let msgs = invocation_log(&w, "m", &invocation_id(&r));
+    let msgs = invocation_log(&w, "m", &answered_id(r));
     assert_eq!(msgs.len(), 6, "{msgs:?}");
     assert_eq!(msgs[4], ("stdout".into(), "stdout line 4".into()));
     // Five more stdout lines and the stderr line.
@@ -303,7 +311,7 @@ fn denied_outbound_requests_are_summarised_once_per_invocation() {
         .query(&[("url", "http://127.0.0.1:9/x"), ("n", "2")])
         .send()
         .unwrap();
-    let id = invocation_id(&r);
+    let id = answered_id(r);
     host_log_line(&w, &[&id, "outbound requests denied: 2;"]);
     assert_eq!(invocation_log(&w, "caps", &id).len(), 2);
 }
@@ -468,7 +476,7 @@ fn bad_log_queries_are_refused() {
 fn logs_go_with_the_function() {
     let w = Wisp::start();
     deploy_misbehave(&w);
-    w.get("/m/print?lines=3");
+    let _ = w.get("/m/print?lines=3").bytes();
     assert_eq!(logs(&w, "")["entries"].as_array().unwrap().len(), 4);
     assert_eq!(w.admin().delete("/v1/functions/m").status(), 200);
     deploy_misbehave(&w);
@@ -480,8 +488,8 @@ fn cli_shows_logs_by_invocation_and_since() {
     let w = Wisp::start();
     deploy_misbehave(&w);
     let r = w.get("/m/print?lines=2");
-    let id = invocation_id(&r);
-    w.get("/m/print?lines=1");
+    let id = answered_id(r);
+    let _ = w.get("/m/print?lines=1").bytes();
 
     let out = w.cli(&["logs", "m", "--invocation", &id]);
     assert!(

@@ -146,10 +146,13 @@ fn the_capabilities_and_logs_work_from_a_0_3_component() {
     cli_ok(&w, &["config", "set", "p3", "greeting=hi there"]);
     assert_eq!(w.get("/p3/config?key=greeting").text().unwrap(), "hi there");
 
-    let id = w.get("/p3/log").headers()["wisp-invocation-id"]
+    let r = w.get("/p3/log");
+    let id = r.headers()["wisp-invocation-id"]
         .to_str()
         .unwrap()
         .to_string();
+    // Read whole: the host has written the log by the body's end.
+    let _ = r.bytes();
     let logs = cli_ok(&w, &["logs", "p3", "--invocation", &id]);
     for line in ["to stdout", "to stderr", "to the log"] {
         assert!(logs.contains(line), "{line:?} missing from:\n{logs}");
