@@ -208,9 +208,20 @@ impl FunctionsCtx {
                 .await
                 .map_err(|e| DeployError::Internal(format!("load task: {e}")))?
                 .map_err(|e| DeployError::Internal(format!("{e:#}")))?;
-        let freed = self.inner.records.replace(remote.clone(), fetched).await?;
-        let next = self.inner.registry.load().with(Arc::new(deployed));
+        // Served first, then stored: whoever sees the new record here (the
+        // admin API reads the store) finds it served too. The cluster
+        // already has it; if storing fails, the old version serves again and
+        // the next change or restart copies it anew.
+        let before = self.inner.registry.load_full();
+        let next = before.with(Arc::new(deployed));
         self.inner.registry.store(Arc::new(next));
+        let freed = match self.inner.records.replace(remote.clone(), fetched).await {
+            Ok(freed) => freed,
+            Err(e) => {
+                self.inner.registry.store(before);
+                return Err(e.into());
+            }
+        };
         self.drop_compiled(&remote.name, freed).await;
         tracing::info!(
             function = %remote.name,
