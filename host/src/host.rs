@@ -322,6 +322,10 @@ impl Host {
             .invoker
             .logs
             .publish_to(logs, tokio::runtime::Handle::current());
+        let events = crate::events::SharedEvents::open(cluster, &self.inner.config)
+            .await
+            .context("opening the cluster's event plane")?;
+        self.inner.events.use_cluster(events);
         self.inner.functions.join_cluster().await?;
         cluster.start_heartbeat(data_url, admin_url).await;
         Ok(())

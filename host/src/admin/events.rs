@@ -128,7 +128,7 @@ pub(super) async fn get_event(
     State(host): State<Host>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EventInfo>, ApiError> {
-    Ok(Json(host.events().event(&id)?))
+    Ok(Json(host.events().event(&id).await?))
 }
 
 /// Query of `GET /v1/functions/{name}/dlq`.
@@ -156,11 +156,11 @@ pub(super) async fn dead_letters(
         ))
         .into());
     }
-    Ok(Json(host.events().dead_letters(
-        &name,
-        q.topic.as_deref(),
-        limit,
-    )?))
+    Ok(Json(
+        host.events()
+            .dead_letters(&name, q.topic.as_deref(), limit)
+            .await?,
+    ))
 }
 
 /// Query of `DELETE /v1/functions/{name}/dlq`.

@@ -832,11 +832,10 @@ async fn subscribe_slow(api: &Api, function: &str, topic: &str) {
 }
 
 /// Asserts that no event was stored after the one with id `last`.
-#[track_caller]
-fn assert_none_after(api: &Api, last: &Value) {
+async fn assert_none_after(api: &Api, last: &Value) {
     let next = parse_id(last.as_str().unwrap()).unwrap() + 1;
     assert!(matches!(
-        api.host.events().event(&format_id(next)),
+        api.host.events().event(&format_id(next)).await,
         Err(EventError::EventNotFound(_))
     ));
 }
@@ -865,7 +864,7 @@ async fn refused_event_requests_store_nothing() {
     api.send("POST", "/v1/functions/nope/invoke-async", None, "x")
         .await
         .error(404, "function_not_found");
-    assert_none_after(&api, &last);
+    assert_none_after(&api, &last).await;
 
     for (uri, body, status, code) in [
         (
@@ -937,7 +936,7 @@ async fn refused_event_requests_store_nothing() {
             .error(404, code);
     }
     api.assert_no_event_objects();
-    assert_none_after(&api, &last);
+    assert_none_after(&api, &last).await;
 }
 
 #[tokio::test]
@@ -957,7 +956,7 @@ async fn a_full_queue_is_429_with_retry_after_and_stores_nothing() {
     let msg = answer.error(429, "queue_full");
     assert_eq!(answer.headers[header::RETRY_AFTER], "1");
     assert!(msg.contains("\"q\""), "{msg}");
-    assert_none_after(&api, &last);
+    assert_none_after(&api, &last).await;
 }
 
 #[tokio::test]
@@ -997,7 +996,7 @@ async fn storage_quotas_are_429_with_retry_after_and_store_nothing() {
     assert!(code.ends_with("_quota_exceeded"), "{code}");
     assert_eq!(answer.headers[header::RETRY_AFTER], "1");
     assert!(api.host.jobs().list(None).unwrap().is_empty());
-    assert_none_after(&api, &last);
+    assert_none_after(&api, &last).await;
 }
 
 // -------------------------------------------------------------- document

@@ -27,7 +27,9 @@
 //! - the stream `WISP_LOGS`: functions' log lines from every host
 //!   ([`logs`]), which `wisp logs` on any host reads.
 //!
-//! Events stay in each host's store for now.
+//! - the streams `WISP_EVENTS` and `WISP_DEAD` and the bucket
+//!   `wisp-events`: events, dead letters, subscriptions and schedules
+//!   (`events/cluster.rs`).
 
 mod data;
 mod key;
@@ -366,6 +368,16 @@ impl Cluster {
     /// The shared log, once the host has joined.
     pub(crate) fn logs(&self) -> Option<&SharedLogs> {
         self.inner.logs.get()
+    }
+
+    /// A JetStream context on this host's connection.
+    pub(crate) fn jetstream(&self) -> jetstream::Context {
+        jetstream::new(self.inner.client.clone())
+    }
+
+    /// This host's connection to NATS.
+    pub(crate) fn client(&self) -> async_nats::Client {
+        self.inner.client.clone()
     }
 
     /// Functions' key-value data.
@@ -778,7 +790,7 @@ fn decode(entry: &kv::Entry) -> Result<FunctionRecord, ClusterError> {
 /// `create_key_value` first reads account fields nats-server 2.9 does not
 /// send). Another host may create it at the same moment: the same config
 /// is accepted twice.
-async fn open_bucket(
+pub(crate) async fn open_bucket(
     js: &jetstream::Context,
     bucket: &str,
     description: &str,

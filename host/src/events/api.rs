@@ -64,19 +64,19 @@ impl Events<'_> {
     }
 
     /// An event and the state of each of its deliveries.
-    pub fn event(&self, id: &str) -> Result<EventInfo, EventError> {
-        self.host.event(id)
+    pub async fn event(&self, id: &str) -> Result<EventInfo, EventError> {
+        self.host.event(id).await
     }
 
     /// The dead-letter list of a function's subscriptions (of one topic if
     /// given), oldest first, at most `limit`.
-    pub fn dead_letters(
+    pub async fn dead_letters(
         &self,
         function: &str,
         topic: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeliveryRecord>, EventError> {
-        self.host.dead_letters(function, topic, limit)
+        self.host.dead_letters(function, topic, limit).await
     }
 
     /// Retries dead deliveries of a function now, attempts reset.

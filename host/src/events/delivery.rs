@@ -143,7 +143,7 @@ pub(super) async fn run_delivery(
 }
 
 /// Why an attempt did not succeed.
-enum AttemptError {
+pub(super) enum AttemptError {
     /// The host refused to start it: no invocation slot free (host-wide,
     /// or the function's share). Not the function's failure.
     Saturated,
@@ -159,7 +159,7 @@ impl From<String> for AttemptError {
 
 /// One attempt: a call of the function's event handler if it exports one
 /// (`Ok` is success), else a `POST` (2xx is success).
-async fn attempt_delivery(
+pub(super) async fn attempt_delivery(
     host: &EventsCtx,
     sub: &Subscription,
     event: &EventRecord,

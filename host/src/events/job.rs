@@ -249,6 +249,9 @@ impl EventsCtx {
         function: &str,
         new: NewJob,
     ) -> Result<JobInfo, EventError> {
+        if self.shared().is_some() {
+            return Err(EventError::NotInCluster("batch jobs"));
+        }
         let indices = parse_array(&new.array).map_err(EventError::InvalidArgument)?;
         let parallelism = new.parallelism.unwrap_or(1);
         if parallelism == 0 || parallelism > 1000 {

@@ -44,10 +44,14 @@ impl EventsCtx {
             return Err(EventError::FunctionNotFound(new.function));
         }
         let store = self.event_store();
-        let created_at_ms = store
-            .subscription(&new.topic, &new.function)?
-            .map(|s| s.created_at_ms)
-            .unwrap_or_else(now_ms);
+        let earlier = match self.shared() {
+            Some(shared) => shared
+                .subscriptions(Some(&new.topic))
+                .into_iter()
+                .find(|s| s.function == new.function),
+            None => store.subscription(&new.topic, &new.function)?,
+        };
+        let created_at_ms = earlier.map(|s| s.created_at_ms).unwrap_or_else(now_ms);
         let sub = Subscription {
             topic: new.topic,
             function: new.function,
@@ -56,9 +60,14 @@ impl EventsCtx {
             retry,
             created_at_ms,
         };
-        store
-            .put_subscription(sub.clone(), Durability::Flushed)
-            .await?;
+        match self.shared() {
+            Some(shared) => shared.put_subscription(&sub).await?,
+            None => {
+                store
+                    .put_subscription(sub.clone(), Durability::Flushed)
+                    .await?
+            }
+        }
         tracing::info!(function = %sub.function, topic = %sub.topic, "subscribed");
         Ok(sub)
     }
@@ -66,10 +75,14 @@ impl EventsCtx {
     /// Removes a subscription; its pending deliveries are cancelled.
     pub(crate) async fn unsubscribe(&self, function: &str, topic: &str) -> Result<(), EventError> {
         let _guard = self.inner.admin_lock.lock().await;
-        let deleted = self
-            .event_store()
-            .delete_subscription(topic, function, Durability::Flushed)
-            .await?;
+        let deleted = match self.shared() {
+            Some(shared) => shared.delete_subscription(function, topic).await?,
+            None => {
+                self.event_store()
+                    .delete_subscription(topic, function, Durability::Flushed)
+                    .await?
+            }
+        };
         if !deleted {
             return Err(EventError::SubscriptionNotFound {
                 function: function.to_string(),
@@ -85,15 +98,21 @@ impl EventsCtx {
         &self,
         function: Option<&str>,
     ) -> Result<Vec<Subscription>, EventError> {
-        let mut subs = self.event_store().subscriptions(None)?;
+        let mut subs = match self.shared() {
+            Some(shared) => shared.subscriptions(None),
+            None => self.event_store().subscriptions(None)?,
+        };
         subs.retain(|s| function.is_none_or(|f| s.function == f));
         Ok(subs)
     }
 
     /// An event and the state of each of its deliveries.
-    pub(crate) fn event(&self, id: &str) -> Result<EventInfo, EventError> {
+    pub(crate) async fn event(&self, id: &str) -> Result<EventInfo, EventError> {
         let not_found = || EventError::EventNotFound(id.to_string());
         let n = parse_id(id).ok_or_else(not_found)?;
+        if let Some(shared) = self.shared() {
+            return shared.event(id, n).await;
+        }
         let store = self.event_store();
         let (event, _) = store.event(n)?.ok_or_else(not_found)?;
         Ok(EventInfo {
@@ -108,7 +127,7 @@ impl EventsCtx {
 
     /// The dead-letter list of a function's subscriptions (of one topic if
     /// given), oldest first, at most `limit`.
-    pub(crate) fn dead_letters(
+    pub(crate) async fn dead_letters(
         &self,
         function: &str,
         topic: Option<&str>,
@@ -116,6 +135,9 @@ impl EventsCtx {
     ) -> Result<Vec<DeliveryRecord>, EventError> {
         if self.inner.records.get(function)?.is_none() {
             return Err(EventError::FunctionNotFound(function.to_string()));
+        }
+        if let Some(shared) = self.shared() {
+            return shared.dead_letters(function, topic, limit).await;
         }
         Ok(self.event_store().dead_deliveries(function, topic, limit)?)
     }
@@ -138,6 +160,10 @@ impl EventsCtx {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let ids = (!ids.is_empty()).then_some(ids);
+        if let Some(shared) = self.shared() {
+            let redriven = shared.redrive(function, req.topic.as_deref(), ids).await?;
+            return Ok(Redriven { redriven });
+        }
         // Read on the blocking pool, written on the store's writer;
         // answered once flushed.
         let redriven = self
@@ -157,6 +183,11 @@ impl EventsCtx {
     ) -> Result<Purged, EventError> {
         if self.inner.records.get(function)?.is_none() {
             return Err(EventError::FunctionNotFound(function.to_string()));
+        }
+        if let Some(shared) = self.shared() {
+            let purged = shared.purge_dead(function, topic).await?;
+            tracing::info!(function, topic, purged, "dead letters purged");
+            return Ok(Purged { purged });
         }
         // Read on the blocking pool (a long list is many transactions),
         // written on the store's writer; answered once flushed.
@@ -221,7 +252,12 @@ impl EventsCtx {
             return Err(EventError::FunctionNotFound(new.function));
         }
         let schedule = Schedule {
-            id: self.event_store().next_id()?,
+            // In a cluster, unique among every host's: random (ids that
+            // come from a host's store would clash).
+            id: match self.shared() {
+                Some(_) => rand::random::<u64>() >> 1 | 1,
+                None => self.event_store().next_id()?,
+            },
             function: new.function,
             cron: new.cron,
             tz,
@@ -232,9 +268,14 @@ impl EventsCtx {
             last_fired_ms: 0,
             next_ms: None,
         };
-        self.event_store()
-            .put_schedule(schedule.clone(), Durability::Flushed)
-            .await?;
+        match self.shared() {
+            Some(shared) => shared.put_schedule(&schedule).await?,
+            None => {
+                self.event_store()
+                    .put_schedule(schedule.clone(), Durability::Flushed)
+                    .await?
+            }
+        }
         self.plane().wake.notify_one();
         tracing::info!(function = %schedule.function, cron = %schedule.cron, id = %format_id(schedule.id), "schedule added");
         Ok(schedule.with_next(now_ms()))
@@ -242,7 +283,10 @@ impl EventsCtx {
 
     /// Schedules (of one function if given), oldest first.
     pub(crate) fn schedules(&self, function: Option<&str>) -> Result<Vec<Schedule>, EventError> {
-        let mut all = self.event_store().schedules()?;
+        let mut all = match self.shared() {
+            Some(shared) => shared.schedules(),
+            None => self.event_store().schedules()?,
+        };
         all.retain(|s| function.is_none_or(|f| s.function == f));
         let now = now_ms();
         Ok(all.into_iter().map(|s| s.with_next(now)).collect())
@@ -253,10 +297,14 @@ impl EventsCtx {
         let not_found = || EventError::ScheduleNotFound(id.to_string());
         let n = parse_id(id).ok_or_else(not_found)?;
         let _guard = self.inner.admin_lock.lock().await;
-        let deleted = self
-            .event_store()
-            .delete_schedule(n, Durability::Flushed)
-            .await?;
+        let deleted = match self.shared() {
+            Some(shared) => shared.delete_schedule(n).await?,
+            None => {
+                self.event_store()
+                    .delete_schedule(n, Durability::Flushed)
+                    .await?
+            }
+        };
         if !deleted {
             return Err(not_found());
         }
@@ -271,5 +319,17 @@ impl crate::function::FunctionEvents for EventsCtx {
         function: &'a str,
     ) -> futures::future::BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move { Ok(EventsCtx::purge_function_events(self, function).await?) })
+    }
+
+    fn forget_in_cluster<'a>(
+        &'a self,
+        function: &'a str,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            if let Some(shared) = self.shared() {
+                shared.forget_function(function).await?;
+            }
+            Ok(())
+        })
     }
 }

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 mod api;
 mod batcher;
+mod cluster;
 mod delivery;
 mod dispatcher;
 pub(crate) mod job;
@@ -36,6 +37,7 @@ pub(crate) mod store;
 mod sweeps;
 
 pub use api::{Events, Jobs};
+pub(crate) use cluster::SharedEvents;
 pub use job::{JobCounts, JobInfo, JobRecord, JobState, JobTask, NewJob, parse_array};
 pub use plane::{
     EventError, EventInfo, NewSchedule, NewSubscription, Published, Purged, RedriveRequest,

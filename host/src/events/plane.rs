@@ -18,7 +18,7 @@
 //! This file: the plane's errors and API types, its per-host state, and
 //! starting and stopping the dispatcher.
 
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -27,6 +27,7 @@ use tokio::sync::{Notify, watch};
 
 use super::DeliveryRecord;
 use super::batcher::{Batcher, Write};
+use super::cluster::SharedEvents;
 use super::store::EventStore;
 use crate::config::HostConfig;
 use crate::function::records::Records;
@@ -134,6 +135,15 @@ pub enum EventError {
     /// No such job (unknown, or removed after its retention).
     #[error("job {0:?} not found")]
     JobNotFound(String),
+    /// NATS or JetStream cannot be reached (cluster mode): nothing was done.
+    #[error(
+        "the cluster is unavailable ({0}): nothing was changed; the host serves what it has and \
+         retries the connection"
+    )]
+    ClusterUnavailable(String),
+    /// What this host cannot do in cluster mode (yet).
+    #[error("{0} cannot be used in cluster mode yet: run it on a single-node host")]
+    NotInCluster(&'static str),
     /// Store failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -291,6 +301,9 @@ pub(crate) struct EventPlane {
     /// deliveries postponed because the host was saturated (counted once
     /// the outcome is on disk).
     pub(super) results: [metrics::Counter; 4],
+    /// Cluster mode: the cluster's event plane, set when the host joins
+    /// (events then live in JetStream, not in this host's store).
+    pub(super) shared: Arc<OnceLock<SharedEvents>>,
 }
 
 impl EventPlane {
@@ -315,6 +328,7 @@ impl EventPlane {
                 metrics::counter!(DELIVERIES, "result" => "dead"),
                 metrics::counter!(DELIVERIES, "result" => "postponed"),
             ],
+            shared: Arc::default(),
         }
     }
 }
@@ -322,6 +336,17 @@ impl EventPlane {
 impl EventsCtx {
     pub(super) fn plane(&self) -> &EventPlane {
         &self.inner.events
+    }
+
+    /// The cluster's event plane, in cluster mode once the host joined.
+    pub(super) fn shared(&self) -> Option<&SharedEvents> {
+        self.inner.events.shared.get()
+    }
+
+    /// Cluster mode: events, subscriptions and schedules are the
+    /// cluster's from now on (before the host serves).
+    pub(crate) fn use_cluster(&self, shared: SharedEvents) {
+        let _ = self.inner.events.shared.set(shared);
     }
 
     /// The event plane's store.
@@ -342,6 +367,11 @@ impl EventsCtx {
         if slot.is_some() {
             return Ok(());
         }
+        if let Some(shared) = self.shared() {
+            shared.start(self);
+            *slot = Some(tokio::spawn(async {}));
+            return Ok(());
+        }
         self.jobs_recover()?;
         let _ = self.plane().stop.send(false);
         let weak = Arc::downgrade(&self.inner);
@@ -357,6 +387,10 @@ impl EventsCtx {
     pub(crate) async fn stop_events(&self, grace: Duration) {
         let handle = self.plane().dispatcher.lock().expect("not poisoned").take();
         let Some(mut handle) = handle else { return };
+        if let Some(shared) = self.shared() {
+            shared.stop();
+            return;
+        }
         let _ = self.plane().stop.send(true);
         if tokio::time::timeout(grace, &mut handle).await.is_err() {
             tracing::warn!(

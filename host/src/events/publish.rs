@@ -7,11 +7,14 @@
 //! [`Publisher`](crate::capabilities::topics::Publisher)) for a guest's
 //! `wisp:function/topics` publish, instead of the host.
 
+use std::sync::{Arc, OnceLock};
+
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use super::batcher::{EventWriter, Write};
+use super::cluster::SharedEvents;
 use super::plane::EventsCtx;
 use super::plane::{EventError, EventPlane, Published, now_ms};
 use super::schedule::{Schedule, due_tick, tick_event_id};
@@ -49,6 +52,9 @@ pub(crate) struct EventPublisher {
     writer: EventWriter,
     /// Largest payload accepted (`--event-max-payload`).
     max_payload_bytes: u64,
+    /// Cluster mode: events go to JetStream instead (see
+    /// [`EventPlane`]'s `shared`).
+    shared: Arc<OnceLock<SharedEvents>>,
 }
 
 impl EventPublisher {
@@ -58,17 +64,14 @@ impl EventPublisher {
         EventPublisher {
             writer: EventWriter::new(plane, store, config),
             max_payload_bytes: config.event_max_payload_bytes,
+            shared: plane.shared.clone(),
         }
     }
 
     /// Writes `new` with the other writes queued now; returns once it is
     /// durable.
     pub(super) async fn enqueue(&self, new: NewPublish<'_>) -> Result<Published, EventError> {
-        if new.payload.len() as u64 > self.max_payload_bytes {
-            return Err(EventError::PayloadTooLarge {
-                limit: self.max_payload_bytes,
-            });
-        }
+        self.check_size(&new.payload)?;
         let event = EventRecord {
             id: match new.tick_id {
                 Some(id) => id,
@@ -105,6 +108,16 @@ impl EventPublisher {
         Ok(published)
     }
 
+    /// Refuses a payload over the limit.
+    fn check_size(&self, payload: &Bytes) -> Result<(), EventError> {
+        if payload.len() as u64 > self.max_payload_bytes {
+            return Err(EventError::PayloadTooLarge {
+                limit: self.max_payload_bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// Publishes `payload` on `topic`: one delivery per current subscriber.
     /// Returns once the event is durable.
     async fn publish_event(
@@ -116,6 +129,10 @@ impl EventPublisher {
         validate_topic(topic).map_err(EventError::InvalidName)?;
         if let Some(ct) = &content_type {
             validate_content_type(ct).map_err(EventError::InvalidArgument)?;
+        }
+        if let Some(shared) = self.shared.get() {
+            self.check_size(&payload)?;
+            return shared.publish(topic, payload, content_type).await;
         }
         let to = self
             .writer
@@ -210,6 +227,21 @@ impl EventsCtx {
             .map(|(_, v)| v.clone());
         if let Some(ct) = &content_type {
             validate_content_type(ct).map_err(EventError::InvalidArgument)?;
+        }
+        if let Some(shared) = self.shared() {
+            self.publisher().check_size(&payload)?;
+            let event = EventRecord {
+                id: 0,
+                topic,
+                time_ms: now_ms(),
+                content_type,
+                path: Some(path),
+                headers,
+                size_bytes: payload.len() as u64,
+            };
+            return shared
+                .send_to_function(function, event, payload, None)
+                .await;
         }
         let event = NewPublish {
             topic: &topic,
@@ -308,7 +340,7 @@ mod tests {
         let tick = store.schedules().unwrap()[0].last_fired_ms;
         assert!(tick > 0);
         let id = tick_event_id(5, tick);
-        let shown = host.inner.events.event(&format_id(id)).unwrap();
+        let shown = host.inner.events.event(&format_id(id)).await.unwrap();
         assert_eq!(shown.topic, "schedule:0000000000000005");
         assert_eq!(shown.deliveries.len(), 1);
         let bytes = store.event_bytes(None);
@@ -323,6 +355,7 @@ mod tests {
             host.inner
                 .events
                 .event(&format_id(id))
+                .await
                 .unwrap()
                 .deliveries
                 .len(),
@@ -346,7 +379,7 @@ mod tests {
             .publish("t", Bytes::from_static(b"x"), Some("text/plain".into()))
             .await
             .unwrap();
-        let shown = host.inner.events.event(&published).unwrap();
+        let shown = host.inner.events.event(&published).await.unwrap();
         assert_eq!(shown.topic, "t");
         assert_eq!(shown.content_type.as_deref(), Some("text/plain"));
         let next = host

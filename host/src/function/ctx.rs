@@ -70,4 +70,9 @@ pub(crate) trait FunctionEvents: Send + Sync {
     /// Removes it; flushed when this returns. The caller holds the admin
     /// lock.
     fn purge_function_events<'a>(&'a self, function: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+
+    /// Cluster mode: removes what the cluster keeps for it (subscriptions,
+    /// schedules, queued deliveries, dead letters). Called by the host
+    /// that deletes it.
+    fn forget_in_cluster<'a>(&'a self, function: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
 }

@@ -335,6 +335,9 @@ impl FunctionsCtx {
             {
                 tracing::warn!(function = name, error = %e, "removing the deleted function's key-value data from the cluster failed (removed when the name is deployed again)");
             }
+            if let Err(e) = self.inner.events.forget_in_cluster(name).await {
+                tracing::warn!(function = name, error = %e, "removing the deleted function's subscriptions, schedules and dead letters from the cluster failed");
+            }
             if let Some(logs) = cluster.logs()
                 && let Err(e) = logs.purge(name).await
             {

@@ -21,3 +21,4 @@ pub(crate) mod wire;
 
 pub use api::Functions;
 pub(crate) use ctx::{FunctionEvents, FunctionsCtx, FunctionsInner};
+pub(crate) use replica::follow;

@@ -238,7 +238,7 @@ impl FunctionsCtx {
 /// (NATS went away; the client reconnects meanwhile). A change that cannot
 /// be applied is logged; it is applied again at the key's next change, or
 /// at the next watch or restart (each starts from every key's latest value).
-async fn follow<O, W, A, F>(what: &'static str, open: O, apply: A)
+pub(crate) async fn follow<O, W, A, F>(what: &'static str, open: O, apply: A)
 where
     O: Fn() -> W,
     W: Future<Output = Result<kv::Watch, ClusterError>>,
