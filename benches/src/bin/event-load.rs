@@ -88,6 +88,10 @@ struct PublishArgs {
     /// Give up waiting for the deliveries after this many seconds.
     #[arg(long, default_value_t = 120.0)]
     drain_timeout: f64,
+    /// More hosts whose deliveries count (admin URLs): the hosts of a
+    /// cluster, whose deliveries are spread over them.
+    #[arg(long)]
+    count_at: Vec<String>,
     /// Events checked through `GET /v1/events/{id}` afterwards.
     #[arg(long, default_value_t = 200)]
     sample: usize,
@@ -271,22 +275,42 @@ async fn counters(conn: &mut Conn) -> Result<Counters> {
             continue;
         };
         let value = value.parse::<f64>().unwrap_or(0.0) as u64;
-        match name {
+        // A cluster host's metrics carry a `node` label too.
+        let (base, labels) = name.split_once('{').unwrap_or((name, ""));
+        let result = |r: &str| labels.contains(&format!("result=\"{r}\""));
+        match base {
             "wisp_events_published_total" => c.published = value,
-            r#"wisp_event_deliveries_total{result="success"}"# => c.success = value,
-            r#"wisp_event_deliveries_total{result="failure"}"# => c.failure = value,
-            r#"wisp_event_deliveries_total{result="dead"}"# => c.dead = value,
+            "wisp_event_deliveries_total" if result("success") => c.success = value,
+            "wisp_event_deliveries_total" if result("failure") => c.failure = value,
+            "wisp_event_deliveries_total" if result("dead") => c.dead = value,
             _ => {}
         }
     }
     Ok(c)
 }
 
+/// The counters of every host counted (`--admin` and `--count-at`), summed.
+async fn total(controls: &mut [Conn]) -> Result<Counters> {
+    let mut sum = Counters::default();
+    for conn in controls {
+        let c = counters(conn).await?;
+        sum.success += c.success;
+        sum.failure += c.failure;
+        sum.dead += c.dead;
+        sum.published += c.published;
+    }
+    Ok(sum)
+}
+
 // -------------------------------------------------------------- publish
 
 async fn publish(a: PublishArgs) -> Result<()> {
     let mut control = Conn::open(&a.admin, &a.token).await?;
-    let before = counters(&mut control).await?;
+    let mut controls = vec![Conn::open(&a.admin, &a.token).await?];
+    for url in &a.count_at {
+        controls.push(Conn::open(url, &a.token).await?);
+    }
+    let before = total(&mut controls).await?;
     let path = format!("/v1/topics/{}/events", a.topic);
     let body = payload(a.load.payload_bytes);
 
@@ -352,7 +376,7 @@ async fn publish(a: PublishArgs) -> Result<()> {
     // Until every event is handled (counted by the host), polled.
     let want = published * a.deliveries_per_event;
     let drain_deadline = Instant::now() + Duration::from_secs_f64(a.drain_timeout);
-    let mut after = counters(&mut control).await?;
+    let mut after = total(&mut controls).await?;
     let mut handled_at = Instant::now();
     while after.success - before.success < want {
         if Instant::now() > drain_deadline {
@@ -363,7 +387,7 @@ async fn publish(a: PublishArgs) -> Result<()> {
             );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
-        after = counters(&mut control).await?;
+        after = total(&mut controls).await?;
         handled_at = Instant::now();
     }
     let handled = after.success - before.success;
