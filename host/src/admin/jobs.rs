@@ -58,7 +58,7 @@ pub(super) async fn list_jobs(
     State(host): State<Host>,
     ApiQuery(q): ApiQuery<JobQuery>,
 ) -> Result<Json<Vec<JobInfo>>, ApiError> {
-    Ok(Json(host.jobs().list(q.function.as_deref())?))
+    Ok(Json(host.jobs().list(q.function.as_deref()).await?))
 }
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = String, Path)),
@@ -70,7 +70,7 @@ pub(super) async fn get_job(
     State(host): State<Host>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobInfo>, ApiError> {
-    Ok(Json(host.jobs().get(&id)?))
+    Ok(Json(host.jobs().get(&id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = String, Path)),

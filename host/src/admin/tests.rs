@@ -163,10 +163,10 @@ impl Api {
     }
 
     /// Subscriptions, schedules and jobs: none of them created.
-    fn assert_no_event_objects(&self) {
+    async fn assert_no_event_objects(&self) {
         assert!(self.host.events().subscriptions(None).unwrap().is_empty());
         assert!(self.host.events().schedules(None).unwrap().is_empty());
-        assert!(self.host.jobs().list(None).unwrap().is_empty());
+        assert!(self.host.jobs().list(None).await.unwrap().is_empty());
     }
 }
 
@@ -458,7 +458,7 @@ async fn undecodable_paths_are_400_in_every_kind_of_path_parameter() {
             .keys
             .is_empty()
     );
-    api.assert_no_event_objects();
+    api.assert_no_event_objects().await;
 }
 
 #[tokio::test]
@@ -601,7 +601,7 @@ async fn refused_json_bodies_are_400_413_or_415_and_store_nothing() {
 
     assert_eq!(api.functions_state(), before);
     assert!(api.host.settings("f").list().unwrap().entries.is_empty());
-    api.assert_no_event_objects();
+    api.assert_no_event_objects().await;
 }
 
 // ------------------------------------------------------------- functions
@@ -935,7 +935,7 @@ async fn refused_event_requests_store_nothing() {
             .await
             .error(404, code);
     }
-    api.assert_no_event_objects();
+    api.assert_no_event_objects().await;
     assert_none_after(&api, &last).await;
 }
 
@@ -995,7 +995,7 @@ async fn storage_quotas_are_429_with_retry_after_and_store_nothing() {
     let code = answer.body["error"]["code"].as_str().unwrap();
     assert!(code.ends_with("_quota_exceeded"), "{code}");
     assert_eq!(answer.headers[header::RETRY_AFTER], "1");
-    assert!(api.host.jobs().list(None).unwrap().is_empty());
+    assert!(api.host.jobs().list(None).await.unwrap().is_empty());
     assert_none_after(&api, &last).await;
 }
 

@@ -138,14 +138,14 @@ impl Jobs<'_> {
     }
 
     /// A job and the state of each index.
-    pub fn get(&self, id: &str) -> Result<JobInfo, EventError> {
-        self.host.job(id)
+    pub async fn get(&self, id: &str) -> Result<JobInfo, EventError> {
+        self.host.job(id).await
     }
 
     /// Jobs (of one function if given), oldest first, without per-index
     /// states.
-    pub fn list(&self, function: Option<&str>) -> Result<Vec<JobInfo>, EventError> {
-        self.host.list_jobs(function)
+    pub async fn list(&self, function: Option<&str>) -> Result<Vec<JobInfo>, EventError> {
+        self.host.list_jobs(function).await
     }
 
     /// Cancels a job: its pending indices are not run; running ones

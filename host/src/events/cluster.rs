@@ -39,13 +39,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind, kv, stream};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::delivery::{AttemptError, attempt_delivery};
+use super::job::{JOB_MAX_AGE_MS, JOB_TOPIC_PREFIX, JobRecord, JobState, JobTask, job_of_topic};
 use super::plane::{EventError, EventInfo, EventsCtx, Published, now_ms};
 use super::schedule::{Schedule, due_tick};
 use super::{
@@ -61,6 +62,13 @@ const EVENTS: &str = "WISP_EVENTS";
 const DEAD: &str = "WISP_DEAD";
 /// The bucket of subscriptions and schedules.
 const BUCKET: &str = "wisp-events";
+/// The bucket of batch jobs (`job.<id>`) and their tasks' states
+/// (`task.<id>.<index>`).
+const JOBS: &str = "wisp-jobs";
+/// How long a job and its tasks' states are kept after their last change.
+const JOB_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Job tasks published before their acks are awaited.
+const JOB_PUBLISH_WINDOW: usize = 1000;
 /// How long a delivery may go without word from the host running it before
 /// JetStream hands it to another host.
 pub(crate) const ACK_WAIT: Duration = Duration::from_secs(10);
@@ -98,6 +106,9 @@ struct Shared {
     events: stream::Stream,
     dead: stream::Stream,
     bucket: kv::Store,
+    jobs_bucket: kv::Store,
+    /// Batch jobs by id, as the bucket has them.
+    jobs: RwLock<BTreeMap<u64, JobRecord>>,
     /// Subscriptions by (topic, function), as the bucket has them.
     subs: RwLock<BTreeMap<(String, String), Subscription>>,
     /// Schedules by id, as the bucket has them.
@@ -160,6 +171,16 @@ fn subscription_consumer(function: &str, topic: &str) -> String {
 
 fn function_consumer(function: &str) -> String {
     format!("fn-{function}")
+}
+
+fn job_consumer(id: u64) -> String {
+    format!("job-{}", format_id(id))
+}
+
+/// The subject of a job's tasks (in the stream's `wisp.fn.>`, apart from
+/// the function's own consumer's subject).
+fn job_subject(function: &str, id: u64) -> String {
+    format!("wisp.fn.{function}.job.{}", format_id(id))
 }
 
 fn subscription_key(function: &str, topic: &str) -> String {
@@ -234,6 +255,9 @@ impl SharedEvents {
             Duration::ZERO,
         )
         .await?;
+        let jobs_bucket =
+            crate::cluster::open_bucket(&js, JOBS, "Wisp: batch jobs and their tasks", JOB_KEPT)
+                .await?;
         let shared = SharedEvents {
             inner: Arc::new(Shared {
                 js,
@@ -241,6 +265,8 @@ impl SharedEvents {
                 events,
                 dead,
                 bucket,
+                jobs_bucket,
+                jobs: RwLock::default(),
                 subs: RwLock::default(),
                 schedules: RwLock::default(),
                 made: Mutex::default(),
@@ -256,6 +282,14 @@ impl SharedEvents {
             let key = key?;
             let value = shared.inner.bucket.get(&key).await?;
             shared.apply(&key, value.as_deref());
+        }
+        let mut keys = shared.inner.jobs_bucket.keys().await?;
+        while let Some(key) = keys.next().await {
+            let key = key?;
+            if key.starts_with("job.") {
+                let value = shared.inner.jobs_bucket.get(&key).await?;
+                shared.apply_job(&key, value.as_deref());
+            }
         }
         Ok(shared)
     }
@@ -304,6 +338,231 @@ impl SharedEvents {
             }
         }
         self.inner.changed.notify_one();
+    }
+
+    /// A change of a job's record (`Some`), or its removal.
+    fn apply_job(&self, key: &str, value: Option<&[u8]>) {
+        let Some(id) = key.strip_prefix("job.").and_then(super::parse_id) else {
+            return;
+        };
+        let mut jobs = self.inner.jobs.write().expect("not poisoned");
+        match value.map(serde_json::from_slice::<JobRecord>) {
+            Some(Ok(job)) => {
+                jobs.insert(id, job);
+            }
+            Some(Err(e)) => tracing::warn!(key, error = %e, "ignoring an unreadable job"),
+            None => {
+                jobs.remove(&id);
+            }
+        }
+        self.inner.changed.notify_one();
+    }
+
+    /// A job, unless it is still being created.
+    pub(super) fn job(&self, id: u64) -> Option<JobRecord> {
+        let jobs = self.inner.jobs.read().expect("not poisoned");
+        jobs.get(&id)
+            .filter(|j| j.state != JobState::Creating)
+            .cloned()
+    }
+
+    /// Jobs (not those being created), oldest first.
+    pub(super) fn jobs(&self) -> Vec<JobRecord> {
+        let jobs = self.inner.jobs.read().expect("not poisoned");
+        let mut all: Vec<JobRecord> = jobs
+            .values()
+            .filter(|j| j.state != JobState::Creating)
+            .cloned()
+            .collect();
+        all.sort_by_key(|j| (j.created_ms, j.id));
+        all
+    }
+
+    /// Writes a job's record.
+    async fn put_job(&self, job: &JobRecord) -> Result<(), EventError> {
+        let key = format!("job.{}", format_id(job.id));
+        let value = serde_json::to_vec(job).expect("a job serialises");
+        self.inner
+            .jobs_bucket
+            .put(&key, value.clone().into())
+            .await
+            .map_err(unavailable)?;
+        self.apply_job(&key, Some(&value));
+        Ok(())
+    }
+
+    /// Starts a job: its record (creating), the consumer of its tasks
+    /// (parallelism: tasks out at once across the cluster), one event per
+    /// index, then the record running. A failure part-way cancels it.
+    pub(super) async fn start_job(
+        &self,
+        job: &JobRecord,
+        indices: &[u32],
+    ) -> Result<(), EventError> {
+        self.check_connected()?;
+        let mut creating = job.clone();
+        creating.state = JobState::Creating;
+        self.put_job(&creating).await?;
+        let published = async {
+            self.inner
+                .events
+                .get_or_create_consumer(
+                    &job_consumer(job.id),
+                    pull::Config {
+                        durable_name: Some(job_consumer(job.id)),
+                        description: Some(format!(
+                            "wisp: job {} of {}",
+                            format_id(job.id),
+                            job.function
+                        )),
+                        filter_subject: job_subject(&job.function, job.id),
+                        deliver_policy: DeliverPolicy::All,
+                        ack_policy: AckPolicy::Explicit,
+                        ack_wait: ACK_WAIT,
+                        max_deliver: -1,
+                        max_ack_pending: job.parallelism as i64,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(unavailable)?;
+            let topic = format!("{JOB_TOPIC_PREFIX}{}", format_id(job.id));
+            let size = indices.len().to_string();
+            for chunk in indices.chunks(JOB_PUBLISH_WINDOW) {
+                let mut acks = Vec::with_capacity(chunk.len());
+                for &index in chunk {
+                    let event = EventRecord {
+                        id: 0,
+                        topic: topic.clone(),
+                        time_ms: job.created_ms,
+                        content_type: job.content_type.clone(),
+                        path: Some(job.path.clone()),
+                        headers: vec![
+                            ("wisp-job-id".into(), format_id(job.id)),
+                            ("wisp-job-index".into(), index.to_string()),
+                            ("wisp-job-array-size".into(), size.clone()),
+                        ],
+                        size_bytes: job.payload.len() as u64,
+                    };
+                    let mut headers = HeaderMap::new();
+                    headers.insert(
+                        EVENT_HEADER,
+                        serde_json::to_string(&event).expect("an event serialises"),
+                    );
+                    acks.push(
+                        self.inner
+                            .js
+                            .publish_with_headers(
+                                job_subject(&job.function, job.id),
+                                headers,
+                                Bytes::new(),
+                            )
+                            .await
+                            .map_err(unavailable)?,
+                    );
+                }
+                for ack in acks {
+                    ack.await.map_err(unavailable)?;
+                }
+            }
+            Ok::<_, EventError>(())
+        }
+        .await;
+        let mut done = job.clone();
+        if let Err(e) = published {
+            // Never acknowledged: cancelled, its tasks never run.
+            done.state = JobState::Cancelled;
+            done.finished_ms = Some(now_ms());
+            let _ = self.put_job(&done).await;
+            let _ = self
+                .inner
+                .events
+                .delete_consumer(&job_consumer(job.id))
+                .await;
+            return Err(e);
+        }
+        self.put_job(&done).await
+    }
+
+    /// Cancels a job: its tasks not yet handed out are dropped with its
+    /// consumer; running ones finish.
+    pub(super) async fn cancel_job(&self, mut job: JobRecord) -> Result<JobRecord, EventError> {
+        self.check_connected()?;
+        job.state = JobState::Cancelled;
+        job.finished_ms = Some(now_ms());
+        self.put_job(&job).await?;
+        if let Err(e) = self
+            .inner
+            .events
+            .delete_consumer(&job_consumer(job.id))
+            .await
+        {
+            tracing::debug!(error = %e, "the job's consumer was not deleted");
+        }
+        Ok(job)
+    }
+
+    /// Notes that a job is finished and removes its consumer.
+    async fn finish_job(&self, id: u64) {
+        let job = self
+            .inner
+            .jobs
+            .read()
+            .expect("not poisoned")
+            .get(&id)
+            .cloned();
+        if let Some(mut job) = job.filter(|j| j.finished_ms.is_none()) {
+            job.finished_ms = Some(now_ms());
+            if let Err(e) = self.put_job(&job).await {
+                tracing::debug!(error = %e, "a finished job was not recorded (seen again later)");
+                return;
+            }
+        }
+        let _ = self.inner.events.delete_consumer(&job_consumer(id)).await;
+    }
+
+    /// The states of a job's tasks that have started, by index.
+    pub(super) async fn job_tasks(&self, job: &JobRecord) -> Result<Vec<JobTask>, EventError> {
+        self.check_connected()?;
+        let stream = self
+            .inner
+            .js
+            .get_stream(format!("KV_{JOBS}"))
+            .await
+            .map_err(unavailable)?;
+        let consumer = stream
+            .create_consumer(consumer::push::OrderedConfig {
+                deliver_subject: self.inner.client.new_inbox(),
+                description: Some("wisp job reader".into()),
+                filter_subject: format!("$KV.{JOBS}.task.{}.>", format_id(job.id)),
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let mut pending = consumer.cached_info().num_pending;
+        let mut messages = consumer.messages().await.map_err(unavailable)?;
+        let mut tasks = BTreeMap::new();
+        while pending > 0 {
+            let Ok(Some(message)) = tokio::time::timeout(PULL_WAIT, messages.next()).await else {
+                break;
+            };
+            let message = message.map_err(unavailable)?;
+            pending -= 1;
+            if let Ok(task) = serde_json::from_slice::<JobTask>(&message.payload) {
+                tasks.insert(task.index, task);
+            }
+        }
+        Ok(tasks.into_values().collect())
+    }
+
+    /// Records where a job's task stands (for `wisp job status`).
+    async fn put_task(&self, job: u64, task: JobTask) {
+        let key = format!("task.{}.{}", format_id(job), task.index);
+        let value = serde_json::to_vec(&task).expect("a task serialises");
+        if let Err(e) = self.inner.jobs_bucket.put(&key, value.into()).await {
+            tracing::warn!(error = %e, "a job task's state was not recorded");
+        }
     }
 
     /// Subscriptions (of one topic if given), by topic.
@@ -436,6 +695,11 @@ impl SharedEvents {
             .collect();
         for id in schedules {
             self.delete_schedule(id).await?;
+        }
+        for job in self.jobs() {
+            if job.function == function && job.finished_ms.is_none() {
+                self.cancel_job(job).await?;
+            }
         }
         let name = function_consumer(function);
         self.inner.made.lock().expect("not poisoned").remove(&name);
@@ -836,6 +1100,27 @@ impl SharedEvents {
                 }
             },
         ));
+        let this = self.clone();
+        tokio::spawn(crate::function::follow(
+            "jobs",
+            move || {
+                let bucket = this.inner.jobs_bucket.clone();
+                async move {
+                    bucket
+                        .watch_with_history("job.>")
+                        .await
+                        .map_err(|e| crate::cluster::ClusterError::Unavailable(e.to_string()))
+                }
+            },
+            {
+                let this = self.clone();
+                move |entry: kv::Entry| {
+                    let value = (entry.operation == kv::Operation::Put).then_some(entry.value);
+                    this.apply_job(&entry.key, value.as_deref());
+                    async { Ok(()) }
+                }
+            },
+        ));
         let (this, host_ref) = (self.clone(), host.clone());
         tokio::spawn(async move {
             loop {
@@ -891,6 +1176,27 @@ impl SharedEvents {
                     subscription_consumer(&sub.function, &sub.topic),
                     (sub, filter, false),
                 );
+            }
+        }
+        for job in self.jobs() {
+            if job.state == JobState::Running
+                && job.finished_ms.is_none()
+                && registry.by_name.contains_key(&job.function)
+            {
+                let sub = Subscription {
+                    topic: format!("{JOB_TOPIC_PREFIX}{}", format_id(job.id)),
+                    function: job.function.clone(),
+                    path: job.path.clone(),
+                    concurrency: job.parallelism,
+                    retry: crate::config::RetryPolicy {
+                        max_attempts: job.retries + 1,
+                        max_age_ms: JOB_MAX_AGE_MS,
+                        ..config.event_retry
+                    },
+                    created_at_ms: job.created_ms,
+                };
+                let filter = job_subject(&job.function, job.id);
+                wanted.insert(job_consumer(job.id), (sub, filter, false));
             }
         }
         let mut runners = self.inner.runners.lock().expect("not poisoned");
@@ -1034,10 +1340,12 @@ async fn pull_loop(
                 }
             };
             let mut failed = false;
+            let mut got = 0;
             while let Some(message) = batch.next().await {
                 match message {
                     Ok(m) => {
                         let Some(permit) = held.pop() else { break };
+                        got += 1;
                         spawn_delivery(&host, shared.clone(), sub.clone(), m, permit);
                     }
                     Err(e) => {
@@ -1050,6 +1358,22 @@ async fn pull_loop(
             if failed {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 break;
+            }
+            drop(held);
+            // A job whose tasks are all handed out and settled is
+            // finished: its consumer goes (any host may see it first).
+            if let Some(job) = job_of_topic(&sub.topic)
+                && got == 0
+                && permits.available_permits() == sub.concurrency.max(1) as usize
+            {
+                let mut c = consumer.clone();
+                if let Ok(info) = c.info().await
+                    && info.num_pending == 0
+                    && info.num_ack_pending == 0
+                {
+                    shared.finish_job(job).await;
+                    return;
+                }
             }
         }
     }
@@ -1099,13 +1423,50 @@ async fn deliver(
         return;
     };
     let results = &host.plane().results;
+    // A job's task: the job holds the payload, and the task's state is
+    // recorded at each step.
+    let job = job_of_topic(&event.topic).map(|id| (id, shared.job(id)));
+    let task = |status, attempts, last_error: Option<&str>| JobTask {
+        index: header(&event, "wisp-job-index")
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(0),
+        status,
+        attempts,
+        event_id: format_id(event.id),
+        last_error: last_error.map(str::to_string),
+    };
+    let payload = match &job {
+        Some((_, Some(j))) if j.state == JobState::Running => {
+            Bytes::from(j.payload.clone().into_bytes())
+        }
+        Some((id, _)) => {
+            shared
+                .put_task(*id, task(DeliveryStatus::Cancelled, delivered - 1, None))
+                .await;
+            settle(&message, AckKind::Term).await;
+            return;
+        }
+        None => message.payload.clone(),
+    };
     // The attempt before this one was the last, and its host went away
     // mid-delivery: the delivery is out of attempts.
     if delivered > sub.retry.max_attempts {
         let error = "the host running the last attempt stopped before it finished";
-        dead_letter(shared, &sub, &event, &message, delivered - 1, error).await;
+        if let Some((id, _)) = job {
+            shared
+                .put_task(id, task(DeliveryStatus::Dead, delivered - 1, Some(error)))
+                .await;
+            settle(&message, AckKind::Term).await;
+        } else {
+            dead_letter(shared, &sub, &event, &message, delivered - 1, error).await;
+        }
         results[2].increment(1);
         return;
+    }
+    if let Some((id, _)) = job {
+        shared
+            .put_task(id, task(DeliveryStatus::Running, delivered - 1, None))
+            .await;
     }
     // Tell JetStream the delivery is at work while it runs.
     let progress = {
@@ -1119,8 +1480,7 @@ async fn deliver(
     };
     let started = std::time::Instant::now();
     let outcome = loop {
-        let payload = message.payload.clone();
-        match attempt_delivery(host, &sub, &event, payload, delivered).await {
+        match attempt_delivery(host, &sub, &event, payload.clone(), delivered).await {
             Err(AttemptError::Saturated) if started.elapsed() < SATURATED_WAIT => {
                 // Not the function's failure: wait for a slot here.
                 let jitter = rand::random::<u64>() % 500;
@@ -1132,12 +1492,22 @@ async fn deliver(
     progress.abort();
     match outcome {
         Ok(()) => {
+            if let Some((id, _)) = job {
+                shared
+                    .put_task(id, task(DeliveryStatus::Done, delivered, None))
+                    .await;
+            }
             if let Err(e) = message.double_ack().await {
                 tracing::warn!(seq, error = %e, "a delivery's ack was not confirmed (it may run again)");
             }
             results[0].increment(1);
         }
         Err(AttemptError::Saturated) => {
+            if let Some((id, _)) = job {
+                shared
+                    .put_task(id, task(DeliveryStatus::Pending, delivered - 1, None))
+                    .await;
+            }
             settle(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
             results[3].increment(1);
         }
@@ -1149,9 +1519,21 @@ async fn deliver(
                 .after_failure(delivered, event.time_ms, now, rand::random::<f64>())
             {
                 Some(due) => {
+                    if let Some((id, _)) = job {
+                        let t = task(DeliveryStatus::Pending, delivered, Some(&error));
+                        shared.put_task(id, t).await;
+                    }
                     let delay = Duration::from_millis(due.saturating_sub(now));
                     settle(&message, AckKind::Nak(Some(delay))).await;
                     results[1].increment(1);
+                }
+                None if job.is_some() => {
+                    if let Some((id, _)) = job {
+                        let t = task(DeliveryStatus::Dead, delivered, Some(&error));
+                        shared.put_task(id, t).await;
+                    }
+                    settle(&message, AckKind::Term).await;
+                    results[2].increment(1);
                 }
                 None => {
                     dead_letter(shared, &sub, &event, &message, delivered, &error).await;
@@ -1160,6 +1542,15 @@ async fn deliver(
             }
         }
     }
+}
+
+/// A header of an event (its request headers).
+fn header<'a>(event: &'a EventRecord, name: &str) -> Option<&'a str> {
+    event
+        .headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Acks, naks or terminates; a lost settle means the delivery runs again

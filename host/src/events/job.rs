@@ -21,7 +21,7 @@ pub const MAX_TASKS: usize = 100_000;
 /// Events written per store transaction when a job starts.
 const BATCH: usize = 1000;
 /// Maximum age of a job's events (retries are bounded by attempts).
-const JOB_MAX_AGE_MS: u64 = 30 * 24 * 3600 * 1000;
+pub(super) const JOB_MAX_AGE_MS: u64 = 30 * 24 * 3600 * 1000;
 
 /// The job id of a job topic.
 pub fn job_of_topic(topic: &str) -> Option<u64> {
@@ -196,6 +196,55 @@ pub struct JobInfo {
     pub tasks: Vec<JobTask>,
 }
 
+/// A job as the cluster has it: `tasks` holds the indices that have
+/// started; the others are pending (cancelled if the job is).
+pub(super) fn job_info_of(job: JobRecord, tasks: &[JobTask], with_tasks: bool) -> JobInfo {
+    let unstarted = if job.state == JobState::Cancelled {
+        DeliveryStatus::Cancelled
+    } else {
+        DeliveryStatus::Pending
+    };
+    let mut all: Vec<JobTask> = tasks.to_vec();
+    if all.len() < job.size as usize {
+        let started: std::collections::HashSet<u32> = tasks.iter().map(|t| t.index).collect();
+        for index in parse_array(&job.array).unwrap_or_default() {
+            if !started.contains(&index) {
+                all.push(JobTask {
+                    index,
+                    status: unstarted,
+                    attempts: 0,
+                    event_id: String::new(),
+                    last_error: None,
+                });
+            }
+        }
+        all.sort_by_key(|t| t.index);
+    }
+    let mut counts = JobCounts::default();
+    for t in &all {
+        match t.status {
+            DeliveryStatus::Pending => counts.pending += 1,
+            DeliveryStatus::Running => counts.running += 1,
+            DeliveryStatus::Done => counts.done += 1,
+            DeliveryStatus::Dead => counts.dead += 1,
+            DeliveryStatus::Cancelled => counts.cancelled += 1,
+        }
+    }
+    JobInfo {
+        id: format_id(job.id),
+        state: state_of(&job, &counts),
+        function: job.function,
+        array: job.array,
+        size: job.size,
+        parallelism: job.parallelism,
+        retries: job.retries,
+        path: job.path,
+        counts,
+        created_ms: job.created_ms,
+        tasks: if with_tasks { all } else { Vec::new() },
+    }
+}
+
 fn state_of(job: &JobRecord, c: &JobCounts) -> JobState {
     match job.state {
         JobState::Creating | JobState::Cancelled => job.state,
@@ -249,9 +298,6 @@ impl EventsCtx {
         function: &str,
         new: NewJob,
     ) -> Result<JobInfo, EventError> {
-        if self.shared().is_some() {
-            return Err(EventError::NotInCluster("batch jobs"));
-        }
         let indices = parse_array(&new.array).map_err(EventError::InvalidArgument)?;
         let parallelism = new.parallelism.unwrap_or(1);
         if parallelism == 0 || parallelism > 1000 {
@@ -282,6 +328,26 @@ impl EventsCtx {
         let store = self.event_store();
         if self.inner.records.get(function)?.is_none() {
             return Err(EventError::FunctionNotFound(function.to_string()));
+        }
+        if let Some(shared) = self.shared() {
+            let job = JobRecord {
+                // Unique among every host's (see `add_schedule`).
+                id: rand::random::<u64>() >> 1 | 1,
+                function: function.to_string(),
+                array: new.array,
+                size: indices.len() as u32,
+                parallelism,
+                retries,
+                path,
+                payload,
+                content_type: new.content_type,
+                state: JobState::Running,
+                created_ms: now_ms(),
+                finished_ms: None,
+            };
+            shared.start_job(&job, &indices).await?;
+            tracing::info!(id = %format_id(job.id), function, size = job.size, "job started");
+            return Ok(job_info_of(job, &[], false));
         }
         let mut job = JobRecord {
             id: store.next_id()?,
@@ -403,7 +469,15 @@ impl EventsCtx {
     }
 
     /// A job and the state of each index.
-    pub(crate) fn job(&self, id: &str) -> Result<JobInfo, EventError> {
+    pub(crate) async fn job(&self, id: &str) -> Result<JobInfo, EventError> {
+        if let Some(shared) = self.shared() {
+            let not_found = || EventError::JobNotFound(id.to_string());
+            let job = shared
+                .job(parse_id(id).ok_or_else(not_found)?)
+                .ok_or_else(not_found)?;
+            let tasks = shared.job_tasks(&job).await?;
+            return Ok(job_info_of(job, &tasks, true));
+        }
         let job = self.visible_job(id)?;
         self.job_info(job, true)
     }
@@ -419,7 +493,20 @@ impl EventsCtx {
 
     /// Jobs (of one function if given), oldest first, without per-index
     /// states.
-    pub(crate) fn list_jobs(&self, function: Option<&str>) -> Result<Vec<JobInfo>, EventError> {
+    pub(crate) async fn list_jobs(
+        &self,
+        function: Option<&str>,
+    ) -> Result<Vec<JobInfo>, EventError> {
+        if let Some(shared) = self.shared() {
+            let mut out = Vec::new();
+            for job in shared.jobs() {
+                if function.is_none_or(|f| job.function == f) {
+                    let tasks = shared.job_tasks(&job).await?;
+                    out.push(job_info_of(job, &tasks, false));
+                }
+            }
+            return Ok(out);
+        }
         let mut out = Vec::new();
         for job in self.event_store().jobs()? {
             if job.state == JobState::Creating || function.is_some_and(|f| job.function != f) {
@@ -434,6 +521,19 @@ impl EventsCtx {
     /// finish.
     pub(crate) async fn cancel_job(&self, id: &str) -> Result<JobInfo, EventError> {
         let _guard = self.inner.admin_lock.lock().await;
+        if let Some(shared) = self.shared() {
+            let not_found = || EventError::JobNotFound(id.to_string());
+            let job = shared
+                .job(parse_id(id).ok_or_else(not_found)?)
+                .ok_or_else(not_found)?;
+            let tasks = shared.job_tasks(&job).await?;
+            if job_info_of(job.clone(), &tasks, false).state != JobState::Running {
+                return Ok(job_info_of(job, &tasks, false));
+            }
+            let job = shared.cancel_job(job).await?;
+            tracing::info!(id, "job cancelled");
+            return Ok(job_info_of(job, &tasks, false));
+        }
         let job = self.visible_job(id)?;
         self.cancel_locked(job).await
     }
