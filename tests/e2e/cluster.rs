@@ -39,7 +39,7 @@ pub(crate) fn member(nats: &Nats, node: &str) -> Opts {
 
 /// Hosts joining `nats`'s cluster, one per node name, each on a fresh data
 /// directory; started one after the other, as an operator would.
-fn cluster(nats: &Nats, nodes: &[&str]) -> Vec<Wisp> {
+pub(crate) fn cluster(nats: &Nats, nodes: &[&str]) -> Vec<Wisp> {
     nodes
         .iter()
         .map(|node| Wisp::start_with(member(nats, node)))
@@ -48,7 +48,7 @@ fn cluster(nats: &Nats, nodes: &[&str]) -> Vec<Wisp> {
 
 /// Polls `check` every 100 ms until it answers `Ok`, for up to `within`;
 /// fails with what it saw last.
-fn eventually_within<T>(
+pub(crate) fn eventually_within<T>(
     within: Duration,
     what: &str,
     mut check: impl FnMut() -> Result<T, String>,
@@ -70,14 +70,14 @@ pub(crate) fn eventually<T>(what: &str, check: impl FnMut() -> Result<T, String>
 }
 
 /// Status and JSON body of an answer (`Null` if the body is not JSON).
-fn status_json(resp: reqwest::blocking::Response) -> (u16, Value) {
+pub(crate) fn status_json(resp: reqwest::blocking::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let text = resp.text().unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// `Ok` if `w` has `name` at active version `version`.
-fn at_version(w: &Wisp, name: &str, version: u64) -> Result<(), String> {
+pub(crate) fn at_version(w: &Wisp, name: &str, version: u64) -> Result<(), String> {
     let (status, body) = status_json(w.admin().get(&format!("/v1/functions/{name}")));
     if status == 200 && body["active_version"] == version {
         Ok(())
@@ -152,7 +152,7 @@ fn versions(w: &Wisp, name: &str) -> Vec<(u64, String, bool)> {
 }
 
 /// POST on the admin API, with the token.
-fn post(w: &Wisp, path: &str, body: Option<Value>) -> reqwest::blocking::Response {
+pub(crate) fn post(w: &Wisp, path: &str, body: Option<Value>) -> reqwest::blocking::Response {
     let a = w.admin();
     let mut req = a
         .http
@@ -176,7 +176,7 @@ fn deploy(w: &Wisp, name: &str, wasm: &std::path::Path, route: &str) -> Value {
 }
 
 /// `GET /v1/health` without a token.
-fn health(w: &Wisp) -> Value {
+pub(crate) fn health(w: &Wisp) -> Value {
     let (status, body) = status_json(
         client()
             .get(format!("{}/v1/health", w.admin_url))

@@ -8,6 +8,7 @@ mod api;
 mod cgi;
 mod cli;
 mod cluster;
+mod cluster_events;
 mod cluster_logs;
 mod config_admin;
 mod datadir;
