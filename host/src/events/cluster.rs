@@ -81,8 +81,10 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 const EVENT_HEADER: &str = "wisp-event";
 /// The dead letter's header holding its delivery record (JSON).
 const DELIVERY_HEADER: &str = "wisp-delivery";
-/// How long one pull request waits for events.
-const PULL_WAIT: Duration = Duration::from_secs(5);
+/// How long one pull request waits for events. A pull request JetStream
+/// lost (NATS restarted) is given up on this much later too, so a host
+/// pulls again within about this long after a reconnect.
+const PULL_WAIT: Duration = Duration::from_secs(2);
 /// How often a host compares the consumers it pulls from with the
 /// subscriptions and functions it has (also woken on each change).
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
@@ -1341,7 +1343,10 @@ async fn pull_loop(
             };
             let mut failed = false;
             let mut got = 0;
-            while let Some(message) = batch.next().await {
+            // Bounded here as well: a request lost with the connection
+            // would otherwise be noticed only by a missed heartbeat.
+            let end = tokio::time::Instant::now() + PULL_WAIT + Duration::from_millis(500);
+            while let Ok(Some(message)) = tokio::time::timeout_at(end, batch.next()).await {
                 match message {
                     Ok(m) => {
                         let Some(permit) = held.pop() else { break };
