@@ -1,5 +1,6 @@
 //! The event plane in cluster mode (`wisp serve --cluster nats://…`):
-//! events, retries, dead letters, asynchronous invocations and schedules
+//! events, retries, dead letters, asynchronous invocations, schedules and
+//! batch jobs
 //! live in NATS JetStream, so every host takes publishes and every event is
 //! handled once by the cluster, not once per host. Each test starts its own
 //! `nats-server -js` and real hosts (tests/e2e/cluster.rs), and looks at
@@ -715,4 +716,148 @@ fn an_invalid_topic_is_refused_by_a_cluster_host_and_nothing_is_stored() {
     count_reaches(&a, "b", &format!("done:{id}"), 1, DRAIN);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(counter(&a, "b", "total"), 1);
+}
+
+/// `GET /v1/jobs/{id}` on `w`.
+fn job_on(w: &Wisp, id: &str) -> Value {
+    let (status, body) = status_json(w.admin().get(&format!("/v1/jobs/{id}")));
+    assert_eq!(status, 200, "job {id} on {}: {body}", w.admin_url);
+    body
+}
+
+#[test]
+fn a_job_of_100_indices_runs_across_the_hosts_and_any_host_sees_it() {
+    let nats = Nats::start();
+    let hosts = cluster(&nats, &NODES);
+    deploy_counter(&hosts, "j");
+    let before: Vec<f64> = hosts
+        .iter()
+        .zip(NODES)
+        .map(|(w, n)| successes(w, n))
+        .collect();
+
+    // Started on the second host, with every host pulling its indices.
+    let (status, body) = status_json(post(
+        &hosts[1],
+        "/v1/functions/j/jobs",
+        Some(json!({"array": "0-99", "parallelism": 6, "path": "/batch"})),
+    ));
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    assert_eq!(body["size"], 100, "{body}");
+
+    let a = hosts[0].admin();
+    eventually_within(DRAIN, "the job to succeed", || {
+        let j = job_on(&hosts[2], &id);
+        match j["state"].as_str() {
+            Some("succeeded") => Ok(()),
+            _ => Err(format!("{}", j["counts"])),
+        }
+    });
+    // Every index once, whichever host ran it.
+    for i in 0..100 {
+        assert_eq!(counter(&a, "j", &format!("index-done:{i}")), 1, "index {i}");
+    }
+    assert_eq!(counter(&a, "j", "total"), 100);
+    // Every host shows the same job, with each index done once.
+    for w in &hosts {
+        let j = job_on(w, &id);
+        assert_eq!(j["counts"]["done"], 100, "{j}");
+        let tasks = j["tasks"].as_array().unwrap();
+        assert_eq!(tasks.len(), 100, "{j}");
+        for (i, t) in tasks.iter().enumerate() {
+            assert_eq!(t["index"], i, "{t}");
+            assert_eq!(
+                (&t["status"], &t["attempts"]),
+                (&json!("done"), &json!(1)),
+                "{t}"
+            );
+        }
+    }
+    let status = cli_ok(&hosts[0], &["job", "status", &id]);
+    assert!(
+        status.contains("succeeded") && status.contains("100 done"),
+        "{status}"
+    );
+    // The work spread: more than one host ran some of the indices.
+    let ran: Vec<f64> = hosts
+        .iter()
+        .zip(NODES)
+        .zip(&before)
+        .map(|((w, n), b)| successes(w, n) - b)
+        .collect();
+    assert_eq!(ran.iter().sum::<f64>(), 100.0, "{ran:?}");
+    assert!(ran.iter().filter(|&&n| n > 0.0).count() >= 2, "{ran:?}");
+}
+
+#[test]
+fn a_job_cancelled_on_another_host_stops_and_failing_indices_end_dead() {
+    let nats = Nats::start();
+    let hosts = cluster(&nats, &NODES[..2]);
+    deploy_counter(&hosts, "k");
+    set_config(&hosts[0], "k", "sleep_ms", "200");
+    config_everywhere(&hosts, "k", "sleep_ms", "200");
+
+    // Slow indices, two at a time across the cluster: cancelled part-way.
+    let (status, body) = status_json(post(
+        &hosts[0],
+        "/v1/functions/k/jobs",
+        Some(json!({"array": "0-39", "parallelism": 2})),
+    ));
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let a = hosts[0].admin();
+    count_reaches(&a, "k", "total", 2, DRAIN);
+    let (status, body) = status_json(post(&hosts[1], &format!("/v1/jobs/{id}/cancel"), None));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "cancelled", "{body}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let settled = counter(&a, "k", "total");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        counter(&a, "k", "total"),
+        settled,
+        "indices ran after the cancel"
+    );
+    let j = job_on(&hosts[0], &id);
+    assert_eq!(j["state"], "cancelled", "{j}");
+    let c = &j["counts"];
+    assert_eq!(c["done"], settled, "{j}");
+    assert!(settled < 40 && c["cancelled"].as_i64().unwrap() > 0, "{j}");
+
+    // Every attempt fails: each index dead after its retries + 1 attempts.
+    set_config(&hosts[0], "k", "sleep_ms", "0");
+    config_everywhere(&hosts, "k", "sleep_ms", "0");
+    set_fail(&a, "k", true);
+    failing_everywhere(&hosts, "k", true);
+    let (status, body) = status_json(post(
+        &hosts[1],
+        "/v1/functions/k/jobs",
+        Some(json!({"array": "0-3", "parallelism": 4, "retries": 1})),
+    ));
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    eventually_within(DRAIN, "the job to fail", || {
+        let j = job_on(&hosts[0], &id);
+        match j["state"].as_str() {
+            Some("failed") => Ok(()),
+            _ => Err(format!("{}", j["counts"])),
+        }
+    });
+    let j = job_on(&hosts[1], &id);
+    assert_eq!(j["counts"]["dead"], 4, "{j}");
+    for t in j["tasks"].as_array().unwrap() {
+        assert_eq!(
+            (&t["status"], &t["attempts"]),
+            (&json!("dead"), &json!(2)),
+            "{t}"
+        );
+        assert!(
+            t["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("failing on purpose"),
+            "{t}"
+        );
+    }
 }
