@@ -1,8 +1,7 @@
 //! The event plane in cluster mode (`wisp serve --cluster nats://…`):
 //! events, retries, dead letters, asynchronous invocations, schedules and
-//! batch jobs
-//! live in NATS JetStream, so every host takes publishes and every event is
-//! handled once by the cluster, not once per host. Each test starts its own
+//! batch jobs live in NATS JetStream, so every host takes publishes and
+//! every event is handled once by the cluster, not once per host. Each test starts its own
 //! `nats-server -js` and real hosts (tests/e2e/cluster.rs), and looks at
 //! them only through their admin APIs, data planes, metrics and the CLI.
 //!
