@@ -305,7 +305,9 @@ async fn total(controls: &mut [Conn]) -> Result<Counters> {
 // -------------------------------------------------------------- publish
 
 async fn publish(a: PublishArgs) -> Result<()> {
-    let mut control = Conn::open(&a.admin, &a.token).await?;
+    // The first also reads the sampled events afterwards: every control
+    // connection is busy all along (a host closes one that sends no
+    // request within its header timeout).
     let mut controls = vec![Conn::open(&a.admin, &a.token).await?];
     for url in &a.count_at {
         controls.push(Conn::open(url, &a.token).await?);
@@ -402,7 +404,7 @@ async fn publish(a: PublishArgs) -> Result<()> {
         ids.sort();
         let step = (ids.len() / a.sample.max(1)).max(1);
         for id in ids.iter().step_by(step).chain(ids.last()) {
-            let (status, body) = control
+            let (status, body) = controls[0]
                 .call("GET", &format!("/v1/events/{id}"), None)
                 .await?;
             // Only finished events are removed (after the retention).
@@ -437,7 +439,7 @@ async fn publish(a: PublishArgs) -> Result<()> {
     {
         let deadline = Instant::now() + Duration::from_secs_f64(a.wait_swept);
         loop {
-            let (status, _) = control
+            let (status, _) = controls[0]
                 .call("GET", &format!("/v1/events/{last}"), None)
                 .await?;
             if status == StatusCode::NOT_FOUND {
