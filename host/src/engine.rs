@@ -47,7 +47,7 @@ pub(crate) struct WispEngine {
     /// WASI 0.3 components' engine, built on first use ([`Self::services`]).
     services: OnceLock<Result<ServiceEngine, String>>,
     /// What the WASI 0.3 engine is built from.
-    config: HostConfig,
+    pub(crate) config: HostConfig,
 }
 
 /// The engine of WASI 0.3 components (`wasi:http/handler@0.3`, the
@@ -167,11 +167,7 @@ impl WispEngine {
         // process: std's DefaultHasher may change between Rust releases (a
         // rebuild would then recompile everything), SipHash-1-3 with fixed
         // keys does not.
-        let compat_key = {
-            let mut h = siphasher::sip::SipHasher13::new();
-            engine.precompile_compatibility_hash().hash(&mut h);
-            format!("{:016x}", h.finish())
-        };
+        let compat_key = settings_key(&engine);
         start_epoch_ticker(&engine);
         Ok(WispEngine {
             engine,
@@ -198,10 +194,96 @@ impl WispEngine {
     /// start-up's clean-up of other builds' code. wasmtime still checks
     /// compatibility when the code is loaded.
     pub fn services_key(&self) -> String {
-        let mut h = siphasher::sip::SipHasher13::new();
-        (&self.compat_key, "wasi-0.3").hash(&mut h);
-        format!("{:016x}", h.finish())
+        services_key_of(&self.compat_key)
     }
+}
+
+/// The key of compiled code an engine built from `config` can load.
+fn settings_key(engine: &Engine) -> String {
+    let mut h = siphasher::sip::SipHasher13::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// The WASI 0.3 engine's key, from the other engine's (see
+/// [`WispEngine::services_key`]).
+fn services_key_of(compat_key: &str) -> String {
+    let mut h = siphasher::sip::SipHasher13::new();
+    (compat_key, "wasi-0.3").hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// This build's target triple, as a host without `--target` compiles for.
+pub fn host_target() -> String {
+    let env = if cfg!(target_env = "musl") {
+        "musl"
+    } else {
+        "gnu"
+    };
+    format!(
+        "{}-unknown-{}-{env}",
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    )
+}
+
+/// Compiles `wasm` ahead of time for a host with `cfg`'s engine settings
+/// (`wisp compile`), for `target` (a triple; `None`: this machine, or
+/// Pulley bytecode if `cfg` says so). Returns the header of the signed
+/// artifact (kind, target, engine and the settings key such a host
+/// checks; not yet signed) and the code.
+pub fn precompile(
+    cfg: &HostConfig,
+    target: Option<&str>,
+    wasm: &[u8],
+) -> anyhow::Result<(crate::function::signed::Header, Vec<u8>)> {
+    crate::function::prepare::check_binary(wasm)?;
+    let (kind_name, kind) = if wasmparser::Parser::is_core_wasm(wasm) {
+        ("module", EngineKind::Sync)
+    } else if crate::function::prepare::uses_wasi_p3(wasm) {
+        ("service", EngineKind::Async)
+    } else {
+        ("component", EngineKind::Sync)
+    };
+    let config_for = |kind| -> anyhow::Result<Config> {
+        let mut c = base_config(cfg, kind)?;
+        if let Some(t) = target {
+            c.target(t)
+                .map_err(|e| anyhow::anyhow!("cannot compile for target {t:?}: {e:#}"))?;
+        }
+        Ok(c)
+    };
+    let sync = Engine::new(&config_for(EngineKind::Sync)?)
+        .map_err(|e| anyhow::anyhow!("cannot compile for this target: {e:#}"))?;
+    let sync_key = settings_key(&sync);
+    let (engine, settings) = match kind {
+        EngineKind::Sync => (sync, sync_key),
+        EngineKind::Async => (
+            Engine::new(&config_for(EngineKind::Async)?)?,
+            services_key_of(&sync_key),
+        ),
+    };
+    let code = if kind_name == "module" {
+        engine.precompile_module(wasm)?
+    } else {
+        engine.precompile_component(wasm)?
+    };
+    let target = match (target, cfg.code_engine) {
+        (Some(t), _) => t.to_string(),
+        (None, CodeEngine::Pulley) => "pulley64".to_string(),
+        (None, CodeEngine::Cranelift) => host_target(),
+    };
+    let header = crate::function::signed::Header {
+        kind: kind_name.into(),
+        target,
+        engine: cfg.code_engine.name().into(),
+        settings,
+        source_sha256: crate::function::load::sha256_hex(wasm),
+        code_sha256: String::new(),
+        key_id: String::new(),
+        signature: String::new(),
+    };
+    Ok((header, code))
 }
 
 impl ServiceEngine {

@@ -53,6 +53,14 @@ pub enum DeployError {
     /// No such version.
     #[error("{0}")]
     VersionNotFound(String),
+    /// Precompiled code this host will not load: unsigned, signed by a
+    /// key it does not trust, or changed after signing.
+    #[error("{0}")]
+    Untrusted(String),
+    /// Precompiled code for other engine settings (target, engine, wasmtime
+    /// build or limits) than this host's.
+    #[error("{0}")]
+    EngineMismatch(String),
     /// Store failure.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -116,7 +116,7 @@ pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig
 pub use config::{
     CodeEngine, ConnectionLimits, HostConfig, LimitOverrides, Limits, Reuse, StoreLocation,
 };
-pub use engine::AllocatorKind;
+pub use engine::{AllocatorKind, host_target, precompile};
 pub use error::{ApiError, DeployError, ErrorBody, ErrorDetail};
 pub use events::{
     DeliveryRecord, DeliveryStatus, EventError, EventInfo, NewSchedule, NewSubscription, Published,
@@ -125,6 +125,8 @@ pub use events::{
 pub use events::{Events, JobCounts, JobInfo, JobState, JobTask, Jobs, NewJob, parse_array};
 pub use function::Functions;
 pub use function::handles::{Kv, Logs, Settings};
+pub use function::records::PrecompiledFrom;
+pub use function::signed;
 pub use function::wire::{DeployOptions, FunctionInfo, FunctionSummary, Setting, VersionInfo};
 pub use gateway::Listeners;
 pub use host::{Host, HostBuilder};

@@ -27,5 +27,6 @@ mod limits;
 mod logs;
 mod outbound;
 mod p3;
+mod precompiled;
 mod routing;
 mod sdk_p3;

@@ -422,6 +422,7 @@ fn info_text(info: &FunctionInfo) -> String {
         ("active version", info.active_version.to_string()),
         ("kind", describe_kind(info.kind.as_deref())),
         ("engine", info.engine.clone().unwrap_or_else(|| "-".into())),
+        ("code", describe_code(info)),
         ("handles", describe_handlers(&info.handlers)),
         ("routes", join_or_none(&info.routes)),
         // One variable a line, aligned under the first.
@@ -442,6 +443,24 @@ fn info_text(info: &FunctionInfo) -> String {
         let _ = writeln!(out, "  {line}");
     }
     out
+}
+
+/// Where the active version's code came from: compiled here from the
+/// upload, or precompiled elsewhere and signed.
+fn describe_code(info: &FunctionInfo) -> String {
+    let active = info
+        .versions
+        .iter()
+        .find(|v| v.version == info.active_version);
+    match active.and_then(|v| v.precompiled.as_ref()) {
+        Some(p) => format!(
+            "precompiled for {} from sha256 {}…, signed by key {}",
+            p.target,
+            short_sha(&p.source_sha256),
+            p.signed_by
+        ),
+        None => "compiled here from the uploaded wasm".into(),
+    }
 }
 
 /// `concurrency 2, queue 4, queue timeout 1s`; `concurrency 500 (the

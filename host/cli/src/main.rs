@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
 mod client;
+mod compile;
 mod config;
 mod events;
 mod functions;
@@ -52,6 +53,18 @@ enum Command {
     /// Cluster tools: `wisp cluster keygen FILE` writes a cluster key.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Write a new ed25519 key pair for signing precompiled code: NAME (the
+    /// signing key, mode 0600, for `wisp compile --sign`) and NAME.pub (for
+    /// hosts' `wisp serve --trusted-key`). Never overwrites.
+    Keygen {
+        /// Where to write the signing key (the public key goes to NAME.pub).
+        name: PathBuf,
+    },
+    /// Compile a function ahead of time and sign it (a `.cwasm`), for hosts
+    /// that should not compile (a small device) or must not generate code
+    /// (`--engine pulley`). A host loads it only if it trusts the key
+    /// (`--trusted-key`) and runs the same Wisp build and engine.
+    Compile(compile::CompileArgs),
     #[command(flatten)]
     Client(client::Command),
 }
@@ -580,6 +593,18 @@ pub struct ServeArgs {
         help_heading = "Cluster"
     )]
     pub cluster_connect_timeout: Duration,
+
+    /// A public key (the `.pub` file `wisp keygen` wrote) whose signed
+    /// precompiled artifacts (`wisp compile --sign`) this host loads; repeat
+    /// it (or separate with commas) for several. Without one, precompiled
+    /// uploads are refused.
+    #[arg(
+        long = "trusted-key",
+        env = "WISP_TRUSTED_KEYS",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    pub trusted_keys: Vec<PathBuf>,
 }
 
 /// `--engine`.
@@ -589,6 +614,15 @@ pub enum EngineArg {
     Cranelift,
     /// wasmtime's Pulley interpreter.
     Pulley,
+}
+
+impl From<EngineArg> for wisp_host::CodeEngine {
+    fn from(e: EngineArg) -> Self {
+        match e {
+            EngineArg::Cranelift => wisp_host::CodeEngine::Cranelift,
+            EngineArg::Pulley => wisp_host::CodeEngine::Pulley,
+        }
+    }
 }
 
 /// Format of the host's logs.
@@ -673,6 +707,19 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
+        Command::Keygen { name } => wisp_host::signed::generate_keys(&name).map(|(public, id)| {
+            eprintln!(
+                "wrote the signing key {} (keep it private) and the public key {} (key id \
+                 {id}): sign with `wisp compile --sign {}`, and start hosts with \
+                 `wisp serve --trusted-key {}`",
+                name.display(),
+                public.display(),
+                name.display(),
+                public.display()
+            );
+            ExitCode::SUCCESS
+        }),
+        Command::Compile(args) => compile::run(args).map(|()| ExitCode::SUCCESS),
         // A client command is a handful of sequential HTTP calls; one thread
         // is plenty.
         Command::Client(command) => tokio::runtime::Builder::new_current_thread()

@@ -5,7 +5,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use tracing_subscriber::EnvFilter;
 use wisp_host::cluster::{Cluster, ClusterConfig};
 use wisp_host::{
-    CodeEngine, ConnectionLimits, DeployOptions, Host, HostConfig, Limits, Listeners, RetryPolicy,
+    ConnectionLimits, DeployOptions, Host, HostConfig, Limits, Listeners, RetryPolicy,
     StoreLocation,
 };
 
@@ -156,10 +156,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         event_dead_letter_retention: args.event_dlq_retention,
         host_queue: args.host_queue,
         host_queue_timeout: args.host_queue_timeout,
-        code_engine: match args.code_engine {
-            crate::EngineArg::Cranelift => CodeEngine::Cranelift,
-            crate::EngineArg::Pulley => CodeEngine::Pulley,
-        },
+        code_engine: args.code_engine.into(),
+        trusted_keys: args
+            .trusted_keys
+            .iter()
+            .map(|p| wisp_host::signed::TrustedKey::from_file(p).context("--trusted-key"))
+            .collect::<anyhow::Result<_>>()?,
         ..HostConfig::default()
     };
     config

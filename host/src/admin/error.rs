@@ -43,6 +43,8 @@ impl From<DeployError> for ApiError {
             InvalidRoute(_) => (StatusCode::BAD_REQUEST, "invalid_route"),
             InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
             RouteConflict(_) => (StatusCode::CONFLICT, "route_conflict"),
+            Untrusted(_) => (StatusCode::BAD_REQUEST, "untrusted_artifact"),
+            EngineMismatch(_) => (StatusCode::BAD_REQUEST, "engine_mismatch"),
             TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
             VersionNotFound(_) => (StatusCode::NOT_FOUND, "version_not_found"),

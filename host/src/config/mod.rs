@@ -133,6 +133,10 @@ pub struct HostConfig {
     pub host_queue_timeout: Duration,
     /// How guests' code runs: compiled to machine code, or interpreted.
     pub code_engine: CodeEngine,
+    /// Keys whose signed precompiled artifacts (`wisp compile --sign`) this
+    /// host loads (`--trusted-key`); with none, it loads no precompiled
+    /// code.
+    pub trusted_keys: Vec<crate::function::signed::TrustedKey>,
 }
 
 /// How guests' code runs (`wisp serve --engine`).
@@ -199,6 +203,7 @@ impl Default for HostConfig {
             host_queue: 0,
             host_queue_timeout: Duration::from_millis(default_queue_timeout_ms()),
             code_engine: CodeEngine::Cranelift,
+            trusted_keys: Vec::new(),
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::capabilities::outbound::AllowList;
 use crate::error::DeployError;
 use crate::function::load::{deployed, now_ms, parse_routes, sha256_hex, store_and_load};
 use crate::function::prepare::{ComponentPre, Prepared};
-use crate::function::records::{FunctionRecord, NewVersion, VersionRecord};
+use crate::function::records::{FunctionRecord, NewVersion, PrecompiledFrom, VersionRecord};
 use crate::function::registry::Deployed;
 use crate::function::resolve::{resolve_reuse, resolve_version};
 use crate::function::wire::{DeployOptions, FunctionInfo};
@@ -35,8 +35,23 @@ impl FunctionsCtx {
             )));
         }
         crate::function::prepare::check_binary(&wasm)?;
-        let is_module = wasmparser::Parser::is_core_wasm(&wasm);
-        let is_service = !is_module && crate::function::prepare::uses_wasi_p3(&wasm);
+        // Precompiled code: refused here unless signed by a trusted key.
+        let signed = if crate::function::signed::is_signed_artifact(&wasm) {
+            let trusted = &self.inner.config.trusted_keys;
+            Some(crate::function::signed::open(&wasm, trusted)?.0)
+        } else {
+            None
+        };
+        let (is_module, is_service) = match &signed {
+            Some(h) => (h.kind == "module", h.kind == "service"),
+            None => {
+                let is_module = wasmparser::Parser::is_core_wasm(&wasm);
+                (
+                    is_module,
+                    !is_module && crate::function::prepare::uses_wasi_p3(&wasm),
+                )
+            }
+        };
         for r in &options.routes {
             Route::parse(r).map_err(|e| DeployError::InvalidRoute(e.to_string()))?;
         }
@@ -99,6 +114,11 @@ impl FunctionsCtx {
             config_env: resolved.config_env,
             static_dir: resolved.static_dir,
             reuse,
+            precompiled: signed.map(|h| PrecompiledFrom {
+                source_sha256: h.source_sha256,
+                signed_by: h.key_id,
+                target: h.target,
+            }),
         };
         record.active_version = version.version;
         record.updated_at_ms = now;

@@ -17,6 +17,7 @@ pub(crate) mod records;
 pub(crate) mod registry;
 mod replica;
 pub(crate) mod resolve;
+pub mod signed;
 pub(crate) mod wire;
 
 pub use api::Functions;

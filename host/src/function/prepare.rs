@@ -35,6 +35,9 @@ impl WispEngine {
     /// records the compile metrics. A WASI 0.3 component is compiled for
     /// the WASI 0.3 engine.
     pub fn compile(&self, wasm: &[u8]) -> Result<Compiled, DeployError> {
+        if crate::function::signed::is_signed_artifact(wasm) {
+            return self.load_signed(wasm);
+        }
         let start = Instant::now();
         let compiled = if wasmparser::Parser::is_core_wasm(wasm) {
             Module::new(&self.engine, wasm).map(Compiled::Module)
@@ -47,6 +50,52 @@ impl WispEngine {
         .map_err(|e| DeployError::InvalidWasm(invalid_wasm_message(e)))?;
         crate::metrics::compiled(start.elapsed());
         Ok(compiled)
+    }
+
+    /// Loads a signed precompiled artifact: only once its signature
+    /// verifies against a trusted key and its engine settings are this
+    /// host's (wasmtime's loading of compiled code is safe for trusted
+    /// input only).
+    fn load_signed(&self, artifact: &[u8]) -> Result<Compiled, DeployError> {
+        let (header, code) = crate::function::signed::open(artifact, &self.config.trusted_keys)?;
+        let (kind, settings) = match header.kind.as_str() {
+            "component" | "module" => (EngineKind::Sync, self.compat_key.clone()),
+            "service" => (EngineKind::Async, self.services_key()),
+            other => {
+                return Err(DeployError::InvalidWasm(format!(
+                    "the precompiled artifact is of an unknown kind {other:?}"
+                )));
+            }
+        };
+        let engine = self.config.code_engine.name();
+        if header.engine != engine || header.settings != settings {
+            return Err(DeployError::EngineMismatch(format!(
+                "the precompiled artifact was compiled for target {}, engine {} and engine                  settings {}; this host runs engine {engine} with settings {settings} (its                  wasmtime build, target and limits): compile it again with `wisp compile` of                  this host's version and settings, or upload the .wasm; nothing was stored",
+                header.target, header.engine, header.settings
+            )));
+        }
+        // SAFETY: the code is signed by a key this host's operator trusts
+        // (checked above, before anything else reads it), and was compiled
+        // for this host's engine settings; wasmtime checks its header and
+        // compatibility again.
+        #[allow(unsafe_code)]
+        let compiled = match (header.kind.as_str(), kind) {
+            ("module", _) => {
+                unsafe { Module::deserialize(&self.engine, code) }.map(Compiled::Module)
+            }
+            (_, EngineKind::Sync) => {
+                unsafe { Component::deserialize(&self.engine, code) }.map(Compiled::Component)
+            }
+            (_, EngineKind::Async) => {
+                let engine = &self.services()?.engine;
+                unsafe { Component::deserialize(engine, code) }.map(Compiled::Service)
+            }
+        };
+        compiled.map_err(|e| {
+            DeployError::EngineMismatch(format!(
+                "the precompiled code does not load on this host: {e:#}; nothing was stored"
+            ))
+        })
     }
 
     /// The key under which compiled code of `kind` is stored.
@@ -390,6 +439,17 @@ fn prepare_module(
 /// Cheap checks before compiling: wasm at all, and a component or a core
 /// module (a preview-1 CGI function, checked further when compiled).
 pub(crate) fn check_binary(wasm: &[u8]) -> Result<(), DeployError> {
+    if crate::function::signed::is_signed_artifact(wasm) {
+        return Ok(());
+    }
+    if wasm.starts_with(b"\x7fELF") {
+        return Err(DeployError::InvalidWasm(
+            "the upload is compiled code without Wisp's signature: a host loads precompiled \
+             code only as a signed artifact (`wisp compile --sign`) from a key it trusts \
+             (--trusted-key); upload the .wasm instead"
+                .into(),
+        ));
+    }
     if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
         return Err(DeployError::InvalidWasm(
             "the upload is not a WebAssembly binary (no \\0asm header)".into(),

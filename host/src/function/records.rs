@@ -54,6 +54,21 @@ pub struct VersionRecord {
     /// per request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<Reuse>,
+    /// For precompiled code (a signed `.cwasm` from `wisp compile`): what it
+    /// was compiled from, and who signed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precompiled: Option<PrecompiledFrom>,
+}
+
+/// Where a version's precompiled code came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PrecompiledFrom {
+    /// The sha256 of the wasm it was compiled from.
+    pub source_sha256: String,
+    /// The id of the key that signed it.
+    pub signed_by: String,
+    /// The target it was compiled for.
+    pub target: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -318,6 +333,7 @@ pub(crate) mod tests {
                     allow_outbound: Vec::new(),
                     static_dir: None,
                     reuse: None,
+                    precompiled: None,
                 })
                 .collect(),
         }

@@ -355,6 +355,7 @@ mod tests {
             config_env: true,
             static_dir: Some("site".into()),
             reuse: None,
+            precompiled: None,
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Limits, Reuse};
-use crate::function::records::{FunctionRecord, VersionRecord};
+use crate::function::records::{FunctionRecord, PrecompiledFrom, VersionRecord};
 
 /// One version of a function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -28,6 +28,9 @@ pub struct VersionInfo {
     pub env: BTreeMap<String, String>,
     /// Limits of this version.
     pub limits: Limits,
+    /// For precompiled code: the wasm it came from and who signed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precompiled: Option<PrecompiledFrom>,
 }
 
 /// A function with its active configuration and versions.
@@ -116,6 +119,7 @@ impl VersionInfo {
             routes: v.routes.clone(),
             env: v.env.clone(),
             limits: v.limits,
+            precompiled: v.precompiled.clone(),
         }
     }
 }
