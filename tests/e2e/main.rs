@@ -30,3 +30,4 @@ mod p3;
 mod precompiled;
 mod routing;
 mod sdk_p3;
+mod service;

@@ -136,6 +136,13 @@ pub struct ServeArgs {
     )]
     pub log_format: LogFormat,
 
+    /// A file holding the log filter (`RUST_LOG` syntax, e.g.
+    /// `warn,wisp=info`), read at start and again on SIGHUP (`systemctl
+    /// reload wisp`), so the level changes without a restart. Without it
+    /// the filter is `RUST_LOG`'s, or the default.
+    #[arg(long, env = "WISP_LOG_FILTER_FILE", value_name = "PATH")]
+    pub log_filter_file: Option<PathBuf>,
+
     /// Deadline of one invocation for functions that set none (30s, 500ms, 2m).
     #[arg(
         long = "default-timeout",

@@ -2,7 +2,9 @@
 
 use anyhow::Context as _;
 use secrecy::{ExposeSecret as _, SecretString};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, reload};
 use wisp_host::cluster::{Cluster, ClusterConfig};
 use wisp_host::{
     ConnectionLimits, DeployOptions, Host, HostConfig, Limits, Listeners, RetryPolicy,
@@ -13,7 +15,7 @@ use crate::{LogFormat, ServeArgs};
 
 /// Runs the host with its own multi-threaded runtime.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_tracing(args.log_format);
+    let filter = init_tracing(args.log_format, args.log_filter_file.as_deref())?;
     let open_files = raise_open_file_limit();
     let wanted = u64::from(args.max_connections) + u64::from(args.admin_max_connections);
     if let Some(limit) = open_files
@@ -33,7 +35,32 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("wisp-worker")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args))
+    runtime.block_on(serve(args, filter))
+}
+
+/// The log filter's handle, for SIGHUP.
+type FilterHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+/// The default filter: our info lines (one per invocation among them),
+/// warnings from the libraries underneath.
+const DEFAULT_FILTER: &str = "warn,wisp=info,wisp_host=info";
+
+/// The log filter in `path`: its text, trimmed (comment lines starting with
+/// `#` are skipped).
+fn read_filter(path: &std::path::Path) -> anyhow::Result<EnvFilter> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the log filter file {}", path.display()))?;
+    let directives: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    EnvFilter::try_new(directives.join(",")).with_context(|| {
+        format!(
+            "the log filter file {} does not parse (RUST_LOG syntax, e.g. warn,wisp=info)",
+            path.display()
+        )
+    })
 }
 
 /// Descriptors kept for what is not a connection: the store's files, each
@@ -79,24 +106,106 @@ fn private_umask() {
     }
 }
 
-fn init_tracing(format: LogFormat) {
-    // Default: our info lines (one per invocation among them), warnings
-    // from the libraries underneath.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,wisp=info,wisp_host=info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// Installs the log: to stderr, filtered by the filter file, else
+/// `RUST_LOG`, else [`DEFAULT_FILTER`]; the filter can be replaced later
+/// (SIGHUP). A filter file that cannot be read stops `wisp serve`.
+fn init_tracing(
+    format: LogFormat,
+    filter_file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<(FilterHandle, std::path::PathBuf)>> {
+    let filter = match filter_file {
+        Some(path) => read_filter(path)?,
+        None => {
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
+        }
+    };
+    let (filter, handle) = reload::Layer::new(filter);
+    // Colours only for people: log collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        // Colours only for people: log collectors get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(ansi);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).init(),
+        LogFormat::Text => registry.with(fmt).init(),
+    }
+    Ok(filter_file.map(|p| (handle, p.to_path_buf())))
+}
+
+/// On SIGHUP, reads the log filter file again (`systemctl reload`); a
+/// filter that does not parse leaves the one in force, with a warning.
+/// Installed whatever the flags, so that a SIGHUP never stops the host.
+fn reload_on_sighup(filter: Option<(FilterHandle, std::path::PathBuf)>) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let Some((handle, path)) = &filter else {
+                    tracing::info!("SIGHUP: nothing to reload (no --log-filter-file)");
+                    continue;
+                };
+                match read_filter(path).and_then(|f| {
+                    let shown = f.to_string();
+                    handle
+                        .reload(f)
+                        .map(|()| shown)
+                        .map_err(anyhow::Error::from)
+                }) {
+                    Ok(shown) => tracing::warn!(filter = %shown, "SIGHUP: log filter reloaded"),
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "SIGHUP: the log filter was not changed")
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = filter;
+    Ok(())
+}
+
+/// Tells the service manager (systemd, `Type=notify`) how the host is
+/// doing, when it asked (`NOTIFY_SOCKET` is set); nothing otherwise.
+fn notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::net::UnixDatagram;
+        let sent = UnixDatagram::unbound().and_then(|s| {
+            // An abstract socket's name starts with '@'.
+            let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+            match bytes.strip_prefix(b"@") {
+                #[cfg(target_os = "linux")]
+                Some(name) => {
+                    use std::os::linux::net::SocketAddrExt as _;
+                    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                    s.send_to_addr(state.as_bytes(), &addr)
+                }
+                _ => s.send_to(state.as_bytes(), &path),
+            }
+        });
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, state, "telling the service manager failed");
+        }
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(
+    args: ServeArgs,
+    filter: Option<(FilterHandle, std::path::PathBuf)>,
+) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
+    reload_on_sighup(filter)?;
+    // Told to the service manager once the signal came.
+    let shutdown = async move {
+        shutdown.await;
+        notify("STOPPING=1");
+    };
     let config = HostConfig {
         store: StoreLocation::Dir(args.data_dir.clone()),
         default_limits: Limits {
@@ -223,6 +332,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let data_addr = data.local_addr()?;
     let admin_addr = admin.local_addr()?;
     tracing::info!(data = %data_addr, admin = %admin_addr, "wisp is serving");
+    // Both listeners are bound and every function is loaded: ready.
+    notify("READY=1");
     println!("wisp: data plane  http://{data_addr}");
     println!(
         "wisp: admin API   http://{admin_addr}/v1   (token in {}/admin-token unless WISP_ADMIN_TOKEN is set)",

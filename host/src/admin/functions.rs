@@ -63,7 +63,7 @@ pub(super) async fn list_functions(
     request_body(content((Binary = "application/wasm"), (Binary = "application/octet-stream")), description = "The component (any content type)"),
     responses(
         (status = 201, body = FunctionInfo, description = "Deployed; the new version is active and durable"),
-        (status = 400, body = ErrorBody, description = "invalid_name, invalid_wasm, not_a_component, missing_export, unsatisfied_imports, invalid_route, invalid_argument"),
+        (status = 400, body = ErrorBody, description = "invalid_name, invalid_wasm, not_a_component, missing_export, unsatisfied_imports, invalid_route, invalid_argument, untrusted_artifact (precompiled code not signed by a trusted key), engine_mismatch (precompiled for other engine settings)"),
         (status = 409, body = ErrorBody, description = "route_conflict"),
         (status = 413, body = ErrorBody, description = "payload_too_large"),
     )
