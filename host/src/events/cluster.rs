@@ -1081,48 +1081,18 @@ impl SharedEvents {
         if self.inner.started.swap(true, Ordering::SeqCst) {
             return;
         }
-        let this = self.clone();
-        tokio::spawn(crate::function::follow(
+        self.follow(
             "subscriptions",
-            move || {
-                let bucket = this.inner.bucket.clone();
-                async move {
-                    bucket
-                        .watch_with_history(">")
-                        .await
-                        .map_err(|e| crate::cluster::ClusterError::Unavailable(e.to_string()))
-                }
-            },
-            {
-                let this = self.clone();
-                move |entry: kv::Entry| {
-                    let value = (entry.operation == kv::Operation::Put).then_some(entry.value);
-                    this.apply(&entry.key, value.as_deref());
-                    async { Ok(()) }
-                }
-            },
-        ));
-        let this = self.clone();
-        tokio::spawn(crate::function::follow(
+            self.inner.bucket.clone(),
+            ">",
+            SharedEvents::apply,
+        );
+        self.follow(
             "jobs",
-            move || {
-                let bucket = this.inner.jobs_bucket.clone();
-                async move {
-                    bucket
-                        .watch_with_history("job.>")
-                        .await
-                        .map_err(|e| crate::cluster::ClusterError::Unavailable(e.to_string()))
-                }
-            },
-            {
-                let this = self.clone();
-                move |entry: kv::Entry| {
-                    let value = (entry.operation == kv::Operation::Put).then_some(entry.value);
-                    this.apply_job(&entry.key, value.as_deref());
-                    async { Ok(()) }
-                }
-            },
-        ));
+            self.inner.jobs_bucket.clone(),
+            "job.>",
+            SharedEvents::apply_job,
+        );
         let (this, host_ref) = (self.clone(), host.clone());
         tokio::spawn(async move {
             loop {
@@ -1140,6 +1110,35 @@ impl SharedEvents {
                 }
             }
         });
+    }
+
+    /// Applies every change of `bucket`'s `keys` (from each key's latest
+    /// value on) with `apply`, for as long as the host runs.
+    fn follow(
+        &self,
+        what: &'static str,
+        bucket: kv::Store,
+        keys: &'static str,
+        apply: fn(&SharedEvents, &str, Option<&[u8]>),
+    ) {
+        let this = self.clone();
+        tokio::spawn(crate::function::follow(
+            what,
+            move || {
+                let bucket = bucket.clone();
+                async move {
+                    bucket
+                        .watch_with_history(keys)
+                        .await
+                        .map_err(|e| crate::cluster::ClusterError::Unavailable(e.to_string()))
+                }
+            },
+            move |entry: kv::Entry| {
+                let value = (entry.operation == kv::Operation::Put).then_some(entry.value);
+                apply(&this, &entry.key, value.as_deref());
+                async { Ok(()) }
+            },
+        ));
     }
 
     /// Stops pulling: running deliveries are aborted (JetStream hands them

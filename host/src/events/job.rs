@@ -222,14 +222,27 @@ pub(super) fn job_info_of(job: JobRecord, tasks: &[JobTask], with_tasks: bool) -
     }
     let mut counts = JobCounts::default();
     for t in &all {
-        match t.status {
-            DeliveryStatus::Pending => counts.pending += 1,
-            DeliveryStatus::Running => counts.running += 1,
-            DeliveryStatus::Done => counts.done += 1,
-            DeliveryStatus::Dead => counts.dead += 1,
-            DeliveryStatus::Cancelled => counts.cancelled += 1,
+        counts.count(t.status);
+    }
+    info_of(job, counts, if with_tasks { all } else { Vec::new() })
+}
+
+impl JobCounts {
+    /// Counts one task of `status`.
+    fn count(&mut self, status: DeliveryStatus) {
+        match status {
+            DeliveryStatus::Pending => self.pending += 1,
+            DeliveryStatus::Running => self.running += 1,
+            DeliveryStatus::Done => self.done += 1,
+            DeliveryStatus::Dead => self.dead += 1,
+            DeliveryStatus::Cancelled => self.cancelled += 1,
         }
     }
+}
+
+/// A job's answer, from its record, its tasks' counts and (for `GET
+/// /v1/jobs/{id}`) its tasks.
+fn info_of(job: JobRecord, counts: JobCounts, tasks: Vec<JobTask>) -> JobInfo {
     JobInfo {
         id: format_id(job.id),
         state: state_of(&job, &counts),
@@ -241,7 +254,7 @@ pub(super) fn job_info_of(job: JobRecord, tasks: &[JobTask], with_tasks: bool) -
         path: job.path,
         counts,
         created_ms: job.created_ms,
-        tasks: if with_tasks { all } else { Vec::new() },
+        tasks,
     }
 }
 
@@ -259,13 +272,7 @@ impl EventsCtx {
         let mut counts = JobCounts::default();
         let mut tasks = Vec::new();
         for (index, d) in self.event_store().job_tasks(job.id)? {
-            match d.status {
-                DeliveryStatus::Pending => counts.pending += 1,
-                DeliveryStatus::Running => counts.running += 1,
-                DeliveryStatus::Done => counts.done += 1,
-                DeliveryStatus::Dead => counts.dead += 1,
-                DeliveryStatus::Cancelled => counts.cancelled += 1,
-            }
+            counts.count(d.status);
             if with_tasks {
                 tasks.push(JobTask {
                     index,
@@ -276,19 +283,7 @@ impl EventsCtx {
                 });
             }
         }
-        Ok(JobInfo {
-            id: format_id(job.id),
-            state: state_of(&job, &counts),
-            function: job.function,
-            array: job.array,
-            size: job.size,
-            parallelism: job.parallelism,
-            retries: job.retries,
-            path: job.path,
-            counts,
-            created_ms: job.created_ms,
-            tasks,
-        })
+        Ok(info_of(job, counts, tasks))
     }
 
     /// Starts a job: one event per index, written in batches, the job
