@@ -22,6 +22,16 @@ ensure_nats_server
 echo "==> building the guests (wasm32-wasip2, wasm32-wasip1)"
 build_guests "${GUESTS[@]}"
 build_wasip1_guests
+# The runtime-only build (no Cranelift), for tests/e2e/runtime_only.rs: built
+# in the shared target directory (only wasmtime and what is above it build
+# again) and copied aside, then the default binary is put back in its place.
+echo "==> the runtime-only build (cargo build -p wisp-cli --no-default-features --features runtime)"
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+cargo build -p wisp-cli --no-default-features --features runtime
+mkdir -p "$TARGET_DIR/runtime-only"
+cp "$TARGET_DIR/debug/wisp" "$TARGET_DIR/runtime-only/wisp"
+export WISP_RUNTIME_ONLY_BIN="$TARGET_DIR/runtime-only/wisp"
+cargo build -p wisp-cli --bin wisp
 echo "==> cargo test"
 cargo test --no-fail-fast "$@"
 # The core end-to-end cases again with every host on wasmtime's Pulley

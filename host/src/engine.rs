@@ -142,6 +142,7 @@ fn base_config(cfg: &HostConfig, kind: EngineKind) -> anyhow::Result<Config> {
     }
     // Compiled code is cached in the store by us; wasmtime's own file cache
     // stays off.
+    #[cfg(feature = "cranelift")]
     c.parallel_compilation(true);
     Ok(c)
 }
@@ -199,9 +200,26 @@ impl WispEngine {
 }
 
 /// The key of compiled code an engine built from `config` can load.
+#[cfg(feature = "cranelift")]
 fn settings_key(engine: &Engine) -> String {
     let mut h = siphasher::sip::SipHasher13::new();
     engine.precompile_compatibility_hash().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// A runtime-only build has no compiler to ask: its key names the build
+/// (Wisp's version, which pins wasmtime's) and the engine's target; the
+/// code it stores is what it loaded, which wasmtime checked.
+#[cfg(not(feature = "cranelift"))]
+fn settings_key(engine: &Engine) -> String {
+    let mut h = siphasher::sip::SipHasher13::new();
+    (
+        env!("CARGO_PKG_VERSION"),
+        "runtime-only",
+        engine.is_pulley(),
+        std::env::consts::ARCH,
+    )
+        .hash(&mut h);
     format!("{:016x}", h.finish())
 }
 
@@ -232,6 +250,7 @@ pub fn host_target() -> String {
 /// Pulley bytecode if `cfg` says so). Returns the header of the signed
 /// artifact (kind, target, engine and the settings key such a host
 /// checks; not yet signed) and the code.
+#[cfg(feature = "cranelift")]
 pub fn precompile(
     cfg: &HostConfig,
     target: Option<&str>,

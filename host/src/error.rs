@@ -57,6 +57,9 @@ pub enum DeployError {
     /// key it does not trust, or changed after signing.
     #[error("{0}")]
     Untrusted(String),
+    /// A runtime-only build was given wasm to compile.
+    #[error("{0}")]
+    NoCompiler(String),
     /// Precompiled code for other engine settings (target, engine, wasmtime
     /// build or limits) than this host's.
     #[error("{0}")]

@@ -116,7 +116,9 @@ pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig
 pub use config::{
     CodeEngine, ConnectionLimits, HostConfig, LimitOverrides, Limits, Reuse, StoreLocation,
 };
-pub use engine::{AllocatorKind, host_target, precompile};
+#[cfg(feature = "cranelift")]
+pub use engine::precompile;
+pub use engine::{AllocatorKind, host_target};
 pub use error::{ApiError, DeployError, ErrorBody, ErrorDetail};
 pub use events::{
     DeliveryRecord, DeliveryStatus, EventError, EventInfo, NewSchedule, NewSubscription, Published,

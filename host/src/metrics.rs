@@ -114,6 +114,7 @@ pub fn engine(name: &'static str) {
 }
 
 /// Records one compile.
+#[cfg(feature = "cranelift")]
 pub fn compiled(took: Duration) {
     metrics::counter!(COMPILES).increment(1);
     metrics::histogram!(COMPILE_SECONDS).record(took.as_secs_f64());

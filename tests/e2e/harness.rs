@@ -110,6 +110,8 @@ pub struct Opts {
     /// Start through `sh` with this address-space limit (`ulimit -v`, in
     /// KiB; tests/e2e/limits.rs).
     pub address_space_kib: Option<u64>,
+    /// Another `wisp` binary than this build's (the runtime-only build).
+    pub binary: Option<PathBuf>,
 }
 
 impl Opts {
@@ -127,6 +129,10 @@ impl Opts {
     }
     pub fn address_space_kib(mut self, kib: u64) -> Self {
         self.address_space_kib = Some(kib);
+        self
+    }
+    pub fn binary(mut self, path: PathBuf) -> Self {
+        self.binary = Some(path);
         self
     }
 }
@@ -160,14 +166,17 @@ impl Wisp {
         if let Some(kib) = opts.address_space_kib {
             prelude.push(format!("ulimit -v {kib}"));
         }
+        let binary = opts
+            .binary
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_wisp")));
         let mut cmd = if prelude.is_empty() {
-            Command::new(env!("CARGO_BIN_EXE_wisp"))
+            Command::new(&binary)
         } else {
             // `exec`: the child is wisp itself (its pid, its signals).
             let mut sh = Command::new("sh");
             let script = format!("{} && exec \"$@\"", prelude.join(" && "));
-            sh.args(["-c", &script, "sh"])
-                .arg(env!("CARGO_BIN_EXE_wisp"));
+            sh.args(["-c", &script, "sh"]).arg(&binary);
             sh
         };
         cmd.arg("serve")

@@ -29,5 +29,6 @@ mod outbound;
 mod p3;
 mod precompiled;
 mod routing;
+mod runtime_only;
 mod sdk_p3;
 mod service;

@@ -3,9 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use clap::Args;
-use wisp_host::{HostConfig, signed};
 
 use crate::EngineArg;
 
@@ -29,7 +27,19 @@ pub struct CompileArgs {
     pub output: Option<PathBuf>,
 }
 
+/// A runtime-only build has no compiler.
+#[cfg(not(feature = "cranelift"))]
+pub fn run(_args: CompileArgs) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this wisp is a runtime-only build (no compiler): run `wisp compile` with a full build \
+         of the same version"
+    )
+}
+
+#[cfg(feature = "cranelift")]
 pub fn run(args: CompileArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use wisp_host::{HostConfig, signed};
     let key = signed::SigningKey::from_file(&args.sign)?;
     let wasm =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;

@@ -45,6 +45,7 @@ impl From<DeployError> for ApiError {
             RouteConflict(_) => (StatusCode::CONFLICT, "route_conflict"),
             Untrusted(_) => (StatusCode::BAD_REQUEST, "untrusted_artifact"),
             EngineMismatch(_) => (StatusCode::BAD_REQUEST, "engine_mismatch"),
+            NoCompiler(_) => (StatusCode::BAD_REQUEST, "no_compiler"),
             TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
             VersionNotFound(_) => (StatusCode::NOT_FOUND, "version_not_found"),

@@ -92,11 +92,7 @@ impl FunctionsCtx {
                             format!("artifact {} missing from the store", v.sha256)
                         })?,
                     };
-                let compiled = engine.compile(&wasm)?;
-                let serialized = Serialized {
-                    bytes: compiled.serialize()?,
-                    kind: compiled.engine_kind(),
-                };
+                let (_, serialized) = engine.compile_serialized(&wasm)?;
                 store_and_load(compiled_code, engine, &v.sha256, &serialized)?
             }
         };

@@ -3,8 +3,6 @@
 //! from its file, its imports and exports checked, and pre-instantiated.
 //! Everything a deploy refuses is refused here, before anything is stored.
 
-use std::time::Instant;
-
 use anyhow::Context as _;
 use wasmtime::component::Component;
 use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, Precompiled};
@@ -38,7 +36,24 @@ impl WispEngine {
         if crate::function::signed::is_signed_artifact(wasm) {
             return self.load_signed(wasm);
         }
-        let start = Instant::now();
+        self.compile_wasm(wasm)
+    }
+
+    /// A runtime-only build has no compiler.
+    #[cfg(not(feature = "cranelift"))]
+    fn compile_wasm(&self, _wasm: &[u8]) -> Result<Compiled, DeployError> {
+        Err(DeployError::NoCompiler(
+            "this wisp is a runtime-only build: it cannot compile wasm. Compile the function \
+             on a build machine with `wisp compile FILE.wasm --sign KEY` and upload the .cwasm \
+             (this host must trust the key: --trusted-key); nothing was stored"
+                .into(),
+        ))
+    }
+
+    /// Compiles `wasm` (Cranelift).
+    #[cfg(feature = "cranelift")]
+    fn compile_wasm(&self, wasm: &[u8]) -> Result<Compiled, DeployError> {
+        let start = std::time::Instant::now();
         let compiled = if wasmparser::Parser::is_core_wasm(wasm) {
             Module::new(&self.engine, wasm).map(Compiled::Module)
         } else if uses_wasi_p3(wasm) {
@@ -68,9 +83,16 @@ impl WispEngine {
             }
         };
         let engine = self.config.code_engine.name();
-        if header.engine != engine || header.settings != settings {
+        // A runtime-only build cannot compute the settings key of a
+        // compiler's (it has none): wasmtime's own check on loading the
+        // code (version, target, flags, features) stands in for it.
+        let settings_differ = cfg!(feature = "cranelift") && header.settings != settings;
+        if header.engine != engine || settings_differ {
             return Err(DeployError::EngineMismatch(format!(
-                "the precompiled artifact was compiled for target {}, engine {} and engine                  settings {}; this host runs engine {engine} with settings {settings} (its                  wasmtime build, target and limits): compile it again with `wisp compile` of                  this host's version and settings, or upload the .wasm; nothing was stored",
+                "the precompiled artifact was compiled for target {}, engine {} and engine \
+                 settings {}; this host runs engine {engine} with settings {settings} (its \
+                 wasmtime build, target and limits): compile it again with `wisp compile` of \
+                 this host's version and settings, or upload the .wasm; nothing was stored",
                 header.target, header.engine, header.settings
             )));
         }
@@ -302,6 +324,7 @@ pub(crate) fn uses_wasi_p3(wasm: &[u8]) -> bool {
 /// A compile error as the deploy answers it. A component that uses
 /// component-model async without a WASI 0.3 import or export cannot run
 /// here: say so rather than what the validator says.
+#[cfg(feature = "cranelift")]
 fn invalid_wasm_message(e: wasmtime::Error) -> String {
     let message = format!("{e:#}");
     if message.contains("component model async") {
@@ -494,6 +517,7 @@ impl Compiled {
     }
 
     /// The compiled code, for the store.
+    #[cfg(feature = "cranelift")]
     pub fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
         match self {
             Compiled::Component(c) | Compiled::Service(c) => c.serialize(),
@@ -503,20 +527,39 @@ impl Compiled {
 }
 
 impl WispEngine {
+    /// Compiles (or loads signed precompiled code) and returns the code
+    /// for the store too. Blocking.
+    pub fn compile_serialized(&self, wasm: &[u8]) -> Result<(Compiled, Serialized), DeployError> {
+        let compiled = self.compile(wasm)?;
+        let bytes = if crate::function::signed::is_signed_artifact(wasm) {
+            // The signed code itself (checked by `compile`).
+            crate::function::signed::open(wasm, &self.config.trusted_keys)?
+                .1
+                .to_vec()
+        } else {
+            self.serialize(&compiled)?
+        };
+        let kind = compiled.engine_kind();
+        Ok((compiled, Serialized { bytes, kind }))
+    }
+
+    #[cfg(feature = "cranelift")]
+    fn serialize(&self, compiled: &Compiled) -> Result<Vec<u8>, DeployError> {
+        compiled
+            .serialize()
+            .map_err(|e| DeployError::Internal(format!("serializing compiled code: {e:#}")))
+    }
+
+    #[cfg(not(feature = "cranelift"))]
+    fn serialize(&self, _compiled: &Compiled) -> Result<Vec<u8>, DeployError> {
+        unreachable!("a runtime-only build compiles nothing (`compile` refused it)")
+    }
+
     /// Compile + serialize + prepare, for deploy. Blocking.
     pub fn compile_new(&self, wasm: &[u8]) -> Result<(Prepared, Serialized), DeployError> {
-        let compiled = self.compile(wasm)?;
+        let (compiled, serialized) = self.compile_serialized(wasm)?;
         let prepared = self.prepare(&compiled)?;
-        let bytes = compiled
-            .serialize()
-            .map_err(|e| DeployError::Internal(format!("serializing compiled code: {e:#}")))?;
-        Ok((
-            prepared,
-            Serialized {
-                bytes,
-                kind: compiled.engine_kind(),
-            },
-        ))
+        Ok((prepared, serialized))
     }
 }
 

@@ -1,0 +1,132 @@
+//! The runtime-only build (`cargo build -p wisp-cli --no-default-features
+//! --features runtime`: no Cranelift): it serves signed precompiled code
+//! (machine code or Pulley bytecode) and refuses plain wasm with a message
+//! naming `wisp compile`. scripts/test.sh builds it to
+//! target/runtime-only/wisp (or `WISP_RUNTIME_ONLY_BIN`) before the tests.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+fn runtime_only() -> PathBuf {
+    let path = std::env::var_os("WISP_RUNTIME_ONLY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/runtime-only/wisp"));
+    assert!(
+        path.exists(),
+        "no runtime-only build at {} (scripts/test.sh builds it: cargo build -p wisp-cli \
+         --no-default-features --features runtime, copied there)",
+        path.display()
+    );
+    path
+}
+
+/// This build's `wisp` (with Cranelift) run with `args`; its stdout.
+fn full(args: &[&std::ffi::OsStr]) -> String {
+    ok(std::process::Command::new(env!("CARGO_BIN_EXE_wisp"))
+        .args(args)
+        .output()
+        .unwrap())
+}
+
+fn cwasm(dir: &Path, key: &Path, name: &str, extra: &[&str]) -> Vec<u8> {
+    let out = dir.join(format!("{name}.cwasm"));
+    let hello = guest("hello");
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "compile".as_ref(),
+        hello.as_os_str(),
+        "--sign".as_ref(),
+        key.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    full(&args);
+    std::fs::read(out).unwrap()
+}
+
+#[test]
+fn the_runtime_only_build_serves_signed_code_and_refuses_plain_wasm() {
+    let bin = runtime_only();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("build");
+    full(&["keygen".as_ref(), key.as_os_str()]);
+    let public = dir.path().join("build.pub");
+    let trusted = Opts::default()
+        .binary(bin.clone())
+        .arg("--trusted-key")
+        .arg(public.to_str().unwrap());
+
+    let mut w = Wisp::start_with(trusted.clone());
+    let a = w.admin();
+    // Plain wasm: nothing to compile it with.
+    let m = assert_error(
+        a.deploy(
+            "plain",
+            &std::fs::read(guest("hello")).unwrap(),
+            &[("route", "/plain")],
+        ),
+        400,
+        "no_compiler",
+    );
+    assert!(
+        m.contains("wisp compile") && m.contains("runtime-only"),
+        "{m}"
+    );
+    assert!(a.functions().is_empty());
+    assert!(compiled_files(&w).is_empty());
+
+    // Signed machine code from a full build of the same version.
+    let code = cwasm(dir.path(), &key, "hello", &[]);
+    let r = a.deploy("hello", &code, &[("route", "/hello")]);
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    assert_eq!(w.get("/hello").text().unwrap(), "hello from wisp at /hello");
+    let info: Value = a.get("/v1/functions/hello").json().unwrap();
+    assert!(
+        info["versions"][0]["precompiled"]["source_sha256"].is_string(),
+        "{info}"
+    );
+    // It compiles nothing, even on the way to restarting.
+    w.terminate();
+    let w = w.restart_on(trusted);
+    assert_eq!(w.get("/hello").status(), 200);
+
+    // `wisp compile` is refused by the runtime-only binary itself.
+    let out = std::process::Command::new(&bin)
+        .args(["compile", "x.wasm", "--sign", "k"])
+        .output()
+        .unwrap();
+    assert!(fails(out).contains("runtime-only build"));
+}
+
+#[test]
+fn the_runtime_only_build_runs_pulley_bytecode() {
+    let bin = runtime_only();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("build");
+    full(&["keygen".as_ref(), key.as_os_str()]);
+    let public = dir.path().join("build.pub");
+    let w = Wisp::start_with(
+        Opts::default()
+            .binary(bin)
+            .arg("--engine")
+            .arg("pulley")
+            .arg("--trusted-key")
+            .arg(public.to_str().unwrap()),
+    );
+    let code = cwasm(dir.path(), &key, "hello-pulley", &["--engine", "pulley"]);
+    let r = w.admin().deploy("hello", &code, &[("route", "/hello")]);
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    assert_eq!(w.get("/hello").text().unwrap(), "hello from wisp at /hello");
+    let info: Value = w.admin().get("/v1/functions/hello").json().unwrap();
+    assert_eq!(info["engine"], "pulley", "{info}");
+    // Machine code is another engine's: refused.
+    let native = cwasm(dir.path(), &key, "hello-native", &[]);
+    assert_error(
+        w.admin().deploy("native", &native, &[("route", "/native")]),
+        400,
+        "engine_mismatch",
+    );
+}
