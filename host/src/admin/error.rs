@@ -123,7 +123,6 @@ impl From<EventError> for ApiError {
             FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
             SubscriptionNotFound { .. } => (StatusCode::NOT_FOUND, "subscription_not_found"),
             ClusterUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
-            NotInCluster(_) => (StatusCode::NOT_IMPLEMENTED, "not_in_cluster_mode"),
             EventNotFound(_) => (StatusCode::NOT_FOUND, "event_not_found"),
             ScheduleNotFound(_) => (StatusCode::NOT_FOUND, "schedule_not_found"),
             JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),

@@ -141,9 +141,6 @@ pub enum EventError {
          retries the connection"
     )]
     ClusterUnavailable(String),
-    /// What this host cannot do in cluster mode (yet).
-    #[error("{0} cannot be used in cluster mode yet: run it on a single-node host")]
-    NotInCluster(&'static str),
     /// Store failure.
     #[error(transparent)]
     Store(#[from] StoreError),
