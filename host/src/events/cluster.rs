@@ -1629,3 +1629,100 @@ async fn dead_letter(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A subject's tokens as NATS matches them (`*` one token, `>` the
+    /// rest).
+    fn matches(filter: &str, subject: &str) -> bool {
+        let (f, s): (Vec<&str>, Vec<&str>) =
+            (filter.split('.').collect(), subject.split('.').collect());
+        for (i, t) in f.iter().enumerate() {
+            match *t {
+                ">" => return s.len() > i,
+                "*" if i < s.len() => continue,
+                t if s.get(i) == Some(&t) => continue,
+                _ => return false,
+            }
+        }
+        f.len() == s.len()
+    }
+
+    #[test]
+    fn one_topics_subjects_never_match_anothers_filter() {
+        let topics = [
+            "orders",
+            "orders.created",
+            "orders.created.eu",
+            "a-b_c",
+            "invoke:f",
+        ];
+        for t in topics {
+            let filter = format!("wisp.ev.{}.>", topic_token(t));
+            for other in topics {
+                for subject in [broadcast_subject(other), targeted_subject(other, "f")] {
+                    assert_eq!(
+                        matches(&filter, &subject),
+                        t == other,
+                        "{filter} ~ {subject}"
+                    );
+                }
+            }
+            // A function's own deliveries are apart from every topic's.
+            assert!(!matches(&filter, &function_subject("f")));
+        }
+        // A job's tasks are apart from the function's own deliveries.
+        assert!(!matches(&function_subject("f"), &job_subject("f", 7)));
+        assert!(matches(&job_subject("f", 7), &job_subject("f", 7)));
+    }
+
+    #[test]
+    fn consumer_names_are_valid_and_distinct() {
+        let pairs = [
+            ("a_b", "c"),
+            ("a", "b_c"),
+            ("f", "orders.created"),
+            ("f", "orders~created"),
+        ];
+        let names: std::collections::HashSet<String> = pairs
+            .iter()
+            .map(|(f, t)| subscription_consumer(f, t))
+            .collect();
+        assert_eq!(names.len(), pairs.len());
+        for name in names
+            .iter()
+            .chain([&function_consumer("f"), &job_consumer(9)])
+        {
+            assert!(
+                !name.contains(['.', '*', '>', ' ']) && name.len() <= 64,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_keeps_its_id_when_redriven() {
+        let event = EventRecord {
+            id: 0,
+            topic: "orders".into(),
+            time_ms: 1,
+            content_type: None,
+            path: None,
+            headers: Vec::new(),
+            size_bytes: 3,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(EVENT_HEADER, serde_json::to_string(&event).unwrap());
+        // A first publish: the stream sequence is the id.
+        assert_eq!(decode_event(Some(&headers), 42).unwrap().id, 42);
+        // Redriven: the record carries the original id.
+        let mut kept = HeaderMap::new();
+        let redriven = EventRecord { id: 42, ..event };
+        kept.insert(EVENT_HEADER, serde_json::to_string(&redriven).unwrap());
+        assert_eq!(decode_event(Some(&kept), 99).unwrap().id, 42);
+        assert!(decode_event(None, 1).is_none());
+        assert!(decode_event(Some(&HeaderMap::new()), 1).is_none());
+    }
+}
