@@ -412,10 +412,8 @@ impl Cluster {
     /// The live hosts, by node name.
     pub async fn hosts(&self) -> Result<Vec<Member>, ClusterError> {
         self.check_connected()?;
-        let mut keys = self.inner.hosts.keys().await.map_err(unavailable)?;
         let mut members = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(unavailable)?;
+        for key in keys_of(&self.inner.hosts).await? {
             if let Some(value) = self.inner.hosts.get(&key).await.map_err(unavailable)? {
                 match serde_json::from_slice::<Member>(&value) {
                     Ok(m) => members.push(m),
@@ -483,12 +481,7 @@ impl Cluster {
     /// The names of every function in the cluster.
     pub(crate) async fn function_names(&self) -> Result<Vec<String>, ClusterError> {
         self.check_connected()?;
-        let mut keys = self.inner.functions.keys().await.map_err(unavailable)?;
-        let mut names = Vec::new();
-        while let Some(key) = keys.next().await {
-            names.push(key.map_err(unavailable)?);
-        }
-        Ok(names)
+        Ok(keys_of(&self.inner.functions).await?.into_iter().collect())
     }
 
     /// Writes a function's record: created if `revision` is `None`, else
@@ -818,6 +811,18 @@ pub(crate) async fn open_bucket(
     js.get_key_value(bucket)
         .await
         .map_err(|e| anyhow::anyhow!("opening the bucket {bucket}: {e}"))
+}
+
+/// The keys of a bucket, each once: the client's listing follows the
+/// bucket while it reads, so a key written meanwhile (a heartbeat) can come
+/// twice.
+async fn keys_of(bucket: &kv::Store) -> Result<std::collections::BTreeSet<String>, ClusterError> {
+    let mut keys = bucket.keys().await.map_err(unavailable)?;
+    let mut out = std::collections::BTreeSet::new();
+    while let Some(key) = keys.next().await {
+        out.insert(key.map_err(unavailable)?);
+    }
+    Ok(out)
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ClusterError {
