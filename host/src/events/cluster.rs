@@ -383,13 +383,32 @@ impl SharedEvents {
     /// Writes a job's record.
     async fn put_job(&self, job: &JobRecord) -> Result<(), EventError> {
         let key = format!("job.{}", format_id(job.id));
-        let value = serde_json::to_vec(job).expect("a job serialises");
-        self.inner
-            .jobs_bucket
-            .put(&key, value.clone().into())
+        self.put_applied(&self.inner.jobs_bucket, &key, job, SharedEvents::apply_job)
+            .await
+    }
+
+    /// Writes `value` under `key` in `bucket`, then applies it here at once
+    /// (`apply`, as the watcher will again), so this host's next read has it.
+    async fn put_applied(
+        &self,
+        bucket: &kv::Store,
+        key: &str,
+        value: &impl serde::Serialize,
+        apply: fn(&SharedEvents, &str, Option<&[u8]>),
+    ) -> Result<(), EventError> {
+        let value = serde_json::to_vec(value).expect("a record serialises");
+        bucket
+            .put(key, value.clone().into())
             .await
             .map_err(unavailable)?;
-        self.apply_job(&key, Some(&value));
+        apply(self, key, Some(&value));
+        Ok(())
+    }
+
+    /// Removes `key` from the subscriptions' bucket, here at once too.
+    async fn delete_applied(&self, key: &str) -> Result<(), EventError> {
+        self.inner.bucket.delete(key).await.map_err(unavailable)?;
+        self.apply(key, None);
         Ok(())
     }
 
@@ -604,15 +623,9 @@ impl SharedEvents {
             format!("wisp: {} on {}", sub.function, sub.topic),
         )
         .await?;
-        let value = serde_json::to_vec(sub).expect("a subscription serialises");
         let key = subscription_key(&sub.function, &sub.topic);
-        self.inner
-            .bucket
-            .put(&key, value.clone().into())
+        self.put_applied(&self.inner.bucket, &key, sub, SharedEvents::apply)
             .await
-            .map_err(unavailable)?;
-        self.apply(&key, Some(&value));
-        Ok(())
     }
 
     /// Removes a subscription and its consumer (its pending deliveries go
@@ -633,8 +646,7 @@ impl SharedEvents {
             return Ok(false);
         }
         let key = subscription_key(function, topic);
-        self.inner.bucket.delete(&key).await.map_err(unavailable)?;
-        self.apply(&key, None);
+        self.delete_applied(&key).await?;
         if let Err(e) = self
             .inner
             .events
@@ -649,15 +661,9 @@ impl SharedEvents {
     /// Stores a schedule in the cluster.
     pub(super) async fn put_schedule(&self, schedule: &Schedule) -> Result<(), EventError> {
         self.check_connected()?;
-        let value = serde_json::to_vec(schedule).expect("a schedule serialises");
         let key = schedule_key(schedule.id);
-        self.inner
-            .bucket
-            .put(&key, value.clone().into())
+        self.put_applied(&self.inner.bucket, &key, schedule, SharedEvents::apply)
             .await
-            .map_err(unavailable)?;
-        self.apply(&key, Some(&value));
-        Ok(())
     }
 
     /// Removes a schedule. Whether there was one.
@@ -673,8 +679,7 @@ impl SharedEvents {
             return Ok(false);
         }
         let key = schedule_key(id);
-        self.inner.bucket.delete(&key).await.map_err(unavailable)?;
-        self.apply(&key, None);
+        self.delete_applied(&key).await?;
         Ok(true)
     }
 
