@@ -28,17 +28,6 @@ pub(crate) const EVENT_HANDLER: &str = "wisp:function/event-handler@0.1";
 const WASI_P1: &str = "wasi_snapshot_preview1";
 
 impl WispEngine {
-    /// Compiles a component, or a core module (a preview-1 CGI function),
-    /// whichever `wasm` is (blocking: run it on a blocking thread), and
-    /// records the compile metrics. A WASI 0.3 component is compiled for
-    /// the WASI 0.3 engine.
-    pub fn compile(&self, wasm: &[u8]) -> Result<Compiled, DeployError> {
-        if crate::function::signed::is_signed_artifact(wasm) {
-            return self.load_signed(wasm);
-        }
-        self.compile_wasm(wasm)
-    }
-
     /// A runtime-only build has no compiler.
     #[cfg(not(feature = "cranelift"))]
     fn compile_wasm(&self, _wasm: &[u8]) -> Result<Compiled, DeployError> {
@@ -50,7 +39,10 @@ impl WispEngine {
         ))
     }
 
-    /// Compiles `wasm` (Cranelift).
+    /// Compiles a component, or a core module (a preview-1 CGI function),
+    /// whichever `wasm` is (blocking: run it on a blocking thread), and
+    /// records the compile metrics. A WASI 0.3 component is compiled for
+    /// the WASI 0.3 engine.
     #[cfg(feature = "cranelift")]
     fn compile_wasm(&self, wasm: &[u8]) -> Result<Compiled, DeployError> {
         let start = std::time::Instant::now();
@@ -71,7 +63,8 @@ impl WispEngine {
     /// verifies against a trusted key and its engine settings are this
     /// host's (wasmtime's loading of compiled code is safe for trusted
     /// input only).
-    fn load_signed(&self, artifact: &[u8]) -> Result<Compiled, DeployError> {
+    /// Returns the code too (what the store keeps: it is stored as signed).
+    fn load_signed<'a>(&self, artifact: &'a [u8]) -> Result<(Compiled, &'a [u8]), DeployError> {
         let (header, code) = crate::function::signed::open(artifact, &self.config.trusted_keys)?;
         let (kind, settings) = match header.kind.as_str() {
             "component" | "module" => (EngineKind::Sync, self.compat_key.clone()),
@@ -113,7 +106,7 @@ impl WispEngine {
                 unsafe { Component::deserialize(engine, code) }.map(Compiled::Service)
             }
         };
-        compiled.map_err(|e| {
+        compiled.map(|c| (c, code)).map_err(|e| {
             DeployError::EngineMismatch(format!(
                 "the precompiled code does not load on this host: {e:#}; nothing was stored"
             ))
@@ -527,17 +520,17 @@ impl Compiled {
 }
 
 impl WispEngine {
-    /// Compiles (or loads signed precompiled code) and returns the code
-    /// for the store too. Blocking.
+    /// Compiles `wasm`, or loads it if it is signed precompiled code, and
+    /// returns the code for the store too. Blocking.
     pub fn compile_serialized(&self, wasm: &[u8]) -> Result<(Compiled, Serialized), DeployError> {
-        let compiled = self.compile(wasm)?;
-        let bytes = if crate::function::signed::is_signed_artifact(wasm) {
-            // The signed code itself (checked by `compile`).
-            crate::function::signed::open(wasm, &self.config.trusted_keys)?
-                .1
-                .to_vec()
+        let (compiled, bytes) = if crate::function::signed::is_signed_artifact(wasm) {
+            // The signed code itself is what the store keeps.
+            let (compiled, code) = self.load_signed(wasm)?;
+            (compiled, code.to_vec())
         } else {
-            self.serialize(&compiled)?
+            let compiled = self.compile_wasm(wasm)?;
+            let bytes = self.serialize(&compiled)?;
+            (compiled, bytes)
         };
         let kind = compiled.engine_kind();
         Ok((compiled, Serialized { bytes, kind }))
@@ -612,7 +605,7 @@ mod tests {
         let engine = engine();
         // `handle: func()` instead of func(incoming-request, response-outparam):
         // accepted before, then every request failed.
-        let compiled = engine.compile(MISTYPED_HANDLER).unwrap();
+        let compiled = engine.compile_wasm(MISTYPED_HANDLER).unwrap();
         match engine.prepare(&compiled) {
             Err(crate::DeployError::MissingExport(m)) => {
                 assert!(m.contains("incoming-handler"), "{m}");
@@ -622,7 +615,7 @@ mod tests {
             Ok(_) => panic!("a mistyped handler was accepted"),
         }
         // The right type passes.
-        let compiled = engine.compile(HTTP_COMPONENT).unwrap();
+        let compiled = engine.compile_wasm(HTTP_COMPONENT).unwrap();
         let prepared = engine
             .prepare(&compiled)
             .map_err(|e| e.to_string())
