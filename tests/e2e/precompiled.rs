@@ -85,6 +85,11 @@ fn a_signed_precompiled_component_deploys_and_serves_without_compiling() {
     assert_eq!(resp.text().unwrap(), "hello from wisp at /hello");
     // Loaded, not compiled here.
     assert_eq!(w.metric("wisp_compiles_total"), 0.0);
+    // The CLI uploads a .cwasm as it does a .wasm.
+    let said = ok(w.cli(&["deploy", "cli", cwasm.to_str().unwrap(), "--route", "/cli"]));
+    assert!(said.contains("deployed cli version 1"), "{said}");
+    assert_eq!(w.get("/cli").text().unwrap(), "hello from wisp at /cli");
+    assert_eq!(w.metric("wisp_compiles_total"), 0.0);
 
     // Where the code came from: the wasm's sha256 and the signing key.
     let info: Value = w.admin().get("/v1/functions/hello").json().unwrap();

@@ -194,17 +194,20 @@ async fn open_wasm(path: &Path) -> Result<(tokio::fs::File, u64)> {
     if !metadata.is_file() {
         bail!("{shown} is not a file");
     }
-    let mut magic = [0u8; 4];
+    let mut magic = [0u8; wisp_host::signed::MAGIC.len()];
     match file.read_exact(&mut magic).await {
         // Shorter than the magic: not wasm either, said below.
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read {shown}")),
     }
-    if &magic != WASM_MAGIC {
+    // A signed precompiled artifact (`wisp compile`) goes up as it is: the
+    // host checks its signature.
+    if !magic.starts_with(WASM_MAGIC) && !wisp_host::signed::is_signed_artifact(&magic) {
         bail!(
-            "{shown} is not a WebAssembly binary (it does not start with `\\0asm`); \
-             build a component, e.g. with `cargo build --target wasm32-wasip2`"
+            "{shown} is not a WebAssembly binary (it does not start with `\\0asm`) nor a \
+             signed precompiled artifact (`wisp compile`); build a component, e.g. with `cargo \
+             build --target wasm32-wasip2`"
         );
     }
     file.rewind()
