@@ -860,3 +860,44 @@ fn a_job_cancelled_on_another_host_stops_and_failing_indices_end_dead() {
         );
     }
 }
+
+#[test]
+fn a_flood_of_publishes_fills_the_cluster_quota_then_is_refused_with_nothing_lost() {
+    let nats = Nats::start();
+    let w = Wisp::start_with(
+        crate::cluster::member(&nats, "h1")
+            .arg("--event-host-quota")
+            .arg("64KiB")
+            .arg("--event-topic-quota")
+            .arg("64KiB")
+            .arg("--event-max-payload")
+            .arg("8KiB"),
+    );
+    let hosts = vec![w];
+    deploy_counter(&hosts, "q");
+    // Slow deliveries, so that published events stay held.
+    set_config(&hosts[0], "q", "sleep_ms", "2000");
+    config_everywhere(&hosts, "q", "sleep_ms", "2000");
+    subscribe(
+        &hosts[0],
+        json!({"function": "q", "topic": "flood", "concurrency": 1}),
+    );
+    let a = hosts[0].admin();
+    let body = vec![b'x'; 4096];
+    let mut accepted = Vec::new();
+    let refused = loop {
+        let r = publish(&a, "flood", &body);
+        if r.status() != 202 {
+            break r;
+        }
+        accepted.push(published_id(r));
+        assert!(accepted.len() < 100, "the quota never applied");
+    };
+    let m = assert_error(refused, 429, "host_quota_exceeded");
+    assert!(m.contains("65536"), "{m}");
+    assert!(accepted.len() >= 8, "{accepted:?}");
+    // The host still serves, and every accepted event is handled.
+    set_config(&hosts[0], "q", "sleep_ms", "0");
+    assert_eq!(hosts[0].get("/q/probe").status(), 200);
+    count_reaches(&a, "q", "total", accepted.len() as i64 + 1, DRAIN);
+}

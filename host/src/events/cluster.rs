@@ -125,6 +125,9 @@ struct Shared {
     changed: Notify,
     /// The watcher, reconciler and ticker were started.
     started: AtomicBool,
+    /// The stream's size bound (`--event-host-quota` of the host that
+    /// created it; this host's figure, for messages).
+    quota: u64,
     /// This host delivers (between `start` and `stop`).
     delivering: AtomicBool,
 }
@@ -276,6 +279,7 @@ impl SharedEvents {
                 fired: Mutex::default(),
                 changed: Notify::new(),
                 started: AtomicBool::new(false),
+                quota: config.event_host_quota_bytes,
                 delivering: AtomicBool::new(false),
             }),
         };
@@ -797,10 +801,11 @@ impl SharedEvents {
                         limit: self.inner.client.server_info().max_payload as u64,
                     }
                 } else if text.contains("maximum bytes") || text.contains("resource limits") {
+                    // The stream is full: it holds (about) its bound.
                     EventError::HostQuotaExceeded {
-                        held: 0,
+                        held: self.inner.quota,
                         size,
-                        limit: 0,
+                        limit: self.inner.quota,
                     }
                 } else {
                     unavailable(text)
