@@ -23,7 +23,8 @@ const NO_TOKEN: &str =
 #[derive(Subcommand)]
 pub enum Command {
     /// Deploy a new version of a function: a component, a wasm32-wasip1
-    /// module, or a crate built from source (--from).
+    /// module, a signed precompiled `.cwasm` (`wisp compile`), or a crate
+    /// built from source (--from).
     Deploy(DeployArgs),
     /// List the deployed functions.
     List(ListArgs),
