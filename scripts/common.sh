@@ -113,3 +113,47 @@ ensure_nats_server() {
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq nats-server >/dev/null
 }
+
+# Edge builds (scripts/test-edge.sh, scripts/dist.sh): Debian's cross gcc
+# for aarch64 (the linker and C compiler of both aarch64 targets), its glibc
+# (the sysroot qemu-aarch64 runs the glibc build with), qemu-user, and musl
+# (musl-gcc for x86_64; musl-dev:arm64 brings aarch64-linux-musl-gcc).
+EDGE_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user musl-tools)
+
+ensure_edge_tools() {
+    local want_arm64_musl="${1:-}"
+    local packages=("${EDGE_PACKAGES[@]}")
+    if [ -n "$want_arm64_musl" ]; then packages+=(musl-dev:arm64); fi
+    if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
+        if ! command -v apt-get >/dev/null 2>&1; then
+            echo "==> ${packages[*]} are needed for the edge builds (no apt-get here: install them)" >&2
+            exit 1
+        fi
+        echo "==> installing ${packages[*]} (Debian) for the edge builds"
+        local sudo=()
+        if [ "$(id -u)" != 0 ]; then sudo=(sudo); fi
+        if [ -n "$want_arm64_musl" ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+            "${sudo[@]}" dpkg --add-architecture arm64
+        fi
+        "${sudo[@]}" apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${packages[@]}" >/dev/null
+    fi
+}
+
+# Installs the Rust targets named, where missing.
+ensure_rust_targets() {
+    local installed
+    installed="$(rustup target list --installed)"
+    for t in "$@"; do
+        if ! grep -qx "$t" <<<"$installed"; then
+            echo "==> installing the Rust target $t"
+            rustup target add "$t"
+        fi
+    done
+}
+
+# The workspace's target directory (CARGO_TARGET_DIR, or target/).
+target_dir() {
+    cargo metadata --format-version 1 --no-deps \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'
+}

@@ -40,3 +40,6 @@ echo "==> the core end-to-end cases on the Pulley interpreter"
 WISP_ENGINE=pulley cargo test --no-fail-fast -p wisp-cli --test e2e -- \
     routing:: limits:: cgi:: events:: event_handler:: kv_admin:: config_admin:: p3:: \
     errors:: outbound:: engine::
+
+# The edge builds (aarch64 under qemu-aarch64, static musl): scripts/test-edge.sh.
+bash scripts/test-edge.sh

@@ -87,9 +87,10 @@ fn pooling_config(cfg: &HostConfig) -> PoolingAllocationConfig {
     // Keep the first pages of each slot resident between instances instead
     // of returning them to the kernel: with madvise on every teardown each
     // request paid page faults and cross-CPU TLB shootdowns (PERF-NOTES.md).
-    p.linear_memory_keep_resident(1 << 20);
-    p.table_keep_resident(64 << 10);
-    p.async_stack_keep_resident(1 << 20);
+    let keep = usize::try_from(cfg.pool_keep_resident_bytes).unwrap_or(usize::MAX);
+    p.linear_memory_keep_resident(keep);
+    p.table_keep_resident(keep.min(64 << 10));
+    p.async_stack_keep_resident(keep);
     // Reset only the pages a guest dirtied. Without it a large keep-resident
     // region is rewritten whole on every reset, which is worse than none.
     p.pagemap_scan(Enabled::Auto);
@@ -332,6 +333,25 @@ fn build_engine(cfg: &HostConfig, kind: EngineKind) -> anyhow::Result<(Engine, A
             AllocatorKind::OnDemand,
         ));
     }
+    if let Some(cpu) = emulated_on() {
+        // qemu-user grants the reservation, but keeps a record of every
+        // reserved page: terabytes of it took qemu 7.2 tens of GiB. Said
+        // once, for the first of the host's engines.
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(
+                cpu = %cpu,
+                "this {} build runs emulated (the CPU is {cpu}: qemu-user?), where reserving the \
+                 pooling allocator's address space costs real memory; falling back to on-demand \
+                 instance allocation (slower instantiation)",
+                std::env::consts::ARCH
+            )
+        });
+        return Ok((
+            Engine::new(&base_config(cfg, kind)?)?,
+            AllocatorKind::OnDemand,
+        ));
+    }
     let mut c = base_config(cfg, kind)?;
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(cfg)));
     match Engine::new(&c) {
@@ -357,6 +377,29 @@ fn build_engine(cfg: &HostConfig, kind: EngineKind) -> anyhow::Result<(Engine, A
             ))
         }
     }
+}
+
+/// The architecture of the CPU this process really runs on, when it is not
+/// the one the binary was built for: an aarch64 `wisp` under qemu-user on
+/// an x86_64 machine (or the other way round) sees the real CPU in
+/// `/proc/cpuinfo`. `None` when native, or when there is no telling.
+fn emulated_on() -> Option<&'static str> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let has = |field: &str| {
+        cpuinfo
+            .lines()
+            .any(|l| l.split(':').next().is_some_and(|k| k.trim() == field))
+    };
+    // x86 names its vendor; Arm its implementer.
+    let arch = std::env::consts::ARCH;
+    let (real, native) = if has("vendor_id") {
+        ("x86_64", matches!(arch, "x86" | "x86_64"))
+    } else if has("CPU implementer") {
+        ("aarch64", matches!(arch, "arm" | "aarch64"))
+    } else {
+        return None;
+    };
+    (!native).then_some(real)
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on one thread, for as

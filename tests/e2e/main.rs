@@ -13,6 +13,7 @@ mod cluster_logs;
 mod config_admin;
 mod datadir;
 mod durability;
+mod edge;
 mod engine;
 mod errors;
 mod event_examples;

@@ -173,25 +173,21 @@ pub struct ServeArgs {
     )]
     pub max_body: u64,
 
-    /// Largest artifact accepted by deploy.
-    #[arg(
-        long,
-        env = "WISP_MAX_UPLOAD",
-        value_name = "SIZE",
-        default_value = "64MiB",
-        value_parser = parse_size
-    )]
-    pub max_upload: u64,
+    /// Size pools and caches for a small device (512 MiB of memory): the
+    /// defaults marked "--small" below change, and the pool's slots keep
+    /// less memory resident between instances. Options given explicitly
+    /// still apply.
+    #[arg(long, env = "WISP_SMALL")]
+    pub small: bool,
+
+    /// Largest artifact accepted by deploy [default: 64MiB; --small: 32MiB].
+    #[arg(long, env = "WISP_MAX_UPLOAD", value_name = "SIZE", value_parser = parse_size)]
+    pub max_upload: Option<u64>,
 
     /// Invocations running at once, host-wide; past it requests get 503 with
-    /// Retry-After.
-    #[arg(
-        long,
-        env = "WISP_MAX_IN_FLIGHT",
-        value_name = "N",
-        default_value_t = 1000
-    )]
-    pub max_in_flight: u32,
+    /// Retry-After [default: 1000; --small: 64].
+    #[arg(long, env = "WISP_MAX_IN_FLIGHT", value_name = "N")]
+    pub max_in_flight: Option<u32>,
 
     /// Invocations one function may have running at once: its share of
     /// --max-in-flight, so one busy or attacked function cannot take every
@@ -213,14 +209,9 @@ pub struct ServeArgs {
 
     /// Data plane: connections open at once. Past it the connection that
     /// has waited longest for a request is closed (a new one is refused
-    /// when all are busy).
-    #[arg(
-        long,
-        env = "WISP_MAX_CONNECTIONS",
-        value_name = "N",
-        default_value_t = 10_000
-    )]
-    pub max_connections: u32,
+    /// when all are busy) [default: 10000; --small: 1024].
+    #[arg(long, env = "WISP_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<u32>,
 
     /// Data plane: largest request head (request line and headers); larger
     /// answers 431.
@@ -255,14 +246,9 @@ pub struct ServeArgs {
     pub admin_idle_timeout: Duration,
 
     /// Admin API: as --max-connections. Separate, so that a flood of the
-    /// data plane cannot lock operators out.
-    #[arg(
-        long,
-        env = "WISP_ADMIN_MAX_CONNECTIONS",
-        value_name = "N",
-        default_value_t = 256
-    )]
-    pub admin_max_connections: u32,
+    /// data plane cannot lock operators out [default: 256; --small: 32].
+    #[arg(long, env = "WISP_ADMIN_MAX_CONNECTIONS", value_name = "N")]
+    pub admin_max_connections: Option<u32>,
 
     /// Admin API: as --max-header-size.
     #[arg(long, env = "WISP_ADMIN_MAX_HEADER_SIZE", value_name = "SIZE", default_value = "32KiB", value_parser = parse_size)]
@@ -285,15 +271,15 @@ pub struct ServeArgs {
     #[arg(long, env = "WISP_ADMIN_BODY_MIN_RATE", value_name = "SIZE", default_value = "1KiB", value_parser = parse_size)]
     pub admin_body_min_rate: u64,
 
-    /// Page cache of the store. Bounds the host's memory on small machines.
+    /// Page cache of the store. Bounds the host's memory on small machines
+    /// [default: 16MiB; --small: 4MiB].
     #[arg(
         long = "store-cache",
         env = "WISP_STORE_CACHE",
         value_name = "SIZE",
-        default_value = "16MiB",
         value_parser = parse_size
     )]
-    pub cache_capacity: u64,
+    pub cache_capacity: Option<u64>,
 
     /// Outbound HTTP requests one invocation may send to allowed hosts.
     #[arg(
@@ -316,15 +302,10 @@ pub struct ServeArgs {
     pub log_bytes_per_invocation: u64,
 
     /// Bytes of response body a preview-1 (CGI) module may write; past it
-    /// the response is cut and the truncation noted in the function's log.
-    #[arg(
-        long,
-        env = "WISP_CGI_MAX_OUTPUT",
-        value_name = "SIZE",
-        default_value = "16MiB",
-        value_parser = parse_size
-    )]
-    pub cgi_max_output: u64,
+    /// the response is cut and the truncation noted in the function's log
+    /// [default: 16MiB; --small: 4MiB].
+    #[arg(long, env = "WISP_CGI_MAX_OUTPUT", value_name = "SIZE", value_parser = parse_size)]
+    pub cgi_max_output: Option<u64>,
 
     /// Log lines kept per function; the oldest go first.
     #[arg(
@@ -364,14 +345,9 @@ pub struct ServeArgs {
     )]
     pub max_queue_depth: u64,
 
-    /// Event deliveries running at once, host-wide.
-    #[arg(
-        long,
-        env = "WISP_EVENT_MAX_IN_FLIGHT",
-        value_name = "N",
-        default_value_t = 64
-    )]
-    pub event_max_in_flight: u32,
+    /// Event deliveries running at once, host-wide [default: 64; --small: 16].
+    #[arg(long, env = "WISP_EVENT_MAX_IN_FLIGHT", value_name = "N")]
+    pub event_max_in_flight: Option<u32>,
 
     /// Deliveries running at once per subscription, unless it sets its own.
     #[arg(
@@ -767,8 +743,9 @@ mod tests {
         assert_eq!(args.timeout, Duration::from_secs(30));
         assert_eq!(args.memory, 128 << 20);
         assert_eq!(args.max_body, 6 << 20);
-        assert_eq!(args.max_upload, 64 << 20);
-        assert_eq!(args.cache_capacity, 16 << 20);
+        assert_eq!(args.max_upload, None);
+        assert_eq!(args.cache_capacity, None);
+        assert!(!args.small);
         assert_eq!(args.grace, Duration::from_secs(30));
         assert_eq!(args.log_format, LogFormat::Text);
     }

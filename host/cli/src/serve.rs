@@ -17,7 +17,14 @@ use crate::{LogFormat, ServeArgs};
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let filter = init_tracing(args.log_format, args.log_filter_file.as_deref())?;
     let open_files = raise_open_file_limit();
-    let wanted = u64::from(args.max_connections) + u64::from(args.admin_max_connections);
+    let defaults = defaults(&args);
+    let wanted = u64::from(
+        args.max_connections
+            .unwrap_or(defaults.data_connections.max_connections),
+    ) + u64::from(
+        args.admin_max_connections
+            .unwrap_or(defaults.admin_connections.max_connections),
+    );
     if let Some(limit) = open_files
         && wanted + FILES_BESIDE_CONNECTIONS > limit
     {
@@ -167,6 +174,15 @@ fn reload_on_sighup(filter: Option<(FilterHandle, std::path::PathBuf)>) -> anyho
     Ok(())
 }
 
+/// The defaults that options not given take: a small device's with
+/// `--small`.
+fn defaults(args: &ServeArgs) -> HostConfig {
+    match args.small {
+        true => HostConfig::small(),
+        false => HostConfig::default(),
+    }
+}
+
 /// Tells the service manager (systemd, `Type=notify`) how the host is
 /// doing, when it asked (`NOTIFY_SOCKET` is set); nothing otherwise.
 fn notify(state: &str) {
@@ -206,6 +222,7 @@ async fn serve(
         shutdown.await;
         notify("STOPPING=1");
     };
+    let defaults = defaults(&args);
     let config = HostConfig {
         store: StoreLocation::Dir(args.data_dir.clone()),
         default_limits: Limits {
@@ -214,13 +231,15 @@ async fn serve(
             max_body_bytes: args.max_body,
             ..Limits::default()
         },
-        max_upload_bytes: args.max_upload,
-        max_in_flight: args.max_in_flight,
+        max_upload_bytes: args.max_upload.unwrap_or(defaults.max_upload_bytes),
+        max_in_flight: args.max_in_flight.unwrap_or(defaults.max_in_flight),
         max_in_flight_per_function: args.max_in_flight_per_function,
         data_connections: ConnectionLimits {
             header_timeout: args.header_timeout,
             idle_timeout: args.idle_timeout,
-            max_connections: args.max_connections,
+            max_connections: args
+                .max_connections
+                .unwrap_or(defaults.data_connections.max_connections),
             max_header_bytes: size_u32(args.max_header_size, "--max-header-size")?,
             max_headers: args.max_headers,
             body_timeout: args.body_timeout,
@@ -229,25 +248,29 @@ async fn serve(
         admin_connections: ConnectionLimits {
             header_timeout: args.admin_header_timeout,
             idle_timeout: args.admin_idle_timeout,
-            max_connections: args.admin_max_connections,
+            max_connections: args
+                .admin_max_connections
+                .unwrap_or(defaults.admin_connections.max_connections),
             max_header_bytes: size_u32(args.admin_max_header_size, "--admin-max-header-size")?,
             max_headers: args.admin_max_headers,
             body_timeout: args.admin_body_timeout,
             body_min_rate: args.admin_body_min_rate,
         },
-        store_cache_bytes: args.cache_capacity,
+        store_cache_bytes: args.cache_capacity.unwrap_or(defaults.store_cache_bytes),
         admin_token: args
             .admin_token
             .clone()
             .filter(|t| !t.expose_secret().is_empty()),
         max_outbound_requests: args.max_outbound_requests,
         log_bytes_per_invocation: args.log_bytes_per_invocation,
-        cgi_max_output_bytes: args.cgi_max_output,
+        cgi_max_output_bytes: args.cgi_max_output.unwrap_or(defaults.cgi_max_output_bytes),
         log_retention_entries: args.log_retention_lines,
         log_retention: args.log_retention,
         event_max_payload_bytes: args.event_max_payload,
         event_max_queue_depth: args.max_queue_depth,
-        event_max_in_flight: args.event_max_in_flight,
+        event_max_in_flight: args
+            .event_max_in_flight
+            .unwrap_or(defaults.event_max_in_flight),
         event_concurrency: args.event_concurrency,
         event_retry: RetryPolicy {
             max_attempts: args.event_max_attempts,
@@ -271,11 +294,19 @@ async fn serve(
             .iter()
             .map(|p| wisp_host::signed::TrustedKey::from_file(p).context("--trusted-key"))
             .collect::<anyhow::Result<_>>()?,
-        ..HostConfig::default()
+        ..defaults
     };
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    tracing::info!(
+        small = args.small,
+        max_in_flight = config.max_in_flight,
+        max_connections = config.data_connections.max_connections,
+        store_cache = %bytesize::ByteSize(config.store_cache_bytes).display().iec(),
+        pool_keep_resident = %bytesize::ByteSize(config.pool_keep_resident_bytes).display().iec(),
+        "capacity"
+    );
     // Bind before the (possibly slow) store load so a taken port fails fast.
     let data = tokio::net::TcpListener::bind(args.listen)
         .await

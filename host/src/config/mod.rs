@@ -56,6 +56,10 @@ pub struct HostConfig {
     /// Use the pooling instance allocator (falls back to on-demand when the
     /// address space cannot be reserved).
     pub pooling: bool,
+    /// Bytes at the start of each pool slot's linear memory and async stack
+    /// kept resident between instances, so that the next instance does not
+    /// fault them in again. Each slot ever used keeps up to twice this.
+    pub pool_keep_resident_bytes: u64,
     /// The admin bearer token; `None` reads or generates `admin-token` in the
     /// data directory.
     pub admin_token: Option<SecretString>,
@@ -177,6 +181,7 @@ impl Default for HostConfig {
             admin_connections: ConnectionLimits::ADMIN_DEFAULT,
             store_cache_bytes: 16 << 20,
             pooling: true,
+            pool_keep_resident_bytes: 1 << 20,
             admin_token: None,
             max_outbound_requests: 16,
             log_bytes_per_invocation: 64 * 1024,
@@ -209,6 +214,31 @@ impl Default for HostConfig {
 }
 
 impl HostConfig {
+    /// The defaults sized for a small device (512 MiB of memory, an SD
+    /// card; `wisp serve --small`): fewer invocations and connections at
+    /// once, a smaller store cache and pool slots that keep less resident,
+    /// smaller uploads and CGI output. Everything else is as
+    /// [`HostConfig::default`].
+    pub fn small() -> HostConfig {
+        HostConfig {
+            max_in_flight: 64,
+            max_upload_bytes: 32 << 20,
+            data_connections: ConnectionLimits {
+                max_connections: 1024,
+                ..ConnectionLimits::DATA_DEFAULT
+            },
+            admin_connections: ConnectionLimits {
+                max_connections: 32,
+                ..ConnectionLimits::ADMIN_DEFAULT
+            },
+            store_cache_bytes: 4 << 20,
+            pool_keep_resident_bytes: 128 << 10,
+            cgi_max_output_bytes: 4 << 20,
+            event_max_in_flight: 16,
+            ..HostConfig::default()
+        }
+    }
+
     /// Invocations one function may have running at once (see
     /// [`Self::max_in_flight_per_function`]).
     pub fn function_share(&self) -> u32 {
