@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Release archives for every target Wisp ships: target/dist/
+# Release archives for every target Wisp ships: target/archives/
 #   wisp-<version>-<target>.tar.gz          the full build (compiles wasm)
 #   wisp-runtime-<version>-<target>.tar.gz  the runtime-only build (serves
 #                                           signed precompiled code only)
@@ -12,6 +12,8 @@
 #   scripts/dist.sh                        all targets, both builds
 #   scripts/dist.sh x86_64-unknown-linux-musl ...   only these targets
 #   DIST_BUILDS=full scripts/dist.sh       only the full builds (or runtime)
+#   DIST_BUILDS=none scripts/dist.sh       only the memory measurement, of
+#                                          the archives' binaries already built
 #
 # Installs what it needs (Debian's cross gcc, musl-tools, musl-dev:arm64;
 # the Rust targets). Each build is a release build of its own: on two cores,
@@ -23,6 +25,7 @@ source scripts/common.sh
 ALL_TARGETS=(x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 read -r -a BUILDS <<<"${DIST_BUILDS:-full runtime}"
+if [ "${BUILDS[*]}" = none ]; then BUILDS=(); fi
 # Budgets of a stripped binary, MiB (issue 18): the full build, the runtime-only one.
 BUDGET_full=25
 BUDGET_runtime=12
@@ -45,7 +48,7 @@ ensure_rust_targets "${TARGETS[@]}"
 TARGET_DIR=$(target_dir)
 VERSION=$(cargo metadata --format-version 1 --no-deps \
     | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "wisp-cli"))')
-OUT="$TARGET_DIR/dist"
+OUT="$TARGET_DIR/archives"
 mkdir -p "$OUT"
 
 features_of() {
@@ -79,9 +82,11 @@ for target in "${TARGETS[@]}"; do
 done
 
 mib() { python3 -c "print(f'{$1 / 1048576:.1f}')"; }
-echo
-echo "| target | build | binary (stripped) | budget | archive |"
-echo "|---|---|---:|---:|---:|"
+if [ "${#BUILDS[@]}" -gt 0 ]; then
+    echo
+    echo "| target | build | binary (stripped) | budget | archive |"
+    echo "|---|---|---:|---:|---:|"
+fi
 for target in "${TARGETS[@]}"; do
     for build in "${BUILDS[@]}"; do
         name="wisp-$VERSION-$target"
@@ -108,7 +113,7 @@ work=$(mktemp -d)
 host=""
 trap '[ -z "$host" ] || kill "$host" 2>/dev/null || true; rm -rf "$work"' EXIT
 "$full_bin" keygen "$work/build" >/dev/null
-for g in "wasm32-wasip2/release/hello" "wasm32-wasip2/release/todo-api" "wasm32-wasip1/release/cgi-rust"; do
+for g in "wasm32-wasip2/release/hello" "wasm32-wasip2/release/todo_api" "wasm32-wasip1/release/cgi-rust"; do
     "$full_bin" compile "$GUEST_TARGET_DIR/$g.wasm" --sign "$work/build" -o "$work/$(basename "$g").cwasm" >/dev/null
 done
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -130,7 +135,7 @@ start_host() {
 }
 start_host
 "$runtime_bin" deploy hello "$work/hello.cwasm" --route /hello >/dev/null
-"$runtime_bin" deploy todo-api "$work/todo-api.cwasm" --route /todos --route '/todos/*' >/dev/null
+"$runtime_bin" deploy todo-api "$work/todo_api.cwasm" --route /todos --route '/todos/*' >/dev/null
 "$runtime_bin" deploy cgi "$work/cgi-rust.cwasm" --route '/cgi/*' >/dev/null
 kill -TERM "$host"
 wait "$host" || true

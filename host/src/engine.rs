@@ -419,3 +419,15 @@ fn start_epoch_ticker(engine: &Engine) {
         })
         .expect("spawning the epoch ticker thread");
 }
+
+#[cfg(test)]
+mod tests {
+    /// The tests run natively: a host must not take itself for an emulated
+    /// one (it would give up the pooling allocator). scripts/test-edge.sh
+    /// checks the other side, under qemu-aarch64.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_native_build_does_not_think_it_is_emulated() {
+        assert_eq!(super::emulated_on(), None);
+    }
+}
