@@ -185,17 +185,20 @@ fn small_sizes_the_host_for_a_small_device_and_explicit_options_still_apply() {
         "{name}: {statuses:?}"
     );
 
+    // The same through the environment, as a service unit sets it.
     let w2 = Wisp::start_with(
         Opts::default()
             .binary(bin)
-            .arg("--small")
+            .env("WISP_SMALL", "1")
             .arg("--max-in-flight")
             .arg("100"),
     );
     let log = w2.log_text();
     let capacity = log.lines().find(|l| l.contains("capacity")).unwrap();
     assert!(
-        capacity.contains("max_in_flight=100") && capacity.contains("store_cache=4.0 MiB"),
+        capacity.contains("small=true")
+            && capacity.contains("max_in_flight=100")
+            && capacity.contains("store_cache=4.0 MiB"),
         "{name}: {capacity}"
     );
 }

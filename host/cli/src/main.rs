@@ -176,8 +176,8 @@ pub struct ServeArgs {
     /// Size pools and caches for a small device (512 MiB of memory): the
     /// defaults marked "--small" below change, and the pool's slots keep
     /// less memory resident between instances. Options given explicitly
-    /// still apply.
-    #[arg(long, env = "WISP_SMALL")]
+    /// still apply. (`WISP_SMALL=1`, `true`, `yes` or `on`.)
+    #[arg(long, env = "WISP_SMALL", value_parser = clap::builder::BoolishValueParser::new())]
     pub small: bool,
 
     /// Largest artifact accepted by deploy [default: 64MiB; --small: 32MiB].
