@@ -33,10 +33,7 @@ if [ ! -x "$BIN" ]; then
     cargo build --release -p wisp-cli --bin wisp
 fi
 if ! command -v wrk >/dev/null 2>&1; then
-    say "installing wrk"
-    sudo=()
-    if [ "$(id -u)" != 0 ]; then sudo=(sudo); fi
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq wrk >/dev/null
+    apt_install "benches/small.sh" wrk
 fi
 ensure_wasm_targets
 build_guests hello hello-p3 echo todo-api counter config misbehave proxy >&2

@@ -1,3 +1,22 @@
+# Runs a command as root (through sudo unless this is root).
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# apt_install WHAT PACKAGE...: installs Debian packages that WHAT needs;
+# without apt-get, says so and fails.
+apt_install() {
+    local what="$1"
+    shift
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "==> $* needed for $what (no apt-get here: install them)" >&2
+        return 1
+    fi
+    echo "==> installing $* (Debian) for $what"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 # Shared by scripts/*.sh: make sure the wasm targets are installed.
 ensure_wasm_targets() {
     local installed
@@ -19,15 +38,7 @@ ensure_c_wasi() {
     if dpkg -s "${C_WASI_PACKAGES[@]}" >/dev/null 2>&1; then
         return
     fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "==> clang, lld and wasi-libc are needed for examples/cgi-c (no apt-get here: install them)" >&2
-        return
-    fi
-    echo "==> installing ${C_WASI_PACKAGES[*]} (Debian) for examples/cgi-c"
-    local sudo=()
-    if [ "$(id -u)" != 0 ]; then sudo=(sudo); fi
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${C_WASI_PACKAGES[@]}" >/dev/null
+    apt_install "examples/cgi-c" "${C_WASI_PACKAGES[@]}" || true
 }
 
 # Guests are built for wasm32-wasip2 in their own target directory under
@@ -103,15 +114,7 @@ ensure_nats_server() {
     if command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]; then
         return
     fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "==> nats-server is needed for the cluster tests (no apt-get here: install it)" >&2
-        return
-    fi
-    echo "==> installing nats-server (Debian) for the cluster tests"
-    local sudo=()
-    if [ "$(id -u)" != 0 ]; then sudo=(sudo); fi
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq nats-server >/dev/null
+    apt_install "the cluster tests" nats-server || true
 }
 
 # Edge builds (scripts/test-edge.sh, scripts/dist.sh): Debian's cross gcc
@@ -124,20 +127,15 @@ ensure_edge_tools() {
     local want_arm64_musl="${1:-}"
     local packages=("${EDGE_PACKAGES[@]}")
     if [ -n "$want_arm64_musl" ]; then packages+=(musl-dev:arm64); fi
-    if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
-        if ! command -v apt-get >/dev/null 2>&1; then
-            echo "==> ${packages[*]} are needed for the edge builds (no apt-get here: install them)" >&2
-            exit 1
-        fi
-        echo "==> installing ${packages[*]} (Debian) for the edge builds"
-        local sudo=()
-        if [ "$(id -u)" != 0 ]; then sudo=(sudo); fi
-        if [ -n "$want_arm64_musl" ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
-            "${sudo[@]}" dpkg --add-architecture arm64
-        fi
-        "${sudo[@]}" apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${packages[@]}" >/dev/null
+    if dpkg -s "${packages[@]}" >/dev/null 2>&1; then
+        return
     fi
+    # musl-dev:arm64 is a package of Debian's arm64 architecture.
+    if [ -n "$want_arm64_musl" ] && command -v dpkg >/dev/null 2>&1 \
+        && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+        as_root dpkg --add-architecture arm64
+    fi
+    apt_install "the edge builds" "${packages[@]}" || exit 1
 }
 
 # Installs the Rust targets named, where missing.

@@ -116,22 +116,20 @@ trap '[ -z "$host" ] || kill "$host" 2>/dev/null || true; rm -rf "$work"' EXIT
 for g in "wasm32-wasip2/release/hello" "wasm32-wasip2/release/todo_api" "wasm32-wasip1/release/cgi-rust"; do
     "$full_bin" compile "$GUEST_TARGET_DIR/$g.wasm" --sign "$work/build" -o "$work/$(basename "$g").cwasm" >/dev/null
 done
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-data_port=$(port)
-admin_port=$(port)
+TMP=$work
+die() { echo "scripts/dist.sh: $*" >&2; exit 1; }
+source benches/lib.sh
+free_port
+data_port=$PORT
+free_port
+admin_port=$PORT
 export WISP_ADMIN_URL="http://127.0.0.1:$admin_port" WISP_ADMIN_TOKEN=dist-idle-measure-token
 start_host() {
     "$runtime_bin" serve --data-dir "$work/data" --listen "127.0.0.1:$data_port" \
         --admin-listen "127.0.0.1:$admin_port" --trusted-key "$work/build.pub" \
-        >"$work/serve.log" 2>&1 &
+        >"$work/host.log" 2>&1 &
     host=$!
-    for _ in $(seq 100); do
-        curl -sf "$WISP_ADMIN_URL/v1/health" >/dev/null 2>&1 && return
-        sleep 0.1
-    done
-    echo "the runtime-only host did not start:" >&2
-    cat "$work/serve.log" >&2
-    exit 1
+    wait_ready host "$host" "$WISP_ADMIN_URL/v1/health"
 }
 start_host
 "$runtime_bin" deploy hello "$work/hello.cwasm" --route /hello >/dev/null

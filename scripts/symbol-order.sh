@@ -27,11 +27,7 @@ BIN="${CARGO_TARGET_DIR:-target}/release/wisp"
 unset RUST_BACKTRACE
 
 if ! command -v perf >/dev/null 2>&1; then
-    echo "==> installing linux-perf (Debian)"
-    sudo=()
-    if [ "$(id -u)" != 0 ]; then sudo=(sudo); fi
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq linux-perf >/dev/null
+    apt_install "scripts/symbol-order.sh" linux-perf
 fi
 
 ensure_wasm_targets

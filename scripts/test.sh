@@ -26,7 +26,7 @@ build_wasip1_guests
 # in the shared target directory (only wasmtime and what is above it build
 # again) and copied aside, then the default binary is put back in its place.
 echo "==> the runtime-only build (cargo build -p wisp-cli --no-default-features --features runtime)"
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+TARGET_DIR=$(target_dir)
 cargo build -p wisp-cli --no-default-features --features runtime
 mkdir -p "$TARGET_DIR/runtime-only"
 cp "$TARGET_DIR/debug/wisp" "$TARGET_DIR/runtime-only/wisp"

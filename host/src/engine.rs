@@ -328,10 +328,7 @@ impl ServiceEngine {
 /// the address space cannot be reserved.
 fn build_engine(cfg: &HostConfig, kind: EngineKind) -> anyhow::Result<(Engine, AllocatorKind)> {
     if !cfg.pooling {
-        return Ok((
-            Engine::new(&base_config(cfg, kind)?)?,
-            AllocatorKind::OnDemand,
-        ));
+        return on_demand(cfg, kind);
     }
     if let Some(cpu) = emulated_on() {
         // qemu-user grants the reservation, but keeps a record of every
@@ -347,10 +344,7 @@ fn build_engine(cfg: &HostConfig, kind: EngineKind) -> anyhow::Result<(Engine, A
                 std::env::consts::ARCH
             )
         });
-        return Ok((
-            Engine::new(&base_config(cfg, kind)?)?,
-            AllocatorKind::OnDemand,
-        ));
+        return on_demand(cfg, kind);
     }
     let mut c = base_config(cfg, kind)?;
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(cfg)));
@@ -371,12 +365,17 @@ fn build_engine(cfg: &HostConfig, kind: EngineKind) -> anyhow::Result<(Engine, A
                 "could not reserve the pooling allocator's address space; falling back to \
                  on-demand instance allocation (slower instantiation)"
             );
-            Ok((
-                Engine::new(&base_config(cfg, kind)?)?,
-                AllocatorKind::OnDemand,
-            ))
+            on_demand(cfg, kind)
         }
     }
+}
+
+/// An engine of `kind` that maps each instance's memory when it starts.
+fn on_demand(cfg: &HostConfig, kind: EngineKind) -> anyhow::Result<(Engine, AllocatorKind)> {
+    Ok((
+        Engine::new(&base_config(cfg, kind)?)?,
+        AllocatorKind::OnDemand,
+    ))
 }
 
 /// The architecture of the CPU this process really runs on, when it is not

@@ -48,7 +48,7 @@ fn rejections(w: &Wisp, function: &str, reason: &str) -> f64 {
 
 /// Sends a GET to the data plane on a thread of its own; the thread
 /// answers the status and body.
-fn spawn_get(w: &Wisp, path: &str) -> std::thread::JoinHandle<(u16, String)> {
+pub(crate) fn spawn_get(w: &Wisp, path: &str) -> std::thread::JoinHandle<(u16, String)> {
     let url = format!("{}{path}", w.data_url);
     std::thread::spawn(move || {
         let r = client().get(url).send().unwrap();

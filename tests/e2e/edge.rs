@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::admission::spawn_get;
 use crate::harness::*;
 
 /// The binary under test and what it is called in failures.
@@ -145,11 +146,7 @@ fn an_edge_build_without_room_for_the_pool_allocates_on_demand() {
 fn small_sizes_the_host_for_a_small_device_and_explicit_options_still_apply() {
     let (bin, name) = edge_binary();
     let w = Wisp::start_with(Opts::default().binary(bin.clone()).arg("--small"));
-    let log = w.log_text();
-    let capacity = log
-        .lines()
-        .find(|l| l.contains("capacity"))
-        .unwrap_or_else(|| panic!("{name}: no capacity line in\n{log}"));
+    let capacity = capacity_line(&w, &name);
     for part in [
         "small=true",
         "max_in_flight=64",
@@ -165,14 +162,8 @@ fn small_sizes_the_host_for_a_small_device_and_explicit_options_still_apply() {
     assert_eq!(w.get("/m/ok").status(), 200, "{name}");
     // 40 slow requests at once: the function's share (half of 64) runs,
     // the rest are refused at once.
-    let url = format!("{}/m/sleep?ms=3000", w.data_url);
-    let threads: Vec<_> = (0..40)
-        .map(|_| {
-            let url = url.clone();
-            std::thread::spawn(move || client().get(url).send().unwrap().status().as_u16())
-        })
-        .collect();
-    let mut statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let threads: Vec<_> = (0..40).map(|_| spawn_get(&w, "/m/sleep?ms=3000")).collect();
+    let mut statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap().0).collect();
     statuses.sort();
     assert_eq!(
         statuses.iter().filter(|s| **s == 200).count(),
@@ -193,12 +184,20 @@ fn small_sizes_the_host_for_a_small_device_and_explicit_options_still_apply() {
             .arg("--max-in-flight")
             .arg("100"),
     );
-    let log = w2.log_text();
-    let capacity = log.lines().find(|l| l.contains("capacity")).unwrap();
+    let capacity = capacity_line(&w2, &name);
     assert!(
         capacity.contains("small=true")
             && capacity.contains("max_in_flight=100")
             && capacity.contains("store_cache=4.0 MiB"),
         "{name}: {capacity}"
     );
+}
+
+/// The host's "capacity" line at start (the sizes it runs with).
+fn capacity_line(w: &Wisp, name: &str) -> String {
+    let log = w.log_text();
+    log.lines()
+        .find(|l| l.contains("capacity"))
+        .unwrap_or_else(|| panic!("{name}: no capacity line in\n{log}"))
+        .to_string()
 }

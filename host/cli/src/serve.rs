@@ -17,14 +17,9 @@ use crate::{LogFormat, ServeArgs};
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let filter = init_tracing(args.log_format, args.log_filter_file.as_deref())?;
     let open_files = raise_open_file_limit();
-    let defaults = defaults(&args);
-    let wanted = u64::from(
-        args.max_connections
-            .unwrap_or(defaults.data_connections.max_connections),
-    ) + u64::from(
-        args.admin_max_connections
-            .unwrap_or(defaults.admin_connections.max_connections),
-    );
+    let config = host_config(&args)?;
+    let wanted = u64::from(config.data_connections.max_connections)
+        + u64::from(config.admin_connections.max_connections);
     if let Some(limit) = open_files
         && wanted + FILES_BESIDE_CONNECTIONS > limit
     {
@@ -42,7 +37,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("wisp-worker")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, filter))
+    runtime.block_on(serve(args, config, filter))
 }
 
 /// The log filter's handle, for SIGHUP.
@@ -174,55 +169,13 @@ fn reload_on_sighup(filter: Option<(FilterHandle, std::path::PathBuf)>) -> anyho
     Ok(())
 }
 
-/// The defaults that options not given take: a small device's with
-/// `--small`.
-fn defaults(args: &ServeArgs) -> HostConfig {
-    match args.small {
+/// The host's configuration from the options: those not given take the
+/// defaults, a small device's with `--small`. Checked, and logged.
+fn host_config(args: &ServeArgs) -> anyhow::Result<HostConfig> {
+    let defaults = match args.small {
         true => HostConfig::small(),
         false => HostConfig::default(),
-    }
-}
-
-/// Tells the service manager (systemd, `Type=notify`) how the host is
-/// doing, when it asked (`NOTIFY_SOCKET` is set); nothing otherwise.
-fn notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
     };
-    #[cfg(unix)]
-    {
-        use std::os::unix::net::UnixDatagram;
-        let sent = UnixDatagram::unbound().and_then(|s| {
-            // An abstract socket's name starts with '@'.
-            let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
-            match bytes.strip_prefix(b"@") {
-                #[cfg(target_os = "linux")]
-                Some(name) => {
-                    use std::os::linux::net::SocketAddrExt as _;
-                    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-                    s.send_to_addr(state.as_bytes(), &addr)
-                }
-                _ => s.send_to(state.as_bytes(), &path),
-            }
-        });
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, state, "telling the service manager failed");
-        }
-    }
-}
-
-async fn serve(
-    args: ServeArgs,
-    filter: Option<(FilterHandle, std::path::PathBuf)>,
-) -> anyhow::Result<()> {
-    let shutdown = shutdown_signal()?;
-    reload_on_sighup(filter)?;
-    // Told to the service manager once the signal came.
-    let shutdown = async move {
-        shutdown.await;
-        notify("STOPPING=1");
-    };
-    let defaults = defaults(&args);
     let config = HostConfig {
         store: StoreLocation::Dir(args.data_dir.clone()),
         default_limits: Limits {
@@ -307,6 +260,49 @@ async fn serve(
         pool_keep_resident = %bytesize::ByteSize(config.pool_keep_resident_bytes).display().iec(),
         "capacity"
     );
+    Ok(config)
+}
+
+/// Tells the service manager (systemd, `Type=notify`) how the host is
+/// doing, when it asked (`NOTIFY_SOCKET` is set); nothing otherwise.
+fn notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::net::UnixDatagram;
+        let sent = UnixDatagram::unbound().and_then(|s| {
+            // An abstract socket's name starts with '@'.
+            let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+            match bytes.strip_prefix(b"@") {
+                #[cfg(target_os = "linux")]
+                Some(name) => {
+                    use std::os::linux::net::SocketAddrExt as _;
+                    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                    s.send_to_addr(state.as_bytes(), &addr)
+                }
+                _ => s.send_to(state.as_bytes(), &path),
+            }
+        });
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, state, "telling the service manager failed");
+        }
+    }
+}
+
+async fn serve(
+    args: ServeArgs,
+    config: HostConfig,
+    filter: Option<(FilterHandle, std::path::PathBuf)>,
+) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
+    reload_on_sighup(filter)?;
+    // Told to the service manager once the signal came.
+    let shutdown = async move {
+        shutdown.await;
+        notify("STOPPING=1");
+    };
     // Bind before the (possibly slow) store load so a taken port fails fast.
     let data = tokio::net::TcpListener::bind(args.listen)
         .await
