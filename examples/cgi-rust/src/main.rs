@@ -44,6 +44,7 @@ fn main() {
         ("query", var("QUERY_STRING")),
         ("content_type", var("CONTENT_TYPE")),
         ("remote_addr", var("REMOTE_ADDR")),
+        ("scheme", var("REQUEST_SCHEME")),
         (
             "server",
             format!("{}:{}", var("SERVER_NAME"), var("SERVER_PORT")),

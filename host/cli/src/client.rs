@@ -116,6 +116,12 @@ pub struct Connection {
     )]
     token: Option<SecretString>,
 
+    /// A CA certificate (PEM) to trust, besides the public roots, when the
+    /// admin API is served over TLS (`https://` in --admin-url) with a
+    /// certificate of a private CA.
+    #[arg(long, env = "WISP_ADMIN_CA", value_name = "FILE")]
+    admin_ca: Option<PathBuf>,
+
     /// Data directory of a local host, where its admin token is read from
     /// when no token is given.
     #[arg(
@@ -161,11 +167,20 @@ fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
 /// `--token` / `WISP_ADMIN_TOKEN`, else the `admin-token` file a host
 /// writes into its data directory.
 fn connect(connection: &Connection) -> Result<Client> {
-    Ok(
-        Client::builder(&connection.admin_url, admin_token(connection)?)
-            .user_agent(concat!("wisp-cli/", env!("CARGO_PKG_VERSION")))
-            .build()?,
-    )
+    let mut builder = Client::builder(&connection.admin_url, admin_token(connection)?)
+        .user_agent(concat!("wisp-cli/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = &connection.admin_ca {
+        let pem = std::fs::read(ca).with_context(|| {
+            format!(
+                "cannot read the CA certificate {} (WISP_ADMIN_CA)",
+                ca.display()
+            )
+        })?;
+        builder = builder.trust_pem(&pem).with_context(|| {
+            format!("{} (WISP_ADMIN_CA) holds no PEM certificate", ca.display())
+        })?;
+    }
+    Ok(builder.build()?)
 }
 
 fn admin_token(connection: &Connection) -> Result<SecretString> {
@@ -198,6 +213,7 @@ pub(crate) mod tests {
     pub(crate) fn connection(token: Option<&str>, data_dir: &Path) -> Connection {
         Connection {
             admin_url: "http://127.0.0.1:9090".into(),
+            admin_ca: None,
             token: token.map(SecretString::from),
             data_dir: data_dir.to_path_buf(),
         }

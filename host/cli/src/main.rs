@@ -105,8 +105,8 @@ pub struct ServeArgs {
     )]
     pub listen: SocketAddr,
 
-    /// Address of the admin API. Keep it on loopback unless a proxy in front
-    /// of it adds TLS.
+    /// Address of the admin API. Keep it on loopback unless it serves TLS
+    /// (--admin-tls-cert) or a proxy in front of it does.
     #[arg(
         long,
         env = "WISP_ADMIN_LISTEN",
@@ -114,6 +114,37 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:9090"
     )]
     pub admin_listen: SocketAddr,
+
+    /// Serve the data plane over TLS (HTTPS; HTTP/2 and HTTP/1.1 by ALPN)
+    /// with this certificate chain: PEM, the server's certificate first,
+    /// then any intermediates. Needs --tls-key. Read again when the file
+    /// changes and on SIGHUP, without dropping connections.
+    #[arg(long, env = "WISP_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "WISP_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve the admin API over TLS with this certificate chain (PEM), as
+    /// --tls-cert does for the data plane. Needs --admin-tls-key. Clients
+    /// trust a private CA through WISP_ADMIN_CA.
+    #[arg(
+        long,
+        env = "WISP_ADMIN_TLS_CERT",
+        value_name = "FILE",
+        requires = "admin_tls_key"
+    )]
+    pub admin_tls_cert: Option<PathBuf>,
+
+    /// The private key of --admin-tls-cert (PEM).
+    #[arg(
+        long,
+        env = "WISP_ADMIN_TLS_KEY",
+        value_name = "FILE",
+        requires = "admin_tls_cert"
+    )]
+    pub admin_tls_key: Option<PathBuf>,
 
     /// Bearer token of the admin API. Without it, the host reads (or, on
     /// first start, generates) `admin-token` in the data directory.

@@ -1,5 +1,7 @@
 //! `wisp serve`: configuration → a running host, until SIGTERM or ctrl-c.
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -8,7 +10,7 @@ use tracing_subscriber::{EnvFilter, reload};
 use wisp_host::cluster::{Cluster, ClusterConfig};
 use wisp_host::{
     ConnectionLimits, DeployOptions, Host, HostConfig, Limits, Listeners, RetryPolicy,
-    StoreLocation,
+    StoreLocation, Tls,
 };
 
 use crate::{LogFormat, ServeArgs};
@@ -135,18 +137,51 @@ fn init_tracing(
     Ok(filter_file.map(|p| (handle, p.to_path_buf())))
 }
 
-/// On SIGHUP, reads the log filter file again (`systemctl reload`); a
-/// filter that does not parse leaves the one in force, with a warning.
-/// Installed whatever the flags, so that a SIGHUP never stops the host.
-fn reload_on_sighup(filter: Option<(FilterHandle, std::path::PathBuf)>) -> anyhow::Result<()> {
+/// A listener's TLS from `--tls-cert`/`--tls-key` (or the admin pair;
+/// clap makes sure both or neither are given).
+fn tls(
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+    flag: &str,
+) -> anyhow::Result<Option<Arc<Tls>>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Tls::from_pem_files(cert, key)
+            .map(|t| Some(Arc::new(t)))
+            .with_context(|| format!("cannot serve TLS with {flag} {}", cert.display())),
+        _ => Ok(None),
+    }
+}
+
+/// On SIGHUP, reads the log filter file and the TLS certificates again
+/// (`systemctl reload`); a filter that does not parse or a certificate that
+/// cannot be used leaves the one in force, with a warning. Installed
+/// whatever the flags, so that a SIGHUP never stops the host.
+fn reload_on_sighup(
+    filter: Option<(FilterHandle, std::path::PathBuf)>,
+    tls: Vec<Arc<Tls>>,
+) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
+                for t in &tls {
+                    match t.reload() {
+                        Ok(()) => tracing::warn!(
+                            cert = %t.cert_path().display(),
+                            "SIGHUP: TLS certificate reloaded"
+                        ),
+                        Err(e) => tracing::error!(
+                            error = %e,
+                            "SIGHUP: the TLS certificate cannot be used; still serving the previous one"
+                        ),
+                    }
+                }
                 let Some((handle, path)) = &filter else {
-                    tracing::info!("SIGHUP: nothing to reload (no --log-filter-file)");
+                    if tls.is_empty() {
+                        tracing::info!("SIGHUP: nothing to reload (no --log-filter-file, no TLS)");
+                    }
                     continue;
                 };
                 match read_filter(path).and_then(|f| {
@@ -165,7 +200,7 @@ fn reload_on_sighup(filter: Option<(FilterHandle, std::path::PathBuf)>) -> anyho
         });
     }
     #[cfg(not(unix))]
-    let _ = filter;
+    let _ = (filter, tls);
     Ok(())
 }
 
@@ -296,8 +331,26 @@ async fn serve(
     config: HostConfig,
     filter: Option<(FilterHandle, std::path::PathBuf)>,
 ) -> anyhow::Result<()> {
+    // Certificates first: a bad file stops `wisp serve` before it listens.
+    let data_tls = tls(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        "--tls-cert",
+    )?;
+    let admin_tls = tls(
+        args.admin_tls_cert.as_deref(),
+        args.admin_tls_key.as_deref(),
+        "--admin-tls-cert",
+    )?;
     let shutdown = shutdown_signal()?;
-    reload_on_sighup(filter)?;
+    reload_on_sighup(
+        filter,
+        [&data_tls, &admin_tls]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
+    )?;
     // Told to the service manager once the signal came.
     let shutdown = async move {
         shutdown.await;
@@ -325,9 +378,11 @@ async fn serve(
         .build()
     })
     .await??;
+    let data_scheme = if data_tls.is_some() { "https" } else { "http" };
+    let admin_scheme = if admin_tls.is_some() { "https" } else { "http" };
     host.join_cluster(
-        format!("http://{}", data.local_addr()?),
-        format!("http://{}", admin.local_addr()?),
+        format!("{data_scheme}://{}", data.local_addr()?),
+        format!("{admin_scheme}://{}", admin.local_addr()?),
     )
     .await?;
 
@@ -361,15 +416,15 @@ async fn serve(
     tracing::info!(data = %data_addr, admin = %admin_addr, "wisp is serving");
     // Both listeners are bound and every function is loaded: ready.
     notify("READY=1");
-    println!("wisp: data plane  http://{data_addr}");
+    println!("wisp: data plane  {data_scheme}://{data_addr}");
     println!(
-        "wisp: admin API   http://{admin_addr}/v1   (token in {}/admin-token unless WISP_ADMIN_TOKEN is set)",
+        "wisp: admin API   {admin_scheme}://{admin_addr}/v1   (token in {}/admin-token unless WISP_ADMIN_TOKEN is set)",
         args.data_dir.display()
     );
     for f in host.functions().list()? {
         for r in &f.routes {
             println!(
-                "wisp:   {:<12} http://{data_addr}{}",
+                "wisp:   {:<12} {data_scheme}://{data_addr}{}",
                 f.name,
                 r.trim_end_matches("/*")
             );
@@ -380,6 +435,8 @@ async fn serve(
             Listeners {
                 data,
                 admin: Some(admin),
+                data_tls,
+                admin_tls,
             },
             shutdown,
             args.grace,

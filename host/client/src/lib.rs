@@ -109,6 +109,18 @@ pub enum Error {
         /// What the HTTP client said.
         error: reqwest::Error,
     },
+    /// The admin API is served over TLS with a certificate this client
+    /// does not trust (or for another name).
+    #[error(
+        "cannot verify the TLS certificate of the Wisp admin API at {url}: {reason} (a \
+         private CA is trusted with WISP_ADMIN_CA=FILE in the CLI, `trust_pem` in this crate)"
+    )]
+    Certificate {
+        /// The admin API's base URL.
+        url: String,
+        /// What the TLS library said.
+        reason: String,
+    },
     /// No answer within the deadline.
     #[error("the Wisp admin API at {url} did not answer in time")]
     Timeout {
@@ -185,9 +197,20 @@ pub struct ClientBuilder {
     base_url: String,
     token: SecretString,
     user_agent: String,
+    roots: Vec<reqwest::Certificate>,
 }
 
 impl ClientBuilder {
+    /// Trusts the certificates of `pem` (one or more, PEM) as well as the
+    /// public roots, for an admin API served over TLS with a certificate of
+    /// a private CA (`WISP_ADMIN_CA`). The server's certificate is always
+    /// verified.
+    pub fn trust_pem(mut self, pem: &[u8]) -> Result<Self, Error> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(Error::Setup)?;
+        self.roots.extend(certs);
+        Ok(self)
+    }
+
     /// The `User-Agent` of every call (default `wisp-client/VERSION`).
     pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
         self.user_agent = user_agent.into();
@@ -204,6 +227,9 @@ impl ClientBuilder {
         // host on this machine, which is where the admin API usually is.
         if is_loopback(&base_url) {
             builder = builder.no_proxy();
+        }
+        for root in self.roots {
+            builder = builder.add_root_certificate(root);
         }
         let http = builder.build().map_err(Error::Setup)?;
         Ok(Client {
@@ -227,6 +253,7 @@ impl Client {
             base_url: base_url.to_string(),
             token: token.into(),
             user_agent: concat!("wisp-client/", env!("CARGO_PKG_VERSION")).to_string(),
+            roots: Vec::new(),
         }
     }
 
@@ -318,7 +345,9 @@ impl Client {
 
     fn transport_error(&self, e: reqwest::Error) -> Error {
         let url = self.base_url.as_str().trim_end_matches('/').to_string();
-        if e.is_connect() {
+        if let Some(reason) = certificate_error(&e) {
+            Error::Certificate { url, reason }
+        } else if e.is_connect() {
             Error::Connect { url, error: e }
         } else if e.is_timeout() {
             Error::Timeout { url, error: e }
@@ -326,6 +355,28 @@ impl Client {
             Error::Transport { url, source: e }
         }
     }
+}
+
+/// What rustls said, if `e` is a failure to verify the server's
+/// certificate: found by its words, the error types in between being
+/// private to reqwest and hyper.
+fn certificate_error(e: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if text.contains("certificate") {
+            return Some(text);
+        }
+        // io::Error's `source` skips the error it wraps: look inside.
+        source = match s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => s.source(),
+        };
+    }
+    None
 }
 
 /// Checks an admin URL: `http` or `https`, usable as a base; its query and

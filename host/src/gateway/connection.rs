@@ -105,6 +105,9 @@ impl ConnState {
 pub(crate) struct Listener {
     pub(crate) kind: PlaneKind,
     pub(crate) limits: ConnectionLimits,
+    /// TLS on this listener's connections; `None`: plain HTTP (HTTP/1.1 and
+    /// h2c).
+    pub(crate) tls: Option<Arc<super::tls::Tls>>,
     /// `waiting_since` times are milliseconds after this.
     epoch: Instant,
     open: Mutex<Open>,
@@ -139,10 +142,15 @@ impl Drop for Registered {
 }
 
 impl Listener {
-    pub(crate) fn new(kind: PlaneKind, limits: ConnectionLimits) -> Arc<Listener> {
+    pub(crate) fn new(
+        kind: PlaneKind,
+        limits: ConnectionLimits,
+        tls: Option<Arc<super::tls::Tls>>,
+    ) -> Arc<Listener> {
         Arc::new(Listener {
             kind,
             limits,
+            tls,
             epoch: Instant::now(),
             open: Mutex::new(Open::default()),
         })
@@ -397,7 +405,14 @@ pub(crate) struct ConnService {
     pub(crate) remote: SocketAddr,
     pub(crate) conn: Arc<ConnState>,
     pub(crate) limits: ConnectionLimits,
+    /// Whether the connection came over TLS: its requests carry
+    /// [`Secure`], which guests see as the `https` scheme.
+    pub(crate) tls: bool,
 }
+
+/// Marks a request that came over TLS (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Secure;
 
 /// A request of this connection until its response has ended (or was
 /// dropped: the client went away).
@@ -437,6 +452,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             }
         });
         req.extensions_mut().insert(ConnectInfo(self.remote));
+        if self.tls {
+            req.extensions_mut().insert(Secure);
+        }
         let plane = self.plane.clone();
         let limits = self.limits;
         Box::pin(async move {
@@ -618,7 +636,7 @@ mod tests {
     #[test]
     fn a_full_listener_closes_the_longest_waiting_connection() {
         runtime().block_on(async {
-            let l = Listener::new(PlaneKind::Data, limits(2));
+            let l = Listener::new(PlaneKind::Data, limits(2), None);
             let a = l.admit().expect("room");
             tokio::time::sleep(Duration::from_millis(5)).await;
             let b = l.admit().expect("room");
@@ -643,7 +661,7 @@ mod tests {
     #[test]
     fn the_watchdog_bounds_heads_and_idleness_but_never_a_request() {
         runtime().block_on(async {
-            let l = Listener::new(PlaneKind::Data, limits(10));
+            let l = Listener::new(PlaneKind::Data, limits(10), None);
             let within = |took: Duration, from: u64, to: u64| {
                 assert!(
                     took >= Duration::from_millis(from) && took < Duration::from_millis(to),

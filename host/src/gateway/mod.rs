@@ -6,6 +6,7 @@
 
 pub(crate) mod connection;
 pub(crate) mod serve;
+pub(crate) mod tls;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 pub use self::serve::Listeners;
+pub use self::tls::{Tls, TlsError};
 use crate::error::ApiError;
 use crate::function::prepare::Prepared;
 use crate::function::registry::Registry;

@@ -23,12 +23,14 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::either::Either;
 use tokio_util::task::TaskTracker;
 
 use super::Gateway;
 use super::connection::{
     ConnService, CountingIo, Listener, Plane, PlaneKind, Registered, watchdog,
 };
+use super::tls::Tls;
 use crate::config::{ConnectionLimits, HostConfig};
 
 /// The sockets a host serves on. Bind them first (port 0 in tests) so the
@@ -39,6 +41,10 @@ pub struct Listeners {
     /// Admin plane; `None` serves no admin API (an embedding application
     /// may nest [`Host::admin_router`](crate::Host::admin_router) itself).
     pub admin: Option<TcpListener>,
+    /// TLS on the data plane (HTTPS, HTTP/2 by ALPN); `None`: plain HTTP.
+    pub data_tls: Option<Arc<Tls>>,
+    /// TLS on the admin plane.
+    pub admin_tls: Option<Arc<Tls>>,
 }
 
 /// What the serving threads need of a host: the data plane, the
@@ -168,7 +174,11 @@ impl Serving {
         }
         parts.runtimes.set(runtimes);
         let workers = Arc::new(workers);
-        let data = Listener::new(PlaneKind::Data, config.data_connections);
+        let data = Listener::new(
+            PlaneKind::Data,
+            config.data_connections,
+            listeners.data_tls.clone(),
+        );
         let mut acceptors = vec![tokio::spawn(accept(
             listeners.data,
             data,
@@ -176,8 +186,19 @@ impl Serving {
             stop.clone(),
         ))];
         if let Some(admin) = listeners.admin {
-            let listener = Listener::new(PlaneKind::Admin, config.admin_connections);
-            acceptors.push(tokio::spawn(accept(admin, listener, workers, stop)));
+            let listener = Listener::new(
+                PlaneKind::Admin,
+                config.admin_connections,
+                listeners.admin_tls.clone(),
+            );
+            acceptors.push(tokio::spawn(accept(admin, listener, workers, stop.clone())));
+        }
+        // Certificates renewed on disk are picked up while serving.
+        for tls in [listeners.data_tls, listeners.admin_tls]
+            .into_iter()
+            .flatten()
+        {
+            acceptors.push(tokio::spawn(tls.watch(stop.clone())));
         }
         Ok(Serving { acceptors, done })
     }
@@ -360,18 +381,40 @@ async fn serve_thread(
             }
         };
         let conn = registered.state.clone();
-        let io = TokioIo::new(CountingIo::new(stream, conn.clone()));
+        let io = CountingIo::new(stream, conn.clone());
         let (plane, builder) = match listener.kind {
-            PlaneKind::Data => (Plane::Data(gateway.clone()), &data_builder),
-            PlaneKind::Admin => (Plane::Admin(admin_router()), &admin_builder),
+            PlaneKind::Data => (Plane::Data(gateway.clone()), data_builder.clone()),
+            PlaneKind::Admin => (Plane::Admin(admin_router()), admin_builder.clone()),
         };
         let service = ConnService {
             plane,
             remote,
             conn,
             limits: listener.limits,
+            tls: listener.tls.is_some(),
         };
-        let served = graceful.watch(builder.serve_connection(io, service).into_owned());
+        let acceptor = listener.tls.as_ref().map(|t| t.acceptor());
+        let watcher = graceful.watcher();
+        // The handshake (TLS) is part of the connection: the watchdog
+        // bounds it like a request head, and a client that never finishes
+        // it holds nothing longer than one that never sends a request.
+        let served = async move {
+            let io = match acceptor {
+                Some(acceptor) => Either::Right(acceptor.accept(io).await.map_err(|e| {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    e
+                })?),
+                None => Either::Left(io),
+            };
+            watcher
+                .watch(
+                    builder
+                        .serve_connection(TokioIo::new(io), service)
+                        .into_owned(),
+                )
+                .await
+                .map_err(std::io::Error::other)
+        };
         let connections = connections.clone();
         tracker.spawn(async move {
             tokio::select! {

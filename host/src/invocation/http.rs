@@ -116,11 +116,18 @@ impl Invoker {
         let log = store.data().log.clone();
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
+        let scheme = match request
+            .extensions()
+            .get::<crate::gateway::connection::Secure>()
+        {
+            Some(_) => Scheme::Https,
+            None => Scheme::Http,
+        };
         let prepared = (|| {
             let req = store
                 .data_mut()
                 .http()
-                .new_incoming_request(Scheme::Http, request)?;
+                .new_incoming_request(scheme, request)?;
             let out = store.data_mut().http().new_response_outparam(sender)?;
             Ok::<_, wasmtime::Error>((req, out))
         })();

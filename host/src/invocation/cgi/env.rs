@@ -16,10 +16,13 @@ pub(super) struct RequestInfo<'a> {
     pub(super) body_len: usize,
     pub(super) remote: Option<SocketAddr>,
     pub(super) version: http::Version,
+    /// The request came over TLS.
+    pub(super) secure: bool,
 }
 
-/// The CGI/1.1 meta-variables (RFC 3875, section 4.1) and the two common
-/// extensions Wisp sets (`REQUEST_URI`, `REMOTE_PORT`). Together with every
+/// The CGI/1.1 meta-variables (RFC 3875, section 4.1) and the common
+/// extensions Wisp sets (`REQUEST_URI`, `REMOTE_PORT`, `REQUEST_SCHEME`, and
+/// `HTTPS=on` over TLS). Together with every
 /// `HTTP_*` name they describe the request, so the function's configured
 /// variables never take one of these names (see [`is_meta_variable`]).
 const META_VARIABLES: &[&str] = &[
@@ -27,6 +30,7 @@ const META_VARIABLES: &[&str] = &[
     "CONTENT_LENGTH",
     "CONTENT_TYPE",
     "GATEWAY_INTERFACE",
+    "HTTPS",
     "PATH_INFO",
     "PATH_TRANSLATED",
     "QUERY_STRING",
@@ -36,6 +40,7 @@ const META_VARIABLES: &[&str] = &[
     "REMOTE_PORT",
     "REMOTE_USER",
     "REQUEST_METHOD",
+    "REQUEST_SCHEME",
     "REQUEST_URI",
     "SCRIPT_NAME",
     "SERVER_NAME",
@@ -92,7 +97,14 @@ pub(super) fn cgi_env(
     if req.body_len > 0 || req.headers.contains_key(header::CONTENT_LENGTH) {
         set("CONTENT_LENGTH", req.body_len.to_string());
     }
-    let (name, port) = server_name_port(req.headers);
+    set(
+        "REQUEST_SCHEME",
+        if req.secure { "https" } else { "http" }.into(),
+    );
+    if req.secure {
+        set("HTTPS", "on".into());
+    }
+    let (name, port) = server_name_port(req.headers, req.secure);
     set("SERVER_NAME", name);
     set("SERVER_PORT", port.to_string());
     match req.remote {
@@ -141,7 +153,8 @@ pub(super) fn cgi_env(
 }
 
 /// `SERVER_NAME` and `SERVER_PORT` from the `Host` header.
-fn server_name_port(headers: &HeaderMap) -> (String, u16) {
+fn server_name_port(headers: &HeaderMap, secure: bool) -> (String, u16) {
+    let default_port = if secure { 443 } else { 80 };
     let authority = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -152,9 +165,9 @@ fn server_name_port(headers: &HeaderMap) -> (String, u16) {
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_string(),
-            a.port_u16().unwrap_or(80),
+            a.port_u16().unwrap_or(default_port),
         ),
-        None => ("localhost".into(), 80),
+        None => ("localhost".into(), default_port),
     }
 }
 
@@ -237,6 +250,7 @@ mod tests {
             body_len: 3,
             remote: Some("10.0.0.1:5555".parse().unwrap()),
             version: http::Version::HTTP_11,
+            secure: false,
         }
     }
 
@@ -285,6 +299,8 @@ mod tests {
             // Meta-variables this request does not set are dropped too.
             ("REMOTE_USER", "admin"),
             ("AUTH_TYPE", "Basic"),
+            // Nor may a function pass for one served over TLS.
+            ("HTTPS", "on"),
             ("MINE", "x"),
             // Names are case-sensitive: this one is not a meta-variable.
             ("request_method", "lower"),
@@ -305,6 +321,7 @@ mod tests {
             "REMOTE_USER",
             "AUTH_TYPE",
             "CONTENT_LENGTH",
+            "HTTPS",
         ] {
             assert_eq!(getenv(&env, dropped), None, "{dropped}");
         }
@@ -314,7 +331,7 @@ mod tests {
 
         assert!(is_meta_variable("HTTP_"));
         assert!(is_meta_variable("PATH_TRANSLATED"));
-        assert!(!is_meta_variable("HTTPS"));
+        assert!(is_meta_variable("HTTPS"));
         assert!(!is_meta_variable("PATH"));
     }
 

@@ -193,6 +193,10 @@ impl Invoker {
             body_len: body.len(),
             remote,
             version: parts.version,
+            secure: parts
+                .extensions
+                .get::<crate::gateway::connection::Secure>()
+                .is_some(),
         };
         let env = cgi_env(&info, &target.env);
         let args = cgi_args(&script_name, &target.name, info.query);
