@@ -53,6 +53,9 @@ pub enum DeployError {
     /// No such version.
     #[error("{0}")]
     VersionNotFound(String),
+    /// No alias of that name.
+    #[error("{0}")]
+    AliasNotFound(String),
     /// Precompiled code this host will not load: unsigned, signed by a
     /// key it does not trust, or changed after signing.
     #[error("{0}")]

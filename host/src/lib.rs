@@ -126,6 +126,7 @@ pub use events::{
 };
 pub use events::{Events, JobCounts, JobInfo, JobState, JobTask, Jobs, NewJob, parse_array};
 pub use function::Functions;
+pub use function::aliases::{AliasInfo, AliasSpec, Share};
 pub use function::handles::{Kv, Logs, Settings};
 pub use function::records::PrecompiledFrom;
 pub use function::signed;

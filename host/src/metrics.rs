@@ -126,15 +126,19 @@ pub fn compiled(took: Duration) {
 #[derive(Clone)]
 pub(crate) struct FunctionMetrics {
     name: String,
+    /// The version, a label of the invocation counts: a split between
+    /// versions (aliases) shows in them.
+    version: String,
     duration: Histogram,
     /// Counters by status, created on first use (index: status - 100).
     by_status: Box<[OnceLock<Counter>]>,
 }
 
 impl FunctionMetrics {
-    pub fn new(name: &str) -> FunctionMetrics {
+    pub fn new(name: &str, version: u64) -> FunctionMetrics {
         FunctionMetrics {
             name: name.to_string(),
+            version: version.to_string(),
             duration: metrics::histogram!(INVOCATION_SECONDS, "function" => name.to_string()),
             by_status: (100..600).map(|_| OnceLock::new()).collect(),
         }
@@ -145,7 +149,7 @@ impl FunctionMetrics {
         let idx = usize::from(status.clamp(100, 599) - 100);
         self.by_status[idx]
             .get_or_init(|| {
-                metrics::counter!(INVOCATIONS, "function" => self.name.clone(), "status" => status.to_string())
+                metrics::counter!(INVOCATIONS, "function" => self.name.clone(), "version" => self.version.clone(), "status" => status.to_string())
             })
             .increment(1);
     }

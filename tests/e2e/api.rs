@@ -323,7 +323,7 @@ fn openapi_metrics_and_invocation_log() {
     }
     let text = a.get("/metrics").text().unwrap();
     for m in [
-        "wisp_invocations_total{function=\"hello\",status=\"200\"} 1",
+        "wisp_invocations_total{function=\"hello\",version=\"1\",status=\"200\"} 1",
         "wisp_invocation_duration_seconds_bucket",
         "wisp_instantiation_duration_seconds_bucket",
         "wisp_invocations_in_flight",

@@ -4,6 +4,7 @@
 mod harness;
 
 mod admission;
+mod aliases;
 mod api;
 mod cgi;
 mod cli;

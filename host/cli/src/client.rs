@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
 use wisp_client::Client;
 
-use crate::functions::{DeployArgs, ListArgs, NameArgs, RollbackArgs, ShowArgs};
+use crate::functions::{DeployArgs, ListArgs, RollbackArgs, ShowArgs};
 use crate::invoke::InvokeArgs;
 
 const NO_TOKEN: &str =
@@ -34,8 +34,13 @@ pub enum Command {
     Versions(ShowArgs),
     /// Make an earlier version of a function active again.
     Rollback(RollbackArgs),
-    /// Delete a function and all its versions.
-    Delete(NameArgs),
+    /// Delete a function and all its versions (one with aliases only with
+    /// --force).
+    Delete(crate::functions::DeleteArgs),
+    /// Aliases: named pointers to versions, with weighted splits and
+    /// routes of their own.
+    #[command(subcommand)]
+    Alias(crate::alias::AliasCommand),
     /// Call a function through the admin API, whatever its routes.
     Invoke(InvokeArgs),
     /// Show a function's logs: its stdout, stderr and log lines.
@@ -77,6 +82,7 @@ impl Command {
             Command::Info(a) | Command::Versions(a) => &a.connection,
             Command::Rollback(a) => &a.connection,
             Command::Delete(a) => &a.connection,
+            Command::Alias(c) => c.connection(),
             Command::Invoke(a) => &a.connection,
             Command::Logs(a) => &a.connection,
             Command::Kv(c) => c.connection(),
@@ -143,6 +149,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Versions(args) => crate::functions::versions(&api, args).await,
         Command::Rollback(args) => crate::functions::rollback(&api, args).await,
         Command::Delete(args) => crate::functions::delete(&api, args).await,
+        Command::Alias(c) => crate::alias::run(&api, c).await,
         Command::Invoke(args) => crate::invoke::invoke(&api, args).await,
         Command::Logs(args) => crate::logs::run(&api, args).await,
         Command::Kv(c) => crate::kv::run(&api, c).await,

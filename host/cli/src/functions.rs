@@ -67,6 +67,12 @@ pub struct DeployArgs {
     /// off again) [default: as the active version, else off].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     config_env: Option<bool>,
+    /// Let a request pin one of the serving versions (the active one, or
+    /// one an alias points to) with the `wisp-version: N` header, for
+    /// trying a version before it gets traffic (`--version-pinning=false`
+    /// turns it off) [default: as the active version, else off].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    version_pinning: Option<bool>,
     /// Allow outbound HTTP requests to a host: `https://api.example.com`,
     /// `*.example.com`, `host:port`, `host:*`. Repeatable; without any, the
     /// allow-list of the active version is kept (outbound HTTP is denied by
@@ -150,9 +156,12 @@ pub struct RollbackArgs {
 
 /// `wisp delete`.
 #[derive(Args)]
-pub struct NameArgs {
+pub struct DeleteArgs {
     /// Function name.
     name: String,
+    /// Delete it even if it has aliases (their routes stop serving).
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     pub(crate) connection: Connection,
 }
@@ -241,6 +250,7 @@ fn deploy_options(args: &DeployArgs) -> Result<DeployOptions> {
         max_body_bytes: args.max_body,
         allow_outbound: args.allow_outbound.clone(),
         config_env: args.config_env,
+        version_pinning: args.version_pinning,
         static_dir: args.static_dir.clone().into(),
         concurrency: args.concurrency,
         queue: args.queue,
@@ -420,6 +430,25 @@ fn info_text(info: &FunctionInfo) -> String {
         format_bytes(info.limits.memory_bytes),
         format_bytes(info.limits.max_body_bytes)
     );
+    // `live → 7 (90%), 8 (10%) at /hello`, one alias a line.
+    let aliases: Vec<String> = info
+        .aliases
+        .iter()
+        .map(|a| {
+            let shares: Vec<String> = match a.shares.as_slice() {
+                [only] => vec![only.version.to_string()],
+                all => all
+                    .iter()
+                    .map(|s| format!("{} ({}%)", s.version, s.percent))
+                    .collect(),
+            };
+            let at = match a.routes.as_slice() {
+                [] => String::new(),
+                r => format!(" at {}", r.join(" ")),
+            };
+            format!("{} → {}{at}", a.name, shares.join(", "))
+        })
+        .collect();
     let fields = [
         ("name", info.name.clone()),
         ("active version", info.active_version.to_string()),
@@ -434,6 +463,14 @@ fn info_text(info: &FunctionInfo) -> String {
         ("admission", admission_text(info)),
         ("instances", describe_reuse(info.reuse.as_ref())),
         ("outbound", join_or_none(&info.allow_outbound)),
+        ("aliases", lines_or_none(&aliases, LABEL_WIDTH)),
+        (
+            "pinning",
+            match info.version_pinning {
+                true => "allowed (wisp-version)".into(),
+                false => "off".into(),
+            },
+        ),
         ("created", info.created_at.clone()),
         ("updated", info.updated_at.clone()),
     ];
@@ -519,8 +556,11 @@ pub(crate) async fn rollback(api: &Client, args: RollbackArgs) -> Result<()> {
     ))
 }
 
-pub(crate) async fn delete(api: &Client, args: NameArgs) -> Result<()> {
-    api.delete(&args.name).await?;
+pub(crate) async fn delete(api: &Client, args: DeleteArgs) -> Result<()> {
+    match args.force {
+        true => api.delete_forced(&args.name).await?,
+        false => api.delete(&args.name).await?,
+    }
     write_stdout(&format!("deleted {}\n", args.name))
 }
 
@@ -565,6 +605,7 @@ mod tests {
             memory: Some(64 << 20),
             max_body: None,
             config_env: None,
+            version_pinning: None,
             static_dir: None,
             allow_outbound: vec!["https://api.example.com".into()],
             concurrency: Some(2),

@@ -9,7 +9,8 @@ use reqwest::{Method, Response};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use wisp_host::{
-    DeployOptions, FunctionInfo, FunctionSummary, LogPage, LogQuery, Setting, VersionInfo,
+    AliasInfo, AliasSpec, DeployOptions, FunctionInfo, FunctionSummary, LogPage, LogQuery, Setting,
+    VersionInfo,
 };
 
 use crate::{Client, Error};
@@ -94,6 +95,9 @@ pub(crate) fn deploy_query(o: &DeployOptions) -> Vec<(&'static str, String)> {
     if let Some(on) = o.config_env {
         query.push(("config_env", on.to_string()));
     }
+    if let Some(on) = o.version_pinning {
+        query.push(("version_pinning", on.to_string()));
+    }
     if let Some(reuse) = &o.reuse {
         query.push(("reuse", reuse.clone()));
     }
@@ -168,10 +172,45 @@ impl Client {
         self.call(request).await
     }
 
-    /// `DELETE /v1/functions/{name}`: the function and every version.
+    /// `DELETE /v1/functions/{name}`: the function and every version (a
+    /// function with aliases is refused, 409 `conflict`).
     pub async fn delete(&self, name: &str) -> Result<(), Error> {
         self.call_empty(self.request(Method::DELETE, &["v1", "functions", name]))
             .await
+    }
+
+    /// `DELETE /v1/functions/{name}?force=true`: the same, aliases or not.
+    pub async fn delete_forced(&self, name: &str) -> Result<(), Error> {
+        let request = self
+            .request(Method::DELETE, &["v1", "functions", name])
+            .query(&[("force", "true")]);
+        self.call_empty(request).await
+    }
+
+    /// `PUT /v1/functions/{name}/aliases/{alias}`: creates or changes an
+    /// alias.
+    pub async fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        spec: &AliasSpec,
+    ) -> Result<AliasInfo, Error> {
+        let request = self
+            .request(Method::PUT, &["v1", "functions", name, "aliases", alias])
+            .json(spec);
+        self.call(request).await
+    }
+
+    /// `GET /v1/functions/{name}/aliases`.
+    pub async fn aliases(&self, name: &str) -> Result<Vec<AliasInfo>, Error> {
+        self.call(self.request(Method::GET, &["v1", "functions", name, "aliases"]))
+            .await
+    }
+
+    /// `DELETE /v1/functions/{name}/aliases/{alias}`.
+    pub async fn delete_alias(&self, name: &str, alias: &str) -> Result<(), Error> {
+        let path = ["v1", "functions", name, "aliases", alias];
+        self.call_empty(self.request(Method::DELETE, &path)).await
     }
 
     /// `{method} /v1/functions/{name}/invoke?path=...`: calls the function
@@ -221,6 +260,7 @@ mod tests {
             max_body_bytes: None,
             allow_outbound: vec!["https://api.example.com".into(), "*.example.org".into()],
             config_env: Some(false),
+            version_pinning: Some(true),
             kv_max_key_bytes: Some(100),
             kv_max_value_bytes: None,
             kv_max_total_bytes: Some(1 << 20),

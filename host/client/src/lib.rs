@@ -63,11 +63,11 @@ pub use secrecy;
 /// A host of a cluster, as `GET /v1/hosts` lists it.
 pub use wisp_host::cluster::Member;
 pub use wisp_host::{
-    ConfigEntry, ConfigList, DeliveryRecord, DeliveryStatus, DeployOptions, ErrorBody, ErrorDetail,
-    EventInfo, FunctionInfo, FunctionSummary, JobCounts, JobInfo, JobState, JobTask, KeyList,
-    LimitOverrides, Limits, LogEntry, LogLevel, LogPage, LogQuery, LogStream, NewJob, NewSchedule,
-    NewSubscription, Published, Purged, RedriveRequest, Redriven, RetryPolicy, Schedule, SetConfig,
-    Subscription, VersionInfo,
+    AliasInfo, AliasSpec, ConfigEntry, ConfigList, DeliveryRecord, DeliveryStatus, DeployOptions,
+    ErrorBody, ErrorDetail, EventInfo, FunctionInfo, FunctionSummary, JobCounts, JobInfo, JobState,
+    JobTask, KeyList, LimitOverrides, Limits, LogEntry, LogLevel, LogPage, LogQuery, LogStream,
+    NewJob, NewSchedule, NewSubscription, Published, Purged, RedriveRequest, Redriven, RetryPolicy,
+    Schedule, SetConfig, Share, Subscription, VersionInfo,
 };
 
 /// How long to wait for the admin API to accept a connection.

@@ -49,6 +49,7 @@ impl From<DeployError> for ApiError {
             TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
             VersionNotFound(_) => (StatusCode::NOT_FOUND, "version_not_found"),
+            AliasNotFound(_) => (StatusCode::NOT_FOUND, "alias_not_found"),
             ClusterUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
             Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Store(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL),

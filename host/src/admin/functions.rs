@@ -49,6 +49,7 @@ pub(super) async fn list_functions(
         ("memory_bytes" = Option<u64>, Query, description = "Memory cap override"),
         ("max_body_bytes" = Option<u64>, Query, description = "Request body cap override"),
         ("config_env" = Option<bool>, Query, description = "Pass the function's plain settings (not secrets) as environment variables; default: inherited, else false"),
+        ("version_pinning" = Option<bool>, Query, description = "Let a request pin a serving version (the active one, or one an alias points to) with the `wisp-version` header; default: inherited, else false"),
         ("kv_max_key_bytes" = Option<u64>, Query, description = "Key-value key size override"),
         ("kv_max_value_bytes" = Option<u64>, Query, description = "Key-value value size override"),
         ("kv_max_total_bytes" = Option<u64>, Query, description = "Key-value total (keys and values) override"),
@@ -99,13 +100,27 @@ pub(super) async fn get_function(
     Ok(Json(host.functions().get(&name)?))
 }
 
-#[utoipa::path(delete, path = "/v1/functions/{name}", params(("name" = String, Path)),
-    responses((status = 200, body = Deleted), (status = 404, body = ErrorBody)))]
+/// Query of a function's delete.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeleteQuery {
+    /// Delete it even if it has aliases.
+    #[serde(default)]
+    force: bool,
+}
+
+#[utoipa::path(delete, path = "/v1/functions/{name}", params(("name" = String, Path), DeleteQuery),
+    responses((status = 200, body = Deleted), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "It has aliases and `force` is not set")))]
 pub(super) async fn delete_function(
     State(host): State<Host>,
     ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> Result<Json<Deleted>, ApiError> {
-    host.functions().delete(&name).await?;
+    match q.force {
+        true => host.functions().delete_forced(&name).await?,
+        false => host.functions().delete(&name).await?,
+    }
     Ok(Json(Deleted { deleted: name }))
 }
 

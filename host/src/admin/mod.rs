@@ -27,6 +27,7 @@ use self::openapi::Binary;
 use crate::Host;
 use crate::error::ApiError;
 
+mod aliases;
 mod config;
 mod error;
 mod events;
@@ -63,6 +64,7 @@ fn routes() -> Routes {
         public: health::public_routes(),
         protected: OpenApiRouter::new()
             .merge(functions::routes())
+            .merge(aliases::routes())
             .merge(logs::routes())
             .merge(invoke::routes())
             .merge(kv::routes())

@@ -44,8 +44,37 @@ impl Functions<'_> {
 
     /// Deletes a function, all its versions, its data, log and events,
     /// and the artifacts nothing else uses.
+    /// A function with aliases is refused (409): see [`Self::delete_forced`].
     pub async fn delete(&self, name: &str) -> Result<(), DeployError> {
-        self.host.delete(name).await
+        self.host.delete(name, false).await
+    }
+
+    /// Deletes a function even if it has aliases.
+    pub async fn delete_forced(&self, name: &str) -> Result<(), DeployError> {
+        self.host.delete(name, true).await
+    }
+
+    /// Creates or changes an alias of function `name`.
+    pub async fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        spec: crate::function::aliases::AliasSpec,
+    ) -> Result<crate::function::aliases::AliasInfo, DeployError> {
+        self.host.set_alias(name, alias, spec).await
+    }
+
+    /// Removes an alias of function `name`.
+    pub async fn delete_alias(&self, name: &str, alias: &str) -> Result<(), DeployError> {
+        self.host.delete_alias(name, alias).await
+    }
+
+    /// Function `name`'s aliases, by name.
+    pub fn aliases(
+        &self,
+        name: &str,
+    ) -> Result<Vec<crate::function::aliases::AliasInfo>, DeployError> {
+        self.host.aliases(name)
     }
 
     /// A function's record.

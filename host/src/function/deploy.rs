@@ -11,7 +11,7 @@ use crate::error::DeployError;
 use crate::function::load::{deployed, now_ms, parse_routes, sha256_hex, store_and_load};
 use crate::function::prepare::{ComponentPre, Prepared};
 use crate::function::records::{FunctionRecord, NewVersion, PrecompiledFrom, VersionRecord};
-use crate::function::registry::Deployed;
+use crate::function::registry::{Deployed, Owner};
 use crate::function::resolve::{resolve_reuse, resolve_version};
 use crate::function::wire::{DeployOptions, FunctionInfo};
 use crate::routes::{Route, validate_name};
@@ -73,7 +73,7 @@ impl FunctionsCtx {
             .check_limits(&resolved.limits)
             .map_err(DeployError::InvalidArgument)?;
         let parsed = parse_routes(&resolved.routes)?;
-        self.check_route_conflicts(name, &parsed)?;
+        self.check_route_conflicts(Owner::Function(name), &parsed)?;
         if let Some(dir) = &resolved.static_dir {
             self.static_dir_path(dir)?;
         }
@@ -101,6 +101,7 @@ impl FunctionsCtx {
             created_at_ms: now,
             updated_at_ms: now,
             versions: Vec::new(),
+            aliases: Default::default(),
         });
         let version = VersionRecord {
             version: record.next_version(),
@@ -112,6 +113,7 @@ impl FunctionsCtx {
             limits: resolved.limits,
             allow_outbound: resolved.allow_outbound,
             config_env: resolved.config_env,
+            version_pinning: resolved.version_pinning,
             static_dir: resolved.static_dir,
             reuse,
             precompiled: signed.map(|h| PrecompiledFrom {
@@ -188,7 +190,7 @@ impl FunctionsCtx {
     /// The function's record to change: in cluster mode the cluster's, with
     /// its revision (this host's copy brought up to date with it first),
     /// else this host's. The caller holds the admin lock.
-    async fn current(
+    pub(super) async fn current(
         &self,
         name: &str,
     ) -> Result<(Option<FunctionRecord>, Option<u64>), DeployError> {
@@ -271,12 +273,16 @@ impl FunctionsCtx {
         Ok(path)
     }
 
-    fn check_route_conflicts(&self, name: &str, routes: &[Route]) -> Result<(), DeployError> {
+    pub(super) fn check_route_conflicts(
+        &self,
+        owner: Owner<'_>,
+        routes: &[Route],
+    ) -> Result<(), DeployError> {
         let registry = self.inner.registry.load();
         for r in routes {
-            if let Some(owner) = registry.route_owner(r, name) {
+            if let Some(other) = registry.route_owner(r, owner) {
                 return Err(DeployError::RouteConflict(format!(
-                    "route {r} is already served by function {owner:?}"
+                    "route {r} is already served by {other}"
                 )));
             }
         }
@@ -311,7 +317,7 @@ impl FunctionsCtx {
                 })?,
         };
         let routes = parse_routes(&target.routes)?;
-        self.check_route_conflicts(name, &routes)?;
+        self.check_route_conflicts(Owner::Function(name), &routes)?;
         record.active_version = target.version;
         record.updated_at_ms = now_ms();
         let this = self.clone();
@@ -336,9 +342,26 @@ impl FunctionsCtx {
 
     /// Deletes a function, all its versions and the artifacts nothing else
     /// uses.
-    pub(crate) async fn delete(&self, name: &str) -> Result<(), DeployError> {
+    /// A function with aliases is deleted only when `force`d: its aliases
+    /// may be what serves its public routes.
+    pub(crate) async fn delete(&self, name: &str, force: bool) -> Result<(), DeployError> {
         let _guard = self.inner.admin_lock.lock().await;
         let (record, revision) = self.current(name).await?;
+        if let Some(r) = &record
+            && !r.aliases.is_empty()
+            && !force
+        {
+            let aliases: Vec<String> = r
+                .aliases
+                .iter()
+                .map(|(n, a)| format!("{n} → {}", a.version))
+                .collect();
+            return Err(DeployError::Conflict(format!(
+                "function {name:?} has aliases ({}): delete them first, or delete with --force \
+                 (`force=true`)",
+                aliases.join(", ")
+            )));
+        }
         if let Some(cluster) = self.cluster() {
             match (record, revision) {
                 (Some(_), Some(revision)) => cluster.delete_function(name, revision).await?,

@@ -199,23 +199,43 @@ pub(crate) fn reconfigure(
     {
         let snapshot = Arc::new(ConfigSnapshot::from_items(items));
         let registry = registry_swap.load();
-        if let Some(old) = registry.by_name.get(name) {
-            let active = record.active();
+        // Each deployed version with the new settings, as its own record
+        // says to pass them.
+        let with_settings = |old: &Arc<Deployed>| {
+            let Some(v) = record.version(old.version) else {
+                return old.clone();
+            };
             // Validated above (and at deploy), so this cannot fail; keep
             // the old list rather than panic if it somehow does.
             let allow_outbound =
-                outbound::effective(&active.allow_outbound, snapshot.get(outbound::CONFIG_KEY))
+                outbound::effective(&v.allow_outbound, snapshot.get(outbound::CONFIG_KEY))
                     .map(Arc::new)
                     .unwrap_or_else(|_| old.allow_outbound.clone());
-            let next = Deployed {
+            Arc::new(Deployed {
                 allow_outbound,
-                env: guest_env(&active.env, active.config_env, &snapshot),
-                config: snapshot,
+                env: guest_env(&v.env, v.config_env, &snapshot),
+                config: snapshot.clone(),
                 // Instances built from now on see the new config.
                 reuse: old.reuse.as_ref().map(|r| r.fresh()),
                 ..Deployed::clone(old)
-            };
-            let next = registry.with(Arc::new(next));
+            })
+        };
+        if let Some(old) = registry.by_name.get(name) {
+            let active = with_settings(old);
+            let mut next = registry.with(active.clone());
+            // The versions its aliases point to, the active one shared.
+            if let Some(aliases) = registry.aliases.get(name) {
+                let versions: std::collections::BTreeMap<u64, Arc<Deployed>> = aliases
+                    .versions
+                    .iter()
+                    .map(|(&v, d)| match v == active.version {
+                        true => (v, active.clone()),
+                        false => (v, with_settings(d)),
+                    })
+                    .collect();
+                let rebuilt = crate::function::registry::Aliases::with_versions(aliases, versions);
+                next = next.with_aliases(name, Some(Arc::new(rebuilt)));
+            }
             registry_swap.store(Arc::new(next));
         }
     }

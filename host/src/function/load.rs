@@ -28,9 +28,10 @@ impl FunctionsCtx {
     /// Loads the active version of every stored function.
     pub(crate) fn load_all(&self) -> anyhow::Result<()> {
         let mut by_name = HashMap::new();
-        for record in self.inner.records.all()? {
+        let records = self.inner.records.all()?;
+        for record in &records {
             let deployed = self
-                .load_version(&record, record.active())
+                .load_version(record, record.active())
                 .with_context(|| format!("loading function {}", record.name))?;
             by_name.insert(record.name.clone(), Arc::new(deployed));
         }
@@ -38,6 +39,19 @@ impl FunctionsCtx {
         self.inner
             .registry
             .store(Arc::new(Registry::from_map(by_name)));
+        // Then the versions their aliases point to (sharing the active
+        // versions' admission, which is why they come second).
+        for record in records.iter().filter(|r| !r.aliases.is_empty()) {
+            let aliases = self
+                .load_aliases(record)
+                .with_context(|| format!("loading the aliases of function {}", record.name))?;
+            let next = self
+                .inner
+                .registry
+                .load()
+                .with_aliases(&record.name, aliases);
+            self.inner.registry.store(Arc::new(next));
+        }
         tracing::info!(functions = n, "functions loaded");
         Ok(())
     }
@@ -167,12 +181,13 @@ pub(super) fn deployed(
         name_arc,
         allow_outbound: Arc::new(allow_outbound),
         version: v.version,
+        version_pinning: v.version_pinning,
         pre,
         static_dir,
         limits: v.limits,
         env: crate::capabilities::settings::guest_env(&v.env, v.config_env, &config),
         routes: parse_routes(&v.routes)?,
-        metrics: FunctionMetrics::new(&record.name),
+        metrics: FunctionMetrics::new(&record.name, v.version),
         kv: Arc::new(kv),
         config,
         admission: Arc::new(Admission::new(&record.name, concurrency)),

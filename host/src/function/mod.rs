@@ -6,6 +6,7 @@
 //! [`Functions`] is the public face, `wire` its JSON shapes; `handles`
 //! reaches a deployed function's data, settings and log.
 
+pub(crate) mod aliases;
 mod api;
 pub(crate) mod compiled;
 mod ctx;

@@ -46,6 +46,9 @@ pub struct VersionRecord {
     /// environment variables of the guest.
     #[serde(default)]
     pub config_env: bool,
+    /// Whether a request may pin a serving version (`wisp-version`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub version_pinning: bool,
     /// For a preview-1 module: the read-only directory granted to it,
     /// relative to `<data-dir>/static/` (checked at deploy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,6 +86,9 @@ pub struct FunctionRecord {
     pub updated_at_ms: u64,
     /// Every version, oldest first.
     pub versions: Vec<VersionRecord>,
+    /// Aliases by name (`function/aliases.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, crate::function::aliases::AliasRecord>,
 }
 
 impl Json for FunctionRecord {}
@@ -319,6 +325,7 @@ pub(crate) mod tests {
             active_version: versions.last().unwrap().0,
             created_at_ms: 1,
             updated_at_ms: 1,
+            aliases: BTreeMap::new(),
             versions: versions
                 .iter()
                 .map(|(v, sha)| VersionRecord {
@@ -330,6 +337,7 @@ pub(crate) mod tests {
                     env: BTreeMap::new(),
                     limits: Limits::default(),
                     config_env: false,
+                    version_pinning: false,
                     allow_outbound: Vec::new(),
                     static_dir: None,
                     reuse: None,

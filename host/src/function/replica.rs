@@ -223,6 +223,23 @@ impl FunctionsCtx {
             }
         };
         self.drop_compiled(&remote.name, freed).await;
+        // Its aliases, once every version they may point to is stored.
+        let this = self.clone();
+        let record = remote.clone();
+        match tokio::task::spawn_blocking(move || this.load_aliases(&record)).await {
+            Ok(Ok(aliases)) => {
+                let next = self
+                    .inner
+                    .registry
+                    .load()
+                    .with_aliases(&remote.name, aliases);
+                self.inner.registry.store(Arc::new(next));
+            }
+            Ok(Err(e)) => {
+                tracing::error!(function = %remote.name, error = %format!("{e:#}"), "the function's aliases copied from the cluster cannot be served")
+            }
+            Err(e) => tracing::error!(function = %remote.name, error = %e, "loading aliases"),
+        }
         tracing::info!(
             function = %remote.name,
             version = remote.active_version,

@@ -22,6 +22,8 @@ pub(crate) struct Resolved {
     pub limits: Limits,
     /// Whether plain settings are environment variables too.
     pub config_env: bool,
+    /// Whether a request may pin a version (`wisp-version`).
+    pub version_pinning: bool,
     /// A preview-1 module's static directory.
     pub static_dir: Option<String>,
 }
@@ -86,6 +88,10 @@ pub(crate) fn resolve_version(
         .config_env
         .or(previous.map(|p| p.config_env))
         .unwrap_or(false);
+    let version_pinning = options
+        .version_pinning
+        .or(previous.map(|p| p.version_pinning))
+        .unwrap_or(false);
     let static_dir = match &options.static_dir {
         Setting::Set(dir) if !dir.is_empty() => Some(dir.clone()),
         Setting::Set(_) | Setting::Clear => None,
@@ -98,6 +104,7 @@ pub(crate) fn resolve_version(
         allow_outbound,
         limits,
         config_env,
+        version_pinning,
         static_dir,
     })
 }
@@ -353,6 +360,7 @@ mod tests {
             },
             allow_outbound: vec!["https://api.example.com".into()],
             config_env: true,
+            version_pinning: false,
             static_dir: Some("site".into()),
             reuse: None,
             precompiled: None,

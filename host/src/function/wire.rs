@@ -52,6 +52,12 @@ pub struct FunctionInfo {
     /// Whether plain settings are environment variables of the guest.
     #[serde(default)]
     pub config_env: bool,
+    /// Whether a request may pin a serving version (`wisp-version`).
+    #[serde(default)]
+    pub version_pinning: bool,
+    /// The function's aliases.
+    #[serde(default)]
+    pub aliases: Vec<crate::function::aliases::AliasInfo>,
     /// For a preview-1 module: the read-only directory granted to it (at
     /// `/static` in the guest), relative to `<data-dir>/static/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,6 +141,12 @@ impl From<&FunctionRecord> for FunctionInfo {
             limits: active.limits,
             allow_outbound: active.allow_outbound.clone(),
             config_env: active.config_env,
+            version_pinning: active.version_pinning,
+            aliases: r
+                .aliases
+                .iter()
+                .map(|(n, a)| crate::function::aliases::AliasInfo::new(n, a))
+                .collect(),
             static_dir: active.static_dir.clone(),
             created_at: rfc3339(r.created_at_ms),
             updated_at: rfc3339(r.updated_at_ms),
@@ -188,6 +200,10 @@ pub struct DeployOptions {
     /// environment variables of the guest; unset inherits (default false).
     #[serde(default)]
     pub config_env: Option<bool>,
+    /// Whether a request may pin one of the function's serving versions
+    /// with the `wisp-version` header; unset inherits (default false).
+    #[serde(default)]
+    pub version_pinning: Option<bool>,
     /// Key-value key size override, bytes.
     #[serde(default)]
     pub kv_max_key_bytes: Option<u64>,

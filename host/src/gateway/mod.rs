@@ -21,7 +21,7 @@ pub use self::serve::Listeners;
 pub use self::tls::{Tls, TlsError};
 use crate::error::ApiError;
 use crate::function::prepare::Prepared;
-use crate::function::registry::Registry;
+use crate::function::registry::{Deployed, Registry, RouteTarget};
 use crate::invocation::Invoker;
 use crate::invocation::cgi::ScriptName;
 use crate::routes::Route;
@@ -51,30 +51,105 @@ impl Gateway {
     }
 }
 
+/// Selects an alias of the routed function (the default: the route's
+/// choice, the active version or an alias).
+pub const ALIAS_HEADER: &str = "wisp-alias";
+/// Pins a version of the routed function, if it allows it
+/// (`--version-pinning`); on responses, the version that answered.
+pub const VERSION_HEADER: &str = "wisp-version";
+
 async fn route(gateway: &Gateway, mut request: Request<Body>) -> Response<Body> {
     let target = {
         let registry = gateway.registry.load();
-        registry.routes.lookup(request.uri().path()).map(|(r, d)| {
-            // Preview-1 (CGI) functions see the matched route as
-            // SCRIPT_NAME; components need nothing (and pay nothing).
-            let script = matches!(d.pre, Prepared::Module(_)).then(|| {
-                let (Route::Exact(p) | Route::Prefix(p)) = r;
-                ScriptName(Arc::from(p.as_str()))
-            });
-            (script, d.clone())
-        })
+        match registry.routes.lookup(request.uri().path()) {
+            Some((r, target)) => choose(&registry, target, request.headers()).map(|d| {
+                // Preview-1 (CGI) functions see the matched route as
+                // SCRIPT_NAME; components need nothing (and pay nothing).
+                let script = matches!(d.pre, Prepared::Module(_)).then(|| {
+                    let (Route::Exact(p) | Route::Prefix(p)) = r;
+                    ScriptName(Arc::from(p.as_str()))
+                });
+                (script, d)
+            }),
+            None => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "route_not_found",
+                format!("no function is routed at {}", request.uri().path()),
+            )),
+        }
     };
     match target {
-        Some((script, target)) => {
+        Ok((script, target)) => {
             if let Some(script) = script {
                 request.extensions_mut().insert(script);
             }
-            gateway.invoker.invoke(target, request).await
+            let version = target.version;
+            let mut response = gateway.invoker.invoke(target, request).await;
+            response
+                .headers_mut()
+                .insert(VERSION_HEADER, http::HeaderValue::from(version));
+            response
         }
-        None => axum::response::IntoResponse::into_response(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "route_not_found",
-            format!("no function is routed at {}", request.uri().path()),
-        )),
+        Err(e) => axum::response::IntoResponse::into_response(e),
     }
+}
+
+/// The version that serves a request routed to `target`: the route's (the
+/// active version, or a weighted draw of its alias), unless the request
+/// names an alias (`wisp-alias`) or pins a version (`wisp-version`, when
+/// the function allows it; any version that serves: the active one, or one
+/// an alias points to).
+fn choose(
+    registry: &Registry,
+    target: &RouteTarget,
+    headers: &http::HeaderMap,
+) -> Result<Arc<Deployed>, ApiError> {
+    let function = target.function();
+    let aliases = registry.aliases.get(function);
+    let active = registry.by_name.get(function);
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("").trim());
+    if let Some(v) = header(VERSION_HEADER) {
+        let pinnable = active.is_some_and(|a| a.version_pinning);
+        if !pinnable {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "version_pinning_off",
+                format!(
+                    "function {function:?} does not allow pinning a version (deploy it with \
+                     --version-pinning to allow `{VERSION_HEADER}`)"
+                ),
+            ));
+        }
+        let version: Option<u64> = v.parse().ok();
+        let found = version.and_then(|n| match active {
+            Some(a) if a.version == n => Some(a.clone()),
+            _ => aliases.and_then(|a| a.versions.get(&n)).cloned(),
+        });
+        return found.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "version_not_serving",
+                format!(
+                    "version {v:?} of function {function:?} is not serving: a pinned version is \
+                     the active one or one an alias points to"
+                ),
+            )
+        });
+    }
+    if let Some(name) = header(ALIAS_HEADER) {
+        return aliases
+            .and_then(|a| a.by_name.get(name))
+            .map(|a| a.choose().clone())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "alias_not_found",
+                    format!("function {function:?} has no alias {name:?}"),
+                )
+            });
+    }
+    Ok(match target {
+        RouteTarget::Active(d) => d.clone(),
+        RouteTarget::Alias(a) => a.choose().clone(),
+    })
 }

@@ -29,6 +29,9 @@ pub(crate) struct Deployed {
     /// The name again, shared cheaply with each invocation's state.
     pub name_arc: Arc<str>,
     pub version: u64,
+    /// Whether a request may pin a serving version of the function
+    /// (`wisp-version`): the active version's setting.
+    pub version_pinning: bool,
     /// Built once per deployed version; instantiation per request starts
     /// here. A component, or a preview-1 module run CGI-style.
     pub pre: Prepared,
