@@ -11,6 +11,7 @@ mod cluster;
 mod cluster_events;
 mod cluster_logs;
 mod config_admin;
+mod config_file;
 mod datadir;
 mod durability;
 mod edge;
