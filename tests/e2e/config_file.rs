@@ -236,6 +236,28 @@ fn a_missing_file_is_refused_with_its_path() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
+/// A mistake on the command line is reported as without a file, not
+/// blamed on the file.
+#[test]
+fn a_command_line_mistake_beside_a_file_is_the_command_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "max-in-flight = 7\n", 0o600);
+    let out = wisp_serve(
+        dir.path(),
+        &["--config", "wisp.toml", "--max-in-flite", "3"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: unexpected argument '--max-in-flite'"),
+        "{err}"
+    );
+    assert!(!err.contains("wisp.toml"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
 /// What is in force, from where; the token masked and commented out; fed
 /// back with `--config`, the host starts on the same settings.
 #[test]

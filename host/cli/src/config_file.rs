@@ -30,6 +30,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow, bail};
+use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use toml::de::{DeTable, DeValue};
@@ -65,38 +66,43 @@ pub struct Parsed {
 /// `--help` exit the process, as ever), and for `wisp serve --config FILE`
 /// merges the file's settings in. An error is the config file's.
 pub fn parse(cli: Command, argv: Vec<OsString>) -> anyhow::Result<Parsed> {
-    let first = cli.clone().get_matches_from(&argv);
-    let Some((SERVE, given)) = first.subcommand() else {
-        return Ok(Parsed {
-            matches: first,
-            print_config: None,
-        });
-    };
+    // Leniently first, only to learn which file to read and where each
+    // value came from: an option the file is to supply, or one it
+    // requires, is no error yet. (`--help` and `--version` exit here.)
+    let lenient = cli.clone().ignore_errors(true).get_matches_from(&argv);
     let serve = cli
         .find_subcommand(SERVE)
         .context("`wisp serve` is not defined")?;
+    let given = match lenient.subcommand() {
+        Some((SERVE, given)) => Some(given),
+        _ => None,
+    };
     let file = given
-        .get_one::<PathBuf>(CONFIG)
+        .and_then(|g| g.get_one::<PathBuf>(CONFIG))
         .map(|path| ConfigFile::read(path, serve))
         .transpose()?;
-    let matches = match &file {
-        None => first.clone(),
-        Some(file) => {
-            let mut argv = argv;
-            argv.extend(file.args_below(given));
-            cli.clone()
-                .try_get_matches_from(argv)
-                .map_err(|e| anyhow!("{}: {}", file.path.display(), clap_message(&e)))?
+    let matches = match (&file, given) {
+        (Some(file), Some(given)) => {
+            let mut merged = argv.clone();
+            merged.extend(file.args_below(given));
+            match cli.clone().try_get_matches_from(merged) {
+                Ok(matches) => matches,
+                // A mistake on the command line is clap's to report, as
+                // without a file; what only the merge brings (an option of
+                // the file that needs another) is the file's.
+                Err(e) => match cli.clone().try_get_matches_from(&argv) {
+                    Err(own) if own.kind() != ErrorKind::MissingRequiredArgument => own.exit(),
+                    _ => bail!("{}: {}", file.path.display(), clap_message(&e)),
+                },
+            }
         }
+        _ => cli.clone().get_matches_from(&argv),
     };
-    let print_config = match given.get_flag(PRINT_CONFIG) {
-        false => None,
-        true => {
-            let (_, merged) = matches
-                .subcommand()
-                .context("the merged command line lost `serve`")?;
+    let print_config = match (matches.subcommand(), given) {
+        (Some((SERVE, merged)), Some(given)) if merged.get_flag(PRINT_CONFIG) => {
             Some(render(serve, given, merged, file.as_ref()))
         }
+        _ => None,
     };
     Ok(Parsed {
         matches,
@@ -328,7 +334,9 @@ fn clap_message(e: &clap::Error) -> String {
     e.to_string()
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
         .map(|l| l.strip_prefix("error: ").unwrap_or(l))
         .collect::<Vec<_>>()
         .join(" ")
@@ -556,6 +564,58 @@ mod tests {
         assert_eq!(args.deploy.len(), 2);
         assert_eq!(args.log_format, crate::LogFormat::Json);
         assert!(parsed.print_config.is_none());
+    }
+
+    /// A `wisp serve` with two options that need each other, as a pair of
+    /// TLS files would: the file may supply either, or both.
+    #[test]
+    fn options_that_need_each_other_may_come_from_the_file() {
+        let cli = Command::new("wisp").subcommand(
+            Command::new(SERVE)
+                .arg(
+                    Arg::new(CONFIG)
+                        .long("config")
+                        .value_parser(clap::value_parser!(PathBuf)),
+                )
+                .arg(
+                    Arg::new(PRINT_CONFIG)
+                        .long("print-config")
+                        .action(ArgAction::SetTrue),
+                )
+                .arg(Arg::new("cert").long("cert").requires("key"))
+                .arg(Arg::new("key").long("key").requires("cert")),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wisp.toml");
+        let run = |toml: &str, args: &[&str]| {
+            std::fs::write(&path, toml).unwrap();
+            let mut argv: Vec<OsString> = vec!["wisp".into(), "serve".into()];
+            argv.extend(args.iter().map(OsString::from));
+            argv.extend(["--config".into(), path.clone().into_os_string()]);
+            parse(cli.clone(), argv)
+        };
+        let value = |parsed: &Parsed, id: &str| {
+            let (_, serve) = parsed.matches.subcommand().unwrap();
+            serve.get_one::<String>(id).cloned()
+        };
+        let parsed = run("cert = \"c.pem\"\n", &["--key", "k.pem"]).unwrap();
+        assert_eq!(value(&parsed, "cert").as_deref(), Some("c.pem"));
+        assert_eq!(value(&parsed, "key").as_deref(), Some("k.pem"));
+        let parsed = run("cert = \"c.pem\"\nkey = \"k.pem\"\n", &["--print-config"]).unwrap();
+        let printed = parsed.print_config.unwrap();
+        assert!(
+            printed.contains("cert = \"c.pem\"  # config file"),
+            "{printed}"
+        );
+        // `key` names a secret, and its value is no path: masked.
+        assert!(printed.contains("# key = \"***\""), "{printed}");
+        let e = format!("{:#}", run("cert = \"c.pem\"\n", &[]).err().unwrap());
+        assert!(
+            e.contains("wisp.toml: the following required arguments"),
+            "{e}"
+        );
+        assert!(e.contains("--key"), "{e}");
+        assert!(!e.contains("Usage"), "{e}");
     }
 
     #[test]
