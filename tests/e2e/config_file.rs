@@ -199,7 +199,7 @@ fn a_bad_value_is_refused_with_its_key_and_line() {
         ),
         (
             "config = \"other.toml\"\n",
-            "wisp.toml:1: `config` is given on the command line only",
+            "wisp.toml:1: `config` cannot be set in a config file",
         ),
     ] {
         write_config(dir.path(), text, 0o600);

@@ -148,7 +148,7 @@ impl ConfigFile {
             let line = Position::of(&text, key.span().start).line;
             let Some(arg) = settable(serve).find(|a| a.get_long() == Some(name)) else {
                 if serve.get_arguments().any(|a| a.get_long() == Some(name)) {
-                    bail!("{shown}:{line}: `{name}` is given on the command line only");
+                    bail!("{shown}:{line}: `{name}` cannot be set in a config file");
                 }
                 bail!(
                     "{shown}:{line}: unknown option `{name}`{}",
@@ -649,10 +649,7 @@ mod tests {
         let e = err("a = 1\nb = = 2\n");
         assert!(e.contains("wisp.toml:2:"), "{e}");
         let e = err("config = \"other.toml\"\n");
-        assert!(
-            e.contains("`config` is given on the command line only"),
-            "{e}"
-        );
+        assert!(e.contains("`config` cannot be set in a config file"), "{e}");
         let e = err("admin-token = [\"s3cret-s3cret-s3cret\"]\n");
         assert!(!e.contains("s3cret"), "{e}");
     }
