@@ -262,27 +262,32 @@ fn read_value(arg: &Arg, value: &DeValue<'_>) -> Result<Given, String> {
                 .map(|item| scalar(item.get_ref()))
                 .collect::<Result<_, _>>()
                 .map(Given::Values)
-                .map_err(|e| format!("takes a list of values: {e}")),
-            other => scalar(other).map(|v| Given::Values(vec![v])),
+                .map_err(|t| format!("takes a list of strings or numbers, not one holding {t}")),
+            other => scalar(other)
+                .map(|v| Given::Values(vec![v]))
+                .map_err(|t| format!("takes a list of strings or numbers, not {t}")),
         },
         _ => match value {
             DeValue::Array(_) => Err("takes one value, not a list".into()),
-            other => scalar(other).map(|v| Given::Values(vec![v])),
+            other => scalar(other)
+                .map(|v| Given::Values(vec![v]))
+                .map_err(|t| format!("takes a string or a number, not {t}")),
         },
     }
 }
 
 /// A value as the command line would spell it: a string as it is, a number
-/// or a boolean as written. Lists, tables and dates are no option's value.
+/// or a boolean as written. Lists, tables and dates are no option's value:
+/// `Err` is the type found.
 fn scalar(value: &DeValue<'_>) -> Result<String, String> {
     match value {
         DeValue::String(s) => Ok(s.to_string()),
         DeValue::Integer(n) => i128::from_str_radix(&n.as_str().replace('_', ""), n.radix())
             .map(|n| n.to_string())
-            .map_err(|_| "takes a smaller number".to_string()),
+            .map_err(|_| "a number that large".to_string()),
         DeValue::Float(f) => Ok(f.as_str().to_string()),
         DeValue::Boolean(b) => Ok(b.to_string()),
-        other => Err(format!("takes a string or a number, not {}", a_type(other))),
+        other => Err(a_type(other)),
     }
 }
 
@@ -637,6 +642,16 @@ mod tests {
         let e = err("small = \"yes\"\n");
         assert!(
             e.contains(":1: `small` is a switch: true or false, not a string"),
+            "{e}"
+        );
+        let e = err("deploy = [{ name = \"x\" }]\n");
+        assert!(
+            e.contains(":1: `deploy` takes a list of strings or numbers, not one holding a table"),
+            "{e}"
+        );
+        let e = err("node-name = { a = 1 }\n");
+        assert!(
+            e.contains(":1: `node-name` takes a string or a number, not a table"),
             "{e}"
         );
         let e = err("listen = [\"a\"]\n");
