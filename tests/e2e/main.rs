@@ -12,6 +12,7 @@ mod cluster;
 mod cluster_events;
 mod cluster_logs;
 mod config_admin;
+mod config_file;
 mod datadir;
 mod durability;
 mod edge;

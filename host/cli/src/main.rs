@@ -11,13 +11,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
 mod alias;
 mod client;
 mod compile;
 mod config;
+mod config_file;
 mod events;
 mod functions;
 mod invoke;
@@ -87,6 +88,17 @@ enum ClusterCommand {
 /// `SecretString`.)
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// Read the options from a TOML file (config_file.rs): the keys are the
+    /// long option names (`max-in-flight = 200`, `small = true`, `deploy =
+    /// ["NAME=FILE:ROUTE"]`). Flags and WISP_* variables win over it.
+    #[arg(long, env = "WISP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the configuration in force (file, variables and flags merged)
+    /// as TOML that --config reads back, secrets masked, and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
     /// Directory of the store (functions, artifacts, compiled code, the
     /// generated admin token). Created if missing.
     #[arg(
@@ -707,7 +719,19 @@ fn parse_preload(s: &str) -> Result<Preload, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `Cli::parse`, with `wisp serve --config FILE` merged in.
+    let parsed = match config_file::parse(Cli::command(), std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(config) = parsed.print_config {
+        print!("{config}");
+        return ExitCode::SUCCESS;
+    }
+    let cli = Cli::from_arg_matches(&parsed.matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         // `serve` builds its own multi-threaded runtime.
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
