@@ -27,9 +27,11 @@ pub(crate) use self::tokens::{Caller, Refused, Tokens};
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     /// Its name: 1 to 64 letters, digits, `.`, `_` or `-`; unique on this
-    /// host. The audit log names the token by it.
+    /// host. The audit log names the token by it. Without it, `token-` and
+    /// the token's id.
+    #[serde(default)]
     #[schema(example = "ci-deploy")]
-    pub name: String,
+    pub name: Option<String>,
     /// What it may do: `admin`, `read:*`, `deploy:*`, `deploy:NAME`,
     /// `invoke:NAME`.
     #[schema(example = json!(["deploy:hello", "read:*"]))]

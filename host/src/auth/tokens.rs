@@ -210,7 +210,9 @@ impl Tokens {
     /// the token.
     pub async fn create(&self, new: NewToken) -> Result<CreatedToken, TokenError> {
         let now = now_ms();
-        validate_name(&new.name)?;
+        let id = hex::encode(rand::random::<[u8; 6]>());
+        let name = new.name.unwrap_or_else(|| format!("token-{id}"));
+        validate_name(&name)?;
         if new.scopes.is_empty() {
             return Err(TokenError::InvalidScope(
                 "a token needs at least one scope (--scope)".into(),
@@ -237,8 +239,8 @@ impl Tokens {
 
         let _changing = self.changes.lock().await;
         let table = self.table.load();
-        if table.iter().any(|e| e.record.name == new.name) {
-            return Err(TokenError::NameTaken(new.name));
+        if table.iter().any(|e| e.record.name == name) {
+            return Err(TokenError::NameTaken(name));
         }
         if table.len() >= MAX_TOKENS {
             return Err(TokenError::TooMany);
@@ -248,8 +250,8 @@ impl Tokens {
             hex::encode(rand::random::<[u8; TOKEN_BYTES]>())
         );
         let record = TokenRecord {
-            id: hex::encode(rand::random::<[u8; 6]>()),
-            name: new.name,
+            id,
+            name,
             sha256: hex::encode(hash(token.as_bytes())),
             scopes: scopes.iter().map(ToString::to_string).collect(),
             created_ms: now,
@@ -370,7 +372,7 @@ mod tests {
         let tokens = Tokens::open(&store).unwrap();
         let created = tokens
             .create(NewToken {
-                name: "ci".into(),
+                name: Some("ci".into()),
                 scopes: vec!["deploy:hello".into(), "read:*".into(), "read:*".into()],
                 expires: None,
             })
@@ -408,7 +410,7 @@ mod tests {
 
         let dup = tokens
             .create(NewToken {
-                name: "ci".into(),
+                name: Some("ci".into()),
                 scopes: vec!["admin".into()],
                 expires: None,
             })
@@ -427,5 +429,16 @@ mod tests {
             tokens.revoke("ci").await.unwrap_err(),
             TokenError::NotFound(_)
         ));
+
+        // Without a name, the id makes one.
+        let unnamed = tokens
+            .create(NewToken {
+                name: None,
+                scopes: vec!["read:*".into()],
+                expires: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(unnamed.info.name, format!("token-{}", unnamed.info.id));
     }
 }
