@@ -33,3 +33,4 @@ mod routing;
 mod runtime_only;
 mod sdk_p3;
 mod service;
+mod tokens;
