@@ -34,7 +34,7 @@ const MAX_NAME: usize = 64;
 pub(crate) const BOOTSTRAP: &str = "bootstrap";
 
 /// A token as stored: everything but the token itself.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct TokenRecord {
     pub id: String,
     pub name: String,
@@ -47,13 +47,32 @@ pub(crate) struct TokenRecord {
 
 impl Json for TokenRecord {}
 
+impl std::fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not even the hash reaches a log line through `{:?}`.
+        f.debug_struct("TokenRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("created_ms", &self.created_ms)
+            .field("expires_ms", &self.expires_ms)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A token as the request check holds it: its hash decoded, its scopes
 /// parsed (once, when the table is loaded).
-#[derive(Debug)]
 pub(crate) struct Entry {
     pub record: TokenRecord,
     hash: [u8; 32],
     scopes: Vec<Scope>,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The record's `Debug`, which leaves the hash out.
+        self.record.fmt(f)
+    }
 }
 
 impl Entry {
