@@ -139,6 +139,15 @@ fn deploy_scope_writes_and_reads_its_function_only() {
         "`read:*` or `deploy:other`",
     );
     forbidden(call(&a, &t, "GET", "/v1/functions", b""), "`read:*`");
+    // The name checked is the one the handler sees: percent-decoded.
+    forbidden(
+        call(&a, &t, "DELETE", "/v1/functions/%6Fther", b""),
+        "`deploy:other`",
+    );
+    assert_eq!(
+        call(&a, &t, "GET", "/v1/functions/hell%6F", b"").status(),
+        200
+    );
     forbidden(
         call(&a, &t, "POST", "/v1/functions/hello/invoke", b""),
         "`invoke:hello`",
