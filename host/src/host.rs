@@ -59,6 +59,9 @@ pub(crate) struct HostInner {
     pub admin_lock: Arc<Mutex<()>>,
     pub invoker: Arc<Invoker>,
     pub admin_token: SecretString,
+    /// The admin API's tokens (besides the bootstrap one) and audit log.
+    pub tokens: crate::auth::Tokens,
+    pub audit: crate::auth::Audit,
     pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub data_dir: Option<PathBuf>,
     /// Deploys, rollbacks, deletes and reads of functions, with the parts
@@ -191,6 +194,8 @@ impl HostBuilder {
         let settings = ConfigStore::open(&store).with_context(opening)?;
         let log_store = LogStore::open(&store).with_context(opening)?;
         let event_store = crate::events::store::EventStore::open(&store).with_context(opening)?;
+        let tokens = crate::auth::Tokens::open(&store).with_context(opening)?;
+        let audit = crate::auth::Audit::open(&store).with_context(opening)?;
         let prometheus = crate::metrics::install(cluster.as_ref().map(Cluster::node));
         let engine = Arc::new(WispEngine::new(&config)?);
         crate::metrics::engine(config.code_engine.name());
@@ -275,6 +280,8 @@ impl HostBuilder {
             registry,
             admin_lock,
             admin_token,
+            tokens,
+            audit,
             prometheus,
             data_dir: temp.is_none().then(|| dir.clone()),
             events,

@@ -94,6 +94,7 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod auth;
 mod capabilities;
 pub mod cluster;
 mod config;
@@ -111,6 +112,7 @@ mod store;
 pub mod untrusted;
 
 pub use admin::openapi;
+pub use auth::{AuditEntry, AuditPage, AuditQuery, CreatedToken, NewToken, TokenError, TokenInfo};
 pub use capabilities::kv::{KeyList, KvError};
 pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig};
 pub use config::{

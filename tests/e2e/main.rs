@@ -36,3 +36,4 @@ mod runtime_only;
 mod sdk_p3;
 mod service;
 mod tls;
+mod tokens;

@@ -72,6 +72,12 @@ pub enum Command {
     /// List the hosts of the cluster (`wisp serve --cluster`): node name,
     /// version, addresses, latest heartbeat.
     Hosts(crate::functions::ListArgs),
+    /// Create, list and revoke admin tokens, each with its scopes.
+    #[command(subcommand)]
+    Token(crate::tokens::TokenCommand),
+    /// Show the audit log: the admin API's writes, who made them and what
+    /// was answered.
+    Audit(crate::tokens::AuditArgs),
 }
 
 impl Command {
@@ -95,6 +101,8 @@ impl Command {
             Command::Schedule(c) => c.connection(),
             Command::Job(c) => c.connection(),
             Command::Hosts(a) => &a.connection,
+            Command::Token(c) => c.connection(),
+            Command::Audit(a) => &a.connection,
         }
     }
 }
@@ -162,6 +170,8 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Schedule(c) => crate::schedules::run(&api, c).await,
         Command::Job(c) => crate::jobs::run(&api, c).await,
         Command::Hosts(args) => crate::functions::hosts(&api, args).await,
+        Command::Token(c) => crate::tokens::run(&api, c).await,
+        Command::Audit(args) => crate::tokens::audit(&api, args).await,
     }
 }
 

@@ -32,6 +32,7 @@ mod output;
 mod schedules;
 mod serve;
 mod source;
+mod tokens;
 mod units;
 
 use units::{parse_duration, parse_size};

@@ -52,6 +52,7 @@ use serde::de::DeserializeOwned;
 mod data;
 mod events;
 mod functions;
+mod tokens;
 
 pub use functions::{Invocation, Upload};
 
@@ -62,6 +63,7 @@ pub use secrecy;
 // The wire types, as wisp-host defines them.
 /// A host of a cluster, as `GET /v1/hosts` lists it.
 pub use wisp_host::cluster::Member;
+pub use wisp_host::{AuditEntry, AuditPage, AuditQuery, CreatedToken, NewToken, TokenInfo};
 pub use wisp_host::{
     AliasInfo, AliasSpec, ConfigEntry, ConfigList, DeliveryRecord, DeliveryStatus, DeployOptions,
     ErrorBody, ErrorDetail, EventInfo, FunctionInfo, FunctionSummary, JobCounts, JobInfo, JobState,

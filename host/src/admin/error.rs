@@ -1,6 +1,6 @@
 //! The admin API's one table from errors to answers: the status and code of
 //! every domain error ([`DeployError`], [`KvError`], [`ConfigError`],
-//! [`EventError`]) and of every request axum refuses before a handler runs
+//! [`EventError`], [`TokenError`]) and of every request axum refuses before a handler runs
 //! (a body, a path, a query). Each becomes an [`ApiError`], the JSON
 //! `{"error": {"code", "message"}}` every client sees; the domain modules
 //! know nothing of HTTP.
@@ -16,7 +16,7 @@ use axum_extra::extract::QueryRejection;
 
 use super::extract::MAX_JSON_BODY_BYTES;
 use crate::error::{ApiError, DeployError};
-use crate::{ConfigError, EventError, KvError, LogError};
+use crate::{ConfigError, EventError, KvError, LogError, TokenError};
 
 /// The code of store failures and internal errors, whose details stay in
 /// the host log.
@@ -136,6 +136,22 @@ impl From<EventError> for ApiError {
             return error.retry_after(1);
         }
         error
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> ApiError {
+        use TokenError::*;
+        let (status, code) = match &e {
+            InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+            InvalidScope(_) => (StatusCode::BAD_REQUEST, "invalid_scope"),
+            InvalidExpiry(_) | InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            NameTaken(_) => (StatusCode::CONFLICT, "token_exists"),
+            TooMany => (StatusCode::CONFLICT, "too_many_tokens"),
+            NotFound(_) => (StatusCode::NOT_FOUND, "token_not_found"),
+            Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL),
+        };
+        answer(status, code, &e)
     }
 }
 

@@ -10,16 +10,15 @@
 //! - `openapi`: the document;
 //! - the handlers, by concern: `functions` (and versions), `invoke`,
 //!   `logs`, `kv`, `config`, `events`, `schedules`, `jobs`, `health`
-//!   (and metrics).
+//!   (and metrics), `tokens` (and the audit log);
+//! - `access`: the token and scope check, and the audit log's writing.
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use secrecy::ExposeSecret;
+use axum::response::Response;
 use serde::Serialize;
-use subtle::ConstantTimeEq;
 use utoipa_axum::router::OpenApiRouter;
 
 use self::extract::MAX_JSON_BODY_BYTES;
@@ -27,6 +26,7 @@ use self::openapi::Binary;
 use crate::Host;
 use crate::error::ApiError;
 
+mod access;
 mod aliases;
 mod config;
 mod error;
@@ -42,6 +42,7 @@ mod openapi;
 mod schedules;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 pub use self::openapi::openapi;
 
@@ -55,7 +56,7 @@ struct Deleted {
 struct Routes {
     /// Answered without the token: health.
     public: OpenApiRouter<Host>,
-    /// Behind the token check: everything else.
+    /// Behind the token and scope check: everything else.
     protected: OpenApiRouter<Host>,
 }
 
@@ -73,6 +74,7 @@ fn routes() -> Routes {
             .merge(schedules::routes())
             .merge(jobs::routes())
             .merge(health::routes())
+            .merge(tokens::routes())
             .merge(openapi::routes()),
     }
 }
@@ -86,7 +88,10 @@ pub fn router(host: Host) -> Router {
         // Before the token check is layered on, so that a client without
         // the token learns nothing of the protected routes' methods.
         .method_not_allowed_fallback(method_not_allowed)
-        .route_layer(middleware::from_fn_with_state(host.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(
+            host.clone(),
+            access::require_scope,
+        ));
     public
         .method_not_allowed_fallback(method_not_allowed)
         .merge(protected)
@@ -128,31 +133,4 @@ async fn close_after_refused_body(req: Request, next: Next) -> Response {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
-}
-
-/// Checks `Authorization: Bearer <token>` in constant time. The token is
-/// never logged.
-async fn require_token(State(host): State<Host>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let ok = match given {
-        Some(t) => bool::from(
-            t.as_bytes()
-                .ct_eq(host.admin_token().expose_secret().as_bytes()),
-        ),
-        None => false,
-    };
-    if !ok {
-        let msg = if given.is_none() {
-            "missing bearer token: send `Authorization: Bearer <token>` (the CLI reads WISP_ADMIN_TOKEN)"
-        } else {
-            "invalid bearer token"
-        };
-        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", msg).into_response();
-    }
-    next.run(req).await
 }

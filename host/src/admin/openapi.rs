@@ -26,7 +26,7 @@ use crate::{ConfigEntry, ConfigList, KeyList, SetConfig};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Wisp admin API", description = "Deploy, version, roll back, delete and invoke WebAssembly functions."),
-    components(schemas(crate::events::Published, crate::events::NewSubscription, crate::events::Subscription, crate::events::RetryPolicy, crate::events::EventInfo, crate::events::DeliveryRecord, crate::events::DeliveryStatus, crate::events::RedriveRequest, crate::events::Redriven, crate::events::Purged, crate::events::NewSchedule, crate::events::Schedule, crate::events::NewJob, crate::events::JobInfo, crate::events::JobState, crate::events::JobCounts, crate::events::JobTask, LogPage, LogEntry, LogStream, LogLevel, FunctionInfo, FunctionSummary, VersionInfo, Limits, ErrorBody, crate::error::ErrorDetail, RollbackRequest, Health, Deleted, KeyList, KvStored, ConfigList, ConfigEntry, SetConfig)),
+    components(schemas(crate::events::Published, crate::events::NewSubscription, crate::events::Subscription, crate::events::RetryPolicy, crate::events::EventInfo, crate::events::DeliveryRecord, crate::events::DeliveryStatus, crate::events::RedriveRequest, crate::events::Redriven, crate::events::Purged, crate::events::NewSchedule, crate::events::Schedule, crate::events::NewJob, crate::events::JobInfo, crate::events::JobState, crate::events::JobCounts, crate::events::JobTask, LogPage, LogEntry, LogStream, LogLevel, FunctionInfo, FunctionSummary, VersionInfo, Limits, ErrorBody, crate::error::ErrorDetail, RollbackRequest, Health, Deleted, KeyList, KvStored, ConfigList, ConfigEntry, SetConfig, crate::auth::NewToken, crate::auth::TokenInfo, crate::auth::CreatedToken, crate::auth::AuditEntry, crate::auth::AuditPage)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -47,7 +47,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// What the layers and extractors in front of the handlers answer, added to
 /// every operation they apply to, so that the document lists every status a
-/// route can give: 401 (the token check) on all but health; 400 where there
+/// route can give: 401 and 403 (the token and scope check) on all but health; 400 where there
 /// are path parameters (one that does not decode, `ApiPath`) or query
 /// parameters (one of the wrong type, `ApiQuery`); 400, 413 and
 /// 415 where the body is JSON (`ApiJson`). Parameters that name a function
@@ -98,7 +98,12 @@ impl utoipa::Modify for EdgeResponses {
                     add_error(
                         op,
                         401,
-                        "unauthorized: the bearer token is missing or wrong",
+                        "unauthorized: the bearer token is missing, unknown, revoked or expired",
+                    );
+                    add_error(
+                        op,
+                        403,
+                        "forbidden: the token lacks the scope this route needs (the message names it)",
                     );
                 }
                 let (mut path_params, mut query_params) = (false, false);

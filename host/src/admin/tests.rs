@@ -5,6 +5,7 @@
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method};
+use axum::response::IntoResponse as _;
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
