@@ -110,6 +110,13 @@ pub struct DeployArgs {
     /// (10s, 1m) [default: as the active version, else 10s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     idle_timeout: Option<Duration>,
+    /// Requests the function takes on the data plane: N/s, N/m or N/h,
+    /// optionally with a burst (`100/s,burst=200`; the default burst is the
+    /// rate per second, at least 1); past it the answer is 429 with
+    /// Retry-After. `none` removes it [default: as the active version, else
+    /// none].
+    #[arg(long, value_name = "N/s|N/m|N/h[,burst=B]")]
+    rate_limit: Option<String>,
     #[command(flatten)]
     pub(crate) connection: Connection,
 }
@@ -251,6 +258,7 @@ fn deploy_options(args: &DeployArgs) -> Result<DeployOptions> {
             Some(d) => Some(u64::try_from(d.as_millis()).context("--idle-timeout is too large")?),
             None => None,
         },
+        rate_limit: args.rate_limit.clone(),
         ..DeployOptions::default()
     })
 }
@@ -432,6 +440,7 @@ fn info_text(info: &FunctionInfo) -> String {
         ("env", lines_or_none(&env, LABEL_WIDTH)),
         ("limits", limits),
         ("admission", admission_text(info)),
+        ("rate limit", rate_limit_text(info)),
         ("instances", describe_reuse(info.reuse.as_ref())),
         ("outbound", join_or_none(&info.allow_outbound)),
         ("created", info.created_at.clone()),
@@ -485,6 +494,22 @@ fn admission_text(info: &FunctionInfo) -> String {
         );
     }
     text
+}
+
+/// `100/s, burst 200`, or `none`.
+fn rate_limit_text(info: &FunctionInfo) -> String {
+    match &info.limits.rate_limit {
+        None => "none".into(),
+        Some(r) => {
+            let unit = match r.period_s {
+                1 => "s".to_string(),
+                60 => "m".to_string(),
+                3600 => "h".to_string(),
+                s => format!("{s}s"),
+            };
+            format!("{}/{unit}, burst {}", r.requests, r.burst)
+        }
+    }
 }
 
 pub(crate) async fn versions(api: &Client, args: ShowArgs) -> Result<()> {
@@ -573,6 +598,7 @@ mod tests {
             reuse: Some("100..200".into()),
             reuse_concurrency: Some(8),
             idle_timeout: Some(Duration::from_secs(30)),
+            rate_limit: Some("5/m".into()),
             connection: crate::client::tests::connection(None, Path::new(".")),
         };
         let options = deploy_options(&args).unwrap();
@@ -590,6 +616,7 @@ mod tests {
                 reuse: Some("100..200".into()),
                 reuse_concurrency: Some(8),
                 idle_timeout_ms: Some(30_000),
+                rate_limit: Some("5/m".into()),
                 ..DeployOptions::default()
             }
         );

@@ -97,6 +97,9 @@ pub(crate) fn deploy_query(o: &DeployOptions) -> Vec<(&'static str, String)> {
     if let Some(reuse) = &o.reuse {
         query.push(("reuse", reuse.clone()));
     }
+    if let Some(rate) = &o.rate_limit {
+        query.push(("rate_limit", rate.clone()));
+    }
     query.extend(
         o.allow_outbound
             .iter()
@@ -231,6 +234,7 @@ mod tests {
             reuse: Some("10..20".into()),
             reuse_concurrency: Some(4),
             idle_timeout_ms: Some(2500),
+            rate_limit: Some("100/s,burst=200".into()),
         };
         let query = deploy_query(&options);
         assert_eq!(

@@ -59,6 +59,7 @@ pub(super) async fn list_functions(
         ("reuse" = Option<String>, Query, description = "WASI 0.3 components only: requests one instance serves before it is retired, `N` or `A..B` (picked at random per instance); `1` turns reuse off (the default: a fresh instance per request)"),
         ("reuse_concurrency" = Option<u32>, Query, description = "With reuse: requests one instance serves at once (default 1)"),
         ("idle_timeout_ms" = Option<u64>, Query, description = "With reuse: how long an idle instance is kept, ms (default 10000)"),
+        ("rate_limit" = Option<String>, Query, description = "Data-plane rate limit: `N/s`, `N/m` or `N/h`, optionally `,burst=B` (default burst: the rate per second, at least 1); past it 429 `rate_limited` with Retry-After; `none` or `off` removes it; default: inherited, else none"),
     ),
     request_body(content((Binary = "application/wasm"), (Binary = "application/octet-stream")), description = "The component (any content type)"),
     responses(

@@ -82,6 +82,7 @@ pub(crate) fn resolve_version(
         queue_timeout_ms: options.queue_timeout_ms,
     }
     .apply(previous.map_or(defaults, |p| p.limits));
+    let limits = crate::invocation::rate::resolve(options.rate_limit.as_deref(), limits)?;
     let config_env = options
         .config_env
         .or(previous.map(|p| p.config_env))

@@ -228,6 +228,11 @@ pub struct DeployOptions {
     /// unset inherits.
     #[serde(default)]
     pub idle_timeout_ms: Option<u64>,
+    /// Rate limit on the data plane: `N/s`, `N/m` or `N/h`, optionally
+    /// `,burst=B`; `none` or `off` removes it. Unset inherits (a new
+    /// function: none).
+    #[serde(default)]
+    pub rate_limit: Option<String>,
 }
 
 /// A deploy's wish for one setting of the new version.

@@ -69,6 +69,9 @@ async fn route(gateway: &Gateway, mut request: Request<Body>) -> Response<Body> 
             if let Some(script) = script {
                 request.extensions_mut().insert(script);
             }
+            if let Some(refused) = crate::invocation::rate::refusal(&target) {
+                return refused;
+            }
             gateway.invoker.invoke(target, request).await
         }
         None => axum::response::IntoResponse::into_response(ApiError::new(
