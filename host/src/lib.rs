@@ -130,6 +130,7 @@ pub use function::handles::{Kv, Logs, Settings};
 pub use function::records::PrecompiledFrom;
 pub use function::signed;
 pub use function::wire::{DeployOptions, FunctionInfo, FunctionSummary, Setting, VersionInfo};
+pub use gateway::cors::Cors;
 pub use gateway::{Listeners, Tls, TlsError};
 pub use host::{Host, HostBuilder};
 pub use invocation::INVOCATION_ID_HEADER;

@@ -1,6 +1,7 @@
 //! Per-function rate limits (`--rate-limit`, 429 `rate_limited` with
-//! `Retry-After`): set at deploy, kept by later deploys, shown by `wisp
-//! info`, bad settings refused with nothing stored.
+//! `Retry-After`) and CORS answered by the host (`--cors-origin`): set at
+//! deploy, kept by later deploys, shown by `wisp info`, bad settings
+//! refused with nothing stored.
 
 use std::time::Duration;
 
@@ -22,6 +23,10 @@ fn function_metric(w: &Wisp, name: &str, function: &str) -> f64 {
 
 fn hello() -> String {
     guest("hello").to_str().unwrap().to_string()
+}
+
+fn echo() -> String {
+    guest("echo").to_str().unwrap().to_string()
 }
 
 fn info_json(w: &Wisp, name: &str) -> Value {
@@ -165,4 +170,227 @@ fn bad_rate_limits_are_refused_and_nothing_is_stored() {
     assert_eq!(json["active_version"], 1, "nothing stored");
     assert_eq!(json["limits"]["rate_limit"]["requests"], 10);
     assert_error(a.get("/v1/functions/new"), 404, "function_not_found");
+}
+
+/// A request on the data plane with `headers`.
+fn send(
+    w: &Wisp,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::blocking::Response {
+    let mut req = client().request(method, format!("{}{path}", w.data_url));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().unwrap()
+}
+
+fn preflight(w: &Wisp, path: &str, origin: &str) -> reqwest::blocking::Response {
+    send(
+        w,
+        reqwest::Method::OPTIONS,
+        path,
+        &[
+            ("origin", origin),
+            ("access-control-request-method", "PUT"),
+            ("access-control-request-headers", "content-type, x-token"),
+        ],
+    )
+}
+
+fn header(r: &reqwest::blocking::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+#[test]
+fn cors_preflights_are_answered_by_the_host() {
+    let w = Wisp::start();
+    ok(w.cli(&[
+        "deploy",
+        "c",
+        &echo(),
+        "--route",
+        "/c/*",
+        "--cors-origin",
+        "https://app.example.com",
+        "--cors-origin",
+        "http://localhost:3000",
+        "--cors-credentials",
+    ]));
+    let info = ok(w.cli(&["info", "c"]));
+    assert!(
+        info.contains(
+            "cors            https://app.example.com, http://localhost:3000 (with credentials)\n"
+        ),
+        "{info}"
+    );
+    let before = function_metric(&w, "wisp_invocations_total", "c");
+
+    // From a listed origin: 204 with the headers, the function not run.
+    let r = preflight(&w, "/c/items", "https://app.example.com");
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        header(&r, "access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    let methods = header(&r, "access-control-allow-methods").unwrap();
+    assert!(methods.contains("PUT"), "{methods}");
+    assert_eq!(
+        header(&r, "access-control-allow-headers").as_deref(),
+        Some("content-type, x-token")
+    );
+    assert_eq!(header(&r, "access-control-max-age").as_deref(), Some("600"));
+    assert_eq!(
+        header(&r, "access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    assert!(header(&r, "vary").unwrap().contains("Origin"));
+    // From another origin: 403, no allow headers.
+    let r = preflight(&w, "/c/items", "https://evil.example.com");
+    assert!(header(&r, "access-control-allow-origin").is_none());
+    let msg = assert_error(r, 403, "cors_origin_not_allowed");
+    assert!(msg.contains("https://evil.example.com"), "{msg}");
+    // Not a route of the function: 404 as before.
+    assert_error(
+        preflight(&w, "/elsewhere", "https://app.example.com"),
+        404,
+        "route_not_found",
+    );
+    assert_eq!(
+        function_metric(&w, "wisp_invocations_total", "c"),
+        before,
+        "no preflight reached the function"
+    );
+
+    // An actual request from a listed origin: marked; from another: not.
+    let r = send(
+        &w,
+        reqwest::Method::GET,
+        "/c/items",
+        &[("origin", "http://localhost:3000")],
+    );
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "access-control-allow-origin").as_deref(),
+        Some("http://localhost:3000")
+    );
+    assert_eq!(
+        header(&r, "access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    assert!(header(&r, "vary").unwrap().contains("Origin"));
+    let r = send(
+        &w,
+        reqwest::Method::GET,
+        "/c/items",
+        &[("origin", "https://evil.example.com")],
+    );
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "access-control-allow-origin").is_none());
+    // An OPTIONS that is not a preflight still reaches the function.
+    let r = send(&w, reqwest::Method::OPTIONS, "/c/items", &[]);
+    let echoed: Value = r.json().unwrap();
+    assert_eq!(echoed["method"], "OPTIONS");
+    assert_eq!(
+        function_metric(&w, "wisp_invocations_total", "c"),
+        before + 3.0
+    );
+
+    // Kept by a later deploy; `none` removes it: OPTIONS reach the function.
+    ok(w.cli(&["deploy", "c", &echo()]));
+    let json = info_json(&w, "c");
+    assert_eq!(json["cors"]["origins"][0], "https://app.example.com");
+    assert_eq!(json["cors"]["credentials"], true);
+    assert_eq!(
+        preflight(&w, "/c/items", "https://app.example.com").status(),
+        204
+    );
+    ok(w.cli(&["deploy", "c", &echo(), "--cors-origin", "none"]));
+    assert!(info_json(&w, "c").get("cors").is_none());
+    let r = preflight(&w, "/c/items", "https://app.example.com");
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "access-control-allow-origin").is_none());
+    let echoed: Value = r.json().unwrap();
+    assert_eq!(echoed["method"], "OPTIONS");
+}
+
+#[test]
+fn cors_star_answers_any_origin() {
+    let w = Wisp::start();
+    let wasm = std::fs::read(guest("hello")).unwrap();
+    let r = w
+        .admin()
+        .deploy("s", &wasm, &[("route", "/s"), ("cors_origin", "*")]);
+    assert_eq!(r.status(), 201);
+    let r = preflight(&w, "/s", "https://anyone.example.com");
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        header(&r, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    assert!(header(&r, "access-control-allow-credentials").is_none());
+    let r = send(
+        &w,
+        reqwest::Method::GET,
+        "/s",
+        &[("origin", "https://anyone.example.com")],
+    );
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    // Without CORS settings, no headers are added.
+    w.admin().deploy_guest("plain", "hello", &["/plain"]);
+    let r = send(
+        &w,
+        reqwest::Method::GET,
+        "/plain",
+        &[("origin", "https://anyone.example.com")],
+    );
+    assert!(header(&r, "access-control-allow-origin").is_none());
+    assert!(header(&r, "vary").is_none());
+}
+
+#[test]
+fn bad_cors_settings_are_refused_and_nothing_is_stored() {
+    let w = Wisp::start();
+    let a = w.admin();
+    let wasm = std::fs::read(guest("hello")).unwrap();
+    let r = a.deploy(
+        "b",
+        &wasm,
+        &[("route", "/b"), ("cors_origin", "https://ok.example.com")],
+    );
+    assert_eq!(r.status(), 201);
+    for (query, why) in [
+        (vec![("cors_origin", "example.com")], "no scheme://"),
+        (vec![("cors_origin", "https://a.com/path")], "no path"),
+        (vec![("cors_origin", "https://a.com:99999")], "port"),
+        (vec![("cors_origin", "null")], "scheme://host[:port]"),
+        (
+            vec![("cors_origin", "*"), ("cors_credentials", "true")],
+            "cannot be used with credentials",
+        ),
+        (
+            vec![("cors_origin", "none"), ("cors_credentials", "true")],
+            "needs CORS origins",
+        ),
+        (
+            vec![("cors_origin", "none"), ("cors_origin", "https://a.com")],
+            "none",
+        ),
+    ] {
+        let msg = assert_error(a.deploy("b", &wasm, &query), 400, "invalid_argument");
+        assert!(msg.contains(why), "{query:?}: {msg}");
+    }
+    let err = fails(w.cli(&["deploy", "b", &hello(), "--cors-origin", "ftp//x"]));
+    assert!(err.contains("scheme://host[:port]"), "{err}");
+    let json = info_json(&w, "b");
+    assert_eq!(json["active_version"], 1, "nothing stored");
+    assert_eq!(json["cors"]["origins"][0], "https://ok.example.com");
+    assert_eq!(json["cors"]["credentials"], false);
 }

@@ -117,6 +117,17 @@ pub struct DeployArgs {
     /// none].
     #[arg(long, value_name = "N/s|N/m|N/h[,burst=B]")]
     rate_limit: Option<String>,
+    /// Let browsers on ORIGIN call the function (`https://app.example.com`,
+    /// or `*`): the host answers their CORS preflights without running it
+    /// and adds Access-Control-Allow-Origin to its responses. Repeatable;
+    /// `none` removes CORS [default: as the active version, else none].
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
+    /// With --cors-origin: allow credentials (cookies, authorization); not
+    /// with `*` (`--cors-credentials=false` turns it off) [default: as the
+    /// active version, else off].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    cors_credentials: Option<bool>,
     #[command(flatten)]
     pub(crate) connection: Connection,
 }
@@ -259,6 +270,8 @@ fn deploy_options(args: &DeployArgs) -> Result<DeployOptions> {
             None => None,
         },
         rate_limit: args.rate_limit.clone(),
+        cors_origin: args.cors_origins.clone(),
+        cors_credentials: args.cors_credentials,
         ..DeployOptions::default()
     })
 }
@@ -441,6 +454,7 @@ fn info_text(info: &FunctionInfo) -> String {
         ("limits", limits),
         ("admission", admission_text(info)),
         ("rate limit", rate_limit_text(info)),
+        ("cors", cors_text(info)),
         ("instances", describe_reuse(info.reuse.as_ref())),
         ("outbound", join_or_none(&info.allow_outbound)),
         ("created", info.created_at.clone()),
@@ -494,6 +508,16 @@ fn admission_text(info: &FunctionInfo) -> String {
         );
     }
     text
+}
+
+/// `https://a.example.com, https://b.example.com (with credentials)`, or
+/// `none`.
+fn cors_text(info: &FunctionInfo) -> String {
+    match &info.cors {
+        None => "none".into(),
+        Some(c) if c.credentials => format!("{} (with credentials)", c.origins.join(", ")),
+        Some(c) => c.origins.join(", "),
+    }
 }
 
 /// `100/s, burst 200`, or `none`.
@@ -599,6 +623,8 @@ mod tests {
             reuse_concurrency: Some(8),
             idle_timeout: Some(Duration::from_secs(30)),
             rate_limit: Some("5/m".into()),
+            cors_origins: vec!["https://app.example.com".into()],
+            cors_credentials: Some(true),
             connection: crate::client::tests::connection(None, Path::new(".")),
         };
         let options = deploy_options(&args).unwrap();
@@ -617,6 +643,8 @@ mod tests {
                 reuse_concurrency: Some(8),
                 idle_timeout_ms: Some(30_000),
                 rate_limit: Some("5/m".into()),
+                cors_origin: vec!["https://app.example.com".into()],
+                cors_credentials: Some(true),
                 ..DeployOptions::default()
             }
         );

@@ -100,6 +100,10 @@ pub(crate) fn deploy_query(o: &DeployOptions) -> Vec<(&'static str, String)> {
     if let Some(rate) = &o.rate_limit {
         query.push(("rate_limit", rate.clone()));
     }
+    query.extend(o.cors_origin.iter().map(|c| ("cors_origin", c.clone())));
+    if let Some(on) = o.cors_credentials {
+        query.push(("cors_credentials", on.to_string()));
+    }
     query.extend(
         o.allow_outbound
             .iter()
@@ -235,6 +239,8 @@ mod tests {
             reuse_concurrency: Some(4),
             idle_timeout_ms: Some(2500),
             rate_limit: Some("100/s,burst=200".into()),
+            cors_origin: vec!["https://app.example.com".into(), "*".into()],
+            cors_credentials: Some(true),
         };
         let query = deploy_query(&options);
         assert_eq!(

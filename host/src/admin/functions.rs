@@ -60,6 +60,8 @@ pub(super) async fn list_functions(
         ("reuse_concurrency" = Option<u32>, Query, description = "With reuse: requests one instance serves at once (default 1)"),
         ("idle_timeout_ms" = Option<u64>, Query, description = "With reuse: how long an idle instance is kept, ms (default 10000)"),
         ("rate_limit" = Option<String>, Query, description = "Data-plane rate limit: `N/s`, `N/m` or `N/h`, optionally `,burst=B` (default burst: the rate per second, at least 1); past it 429 `rate_limited` with Retry-After; `none` or `off` removes it; default: inherited, else none"),
+        ("cors_origin" = Option<Vec<String>>, Query, description = "CORS origin, repeatable: `scheme://host[:port]` or `*`; the host answers preflights from listed origins (204; others 403 `cors_origin_not_allowed`) without invoking the function, and adds `Access-Control-Allow-Origin` to responses; `none` removes CORS; default: inherited, else none (OPTIONS reach the function)"),
+        ("cors_credentials" = Option<bool>, Query, description = "With CORS origins: allow credentials (`Access-Control-Allow-Credentials: true`); refused with `*`; default: inherited, else false"),
     ),
     request_body(content((Binary = "application/wasm"), (Binary = "application/octet-stream")), description = "The component (any content type)"),
     responses(

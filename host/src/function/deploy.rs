@@ -114,6 +114,7 @@ impl FunctionsCtx {
             config_env: resolved.config_env,
             static_dir: resolved.static_dir,
             reuse,
+            cors: resolved.cors,
             precompiled: signed.map(|h| PrecompiledFrom {
                 source_sha256: h.source_sha256,
                 signed_by: h.key_id,

@@ -177,6 +177,7 @@ pub(super) fn deployed(
         config,
         admission: Arc::new(Admission::new(&record.name, concurrency)),
         reuse: v.reuse.map(crate::invocation::reuse::ReusePool::new),
+        cors: v.cors.clone().map(Arc::new),
     })
 }
 

@@ -58,6 +58,9 @@ pub struct VersionRecord {
     /// was compiled from, and who signed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precompiled: Option<PrecompiledFrom>,
+    /// CORS answered by the host (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<crate::gateway::cors::Cors>,
 }
 
 /// Where a version's precompiled code came from.
@@ -334,6 +337,7 @@ pub(crate) mod tests {
                     static_dir: None,
                     reuse: None,
                     precompiled: None,
+                    cors: None,
                 })
                 .collect(),
         }

@@ -24,6 +24,8 @@ pub(crate) struct Resolved {
     pub config_env: bool,
     /// A preview-1 module's static directory.
     pub static_dir: Option<String>,
+    /// CORS answered by the host.
+    pub cors: Option<crate::gateway::cors::Cors>,
 }
 
 /// The new version's settings. `previous` is the active version (none for
@@ -93,6 +95,11 @@ pub(crate) fn resolve_version(
         Setting::Inherit => previous.and_then(|p| p.static_dir.clone()),
     }
     .filter(|_| is_module);
+    let cors = crate::gateway::cors::resolve(
+        &options.cors_origin,
+        options.cors_credentials,
+        previous.and_then(|p| p.cors.as_ref()),
+    )?;
     Ok(Resolved {
         routes,
         env,
@@ -100,6 +107,7 @@ pub(crate) fn resolve_version(
         limits,
         config_env,
         static_dir,
+        cors,
     })
 }
 
@@ -357,6 +365,7 @@ mod tests {
             static_dir: Some("site".into()),
             reuse: None,
             precompiled: None,
+            cors: None,
         }
     }
 

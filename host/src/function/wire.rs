@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Limits, Reuse};
 use crate::function::records::{FunctionRecord, PrecompiledFrom, VersionRecord};
+use crate::gateway::cors::Cors;
 
 /// One version of a function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -87,6 +88,10 @@ pub struct FunctionInfo {
     /// a fresh instance per request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<Reuse>,
+    /// CORS answered by the host for the active version (absent: none;
+    /// `OPTIONS` requests reach the function).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
 }
 
 /// A line of `GET /v1/functions`.
@@ -148,6 +153,7 @@ impl From<&FunctionRecord> for FunctionInfo {
             kind: None,
             engine: None,
             reuse: active.reuse,
+            cors: active.cors.clone(),
         }
     }
 }
@@ -233,6 +239,15 @@ pub struct DeployOptions {
     /// function: none).
     #[serde(default)]
     pub rate_limit: Option<String>,
+    /// Origins whose browsers may call the function (`https://app.example.com`,
+    /// `*`): the host answers their preflights and marks responses.
+    /// `none` removes CORS; empty inherits (a new function: none).
+    #[serde(default)]
+    pub cors_origin: Vec<String>,
+    /// With CORS origins: allow credentials (never with `*`); unset
+    /// inherits (default false).
+    #[serde(default)]
+    pub cors_credentials: Option<bool>,
 }
 
 /// A deploy's wish for one setting of the new version.

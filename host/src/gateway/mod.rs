@@ -5,6 +5,7 @@
 //! invoker ([`Gateway`]), not the host that owns them.
 
 pub(crate) mod connection;
+pub(crate) mod cors;
 pub(crate) mod serve;
 pub(crate) mod tls;
 
@@ -69,10 +70,24 @@ async fn route(gateway: &Gateway, mut request: Request<Body>) -> Response<Body> 
             if let Some(script) = script {
                 request.extensions_mut().insert(script);
             }
-            if let Some(refused) = crate::invocation::rate::refusal(&target) {
-                return refused;
+            let Some(cors) = target.cors.clone() else {
+                if let Some(refused) = crate::invocation::rate::refusal(&target) {
+                    return refused;
+                }
+                return gateway.invoker.invoke(target, request).await;
+            };
+            // The function's CORS: preflights answered here, without an
+            // instance (nor a token); responses marked.
+            if cors::is_preflight(&request) {
+                return cors::preflight(&cors, &target.name, &request);
             }
-            gateway.invoker.invoke(target, request).await
+            let origin = request.headers().get(axum::http::header::ORIGIN).cloned();
+            let mut resp = match crate::invocation::rate::refusal(&target) {
+                None => gateway.invoker.invoke(target, request).await,
+                Some(refused) => refused,
+            };
+            cors::decorate(&cors, origin.as_ref(), &mut resp);
+            resp
         }
         None => axum::response::IntoResponse::into_response(ApiError::new(
             StatusCode::NOT_FOUND,
