@@ -1,7 +1,7 @@
 //! Per-function rate limits (`--rate-limit`, 429 `rate_limited` with
-//! `Retry-After`) and CORS answered by the host (`--cors-origin`): set at
-//! deploy, kept by later deploys, shown by `wisp info`, bad settings
-//! refused with nothing stored.
+//! `Retry-After`), CORS answered by the host (`--cors-origin`), and
+//! host-based routing (`--host`): set at deploy, kept by later deploys,
+//! shown by `wisp info`, bad settings refused with nothing stored.
 
 use std::time::Duration;
 
@@ -393,4 +393,122 @@ fn bad_cors_settings_are_refused_and_nothing_is_stored() {
     assert_eq!(json["active_version"], 1, "nothing stored");
     assert_eq!(json["cors"]["origins"][0], "https://ok.example.com");
     assert_eq!(json["cors"]["credentials"], false);
+}
+
+#[test]
+fn host_routing_serves_several_sites_on_one_listener() {
+    let w = Wisp::start();
+    let a = w.admin();
+    let wasm = std::fs::read(guest("echo")).unwrap();
+    let hello_wasm = std::fs::read(guest("hello")).unwrap();
+    ok(w.cli(&[
+        "deploy",
+        "site-a",
+        &echo(),
+        "--route",
+        "/*",
+        "--host",
+        "A.example.com",
+    ]));
+    let r = a.deploy(
+        "site-b",
+        &hello_wasm,
+        &[
+            ("route", "/*"),
+            ("host", "b.example.com"),
+            ("host", "*.b.test"),
+        ],
+    );
+    assert_eq!(r.status(), 201);
+    let r = a.deploy("fallback", &wasm, &[("route", "/*")]);
+    assert_eq!(r.status(), 201, "a host-less route does not conflict");
+
+    let get = |host: &str, path: &str| send(&w, reqwest::Method::GET, path, &[("host", host)]);
+    // site-a (echo) answers JSON; site-b (hello) text.
+    let r = get("a.example.com:8080", "/x");
+    assert_eq!(r.status(), 200);
+    let echoed: Value = r.json().unwrap();
+    assert_eq!(echoed["path"], "/x");
+    assert_eq!(
+        get("B.example.com", "/y").text().unwrap(),
+        "hello from wisp at /y"
+    );
+    assert_eq!(
+        get("www.b.test", "/z").text().unwrap(),
+        "hello from wisp at /z"
+    );
+    // Any other host: the fallback.
+    assert_eq!(
+        function_metric(&w, "wisp_invocations_total", "fallback"),
+        0.0
+    );
+    let r = get("c.example.com", "/x");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().unwrap()["path"], "/x");
+    assert_eq!(
+        function_metric(&w, "wisp_invocations_total", "fallback"),
+        1.0
+    );
+    assert_eq!(function_metric(&w, "wisp_invocations_total", "site-a"), 1.0);
+
+    // Same route and same host: a conflict; nothing stored.
+    let msg = assert_error(
+        a.deploy(
+            "site-c",
+            &hello_wasm,
+            &[("route", "/*"), ("host", "a.example.com")],
+        ),
+        409,
+        "route_conflict",
+    );
+    assert!(msg.contains("site-a"), "{msg}");
+    assert_error(a.get("/v1/functions/site-c"), 404, "function_not_found");
+    // Shown with the host; kept by a later deploy.
+    let list = ok(w.cli(&["list"]));
+    assert!(list.contains("a.example.com/*"), "{list}");
+    let info = ok(w.cli(&["info", "site-b"]));
+    assert!(
+        info.contains("routes          b.example.com/*, *.b.test/*\n"),
+        "{info}"
+    );
+    ok(w.cli(&["deploy", "site-a", &echo()]));
+    assert_eq!(info_json(&w, "site-a")["hosts"][0], "a.example.com");
+    assert_eq!(get("a.example.com", "/k").status(), 200);
+    assert_eq!(function_metric(&w, "wisp_invocations_total", "site-a"), 2.0);
+
+    // Without a fallback, an unknown host gets 404.
+    ok(w.cli(&["delete", "fallback"]));
+    assert_error(get("c.example.com", "/x"), 404, "route_not_found");
+    // `none` makes site-a serve any host again.
+    let r = a.deploy("site-a", &wasm, &[("host", "none")]);
+    assert_eq!(r.status(), 201);
+    assert!(info_json(&w, "site-a").get("hosts").is_none());
+    assert_eq!(get("c.example.com", "/x").status(), 200);
+}
+
+#[test]
+fn bad_hosts_are_refused_and_nothing_is_stored() {
+    let w = Wisp::start();
+    let a = w.admin();
+    let wasm = std::fs::read(guest("hello")).unwrap();
+    let r = a.deploy("h", &wasm, &[("route", "/h"), ("host", "ok.example.com")]);
+    assert_eq!(r.status(), 201);
+    for (host, why) in [
+        ("https://a.com", "not a URL"),
+        ("a.com:8080", "no port"),
+        ("a..com", "not a DNS name"),
+        ("a.com/x", "not a DNS name"),
+    ] {
+        let msg = assert_error(
+            a.deploy("h", &wasm, &[("host", host)]),
+            400,
+            "invalid_argument",
+        );
+        assert!(msg.contains(why), "{host}: {msg}");
+    }
+    let err = fails(w.cli(&["deploy", "h", &hello(), "--host", "bad host"]));
+    assert!(err.contains("not a DNS name"), "{err}");
+    let json = info_json(&w, "h");
+    assert_eq!(json["active_version"], 1, "nothing stored");
+    assert_eq!(json["hosts"][0], "ok.example.com");
 }

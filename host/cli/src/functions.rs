@@ -128,6 +128,12 @@ pub struct DeployArgs {
     /// active version, else off].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     cors_credentials: Option<bool>,
+    /// Serve the routes only to requests for HOST (`api.example.com`,
+    /// `*.example.com`; port ignored): several sites on one listener.
+    /// Repeatable; `none` removes the hosts [default: as the active
+    /// version, else any host].
+    #[arg(long = "host", value_name = "HOST")]
+    hosts: Vec<String>,
     #[command(flatten)]
     pub(crate) connection: Connection,
 }
@@ -272,6 +278,7 @@ fn deploy_options(args: &DeployArgs) -> Result<DeployOptions> {
         rate_limit: args.rate_limit.clone(),
         cors_origin: args.cors_origins.clone(),
         cors_credentials: args.cors_credentials,
+        hosts: args.hosts.clone(),
         ..DeployOptions::default()
     })
 }
@@ -339,7 +346,7 @@ fn deploy_summary(info: &FunctionInfo) -> String {
         );
     }
     out.push('\n');
-    for route in &info.routes {
+    for route in routes_on(&info.hosts, &info.routes) {
         let _ = writeln!(out, "  route {route}");
     }
     out
@@ -397,7 +404,7 @@ fn list_table(functions: &[FunctionSummary]) -> String {
             vec![
                 f.name.clone(),
                 f.active_version.to_string(),
-                join_or_none(&f.routes),
+                join_or_none(&routes_on(&f.hosts, &f.routes)),
                 f.versions.to_string(),
             ]
         })
@@ -448,7 +455,10 @@ fn info_text(info: &FunctionInfo) -> String {
         ("engine", info.engine.clone().unwrap_or_else(|| "-".into())),
         ("code", describe_code(info)),
         ("handles", describe_handlers(&info.handlers)),
-        ("routes", join_or_none(&info.routes)),
+        (
+            "routes",
+            join_or_none(&routes_on(&info.hosts, &info.routes)),
+        ),
         // One variable a line, aligned under the first.
         ("env", lines_or_none(&env, LABEL_WIDTH)),
         ("limits", limits),
@@ -508,6 +518,18 @@ fn admission_text(info: &FunctionInfo) -> String {
         );
     }
     text
+}
+
+/// Routes as requests reach them: `api.example.com/hello` on each of the
+/// function's hosts, or the routes alone (any host).
+fn routes_on(hosts: &[String], routes: &[String]) -> Vec<String> {
+    if hosts.is_empty() {
+        return routes.to_vec();
+    }
+    hosts
+        .iter()
+        .flat_map(|h| routes.iter().map(move |r| format!("{h}{r}")))
+        .collect()
 }
 
 /// `https://a.example.com, https://b.example.com (with credentials)`, or
@@ -625,6 +647,7 @@ mod tests {
             rate_limit: Some("5/m".into()),
             cors_origins: vec!["https://app.example.com".into()],
             cors_credentials: Some(true),
+            hosts: vec!["api.example.com".into()],
             connection: crate::client::tests::connection(None, Path::new(".")),
         };
         let options = deploy_options(&args).unwrap();
@@ -645,6 +668,7 @@ mod tests {
                 rate_limit: Some("5/m".into()),
                 cors_origin: vec!["https://app.example.com".into()],
                 cors_credentials: Some(true),
+                hosts: vec!["api.example.com".into()],
                 ..DeployOptions::default()
             }
         );
@@ -747,6 +771,7 @@ mod tests {
             routes: vec![],
             versions: 2,
             updated_at: String::new(),
+            hosts: vec![],
         }]);
         assert_eq!(
             list,

@@ -104,6 +104,7 @@ pub(crate) fn deploy_query(o: &DeployOptions) -> Vec<(&'static str, String)> {
     if let Some(on) = o.cors_credentials {
         query.push(("cors_credentials", on.to_string()));
     }
+    query.extend(o.hosts.iter().map(|h| ("host", h.clone())));
     query.extend(
         o.allow_outbound
             .iter()
@@ -241,6 +242,7 @@ mod tests {
             rate_limit: Some("100/s,burst=200".into()),
             cors_origin: vec!["https://app.example.com".into(), "*".into()],
             cors_credentials: Some(true),
+            hosts: vec!["api.example.com".into(), "*.example.net".into()],
         };
         let query = deploy_query(&options);
         assert_eq!(

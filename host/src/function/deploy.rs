@@ -73,7 +73,7 @@ impl FunctionsCtx {
             .check_limits(&resolved.limits)
             .map_err(DeployError::InvalidArgument)?;
         let parsed = parse_routes(&resolved.routes)?;
-        self.check_route_conflicts(name, &parsed)?;
+        self.check_route_conflicts(name, &parsed, &resolved.hosts)?;
         if let Some(dir) = &resolved.static_dir {
             self.static_dir_path(dir)?;
         }
@@ -115,6 +115,7 @@ impl FunctionsCtx {
             static_dir: resolved.static_dir,
             reuse,
             cors: resolved.cors,
+            hosts: resolved.hosts,
             precompiled: signed.map(|h| PrecompiledFrom {
                 source_sha256: h.source_sha256,
                 signed_by: h.key_id,
@@ -272,12 +273,21 @@ impl FunctionsCtx {
         Ok(path)
     }
 
-    fn check_route_conflicts(&self, name: &str, routes: &[Route]) -> Result<(), DeployError> {
+    fn check_route_conflicts(
+        &self,
+        name: &str,
+        routes: &[Route],
+        hosts: &[String],
+    ) -> Result<(), DeployError> {
         let registry = self.inner.registry.load();
         for r in routes {
-            if let Some(owner) = registry.route_owner(r, name) {
+            if let Some(owner) = registry.route_owner(r, hosts, name) {
+                let on = match hosts {
+                    [] => String::new(),
+                    hosts => format!(" on host {}", hosts.join(", ")),
+                };
                 return Err(DeployError::RouteConflict(format!(
-                    "route {r} is already served by function {owner:?}"
+                    "route {r}{on} is already served by function {owner:?}"
                 )));
             }
         }
@@ -312,7 +322,7 @@ impl FunctionsCtx {
                 })?,
         };
         let routes = parse_routes(&target.routes)?;
-        self.check_route_conflicts(name, &routes)?;
+        self.check_route_conflicts(name, &routes, &target.hosts)?;
         record.active_version = target.version;
         record.updated_at_ms = now_ms();
         let this = self.clone();

@@ -61,6 +61,9 @@ pub struct VersionRecord {
     /// CORS answered by the host (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<crate::gateway::cors::Cors>,
+    /// Hosts the routes are for, lower case (empty: any host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// Where a version's precompiled code came from.
@@ -338,6 +341,7 @@ pub(crate) mod tests {
                     reuse: None,
                     precompiled: None,
                     cors: None,
+                    hosts: Vec::new(),
                 })
                 .collect(),
         }

@@ -45,20 +45,39 @@ impl Registry {
     pub fn from_map(by_name: HashMap<String, Arc<Deployed>>) -> Registry {
         let entries = by_name
             .values()
-            .flat_map(|d| d.routes.iter().map(move |r| (r.clone(), d.clone())))
+            .flat_map(|d| {
+                // A function without hosts serves its routes on any.
+                let hosts: Vec<Option<Arc<str>>> = match d.hosts.is_empty() {
+                    true => vec![None],
+                    false => d.hosts.iter().cloned().map(Some).collect(),
+                };
+                hosts.into_iter().flat_map(move |h| {
+                    d.routes
+                        .iter()
+                        .map(move |r| (h.clone(), r.clone(), d.clone()))
+                })
+            })
             .collect();
         Registry {
-            routes: RouteTable::new(entries),
+            routes: RouteTable::with_hosts(entries),
             by_name,
         }
     }
 
-    /// The function (other than `except`) that already serves `route`.
-    pub fn route_owner(&self, route: &Route, except: &str) -> Option<&str> {
+    /// The function (other than `except`) that already serves `route` on
+    /// one of `hosts` (none: host-less, like the route's other owner).
+    pub fn route_owner(&self, route: &Route, hosts: &[String], except: &str) -> Option<&str> {
         self.by_name
             .values()
             .filter(|d| d.name != except)
-            .find(|d| d.routes.contains(route))
+            .find(|d| {
+                d.routes.contains(route)
+                    && match (hosts.is_empty(), d.hosts.is_empty()) {
+                        (true, true) => true,
+                        (false, false) => d.hosts.iter().any(|h| hosts.iter().any(|x| **h == **x)),
+                        _ => false,
+                    }
+            })
             .map(|d| d.name.as_str())
     }
 }

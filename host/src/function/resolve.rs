@@ -26,6 +26,8 @@ pub(crate) struct Resolved {
     pub static_dir: Option<String>,
     /// CORS answered by the host.
     pub cors: Option<crate::gateway::cors::Cors>,
+    /// Hosts the routes serve (empty: any).
+    pub hosts: Vec<String>,
 }
 
 /// The new version's settings. `previous` is the active version (none for
@@ -100,6 +102,8 @@ pub(crate) fn resolve_version(
         options.cors_credentials,
         previous.and_then(|p| p.cors.as_ref()),
     )?;
+    let hosts =
+        crate::gateway::vhost::resolve(&options.hosts, previous.map_or(&[][..], |p| &p.hosts))?;
     Ok(Resolved {
         routes,
         env,
@@ -108,6 +112,7 @@ pub(crate) fn resolve_version(
         config_env,
         static_dir,
         cors,
+        hosts,
     })
 }
 
@@ -366,6 +371,7 @@ mod tests {
             reuse: None,
             precompiled: None,
             cors: None,
+            hosts: Vec::new(),
         }
     }
 

@@ -92,6 +92,9 @@ pub struct FunctionInfo {
     /// `OPTIONS` requests reach the function).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Cors>,
+    /// Hosts the routes serve (absent: any host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// A line of `GET /v1/functions`.
@@ -105,6 +108,9 @@ pub struct FunctionSummary {
     pub routes: Vec<String>,
     /// Number of versions.
     pub versions: u64,
+    /// Hosts the routes serve (absent: any host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     /// Last deploy or rollback (RFC 3339).
     pub updated_at: String,
 }
@@ -154,6 +160,7 @@ impl From<&FunctionRecord> for FunctionInfo {
             engine: None,
             reuse: active.reuse,
             cors: active.cors.clone(),
+            hosts: active.hosts.clone(),
         }
     }
 }
@@ -165,6 +172,7 @@ impl From<&FunctionRecord> for FunctionSummary {
             active_version: r.active_version,
             routes: r.active().routes.clone(),
             versions: r.versions.len() as u64,
+            hosts: r.active().hosts.clone(),
             updated_at: rfc3339(r.updated_at_ms),
         }
     }
@@ -248,6 +256,11 @@ pub struct DeployOptions {
     /// inherits (default false).
     #[serde(default)]
     pub cors_credentials: Option<bool>,
+    /// Hosts (`api.example.com`, `*.example.com`) whose requests the
+    /// routes serve; `none` removes them (any host); empty inherits (a new
+    /// function: any host).
+    #[serde(default, rename = "host")]
+    pub hosts: Vec<String>,
 }
 
 /// A deploy's wish for one setting of the new version.

@@ -1,5 +1,6 @@
 //! The data plane: every request goes to the function whose route matches
-//! its path best, or gets a 404. Connections are served on threads of
+//! its path best (on its host first: [`vhost`]), or gets a 404; CORS of
+//! functions that set it is answered here ([`cors`]). Connections are served on threads of
 //! their own ([`serve`]), each bounded in time and number
 //! ([`connection`]). The gateway knows the deployed functions and the
 //! invoker ([`Gateway`]), not the host that owns them.
@@ -8,6 +9,7 @@ pub(crate) mod connection;
 pub(crate) mod cors;
 pub(crate) mod serve;
 pub(crate) mod tls;
+pub(crate) mod vhost;
 
 use std::sync::Arc;
 
@@ -55,7 +57,9 @@ impl Gateway {
 async fn route(gateway: &Gateway, mut request: Request<Body>) -> Response<Body> {
     let target = {
         let registry = gateway.registry.load();
-        registry.routes.lookup(request.uri().path()).map(|(r, d)| {
+        // HTTP/2's :authority or HTTP/1.1's Host, for functions with hosts.
+        let (host, path) = (vhost::request_host(&request), request.uri().path());
+        registry.routes.lookup_on(host, path).map(|(r, d)| {
             // Preview-1 (CGI) functions see the matched route as
             // SCRIPT_NAME; components need nothing (and pay nothing).
             let script = matches!(d.pre, Prepared::Module(_)).then(|| {
