@@ -512,3 +512,31 @@ fn bad_hosts_are_refused_and_nothing_is_stored() {
     assert_eq!(json["active_version"], 1, "nothing stored");
     assert_eq!(json["hosts"][0], "ok.example.com");
 }
+
+#[test]
+fn host_routing_reads_the_http2_authority() {
+    let w = Wisp::start();
+    let a = w.admin();
+    let wasm = std::fs::read(guest("echo")).unwrap();
+    let hello_wasm = std::fs::read(guest("hello")).unwrap();
+    let r = a.deploy(
+        "by-ip",
+        &hello_wasm,
+        &[("route", "/"), ("host", "127.0.0.1")],
+    );
+    assert_eq!(r.status(), 201);
+    let r = a.deploy("by-name", &wasm, &[("route", "/"), ("host", "localhost")]);
+    assert_eq!(r.status(), 201, "the same route on another host");
+    // h2c: the host is the request's :authority, not a Host header.
+    let h2c = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2c.get(format!("{}/", w.data_url)).send().unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.text().unwrap(), "hello from wisp at /");
+    let by_name = w.data_url.replace("127.0.0.1", "localhost");
+    let r = h2c.get(format!("{by_name}/")).send().unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.json::<Value>().unwrap()["path"], "/");
+}
