@@ -133,9 +133,11 @@ pub use function::handles::{Kv, Logs, Settings};
 pub use function::records::PrecompiledFrom;
 pub use function::signed;
 pub use function::wire::{DeployOptions, FunctionInfo, FunctionSummary, Setting, VersionInfo};
+pub use gateway::cors::Cors;
 pub use gateway::{Listeners, Tls, TlsError};
 pub use host::{Host, HostBuilder};
 pub use invocation::INVOCATION_ID_HEADER;
+pub use invocation::rate::RateLimit;
 pub use store::StoreError;
 // Wire types of the admin API that only its clients name (wisp-client).
 pub use capabilities::logs::{LogEntry, LogError, LogLevel, LogPage, LogQuery, LogStream};

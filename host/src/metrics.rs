@@ -99,6 +99,10 @@ fn describe() {
         "Requests refused with 503 at the in-flight bound."
     );
     describe_admission();
+    metrics::describe_counter!(
+        crate::invocation::rate::RATE_LIMITED,
+        "Requests refused with 429 at the function's rate limit (--rate-limit)."
+    );
     // Make the counters visible at 0 from the start.
     metrics::counter!(COMPILES).increment(0);
     metrics::gauge!(IN_FLIGHT).set(0.0);

@@ -31,6 +31,7 @@ mod logs;
 mod outbound;
 mod p3;
 mod precompiled;
+mod rate_cors;
 mod routing;
 mod runtime_only;
 mod sdk_p3;

@@ -116,6 +116,30 @@ pub struct DeployArgs {
     /// (10s, 1m) [default: as the active version, else 10s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     idle_timeout: Option<Duration>,
+    /// Requests the function takes on the data plane: N/s, N/m or N/h,
+    /// optionally with a burst (`100/s,burst=200`; the default burst is the
+    /// rate per second, at least 1); past it the answer is 429 with
+    /// Retry-After. `none` removes it [default: as the active version, else
+    /// none].
+    #[arg(long, value_name = "N/s|N/m|N/h[,burst=B]")]
+    rate_limit: Option<String>,
+    /// Let browsers on ORIGIN call the function (`https://app.example.com`,
+    /// or `*`): the host answers their CORS preflights without running it
+    /// and adds Access-Control-Allow-Origin to its responses. Repeatable;
+    /// `none` removes CORS [default: as the active version, else none].
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
+    /// With --cors-origin: allow credentials (cookies, authorization); not
+    /// with `*` (`--cors-credentials=false` turns it off) [default: as the
+    /// active version, else off].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    cors_credentials: Option<bool>,
+    /// Serve the routes only to requests for HOST (`api.example.com`,
+    /// `*.example.com`; port ignored): several sites on one listener.
+    /// Repeatable; `none` removes the hosts [default: as the active
+    /// version, else any host].
+    #[arg(long = "host", value_name = "HOST")]
+    hosts: Vec<String>,
     #[command(flatten)]
     pub(crate) connection: Connection,
 }
@@ -261,6 +285,10 @@ fn deploy_options(args: &DeployArgs) -> Result<DeployOptions> {
             Some(d) => Some(u64::try_from(d.as_millis()).context("--idle-timeout is too large")?),
             None => None,
         },
+        rate_limit: args.rate_limit.clone(),
+        cors_origin: args.cors_origins.clone(),
+        cors_credentials: args.cors_credentials,
+        hosts: args.hosts.clone(),
         ..DeployOptions::default()
     })
 }
@@ -328,7 +356,7 @@ fn deploy_summary(info: &FunctionInfo) -> String {
         );
     }
     out.push('\n');
-    for route in &info.routes {
+    for route in routes_on(&info.hosts, &info.routes) {
         let _ = writeln!(out, "  route {route}");
     }
     out
@@ -386,7 +414,7 @@ fn list_table(functions: &[FunctionSummary]) -> String {
             vec![
                 f.name.clone(),
                 f.active_version.to_string(),
-                join_or_none(&f.routes),
+                join_or_none(&routes_on(&f.hosts, &f.routes)),
                 f.versions.to_string(),
             ]
         })
@@ -456,11 +484,16 @@ fn info_text(info: &FunctionInfo) -> String {
         ("engine", info.engine.clone().unwrap_or_else(|| "-".into())),
         ("code", describe_code(info)),
         ("handles", describe_handlers(&info.handlers)),
-        ("routes", join_or_none(&info.routes)),
+        (
+            "routes",
+            join_or_none(&routes_on(&info.hosts, &info.routes)),
+        ),
         // One variable a line, aligned under the first.
         ("env", lines_or_none(&env, LABEL_WIDTH)),
         ("limits", limits),
         ("admission", admission_text(info)),
+        ("rate limit", rate_limit_text(info)),
+        ("cors", cors_text(info)),
         ("instances", describe_reuse(info.reuse.as_ref())),
         ("outbound", join_or_none(&info.allow_outbound)),
         ("aliases", lines_or_none(&aliases, LABEL_WIDTH)),
@@ -522,6 +555,44 @@ fn admission_text(info: &FunctionInfo) -> String {
         );
     }
     text
+}
+
+/// Routes as requests reach them: `api.example.com/hello` on each of the
+/// function's hosts, or the routes alone (any host).
+fn routes_on(hosts: &[String], routes: &[String]) -> Vec<String> {
+    if hosts.is_empty() {
+        return routes.to_vec();
+    }
+    hosts
+        .iter()
+        .flat_map(|h| routes.iter().map(move |r| format!("{h}{r}")))
+        .collect()
+}
+
+/// `https://a.example.com, https://b.example.com (with credentials)`, or
+/// `none`.
+fn cors_text(info: &FunctionInfo) -> String {
+    match &info.cors {
+        None => "none".into(),
+        Some(c) if c.credentials => format!("{} (with credentials)", c.origins.join(", ")),
+        Some(c) => c.origins.join(", "),
+    }
+}
+
+/// `100/s, burst 200`, or `none`.
+fn rate_limit_text(info: &FunctionInfo) -> String {
+    match &info.limits.rate_limit {
+        None => "none".into(),
+        Some(r) => {
+            let unit = match r.period_s {
+                1 => "s".to_string(),
+                60 => "m".to_string(),
+                3600 => "h".to_string(),
+                s => format!("{s}s"),
+            };
+            format!("{}/{unit}, burst {}", r.requests, r.burst)
+        }
+    }
 }
 
 pub(crate) async fn versions(api: &Client, args: ShowArgs) -> Result<()> {
@@ -614,6 +685,10 @@ mod tests {
             reuse: Some("100..200".into()),
             reuse_concurrency: Some(8),
             idle_timeout: Some(Duration::from_secs(30)),
+            rate_limit: Some("5/m".into()),
+            cors_origins: vec!["https://app.example.com".into()],
+            cors_credentials: Some(true),
+            hosts: vec!["api.example.com".into()],
             connection: crate::client::tests::connection(None, Path::new(".")),
         };
         let options = deploy_options(&args).unwrap();
@@ -631,6 +706,10 @@ mod tests {
                 reuse: Some("100..200".into()),
                 reuse_concurrency: Some(8),
                 idle_timeout_ms: Some(30_000),
+                rate_limit: Some("5/m".into()),
+                cors_origin: vec!["https://app.example.com".into()],
+                cors_credentials: Some(true),
+                hosts: vec!["api.example.com".into()],
                 ..DeployOptions::default()
             }
         );
@@ -733,6 +812,7 @@ mod tests {
             routes: vec![],
             versions: 2,
             updated_at: String::new(),
+            hosts: vec![],
         }]);
         assert_eq!(
             list,

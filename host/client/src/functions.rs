@@ -101,6 +101,14 @@ pub(crate) fn deploy_query(o: &DeployOptions) -> Vec<(&'static str, String)> {
     if let Some(reuse) = &o.reuse {
         query.push(("reuse", reuse.clone()));
     }
+    if let Some(rate) = &o.rate_limit {
+        query.push(("rate_limit", rate.clone()));
+    }
+    query.extend(o.cors_origin.iter().map(|c| ("cors_origin", c.clone())));
+    if let Some(on) = o.cors_credentials {
+        query.push(("cors_credentials", on.to_string()));
+    }
+    query.extend(o.hosts.iter().map(|h| ("host", h.clone())));
     query.extend(
         o.allow_outbound
             .iter()
@@ -271,6 +279,10 @@ mod tests {
             reuse: Some("10..20".into()),
             reuse_concurrency: Some(4),
             idle_timeout_ms: Some(2500),
+            rate_limit: Some("100/s,burst=200".into()),
+            cors_origin: vec!["https://app.example.com".into(), "*".into()],
+            cors_credentials: Some(true),
+            hosts: vec!["api.example.com".into(), "*.example.net".into()],
         };
         let query = deploy_query(&options);
         assert_eq!(

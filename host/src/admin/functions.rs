@@ -60,12 +60,16 @@ pub(super) async fn list_functions(
         ("reuse" = Option<String>, Query, description = "WASI 0.3 components only: requests one instance serves before it is retired, `N` or `A..B` (picked at random per instance); `1` turns reuse off (the default: a fresh instance per request)"),
         ("reuse_concurrency" = Option<u32>, Query, description = "With reuse: requests one instance serves at once (default 1)"),
         ("idle_timeout_ms" = Option<u64>, Query, description = "With reuse: how long an idle instance is kept, ms (default 10000)"),
+        ("rate_limit" = Option<String>, Query, description = "Data-plane rate limit: `N/s`, `N/m` or `N/h`, optionally `,burst=B` (default burst: the rate per second, at least 1); past it 429 `rate_limited` with Retry-After; `none` or `off` removes it; default: inherited, else none"),
+        ("cors_origin" = Option<Vec<String>>, Query, description = "CORS origin, repeatable: `scheme://host[:port]` or `*`; the host answers preflights from listed origins (204; others 403 `cors_origin_not_allowed`) without invoking the function, and adds `Access-Control-Allow-Origin` to responses; `none` removes CORS; default: inherited, else none (OPTIONS reach the function)"),
+        ("cors_credentials" = Option<bool>, Query, description = "With CORS origins: allow credentials (`Access-Control-Allow-Credentials: true`); refused with `*`; default: inherited, else false"),
+        ("host" = Option<Vec<String>>, Query, description = "Host, repeatable: `api.example.com` or `*.example.com`; the routes then serve only requests for these hosts (Host / :authority, port ignored), and conflict only with routes on the same host; `none` removes them; default: inherited, else any host"),
     ),
     request_body(content((Binary = "application/wasm"), (Binary = "application/octet-stream")), description = "The component (any content type)"),
     responses(
         (status = 201, body = FunctionInfo, description = "Deployed; the new version is active and durable"),
         (status = 400, body = ErrorBody, description = "invalid_name, invalid_wasm, not_a_component, missing_export, unsatisfied_imports, invalid_route, invalid_argument, untrusted_artifact (precompiled code not signed by a trusted key), engine_mismatch (precompiled for other engine settings)"),
-        (status = 409, body = ErrorBody, description = "route_conflict"),
+        (status = 409, body = ErrorBody, description = "route_conflict: another function serves one of the routes on the same host (or both on any host)"),
         (status = 413, body = ErrorBody, description = "payload_too_large"),
     )
 )]

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::invocation::rate::RateLimit;
+
 /// Limits applied to one invocation. Host-wide defaults, overridable per
 /// function version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -46,6 +48,12 @@ pub struct Limits {
     /// `timeout_ms`: the function's deadline starts when it gets its slot.
     #[serde(default = "default_queue_timeout_ms")]
     pub queue_timeout_ms: u64,
+    /// Requests per second, minute or hour the function takes on the data
+    /// plane, with a burst (`--rate-limit 100/s,burst=200`); past it the
+    /// answer is 429 `rate_limited`, before admission. `None` (the
+    /// default): no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// The wait a queued request is allowed unless the function sets its own:
@@ -96,6 +104,7 @@ impl Default for Limits {
             concurrency: None,
             queue: 0,
             queue_timeout_ms: default_queue_timeout_ms(),
+            rate_limit: None,
         }
     }
 }
@@ -154,6 +163,9 @@ impl LimitOverrides {
             concurrency: self.concurrency.or(base.concurrency),
             queue: self.queue.unwrap_or(base.queue),
             queue_timeout_ms: self.queue_timeout_ms.unwrap_or(base.queue_timeout_ms),
+            // Set or removed by a deploy's `rate_limit` (see
+            // `function/resolve.rs`), not an override.
+            rate_limit: base.rate_limit,
         }
     }
 }

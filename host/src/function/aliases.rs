@@ -193,7 +193,7 @@ impl FunctionsCtx {
             )));
         }
         let routes = parse_routes(&next.routes)?;
-        self.check_route_conflicts(Owner::Alias(name, alias), &routes)?;
+        self.check_route_conflicts(Owner::Alias(name, alias), &routes, &record.active().hosts)?;
         record.aliases.insert(alias.to_string(), next.clone());
         self.store_aliases(record, revision).await?;
         tracing::info!(function = name, alias, version = next.version, "alias set");

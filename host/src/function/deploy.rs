@@ -73,7 +73,7 @@ impl FunctionsCtx {
             .check_limits(&resolved.limits)
             .map_err(DeployError::InvalidArgument)?;
         let parsed = parse_routes(&resolved.routes)?;
-        self.check_route_conflicts(Owner::Function(name), &parsed)?;
+        self.check_route_conflicts(Owner::Function(name), &parsed, &resolved.hosts)?;
         if let Some(dir) = &resolved.static_dir {
             self.static_dir_path(dir)?;
         }
@@ -116,6 +116,8 @@ impl FunctionsCtx {
             version_pinning: resolved.version_pinning,
             static_dir: resolved.static_dir,
             reuse,
+            cors: resolved.cors,
+            hosts: resolved.hosts,
             precompiled: signed.map(|h| PrecompiledFrom {
                 source_sha256: h.source_sha256,
                 signed_by: h.key_id,
@@ -277,12 +279,17 @@ impl FunctionsCtx {
         &self,
         owner: Owner<'_>,
         routes: &[Route],
+        hosts: &[String],
     ) -> Result<(), DeployError> {
         let registry = self.inner.registry.load();
         for r in routes {
-            if let Some(other) = registry.route_owner(r, owner) {
+            if let Some(other) = registry.route_owner(r, hosts, owner) {
+                let on = match hosts {
+                    [] => String::new(),
+                    hosts => format!(" on host {}", hosts.join(", ")),
+                };
                 return Err(DeployError::RouteConflict(format!(
-                    "route {r} is already served by {other}"
+                    "route {r}{on} is already served by {other}"
                 )));
             }
         }
@@ -317,7 +324,7 @@ impl FunctionsCtx {
                 })?,
         };
         let routes = parse_routes(&target.routes)?;
-        self.check_route_conflicts(Owner::Function(name), &routes)?;
+        self.check_route_conflicts(Owner::Function(name), &routes, &target.hosts)?;
         record.active_version = target.version;
         record.updated_at_ms = now_ms();
         let this = self.clone();

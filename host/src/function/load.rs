@@ -192,6 +192,8 @@ pub(super) fn deployed(
         config,
         admission: Arc::new(Admission::new(&record.name, concurrency)),
         reuse: v.reuse.map(crate::invocation::reuse::ReusePool::new),
+        cors: v.cors.clone().map(Arc::new),
+        hosts: v.hosts.iter().map(|h| Arc::from(h.as_str())).collect(),
     })
 }
 

@@ -61,6 +61,12 @@ pub struct VersionRecord {
     /// was compiled from, and who signed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precompiled: Option<PrecompiledFrom>,
+    /// CORS answered by the host (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<crate::gateway::cors::Cors>,
+    /// Hosts the routes are for, lower case (empty: any host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// Where a version's precompiled code came from.
@@ -342,6 +348,8 @@ pub(crate) mod tests {
                     static_dir: None,
                     reuse: None,
                     precompiled: None,
+                    cors: None,
+                    hosts: Vec::new(),
                 })
                 .collect(),
         }

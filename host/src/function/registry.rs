@@ -143,38 +143,72 @@ impl Registry {
         by_name: HashMap<String, Arc<Deployed>>,
         aliases: HashMap<String, Arc<Aliases>>,
     ) -> Registry {
-        let active = by_name.values().flat_map(|d| {
+        // A function without hosts serves its routes on any; its aliases
+        // serve theirs on the function's hosts.
+        let hosts_of = |d: &Deployed| -> Vec<Option<Arc<str>>> {
+            match d.hosts.is_empty() {
+                true => vec![None],
+                false => d.hosts.iter().cloned().map(Some).collect(),
+            }
+        };
+        let mut entries = Vec::new();
+        for d in by_name.values() {
             let target = Arc::new(RouteTarget::Active(d.clone()));
-            d.routes.iter().map(move |r| (r.clone(), target.clone()))
-        });
-        let aliased = aliases
-            .values()
-            .flat_map(|a| a.by_name.values())
-            .flat_map(|a| {
-                let target = Arc::new(RouteTarget::Alias(a.clone()));
-                a.routes.iter().map(move |r| (r.clone(), target.clone()))
-            });
+            for h in hosts_of(d) {
+                for r in &d.routes {
+                    entries.push((h.clone(), r.clone(), target.clone()));
+                }
+            }
+        }
+        for a in aliases.values().flat_map(|a| a.by_name.values()) {
+            let Some(d) = by_name.get(&a.function) else {
+                continue;
+            };
+            let target = Arc::new(RouteTarget::Alias(a.clone()));
+            for h in hosts_of(d) {
+                for r in &a.routes {
+                    entries.push((h.clone(), r.clone(), target.clone()));
+                }
+            }
+        }
         Registry {
-            routes: RouteTable::new(active.chain(aliased).collect()),
+            routes: RouteTable::with_hosts(entries),
             by_name,
             aliases,
         }
     }
 
-    /// Who already serves `route`, other than `except` (a function, or an
-    /// alias `function alias`): a description for an error message.
-    pub fn route_owner(&self, route: &Route, except: Owner<'_>) -> Option<String> {
+    /// Who already serves `route` on one of `hosts` (none: host-less, like
+    /// the other owner's), other than `except` (a function, or an alias):
+    /// a description for an error message. An alias serves on its
+    /// function's hosts.
+    pub fn route_owner(
+        &self,
+        route: &Route,
+        hosts: &[String],
+        except: Owner<'_>,
+    ) -> Option<String> {
+        let shares_a_host = |d: &Deployed| match (hosts.is_empty(), d.hosts.is_empty()) {
+            (true, true) => true,
+            (false, false) => d.hosts.iter().any(|h| hosts.iter().any(|x| **h == **x)),
+            _ => false,
+        };
         let function = self
             .by_name
             .values()
             .filter(|d| except != Owner::Function(&d.name))
-            .find(|d| d.routes.contains(route))
+            .find(|d| d.routes.contains(route) && shares_a_host(d))
             .map(|d| format!("function {:?}", d.name));
         function.or_else(|| {
             self.aliases
                 .values()
                 .flat_map(|a| a.by_name.values())
                 .filter(|a| except != Owner::Alias(&a.function, &a.name))
+                .filter(|a| {
+                    self.by_name
+                        .get(&a.function)
+                        .is_some_and(|d| shares_a_host(d))
+                })
                 .find(|a| a.routes.contains(route))
                 .map(|a| format!("alias {:?} of function {:?}", a.name, a.function))
         })

@@ -26,6 +26,10 @@ pub(crate) struct Resolved {
     pub version_pinning: bool,
     /// A preview-1 module's static directory.
     pub static_dir: Option<String>,
+    /// CORS answered by the host.
+    pub cors: Option<crate::gateway::cors::Cors>,
+    /// Hosts the routes serve (empty: any).
+    pub hosts: Vec<String>,
 }
 
 /// The new version's settings. `previous` is the active version (none for
@@ -84,6 +88,7 @@ pub(crate) fn resolve_version(
         queue_timeout_ms: options.queue_timeout_ms,
     }
     .apply(previous.map_or(defaults, |p| p.limits));
+    let limits = crate::invocation::rate::resolve(options.rate_limit.as_deref(), limits)?;
     let config_env = options
         .config_env
         .or(previous.map(|p| p.config_env))
@@ -98,6 +103,13 @@ pub(crate) fn resolve_version(
         Setting::Inherit => previous.and_then(|p| p.static_dir.clone()),
     }
     .filter(|_| is_module);
+    let cors = crate::gateway::cors::resolve(
+        &options.cors_origin,
+        options.cors_credentials,
+        previous.and_then(|p| p.cors.as_ref()),
+    )?;
+    let hosts =
+        crate::gateway::vhost::resolve(&options.hosts, previous.map_or(&[][..], |p| &p.hosts))?;
     Ok(Resolved {
         routes,
         env,
@@ -106,6 +118,8 @@ pub(crate) fn resolve_version(
         config_env,
         version_pinning,
         static_dir,
+        cors,
+        hosts,
     })
 }
 
@@ -364,6 +378,8 @@ mod tests {
             static_dir: Some("site".into()),
             reuse: None,
             precompiled: None,
+            cors: None,
+            hosts: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Limits, Reuse};
 use crate::function::records::{FunctionRecord, PrecompiledFrom, VersionRecord};
+use crate::gateway::cors::Cors;
 
 /// One version of a function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -93,6 +94,13 @@ pub struct FunctionInfo {
     /// a fresh instance per request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<Reuse>,
+    /// CORS answered by the host for the active version (absent: none;
+    /// `OPTIONS` requests reach the function).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+    /// Hosts the routes serve (absent: any host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// A line of `GET /v1/functions`.
@@ -106,6 +114,9 @@ pub struct FunctionSummary {
     pub routes: Vec<String>,
     /// Number of versions.
     pub versions: u64,
+    /// Hosts the routes serve (absent: any host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     /// Last deploy or rollback (RFC 3339).
     pub updated_at: String,
 }
@@ -160,6 +171,8 @@ impl From<&FunctionRecord> for FunctionInfo {
             kind: None,
             engine: None,
             reuse: active.reuse,
+            cors: active.cors.clone(),
+            hosts: active.hosts.clone(),
         }
     }
 }
@@ -171,6 +184,7 @@ impl From<&FunctionRecord> for FunctionSummary {
             active_version: r.active_version,
             routes: r.active().routes.clone(),
             versions: r.versions.len() as u64,
+            hosts: r.active().hosts.clone(),
             updated_at: rfc3339(r.updated_at_ms),
         }
     }
@@ -244,6 +258,25 @@ pub struct DeployOptions {
     /// unset inherits.
     #[serde(default)]
     pub idle_timeout_ms: Option<u64>,
+    /// Rate limit on the data plane: `N/s`, `N/m` or `N/h`, optionally
+    /// `,burst=B`; `none` or `off` removes it. Unset inherits (a new
+    /// function: none).
+    #[serde(default)]
+    pub rate_limit: Option<String>,
+    /// Origins whose browsers may call the function (`https://app.example.com`,
+    /// `*`): the host answers their preflights and marks responses.
+    /// `none` removes CORS; empty inherits (a new function: none).
+    #[serde(default)]
+    pub cors_origin: Vec<String>,
+    /// With CORS origins: allow credentials (never with `*`); unset
+    /// inherits (default false).
+    #[serde(default)]
+    pub cors_credentials: Option<bool>,
+    /// Hosts (`api.example.com`, `*.example.com`) whose requests the
+    /// routes serve; `none` removes them (any host); empty inherits (a new
+    /// function: any host).
+    #[serde(default, rename = "host")]
+    pub hosts: Vec<String>,
 }
 
 /// A deploy's wish for one setting of the new version.

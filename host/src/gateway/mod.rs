@@ -1,12 +1,15 @@
 //! The data plane: every request goes to the function whose route matches
-//! its path best, or gets a 404. Connections are served on threads of
+//! its path best (on its host first: [`vhost`]), or gets a 404; CORS of
+//! functions that set it is answered here ([`cors`]). Connections are served on threads of
 //! their own ([`serve`]), each bounded in time and number
 //! ([`connection`]). The gateway knows the deployed functions and the
 //! invoker ([`Gateway`]), not the host that owns them.
 
 pub(crate) mod connection;
+pub(crate) mod cors;
 pub(crate) mod serve;
 pub(crate) mod tls;
+pub(crate) mod vhost;
 
 use std::sync::Arc;
 
@@ -61,7 +64,9 @@ pub const VERSION_HEADER: &str = "wisp-version";
 async fn route(gateway: &Gateway, mut request: Request<Body>) -> Response<Body> {
     let target = {
         let registry = gateway.registry.load();
-        match registry.routes.lookup(request.uri().path()) {
+        // HTTP/2's :authority or HTTP/1.1's Host, for functions with hosts.
+        let (host, path) = (vhost::request_host(&request), request.uri().path());
+        match registry.routes.lookup_on(host, path) {
             Some((r, target)) => choose(&registry, target, request.headers()).map(|d| {
                 // Preview-1 (CGI) functions see the matched route as
                 // SCRIPT_NAME; components need nothing (and pay nothing).
@@ -84,7 +89,7 @@ async fn route(gateway: &Gateway, mut request: Request<Body>) -> Response<Body> 
                 request.extensions_mut().insert(script);
             }
             let version = target.version;
-            let mut response = gateway.invoker.invoke(target, request).await;
+            let mut response = serve(gateway, target, request).await;
             response
                 .headers_mut()
                 .insert(VERSION_HEADER, http::HeaderValue::from(version));
@@ -92,6 +97,29 @@ async fn route(gateway: &Gateway, mut request: Request<Body>) -> Response<Body> 
         }
         Err(e) => axum::response::IntoResponse::into_response(e),
     }
+}
+
+/// Runs a request on the version chosen for it, through the function's
+/// rate limit and CORS.
+async fn serve(gateway: &Gateway, target: Arc<Deployed>, request: Request<Body>) -> Response<Body> {
+    let Some(cors) = target.cors.clone() else {
+        if let Some(refused) = crate::invocation::rate::refusal(&target) {
+            return refused;
+        }
+        return gateway.invoker.invoke(target, request).await;
+    };
+    // The function's CORS: preflights answered here, without an
+    // instance (nor a token); responses marked.
+    if cors::is_preflight(&request) {
+        return cors::preflight(&cors, &target.name, &request);
+    }
+    let origin = request.headers().get(axum::http::header::ORIGIN).cloned();
+    let mut resp = match crate::invocation::rate::refusal(&target) {
+        None => gateway.invoker.invoke(target, request).await,
+        Some(refused) => refused,
+    };
+    cors::decorate(&cors, origin.as_ref(), &mut resp);
+    resp
 }
 
 /// The version that serves a request routed to `target`: the route's (the

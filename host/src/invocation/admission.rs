@@ -209,6 +209,9 @@ impl Drop for Place {
 pub(crate) struct Admission {
     pub(crate) gate: Arc<Gate>,
     pub(crate) rejected: Rejections,
+    /// The function's rate-limit bucket (used when its limits set one),
+    /// kept across versions with the rest.
+    pub(crate) rate: super::rate::RateBucket,
 }
 
 impl Admission {
@@ -217,6 +220,7 @@ impl Admission {
         Admission {
             gate: Gate::new(concurrency, QueueMetrics::function(name)),
             rejected: Rejections::new(name),
+            rate: super::rate::RateBucket::new(name),
         }
     }
 

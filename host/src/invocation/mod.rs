@@ -16,6 +16,7 @@ mod event;
 mod failure;
 mod http;
 mod limits;
+pub(crate) mod rate;
 pub(crate) mod reuse;
 mod service;
 mod state;

@@ -58,6 +58,12 @@ pub(crate) struct Deployed {
     /// A WASI 0.3 component's instance reuse (`--reuse`) and its pool; none
     /// for a fresh instance per request.
     pub reuse: Option<super::reuse::ReusePool>,
+    /// CORS answered by the host (`--cors-origin`); none: requests reach
+    /// the function as sent.
+    pub cors: Option<Arc<crate::gateway::cors::Cors>>,
+    /// Hosts whose requests the routes serve (`--host`), lower case;
+    /// empty: any host.
+    pub hosts: Vec<Arc<str>>,
 }
 
 /// A component's pre-instantiation with the handlers it exports (at least
