@@ -114,6 +114,7 @@ impl FunctionsCtx {
             allow_outbound: resolved.allow_outbound,
             config_env: resolved.config_env,
             version_pinning: resolved.version_pinning,
+            auth: resolved.auth,
             static_dir: resolved.static_dir,
             reuse,
             precompiled: signed.map(|h| PrecompiledFrom {
@@ -213,6 +214,7 @@ impl FunctionsCtx {
     pub(super) async fn purge_leftovers(&self, name: &str) -> Result<(), DeployError> {
         self.inner.kv.purge(name).await?;
         self.inner.settings.purge(name).await?;
+        self.inner.invoke_keys.purge(name).await?;
         self.inner.invoker.logs.sync_blocking_async().await;
         self.inner.log_store.purge(name).await?;
         self.inner.invoker.logs.forget(name);
@@ -432,6 +434,10 @@ impl FunctionsCtx {
             Ok(()) => self.inner.settings.purge(name).await,
             Err(e) => Err(e),
         };
+        // Its invoke keys: a new function of the name starts with none.
+        if let Err(e) = self.inner.invoke_keys.purge(name).await {
+            tracing::warn!(function = name, error = %e, "purging the deleted function's invoke keys failed");
+        }
         if let Err(e) = purged {
             tracing::warn!(function = name, error = %e, "purging the deleted function's data failed");
         }

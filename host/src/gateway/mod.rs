@@ -5,6 +5,7 @@
 //! invoker ([`Gateway`]), not the host that owns them.
 
 pub(crate) mod connection;
+pub(crate) mod keys;
 pub(crate) mod serve;
 pub(crate) mod tls;
 
@@ -32,6 +33,8 @@ use crate::routes::Route;
 pub(crate) struct Gateway {
     pub(crate) registry: Arc<ArcSwap<Registry>>,
     pub(crate) invoker: Arc<Invoker>,
+    /// Private functions' invoke keys.
+    pub(crate) keys: crate::auth::InvokeKeys,
 }
 
 /// Builds the data-plane router (no socket): nest or serve it.
@@ -62,15 +65,35 @@ async fn route(gateway: &Gateway, mut request: Request<Body>) -> Response<Body> 
     let target = {
         let registry = gateway.registry.load();
         match registry.routes.lookup(request.uri().path()) {
-            Some((r, target)) => choose(&registry, target, request.headers()).map(|d| {
-                // Preview-1 (CGI) functions see the matched route as
-                // SCRIPT_NAME; components need nothing (and pay nothing).
-                let script = matches!(d.pre, Prepared::Module(_)).then(|| {
-                    let (Route::Exact(p) | Route::Prefix(p)) = r;
-                    ScriptName(Arc::from(p.as_str()))
-                });
-                (script, d)
-            }),
+            Some((r, target)) => {
+                // A private function: the key first, so that a request
+                // without one learns nothing more (not even whether an
+                // alias or a pinned version exists). The active version's
+                // setting holds for every route, alias and pinned version
+                // of the function (none active: closed).
+                let private = match &**target {
+                    RouteTarget::Active(a) => !a.auth.is_public(),
+                    RouteTarget::Alias(_) => registry
+                        .by_name
+                        .get(target.function())
+                        .is_none_or(|a| !a.auth.is_public()),
+                };
+                if private
+                    && let Some(refused) =
+                        keys::admit(&gateway.keys, target.function(), request.headers_mut())
+                {
+                    return refused;
+                }
+                choose(&registry, target, request.headers()).map(|d| {
+                    // Preview-1 (CGI) functions see the matched route as
+                    // SCRIPT_NAME; components need nothing (and pay nothing).
+                    let script = matches!(d.pre, Prepared::Module(_)).then(|| {
+                        let (Route::Exact(p) | Route::Prefix(p)) = r;
+                        ScriptName(Arc::from(p.as_str()))
+                    });
+                    (script, d)
+                })
+            }
             None => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "route_not_found",
