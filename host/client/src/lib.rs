@@ -52,6 +52,7 @@ use serde::de::DeserializeOwned;
 mod data;
 mod events;
 mod functions;
+mod keys;
 mod tokens;
 
 pub use functions::{Invocation, Upload};
@@ -63,7 +64,6 @@ pub use secrecy;
 // The wire types, as wisp-host defines them.
 /// A host of a cluster, as `GET /v1/hosts` lists it.
 pub use wisp_host::cluster::Member;
-pub use wisp_host::{AuditEntry, AuditPage, AuditQuery, CreatedToken, NewToken, TokenInfo};
 pub use wisp_host::{
     AliasInfo, AliasSpec, ConfigEntry, ConfigList, DeliveryRecord, DeliveryStatus, DeployOptions,
     ErrorBody, ErrorDetail, EventInfo, FunctionInfo, FunctionSummary, JobCounts, JobInfo, JobState,
@@ -71,6 +71,8 @@ pub use wisp_host::{
     NewJob, NewSchedule, NewSubscription, Published, Purged, RedriveRequest, Redriven, RetryPolicy,
     Schedule, SetConfig, Share, Subscription, VersionInfo,
 };
+pub use wisp_host::{AuditEntry, AuditPage, AuditQuery, CreatedToken, NewToken, TokenInfo};
+pub use wisp_host::{CreatedKey, FunctionAuth, KeyInfo, NewKey};
 
 /// How long to wait for the admin API to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
