@@ -65,3 +65,67 @@ fn refusal(function: &str, refused: KeyRefused) -> Response {
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::NewKey;
+    use crate::store::Store;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (header::HeaderName::from_static(k), v.parse().unwrap()))
+            .collect()
+    }
+
+    async fn message(response: Response) -> String {
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "unauthorized");
+        v["error"]["message"].as_str().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn the_key_is_checked_and_never_passed_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let keys = InvokeKeys::open(&store).unwrap();
+        let key = keys.create("f", NewKey::default()).await.unwrap().key;
+        let bearer = format!("Bearer {key}");
+
+        // In Authorization: accepted, and the header removed.
+        let mut h = headers(&[("authorization", &bearer), ("x-other", "1")]);
+        assert!(admit(&keys, "f", &mut h).is_none());
+        assert!(h.get("authorization").is_none());
+        assert_eq!(h["x-other"], "1");
+
+        // In wisp-key: accepted, removed; the guest's own Authorization
+        // kept.
+        let mut h = headers(&[(KEY_HEADER, &key), ("authorization", "Basic dTpw")]);
+        assert!(admit(&keys, "f", &mut h).is_none());
+        assert!(h.get(KEY_HEADER).is_none());
+        assert_eq!(h["authorization"], "Basic dTpw");
+
+        // Refused: nothing, another scheme, an empty or wrong key, another
+        // function's; never echoing the key.
+        for (function, pairs, why) in [
+            ("f", vec![], "missing"),
+            ("f", vec![("authorization", "Basic dTpw")], "missing"),
+            ("f", vec![(KEY_HEADER, "")], "missing"),
+            ("f", vec![(KEY_HEADER, "wispk_0000")], "invalid"),
+            ("g", vec![(KEY_HEADER, key.as_str())], "invalid"),
+            ("g", vec![("authorization", bearer.as_str())], "invalid"),
+        ] {
+            let mut h = headers(&pairs);
+            let refused = admit(&keys, function, &mut h).expect("refused");
+            assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(refused.headers()[header::WWW_AUTHENTICATE], "Bearer");
+            let m = message(refused).await;
+            assert!(m.contains(why) && !m.contains(&key), "{m}");
+            assert!(h.get(KEY_HEADER).is_none());
+        }
+    }
+}
