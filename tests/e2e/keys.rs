@@ -152,6 +152,13 @@ fn a_private_function_answers_only_requests_with_one_of_its_keys() {
     assert_eq!(r.status(), 200);
     ok(w.cli(&["alias", "delete", "priv", "old"]));
 
+    // A rollback to a version deployed public keeps it private.
+    ok(w.cli(&["rollback", "priv", "1"]));
+    assert_eq!(info(&w, "priv")["active_version"], 1);
+    assert_eq!(info(&w, "priv")["auth"], "key");
+    refused(call(&w, &[]));
+    assert_eq!(call(&w, &[("wisp-key", &key)]).status(), 200);
+
     // `wisp key list`: names, never keys.
     let listed = ok(w.cli(&["key", "list", "priv"]));
     assert!(

@@ -320,6 +320,18 @@ impl FunctionsCtx {
         };
         let routes = parse_routes(&target.routes)?;
         self.check_route_conflicts(Owner::Function(name), &routes)?;
+        // Who may call the function is not the code's to say: a rollback
+        // keeps the current `--auth` (a private function never turns
+        // public by going back to a version deployed before it was).
+        let mut target = target;
+        target.auth = record.active().auth;
+        if let Some(v) = record
+            .versions
+            .iter_mut()
+            .find(|v| v.version == target.version)
+        {
+            v.auth = target.auth;
+        }
         record.active_version = target.version;
         record.updated_at_ms = now_ms();
         let this = self.clone();
