@@ -62,6 +62,8 @@ pub(crate) struct HostInner {
     /// The admin API's tokens (besides the bootstrap one) and audit log.
     pub tokens: crate::auth::Tokens,
     pub audit: crate::auth::Audit,
+    /// Private functions' invoke keys (checked by the data plane).
+    pub invoke_keys: crate::auth::InvokeKeys,
     pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub data_dir: Option<PathBuf>,
     /// Deploys, rollbacks, deletes and reads of functions, with the parts
@@ -196,6 +198,7 @@ impl HostBuilder {
         let event_store = crate::events::store::EventStore::open(&store).with_context(opening)?;
         let tokens = crate::auth::Tokens::open(&store).with_context(opening)?;
         let audit = crate::auth::Audit::open(&store).with_context(opening)?;
+        let invoke_keys = crate::auth::InvokeKeys::open(&store).with_context(opening)?;
         let prometheus = crate::metrics::install(cluster.as_ref().map(Cluster::node));
         let engine = Arc::new(WispEngine::new(&config)?);
         crate::metrics::engine(config.code_engine.name());
@@ -267,6 +270,7 @@ impl HostBuilder {
                 data_dir: temp.is_none().then(|| dir.clone()),
                 events: Arc::new(events.clone()),
                 cluster: cluster.clone(),
+                invoke_keys: invoke_keys.clone(),
             }),
         };
         let inner = Arc::new(HostInner {
@@ -282,6 +286,7 @@ impl HostBuilder {
             admin_token,
             tokens,
             audit,
+            invoke_keys,
             prometheus,
             data_dir: temp.is_none().then(|| dir.clone()),
             events,
@@ -457,6 +462,7 @@ impl Host {
         Gateway {
             registry: self.inner.registry.clone(),
             invoker: self.inner.invoker.clone(),
+            keys: self.inner.invoke_keys.clone(),
         }
     }
 

@@ -112,7 +112,10 @@ mod store;
 pub mod untrusted;
 
 pub use admin::openapi;
-pub use auth::{AuditEntry, AuditPage, AuditQuery, CreatedToken, NewToken, TokenError, TokenInfo};
+pub use auth::{
+    AuditEntry, AuditPage, AuditQuery, CreatedKey, CreatedToken, FunctionAuth, KeyError, KeyInfo,
+    NewKey, NewToken, TokenError, TokenInfo,
+};
 pub use capabilities::kv::{KeyList, KvError};
 pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig};
 pub use config::{

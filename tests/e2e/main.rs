@@ -25,6 +25,7 @@ mod events;
 mod examples;
 mod hostile;
 mod jobs;
+mod keys;
 mod kv_admin;
 mod limits;
 mod logs;

@@ -41,6 +41,10 @@ pub enum Command {
     /// routes of their own.
     #[command(subcommand)]
     Alias(crate::alias::AliasCommand),
+    /// Invoke keys of a private function (deployed with `--auth key`):
+    /// create, list, revoke.
+    #[command(subcommand)]
+    Key(crate::keys::KeyCommand),
     /// Call a function through the admin API, whatever its routes.
     Invoke(InvokeArgs),
     /// Show a function's logs: its stdout, stderr and log lines.
@@ -89,6 +93,7 @@ impl Command {
             Command::Rollback(a) => &a.connection,
             Command::Delete(a) => &a.connection,
             Command::Alias(c) => c.connection(),
+            Command::Key(c) => c.connection(),
             Command::Invoke(a) => &a.connection,
             Command::Logs(a) => &a.connection,
             Command::Kv(c) => c.connection(),
@@ -158,6 +163,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Rollback(args) => crate::functions::rollback(&api, args).await,
         Command::Delete(args) => crate::functions::delete(&api, args).await,
         Command::Alias(c) => crate::alias::run(&api, c).await,
+        Command::Key(c) => crate::keys::run(&api, c).await,
         Command::Invoke(args) => crate::invoke::invoke(&api, args).await,
         Command::Logs(args) => crate::logs::run(&api, args).await,
         Command::Kv(c) => crate::kv::run(&api, c).await,

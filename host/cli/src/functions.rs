@@ -73,6 +73,11 @@ pub struct DeployArgs {
     /// turns it off) [default: as the active version, else off].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     version_pinning: Option<bool>,
+    /// Who may invoke the function on the data plane: `public` (anyone) or
+    /// `key` (a request needs one of its invoke keys, `wisp key create`)
+    /// [default: as the active version, else public].
+    #[arg(long, value_name = "public|key")]
+    auth: Option<String>,
     /// Allow outbound HTTP requests to a host: `https://api.example.com`,
     /// `*.example.com`, `host:port`, `host:*`. Repeatable; without any, the
     /// allow-list of the active version is kept (outbound HTTP is denied by
@@ -275,6 +280,7 @@ fn deploy_options(args: &DeployArgs) -> Result<DeployOptions> {
         allow_outbound: args.allow_outbound.clone(),
         config_env: args.config_env,
         version_pinning: args.version_pinning,
+        auth: args.auth.clone(),
         static_dir: args.static_dir.clone().into(),
         concurrency: args.concurrency,
         queue: args.queue,
@@ -498,6 +504,13 @@ fn info_text(info: &FunctionInfo) -> String {
         ("outbound", join_or_none(&info.allow_outbound)),
         ("aliases", lines_or_none(&aliases, LABEL_WIDTH)),
         (
+            "auth",
+            match info.auth {
+                wisp_client::FunctionAuth::Public => "public".into(),
+                wisp_client::FunctionAuth::Key => "key (invoke keys: wisp key list)".into(),
+            },
+        ),
+        (
             "pinning",
             match info.version_pinning {
                 true => "allowed (wisp-version)".into(),
@@ -677,6 +690,7 @@ mod tests {
             max_body: None,
             config_env: None,
             version_pinning: None,
+            auth: None,
             static_dir: None,
             allow_outbound: vec!["https://api.example.com".into()],
             concurrency: Some(2),
@@ -772,6 +786,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("routes          /hello, /api/*\n"), "{text}");
+        assert!(text.contains("auth            public\n"), "{text}");
         assert!(
             text.contains("env             GREETING=hi\n                MODE=prod\n"),
             "{text}"

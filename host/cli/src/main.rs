@@ -25,6 +25,7 @@ mod invoke;
 #[cfg(feature = "jemalloc")]
 mod jemalloc;
 mod jobs;
+mod keys;
 mod kv;
 mod logs;
 mod new;

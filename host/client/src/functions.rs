@@ -109,6 +109,9 @@ pub(crate) fn deploy_query(o: &DeployOptions) -> Vec<(&'static str, String)> {
         query.push(("cors_credentials", on.to_string()));
     }
     query.extend(o.hosts.iter().map(|h| ("host", h.clone())));
+    if let Some(auth) = &o.auth {
+        query.push(("auth", auth.clone()));
+    }
     query.extend(
         o.allow_outbound
             .iter()
@@ -269,6 +272,7 @@ mod tests {
             allow_outbound: vec!["https://api.example.com".into(), "*.example.org".into()],
             config_env: Some(false),
             version_pinning: Some(true),
+            auth: Some("key".into()),
             kv_max_key_bytes: Some(100),
             kv_max_value_bytes: None,
             kv_max_total_bytes: Some(1 << 20),

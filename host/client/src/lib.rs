@@ -52,6 +52,7 @@ use serde::de::DeserializeOwned;
 mod data;
 mod events;
 mod functions;
+mod keys;
 mod tokens;
 
 pub use functions::{Invocation, Upload};
@@ -71,6 +72,7 @@ pub use wisp_host::{
     Schedule, SetConfig, Share, Subscription, VersionInfo,
 };
 pub use wisp_host::{AuditEntry, AuditPage, AuditQuery, CreatedToken, NewToken, TokenInfo};
+pub use wisp_host::{CreatedKey, FunctionAuth, KeyInfo, NewKey};
 
 /// How long to wait for the admin API to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

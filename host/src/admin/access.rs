@@ -109,9 +109,8 @@ pub(super) fn need(method: &Method, route: &str, function: Option<&str>) -> Need
         return match rest {
             "/invoke" | "/invoke-async" => Need::Invoke(f),
             _ if read => Need::ReadFunction(f),
-            "" | "/rollback" | "/config" | "/config/{key}" | "/kv/{*key}" | "/aliases/{alias}" => {
-                Need::Deploy(f)
-            }
+            "" | "/rollback" | "/config" | "/config/{key}" | "/kv/{*key}" | "/aliases/{alias}"
+            | "/keys" | "/keys/{key}" => Need::Deploy(f),
             // Dead letters (purge, redrive) and jobs: the event plane's.
             _ => Need::Admin,
         };
@@ -157,6 +156,7 @@ mod tests {
             "DELETE /v1/functions/{name}/config/{key} deploy:hello",
             "DELETE /v1/functions/{name}/dlq admin",
             "DELETE /v1/functions/{name}/invoke invoke:hello",
+            "DELETE /v1/functions/{name}/keys/{key} deploy:hello",
             "DELETE /v1/functions/{name}/kv/{key} deploy:hello",
             "DELETE /v1/schedules/{id} admin",
             "DELETE /v1/subscriptions/{function}/{topic} admin",
@@ -170,6 +170,7 @@ mod tests {
             "GET /v1/functions/{name}/config read:* or deploy:hello",
             "GET /v1/functions/{name}/dlq read:* or deploy:hello",
             "GET /v1/functions/{name}/invoke invoke:hello",
+            "GET /v1/functions/{name}/keys read:* or deploy:hello",
             "GET /v1/functions/{name}/kv read:* or deploy:hello",
             "GET /v1/functions/{name}/kv/{key} read:* or deploy:hello",
             "GET /v1/functions/{name}/logs read:* or deploy:hello",
@@ -189,6 +190,7 @@ mod tests {
             "POST /v1/functions/{name}/invoke invoke:hello",
             "POST /v1/functions/{name}/invoke-async invoke:hello",
             "POST /v1/functions/{name}/jobs admin",
+            "POST /v1/functions/{name}/keys deploy:hello",
             "POST /v1/functions/{name}/rollback deploy:hello",
             "POST /v1/jobs/{id}/cancel admin",
             "POST /v1/schedules admin",

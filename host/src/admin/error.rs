@@ -155,6 +155,22 @@ impl From<TokenError> for ApiError {
     }
 }
 
+impl From<crate::KeyError> for ApiError {
+    fn from(e: crate::KeyError) -> ApiError {
+        use crate::KeyError::*;
+        let (status, code) = match &e {
+            InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+            InvalidExpiry(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
+            NameTaken(..) => (StatusCode::CONFLICT, "key_exists"),
+            TooMany(_) => (StatusCode::CONFLICT, "too_many_keys"),
+            NotFound(..) => (StatusCode::NOT_FOUND, "key_not_found"),
+            Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL),
+        };
+        answer(status, code, &e)
+    }
+}
+
 // ------------------------------------------------------------ rejections
 
 /// `413 payload_too_large` for a request body over `limit` bytes.

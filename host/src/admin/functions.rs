@@ -50,6 +50,7 @@ pub(super) async fn list_functions(
         ("max_body_bytes" = Option<u64>, Query, description = "Request body cap override"),
         ("config_env" = Option<bool>, Query, description = "Pass the function's plain settings (not secrets) as environment variables; default: inherited, else false"),
         ("version_pinning" = Option<bool>, Query, description = "Let a request pin a serving version (the active one, or one an alias points to) with the `wisp-version` header; default: inherited, else false"),
+        ("auth" = Option<String>, Query, description = "Who may invoke the function on the data plane: `public` (anyone) or `key` (a request needs one of its invoke keys, `/v1/functions/{name}/keys`); default: inherited, else public"),
         ("kv_max_key_bytes" = Option<u64>, Query, description = "Key-value key size override"),
         ("kv_max_value_bytes" = Option<u64>, Query, description = "Key-value value size override"),
         ("kv_max_total_bytes" = Option<u64>, Query, description = "Key-value total (keys and values) override"),

@@ -36,6 +36,7 @@ mod functions;
 mod health;
 mod invoke;
 mod jobs;
+mod keys;
 mod kv;
 mod logs;
 mod openapi;
@@ -66,6 +67,7 @@ fn routes() -> Routes {
         protected: OpenApiRouter::new()
             .merge(functions::routes())
             .merge(aliases::routes())
+            .merge(keys::routes())
             .merge(logs::routes())
             .merge(invoke::routes())
             .merge(kv::routes())

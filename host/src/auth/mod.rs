@@ -5,7 +5,9 @@
 //! - `scope`: the scopes and what each allows (pure);
 //! - `tokens`: the tokens' tree and the table of them in memory that every
 //!   request is checked against;
-//! - `audit`: the audit log's tree, bounded.
+//! - `audit`: the audit log's tree, bounded;
+//! - `keys`: the invoke keys of private functions (the data plane's
+//!   check, not the admin API's).
 //!
 //! The bootstrap token (the data directory's `admin-token`, or
 //! `WISP_ADMIN_TOKEN`) is not stored here: it has every right, and creates
@@ -16,10 +18,13 @@ use serde::{Deserialize, Serialize};
 use crate::store::StoreError;
 
 pub(crate) mod audit;
+pub(crate) mod keys;
 pub(crate) mod scope;
 pub(crate) mod tokens;
 
 pub(crate) use self::audit::Audit;
+pub(crate) use self::keys::InvokeKeys;
+pub use self::keys::{CreatedKey, FunctionAuth, KeyError, KeyInfo, NewKey};
 pub(crate) use self::tokens::{Caller, Refused, Tokens};
 
 /// A token to create (`POST /v1/tokens`).

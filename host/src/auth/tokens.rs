@@ -28,7 +28,7 @@ pub(crate) const MAX_TOKENS: usize = 1000;
 /// Most scopes one token holds.
 const MAX_SCOPES: usize = 64;
 /// Longest token name.
-const MAX_NAME: usize = 64;
+pub(super) const MAX_NAME: usize = 64;
 /// The name the bootstrap token goes by (in the audit log), which no
 /// token may take.
 pub(crate) const BOOTSTRAP: &str = "bootstrap";
@@ -166,8 +166,8 @@ pub(crate) struct Tokens {
     changes: Arc<Mutex<()>>,
 }
 
-/// The sha256 of a token.
-fn hash(token: &[u8]) -> [u8; 32] {
+/// The sha256 of a token (an admin token's or an invoke key's).
+pub(super) fn hash(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
 }
 
@@ -318,8 +318,7 @@ impl Tokens {
 /// A token's name: 1 to 64 letters, digits, `.`, `_` and `-`; not the
 /// bootstrap token's.
 fn validate_name(name: &str) -> Result<(), TokenError> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if name.is_empty() || name.len() > MAX_NAME || !name.chars().all(ok_char) {
+    if !plain_name(name) {
         return Err(TokenError::InvalidName(format!(
             "invalid token name {name:?}: 1 to {MAX_NAME} letters, digits, `.`, `_` or `-`"
         )));
@@ -332,9 +331,16 @@ fn validate_name(name: &str) -> Result<(), TokenError> {
     Ok(())
 }
 
-/// When a token expires: a duration from now (`30d`, `12h`, `90s`) or an
+/// Whether a name is 1 to 64 letters, digits, `.`, `_` and `-` (a
+/// token's, or an invoke key's).
+pub(super) fn plain_name(name: &str) -> bool {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    !name.is_empty() && name.len() <= MAX_NAME && name.chars().all(ok_char)
+}
+
+/// When a token (or an invoke key) expires: a duration from now (`30d`, `12h`, `90s`) or an
 /// RFC 3339 time; either must be in the future.
-fn parse_expiry(s: &str, now_ms: u64) -> Result<u64, TokenError> {
+pub(super) fn parse_expiry(s: &str, now_ms: u64) -> Result<u64, TokenError> {
     let s = s.trim();
     let invalid = |why: &str| TokenError::InvalidExpiry(format!("invalid expiry `{s}`: {why}"));
     let at = if let Ok(t) = humantime::parse_rfc3339_weak(s) {
@@ -345,7 +351,7 @@ fn parse_expiry(s: &str, now_ms: u64) -> Result<u64, TokenError> {
             invalid("give a duration from now (30d, 12h, 90s) or an RFC 3339 time (2027-01-02T03:04:05Z)")
         })?;
         if d == Duration::ZERO {
-            return Err(invalid("a token that expires at once is of no use"));
+            return Err(invalid("one that expires at once is of no use"));
         }
         now_ms.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     };

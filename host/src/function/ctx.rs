@@ -53,6 +53,8 @@ pub(crate) struct FunctionsInner {
     /// Cluster mode: where function records are kept first
     /// (`function/replica.rs`).
     pub(crate) cluster: Option<Cluster>,
+    /// Private functions' invoke keys: they go with their function.
+    pub(crate) invoke_keys: crate::auth::InvokeKeys,
 }
 
 impl FunctionsCtx {

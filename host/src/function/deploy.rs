@@ -114,6 +114,7 @@ impl FunctionsCtx {
             allow_outbound: resolved.allow_outbound,
             config_env: resolved.config_env,
             version_pinning: resolved.version_pinning,
+            auth: resolved.auth,
             static_dir: resolved.static_dir,
             reuse,
             cors: resolved.cors,
@@ -215,6 +216,7 @@ impl FunctionsCtx {
     pub(super) async fn purge_leftovers(&self, name: &str) -> Result<(), DeployError> {
         self.inner.kv.purge(name).await?;
         self.inner.settings.purge(name).await?;
+        self.inner.invoke_keys.purge(name).await?;
         self.inner.invoker.logs.sync_blocking_async().await;
         self.inner.log_store.purge(name).await?;
         self.inner.invoker.logs.forget(name);
@@ -325,6 +327,18 @@ impl FunctionsCtx {
         };
         let routes = parse_routes(&target.routes)?;
         self.check_route_conflicts(Owner::Function(name), &routes, &target.hosts)?;
+        // Who may call the function is not the code's to say: a rollback
+        // keeps the current `--auth` (a private function never turns
+        // public by going back to a version deployed before it was).
+        let mut target = target;
+        target.auth = record.active().auth;
+        if let Some(v) = record
+            .versions
+            .iter_mut()
+            .find(|v| v.version == target.version)
+        {
+            v.auth = target.auth;
+        }
         record.active_version = target.version;
         record.updated_at_ms = now_ms();
         let this = self.clone();
@@ -439,6 +453,10 @@ impl FunctionsCtx {
             Ok(()) => self.inner.settings.purge(name).await,
             Err(e) => Err(e),
         };
+        // Its invoke keys: a new function of the name starts with none.
+        if let Err(e) = self.inner.invoke_keys.purge(name).await {
+            tracing::warn!(function = name, error = %e, "purging the deleted function's invoke keys failed");
+        }
         if let Err(e) = purged {
             tracing::warn!(function = name, error = %e, "purging the deleted function's data failed");
         }

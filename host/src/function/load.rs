@@ -182,6 +182,7 @@ pub(super) fn deployed(
         allow_outbound: Arc::new(allow_outbound),
         version: v.version,
         version_pinning: v.version_pinning,
+        auth: v.auth,
         pre,
         static_dir,
         limits: v.limits,

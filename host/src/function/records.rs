@@ -49,6 +49,10 @@ pub struct VersionRecord {
     /// Whether a request may pin a serving version (`wisp-version`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub version_pinning: bool,
+    /// Who may invoke the function on the data plane (the active
+    /// version's setting holds for all its routes, aliases and versions).
+    #[serde(default, skip_serializing_if = "crate::auth::FunctionAuth::is_public")]
+    pub auth: crate::auth::FunctionAuth,
     /// For a preview-1 module: the read-only directory granted to it,
     /// relative to `<data-dir>/static/` (checked at deploy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -344,6 +348,7 @@ pub(crate) mod tests {
                     limits: Limits::default(),
                     config_env: false,
                     version_pinning: false,
+                    auth: Default::default(),
                     allow_outbound: Vec::new(),
                     static_dir: None,
                     reuse: None,

@@ -24,6 +24,8 @@ pub(crate) struct Resolved {
     pub config_env: bool,
     /// Whether a request may pin a version (`wisp-version`).
     pub version_pinning: bool,
+    /// Who may invoke it on the data plane.
+    pub auth: crate::auth::FunctionAuth,
     /// A preview-1 module's static directory.
     pub static_dir: Option<String>,
     /// CORS answered by the host.
@@ -97,6 +99,10 @@ pub(crate) fn resolve_version(
         .version_pinning
         .or(previous.map(|p| p.version_pinning))
         .unwrap_or(false);
+    let auth = match options.auth.as_deref() {
+        Some(a) => crate::auth::FunctionAuth::parse(a).map_err(DeployError::InvalidArgument)?,
+        None => previous.map(|p| p.auth).unwrap_or_default(),
+    };
     let static_dir = match &options.static_dir {
         Setting::Set(dir) if !dir.is_empty() => Some(dir.clone()),
         Setting::Set(_) | Setting::Clear => None,
@@ -117,6 +123,7 @@ pub(crate) fn resolve_version(
         limits,
         config_env,
         version_pinning,
+        auth,
         static_dir,
         cors,
         hosts,
@@ -375,6 +382,7 @@ mod tests {
             allow_outbound: vec!["https://api.example.com".into()],
             config_env: true,
             version_pinning: false,
+            auth: Default::default(),
             static_dir: Some("site".into()),
             reuse: None,
             precompiled: None,
@@ -502,6 +510,32 @@ mod tests {
         assert_eq!(r.unwrap().static_dir, None);
         let e = resolve_version("f", &set, Some(&p), Limits::default(), false).unwrap_err();
         assert!(e.to_string().contains("preview-1"), "{e}");
+    }
+
+    #[test]
+    fn auth_is_set_or_inherited_and_checked() {
+        use crate::auth::FunctionAuth;
+        let key = |a: &str| DeployOptions {
+            auth: Some(a.into()),
+            ..DeployOptions::default()
+        };
+        assert_eq!(
+            resolve(&DeployOptions::default(), None).auth,
+            FunctionAuth::Public
+        );
+        let mut private = previous();
+        private.auth = FunctionAuth::Key;
+        assert_eq!(
+            resolve(&DeployOptions::default(), Some(&private)).auth,
+            FunctionAuth::Key
+        );
+        assert_eq!(
+            resolve(&key("public"), Some(&private)).auth,
+            FunctionAuth::Public
+        );
+        assert_eq!(resolve(&key("key"), None).auth, FunctionAuth::Key);
+        let e = resolve_version("f", &key("foo"), None, Limits::default(), false).unwrap_err();
+        assert!(e.to_string().contains("`public`"), "{e}");
     }
 
     #[test]

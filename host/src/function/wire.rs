@@ -56,6 +56,10 @@ pub struct FunctionInfo {
     /// Whether a request may pin a serving version (`wisp-version`).
     #[serde(default)]
     pub version_pinning: bool,
+    /// Who may invoke it on the data plane: `public` (anyone), or `key`
+    /// (a request needs one of its invoke keys).
+    #[serde(default)]
+    pub auth: crate::auth::FunctionAuth,
     /// The function's aliases.
     #[serde(default)]
     pub aliases: Vec<crate::function::aliases::AliasInfo>,
@@ -153,6 +157,7 @@ impl From<&FunctionRecord> for FunctionInfo {
             allow_outbound: active.allow_outbound.clone(),
             config_env: active.config_env,
             version_pinning: active.version_pinning,
+            auth: active.auth,
             aliases: r
                 .aliases
                 .iter()
@@ -218,6 +223,11 @@ pub struct DeployOptions {
     /// with the `wisp-version` header; unset inherits (default false).
     #[serde(default)]
     pub version_pinning: Option<bool>,
+    /// Who may invoke the function on the data plane: `public` or `key`
+    /// (a request needs one of its invoke keys); unset inherits (default
+    /// public).
+    #[serde(default)]
+    pub auth: Option<String>,
     /// Key-value key size override, bytes.
     #[serde(default)]
     pub kv_max_key_bytes: Option<u64>,

@@ -1,12 +1,14 @@
 //! The data plane: every request goes to the function whose route matches
 //! its path best (on its host first: [`vhost`]), or gets a 404; CORS of
-//! functions that set it is answered here ([`cors`]). Connections are served on threads of
+//! functions that set it is answered here ([`cors`]), and private functions
+//! want their invoke key ([`keys`]). Connections are served on threads of
 //! their own ([`serve`]), each bounded in time and number
 //! ([`connection`]). The gateway knows the deployed functions and the
 //! invoker ([`Gateway`]), not the host that owns them.
 
 pub(crate) mod connection;
 pub(crate) mod cors;
+pub(crate) mod keys;
 pub(crate) mod serve;
 pub(crate) mod tls;
 pub(crate) mod vhost;
@@ -35,6 +37,8 @@ use crate::routes::Route;
 pub(crate) struct Gateway {
     pub(crate) registry: Arc<ArcSwap<Registry>>,
     pub(crate) invoker: Arc<Invoker>,
+    /// Private functions' invoke keys.
+    pub(crate) keys: crate::auth::InvokeKeys,
 }
 
 /// Builds the data-plane router (no socket): nest or serve it.
@@ -67,15 +71,35 @@ async fn route(gateway: &Gateway, mut request: Request<Body>) -> Response<Body> 
         // HTTP/2's :authority or HTTP/1.1's Host, for functions with hosts.
         let (host, path) = (vhost::request_host(&request), request.uri().path());
         match registry.routes.lookup_on(host, path) {
-            Some((r, target)) => choose(&registry, target, request.headers()).map(|d| {
-                // Preview-1 (CGI) functions see the matched route as
-                // SCRIPT_NAME; components need nothing (and pay nothing).
-                let script = matches!(d.pre, Prepared::Module(_)).then(|| {
-                    let (Route::Exact(p) | Route::Prefix(p)) = r;
-                    ScriptName(Arc::from(p.as_str()))
-                });
-                (script, d)
-            }),
+            Some((r, target)) => {
+                // A private function: the key first, so that a request
+                // without one learns nothing more (not even whether an
+                // alias or a pinned version exists). The active version's
+                // setting holds for every route, alias and pinned version
+                // of the function (none active: closed). A CORS preflight
+                // carries no credentials (browsers send none): the host
+                // answers it without the function, so it needs no key.
+                let active = registry.by_name.get(target.function());
+                let private = active.is_none_or(|a| !a.auth.is_public());
+                let preflight =
+                    active.is_some_and(|a| a.cors.is_some()) && cors::is_preflight(&request);
+                if private
+                    && !preflight
+                    && let Some(refused) =
+                        keys::admit(&gateway.keys, target.function(), request.headers_mut())
+                {
+                    return refused;
+                }
+                choose(&registry, target, request.headers()).map(|d| {
+                    // Preview-1 (CGI) functions see the matched route as
+                    // SCRIPT_NAME; components need nothing (and pay nothing).
+                    let script = matches!(d.pre, Prepared::Module(_)).then(|| {
+                        let (Route::Exact(p) | Route::Prefix(p)) = r;
+                        ScriptName(Arc::from(p.as_str()))
+                    });
+                    (script, d)
+                })
+            }
             None => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "route_not_found",

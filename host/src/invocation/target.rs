@@ -32,6 +32,9 @@ pub(crate) struct Deployed {
     /// Whether a request may pin a serving version of the function
     /// (`wisp-version`): the active version's setting.
     pub version_pinning: bool,
+    /// Who may invoke the function on the data plane: the active version's
+    /// setting is the function's (the gateway reads it there).
+    pub auth: crate::auth::FunctionAuth,
     /// Built once per deployed version; instantiation per request starts
     /// here. A component, or a preview-1 module run CGI-style.
     pub pre: Prepared,
