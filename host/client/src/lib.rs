@@ -368,6 +368,14 @@ fn certificate_error(e: &reqwest::Error) -> Option<String> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         let text = s.to_string();
+        if text.contains("CaUsedAsEndEntity") {
+            // What `openssl req -x509` makes by default: a CA certificate,
+            // which webpki refuses to take for a server's.
+            return Some(format!(
+                "{text}: the server's certificate is a CA certificate; give the server one a CA \
+                 signs, or a self-signed one made with `-addext basicConstraints=critical,CA:FALSE`"
+            ));
+        }
         if text.contains("certificate") {
             return Some(text);
         }
