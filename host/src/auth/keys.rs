@@ -93,7 +93,7 @@ pub struct KeyInfo {
 }
 
 /// An invoke key just created: the only time the key itself is shown.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     /// The key. Only its hash is kept: it cannot be shown again.
     pub key: String,
@@ -388,6 +388,16 @@ impl InvokeKeys {
         }
         self.table.store(Arc::new(next));
         Ok(())
+    }
+}
+
+/// Without the secret: a `{:?}` in a log line must not leak it.
+impl std::fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKey")
+            .field("key", &"***")
+            .field("info", &self.info)
+            .finish()
     }
 }
 

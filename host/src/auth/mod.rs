@@ -65,7 +65,7 @@ pub struct TokenInfo {
 }
 
 /// A token just created: the only time the token itself is shown.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     /// The bearer token. Only its hash is kept: it cannot be shown again.
     pub token: String,
@@ -138,3 +138,13 @@ pub enum TokenError {
 }
 
 pub(crate) use crate::capabilities::logs::now_ms;
+
+/// Without the secret: a `{:?}` in a log line must not leak it.
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("token", &"***")
+            .field("info", &self.info)
+            .finish()
+    }
+}
