@@ -529,11 +529,9 @@ async function functionPage(main, p, name) {
   const info = el('dl', { class: 'info' });
   const versions = table('versions', ['Version', 'Created', 'Size', 'sha256', 'Routes', ''], 'No versions.');
   const charts = el('div', { class: 'charts' });
-  main.append(
-    el('div', { class: 'columns' },
-      el('div', null, section('Function', info), section('Last hour', charts)),
-      el('div', null, section('Versions', versions.node))),
-  );
+  const left = el('div', null, section('Function', info), section('Versions', versions.node));
+  const right = el('div', null, section('Last hour', charts));
+  main.append(el('div', { class: 'columns' }, left, right));
   const reload = async () => {
     const f = await get(fnPath(name), p.signal);
     if (p.signal.aborted) return;
@@ -542,15 +540,9 @@ async function functionPage(main, p, name) {
     fillVersions(versions, name, f, reload);
   };
   await reload();
-  const panels = el('div', { class: 'columns' });
-  main.append(panels);
-  const left = el('div');
-  const right = el('div');
-  panels.append(left, right);
-  left.append(settingsSection(name, p));
-  if (can.invoke(name)) left.append(invokeSection(name));
-  if (can.deploy(name)) left.append(deploySection(name, reload));
-  right.append(kvSection(name, p));
+  left.append(settingsSection(name, p), kvSection(name, p));
+  if (can.invoke(name)) right.append(invokeSection(name));
+  if (can.deploy(name)) right.append(deploySection(name, reload));
   const drawStats = async () => {
     const s = await get(`${fnPath(name)}/stats?step=10`, p.signal);
     if (!p.signal.aborted) fillCharts(charts, s);
