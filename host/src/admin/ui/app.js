@@ -405,6 +405,16 @@ const buttonCell = (cls, label, visible, onClick) => (td, item) => {
   }
 };
 
+/** Sets a select's options (`[value, label]`) unless they are already
+ *  those, keeping the choice when it is still there. */
+function setOptions(select, options) {
+  const now = [...select.options].map((o) => o.value).join('\n');
+  if (now === options.map(([v]) => v).join('\n')) return;
+  const chosen = select.value;
+  select.replaceChildren(...options.map(([value, label]) => el('option', { value }, label)));
+  if (options.some(([v]) => v === chosen)) select.value = chosen;
+}
+
 function section(title, ...children) {
   return el('section', null, el('h2', null, title), children);
 }
@@ -1019,30 +1029,40 @@ function sleep(ms, signal) {
 // ------------------------------------------------------------- events
 
 async function eventsPage(main, p) {
-  const subs = table('subscriptions', ['Function', 'Topic', 'Path', 'Concurrency', 'Attempts', 'Created'], 'No subscriptions.');
+  const topics = table('topics', ['Topic', 'Subscribers', 'Dead letters'], 'No topics: nothing subscribes yet.');
+  const subs = table('subscriptions', ['Function', 'Topic', 'Path', 'Concurrency', 'Attempts', 'Created', 'Dead letters'], 'No subscriptions.');
   const picker = el('select', { id: 'dlq-function', 'aria-label': 'function' }, el('option', { value: '' }, 'every function'));
   const dead = table('dead-letters', ['Event', 'Function', 'Topic', 'Attempts', 'Last error', 'Due', ''], 'No dead letters.');
   const admin = can.admin();
   const redriveAll = el('button', { id: 'redrive-all', type: 'button', hidden: !admin }, 'Redrive all');
   const purge = el('button', { id: 'purge-dead-letters', type: 'button', class: 'danger', hidden: !admin }, 'Purge');
   main.append(el('h1', null, 'Events'),
-    section('Subscriptions', subs.node),
+    el('div', { class: 'columns wide-right' }, section('Topics', topics.node), section('Subscriptions', subs.node)),
     section('Dead letters', el('div', { class: 'inline' }, picker, redriveAll, purge), dead.node));
 
-  let shown = [];
-  const inView = () => (picker.value ? [picker.value] : shown);
-  const loadDead = async () => {
-    const letters = [];
-    await eachLimited(inView(), 6, async (f) => {
-      try {
-        letters.push(...await get(`${fnPath(f)}/dlq?limit=1000`, p.signal));
-      } catch (err) {
-        if (err.status !== 404) throw err;
-      }
-    });
-    if (p.signal.aborted) return;
-    letters.sort((a, b) => a.due_ms - b.due_ms);
-    syncRows(dead, letters, 'data-dead-letter', (d) => d.event_id, [
+  let functions = [];
+  let subscriptions = [];
+  let letters = [];
+  const inView = () => (picker.value ? [picker.value] : functions);
+  const deadOf = (match) => letters.filter(match).length;
+  const render = () => {
+    const names = [...new Set(subscriptions.map((s) => s.topic))].sort();
+    syncRows(topics, names, 'data-topic', (t) => t, [
+      ['topic', text((t) => t)],
+      ['subscribers', text((t) => subscriptions.filter((s) => s.topic === t).length)],
+      ['dead', text((t) => deadOf((d) => d.topic === t))],
+    ]);
+    syncRows(subs, subscriptions, 'data-subscription', (s) => `${s.function}/${s.topic}`, [
+      ['function', text((s) => el('a', { href: `#/functions/${encodeURIComponent(s.function)}` }, s.function))],
+      ['topic', text((s) => s.topic)],
+      ['path', text((s) => s.path)],
+      ['concurrency', text((s) => s.concurrency)],
+      ['attempts', text((s) => s.retry?.max_attempts ?? '')],
+      ['created', text((s) => fmtTime(s.created_at_ms))],
+      ['dead', text((s) => (inView().includes(s.function) ? deadOf((d) => d.function === s.function && d.topic === s.topic) : ''))],
+    ]);
+    // One event may be dead for two functions: rows are keyed by both.
+    syncRows(dead, letters, 'data-row', (d) => `${d.function}/${d.event_id}`, [
       ['event', text((d) => d.event_id)],
       ['function', text((d) => d.function)],
       ['topic', text((d) => d.topic)],
@@ -1051,14 +1071,30 @@ async function eventsPage(main, p) {
       ['due', text((d) => fmtTime(d.due_ms))],
       ['actions', buttonCell('redrive', 'Redrive', () => admin,
         (d) => redrive(d.function, { topic: d.topic, ids: [d.event_id] }))],
-    ], (tr, d) => tr.setAttribute('data-function', d.function));
+    ], (tr, d) => {
+      tr.setAttribute('data-dead-letter', d.event_id);
+      tr.setAttribute('data-function', d.function);
+    });
+  };
+  const loadDead = async () => {
+    const found = [];
+    await eachLimited(inView(), 6, async (f) => {
+      try {
+        found.push(...await get(`${fnPath(f)}/dlq?limit=1000`, p.signal));
+      } catch (err) {
+        if (err.status !== 404) throw err;
+      }
+    });
+    if (p.signal.aborted) return;
+    letters = found.sort((a, b) => a.due_ms - b.due_ms);
+    render();
   };
   const redrive = async (f, body) => {
     await act(() => api('POST', `${fnPath(f)}/dlq/redrive`, { json: body }),
       (r) => `redriven ${r.redriven.length} dead ${r.redriven.length === 1 ? 'letter' : 'letters'}`);
     await loadDead().catch(setError);
   };
-  const withDead = () => [...new Set([...dead.tbody.rows].map((tr) => tr.getAttribute('data-function')))];
+  const withDead = () => [...new Set(letters.map((d) => d.function))];
   redriveAll.addEventListener('click', async () => {
     let n = 0;
     await act(async () => {
@@ -1076,20 +1112,11 @@ async function eventsPage(main, p) {
   picker.addEventListener('change', () => loadDead().catch(setError));
 
   const refresh = async () => {
-    const [list, functions] = await Promise.all([get('/v1/subscriptions', p.signal), listFunctions(p.signal)]);
+    const [list, all] = await Promise.all([get('/v1/subscriptions', p.signal), listFunctions(p.signal)]);
     if (p.signal.aborted) return;
-    syncRows(subs, list, 'data-subscription', (s) => `${s.function}/${s.topic}`, [
-      ['function', text((s) => el('a', { href: `#/functions/${encodeURIComponent(s.function)}` }, s.function))],
-      ['topic', text((s) => s.topic)],
-      ['path', text((s) => s.path)],
-      ['concurrency', text((s) => s.concurrency)],
-      ['attempts', text((s) => s.retry?.max_attempts ?? '')],
-      ['created', text((s) => fmtTime(s.created_at_ms))],
-    ]);
-    shown = functions.map((f) => f.name);
-    const chosen = picker.value;
-    picker.replaceChildren(el('option', { value: '' }, 'every function'), ...shown.map((n) => el('option', { value: n }, n)));
-    picker.value = shown.includes(chosen) ? chosen : '';
+    subscriptions = list;
+    functions = all.map((f) => f.name);
+    setOptions(picker, [['', 'every function'], ...functions.map((n) => [n, n])]);
     await loadDead();
   };
   await refresh();
