@@ -13,8 +13,9 @@ const MASK = '••••••';
 
 // ------------------------------------------------------------- elements
 
-/** Creates `tag` with `attrs` (`on*` are listeners, `class`, else
- *  attributes; null/false skipped) and `children` (strings become text). */
+/** Creates `tag` with `attrs` (`onclick` and the like are listeners, the
+ *  others attributes; null and false are left out) and `children` (strings
+ *  become text nodes). */
 function el(tag, attrs, ...children) {
   return build(document.createElement(tag), attrs, children);
 }
@@ -87,7 +88,9 @@ function setStatus(text) {
 }
 
 function setError(err) {
-  if (err?.name === 'AbortError') return;
+  // A page's request aborted by leaving it; or a 401 that signed out (its
+  // message is in #signin-error).
+  if (err?.name === 'AbortError' || !session.token) return;
   show($('#error'), err?.message ?? String(err));
   show($('#status'), '');
 }
@@ -211,17 +214,10 @@ async function signIn(token) {
   showApp();
 }
 
-/** `GET /v1/whoami` with `token`. */
-async function whoami(token) {
-  try {
-    return await api('GET', '/v1/whoami', { token });
-  } catch (err) {
-    if (err.status !== 404) throw err;
-    // A host without whoami: a token that may list is taken as admin
-    // (the API still refuses what it may not do).
-    await api('GET', '/v1/functions', { token });
-    return { name: 'token', scopes: ['admin'] };
-  }
+/** `GET /v1/whoami` with `token`: its name and scopes (any valid token
+ *  may ask; a refused one gets 401 with the API's message). */
+function whoami(token) {
+  return api('GET', '/v1/whoami', { token });
 }
 
 function signOut(message = '') {
@@ -296,6 +292,7 @@ function newPage() {
     signal: controller.signal,
     cleanups: [],
     every(ms, fn) {
+      if (controller.signal.aborted) return; // a page left while it loaded
       const id = setInterval(() => { if (!document.hidden) fn(); }, ms);
       p.cleanups.push(() => clearInterval(id));
     },
@@ -314,13 +311,14 @@ function parseHash() {
   return { parts, params };
 }
 
+/** The pages by the hash's first segment (`#/functions/NAME`). */
 const pages = {
-  overview: () => overviewPage,
-  functions: () => functionPage,
-  logs: () => logsPage,
-  events: () => eventsPage,
-  schedules: () => schedulesPage,
-  jobs: () => jobsPage,
+  overview: overviewPage,
+  functions: functionPage,
+  logs: logsPage,
+  events: eventsPage,
+  schedules: schedulesPage,
+  jobs: jobsPage,
 };
 
 function route() {
@@ -329,15 +327,17 @@ function route() {
   clearMessages();
   const { parts, params } = parseHash();
   const section = parts[0] ?? 'overview';
-  const render = pages[section]?.() ?? notFoundPage;
+  const render = pages[section] ?? notFoundPage;
   for (const a of document.querySelectorAll('#nav a')) {
     const current = a.dataset.nav === (section === 'functions' ? 'overview' : section);
     if (current) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
   page = newPage();
-  const main = $('#main');
-  main.replaceChildren();
-  render(main, page, parts[1], params).catch(setError);
+  // Each page renders into a view of its own: one still loading when left
+  // fills a view no longer shown.
+  const view = el('div', { class: 'view' });
+  $('#main').replaceChildren(view);
+  render(view, page, parts[1], params).catch(setError);
 }
 
 async function notFoundPage(main) {
@@ -453,18 +453,17 @@ function drawChart(svg, values) {
     svgEl('path', { d: d || 'M0 0' }));
 }
 
-/** A cell with a number and a chart; later fills update both in place. */
-function metricCell(series) {
-  return (td, { value, values }) => {
-    let [num, svg] = td.children;
-    if (!svg) {
-      num = el('span', { class: 'num' });
-      svg = chart(series);
-      td.replaceChildren(num, svg);
-    }
-    num.textContent = value;
-    drawChart(svg, values);
-  };
+/** Fills a cell with a number and a chart of `series`; later fills update
+ *  both in place. */
+function fillMetric(td, series, { value, values }) {
+  let [num, svg] = td.children;
+  if (!svg) {
+    num = el('span', { class: 'num' });
+    svg = chart(series);
+    td.replaceChildren(num, svg);
+  }
+  num.textContent = value;
+  drawChart(svg, values);
 }
 
 /** What the overview shows of one function's stats. */
@@ -517,9 +516,9 @@ async function overviewPage(main, p) {
     ['kind', text((f) => f.kind ?? kinds.get(`${f.name}@${f.active_version}`) ?? '')],
     ['version', text((f) => f.active_version ?? '')],
     ['routes', text((f) => [...(f.routes ?? []), ...(f.hosts ?? []).map((h) => `@${h}`)].join(' '))],
-    ['rps', (td, f) => metricCell('requests')(td, f.metrics.rps)],
-    ['errors', (td, f) => metricCell('errors')(td, f.metrics.errors)],
-    ['p99', (td, f) => metricCell('p99')(td, f.metrics.p99)],
+    ['rps', (td, f) => fillMetric(td, 'requests', f.metrics.rps)],
+    ['errors', (td, f) => fillMetric(td, 'errors', f.metrics.errors)],
+    ['p99', (td, f) => fillMetric(td, 'p99', f.metrics.p99)],
   ];
   const refresh = async () => {
     const [functions, stats] = await Promise.all([
