@@ -37,5 +37,6 @@ mod routing;
 mod runtime_only;
 mod sdk_p3;
 mod service;
+mod stats;
 mod tls;
 mod tokens;

@@ -71,8 +71,9 @@ pub use wisp_host::{
     NewJob, NewSchedule, NewSubscription, Published, Purged, RedriveRequest, Redriven, RetryPolicy,
     Schedule, SetConfig, Share, Subscription, VersionInfo,
 };
-pub use wisp_host::{AuditEntry, AuditPage, AuditQuery, CreatedToken, NewToken, TokenInfo};
+pub use wisp_host::{AuditEntry, AuditPage, AuditQuery, CreatedToken, NewToken, TokenInfo, WhoAmI};
 pub use wisp_host::{CreatedKey, FunctionAuth, KeyInfo, NewKey};
+pub use wisp_host::{FunctionStats, HostStats, StatsQuery, StatsSeries};
 
 /// How long to wait for the admin API to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
