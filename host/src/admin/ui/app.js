@@ -448,7 +448,9 @@ function drawChart(svg, values) {
     if (!pen && values[i + 1] == null) d += 'h0.1';
     pen = true;
   });
-  const title = svgEl('title', null, `${svg.dataset.series}: max ${Math.round(max * 100) / 100}, total ${Math.round(total * 100) / 100}`);
+  const series = svg.dataset.series;
+  const title = svgEl('title', null, `${series}: max ${Math.round(max * 100) / 100}`
+    + (series === 'p99' ? ' ms' : `, total ${Math.round(total * 100) / 100}`));
   svg.replaceChildren(title, svgEl('line', { class: 'base', x1: 0, x2: width, y1: height - 0.5, y2: height - 0.5 }),
     svgEl('path', { d: d || 'M0 0' }));
 }
@@ -642,11 +644,13 @@ function fillCharts(box, s) {
     box.append(...charts.map(([series, label]) => el('figure', null,
       chart(series, 560, 48), el('figcaption', null, label, el('span', { class: 'max' })))));
   }
-  charts.forEach(([, , values], i) => {
+  charts.forEach(([series, , values], i) => {
     const fig = box.children[i];
     drawChart(fig.querySelector('svg'), values);
     const max = Math.max(0, ...values.filter((v) => v != null));
-    fig.querySelector('.max').textContent = ` — max ${Math.round(max * 10) / 10}, total ${Math.round(sum(values) * 10) / 10}`;
+    // A total of latencies means nothing to a reader (data-total keeps it).
+    const total = series === 'p99' ? '' : `, total ${Math.round(sum(values) * 10) / 10}`;
+    fig.querySelector('.max').textContent = ` — max ${Math.round(max * 10) / 10}${total}`;
   });
 }
 
