@@ -909,6 +909,7 @@ async function followLogs(name, invocation, box, state, signal) {
     while (box.childElementCount > MAX_LOG_LINES) box.firstElementChild.remove();
     if (box.dataset.follow !== 'no') box.scrollTop = box.scrollHeight;
   };
+  const note = (text) => box.append(el('div', { class: 'log-note' }, text));
   box.addEventListener('scroll', () => {
     box.dataset.follow = box.scrollTop + box.clientHeight >= box.scrollHeight - 4 ? 'yes' : 'no';
   });
@@ -927,11 +928,11 @@ async function followLogs(name, invocation, box, state, signal) {
     signal.addEventListener('abort', leave, { once: true });
     try {
       state.textContent = 'connecting…';
-      const stream = await openStream(`${fnPath(name)}/logs/stream?${q({})}`, conn.signal, onEntry, (missed) => {
-        box.append(el('div', { class: 'log-note' }, `(${missed} lines missed: the view fell behind)`));
-      });
+      const stream = await openStream(`${fnPath(name)}/logs/stream?${q({})}`, conn.signal, onEntry,
+        (missed) => note(`(${missed} batches of lines missed: the view fell behind)`));
       stream.ended.catch(() => {}); // awaited below; not unhandled meanwhile
-      await readBacklog(name, lastSeq ? q({ after: lastSeq, limit: 1000 }) : q({ since: '1h', limit: 200 }), add, conn.signal);
+      const from = lastSeq ? { after: lastSeq, limit: 1000 } : { since: '1h', limit: 200 };
+      await readBacklog(name, q(from), add, note, conn.signal);
       held.forEach(add);
       live = true;
       state.textContent = 'live';
@@ -951,18 +952,29 @@ async function followLogs(name, invocation, box, state, signal) {
   }
 }
 
-/** Reads the log from `query` on, page after page (at most a few). */
-async function readBacklog(name, query, add, signal) {
+/** Reads the log from `query` on to its end, page after page (the API
+ *  reads oldest first), and shows the newest MAX_LOG_LINES lines. A log
+ *  too long to read to its end in a few pages shows what was read and
+ *  says lines were skipped (the stream's lines follow). */
+async function readBacklog(name, query, add, note, signal) {
   let params = new URLSearchParams(query);
-  for (let pages = 0; pages < 5; pages += 1) {
+  let entries = [];
+  for (let pages = 0; ; pages += 1) {
     const page = await get(`${fnPath(name)}/logs?${params}`, signal);
-    page.entries.forEach(add);
+    entries = entries.concat(page.entries).slice(-MAX_LOG_LINES);
     const limit = Number(params.get('limit'));
-    if (page.entries.length < limit || page.cursor == null) return;
+    if (page.entries.length < limit || page.cursor == null) break;
+    if (pages === 4) {
+      entries.forEach(add);
+      note('(more lines than can be shown: the view goes on with new lines)');
+      return;
+    }
     params = new URLSearchParams(params);
     params.delete('since');
     params.set('after', page.cursor);
+    params.set('limit', '5000');
   }
+  entries.forEach(add);
 }
 
 function logLine(entry, name) {
