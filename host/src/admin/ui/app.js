@@ -416,7 +416,7 @@ function setOptions(select, options) {
 }
 
 function section(title, ...children) {
-  return el('section', null, el('h2', null, title), children);
+  return el('section', null, title ? el('h2', null, title) : null, children);
 }
 
 // ------------------------------------------------------------- charts
@@ -441,18 +441,20 @@ function drawChart(svg, values) {
   const y = (v) => (height - 1.5 - (max > 0 ? (v / max) * (height - 3) : 0)).toFixed(1);
   let d = '';
   let pen = false;
+  const dots = [];
   values.forEach((v, i) => {
     if (v == null) { pen = false; return; }
-    d += `${pen ? 'L' : 'M'}${(i * step).toFixed(1)} ${y(v)}`;
-    // A point with no neighbour is drawn as a dot (round caps).
-    if (!pen && values[i + 1] == null) d += 'h0.1';
+    const x = (i * step).toFixed(1);
+    d += `${pen ? 'L' : 'M'}${x} ${y(v)}`;
+    // A point with no neighbour would draw nothing: a dot.
+    if (!pen && values[i + 1] == null) dots.push(svgEl('circle', { cx: x, cy: y(v), r: 1.75 }));
     pen = true;
   });
   const series = svg.dataset.series;
   const title = svgEl('title', null, `${series}: max ${Math.round(max * 100) / 100}`
     + (series === 'p99' ? ' ms' : `, total ${Math.round(total * 100) / 100}`));
   svg.replaceChildren(title, svgEl('line', { class: 'base', x1: 0, x2: width, y1: height - 0.5, y2: height - 0.5 }),
-    svgEl('path', { d: d || 'M0 0' }));
+    svgEl('path', { d: d || 'M0 0' }), ...dots);
 }
 
 /** Fills a cell with a number and a chart of `series`; later fills update
@@ -1142,7 +1144,7 @@ async function eventsPage(main, p) {
 
 async function schedulesPage(main, p) {
   const t = table('schedules', ['Id', 'Function', 'Cron', 'Time zone', 'Path', 'Next tick', 'Last tick', ''], 'No schedules.');
-  main.append(el('h1', null, 'Schedules'), t.node);
+  main.append(el('h1', null, 'Schedules'), section(null, t.node));
   const functionPicker = el('select', { id: 'schedule-function', required: true, 'aria-label': 'function' });
   if (can.admin()) {
     const form = el('form', { id: 'schedule-form', class: 'inline', autocomplete: 'off' },
@@ -1199,7 +1201,7 @@ async function jobsPage(main, p) {
   const t = table('jobs', ['Id', 'Function', 'Array', 'Progress', 'State', 'Done / dead / running / pending', 'Created', ''], 'No jobs.');
   t.table.classList.add('clickable');
   const detail = el('section', { id: 'job-indexes', hidden: true });
-  main.append(el('h1', null, 'Jobs'), t.node, detail);
+  main.append(el('h1', null, 'Jobs'), section(null, t.node), detail);
   let selected = null;
   const cancel = async (id) => {
     await act(() => api('POST', `/v1/jobs/${encodeURIComponent(id)}/cancel`), `cancelled job ${id}`);
