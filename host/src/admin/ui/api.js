@@ -137,10 +137,6 @@ export async function listFunctions(signal) {
   return found.sort((a, b) => a.name.localeCompare(b.name));
 }
 
-/** Kinds by `name@version`: the list does not carry them, a function's
- *  details do; fetched once per active version, after the table shows. */
-export const kinds = new Map();
-
 /** `bytes` as UTF-8 text, or null if they are not; a cut body may end
  *  inside a character (up to 3 bytes of it). */
 export function utf8(bytes, cut) {
