@@ -18,6 +18,8 @@ import { logsPage } from './logs.js';
 
 const TOKEN_KEY = 'wisp-admin-token';
 
+/** Asks the API who `token` is; only then keeps it and shows the app (a
+ *  refused token throws the API's error, shown by the form). */
 async function signIn(token) {
   const who = await whoami(token);
   session.token = token;
@@ -33,6 +35,8 @@ function whoami(token) {
   return api('GET', '/v1/whoami', { token });
 }
 
+/** Forgets the token, stops the page (timers, the log stream) and shows
+ *  the sign-in form, with `message` (why, when the API refused the token). */
 function signOut(message = '') {
   sessionStorage.removeItem(TOKEN_KEY);
   session.token = null;
@@ -46,6 +50,7 @@ function signOut(message = '') {
   show($('#signin-error'), message);
 }
 
+/** Signed in: the header bar (the pages the token may use), then the page. */
 function showApp() {
   $('#signin').hidden = true;
   show($('#signin-error'), '');
