@@ -12,6 +12,7 @@
 //!   `logs` (and their live stream), `stats`, `kv`, `config`, `events`,
 //!   `schedules`, `jobs`, `health` (and metrics), `tokens` (and the audit
 //!   log, and whoami);
+//! - `ui`: the dashboard's assets at `/ui/` (public, not in the document);
 //! - `access`: the token and scope check, and the audit log's writing.
 
 use axum::Router;
@@ -46,6 +47,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 mod tokens;
+mod ui;
 
 pub use self::openapi::openapi;
 
@@ -88,6 +90,7 @@ fn routes() -> Routes {
 pub fn router(host: Host) -> Router {
     let Routes { public, protected } = routes();
     let (public, _) = public.split_for_parts();
+    let public = public.merge(ui::router());
     let (protected, _) = protected.split_for_parts();
     let protected = protected
         // Before the token check is layered on, so that a client without
