@@ -15,8 +15,9 @@
 //! want, so a slot not written for an hour reads as empty.
 //!
 //! Memory: about 400 bytes a slot, so ~140 KiB per function, allocated
-//! when the function is loaded or first deployed and freed when it is
-//! deleted ([`SeriesMap::remove`]). Nothing survives a restart.
+//! when the function is first invoked (a host of many functions, most of
+//! them idle, or a small device, pays only for those that serve) and freed
+//! when it is deleted ([`SeriesMap::remove`]). Nothing survives a restart.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -44,8 +45,10 @@ const RATIO: f64 = 1.2;
 
 /// One function's ring. Shared (`Arc`) by every loaded version of the
 /// function, through their [`FunctionMetrics`](super::FunctionMetrics).
+#[derive(Default)]
 pub(crate) struct FunctionSeries {
-    slots: Box<[Slot]>,
+    /// Made on the first invocation; none: nothing recorded yet.
+    slots: OnceLock<Box<[Slot]>>,
 }
 
 /// One period's counts.
@@ -78,14 +81,6 @@ impl Slot {
     }
 }
 
-impl Default for FunctionSeries {
-    fn default() -> FunctionSeries {
-        FunctionSeries {
-            slots: (0..SLOTS).map(|_| Slot::new()).collect(),
-        }
-    }
-}
-
 impl FunctionSeries {
     /// Counts one invocation that ended at `ended` with `status`, having
     /// taken `took`. The request path: a few relaxed atomics.
@@ -94,7 +89,10 @@ impl FunctionSeries {
     }
 
     fn record_in(&self, period: u64, status: u16, took: Duration) {
-        let slot = &self.slots[(period % SLOTS as u64) as usize];
+        let slots = self
+            .slots
+            .get_or_init(|| (0..SLOTS).map(|_| Slot::new()).collect());
+        let slot = &slots[(period % SLOTS as u64) as usize];
         let seen = slot.period.load(Relaxed);
         if seen != period {
             // A sample older than the slot's period (a writer that slept
@@ -136,12 +134,15 @@ impl FunctionSeries {
         let end = current + 1;
         let mut out = StatsSeries::with_capacity(n);
         let mut merged = [0u64; BUCKETS];
+        let slots = self.slots.get().map_or(&[][..], |s| &s[..]);
         for i in 0..n as u64 {
             let first = end - (n as u64 - i) * per_step;
             let (mut requests, mut errors) = (0u64, 0u64);
             merged.fill(0);
             for period in first..first + per_step {
-                let slot = &self.slots[(period % SLOTS as u64) as usize];
+                let Some(slot) = slots.get((period % SLOTS as u64) as usize) else {
+                    continue;
+                };
                 if slot.period.load(Relaxed) != period {
                     continue;
                 }
@@ -351,6 +352,12 @@ mod tests {
     #[test]
     fn a_slot_counts_requests_errors_and_latency() {
         let s = FunctionSeries::default();
+        // Nothing is allocated before the first invocation, and an empty
+        // ring reads as an hour of zeros.
+        assert!(s.slots.get().is_none());
+        let empty = s.columns_at(T0, 60);
+        assert_eq!(empty.requests, vec![0; 60]);
+        assert_eq!(empty.p99_ms, vec![None; 60]);
         for _ in 0..3 {
             s.record_in(T0, 200, ms(2));
         }
