@@ -195,7 +195,9 @@ fn https_and_http2_on_both_planes_and_the_cli_verifies_the_admin_certificate() {
         })
         .collect();
     assert!(
-        statuses.iter().all(|s| s.as_ref().map_or(true, |s| *s == 431))
+        statuses
+            .iter()
+            .all(|s| s.as_ref().map_or(true, |s| *s == 431))
             && statuses.iter().any(|s| matches!(s, Ok(431))),
         "{statuses:?}"
     );
