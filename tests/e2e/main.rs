@@ -39,3 +39,4 @@ mod sdk_p3;
 mod service;
 mod tls;
 mod tokens;
+mod ui;
