@@ -11,6 +11,7 @@
 //! - the handlers, by concern: `functions` (and versions), `invoke`,
 //!   `logs`, `kv`, `config`, `events`, `schedules`, `jobs`, `health`
 //!   (and metrics), `tokens` (and the audit log);
+//! - `ui`: the dashboard's assets at `/ui/` (public, not in the document);
 //! - `access`: the token and scope check, and the audit log's writing.
 
 use axum::Router;
@@ -44,6 +45,7 @@ mod schedules;
 #[cfg(test)]
 mod tests;
 mod tokens;
+mod ui;
 
 pub use self::openapi::openapi;
 
@@ -85,6 +87,7 @@ fn routes() -> Routes {
 pub fn router(host: Host) -> Router {
     let Routes { public, protected } = routes();
     let (public, _) = public.split_for_parts();
+    let public = public.merge(ui::router());
     let (protected, _) = protected.split_for_parts();
     let protected = protected
         // Before the token check is layered on, so that a client without
