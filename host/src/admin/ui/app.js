@@ -246,7 +246,8 @@ function showApp() {
 
 function header() {
   const link = (nav, href, text) => el('a', { 'data-nav': nav, href }, text);
-  const links = [link('overview', '#/', 'Overview'), link('logs', '#/logs/', 'Logs')];
+  const links = [link('overview', '#/', 'Overview')];
+  if (can.readAll() || session.scopes.some((s) => s.startsWith('deploy:'))) links.push(link('logs', '#/logs/', 'Logs'));
   if (can.readAll()) {
     links.push(link('events', '#/events', 'Events'), link('schedules', '#/schedules', 'Schedules'),
       link('jobs', '#/jobs', 'Jobs'));
@@ -373,8 +374,36 @@ function syncRows(t, items, keyAttr, keyOf, columns, decorate) {
   t.empty.hidden = items.length > 0;
 }
 
-/** A column filler that sets the cell's content to `render(item)`. */
-const text = (render) => (td, item) => td.replaceChildren(...nodes([render(item)]));
+/** A column filler that sets the cell's content to `render(item)`, unless
+ *  it is already that (a refresh leaves unchanged links alone). */
+const text = (render) => (td, item) => {
+  const fresh = nodes([render(item)]);
+  const same = fresh.length === td.childNodes.length
+    && fresh.every((n, i) => n.isEqualNode(td.childNodes[i]));
+  if (!same) td.replaceChildren(...fresh);
+};
+
+/** The item each button cell's row shows now. */
+const cellItems = new WeakMap();
+
+/** A column filler with one button, shown when `visible(item)`; the button
+ *  is kept across refreshes and acts on the row's current item. */
+const buttonCell = (cls, label, visible, onClick) => (td, item) => {
+  cellItems.set(td, item);
+  let button = td.querySelector('button');
+  if (!visible(item)) {
+    button?.remove();
+    return;
+  }
+  if (!button) {
+    button = el('button', {
+      type: 'button',
+      class: cls,
+      onclick: (event) => { event.stopPropagation(); onClick(cellItems.get(td)); },
+    }, label);
+    td.replaceChildren(button);
+  }
+};
 
 function section(title, ...children) {
   return el('section', null, el('h2', null, title), children);
@@ -580,11 +609,8 @@ function fillVersions(t, name, f, reload) {
     ['size', text((v) => fmtBytes(v.size_bytes))],
     ['sha', text((v) => el('code', { title: v.sha256 }, v.sha256.slice(0, 12)))],
     ['routes', text((v) => v.routes.join(' '))],
-    ['actions', text((v) => (v.active || !can.deploy(name) ? '' : el('button', {
-      type: 'button',
-      class: 'rollback',
-      onclick: () => rollback(name, v.version, reload),
-    }, 'Roll back')))],
+    ['actions', buttonCell('rollback', 'Roll back', (v) => !v.active && can.deploy(name),
+      (v) => rollback(name, v.version, reload))],
   ], (tr, v) => tr.classList.toggle('active', v.active));
 }
 
@@ -622,9 +648,7 @@ function settingsSection(name, p) {
     ['key', text((e) => e.key)],
     ['value', text((e) => (e.secret ? MASK : e.value))],
     ['kind', text((e) => (e.secret ? 'secret' : 'setting'))],
-    ['actions', text((e) => (can.deploy(name) ? el('button', {
-      type: 'button', class: 'unset', onclick: () => unset(e.key),
-    }, 'Unset') : ''))],
+    ['actions', buttonCell('unset', 'Unset', () => can.deploy(name), (e) => unset(e.key))],
   ]);
   const path = `${fnPath(name)}/config`;
   const unset = async (key) => {
@@ -1012,9 +1036,8 @@ async function eventsPage(main, p) {
       ['attempts', text((d) => d.attempts)],
       ['error', text((d) => d.last_error ?? '')],
       ['due', text((d) => fmtTime(d.due_ms))],
-      ['actions', text((d) => (admin ? el('button', {
-        type: 'button', class: 'redrive', onclick: () => redrive(d.function, { topic: d.topic, ids: [d.event_id] }),
-      }, 'Redrive') : ''))],
+      ['actions', buttonCell('redrive', 'Redrive', () => admin,
+        (d) => redrive(d.function, { topic: d.topic, ids: [d.event_id] }))],
     ], (tr, d) => tr.setAttribute('data-function', d.function));
   };
   const redrive = async (f, body) => {
@@ -1104,7 +1127,7 @@ async function schedulesPage(main, p) {
       ['path', text((s) => s.path)],
       ['next', text((s) => (s.next_ms ? `${fmtTime(s.next_ms)} (${fmtRelative(s.next_ms)})` : '–'))],
       ['last', text((s) => (s.last_fired_ms ? `${fmtTime(s.last_fired_ms)} (${fmtRelative(s.last_fired_ms)})` : 'never'))],
-      ['actions', text((s) => (can.admin() ? el('button', { type: 'button', class: 'delete', onclick: () => remove(s.id) }, 'Delete') : ''))],
+      ['actions', buttonCell('delete', 'Delete', () => can.admin(), (s) => remove(s.id))],
     ]);
   };
   if (can.admin()) {
@@ -1151,9 +1174,8 @@ async function jobsPage(main, p) {
       ['state', text((j) => j.state)],
       ['counts', text((j) => `${j.counts.done} / ${j.counts.dead} / ${j.counts.running} / ${j.counts.pending}`)],
       ['created', text((j) => fmtTime(j.created_ms))],
-      ['actions', text((j) => (j.state === 'running' && can.admin() ? el('button', {
-        type: 'button', class: 'cancel', onclick: (e) => { e.stopPropagation(); cancel(j.id); },
-      }, 'Cancel') : ''))],
+      ['actions', buttonCell('cancel', 'Cancel', (j) => j.state === 'running' && can.admin(),
+        (j) => cancel(j.id))],
     ], (tr, j) => {
       tr.className = `state-${j.state}${j.id === selected ? ' selected' : ''}`;
     });
