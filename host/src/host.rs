@@ -271,6 +271,7 @@ impl HostBuilder {
                 events: Arc::new(events.clone()),
                 cluster: cluster.clone(),
                 invoke_keys: invoke_keys.clone(),
+                series: Default::default(),
             }),
         };
         let inner = Arc::new(HostInner {
@@ -438,6 +439,9 @@ impl Host {
         let serving = Serving::start(parts, listeners, rx)?;
 
         shutdown.await;
+        // Live log streams never end on their own: end them, or the drain
+        // waits for them for its whole grace period.
+        self.inner.invoker.logs.close_streams();
         tracing::info!(
             grace_secs = grace.as_secs_f64(),
             "shutting down: draining in-flight requests"

@@ -114,7 +114,7 @@ pub mod untrusted;
 pub use admin::openapi;
 pub use auth::{
     AuditEntry, AuditPage, AuditQuery, CreatedKey, CreatedToken, FunctionAuth, KeyError, KeyInfo,
-    NewKey, NewToken, TokenError, TokenInfo,
+    NewKey, NewToken, TokenError, TokenInfo, WhoAmI,
 };
 pub use capabilities::kv::{KeyList, KvError};
 pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig};
@@ -141,6 +141,7 @@ pub use gateway::{Listeners, Tls, TlsError};
 pub use host::{Host, HostBuilder};
 pub use invocation::INVOCATION_ID_HEADER;
 pub use invocation::rate::RateLimit;
+pub use metrics::{Columns, FunctionStats, HostStats, StatsQuery};
 pub use store::StoreError;
 // Wire types of the admin API that only its clients name (wisp-client).
 pub use capabilities::logs::{LogEntry, LogError, LogLevel, LogPage, LogQuery, LogStream};

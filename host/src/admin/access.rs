@@ -45,7 +45,10 @@ pub(super) async fn require_scope(State(host): State<Host>, req: Request, next: 
     let write = !matches!(parts.method, Method::GET | Method::HEAD);
     let what = write.then(|| (parts.method.to_string(), parts.uri.path().to_string()));
 
+    let name = caller.name().to_string();
     let response = if caller.allows(&need) {
+        // For the routes that answer each caller with what it may see.
+        parts.extensions.insert(caller);
         next.run(Request::from_parts(parts, body)).await
     } else {
         ApiError::new(
@@ -57,12 +60,7 @@ pub(super) async fn require_scope(State(host): State<Host>, req: Request, next: 
     };
     if let Some((method, path)) = what {
         let status = response.status().as_u16();
-        if let Err(e) = host
-            .inner
-            .audit
-            .record(caller.name(), &method, &path, status)
-            .await
-        {
+        if let Err(e) = host.inner.audit.record(&name, &method, &path, status).await {
             tracing::error!(error = %e, %method, "writing the audit log failed");
         }
     }
@@ -101,6 +99,10 @@ fn authenticate(host: &Host, req: &Request) -> Result<Caller, ApiError> {
 /// needs `admin`, so that a new route is closed until it is placed.
 pub(super) fn need(method: &Method, route: &str, function: Option<&str>) -> Need {
     let read = matches!(*method, Method::GET | Method::HEAD);
+    // Answered with what the caller may see: any token will do.
+    if read && (route == "/v1/whoami" || route == "/v1/stats") {
+        return Need::Any;
+    }
     if route == "/v1/tokens" || route.starts_with("/v1/tokens/") || route == "/v1/audit" {
         return Need::Admin;
     }
@@ -140,6 +142,7 @@ mod tests {
                     continue;
                 }
                 let need = match need(&m, &route, function) {
+                    Need::Any => "any".to_string(),
                     Need::Admin => "admin".to_string(),
                     Need::Read => "read:*".to_string(),
                     Need::ReadFunction(f) => format!("read:* or deploy:{f}"),
@@ -174,14 +177,18 @@ mod tests {
             "GET /v1/functions/{name}/kv read:* or deploy:hello",
             "GET /v1/functions/{name}/kv/{key} read:* or deploy:hello",
             "GET /v1/functions/{name}/logs read:* or deploy:hello",
+            "GET /v1/functions/{name}/logs/stream read:* or deploy:hello",
+            "GET /v1/functions/{name}/stats read:* or deploy:hello",
             "GET /v1/functions/{name}/versions read:* or deploy:hello",
             "GET /v1/hosts read:*",
             "GET /v1/jobs read:*",
             "GET /v1/jobs/{id} read:*",
             "GET /v1/openapi.json read:*",
             "GET /v1/schedules read:*",
+            "GET /v1/stats any",
             "GET /v1/subscriptions read:*",
             "GET /v1/tokens admin",
+            "GET /v1/whoami any",
             "HEAD /v1/functions/{name}/invoke invoke:hello",
             "OPTIONS /v1/functions/{name}/invoke invoke:hello",
             "PATCH /v1/functions/{name}/invoke invoke:hello",
@@ -204,6 +211,13 @@ mod tests {
             "TRACE /v1/functions/{name}/invoke invoke:hello",
         ];
         assert_eq!(table, expected, "{table:#?}");
+    }
+
+    #[test]
+    fn any_token_may_ask_who_it_is_and_read_the_stats_it_may_see() {
+        assert_eq!(need(&Method::GET, "/v1/whoami", None), Need::Any);
+        assert_eq!(need(&Method::GET, "/v1/stats", None), Need::Any);
+        assert_eq!(need(&Method::POST, "/v1/stats", None), Need::Admin);
     }
 
     #[test]

@@ -105,6 +105,7 @@ impl From<LogError> for ApiError {
         let (status, code) = match &e {
             InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
             FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
+            TooManyStreams => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Store(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL),
         };
         answer(status, code, &e)

@@ -5,10 +5,12 @@
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request};
-use axum::http::{HeaderMap, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::error::{body_too_large, invalid_argument};
+use crate::auth::Caller;
 use crate::error::ApiError;
 
 /// Largest JSON request body of the admin API, in bytes: the router's
@@ -116,4 +118,23 @@ pub(crate) async fn read_body(
             BodyError::Read(e)
         }
     })
+}
+
+/// The caller the token check found (`access::require_scope` leaves it in
+/// the request's extensions), for the routes that answer each caller with
+/// what it may see. A route not behind the check has none: a bug, answered
+/// 500 and logged.
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            tracing::error!(path = %parts.uri.path(), "a route that needs the caller is not behind the token check");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; see the host log",
+            )
+        })
+    }
 }

@@ -1,19 +1,30 @@
-//! A function's log: its lines (stdout, stderr, log calls, host notes).
+//! A function's log: its lines (stdout, stderr, log calls, host notes),
+//! read page by page or followed live.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
 
 use super::extract::{ApiPath, ApiQuery};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::Host;
-use crate::capabilities::logs::{LogPage, LogQuery};
+use crate::capabilities::logs::{Following, LogPage, LogQuery, StoredLines};
 use crate::error::{ApiError, ErrorBody};
 
 /// The routes, each with its documentation (one `routes!` per path).
 pub(super) fn routes() -> OpenApiRouter<Host> {
-    OpenApiRouter::new().routes(routes!(function_logs))
+    OpenApiRouter::new()
+        .routes(routes!(function_logs))
+        .routes(routes!(stream_logs))
 }
 
 #[utoipa::path(get, path = "/v1/functions/{name}/logs",
@@ -29,4 +40,93 @@ pub(super) async fn function_logs(
     ApiQuery(query): ApiQuery<LogQuery>,
 ) -> Result<Json<LogPage>, ApiError> {
     Ok(Json(host.logs(&name).read(query).await?))
+}
+
+/// What to follow of a function's log.
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct StreamQuery {
+    /// Only lines of this invocation.
+    invocation: Option<String>,
+}
+
+/// How often a stream with nothing to say sends a comment, so that
+/// proxies and clients do not take it for dead.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Follows a function's log: every line stored on this host from now on,
+/// as it is stored (the log writer hands each batch on once stored, well
+/// within a second). Lines that other hosts of a cluster store are not
+/// streamed here (each host streams its own; `GET .../logs` reads them
+/// all). A stream that falls behind by more than the writer keeps for the
+/// streams gets `lagged` with how many batches (each one invocation's
+/// lines) it missed, and goes on.
+#[utoipa::path(get, path = "/v1/functions/{name}/logs/stream",
+    params(("name" = String, Path), StreamQuery),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String, description = "Server-sent events: `line` (data: a LogEntry as JSON) for each line stored from now on; `lagged` (data: `{\"missed\": N}`, batches missed by a client too slow); a `: keep-alive` comment every 15 s"),
+        (status = 404, body = ErrorBody, description = "function_not_found"),
+        (status = 503, body = ErrorBody, description = "unavailable: 64 streams are open on this host"),
+    ))]
+pub(super) async fn stream_logs(
+    State(host): State<Host>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let following = host.logs(&name).follow()?;
+    let stream = live_lines(following, name, query.invocation);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+}
+
+/// The events of one function's lines (of one invocation, if given), until
+/// the host shuts down. The stream owns its place among the host's
+/// streams: dropped (the client went away), it frees it.
+fn live_lines(
+    following: Following,
+    function: String,
+    invocation: Option<String>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let state = (following, Arc::<str>::from(function), invocation);
+    let batches = futures::stream::unfold(state, |(mut f, function, invocation)| async move {
+        loop {
+            let received = tokio::select! {
+                () = f.closing.cancelled() => return None,
+                received = f.lines.recv() => received,
+            };
+            let events = match received {
+                Ok(batch) => line_events(&batch, &function, invocation.as_deref()),
+                Err(RecvError::Lagged(missed)) => vec![
+                    Event::default()
+                        .event("lagged")
+                        .data(format!("{{\"missed\":{missed}}}")),
+                ],
+                Err(RecvError::Closed) => return None,
+            };
+            if !events.is_empty() {
+                return Some((events, (f, function, invocation)));
+            }
+        }
+    });
+    futures::StreamExt::flat_map(batches, |events| {
+        futures::stream::iter(events.into_iter().map(Ok))
+    })
+}
+
+/// The `line` events of a stored batch that `function`'s stream shows.
+fn line_events(batch: &StoredLines, function: &str, invocation: Option<&str>) -> Vec<Event> {
+    if &*batch.function != function {
+        return Vec::new();
+    }
+    batch
+        .entries
+        .iter()
+        .filter(|e| invocation.is_none_or(|id| e.invocation_id == id))
+        .filter_map(|e| match serde_json::to_string(e) {
+            Ok(json) => Some(Event::default().event("line").data(json)),
+            Err(err) => {
+                tracing::error!(error = %err, "a log line did not serialise");
+                None
+            }
+        })
+        .collect()
 }

@@ -9,8 +9,9 @@
 //!   reading of bodies under a limit;
 //! - `openapi`: the document;
 //! - the handlers, by concern: `functions` (and versions), `invoke`,
-//!   `logs`, `kv`, `config`, `events`, `schedules`, `jobs`, `health`
-//!   (and metrics), `tokens` (and the audit log);
+//!   `logs` (and their live stream), `stats`, `kv`, `config`, `events`,
+//!   `schedules`, `jobs`, `health` (and metrics), `tokens` (and the audit
+//!   log, and whoami);
 //! - `ui`: the dashboard's assets at `/ui/` (public, not in the document);
 //! - `access`: the token and scope check, and the audit log's writing.
 
@@ -42,6 +43,7 @@ mod kv;
 mod logs;
 mod openapi;
 mod schedules;
+mod stats;
 #[cfg(test)]
 mod tests;
 mod tokens;
@@ -71,6 +73,7 @@ fn routes() -> Routes {
             .merge(aliases::routes())
             .merge(keys::routes())
             .merge(logs::routes())
+            .merge(stats::routes())
             .merge(invoke::routes())
             .merge(kv::routes())
             .merge(config::routes())

@@ -1,5 +1,6 @@
-//! Admin tokens (create, list, revoke) and the audit log of admin writes.
-//! Every route here needs the `admin` scope (see `access`).
+//! Admin tokens (create, list, revoke) and the audit log of admin writes:
+//! every route here needs the `admin` scope (see `access`), but
+//! `/v1/whoami`, which any token may ask.
 
 use axum::Json;
 use axum::extract::State;
@@ -10,7 +11,9 @@ use utoipa_axum::routes;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::Host;
-use crate::auth::{AuditPage, AuditQuery, CreatedToken, NewToken, TokenError, TokenInfo};
+use crate::auth::{
+    AuditPage, AuditQuery, Caller, CreatedToken, NewToken, TokenError, TokenInfo, WhoAmI,
+};
 use crate::error::{ApiError, ErrorBody};
 
 /// The routes, each with its documentation (one `routes!` per path).
@@ -19,6 +22,16 @@ pub(super) fn routes() -> OpenApiRouter<Host> {
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token))
         .routes(routes!(read_audit))
+        .routes(routes!(whoami))
+}
+
+#[utoipa::path(get, path = "/v1/whoami",
+    responses((status = 200, body = WhoAmI, description = "The name and scopes of the token sent. Any valid token")))]
+pub(super) async fn whoami(caller: Caller) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        name: caller.name().to_string(),
+        scopes: caller.scopes(),
+    })
 }
 
 #[utoipa::path(get, path = "/v1/tokens",

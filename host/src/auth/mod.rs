@@ -73,6 +73,19 @@ pub struct CreatedToken {
     pub info: TokenInfo,
 }
 
+/// Who a token is (`GET /v1/whoami`): what a client shows and what it
+/// offers (a dashboard hides what the token may not do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WhoAmI {
+    /// The token's name; `bootstrap` for the bootstrap token.
+    #[schema(example = "ci-deploy")]
+    pub name: String,
+    /// Its scopes (`admin`, `read:*`, `deploy:*`, `deploy:NAME`,
+    /// `invoke:NAME`); the bootstrap token's are `["admin"]`.
+    #[schema(example = json!(["deploy:hello", "read:*"]))]
+    pub scopes: Vec<String>,
+}
+
 /// An admin write, as the audit log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {

@@ -68,7 +68,7 @@ impl Scope {
     /// Whether this scope allows what a request needs.
     pub fn allows(&self, need: &Need) -> bool {
         match (self, need) {
-            (Scope::Admin, _) => true,
+            (Scope::Admin, _) | (_, Need::Any) => true,
             (Scope::ReadAll, Need::Read | Need::ReadFunction(_)) => true,
             (Scope::DeployAll, Need::Deploy(_) | Need::ReadFunction(_)) => true,
             (Scope::Deploy(mine), Need::Deploy(f) | Need::ReadFunction(f)) => mine == f,
@@ -93,6 +93,9 @@ impl fmt::Display for Scope {
 /// What a request needs (the admin router decides it from the route).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Need {
+    /// Any valid token: routes that answer each caller with what it may
+    /// see (`/v1/whoami`, `/v1/stats`).
+    Any,
     /// Token management, the audit log, events, schedules and jobs
     /// writes, and any write not listed below: `admin`.
     Admin,
@@ -113,6 +116,7 @@ impl Need {
     /// when nothing else would.
     pub fn wanted(&self) -> String {
         match self {
+            Need::Any => "any".into(),
             Need::Admin => "`admin`".into(),
             Need::Read => "`read:*`".into(),
             Need::ReadFunction(f) => format!("`read:*` or `deploy:{f}`"),
@@ -170,6 +174,7 @@ mod tests {
     fn each_scope_allows_what_it_says_and_nothing_else() {
         let f = |s: &str| s.to_string();
         let needs = [
+            Need::Any,
             Need::Admin,
             Need::Read,
             Need::ReadFunction(f("hello")),
@@ -184,13 +189,16 @@ mod tests {
             needs.iter().filter(|n| scope.allows(n)).collect()
         };
         assert_eq!(allowed("admin").len(), needs.len());
-        assert_eq!(allowed("read:*"), [&needs[1], &needs[2], &needs[3]]);
+        assert_eq!(
+            allowed("read:*"),
+            [&needs[0], &needs[2], &needs[3], &needs[4]]
+        );
         assert_eq!(
             allowed("deploy:*"),
-            [&needs[2], &needs[3], &needs[4], &needs[5]]
+            [&needs[0], &needs[3], &needs[4], &needs[5], &needs[6]]
         );
-        assert_eq!(allowed("deploy:hello"), [&needs[2], &needs[4]]);
-        assert_eq!(allowed("invoke:hello"), [&needs[6]]);
+        assert_eq!(allowed("deploy:hello"), [&needs[0], &needs[3], &needs[5]]);
+        assert_eq!(allowed("invoke:hello"), [&needs[0], &needs[7]]);
     }
 
     #[test]

@@ -141,6 +141,15 @@ impl Caller {
             Caller::Token(t) => t.allows(need),
         }
     }
+
+    /// The caller's scopes, as its token was created with them (the
+    /// bootstrap token: `admin`).
+    pub fn scopes(&self) -> Vec<String> {
+        match self {
+            Caller::Bootstrap => vec!["admin".to_string()],
+            Caller::Token(t) => t.record.scopes.clone(),
+        }
+    }
 }
 
 /// Why a request's token was refused (401).

@@ -5,6 +5,7 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::FunctionsCtx;
 use crate::error::DeployError;
@@ -12,6 +13,7 @@ use crate::function::prepare::Prepared;
 use crate::function::records::FunctionRecord;
 use crate::function::registry::Deployed;
 use crate::function::wire::{DeployOptions, FunctionInfo, FunctionSummary, VersionInfo};
+use crate::metrics::series::{FunctionStats, HostStats, check_step, end_unix};
 
 /// The functions of a host (`Host::functions`): deploy, roll back,
 /// delete, read, invoke. Errors are [`DeployError`]s.
@@ -97,6 +99,57 @@ impl Functions<'_> {
     /// A function's versions, oldest first.
     pub fn versions(&self, name: &str) -> Result<Vec<VersionInfo>, DeployError> {
         Ok(self.host.function(name)?.versions)
+    }
+
+    /// Function `name`'s last hour on this host, in steps of `step` seconds
+    /// (default 10): invocations, 5xx answers and latency percentiles.
+    pub fn stats(&self, name: &str, step: Option<u64>) -> Result<FunctionStats, DeployError> {
+        let step = check_step(step.unwrap_or(10)).map_err(DeployError::InvalidArgument)?;
+        self.deployed(name)?;
+        let series = self
+            .host
+            .inner
+            .series
+            .get(name)
+            .ok_or_else(|| DeployError::FunctionNotFound(name.to_string()))?;
+        let now = Instant::now();
+        Ok(FunctionStats {
+            step_seconds: step,
+            end_unix: end_unix(now),
+            series: series.columns(name, now, step),
+        })
+    }
+
+    /// The last hour of every function on this host that `include` keeps
+    /// (those the caller may read), by name, in steps of `step` seconds
+    /// (default 60).
+    pub fn all_stats(
+        &self,
+        step: Option<u64>,
+        include: impl Fn(&str) -> bool,
+    ) -> Result<HostStats, DeployError> {
+        let step = check_step(step.unwrap_or(60)).map_err(DeployError::InvalidArgument)?;
+        let registry = self.host.inner.registry.load();
+        let mut names: Vec<&str> = registry
+            .by_name
+            .keys()
+            .map(String::as_str)
+            .filter(|n| include(n))
+            .collect();
+        names.sort_unstable();
+        let now = Instant::now();
+        let functions = names
+            .into_iter()
+            .filter_map(|name| {
+                let series = self.host.inner.series.get(name)?;
+                Some(series.columns(name, now, step))
+            })
+            .collect();
+        Ok(HostStats {
+            step_seconds: step,
+            end_unix: end_unix(now),
+            functions,
+        })
     }
 
     /// The active version of `name`, as requests find it.

@@ -55,6 +55,10 @@ pub(crate) struct FunctionsInner {
     pub(crate) cluster: Option<Cluster>,
     /// Private functions' invoke keys: they go with their function.
     pub(crate) invoke_keys: crate::auth::InvokeKeys,
+    /// Each function's last hour of counts (`GET .../stats`), one ring per
+    /// name that every version loaded counts into; it goes with the
+    /// function.
+    pub(crate) series: crate::metrics::series::SeriesMap,
 }
 
 impl FunctionsCtx {

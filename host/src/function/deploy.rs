@@ -237,15 +237,7 @@ impl FunctionsCtx {
         wasm: bytes::Bytes,
         prepared: Prepared,
     ) -> Result<Arc<Deployed>, DeployError> {
-        let deployed = Arc::new(deployed(
-            &self.inner.kv,
-            &self.inner.settings,
-            self.data_dir(),
-            record,
-            version,
-            prepared,
-            self.inner.config.concurrency_of(&version.limits),
-        )?);
+        let deployed = Arc::new(deployed(&self.inner, record, version, prepared)?);
         // On the store's writer, answered once flushed.
         self.inner
             .records
@@ -438,6 +430,7 @@ impl FunctionsCtx {
         };
         let next = self.inner.registry.load().without(name);
         self.inner.registry.store(Arc::new(next));
+        self.inner.series.remove(name);
         self.drop_compiled(name, freed).await;
         // The function's log goes with it (after the record: a crash in
         // between leaves lines no function owns, which a redeploy under the

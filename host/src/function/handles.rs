@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 
 use crate::capabilities::kv::{KeyList, KvError, KvNamespace};
 use crate::capabilities::logs::{
-    LogError, LogPage, LogQuery, LogSink, LogStore, now_ms, parse_since,
+    Following, LogError, LogPage, LogQuery, LogSink, LogStore, now_ms, parse_since,
 };
 use crate::capabilities::outbound;
 use crate::capabilities::settings::{
@@ -253,6 +253,18 @@ pub struct Logs<'a> {
 }
 
 impl Logs<'_> {
+    /// Follows the lines this host stores from now on (every function's:
+    /// the caller keeps the function's own). Refused for a function that
+    /// does not exist, and when as many streams are open as the host
+    /// serves. Lines other hosts of a cluster store are not seen here:
+    /// each host streams its own.
+    pub(crate) fn follow(&self) -> Result<Following, LogError> {
+        if self.records.get(self.function)?.is_none() {
+            return Err(LogError::FunctionNotFound(self.function.to_string()));
+        }
+        self.sink.follow().ok_or(LogError::TooManyStreams)
+    }
+
     /// Reads the function's log (its lines since the last delete of the
     /// function, within the retention bounds). Lines written before this
     /// call are included.

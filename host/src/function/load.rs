@@ -4,16 +4,13 @@
 //! version into the registry's [`Deployed`].
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 
-use super::FunctionsCtx;
-use crate::capabilities::kv::store::KvStore;
-use crate::capabilities::settings::ConfigStore;
+use super::{FunctionsCtx, FunctionsInner};
 use crate::engine::{EngineKind, WispEngine};
 use crate::error::DeployError;
 use crate::function::compiled::Compiled;
@@ -111,15 +108,7 @@ impl FunctionsCtx {
             }
         };
         let pre = engine.prepare(&component)?;
-        Ok(deployed(
-            &self.inner.kv,
-            &self.inner.settings,
-            self.data_dir(),
-            record,
-            v,
-            pre,
-            self.inner.config.concurrency_of(&v.limits),
-        )?)
+        Ok(deployed(&self.inner, record, v, pre)?)
     }
 }
 
@@ -150,15 +139,17 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Version `v` of function `record`, ready to serve on `pre`, with what
+/// the host keeps for the function: its key-value namespace, settings and
+/// the ring of its last hour (shared with its other versions).
 pub(super) fn deployed(
-    kv: &KvStore,
-    settings: &ConfigStore,
-    data_dir: Option<&Path>,
+    host: &FunctionsInner,
     record: &FunctionRecord,
     v: &VersionRecord,
     pre: crate::function::prepare::Prepared,
-    concurrency: u32,
 ) -> Result<Deployed, DeployError> {
+    let (kv, settings, data_dir) = (&host.kv, &host.settings, host.data_dir.as_deref());
+    let concurrency = host.config.concurrency_of(&v.limits);
     // Checked at deploy; a directory removed since then fails the
     // invocations (500, logged), not the load.
     let static_dir = match (&v.static_dir, data_dir) {
@@ -188,7 +179,7 @@ pub(super) fn deployed(
         limits: v.limits,
         env: crate::capabilities::settings::guest_env(&v.env, v.config_env, &config),
         routes: parse_routes(&v.routes)?,
-        metrics: FunctionMetrics::new(&record.name, v.version),
+        metrics: FunctionMetrics::new(&record.name, v.version, host.series.of(&record.name)),
         kv: Arc::new(kv),
         config,
         admission: Arc::new(Admission::new(&record.name, concurrency)),

@@ -250,8 +250,9 @@ const CLIENT_CLOSED: u16 = 499;
 impl Drop for Record<'_> {
     fn drop(&mut self) {
         let status = self.status.unwrap_or(CLIENT_CLOSED);
-        let took = self.start.elapsed();
-        self.target.metrics.record(status, took);
+        let ended = Instant::now();
+        let took = ended.saturating_duration_since(self.start);
+        self.target.metrics.record(status, ended, took);
         tracing::info!(
             target: "wisp::invocation",
             function = %self.target.name,

@@ -28,7 +28,7 @@ pub(crate) mod store;
 
 pub(crate) use read::parse_since;
 pub use read::{LogError, LogPage, LogQuery};
-pub(crate) use sink::{LogSink, Retention};
+pub(crate) use sink::{Following, LogSink, MAX_STREAMS, Retention, StoredLines};
 pub(crate) use store::LogStore;
 
 /// Where a log line came from.

@@ -61,6 +61,12 @@ pub enum LogError {
     /// The read's blocking task failed.
     #[error("log read task: {0}")]
     Internal(String),
+    /// As many live streams are open as the host allows.
+    #[error(
+        "{} log streams are open on this host, the most it serves: close one, or try again later",
+        super::MAX_STREAMS
+    )]
+    TooManyStreams,
 }
 
 #[cfg(test)]

@@ -6,12 +6,20 @@
 //! falls behind, batches are dropped and counted
 //! (`wisp_log_batches_dropped_total`) rather than queued without bound or
 //! slowing requests down.
+//!
+//! Once stored, a batch is also handed to the live streams
+//! (`GET .../logs/stream`, [`LogSink::follow`]) through a bounded
+//! broadcast channel: a stream that falls behind misses batches (and is
+//! told how many), it never holds the writer up.
 
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
 
 use super::store::LogStore;
 use super::{Captured, LogEntry, LogLine, now_ms};
@@ -45,22 +53,71 @@ enum Msg {
 pub(crate) struct LogSink {
     tx: SyncSender<Msg>,
     dropped: metrics::Counter,
+    /// Batches as stored, for the live streams.
+    live: broadcast::Sender<Arc<StoredLines>>,
+    /// One permit per live stream open: they are bounded like connections.
+    streams: Arc<Semaphore>,
+    /// Cancelled at shutdown: the live streams end, so that they do not
+    /// hold the shutdown's drain for its whole grace period.
+    closing: CancellationToken,
 }
 
 /// Batches in flight to the writer; past this, batches are dropped.
 const QUEUE_BATCHES: usize = 4096;
+/// Stored batches kept for the live streams: a stream this far behind
+/// misses the oldest (and is told how many).
+const LIVE_BATCHES: usize = 1024;
+/// Live streams open at once on a host; past it, a new one is refused.
+pub(crate) const MAX_STREAMS: usize = 64;
+
+/// One invocation's lines, as the writer stored them (each with its
+/// `seq`).
+pub(crate) struct StoredLines {
+    pub function: Arc<str>,
+    pub entries: Vec<LogEntry>,
+}
+
+/// A live stream's hold on the stored batches, and on one of the
+/// [`MAX_STREAMS`] places: both go when it is dropped.
+pub(crate) struct Following {
+    pub lines: broadcast::Receiver<Arc<StoredLines>>,
+    /// Ends the stream at shutdown.
+    pub closing: CancellationToken,
+    _place: OwnedSemaphorePermit,
+}
 
 impl LogSink {
     /// Starts the writer thread over `store`.
     pub fn start(store: LogStore, retention: Retention) -> io::Result<LogSink> {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_BATCHES);
+        let (live, _) = broadcast::channel(LIVE_BATCHES);
+        let to_streams = live.clone();
         std::thread::Builder::new()
             .name("wisp-log-writer".into())
-            .spawn(move || writer(store, retention, rx))?;
+            .spawn(move || writer(store, retention, rx, to_streams))?;
         Ok(LogSink {
             tx,
             dropped: metrics::counter!("wisp_log_batches_dropped_total"),
+            live,
+            streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+            closing: CancellationToken::new(),
         })
+    }
+
+    /// The batches stored from now on, every function's, or `None` when
+    /// [`MAX_STREAMS`] streams are open already.
+    pub fn follow(&self) -> Option<Following> {
+        let place = self.streams.clone().try_acquire_owned().ok()?;
+        Some(Following {
+            lines: self.live.subscribe(),
+            closing: self.closing.clone(),
+            _place: place,
+        })
+    }
+
+    /// Ends every live stream, and those opened later at once (shutdown).
+    pub fn close_streams(&self) {
+        self.closing.cancel();
     }
 
     /// Writes the invocation's warnings to the host log, one line per
@@ -163,7 +220,12 @@ fn publish_lines(
 
 /// The writer loop: stores batches as they come, several at a time, and
 /// applies retention to the functions it wrote for.
-fn writer(store: LogStore, retention: Retention, rx: Receiver<Msg>) {
+fn writer(
+    store: LogStore,
+    retention: Retention,
+    rx: Receiver<Msg>,
+    live: broadcast::Sender<Arc<StoredLines>>,
+) {
     // Lines stored per function, counted once from the store on first use.
     let mut counts: HashMap<String, u64> = HashMap::new();
     let mut publish: Option<(SharedLogs, tokio::runtime::Handle)> = None;
@@ -184,7 +246,7 @@ fn writer(store: LogStore, retention: Retention, rx: Receiver<Msg>) {
                     invocation_id,
                     lines,
                 } => {
-                    let entries: Vec<LogEntry> = lines
+                    let mut entries: Vec<LogEntry> = lines
                         .into_iter()
                         .map(|l| LogEntry {
                             seq: 0,
@@ -197,7 +259,7 @@ fn writer(store: LogStore, retention: Retention, rx: Receiver<Msg>) {
                         })
                         .collect();
                     let n = entries.len() as u64;
-                    if let Err(e) = store.append_blocking(&function, &entries) {
+                    if let Err(e) = store.append_blocking(&function, &mut entries) {
                         tracing::error!(target: "wisp::logs", function = %function, error = %e, "storing log lines failed");
                         continue;
                     }
@@ -208,6 +270,14 @@ fn writer(store: LogStore, retention: Retention, rx: Receiver<Msg>) {
                         .entry(function.to_string())
                         .or_insert_with(|| store.count(&function).saturating_sub(n));
                     *count += n;
+                    // Only when someone follows: no copy, no allocation
+                    // otherwise. A send fails only with no receiver.
+                    if live.receiver_count() > 0 {
+                        let _ = live.send(Arc::new(StoredLines {
+                            function: function.clone(),
+                            entries,
+                        }));
+                    }
                     if !touched.contains(&function) {
                         touched.push(function);
                     }

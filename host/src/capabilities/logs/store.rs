@@ -61,15 +61,21 @@ impl LogStore {
         })
     }
 
-    /// Appends log lines to a function's log, in one batch. Blocking (the
-    /// log writer's thread).
-    pub fn append_blocking(&self, function: &str, entries: &[LogEntry]) -> Result<(), StoreError> {
+    /// Appends log lines to a function's log, in one batch, and gives each
+    /// its `seq` (for the live stream, which hands them on as stored).
+    /// Blocking (the log writer's thread).
+    pub fn append_blocking(
+        &self,
+        function: &str,
+        entries: &mut [LogEntry],
+    ) -> Result<(), StoreError> {
         let mut batch = self.logs.batch();
         for e in entries {
             let key = LogKey {
                 function: function.to_string(),
                 seq: self.store.next_id()?,
             };
+            e.seq = key.seq;
             batch.insert(&key, e);
         }
         let logs = self.logs.clone();
@@ -195,8 +201,9 @@ mod tests {
         let lines: Vec<_> = (1..=5)
             .map(|t| entry(t * 10, if t % 2 == 0 { "even" } else { "odd" }))
             .collect();
-        logs.append_blocking("f", &lines).unwrap();
-        logs.append_blocking("ff", &lines[..1]).unwrap();
+        logs.append_blocking("f", &mut lines.clone()).unwrap();
+        logs.append_blocking("ff", &mut lines[..1].to_vec())
+            .unwrap();
         assert_eq!((logs.count("f"), logs.count("ff")), (5, 1));
         let all = logs.read("f", None, None, None, 100).unwrap();
         let times: Vec<_> = all.iter().map(|e| e.time_ms).collect();

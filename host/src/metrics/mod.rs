@@ -2,13 +2,19 @@
 //!
 //! The recorder is process-global (the `metrics` facade has one), so several
 //! hosts in one process (tests, embedding) share it; each host renders the
-//! same registry.
+//! same registry. Beside it, `series`: each function's last hour in memory,
+//! per host, for the admin API's stats.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub(crate) mod series;
+
+use self::series::FunctionSeries;
+pub use self::series::{Columns, FunctionStats, HostStats, StatsQuery};
 
 /// Invocations by function and status.
 pub const INVOCATIONS: &str = "wisp_invocations_total";
@@ -136,19 +142,26 @@ pub(crate) struct FunctionMetrics {
     duration: Histogram,
     /// Counters by status, created on first use (index: status - 100).
     by_status: Box<[OnceLock<Counter>]>,
+    /// The function's last hour: one ring per function name, shared by
+    /// all its versions (`SeriesMap`).
+    series: Arc<FunctionSeries>,
 }
 
 impl FunctionMetrics {
-    pub fn new(name: &str, version: u64) -> FunctionMetrics {
+    pub fn new(name: &str, version: u64, series: Arc<FunctionSeries>) -> FunctionMetrics {
         FunctionMetrics {
             name: name.to_string(),
             version: version.to_string(),
             duration: metrics::histogram!(INVOCATION_SECONDS, "function" => name.to_string()),
             by_status: (100..600).map(|_| OnceLock::new()).collect(),
+            series,
         }
     }
 
-    pub fn record(&self, status: u16, took: Duration) {
+    /// Records one invocation that ended at `ended` (the `Instant` its
+    /// duration was measured with: no other clock is read).
+    pub fn record(&self, status: u16, ended: Instant, took: Duration) {
+        self.series.record(ended, status, took);
         self.duration.record(took.as_secs_f64());
         let idx = usize::from(status.clamp(100, 599) - 100);
         self.by_status[idx]
