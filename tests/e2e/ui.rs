@@ -321,6 +321,24 @@ impl Browser {
         .to_string()
     }
 
+    /// Sizes the window so that the page's viewport is `width`×`height`
+    /// (the window's frame takes some of `--window-size`).
+    fn set_viewport(&self, width: u32, height: u32) {
+        let frame = self.js(
+            "return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight];",
+            vec![],
+        );
+        let (dw, dh) = (frame[0].as_u64().unwrap(), frame[1].as_u64().unwrap());
+        self.runtime
+            .block_on(
+                self.c()
+                    .set_window_size(width + dw as u32, height + dh as u32),
+            )
+            .expect("sizing the window");
+        let inner = self.js("return [window.innerWidth, window.innerHeight];", vec![]);
+        assert_eq!(inner, json!([width, height]), "the viewport");
+    }
+
     /// A PNG of the window.
     fn screenshot(&self) -> Vec<u8> {
         self.runtime
@@ -1130,23 +1148,31 @@ fn screenshots() {
         "hello",
         &json!({"values": {"API_KEY": "xyz"}, "secret": true}),
     );
-    for i in 0..60 {
-        served(&w, "/hello");
-        if i % 2 == 0 {
-            let _ = w.get("/todos/");
-            let _ = w.get("/counter/");
+    // Traffic in four rounds 10 s apart (the charts' slots), so that the
+    // charts have a shape: pacing the data, not waiting for anything.
+    for round in 0..4 {
+        if round > 0 {
+            std::thread::sleep(Duration::from_secs(10));
         }
-        if i % 10 == 0 {
-            let _ = w.get("/flaky/trap");
-        } else if i % 3 == 0 {
-            let _ = w.get("/flaky/ok");
+        for i in 0..(10 + 5 * round) {
+            served(&w, "/hello");
+            if i % 2 == 0 {
+                let _ = w.get("/todos/");
+                let _ = w.get("/counter/");
+            }
+            if i % 7 == round {
+                let _ = w.get("/flaky/trap");
+            } else if i % 3 == 0 {
+                let _ = w.get("/flaky/ok");
+            }
         }
     }
     crate::events::wait_until("the stats", WAIT, || {
-        requests_total(&a, "hello") == Some(60)
+        requests_total(&a, "hello") == Some(70)
     });
 
     let b = Browser::open(&w);
+    b.set_viewport(1280, 800);
     b.sign_in_ok(&w.token);
     b.goto("#/");
     b.wait_for("the overview's charts", || {
