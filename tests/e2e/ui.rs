@@ -1246,16 +1246,18 @@ fn overview_of_100_functions() {
 
     for path in ["/v1/functions/f000/stats", "/v1/stats"] {
         let mut lat = Vec::new();
+        let mut size = 0;
         for _ in 0..200 {
             let started = Instant::now();
             let r = a.get(path);
             assert_eq!(r.status(), 200, "{path}");
-            let _ = r.bytes().unwrap();
+            size = r.bytes().unwrap().len();
             lat.push(started.elapsed());
         }
         lat.sort();
         println!(
-            "GET {path} (100 functions): p50 {:?}, p99 {:?}, max {:?}",
+            "GET {path} (100 functions; {size} bytes; this build's profile): \
+             p50 {:?}, p99 {:?}, max {:?}",
             lat[lat.len() / 2],
             lat[lat.len() * 99 / 100],
             lat[lat.len() - 1]
