@@ -27,6 +27,7 @@ Try, in another terminal:
   curl -d '{"item":"tea","quantity":2}' http://127.0.0.1:8080/orders   # published on topic orders
   curl http://127.0.0.1:8080/orders                                     # recorded by its event handler
   curl 'http://127.0.0.1:8080/cgi/hi?x=1'                       # a wasm32-wasip1 module, CGI-style
+  # the dashboard: http://127.0.0.1:9090/ui/ (sign in with the token: cat wisp-data/admin-token)
   export WISP_ADMIN_TOKEN=\$(cat wisp-data/admin-token)
   $bin list
   $bin invoke echo --data hi

@@ -37,6 +37,7 @@ mod routing;
 mod runtime_only;
 mod sdk_p3;
 mod service;
+mod stats;
 mod tls;
 mod tokens;
 mod ui;

@@ -49,6 +49,9 @@ pub enum Command {
     Invoke(InvokeArgs),
     /// Show a function's logs: its stdout, stderr and log lines.
     Logs(crate::logs::LogsArgs),
+    /// Show a function's last hour: invocations, errors (5xx) and latency
+    /// percentiles per step, as the host keeps them in memory.
+    Stats(crate::stats::StatsArgs),
     /// Read and write a function's key-value data.
     #[command(subcommand)]
     Kv(crate::kv::KvCommand),
@@ -96,6 +99,7 @@ impl Command {
             Command::Key(c) => c.connection(),
             Command::Invoke(a) => &a.connection,
             Command::Logs(a) => &a.connection,
+            Command::Stats(a) => &a.connection,
             Command::Kv(c) => c.connection(),
             Command::Config(c) => c.connection(),
             Command::Publish(a) => &a.connection,
@@ -166,6 +170,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Key(c) => crate::keys::run(&api, c).await,
         Command::Invoke(args) => crate::invoke::invoke(&api, args).await,
         Command::Logs(args) => crate::logs::run(&api, args).await,
+        Command::Stats(args) => crate::stats::run(&api, args).await,
         Command::Kv(c) => crate::kv::run(&api, c).await,
         Command::Config(c) => crate::config::run(&api, c).await,
         Command::Publish(args) => crate::events::publish(&api, args).await,

@@ -33,6 +33,7 @@ mod output;
 mod schedules;
 mod serve;
 mod source;
+mod stats;
 mod tokens;
 mod units;
 

@@ -421,6 +421,7 @@ async fn serve(
         "wisp: admin API   {admin_scheme}://{admin_addr}/v1   (token in {}/admin-token unless WISP_ADMIN_TOKEN is set)",
         args.data_dir.display()
     );
+    println!("wisp: dashboard   {admin_scheme}://{admin_addr}/ui/");
     for f in host.functions().list()? {
         for r in &f.routes {
             println!(

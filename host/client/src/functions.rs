@@ -1,5 +1,5 @@
 //! Functions and their versions: deploy, list, info, versions, rollback,
-//! delete, invoke, logs.
+//! delete, invoke, logs, stats.
 
 use std::time::Duration;
 
@@ -9,8 +9,8 @@ use reqwest::{Method, Response};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use wisp_host::{
-    AliasInfo, AliasSpec, DeployOptions, FunctionInfo, FunctionSummary, LogPage, LogQuery, Setting,
-    VersionInfo,
+    AliasInfo, AliasSpec, DeployOptions, FunctionInfo, FunctionStats, FunctionSummary, HostStats,
+    LogPage, LogQuery, Setting, StatsQuery, VersionInfo,
 };
 
 use crate::{Client, Error};
@@ -253,6 +253,26 @@ impl Client {
         let request = self
             .request(Method::GET, &["v1", "functions", name, "logs"])
             .query(query);
+        self.call(request).await
+    }
+
+    /// `GET /v1/functions/{name}/stats`: the function's last hour on the
+    /// host, oldest first, in steps of `step` seconds (a multiple of 10;
+    /// the host's default, 10, without it).
+    pub async fn stats(&self, name: &str, step: Option<u64>) -> Result<FunctionStats, Error> {
+        let request = self
+            .request(Method::GET, &["v1", "functions", name, "stats"])
+            .query(&StatsQuery { step });
+        self.call(request).await
+    }
+
+    /// `GET /v1/stats`: the last hour of every function the token may
+    /// read, in steps of `step` seconds (the host's default, 60, without
+    /// it).
+    pub async fn all_stats(&self, step: Option<u64>) -> Result<HostStats, Error> {
+        let request = self
+            .request(Method::GET, &["v1", "stats"])
+            .query(&StatsQuery { step });
         self.call(request).await
     }
 }

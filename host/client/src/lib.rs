@@ -71,7 +71,8 @@ pub use wisp_host::{
     NewJob, NewSchedule, NewSubscription, Published, Purged, RedriveRequest, Redriven, RetryPolicy,
     Schedule, SetConfig, Share, Subscription, VersionInfo,
 };
-pub use wisp_host::{AuditEntry, AuditPage, AuditQuery, CreatedToken, NewToken, TokenInfo};
+pub use wisp_host::{AuditEntry, AuditPage, AuditQuery, CreatedToken, NewToken, TokenInfo, WhoAmI};
+pub use wisp_host::{Columns, FunctionStats, HostStats, StatsQuery};
 pub use wisp_host::{CreatedKey, FunctionAuth, KeyInfo, NewKey};
 
 /// How long to wait for the admin API to accept a connection.

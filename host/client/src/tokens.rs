@@ -1,12 +1,19 @@
 //! Admin tokens (create, list, revoke) and the audit log. Each call needs
-//! a token with the `admin` scope.
+//! a token with the `admin` scope, but [`Client::whoami`].
 
 use reqwest::Method;
-use wisp_host::{AuditPage, AuditQuery, CreatedToken, NewToken, TokenInfo};
+use wisp_host::{AuditPage, AuditQuery, CreatedToken, NewToken, TokenInfo, WhoAmI};
 
 use crate::{Client, Error};
 
 impl Client {
+    /// `GET /v1/whoami`: the name and scopes of this client's token (any
+    /// valid token may ask).
+    pub async fn whoami(&self) -> Result<WhoAmI, Error> {
+        self.call(self.request(Method::GET, &["v1", "whoami"]))
+            .await
+    }
+
     /// `POST /v1/tokens`: creates a token. The answer holds the token,
     /// which the host does not keep: this is the only time it is seen.
     pub async fn token_create(&self, new: &NewToken) -> Result<CreatedToken, Error> {

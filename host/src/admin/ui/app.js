@@ -434,6 +434,8 @@ function drawChart(svg, values) {
   values.forEach((v, i) => {
     if (v == null) { pen = false; return; }
     d += `${pen ? 'L' : 'M'}${(i * step).toFixed(1)} ${y(v)}`;
+    // A point with no neighbour is drawn as a dot (round caps).
+    if (!pen && values[i + 1] == null) d += 'h0.1';
     pen = true;
   });
   const title = svgEl('title', null, `${svg.dataset.series}: max ${Math.round(max * 100) / 100}, total ${Math.round(total * 100) / 100}`);
@@ -629,7 +631,7 @@ function fillCharts(box, s) {
   ];
   if (!box.children.length) {
     box.append(...charts.map(([series, label]) => el('figure', null,
-      chart(series, 360, 48), el('figcaption', null, label, el('span', { class: 'max' })))));
+      chart(series, 560, 48), el('figcaption', null, label, el('span', { class: 'max' })))));
   }
   charts.forEach(([, , values], i) => {
     const fig = box.children[i];
@@ -906,24 +908,32 @@ async function followLogs(name, invocation, box, state, signal) {
     const held = [];
     let live = false;
     const onEntry = (entry) => (live ? add(entry) : held.push(entry));
+    // One connection's lifetime: ended on a failure, or with the page.
+    const conn = new AbortController();
+    const leave = () => conn.abort();
+    signal.addEventListener('abort', leave, { once: true });
     try {
       state.textContent = 'connecting…';
-      const stream = await openStream(`${fnPath(name)}/logs/stream?${q({})}`, signal, onEntry, (missed) => {
+      const stream = await openStream(`${fnPath(name)}/logs/stream?${q({})}`, conn.signal, onEntry, (missed) => {
         box.append(el('div', { class: 'log-note' }, `(${missed} lines missed: the view fell behind)`));
       });
-      await readBacklog(name, lastSeq ? q({ after: lastSeq, limit: 1000 }) : q({ since: '1h', limit: 200 }), add, signal);
+      stream.ended.catch(() => {}); // awaited below; not unhandled meanwhile
+      await readBacklog(name, lastSeq ? q({ after: lastSeq, limit: 1000 }) : q({ since: '1h', limit: 200 }), add, conn.signal);
       held.forEach(add);
       live = true;
       state.textContent = 'live';
       delay = 1000;
-      await stream;
+      await stream.ended;
       throw new Error('the log stream ended');
     } catch (err) {
       if (signal.aborted) return;
       state.textContent = `reconnecting in ${delay / 1000} s`;
       if (err instanceof ApiError) setError(err);
+      conn.abort();
       await sleep(delay, signal);
       delay = Math.min(delay * 2, 15000);
+    } finally {
+      signal.removeEventListener('abort', leave);
     }
   }
 }
@@ -952,8 +962,8 @@ function logLine(entry, name) {
 }
 
 /** Opens the SSE stream with fetch (a bearer header, which EventSource
- *  cannot send); resolves, once the answer's head is in, to a promise
- *  that settles when the stream ends. */
+ *  cannot send); resolves, once the answer's head is in, to `{ ended }`,
+ *  a promise that settles when the stream ends. */
 async function openStream(path, signal, onEntry, onLagged) {
   const resp = await fetch(path, { headers: { ...authHeaders(), Accept: 'text/event-stream' }, signal });
   if (!resp.ok) {
@@ -961,10 +971,13 @@ async function openStream(path, signal, onEntry, onLagged) {
     if (resp.status === 401) signOut(err.message);
     throw err;
   }
-  return readEvents(resp.body.getReader(), (event, data) => {
+  // Wrapped: an async function returning the promise itself would wait
+  // for the stream's end.
+  const ended = readEvents(resp.body.getReader(), (event, data) => {
     if (event === 'line') onEntry(JSON.parse(data));
     else if (event === 'lagged') onLagged(JSON.parse(data).missed);
   });
+  return { ended };
 }
 
 /** Parses server-sent events (`event:`, `data:` lines, a blank line ends
