@@ -169,6 +169,21 @@ impl Browser {
             .expect("reloading the page");
     }
 
+    /// Opens any URL (another origin's page, say).
+    fn goto_url(&self, url: &str) {
+        self.runtime
+            .block_on(self.c().goto(url))
+            .unwrap_or_else(|e| panic!("opening {url}: {e}"));
+    }
+
+    /// Runs an asynchronous script in the page: it calls its last argument
+    /// with its result.
+    fn js_async(&self, script: &str, args: Vec<Value>) -> Value {
+        self.runtime
+            .block_on(self.c().execute_async(script, args))
+            .unwrap_or_else(|e| panic!("running a script in the page: {e}\n{script}"))
+    }
+
     /// Runs a script in the page (its arguments as `arguments[i]`) and
     /// returns what it returns.
     fn js(&self, script: &str, args: Vec<Value>) -> Value {
@@ -1004,6 +1019,131 @@ fn a_read_only_token_sees_no_controls_that_change_anything() {
         assert!(!b.shown(control), "a read-only token is shown `{control}`");
     }
     assert_eq!(function(&a, "ro")["active_version"], 2);
+}
+
+#[test]
+fn a_schedule_is_added_and_deleted_and_a_job_cancelled_from_their_pages() {
+    let w = Wisp::start();
+    let a = w.admin();
+    a.deploy_guest("m", "misbehave", &["/m/*"]);
+    let schedules = || -> Vec<Value> { a.get("/v1/schedules").json().unwrap() };
+
+    let b = Browser::open(&w);
+    b.sign_in_ok(&w.token);
+    b.goto("#/schedules");
+    b.wait_shown("form#schedule-form");
+    b.wait_for("the function picker to offer m", || {
+        (b.count("form#schedule-form select option[value=m]") == 1).then_some(())
+    });
+    b.runtime
+        .block_on(async {
+            b.c()
+                .find(Locator::Css("form#schedule-form select"))
+                .await?
+                .select_by_value("m")
+                .await
+        })
+        .expect("choosing the function");
+    // Once a year: it is listed with its next tick and never fires here.
+    b.type_into("input#schedule-cron", "0 0 1 1 *");
+    b.click("form#schedule-form button[type=submit]");
+    let id = b.wait_for("the schedule through the API", || {
+        let list = schedules();
+        let s = list.first()?;
+        (s["function"] == "m" && s["cron"] == "0 0 1 1 *")
+            .then(|| s["id"].as_str().unwrap().to_string())
+    });
+    let row = format!("table#schedules tr[data-schedule='{id}']");
+    b.wait_shown(&row);
+    let next = b.text(&format!("{row} td.next")).unwrap();
+    assert!(next.contains("-01-01"), "the next tick: {next:?}");
+    assert!(b.text(&format!("{row} td.last")).unwrap().contains("never"));
+    b.click(&format!("{row} button.delete"));
+    b.wait_for("the schedule to be deleted (API)", || {
+        schedules().is_empty().then_some(())
+    });
+    b.wait_for("its row to go", || (b.count(&row) == 0).then_some(()));
+
+    // A job of 20 indexes, one at a time, 300 ms each: running long enough
+    // to be cancelled from the page.
+    let r = a
+        .http
+        .post(format!("{}/v1/functions/m/jobs", a.url))
+        .bearer_auth(&a.token)
+        .json(&json!({"array": "0-19", "parallelism": 1, "path": "/sleep?ms=300"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
+    let job: Value = r.json().unwrap();
+    let job_id = job["id"].as_str().unwrap().to_string();
+    let job = |a: &Admin| -> Value { a.get(&format!("/v1/jobs/{job_id}")).json().unwrap() };
+    b.goto("#/jobs");
+    let row = format!("table#jobs tr[data-job='{job_id}']");
+    b.wait_shown(&format!("{row} progress"));
+    b.wait_for("the progress bar to move", || {
+        let v = b.js(
+            "const p = document.querySelector(arguments[0]); return p ? [p.value, p.max] : null;",
+            vec![json!(format!("{row} progress"))],
+        );
+        (v[1] == 20 && v[0].as_f64()? >= 1.0).then_some(())
+    });
+    assert!(
+        b.text(&format!("{row} td.state"))
+            .unwrap()
+            .contains("running")
+    );
+    b.click(&format!("{row} button.cancel"));
+    b.wait_for("the job to be cancelled (API)", || {
+        (job(&a)["state"] == "cancelled").then_some(())
+    });
+    b.wait_for("the page to say so", || {
+        b.text(&format!("{row} td.state"))?
+            .contains("cancelled")
+            .then_some(())
+    });
+    assert_eq!(b.count(&format!("{row} button.cancel")), 0);
+    let cancelled = job(&a)["counts"]["cancelled"].as_u64().unwrap();
+    assert!(cancelled >= 1, "{}", job(&a));
+    // Its indexes, one row each.
+    b.click(&format!("{row} td.state"));
+    b.wait_shown("#job-indexes");
+    b.wait_for("20 indexes", || {
+        (b.count("#job-indexes tr[data-index]") == 20).then_some(())
+    });
+    assert!(b.dialog_open().is_none());
+}
+
+#[test]
+fn a_page_of_another_origin_cannot_write_through_the_admin_api() {
+    let w = Wisp::start();
+    let a = w.admin();
+    a.deploy_guest("h", "hello", &["/h"]);
+    let b = Browser::open(&w);
+    // The data plane is another origin (another port): a page there that
+    // knows the token still cannot use it, as the API answers no CORS.
+    b.goto_url(&format!("{}/h", w.data_url));
+    let outcome = b.js_async(
+        "const [url, token, done] = arguments;
+         fetch(url + '/v1/functions/h/config', {
+             method: 'PUT',
+             headers: {'Authorization': 'Bearer ' + token, 'Content-Type': 'application/json'},
+             body: JSON.stringify({values: {PWNED: '1'}}),
+         }).then(r => done('answered ' + r.status), e => done('refused: ' + e));",
+        vec![json!(w.admin_url), json!(w.token)],
+    );
+    assert!(
+        outcome.as_str().unwrap().starts_with("refused"),
+        "a cross-origin write: {outcome}"
+    );
+    // Nor without a preflight (a "simple" request, its answer unreadable).
+    b.js_async(
+        "const [url, done] = arguments;
+         fetch(url + '/v1/functions/h/rollback', {method: 'POST', mode: 'no-cors'})
+             .then(() => done('sent'), e => done('refused: ' + e));",
+        vec![json!(w.admin_url)],
+    );
+    assert!(config_entries(&a, "h").is_empty(), "the config changed");
+    assert_eq!(function(&a, "h")["active_version"], 1);
 }
 
 /// The Content-Security-Policy every asset carries (UI-CONTRACT section 2).
