@@ -11,7 +11,8 @@
 //! `button.rollback`, `#log-lines`, and so on.
 //!
 //! When a test fails, the page's visible text and the browser's console log
-//! are printed with the failure.
+//! are printed with the failure, and a screenshot saved under
+//! `target/ui-failures/`.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -406,6 +407,18 @@ impl Drop for Browser {
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default();
             eprintln!("the page at {url} showed:\n{text}\n");
+            // And as a picture, named for the test.
+            if let Ok(png) = self.runtime.block_on(self.c().screenshot()) {
+                let dir = root().join("target/ui-failures");
+                let test = std::thread::current()
+                    .name()
+                    .unwrap_or("ui")
+                    .replace("::", "-");
+                let file = dir.join(format!("{test}.png"));
+                if std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&file, png).is_ok() {
+                    eprintln!("a screenshot of it: {}", file.display());
+                }
+            }
             eprintln!("the browser's console:\n{}\n", self.console().join("\n"));
         }
         if let Some(client) = self.client.take() {
