@@ -141,7 +141,7 @@ pub use gateway::{Listeners, Tls, TlsError};
 pub use host::{Host, HostBuilder};
 pub use invocation::INVOCATION_ID_HEADER;
 pub use invocation::rate::RateLimit;
-pub use metrics::{Columns, FunctionStats, HostStats, StatsQuery};
+pub use metrics::{FunctionStats, HostStats, StatsQuery, StatsSeries};
 pub use store::StoreError;
 // Wire types of the admin API that only its clients name (wisp-client).
 pub use capabilities::logs::{LogEntry, LogError, LogLevel, LogPage, LogQuery, LogStream};

@@ -87,14 +87,14 @@ fn latency(ms: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wisp_client::Columns;
+    use wisp_client::StatsSeries;
 
     #[test]
     fn rows_are_the_steps_with_invocations_with_their_start_time() {
         let stats = FunctionStats {
             step_seconds: 60,
             end_unix: 1_764_950_400, // 2025-12-05T16:00:00Z
-            series: Columns {
+            series: StatsSeries {
                 function: "hello".into(),
                 requests: vec![0, 3, 0, 2],
                 errors: vec![0, 1, 0, 0],

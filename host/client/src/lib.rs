@@ -72,8 +72,8 @@ pub use wisp_host::{
     Schedule, SetConfig, Share, Subscription, VersionInfo,
 };
 pub use wisp_host::{AuditEntry, AuditPage, AuditQuery, CreatedToken, NewToken, TokenInfo, WhoAmI};
-pub use wisp_host::{Columns, FunctionStats, HostStats, StatsQuery};
 pub use wisp_host::{CreatedKey, FunctionAuth, KeyInfo, NewKey};
+pub use wisp_host::{FunctionStats, HostStats, StatsQuery, StatsSeries};
 
 /// How long to wait for the admin API to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -130,3 +130,62 @@ fn line_events(batch: &StoredLines, function: &str, invocation: Option<&str>) ->
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt as _;
+    use tokio::sync::broadcast;
+
+    use super::*;
+    use crate::capabilities::logs::{LogEntry, LogStream};
+
+    fn batch(function: &str, invocation: &str, message: &str) -> Arc<StoredLines> {
+        Arc::new(StoredLines {
+            function: function.into(),
+            entries: vec![LogEntry {
+                seq: 7,
+                time_ms: 1,
+                invocation_id: invocation.into(),
+                stream: LogStream::Stdout,
+                level: None,
+                message: message.into(),
+                node: None,
+            }],
+        })
+    }
+
+    /// The next event of a stream's body, as sent.
+    async fn next(body: &mut Body) -> Option<String> {
+        let frame = body.frame().await?.expect("no error");
+        Some(String::from_utf8(frame.into_data().expect("data").to_vec()).expect("UTF-8"))
+    }
+
+    #[tokio::test]
+    async fn a_stream_keeps_its_lines_and_says_how_many_batches_it_missed() {
+        let (tx, rx) = broadcast::channel(2);
+        let following = Following::of(rx);
+        let closing = following.closing.clone();
+        let stream = live_lines(following, "f".into(), Some("a".into()));
+        let mut body = Sse::new(stream).into_response().into_body();
+        // Three batches for a stream that keeps two: the first is missed.
+        tx.send(batch("f", "a", "missed")).unwrap();
+        tx.send(batch("g", "a", "another function's")).unwrap();
+        tx.send(batch("f", "b", "another invocation's")).unwrap();
+        tx.send(batch("f", "a", "mine")).unwrap();
+        assert_eq!(
+            next(&mut body).await.unwrap(),
+            "event: lagged\ndata: {\"missed\":2}\n\n"
+        );
+        let line = next(&mut body).await.unwrap();
+        assert!(line.starts_with("event: line\ndata: {"), "{line}");
+        let data: serde_json::Value =
+            serde_json::from_str(line.trim_end().split_once("data: ").unwrap().1).unwrap();
+        assert_eq!(data["message"], "mine");
+        assert_eq!(data["seq"], 7);
+        // Shutdown ends it.
+        closing.cancel();
+        assert_eq!(next(&mut body).await, None);
+    }
+}

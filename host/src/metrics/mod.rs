@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub(crate) mod series;
 
 use self::series::FunctionSeries;
-pub use self::series::{Columns, FunctionStats, HostStats, StatsQuery};
+pub use self::series::{FunctionStats, HostStats, StatsQuery, StatsSeries};
 
 /// Invocations by function and status.
 pub const INVOCATIONS: &str = "wisp_invocations_total";

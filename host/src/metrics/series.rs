@@ -122,19 +122,19 @@ impl FunctionSeries {
     /// Function `name`'s last hour up to `now`, in steps of `step`
     /// seconds (a multiple of [`SLOT_SECONDS`], checked by
     /// [`check_step`]).
-    pub fn columns(&self, name: &str, now: Instant, step: u64) -> Columns {
-        Columns {
+    pub fn columns(&self, name: &str, now: Instant, step: u64) -> StatsSeries {
+        StatsSeries {
             function: name.to_string(),
             ..self.columns_at(period_of(now), step)
         }
     }
 
-    fn columns_at(&self, current: u64, step: u64) -> Columns {
+    fn columns_at(&self, current: u64, step: u64) -> StatsSeries {
         let per_step = (step / SLOT_SECONDS).max(1);
         let n = (SLOTS as u64 / per_step) as usize;
         // Periods `[end - n * per_step, end)`; `end` is past the current one.
         let end = current + 1;
-        let mut out = Columns::with_capacity(n);
+        let mut out = StatsSeries::with_capacity(n);
         let mut merged = [0u64; BUCKETS];
         for i in 0..n as u64 {
             let first = end - (n as u64 - i) * per_step;
@@ -185,7 +185,7 @@ pub struct FunctionStats {
     pub end_unix: u64,
     /// The function and its columns.
     #[serde(flatten)]
-    pub series: Columns,
+    pub series: StatsSeries,
 }
 
 /// The last hour of every function the caller may read (`GET /v1/stats`).
@@ -197,14 +197,14 @@ pub struct HostStats {
     /// The end (Unix seconds) of the last entry, as in [`FunctionStats`].
     pub end_unix: u64,
     /// One per function, by name.
-    pub functions: Vec<Columns>,
+    pub functions: Vec<StatsSeries>,
 }
 
 /// A function's counts over the last hour, oldest first: `3600 / step`
 /// entries in each column. Kept in memory only (per host, all versions of
 /// the function together): empty after a restart, gone with the function.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Columns {
+pub struct StatsSeries {
     /// The function.
     #[schema(example = "hello")]
     pub function: String,
@@ -220,9 +220,9 @@ pub struct Columns {
     pub p99_ms: Vec<Option<f64>>,
 }
 
-impl Columns {
-    fn with_capacity(n: usize) -> Columns {
-        Columns {
+impl StatsSeries {
+    fn with_capacity(n: usize) -> StatsSeries {
+        StatsSeries {
             function: String::new(),
             requests: Vec::with_capacity(n),
             errors: Vec::with_capacity(n),

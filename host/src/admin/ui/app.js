@@ -13,8 +13,9 @@ const MASK = '••••••';
 
 // ------------------------------------------------------------- elements
 
-/** Creates `tag` with `attrs` (`on*` are listeners, `class`, else
- *  attributes; null/false skipped) and `children` (strings become text). */
+/** Creates `tag` with `attrs` (`onclick` and the like are listeners, the
+ *  others attributes; null and false are left out) and `children` (strings
+ *  become text nodes). */
 function el(tag, attrs, ...children) {
   return build(document.createElement(tag), attrs, children);
 }
@@ -87,7 +88,9 @@ function setStatus(text) {
 }
 
 function setError(err) {
-  if (err?.name === 'AbortError') return;
+  // A page's request aborted by leaving it; or a 401 that signed out (its
+  // message is in #signin-error).
+  if (err?.name === 'AbortError' || !session.token) return;
   show($('#error'), err?.message ?? String(err));
   show($('#status'), '');
 }
@@ -211,17 +214,10 @@ async function signIn(token) {
   showApp();
 }
 
-/** `GET /v1/whoami` with `token`. */
-async function whoami(token) {
-  try {
-    return await api('GET', '/v1/whoami', { token });
-  } catch (err) {
-    if (err.status !== 404) throw err;
-    // A host without whoami: a token that may list is taken as admin
-    // (the API still refuses what it may not do).
-    await api('GET', '/v1/functions', { token });
-    return { name: 'token', scopes: ['admin'] };
-  }
+/** `GET /v1/whoami` with `token`: its name and scopes (any valid token
+ *  may ask; a refused one gets 401 with the API's message). */
+function whoami(token) {
+  return api('GET', '/v1/whoami', { token });
 }
 
 function signOut(message = '') {
@@ -296,6 +292,7 @@ function newPage() {
     signal: controller.signal,
     cleanups: [],
     every(ms, fn) {
+      if (controller.signal.aborted) return; // a page left while it loaded
       const id = setInterval(() => { if (!document.hidden) fn(); }, ms);
       p.cleanups.push(() => clearInterval(id));
     },
@@ -314,13 +311,14 @@ function parseHash() {
   return { parts, params };
 }
 
+/** The pages by the hash's first segment (`#/functions/NAME`). */
 const pages = {
-  overview: () => overviewPage,
-  functions: () => functionPage,
-  logs: () => logsPage,
-  events: () => eventsPage,
-  schedules: () => schedulesPage,
-  jobs: () => jobsPage,
+  overview: overviewPage,
+  functions: functionPage,
+  logs: logsPage,
+  events: eventsPage,
+  schedules: schedulesPage,
+  jobs: jobsPage,
 };
 
 function route() {
@@ -329,15 +327,17 @@ function route() {
   clearMessages();
   const { parts, params } = parseHash();
   const section = parts[0] ?? 'overview';
-  const render = pages[section]?.() ?? notFoundPage;
+  const render = pages[section] ?? notFoundPage;
   for (const a of document.querySelectorAll('#nav a')) {
     const current = a.dataset.nav === (section === 'functions' ? 'overview' : section);
     if (current) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
   page = newPage();
-  const main = $('#main');
-  main.replaceChildren();
-  render(main, page, parts[1], params).catch(setError);
+  // Each page renders into a view of its own: one still loading when left
+  // fills a view no longer shown.
+  const view = el('div', { class: 'view' });
+  $('#main').replaceChildren(view);
+  render(view, page, parts[1], params).catch(setError);
 }
 
 async function notFoundPage(main) {
@@ -405,6 +405,16 @@ const buttonCell = (cls, label, visible, onClick) => (td, item) => {
   }
 };
 
+/** Sets a select's options (`[value, label]`) unless they are already
+ *  those, keeping the choice when it is still there. */
+function setOptions(select, options) {
+  const now = [...select.options].map((o) => o.value).join('\n');
+  if (now === options.map(([v]) => v).join('\n')) return;
+  const chosen = select.value;
+  select.replaceChildren(...options.map(([value, label]) => el('option', { value }, label)));
+  if (options.some(([v]) => v === chosen)) select.value = chosen;
+}
+
 function section(title, ...children) {
   return el('section', null, el('h2', null, title), children);
 }
@@ -443,18 +453,17 @@ function drawChart(svg, values) {
     svgEl('path', { d: d || 'M0 0' }));
 }
 
-/** A cell with a number and a chart; later fills update both in place. */
-function metricCell(series) {
-  return (td, { value, values }) => {
-    let [num, svg] = td.children;
-    if (!svg) {
-      num = el('span', { class: 'num' });
-      svg = chart(series);
-      td.replaceChildren(num, svg);
-    }
-    num.textContent = value;
-    drawChart(svg, values);
-  };
+/** Fills a cell with a number and a chart of `series`; later fills update
+ *  both in place. */
+function fillMetric(td, series, { value, values }) {
+  let [num, svg] = td.children;
+  if (!svg) {
+    num = el('span', { class: 'num' });
+    svg = chart(series);
+    td.replaceChildren(num, svg);
+  }
+  num.textContent = value;
+  drawChart(svg, values);
 }
 
 /** What the overview shows of one function's stats. */
@@ -507,9 +516,9 @@ async function overviewPage(main, p) {
     ['kind', text((f) => f.kind ?? kinds.get(`${f.name}@${f.active_version}`) ?? '')],
     ['version', text((f) => f.active_version ?? '')],
     ['routes', text((f) => [...(f.routes ?? []), ...(f.hosts ?? []).map((h) => `@${h}`)].join(' '))],
-    ['rps', (td, f) => metricCell('requests')(td, f.metrics.rps)],
-    ['errors', (td, f) => metricCell('errors')(td, f.metrics.errors)],
-    ['p99', (td, f) => metricCell('p99')(td, f.metrics.p99)],
+    ['rps', (td, f) => fillMetric(td, 'requests', f.metrics.rps)],
+    ['errors', (td, f) => fillMetric(td, 'errors', f.metrics.errors)],
+    ['p99', (td, f) => fillMetric(td, 'p99', f.metrics.p99)],
   ];
   const refresh = async () => {
     const [functions, stats] = await Promise.all([
@@ -1019,30 +1028,40 @@ function sleep(ms, signal) {
 // ------------------------------------------------------------- events
 
 async function eventsPage(main, p) {
-  const subs = table('subscriptions', ['Function', 'Topic', 'Path', 'Concurrency', 'Attempts', 'Created'], 'No subscriptions.');
+  const topics = table('topics', ['Topic', 'Subscribers', 'Dead letters'], 'No topics: nothing subscribes yet.');
+  const subs = table('subscriptions', ['Function', 'Topic', 'Path', 'Concurrency', 'Attempts', 'Created', 'Dead letters'], 'No subscriptions.');
   const picker = el('select', { id: 'dlq-function', 'aria-label': 'function' }, el('option', { value: '' }, 'every function'));
   const dead = table('dead-letters', ['Event', 'Function', 'Topic', 'Attempts', 'Last error', 'Due', ''], 'No dead letters.');
   const admin = can.admin();
   const redriveAll = el('button', { id: 'redrive-all', type: 'button', hidden: !admin }, 'Redrive all');
   const purge = el('button', { id: 'purge-dead-letters', type: 'button', class: 'danger', hidden: !admin }, 'Purge');
   main.append(el('h1', null, 'Events'),
-    section('Subscriptions', subs.node),
+    el('div', { class: 'columns wide-right' }, section('Topics', topics.node), section('Subscriptions', subs.node)),
     section('Dead letters', el('div', { class: 'inline' }, picker, redriveAll, purge), dead.node));
 
-  let shown = [];
-  const inView = () => (picker.value ? [picker.value] : shown);
-  const loadDead = async () => {
-    const letters = [];
-    await eachLimited(inView(), 6, async (f) => {
-      try {
-        letters.push(...await get(`${fnPath(f)}/dlq?limit=1000`, p.signal));
-      } catch (err) {
-        if (err.status !== 404) throw err;
-      }
-    });
-    if (p.signal.aborted) return;
-    letters.sort((a, b) => a.due_ms - b.due_ms);
-    syncRows(dead, letters, 'data-dead-letter', (d) => d.event_id, [
+  let functions = [];
+  let subscriptions = [];
+  let letters = [];
+  const inView = () => (picker.value ? [picker.value] : functions);
+  const deadOf = (match) => letters.filter(match).length;
+  const render = () => {
+    const names = [...new Set(subscriptions.map((s) => s.topic))].sort();
+    syncRows(topics, names, 'data-topic', (t) => t, [
+      ['topic', text((t) => t)],
+      ['subscribers', text((t) => subscriptions.filter((s) => s.topic === t).length)],
+      ['dead', text((t) => deadOf((d) => d.topic === t))],
+    ]);
+    syncRows(subs, subscriptions, 'data-subscription', (s) => `${s.function}/${s.topic}`, [
+      ['function', text((s) => el('a', { href: `#/functions/${encodeURIComponent(s.function)}` }, s.function))],
+      ['topic', text((s) => s.topic)],
+      ['path', text((s) => s.path)],
+      ['concurrency', text((s) => s.concurrency)],
+      ['attempts', text((s) => s.retry?.max_attempts ?? '')],
+      ['created', text((s) => fmtTime(s.created_at_ms))],
+      ['dead', text((s) => (inView().includes(s.function) ? deadOf((d) => d.function === s.function && d.topic === s.topic) : ''))],
+    ]);
+    // One event may be dead for two functions: rows are keyed by both.
+    syncRows(dead, letters, 'data-row', (d) => `${d.function}/${d.event_id}`, [
       ['event', text((d) => d.event_id)],
       ['function', text((d) => d.function)],
       ['topic', text((d) => d.topic)],
@@ -1051,14 +1070,30 @@ async function eventsPage(main, p) {
       ['due', text((d) => fmtTime(d.due_ms))],
       ['actions', buttonCell('redrive', 'Redrive', () => admin,
         (d) => redrive(d.function, { topic: d.topic, ids: [d.event_id] }))],
-    ], (tr, d) => tr.setAttribute('data-function', d.function));
+    ], (tr, d) => {
+      tr.setAttribute('data-dead-letter', d.event_id);
+      tr.setAttribute('data-function', d.function);
+    });
+  };
+  const loadDead = async () => {
+    const found = [];
+    await eachLimited(inView(), 6, async (f) => {
+      try {
+        found.push(...await get(`${fnPath(f)}/dlq?limit=1000`, p.signal));
+      } catch (err) {
+        if (err.status !== 404) throw err;
+      }
+    });
+    if (p.signal.aborted) return;
+    letters = found.sort((a, b) => a.due_ms - b.due_ms);
+    render();
   };
   const redrive = async (f, body) => {
     await act(() => api('POST', `${fnPath(f)}/dlq/redrive`, { json: body }),
       (r) => `redriven ${r.redriven.length} dead ${r.redriven.length === 1 ? 'letter' : 'letters'}`);
     await loadDead().catch(setError);
   };
-  const withDead = () => [...new Set([...dead.tbody.rows].map((tr) => tr.getAttribute('data-function')))];
+  const withDead = () => [...new Set(letters.map((d) => d.function))];
   redriveAll.addEventListener('click', async () => {
     let n = 0;
     await act(async () => {
@@ -1076,20 +1111,11 @@ async function eventsPage(main, p) {
   picker.addEventListener('change', () => loadDead().catch(setError));
 
   const refresh = async () => {
-    const [list, functions] = await Promise.all([get('/v1/subscriptions', p.signal), listFunctions(p.signal)]);
+    const [list, all] = await Promise.all([get('/v1/subscriptions', p.signal), listFunctions(p.signal)]);
     if (p.signal.aborted) return;
-    syncRows(subs, list, 'data-subscription', (s) => `${s.function}/${s.topic}`, [
-      ['function', text((s) => el('a', { href: `#/functions/${encodeURIComponent(s.function)}` }, s.function))],
-      ['topic', text((s) => s.topic)],
-      ['path', text((s) => s.path)],
-      ['concurrency', text((s) => s.concurrency)],
-      ['attempts', text((s) => s.retry?.max_attempts ?? '')],
-      ['created', text((s) => fmtTime(s.created_at_ms))],
-    ]);
-    shown = functions.map((f) => f.name);
-    const chosen = picker.value;
-    picker.replaceChildren(el('option', { value: '' }, 'every function'), ...shown.map((n) => el('option', { value: n }, n)));
-    picker.value = shown.includes(chosen) ? chosen : '';
+    subscriptions = list;
+    functions = all.map((f) => f.name);
+    setOptions(picker, [['', 'every function'], ...functions.map((n) => [n, n])]);
     await loadDead();
   };
   await refresh();

@@ -72,6 +72,7 @@ pub(crate) const MAX_STREAMS: usize = 64;
 
 /// One invocation's lines, as the writer stored them (each with its
 /// `seq`).
+#[derive(Debug)]
 pub(crate) struct StoredLines {
     pub function: Arc<str>,
     pub entries: Vec<LogEntry>,
@@ -84,6 +85,19 @@ pub(crate) struct Following {
     /// Ends the stream at shutdown.
     pub closing: CancellationToken,
     _place: OwnedSemaphorePermit,
+}
+
+#[cfg(test)]
+impl Following {
+    /// A hold on `lines` that no sink counts.
+    pub(crate) fn of(lines: broadcast::Receiver<Arc<StoredLines>>) -> Following {
+        let place = Arc::new(Semaphore::new(1)).try_acquire_owned();
+        Following {
+            lines,
+            closing: CancellationToken::new(),
+            _place: place.expect("a fresh semaphore has a permit"),
+        }
+    }
 }
 
 impl LogSink {
