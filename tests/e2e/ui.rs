@@ -847,14 +847,7 @@ fn a_dead_letter_is_redriven_from_the_events_page() {
     let a = w.admin();
     a.deploy_guest("c", "event-counter", &["/c/*"]);
     set_fail(&a, "c", true);
-    let r = a
-        .http
-        .post(format!("{}/v1/subscriptions", a.url))
-        .bearer_auth(&a.token)
-        .json(&json!({"function": "c", "topic": "payments", "max_attempts": 1}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    subscribe_once(&a, "c", "payments");
     let id = published_id(crate::events::publish(&a, "payments", b"p1"));
     let dlq = || -> Vec<Value> { a.get("/v1/functions/c/dlq").json::<Vec<Value>>().unwrap() };
     crate::events::wait_until("the delivery to be dead", Duration::from_secs(30), || {
@@ -995,21 +988,20 @@ fn a_read_only_token_sees_no_controls_that_change_anything() {
     a.deploy_guest("ro", "hello", &["/ro/*"]);
     a.deploy_guest("ro", "caps", &["/ro/*"]);
     put_config(&a, "ro", &json!({"values": {"MODE": "blue"}}));
-    let viewer = create_token(&a, "viewer", &["read:*"]);
-
-    let b = Browser::open(&w);
-    b.sign_in_ok(&viewer);
-    b.wait_for("`#whoami` to name the token", || {
-        b.text("#whoami")?.contains("viewer").then_some(())
+    // A dead letter, so that the events page has something to redrive.
+    a.deploy_guest("c", "event-counter", &["/c/*"]);
+    set_fail(&a, "c", true);
+    subscribe_once(&a, "c", "payments");
+    published_id(crate::events::publish(&a, "payments", b"p1"));
+    crate::events::wait_until("a dead letter", Duration::from_secs(30), || {
+        a.get("/v1/functions/c/dlq")
+            .json::<Vec<Value>>()
+            .unwrap()
+            .len()
+            == 1
     });
-    b.goto("#/");
-    b.wait_shown("table#functions tr[data-function=ro]");
-    b.goto("#/functions/ro");
-    // What it may read is there…
-    b.wait_shown("table#versions tr[data-version='1']");
-    b.wait_shown("table#settings tr[data-key=MODE]");
-    // …and nothing that would change anything.
-    for control in [
+    let viewer = create_token(&a, "viewer", &["read:*"]);
+    let function_controls = [
         "button.rollback",
         "button.unset",
         "form#setting-form",
@@ -1019,19 +1011,65 @@ fn a_read_only_token_sees_no_controls_that_change_anything() {
         "button#deploy-submit",
         "form#invoke-form",
         "button#invoke-submit",
-    ] {
-        assert!(!b.shown(control), "a read-only token is shown `{control}`");
-    }
-    b.goto("#/events");
-    b.wait_shown("nav#nav");
-    for control in [
+    ];
+    let event_controls = [
         "button.redrive",
         "button#redrive-all",
         "button#purge-dead-letters",
-    ] {
-        assert!(!b.shown(control), "a read-only token is shown `{control}`");
-    }
+    ];
+    // Each page is looked at once what it reads is shown; `admin` says
+    // whether the controls must be there too, or must not.
+    let look = |b: &Browser, admin: bool| {
+        b.goto("#/functions/ro");
+        b.wait_shown("table#versions tr[data-version='1']");
+        b.wait_shown("table#settings tr[data-key=MODE]");
+        for control in function_controls {
+            assert_eq!(
+                b.shown(control),
+                admin,
+                "`{control}` shown to admin: {admin}"
+            );
+        }
+        b.goto("#/events");
+        b.wait_shown("table#dead-letters tr[data-dead-letter]");
+        for control in event_controls {
+            assert_eq!(
+                b.shown(control),
+                admin,
+                "`{control}` shown to admin: {admin}"
+            );
+        }
+    };
+
+    let b = Browser::open(&w);
+    // The admin token first: the controls are there by the time the rows
+    // are (so their absence below is not a page still loading).
+    b.sign_in_ok(&w.token);
+    look(&b, true);
+    b.click("button#signout");
+    b.wait_shown("form#signin");
+
+    b.sign_in_ok(&viewer);
+    b.wait_for("`#whoami` to name the token", || {
+        b.text("#whoami")?.contains("viewer").then_some(())
+    });
+    b.goto("#/");
+    b.wait_shown("table#functions tr[data-function=ro]");
+    look(&b, false);
     assert_eq!(function(&a, "ro")["active_version"], 2);
+}
+
+/// Subscribes `function` to `topic` with one attempt: a failure is a dead
+/// letter at once.
+fn subscribe_once(a: &Admin, function: &str, topic: &str) {
+    let r = a
+        .http
+        .post(format!("{}/v1/subscriptions", a.url))
+        .bearer_auth(&a.token)
+        .json(&json!({"function": function, "topic": topic, "max_attempts": 1}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
 }
 
 #[test]
