@@ -448,7 +448,9 @@ function drawChart(svg, values) {
     if (!pen && values[i + 1] == null) d += 'h0.1';
     pen = true;
   });
-  const title = svgEl('title', null, `${svg.dataset.series}: max ${Math.round(max * 100) / 100}, total ${Math.round(total * 100) / 100}`);
+  const series = svg.dataset.series;
+  const title = svgEl('title', null, `${series}: max ${Math.round(max * 100) / 100}`
+    + (series === 'p99' ? ' ms' : `, total ${Math.round(total * 100) / 100}`));
   svg.replaceChildren(title, svgEl('line', { class: 'base', x1: 0, x2: width, y1: height - 0.5, y2: height - 0.5 }),
     svgEl('path', { d: d || 'M0 0' }));
 }
@@ -642,11 +644,13 @@ function fillCharts(box, s) {
     box.append(...charts.map(([series, label]) => el('figure', null,
       chart(series, 560, 48), el('figcaption', null, label, el('span', { class: 'max' })))));
   }
-  charts.forEach(([, , values], i) => {
+  charts.forEach(([series, , values], i) => {
     const fig = box.children[i];
     drawChart(fig.querySelector('svg'), values);
     const max = Math.max(0, ...values.filter((v) => v != null));
-    fig.querySelector('.max').textContent = ` — max ${Math.round(max * 10) / 10}, total ${Math.round(sum(values) * 10) / 10}`;
+    // A total of latencies means nothing to a reader (data-total keeps it).
+    const total = series === 'p99' ? '' : `, total ${Math.round(sum(values) * 10) / 10}`;
+    fig.querySelector('.max').textContent = ` — max ${Math.round(max * 10) / 10}${total}`;
   });
 }
 
@@ -905,6 +909,7 @@ async function followLogs(name, invocation, box, state, signal) {
     while (box.childElementCount > MAX_LOG_LINES) box.firstElementChild.remove();
     if (box.dataset.follow !== 'no') box.scrollTop = box.scrollHeight;
   };
+  const note = (text) => box.append(el('div', { class: 'log-note' }, text));
   box.addEventListener('scroll', () => {
     box.dataset.follow = box.scrollTop + box.clientHeight >= box.scrollHeight - 4 ? 'yes' : 'no';
   });
@@ -923,11 +928,11 @@ async function followLogs(name, invocation, box, state, signal) {
     signal.addEventListener('abort', leave, { once: true });
     try {
       state.textContent = 'connecting…';
-      const stream = await openStream(`${fnPath(name)}/logs/stream?${q({})}`, conn.signal, onEntry, (missed) => {
-        box.append(el('div', { class: 'log-note' }, `(${missed} lines missed: the view fell behind)`));
-      });
+      const stream = await openStream(`${fnPath(name)}/logs/stream?${q({})}`, conn.signal, onEntry,
+        (missed) => note(`(${missed} batches of lines missed: the view fell behind)`));
       stream.ended.catch(() => {}); // awaited below; not unhandled meanwhile
-      await readBacklog(name, lastSeq ? q({ after: lastSeq, limit: 1000 }) : q({ since: '1h', limit: 200 }), add, conn.signal);
+      const from = lastSeq ? { after: lastSeq, limit: 1000 } : { since: '1h', limit: 200 };
+      await readBacklog(name, q(from), add, note, conn.signal);
       held.forEach(add);
       live = true;
       state.textContent = 'live';
@@ -947,18 +952,29 @@ async function followLogs(name, invocation, box, state, signal) {
   }
 }
 
-/** Reads the log from `query` on, page after page (at most a few). */
-async function readBacklog(name, query, add, signal) {
+/** Reads the log from `query` on to its end, page after page (the API
+ *  reads oldest first), and shows the newest MAX_LOG_LINES lines. A log
+ *  too long to read to its end in a few pages shows what was read and
+ *  says lines were skipped (the stream's lines follow). */
+async function readBacklog(name, query, add, note, signal) {
   let params = new URLSearchParams(query);
-  for (let pages = 0; pages < 5; pages += 1) {
+  let entries = [];
+  for (let pages = 0; ; pages += 1) {
     const page = await get(`${fnPath(name)}/logs?${params}`, signal);
-    page.entries.forEach(add);
+    entries = entries.concat(page.entries).slice(-MAX_LOG_LINES);
     const limit = Number(params.get('limit'));
-    if (page.entries.length < limit || page.cursor == null) return;
+    if (page.entries.length < limit || page.cursor == null) break;
+    if (pages === 4) {
+      entries.forEach(add);
+      note('(more lines than can be shown: the view goes on with new lines)');
+      return;
+    }
     params = new URLSearchParams(params);
     params.delete('since');
     params.set('after', page.cursor);
+    params.set('limit', '5000');
   }
+  entries.forEach(add);
 }
 
 function logLine(entry, name) {
