@@ -1197,6 +1197,84 @@ fn a_page_of_another_origin_cannot_write_through_the_admin_api() {
     assert_eq!(function(&a, "h")["active_version"], 1);
 }
 
+#[test]
+fn the_key_value_browser_filters_by_prefix_and_shows_values_as_text() {
+    const MARKUP: &str = "<img src=x onerror=alert(1)>";
+    let w = Wisp::start();
+    let a = w.admin();
+    a.deploy_guest("k", "caps", &["/k/*"]);
+    for (key, value) in [("user/1", "alice"), ("user/2", MARKUP), ("order/1", "42")] {
+        let r = a
+            .http
+            .put(format!("{}/v1/functions/k/kv/{key}", a.url))
+            .bearer_auth(&a.token)
+            .body(value)
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{key}: {}", r.status());
+    }
+
+    let b = Browser::open(&w);
+    b.sign_in_ok(&w.token);
+    b.goto("#/functions/k");
+    let value = |key: &str| b.text(&format!("table#kv-entries tr[data-key='{key}'] td.value"));
+    b.wait_for("the three entries with their values", || {
+        (value("user/1")? == "alice" && value("order/1")? == "42" && value("user/2")? == MARKUP)
+            .then_some(())
+    });
+    b.type_into("input#kv-prefix", "user/");
+    b.wait_for("only the user/ entries", || {
+        (b.count("table#kv-entries tr[data-key]") == 2
+            && b.count("table#kv-entries tr[data-key='order/1']") == 0)
+            .then_some(())
+    });
+    assert_eq!(value("user/2").unwrap(), MARKUP);
+    assert_eq!(b.count("table#kv-entries img"), 0, "a value became markup");
+    assert!(b.dialog_open().is_none());
+}
+
+#[test]
+fn an_action_the_api_refuses_shows_the_apis_message() {
+    let w = Wisp::start();
+    let a = w.admin();
+    a.deploy_guest("e", "caps", &["/e/*"]);
+    // What the API answers the same requests.
+    let bad_key = a
+        .http
+        .put(format!("{}/v1/functions/e/config", a.url))
+        .bearer_auth(&a.token)
+        .json(&json!({"values": {"bad key!": "v"}}))
+        .send()
+        .unwrap();
+    let bad_key = assert_error(bad_key, 400, "invalid_config_key");
+    let bad_path = a
+        .http
+        .get(format!("{}/v1/functions/e/invoke", a.url))
+        .bearer_auth(&a.token)
+        .query(&[("path", "no-slash")])
+        .send()
+        .unwrap();
+    let bad_path = assert_error(bad_path, 400, "invalid_argument");
+
+    let b = Browser::open(&w);
+    b.sign_in_ok(&w.token);
+    b.goto("#/functions/e");
+    b.type_into("input#setting-key", "bad key!");
+    b.type_into("input#setting-value", "v");
+    b.click("button#setting-submit");
+    b.wait_for("`#error` with the API's message", || {
+        (b.shown("#error") && b.text("#error")?.contains(&bad_key)).then_some(())
+    });
+    assert!(config_entries(&a, "e").is_empty());
+
+    b.type_into("input#invoke-path", "no-slash");
+    b.click("button#invoke-submit");
+    b.wait_for("`#error` with the API's message", || {
+        (b.shown("#error") && b.text("#error")?.contains(&bad_path)).then_some(())
+    });
+    assert!(b.dialog_open().is_none());
+}
+
 /// The Content-Security-Policy every asset carries (UI-CONTRACT section 2).
 const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; \
                    script-src 'self'; connect-src 'self'; frame-ancestors 'none'; \
