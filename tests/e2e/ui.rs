@@ -1417,6 +1417,16 @@ fn screenshots() {
         "hello",
         &json!({"values": {"API_KEY": "xyz"}, "secret": true}),
     );
+    for (key, value) in [("greeting/en", "hello"), ("greeting/fr", "bonjour")] {
+        let r = a
+            .http
+            .put(format!("{}/v1/functions/hello/kv/{key}", a.url))
+            .bearer_auth(&a.token)
+            .body(value)
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{key}: {}", r.status());
+    }
     // Traffic in four rounds 10 s apart (the charts' slots), so that the
     // charts have a shape: pacing the data, not waiting for anything.
     for round in 0..4 {
