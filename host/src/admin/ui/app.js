@@ -9,6 +9,8 @@
 const TOKEN_KEY = 'wisp-admin-token';
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const MAX_LOG_LINES = 1000;
+/** Most of a function's answer the invoke form shows. */
+const MAX_OUTPUT_BYTES = 256 * 1024;
 const MASK = '••••••';
 
 // ------------------------------------------------------------- elements
@@ -416,7 +418,7 @@ function setOptions(select, options) {
 }
 
 function section(title, ...children) {
-  return el('section', null, el('h2', null, title), children);
+  return el('section', null, title ? el('h2', null, title) : null, children);
 }
 
 // ------------------------------------------------------------- charts
@@ -441,18 +443,20 @@ function drawChart(svg, values) {
   const y = (v) => (height - 1.5 - (max > 0 ? (v / max) * (height - 3) : 0)).toFixed(1);
   let d = '';
   let pen = false;
+  const dots = [];
   values.forEach((v, i) => {
     if (v == null) { pen = false; return; }
-    d += `${pen ? 'L' : 'M'}${(i * step).toFixed(1)} ${y(v)}`;
-    // A point with no neighbour is drawn as a dot (round caps).
-    if (!pen && values[i + 1] == null) d += 'h0.1';
+    const x = (i * step).toFixed(1);
+    d += `${pen ? 'L' : 'M'}${x} ${y(v)}`;
+    // A point with no neighbour would draw nothing: a dot.
+    if (!pen && values[i + 1] == null) dots.push(svgEl('circle', { cx: x, cy: y(v), r: 1.75 }));
     pen = true;
   });
   const series = svg.dataset.series;
   const title = svgEl('title', null, `${series}: max ${Math.round(max * 100) / 100}`
     + (series === 'p99' ? ' ms' : `, total ${Math.round(total * 100) / 100}`));
   svg.replaceChildren(title, svgEl('line', { class: 'base', x1: 0, x2: width, y1: height - 0.5, y2: height - 0.5 }),
-    svgEl('path', { d: d || 'M0 0' }));
+    svgEl('path', { d: d || 'M0 0' }), ...dots);
 }
 
 /** Fills a cell with a number and a chart of `series`; later fills update
@@ -717,11 +721,9 @@ function kvSection(name, p) {
       ['value', () => {}],
     ]);
     await eachLimited(page.keys, 4, async (key) => {
+      const value = await kvValue(name, key, p.signal).catch((e) => `(${e.message})`);
       const td = t.tbody.querySelector(`tr[data-key="${CSS.escape(key)}"] td.value`);
-      if (td && !td.dataset.loaded) {
-        td.textContent = await kvValue(name, key, p.signal).catch((e) => `(${e.message})`);
-        td.dataset.loaded = '1';
-      }
+      if (td && mine === generation) td.textContent = value;
     });
   };
   let timer;
@@ -730,21 +732,19 @@ function kvSection(name, p) {
     timer = setTimeout(() => load(false).catch(setError), 200);
   });
   more.addEventListener('click', () => load(true).catch(setError));
+  const reload = el('button', { type: 'button', id: 'kv-refresh', onclick: () => load(false).catch(setError) }, 'Refresh');
   load(false).catch(setError);
-  return section('Key-value', el('div', { class: 'inline' }, prefix), t.node, more);
+  return section('Key-value', el('div', { class: 'inline' }, prefix, reload), t.node, more);
 }
 
 /** A value as text: UTF-8 shown (cut), anything else as its size. */
 async function kvValue(name, key, signal) {
   const resp = await fetch(`${fnPath(name)}/kv/${encodeURIComponent(key)}`, { headers: authHeaders(), signal });
   if (!resp.ok) throw apiErrorOf(resp.status, await resp.text());
-  const bytes = await resp.arrayBuffer();
-  try {
-    const s = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-    return s.length > 300 ? `${s.slice(0, 300)}…` : s;
-  } catch {
-    return `(${fmtBytes(bytes.byteLength)} of binary)`;
-  }
+  const bytes = new Uint8Array(await resp.arrayBuffer());
+  const s = utf8(bytes, false);
+  if (s == null) return `(${fmtBytes(bytes.byteLength)} of binary)`;
+  return s.length > 300 ? `${s.slice(0, 300)}…` : s;
 }
 
 // ---- invoke
@@ -793,19 +793,52 @@ async function invoke(name, method, path, body) {
   const resp = await fetch(`${fnPath(name)}/invoke?path=${encodeURIComponent(path)}`, {
     method, headers, body: withBody ? body : undefined,
   });
-  const bytes = await resp.arrayBuffer();
-  let text;
-  try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-  } catch {
-    text = `(${fmtBytes(bytes.byteLength)} of binary)`;
-  }
+  const { bytes, cut } = await readCapped(resp, MAX_OUTPUT_BYTES);
+  let text = utf8(bytes, cut) ?? `(${fmtBytes(bytes.byteLength)} of binary)`;
+  if (cut) text += `\n(cut: only the first ${fmtBytes(MAX_OUTPUT_BYTES)} are shown)`;
   let error = null;
   if (resp.status >= 400 && (resp.headers.get('content-type') ?? '').startsWith('application/json')) {
     const e = apiErrorOf(resp.status, text);
     if (e.code !== 'http') error = e;
   }
   return { status: resp.status, body: text, id: resp.headers.get('wisp-invocation-id'), error };
+}
+
+/** `bytes` as UTF-8 text, or null if they are not; a cut body may end
+ *  inside a character (up to 3 bytes of it). */
+function utf8(bytes, cut) {
+  for (let drop = 0; drop <= (cut ? 3 : 0); drop += 1) {
+    try {
+      return new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(0, bytes.length - drop));
+    } catch {
+      // not text, or a character cut: try one byte less
+    }
+  }
+  return null;
+}
+
+/** The first `cap` bytes of a body (the rest is not read: a function may
+ *  answer gigabytes), and whether there was more. */
+async function readCapped(resp, cap) {
+  const chunks = [];
+  let size = 0;
+  const reader = resp.body?.getReader();
+  while (reader && size <= cap) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    size += value.byteLength;
+  }
+  const cut = size > cap;
+  if (cut) reader.cancel();
+  const bytes = new Uint8Array(Math.min(size, cap));
+  let at = 0;
+  for (const chunk of chunks) {
+    const part = chunk.subarray(0, bytes.length - at);
+    bytes.set(part, at);
+    at += part.length;
+  }
+  return { bytes, cut };
 }
 
 // ---- deploy
@@ -1142,7 +1175,7 @@ async function eventsPage(main, p) {
 
 async function schedulesPage(main, p) {
   const t = table('schedules', ['Id', 'Function', 'Cron', 'Time zone', 'Path', 'Next tick', 'Last tick', ''], 'No schedules.');
-  main.append(el('h1', null, 'Schedules'), t.node);
+  main.append(el('h1', null, 'Schedules'), section(null, t.node));
   const functionPicker = el('select', { id: 'schedule-function', required: true, 'aria-label': 'function' });
   if (can.admin()) {
     const form = el('form', { id: 'schedule-form', class: 'inline', autocomplete: 'off' },
@@ -1199,7 +1232,7 @@ async function jobsPage(main, p) {
   const t = table('jobs', ['Id', 'Function', 'Array', 'Progress', 'State', 'Done / dead / running / pending', 'Created', ''], 'No jobs.');
   t.table.classList.add('clickable');
   const detail = el('section', { id: 'job-indexes', hidden: true });
-  main.append(el('h1', null, 'Jobs'), t.node, detail);
+  main.append(el('h1', null, 'Jobs'), section(null, t.node), detail);
   let selected = null;
   const cancel = async (id) => {
     await act(() => api('POST', `/v1/jobs/${encodeURIComponent(id)}/cancel`), `cancelled job ${id}`);
