@@ -310,9 +310,16 @@ fn curl_reports_a_cut_response_as_an_error() {
             .unwrap()
     };
     let out = run("/m/big?mb=3");
-    // 18: "partial file" (transfer closed with outstanding read data).
-    assert_eq!(out.status.code(), Some(18), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200 1048576");
+    // 18: "partial file" (transfer closed with outstanding read data); 56
+    // if the close reached curl as a reset.
+    assert!(matches!(out.status.code(), Some(18 | 56)), "{out:?}");
+    // At most the 1 MiB allowed got through; not always all of it (the
+    // end may still be in flight when the connection goes).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (status, got) = stdout.split_once(' ').unwrap();
+    assert_eq!(status, "200", "{stdout}");
+    let got: u64 = got.parse().unwrap();
+    assert!(got > 0 && got <= 1 << 20, "{stdout}");
     let out = run("/m/big?mb=1");
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }

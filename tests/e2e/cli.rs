@@ -36,6 +36,8 @@ fn deploy_list_info_versions_invoke_rollback_delete() {
     let list: serde_json::Value = serde_json::from_str(&ok(w.cli(&["list", "--json"]))).unwrap();
     assert_eq!(list[0]["name"], "app");
     assert_eq!(list[0]["active_version"], 1);
+    // What it is, so a list needs no request per function to say it.
+    assert_eq!(list[0]["kind"], "wasi-0.2-component", "{list}");
 
     let info: serde_json::Value =
         serde_json::from_str(&ok(w.cli(&["info", "app", "--json"]))).unwrap();

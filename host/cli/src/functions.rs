@@ -828,6 +828,7 @@ mod tests {
             versions: 2,
             updated_at: String::new(),
             hosts: vec![],
+            kind: None,
         }]);
         assert_eq!(
             list,

@@ -2,14 +2,12 @@
 //! (deployed with `--auth key`). Writes need `deploy:NAME`, the list
 //! `read:*` or `deploy:NAME`.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use wisp_client::{Client, KeyInfo, NewKey};
+use wisp_client::{Client, NewKey};
 
 use crate::client::Connection;
-use crate::output::{print_json, table, write_stdout};
+use crate::output::{expiry, format_time, print_json, table, write_stdout};
 
 /// `wisp key ...`.
 #[derive(Subcommand)]
@@ -78,27 +76,6 @@ pub struct KeyRevokeArgs {
     connection: Connection,
 }
 
-/// An RFC 3339 time (seconds).
-fn format_time(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
-fn expiry(k: &KeyInfo) -> String {
-    match k.expires_ms {
-        None => "never".into(),
-        Some(at) => {
-            let passed = std::time::SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .is_ok_and(|now| now.as_millis() >= u128::from(at));
-            if passed {
-                format!("{} (expired)", format_time(at))
-            } else {
-                format_time(at)
-            }
-        }
-    }
-}
-
 /// `wisp key ...`.
 pub async fn run(api: &Client, command: KeyCommand) -> Result<()> {
     match command {
@@ -123,7 +100,7 @@ pub async fn run(api: &Client, command: KeyCommand) -> Result<()> {
                 info.name,
                 a.function,
                 info.id,
-                expiry(info)
+                expiry(info.expires_ms)
             );
             write_stdout(&format!("{}\n", created.key))
         }
@@ -141,8 +118,8 @@ pub async fn run(api: &Client, command: KeyCommand) -> Result<()> {
                     vec![
                         k.name.clone(),
                         k.id.clone(),
-                        format_time(k.created_ms),
-                        expiry(k),
+                        format_time(Some(k.created_ms)),
+                        expiry(k.expires_ms),
                     ]
                 })
                 .collect();

@@ -98,3 +98,32 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     out
 }
+
+/// A time in ms since the Unix epoch as RFC 3339 (seconds), or `-` for
+/// none.
+pub(crate) fn format_time(ms: Option<u64>) -> String {
+    match ms {
+        Some(ms) if ms > 0 => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+        )
+        .to_string(),
+        _ => "-".into(),
+    }
+}
+
+/// When a token or a key expires: `never`, or the time, marked if it has
+/// passed.
+pub(crate) fn expiry(expires_ms: Option<u64>) -> String {
+    let Some(at) = expires_ms else {
+        return "never".into();
+    };
+    let passed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .is_ok_and(|now| now.as_millis() >= u128::from(at));
+    let when = format_time(Some(at));
+    if passed {
+        format!("{when} (expired)")
+    } else {
+        when
+    }
+}

@@ -1,8 +1,6 @@
 //! `wisp schedule ...`: functions run on cron schedules, each command a
 //! call to the admin API.
 
-use std::time::Duration;
-
 use anyhow::{Result, anyhow};
 use clap::{Args, Subcommand};
 use wisp_client::{Client, NewSchedule};
@@ -10,7 +8,7 @@ use wisp_client::{Client, NewSchedule};
 use crate::client::Connection;
 use crate::events::wisp_id;
 use crate::invoke::read_data_arg;
-use crate::output::{print_json, table, write_stdout};
+use crate::output::{format_time, print_json, table, write_stdout};
 
 /// `wisp schedule ...`.
 #[derive(Subcommand)]
@@ -79,16 +77,6 @@ pub struct ScheduleDeleteArgs {
     id: String,
     #[command(flatten)]
     connection: Connection,
-}
-
-fn format_time(ms: Option<u64>) -> String {
-    match ms {
-        Some(ms) if ms > 0 => {
-            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms))
-                .to_string()
-        }
-        _ => "-".into(),
-    }
 }
 
 /// `wisp schedule ...`.

@@ -6,10 +6,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use wisp_client::{AuditQuery, Client, NewToken, TokenInfo};
+use wisp_client::{AuditQuery, Client, NewToken};
 
 use crate::client::Connection;
-use crate::output::{print_json, table, write_stdout};
+use crate::output::{expiry, format_time, print_json, table, write_stdout};
 
 /// `wisp token ...`.
 #[derive(Subcommand)]
@@ -92,33 +92,6 @@ pub struct AuditArgs {
     pub connection: Connection,
 }
 
-/// An RFC 3339 time (seconds), or `-`.
-fn format_time(ms: Option<u64>) -> String {
-    match ms {
-        Some(ms) => {
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-        }
-        None => "-".into(),
-    }
-}
-
-fn expiry(t: &TokenInfo) -> String {
-    match t.expires_ms {
-        None => "never".into(),
-        Some(at) => {
-            let passed = std::time::SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .is_ok_and(|now| now.as_millis() >= u128::from(at));
-            let when = format_time(Some(at));
-            if passed {
-                format!("{when} (expired)")
-            } else {
-                when
-            }
-        }
-    }
-}
-
 /// `wisp token ...`.
 pub async fn run(api: &Client, command: TokenCommand) -> Result<()> {
     match command {
@@ -141,7 +114,7 @@ pub async fn run(api: &Client, command: TokenCommand) -> Result<()> {
                 info.name,
                 info.id,
                 info.scopes.join(" "),
-                expiry(info)
+                expiry(info.expires_ms)
             );
             write_stdout(&format!("{}\n", created.token))
         }
@@ -161,7 +134,7 @@ pub async fn run(api: &Client, command: TokenCommand) -> Result<()> {
                         t.id.clone(),
                         t.scopes.join(" "),
                         format_time(Some(t.created_ms)),
-                        expiry(t),
+                        expiry(t.expires_ms),
                     ]
                 })
                 .collect();

@@ -45,8 +45,20 @@ macro_rules! asset {
 }
 
 static INDEX: Asset = asset!("text/html; charset=utf-8", "ui/index.html");
-static SCRIPT: Asset = asset!("text/javascript; charset=utf-8", "ui/app.js");
-static STYLE: Asset = asset!("text/css; charset=utf-8", "ui/app.css");
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// The files under `/ui/` (the page itself is `/ui/`): the style sheet and
+/// the script's modules (`app.js` imports the others).
+static FILES: [(&str, Asset); 7] = [
+    ("app.css", asset!("text/css; charset=utf-8", "ui/app.css")),
+    ("app.js", asset!(JS, "ui/app.js")),
+    ("dom.js", asset!(JS, "ui/dom.js")),
+    ("api.js", asset!(JS, "ui/api.js")),
+    ("function.js", asset!(JS, "ui/function.js")),
+    ("logs.js", asset!(JS, "ui/logs.js")),
+    ("events.js", asset!(JS, "ui/events.js")),
+];
 
 /// A strong ETag: the first 16 hex digits of the bytes' sha256.
 fn etag_of(body: &[u8]) -> HeaderValue {
@@ -58,18 +70,16 @@ fn etag_of(body: &[u8]) -> HeaderValue {
 /// The dashboard's routes; any other path under `/ui/` falls through to the
 /// admin router's 404.
 pub(super) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
+    let router = Router::new()
         // Relative asset URLs in the page resolve under `/ui/`.
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
-        .route("/ui/", get(|headers: HeaderMap| serve(&INDEX, headers)))
-        .route(
-            "/ui/app.js",
-            get(|headers: HeaderMap| serve(&SCRIPT, headers)),
+        .route("/ui/", get(|headers: HeaderMap| serve(&INDEX, headers)));
+    FILES.iter().fold(router, |router, (name, asset)| {
+        router.route(
+            &format!("/ui/{name}"),
+            get(move |headers: HeaderMap| serve(asset, headers)),
         )
-        .route(
-            "/ui/app.css",
-            get(|headers: HeaderMap| serve(&STYLE, headers)),
-        )
+    })
 }
 
 /// Answers `asset`, or 304 when the client's copy is current.
@@ -144,11 +154,17 @@ mod tests {
     #[tokio::test]
     async fn each_asset_is_served_without_a_token_with_its_type_and_the_policy() {
         let router = admin();
-        for (uri, content_type, starts) in [
-            ("/ui/", "text/html; charset=utf-8", "<!doctype html>"),
-            ("/ui/app.js", "text/javascript; charset=utf-8", "//"),
-            ("/ui/app.css", "text/css; charset=utf-8", "/*"),
-        ] {
+        let mut cases = vec![(
+            "/ui/".to_string(),
+            "text/html; charset=utf-8",
+            "<!doctype html>",
+        )];
+        for (name, asset) in &FILES {
+            let starts = if name.ends_with(".css") { "/*" } else { "//" };
+            cases.push((format!("/ui/{name}"), asset.content_type, starts));
+        }
+        for (uri, content_type, starts) in cases {
+            let uri = uri.as_str();
             let resp = get(&router, uri, &[]).await;
             assert_eq!(resp.status(), StatusCode::OK, "{uri}");
             let h = resp.headers().clone();
@@ -170,6 +186,22 @@ mod tests {
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
              connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
         );
+    }
+
+    /// A module the page imports but the binary does not serve would break
+    /// the whole dashboard.
+    #[test]
+    fn every_module_a_script_imports_is_served() {
+        for (name, asset) in FILES.iter().filter(|(name, _)| name.ends_with(".js")) {
+            let script = std::str::from_utf8(asset.body).unwrap();
+            for import in script.split("from './").skip(1) {
+                let file = &import[..import.find('\'').unwrap()];
+                assert!(
+                    FILES.iter().any(|(served, _)| *served == file),
+                    "{name} imports {file}, which is not served"
+                );
+            }
+        }
     }
 
     #[tokio::test]
@@ -200,20 +232,23 @@ mod tests {
     /// from strings (the CSP would not stop that; only text is set).
     #[test]
     fn the_assets_are_small_and_set_no_markup_from_strings() {
-        let total = INDEX.body.len() + SCRIPT.body.len() + STYLE.body.len();
+        let total: usize =
+            INDEX.body.len() + FILES.iter().map(|(_, a)| a.body.len()).sum::<usize>();
         assert!(total <= 300 * 1024, "{total} bytes");
-        let script = std::str::from_utf8(SCRIPT.body).unwrap();
-        for banned in [
-            "innerHTML",
-            "outerHTML",
-            "insertAdjacentHTML",
-            "document.write",
-            "alert(",
-            "confirm(",
-            "prompt(",
-            "eval(",
-        ] {
-            assert!(!script.contains(banned), "app.js uses {banned}");
+        for (name, asset) in FILES.iter().filter(|(name, _)| name.ends_with(".js")) {
+            let script = std::str::from_utf8(asset.body).unwrap();
+            for banned in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "alert(",
+                "confirm(",
+                "prompt(",
+                "eval(",
+            ] {
+                assert!(!script.contains(banned), "{name} uses {banned}");
+            }
         }
         let page = std::str::from_utf8(INDEX.body).unwrap();
         assert!(!page.contains("style="), "inline style in index.html");

@@ -16,18 +16,15 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 use tokio::sync::Mutex;
 
-use super::tokens::{MAX_NAME, hash, parse_expiry, plain_name};
-use super::{TokenError, now_ms};
+use super::now_ms;
+use super::secret::{self, Credential, MAX_NAME, Mismatch, plain_name};
 use crate::store::{Durability, Json, Store, StoreError, Tree};
 
 /// What every invoke key starts with (recognisable by a secret scanner;
 /// distinct from an admin token's `wisp_`).
 const PREFIX: &str = "wispk_";
-/// Random bytes of a key (hex-encoded after the prefix).
-const KEY_BYTES: usize = 32;
 /// Most keys one function has: each request to it checks every one.
 pub(crate) const MAX_KEYS: usize = 100;
 
@@ -176,14 +173,26 @@ struct Entry {
 
 impl Entry {
     fn new(record: KeyRecord) -> Result<Entry, StoreError> {
-        let hash = hex::decode(&record.sha256)
-            .ok()
-            .and_then(|h| <[u8; 32]>::try_from(h).ok())
-            .ok_or_else(|| StoreError::Corrupt {
-                key: format!("invoke_keys/{}", record.tree_key()),
-                reason: "the hash is not a sha256".into(),
-            })?;
+        let hash = secret::decode_hash(&record.sha256).map_err(|reason| StoreError::Corrupt {
+            key: format!("invoke_keys/{}", record.tree_key()),
+            reason,
+        })?;
         Ok(Entry { record, hash })
+    }
+}
+
+impl Credential for Entry {
+    fn hash(&self) -> &[u8; 32] {
+        &self.hash
+    }
+    fn name(&self) -> &str {
+        &self.record.name
+    }
+    fn id(&self) -> &str {
+        &self.record.id
+    }
+    fn expires_ms(&self) -> Option<u64> {
+        self.record.expires_ms
     }
 }
 
@@ -241,19 +250,14 @@ impl InvokeKeys {
     /// Checks a key sent to `function`: one of its keys, unexpired. Only
     /// hashes are compared, each in constant time and every one of them.
     pub fn check(&self, function: &str, given: Option<&str>) -> Result<(), KeyRefused> {
-        let given = hash(given.ok_or(KeyRefused::Missing)?.as_bytes());
+        let given = given.ok_or(KeyRefused::Missing)?;
         let table = self.table.load();
-        let mut found = None;
-        for entry in table.get(function).map(|v| v.as_slice()).unwrap_or(&[]) {
-            if bool::from(entry.hash.ct_eq(&given)) {
-                found = Some(entry);
-            }
+        let keys = table.get(function).map(|v| v.as_slice()).unwrap_or(&[]);
+        match secret::check(keys, given) {
+            Ok(_) => Ok(()),
+            Err(Mismatch::Unknown) => Err(KeyRefused::Invalid),
+            Err(Mismatch::Expired(name)) => Err(KeyRefused::Expired(name)),
         }
-        let entry = found.ok_or(KeyRefused::Invalid)?;
-        if entry.record.expires_ms.is_some_and(|at| now_ms() >= at) {
-            return Err(KeyRefused::Expired(entry.record.name.clone()));
-        }
-        Ok(())
     }
 
     /// A function's keys, by name (no key, no hash).
@@ -273,7 +277,7 @@ impl InvokeKeys {
     /// durably, before answering the key.
     pub async fn create(&self, function: &str, new: NewKey) -> Result<CreatedKey, KeyError> {
         let now = now_ms();
-        let id = hex::encode(rand::random::<[u8; 6]>());
+        let id = secret::new_id();
         let name = new.name.unwrap_or_else(|| format!("key-{id}"));
         if !plain_name(&name) {
             return Err(KeyError::InvalidName(format!(
@@ -283,12 +287,9 @@ impl InvokeKeys {
         let expires_ms = new
             .expires
             .as_deref()
-            .map(|e| parse_expiry(e, now))
+            .map(|e| secret::parse_expiry(e, now))
             .transpose()
-            .map_err(|e| match e {
-                TokenError::InvalidExpiry(m) => KeyError::InvalidExpiry(m),
-                other => KeyError::InvalidExpiry(other.to_string()),
-            })?;
+            .map_err(KeyError::InvalidExpiry)?;
 
         let _changing = self.changes.lock().await;
         let table = self.table.load();
@@ -299,12 +300,12 @@ impl InvokeKeys {
         if keys.len() >= MAX_KEYS {
             return Err(KeyError::TooMany(function.to_string()));
         }
-        let key = format!("{PREFIX}{}", hex::encode(rand::random::<[u8; KEY_BYTES]>()));
+        let (key, sha256) = secret::issue(PREFIX);
         let record = KeyRecord {
             function: function.to_string(),
             id,
             name,
-            sha256: hex::encode(hash(key.as_bytes())),
+            sha256,
             created_ms: now,
             expires_ms,
         };
@@ -329,10 +330,7 @@ impl InvokeKeys {
         let _changing = self.changes.lock().await;
         let table = self.table.load();
         let keys = table.get(function).map(|v| v.as_slice()).unwrap_or(&[]);
-        let record = keys
-            .iter()
-            .find(|e| e.record.name == name_or_id)
-            .or_else(|| keys.iter().find(|e| e.record.id == name_or_id))
+        let record = secret::find(keys, name_or_id)
             .map(|e| e.record.clone())
             .ok_or_else(|| KeyError::NotFound(function.to_string(), name_or_id.to_string()))?;
         let (tree, key) = (self.tree.clone(), record.tree_key());
@@ -404,6 +402,7 @@ impl std::fmt::Debug for CreatedKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::secret::hash;
 
     #[test]
     fn auth_is_public_or_key() {

@@ -7,7 +7,9 @@
 //!   request is checked against;
 //! - `audit`: the audit log's tree, bounded;
 //! - `keys`: the invoke keys of private functions (the data plane's
-//!   check, not the admin API's).
+//!   check, not the admin API's);
+//! - `secret`: what tokens and keys share (secrets kept as hashes, the
+//!   constant-time check, names and expiries).
 //!
 //! The bootstrap token (the data directory's `admin-token`, or
 //! `WISP_ADMIN_TOKEN`) is not stored here: it has every right, and creates
@@ -20,6 +22,7 @@ use crate::store::StoreError;
 pub(crate) mod audit;
 pub(crate) mod keys;
 pub(crate) mod scope;
+mod secret;
 pub(crate) mod tokens;
 
 pub(crate) use self::audit::Audit;

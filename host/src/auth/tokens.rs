@@ -5,30 +5,25 @@
 //! token's sha256, never the token: the token is shown once, when created.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Mutex;
 
 use super::scope::{Need, Scope};
+use super::secret::{self, Credential, MAX_NAME, Mismatch, hash, plain_name};
 use super::{CreatedToken, NewToken, TokenError, TokenInfo, now_ms};
 use crate::store::{Durability, Json, Store, StoreError, Tree};
 
 /// What every token starts with, so that one is recognisable (in a
 /// secret scanner, in a file it should not be in).
 const PREFIX: &str = "wisp_";
-/// Random bytes of a token (hex-encoded after the prefix).
-const TOKEN_BYTES: usize = 32;
 /// Most tokens a host keeps: the table is in memory and each request's
 /// check looks at every entry.
 pub(crate) const MAX_TOKENS: usize = 1000;
 /// Most scopes one token holds.
 const MAX_SCOPES: usize = 64;
-/// Longest token name.
-pub(super) const MAX_NAME: usize = 64;
 /// The name the bootstrap token goes by (in the audit log), which no
 /// token may take.
 pub(crate) const BOOTSTRAP: &str = "bootstrap";
@@ -81,10 +76,7 @@ impl Entry {
             key: format!("admin_tokens/{}", record.id),
             reason,
         };
-        let hash = hex::decode(&record.sha256)
-            .ok()
-            .and_then(|h| <[u8; 32]>::try_from(h).ok())
-            .ok_or_else(|| corrupt("the hash is not a sha256".into()))?;
+        let hash = secret::decode_hash(&record.sha256).map_err(corrupt)?;
         let scopes = record
             .scopes
             .iter()
@@ -112,6 +104,21 @@ impl Entry {
             created_ms: r.created_ms,
             expires_ms: r.expires_ms,
         }
+    }
+}
+
+impl Credential for Entry {
+    fn hash(&self) -> &[u8; 32] {
+        &self.hash
+    }
+    fn name(&self) -> &str {
+        &self.record.name
+    }
+    fn id(&self) -> &str {
+        &self.record.id
+    }
+    fn expires_ms(&self) -> Option<u64> {
+        self.record.expires_ms
     }
 }
 
@@ -175,11 +182,6 @@ pub(crate) struct Tokens {
     changes: Arc<Mutex<()>>,
 }
 
-/// The sha256 of a token (an admin token's or an invoke key's).
-pub(super) fn hash(token: &[u8]) -> [u8; 32] {
-    Sha256::digest(token).into()
-}
-
 impl Tokens {
     /// Opens the tree and loads the table.
     pub fn open(store: &Store) -> Result<Tokens, StoreError> {
@@ -208,22 +210,14 @@ impl Tokens {
     /// time and every one of them, so that the time taken says nothing of
     /// which (or how much of one) matched.
     pub fn authenticate(&self, given: &str, bootstrap: &str) -> Result<Caller, Refused> {
-        let given = hash(given.as_bytes());
-        if bool::from(given.ct_eq(&hash(bootstrap.as_bytes()))) {
+        if bool::from(hash(given.as_bytes()).ct_eq(&hash(bootstrap.as_bytes()))) {
             return Ok(Caller::Bootstrap);
         }
-        let table = self.table.load();
-        let mut found = None;
-        for entry in table.iter() {
-            if bool::from(entry.hash.ct_eq(&given)) {
-                found = Some(entry);
-            }
+        match secret::check(&self.table.load(), given) {
+            Ok(entry) => Ok(Caller::Token(entry.clone())),
+            Err(Mismatch::Unknown) => Err(Refused::Unknown),
+            Err(Mismatch::Expired(name)) => Err(Refused::Expired(name)),
         }
-        let entry = found.ok_or(Refused::Unknown)?;
-        if entry.record.expires_ms.is_some_and(|at| now_ms() >= at) {
-            return Err(Refused::Expired(entry.record.name.clone()));
-        }
-        Ok(Caller::Token(entry.clone()))
     }
 
     /// Every token, by name (no token, no hash).
@@ -238,7 +232,7 @@ impl Tokens {
     /// the token.
     pub async fn create(&self, new: NewToken) -> Result<CreatedToken, TokenError> {
         let now = now_ms();
-        let id = hex::encode(rand::random::<[u8; 6]>());
+        let id = secret::new_id();
         let name = new.name.unwrap_or_else(|| format!("token-{id}"));
         validate_name(&name)?;
         if new.scopes.is_empty() {
@@ -262,8 +256,9 @@ impl Tokens {
         let expires_ms = new
             .expires
             .as_deref()
-            .map(|e| parse_expiry(e, now))
-            .transpose()?;
+            .map(|e| secret::parse_expiry(e, now))
+            .transpose()
+            .map_err(TokenError::InvalidExpiry)?;
 
         let _changing = self.changes.lock().await;
         let table = self.table.load();
@@ -273,14 +268,11 @@ impl Tokens {
         if table.len() >= MAX_TOKENS {
             return Err(TokenError::TooMany);
         }
-        let token = format!(
-            "{PREFIX}{}",
-            hex::encode(rand::random::<[u8; TOKEN_BYTES]>())
-        );
+        let (token, sha256) = secret::issue(PREFIX);
         let record = TokenRecord {
             id,
             name,
-            sha256: hex::encode(hash(token.as_bytes())),
+            sha256,
             scopes: scopes.iter().map(ToString::to_string).collect(),
             created_ms: now,
             expires_ms,
@@ -304,10 +296,7 @@ impl Tokens {
     pub async fn revoke(&self, name_or_id: &str) -> Result<TokenInfo, TokenError> {
         let _changing = self.changes.lock().await;
         let table = self.table.load();
-        let entry = table
-            .iter()
-            .find(|e| e.record.name == name_or_id)
-            .or_else(|| table.iter().find(|e| e.record.id == name_or_id))
+        let entry = secret::find(&table, name_or_id)
             .ok_or_else(|| TokenError::NotFound(name_or_id.to_string()))?
             .clone();
         let (tree, id) = (self.tree.clone(), entry.record.id.clone());
@@ -340,54 +329,9 @@ fn validate_name(name: &str) -> Result<(), TokenError> {
     Ok(())
 }
 
-/// Whether a name is 1 to 64 letters, digits, `.`, `_` and `-` (a
-/// token's, or an invoke key's).
-pub(super) fn plain_name(name: &str) -> bool {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    !name.is_empty() && name.len() <= MAX_NAME && name.chars().all(ok_char)
-}
-
-/// When a token (or an invoke key) expires: a duration from now (`30d`, `12h`, `90s`) or an
-/// RFC 3339 time; either must be in the future.
-pub(super) fn parse_expiry(s: &str, now_ms: u64) -> Result<u64, TokenError> {
-    let s = s.trim();
-    let invalid = |why: &str| TokenError::InvalidExpiry(format!("invalid expiry `{s}`: {why}"));
-    let at = if let Ok(t) = humantime::parse_rfc3339_weak(s) {
-        t.duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    } else {
-        let d = humantime::parse_duration(s).map_err(|_| {
-            invalid("give a duration from now (30d, 12h, 90s) or an RFC 3339 time (2027-01-02T03:04:05Z)")
-        })?;
-        if d == Duration::ZERO {
-            return Err(invalid("one that expires at once is of no use"));
-        }
-        now_ms.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    };
-    if at <= now_ms {
-        return Err(invalid("that time has passed"));
-    }
-    Ok(at)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expiries_are_durations_or_times_in_the_future() {
-        let now = 1_799_000_000_000;
-        assert_eq!(parse_expiry("30d", now).unwrap(), now + 30 * 86_400_000);
-        assert_eq!(parse_expiry("1s", now).unwrap(), now + 1000);
-        assert_eq!(
-            parse_expiry("2027-01-15T08:00:00Z", now).unwrap(),
-            1_800_000_000_000
-        );
-        for bad in ["0s", "0", "soon", "", "-1d", "2020-01-01T00:00:00Z"] {
-            let e = parse_expiry(bad, now).unwrap_err();
-            assert!(matches!(e, TokenError::InvalidExpiry(_)), "{bad}: {e}");
-        }
-    }
 
     #[test]
     fn names_are_short_and_plain_and_not_the_bootstraps() {

@@ -86,13 +86,20 @@ impl Functions<'_> {
 
     /// All functions, by name.
     pub fn list(&self) -> Result<Vec<FunctionSummary>, DeployError> {
+        let registry = self.host.inner.registry.load();
         Ok(self
             .host
             .inner
             .records
             .all()?
             .iter()
-            .map(FunctionSummary::from)
+            .map(|r| FunctionSummary {
+                kind: registry
+                    .by_name
+                    .get(&r.name)
+                    .map(|d| kind_of(&d.pre).to_string()),
+                ..FunctionSummary::from(r)
+            })
             .collect())
     }
 
@@ -231,17 +238,19 @@ impl FunctionsCtx {
                 Prepared::Service(_) => vec!["http".to_string()],
                 Prepared::Module(_) => vec!["cgi".to_string()],
             };
-            info.kind = Some(
-                match &d.pre {
-                    Prepared::Component(_) => "wasi-0.2-component",
-                    Prepared::Service(_) => "wasi-0.3-component",
-                    Prepared::Module(_) => "wasi-preview1-module",
-                }
-                .to_string(),
-            );
+            info.kind = Some(kind_of(&d.pre).to_string());
             info.engine = Some(self.inner.config.code_engine.name().to_string());
         }
         info.effective_concurrency = self.inner.config.concurrency_of(&record.active().limits);
         info
+    }
+}
+
+/// What a loaded function is, as `wisp info` and the API name it.
+fn kind_of(pre: &Prepared) -> &'static str {
+    match pre {
+        Prepared::Component(_) => "wasi-0.2-component",
+        Prepared::Service(_) => "wasi-0.3-component",
+        Prepared::Module(_) => "wasi-preview1-module",
     }
 }

@@ -123,6 +123,10 @@ pub struct FunctionSummary {
     pub hosts: Vec<String>,
     /// Last deploy or rollback (RFC 3339).
     pub updated_at: String,
+    /// What the active version is, as in [`FunctionInfo::kind`]. Absent
+    /// while it is not loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 pub(crate) fn rfc3339(ms: u64) -> String {
@@ -191,6 +195,7 @@ impl From<&FunctionRecord> for FunctionSummary {
             versions: r.versions.len() as u64,
             hosts: r.active().hosts.clone(),
             updated_at: rfc3339(r.updated_at_ms),
+            kind: None,
         }
     }
 }

@@ -53,19 +53,41 @@ impl From<sled::transaction::UnabortableTransactionError> for RawTxError {
 #[derive(Clone)]
 pub(super) struct Db(sled::Db);
 
+/// How long opening waits for a store's lock that a closed store of this
+/// process may still hold.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Whether sled refused to open because another handle holds the lock.
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
+}
+
 impl Db {
     /// Opens (or creates) the database in `dir`, with a page cache of at
     /// most `cache_bytes`.
     pub(super) fn open(dir: &Path, cache_bytes: u64) -> Result<Db, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
             // Durability comes from explicit flushes before a write is
             // acknowledged; sled's own periodic flush only bounds what a
             // crash loses of the unacknowledged, and is kept at its default.
-            .mode(sled::Mode::LowSpace)
-            .open()?;
-        Ok(Db(db))
+            .mode(sled::Mode::LowSpace);
+        // The store's file lock outlives a closed store for a moment (sled
+        // releases its file from a deferred drop, on another thread): a
+        // store reopened at once in the same process (an embedding host
+        // restarted, a test) waits for it. Another host using the
+        // directory still holds it after the wait, and is named.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match config.open() {
+                Ok(db) => return Ok(Db(db)),
+                Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// The tree called `name` (created if it does not exist).
