@@ -884,33 +884,26 @@ fn the_assets_carry_the_csp_and_ui_needs_no_token() {
         "inline script:\n{html}"
     );
     let mut total = html.len();
-    let mut found = Vec::new();
-    for attr in ["src=\"", "href=\""] {
-        for part in html.split(attr).skip(1) {
-            let link = part.split('"').next().unwrap();
-            if link.starts_with('#') || link.starts_with("http") || link.starts_with("data:") {
-                continue;
-            }
-            let path = if link.starts_with('/') {
-                link.to_string()
-            } else {
-                format!("/ui/{}", link.trim_start_matches("./"))
-            };
-            found.push(path);
-        }
-    }
+    // What the page links to, then what each script imports: every asset
+    // a browser would fetch.
+    let mut found: Vec<String> = Vec::new();
+    let mut queue: Vec<String> = links(&html, &["src=\"", "href=\""]);
     assert!(
-        found.iter().any(|p| p.ends_with(".js")) && found.iter().any(|p| p.ends_with(".css")),
-        "the page loads no script or no style sheet: {found:?}"
+        queue.iter().any(|p| p.ends_with(".js")) && queue.iter().any(|p| p.ends_with(".css")),
+        "the page loads no script or no style sheet: {queue:?}"
     );
-    for path in &found {
+    while let Some(path) = queue.pop() {
+        if found.contains(&path) {
+            continue;
+        }
+        found.push(path.clone());
         let r = http.get(format!("{}{path}", w.admin_url)).send().unwrap();
         assert_eq!(r.status(), 200, "{path}");
         let headers = r.headers().clone();
         let body = r.text().unwrap();
         total += body.len();
         if path.ends_with(".js") {
-            check_asset_headers(path, &headers, "javascript");
+            check_asset_headers(&path, &headers, "javascript");
             for banned in [
                 "innerHTML",
                 "outerHTML",
@@ -923,11 +916,16 @@ fn the_assets_carry_the_csp_and_ui_needs_no_token() {
             ] {
                 assert!(!body.contains(banned), "{path} uses {banned}");
             }
+            queue.extend(links(
+                &body,
+                &["from '", "from \"", "import('", "import(\""],
+            ));
         } else if path.ends_with(".css") {
-            check_asset_headers(path, &headers, "text/css");
+            check_asset_headers(&path, &headers, "text/css");
         }
     }
     assert!(total <= 300 * 1024, "the assets are {total} bytes");
+    found.sort();
     println!("the dashboard's page and assets: {total} bytes ({found:?})");
 
     // The page works without a token: a browser shows the sign-in form,
@@ -943,6 +941,32 @@ fn the_assets_carry_the_csp_and_ui_needs_no_token() {
         "the page breaks its own CSP:\n{}",
         console.join("\n")
     );
+}
+
+/// The paths under `/ui/` that `text` refers to after any of `openers`
+/// (`src="`, `from '`, ...), up to the matching quote; data: URLs,
+/// fragments and other sites left out.
+fn links(text: &str, openers: &[&str]) -> Vec<String> {
+    let mut paths = Vec::new();
+    for opener in openers {
+        let quote = opener.chars().last().unwrap();
+        for part in text.split(opener).skip(1) {
+            let link = part.split(quote).next().unwrap();
+            if link.is_empty()
+                || link.starts_with('#')
+                || link.starts_with("http")
+                || link.starts_with("data:")
+            {
+                continue;
+            }
+            paths.push(if link.starts_with('/') {
+                link.to_string()
+            } else {
+                format!("/ui/{}", link.trim_start_matches("./"))
+            });
+        }
+    }
+    paths
 }
 
 fn check_asset_headers(path: &str, headers: &reqwest::header::HeaderMap, content_type: &str) {
