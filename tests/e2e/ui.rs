@@ -644,6 +644,43 @@ fn a_read_only_token_sees_no_controls_that_change_anything() {
     assert_eq!(function(&a, "ro")["active_version"], 2);
 }
 
+#[test]
+fn a_token_scoped_to_one_function_manages_that_one_only() {
+    let w = Wisp::start();
+    let a = w.admin();
+    a.deploy_guest("mine", "hello", &["/mine/*"]);
+    a.deploy_guest("mine", "caps", &["/mine/*"]);
+    a.deploy_guest("theirs", "hello", &["/theirs/*"]);
+    a.deploy_guest("theirs", "caps", &["/theirs/*"]);
+    let token = create_token(&a, "mine-deployer", &["deploy:mine"]);
+
+    let b = Browser::open(&w);
+    b.sign_in_ok(&token);
+    b.goto("#/");
+    b.wait_shown("table#functions tr[data-function=mine]");
+    assert_eq!(
+        b.count("table#functions tr[data-function=theirs]"),
+        0,
+        "a function the token may not read is listed"
+    );
+    b.goto("#/functions/mine");
+    b.wait_shown("table#versions tr[data-version='2'].active");
+    for control in ["form#setting-form", "form#deploy-form"] {
+        assert!(b.shown(control), "`{control}` is missing for deploy:mine");
+    }
+    // A deploy scope does not invoke (invoke:NAME does).
+    assert!(
+        !b.shown("form#invoke-form"),
+        "the invoke form for deploy:mine"
+    );
+    b.click("table#versions tr[data-version='1'] button.rollback");
+    b.wait_for("the rollback through the API", || {
+        (function(&a, "mine")["active_version"] == 1).then_some(())
+    });
+    assert_eq!(function(&a, "theirs")["active_version"], 2);
+    assert!(!b.shown("#error"), "{:?}", b.text("#error"));
+}
+
 /// Subscribes `function` to `topic` with one attempt: a failure is a dead
 /// letter at once.
 fn subscribe_once(a: &Admin, function: &str, topic: &str) {
