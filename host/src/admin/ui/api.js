@@ -15,6 +15,8 @@ export class ApiError extends Error {
   }
 }
 
+/** Who is signed in: the token (also in sessionStorage), its name and
+ *  scopes (from `GET /v1/whoami`). */
 export const session = {
   token: null,
   name: '',
@@ -61,11 +63,13 @@ export function apiErrorOf(status, text) {
 
 export const get = (path, signal) => api('GET', path, { signal });
 
+/** Shows the last action's success in #status (and clears #error). */
 export function setStatus(text) {
   show($('#status'), text);
   show($('#error'), '');
 }
 
+/** Shows an error's message, as the API words it, in #error. */
 export function setError(err) {
   // A page's request aborted by leaving it; or a 401 that signed out (its
   // message is in #signin-error).
@@ -103,6 +107,8 @@ export async function eachLimited(items, limit, task) {
 
 const has = (scope) => session.scopes.includes(scope);
 
+/** What the token may do (as host/src/auth/scope.rs decides): the pages
+ *  leave out the controls it may not use. */
 export const can = {
   admin: () => has('admin'),
   readAll: () => has('admin') || has('read:*'),
@@ -136,10 +142,6 @@ export async function listFunctions(signal) {
   });
   return found.sort((a, b) => a.name.localeCompare(b.name));
 }
-
-/** Kinds by `name@version`: the list does not carry them, a function's
- *  details do; fetched once per active version, after the table shows. */
-export const kinds = new Map();
 
 /** `bytes` as UTF-8 text, or null if they are not; a cut body may end
  *  inside a character (up to 3 bytes of it). */

@@ -10,7 +10,7 @@
 // dom.js (elements, tables, charts), api.js (calls, session, messages, the
 // log stream), function.js, logs.js and events.js (the other pages).
 
-import { api, can, clearMessages, eachLimited, fnPath, get, kinds, listFunctions, session, setError } from './api.js';
+import { api, can, clearMessages, get, listFunctions, session, setError } from './api.js';
 import { $, el, fillMetric, fmtRate, show, sum, syncRows, table, text } from './dom.js';
 import { eventsPage, jobsPage, schedulesPage } from './events.js';
 import { functionPage } from './function.js';
@@ -18,6 +18,8 @@ import { logsPage } from './logs.js';
 
 const TOKEN_KEY = 'wisp-admin-token';
 
+/** Asks the API who `token` is; only then keeps it and shows the app (a
+ *  refused token throws the API's error, shown by the form). */
 async function signIn(token) {
   const who = await whoami(token);
   session.token = token;
@@ -33,6 +35,8 @@ function whoami(token) {
   return api('GET', '/v1/whoami', { token });
 }
 
+/** Forgets the token, stops the page (timers, the log stream) and shows
+ *  the sign-in form, with `message` (why, when the API refused the token). */
 function signOut(message = '') {
   sessionStorage.removeItem(TOKEN_KEY);
   session.token = null;
@@ -46,6 +50,7 @@ function signOut(message = '') {
   show($('#signin-error'), message);
 }
 
+/** Signed in: the header bar (the pages the token may use), then the page. */
 function showApp() {
   $('#signin').hidden = true;
   show($('#signin-error'), '');
@@ -182,7 +187,7 @@ async function overviewPage(main, p) {
   let step = 60;
   const columns = [
     ['name', text((f) => el('a', { class: 'function-link', href: `#/functions/${encodeURIComponent(f.name)}` }, f.name))],
-    ['kind', text((f) => f.kind ?? kinds.get(`${f.name}@${f.active_version}`) ?? '')],
+    ['kind', text((f) => f.kind ?? '')],
     ['version', text((f) => f.active_version ?? '')],
     ['routes', text((f) => [...(f.routes ?? []), ...(f.hosts ?? []).map((h) => `@${h}`)].join(' '))],
     ['rps', (td, f) => fillMetric(td, 'requests', f.metrics.rps)],
@@ -199,26 +204,9 @@ async function overviewPage(main, p) {
     const byName = new Map((stats?.functions ?? []).map((s) => [s.function, s]));
     for (const f of functions) f.metrics = metrics(byName.get(f.name), step);
     syncRows(t, functions, 'data-function', (f) => f.name, columns);
-    fillKinds(t, functions, p.signal);
   };
   await refresh();
   p.every(10000, () => refresh().catch(setError));
-}
-
-/** Fetches the kinds the overview lacks, a few at a time, and fills them in. */
-async function fillKinds(t, functions, signal) {
-  const missing = functions.filter((f) => !f.kind && f.active_version != null
-    && !kinds.has(`${f.name}@${f.active_version}`) && can.readFunction(f.name));
-  await eachLimited(missing, 4, async (f) => {
-    try {
-      const info = await get(fnPath(f.name), signal);
-      kinds.set(`${f.name}@${info.active_version}`, info.kind ?? '');
-      const cell = t.tbody.querySelector(`tr[data-function="${CSS.escape(f.name)}"] td.kind`);
-      if (cell && info.active_version === f.active_version) cell.textContent = info.kind ?? '';
-    } catch {
-      // a function deleted meanwhile: the next refresh drops its row
-    }
-  });
 }
 
 async function start() {
@@ -234,7 +222,5 @@ async function start() {
     signOut(err.message);
   }
 }
-
-start();
 
 start();

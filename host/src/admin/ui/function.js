@@ -1,7 +1,7 @@
 // The function page `#/functions/NAME`: info, versions and rollback,
 // charts, settings and secrets, key-value data, invoke, deploy.
 
-import { act, api, apiErrorOf, authHeaders, can, eachLimited, fnPath, get, kinds, readCapped, setError, setStatus, upload, utf8 } from './api.js';
+import { act, api, apiErrorOf, authHeaders, can, eachLimited, fnPath, get, readCapped, setError, setStatus, upload, utf8 } from './api.js';
 import { $, buttonCell, chart, drawChart, el, fmtBytes, fmtTime, nodes, section, sum, syncRows, table, text } from './dom.js';
 
 const MASK = '••••••';
@@ -32,7 +32,6 @@ export async function functionPage(main, p, name) {
   const reload = async () => {
     const f = await get(fnPath(name), p.signal);
     if (p.signal.aborted) return;
-    kinds.set(`${name}@${f.active_version}`, f.kind ?? '');
     fillInfo(info, f);
     fillVersions(versions, name, f, reload);
   };
