@@ -6,9 +6,9 @@
 //! data plane (scripts/test.sh installs both Debian packages).
 //!
 //! The page's elements are found by the ids and attributes that the
-//! dashboard promises its tests (UI-CONTRACT section 2): `#signin-*`,
-//! `#nav`, `table#functions`, `tr[data-function=NAME]`, `table#versions`,
-//! `button.rollback`, `#log-lines`, and so on.
+//! dashboard keeps stable for these tests (`#signin-*`, `#nav`,
+//! `table#functions`, `tr[data-function=NAME]`, `table#versions`,
+//! `button.rollback`, `#log-lines`, ...), never by layout or wording.
 //!
 //! When a test fails, the page's visible text and the browser's console log
 //! are printed with the failure, and a screenshot saved under
