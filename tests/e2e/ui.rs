@@ -889,7 +889,7 @@ fn an_action_the_api_refuses_shows_the_apis_message() {
     assert!(b.dialog_open().is_none());
 }
 
-/// The Content-Security-Policy every asset carries (UI-CONTRACT section 2).
+/// The Content-Security-Policy every asset of the dashboard carries.
 const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; \
                    script-src 'self'; connect-src 'self'; frame-ancestors 'none'; \
                    base-uri 'none'; form-action 'none'";
