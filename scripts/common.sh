@@ -117,6 +117,16 @@ ensure_nats_server() {
     apt_install "the cluster tests" nats-server || true
 }
 
+# The dashboard's tests (tests/e2e/ui.rs) drive Debian's `chromium`, headless,
+# through WebDriver: `chromedriver` from `chromium-driver`, started by the
+# harness on a port of its own. The harness looks for /usr/bin/chromium.
+ensure_chromium() {
+    if command -v chromedriver >/dev/null 2>&1 && [ -x /usr/bin/chromium ]; then
+        return
+    fi
+    apt_install "the dashboard tests" chromium chromium-driver || true
+}
+
 # Edge builds (scripts/test-edge.sh, scripts/dist.sh): Debian's cross gcc
 # for aarch64 (the linker and C compiler of both aarch64 targets), its glibc
 # (the sysroot qemu-aarch64 runs the glibc build with), qemu-user, and musl

@@ -3,7 +3,8 @@
 # wasm targets too), then runs every test: unit tests, doc tests and the
 # end-to-end tests (the real `wisp` binary over real HTTP with guests built
 # from examples/ and tests/guests/). Installs the wasm targets if they are
-# missing, and nats-server for the cluster tests.
+# missing, nats-server for the cluster tests, and chromium with
+# chromium-driver for the dashboard's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
@@ -19,6 +20,7 @@ echo "==> cargo clippy"
 clippy_all
 ensure_componentize_py
 ensure_nats_server
+ensure_chromium
 echo "==> building the guests (wasm32-wasip2, wasm32-wasip1)"
 build_guests "${GUESTS[@]}"
 build_wasip1_guests

@@ -40,3 +40,4 @@ mod service;
 mod stats;
 mod tls;
 mod tokens;
+mod ui;
