@@ -65,8 +65,13 @@ pub(crate) struct LogSink {
 /// Batches in flight to the writer; past this, batches are dropped.
 const QUEUE_BATCHES: usize = 4096;
 /// Stored batches kept for the live streams: a stream this far behind
-/// misses the oldest (and is told how many).
-const LIVE_BATCHES: usize = 1024;
+/// misses the oldest (and is told how many). The channel keeps the last
+/// this many batches whether or not a stream still wants them, so this
+/// bounds what streams cost in memory: a batch is one invocation's lines,
+/// at most `log_bytes_per_invocation` (64 KiB by default), so about 4 MiB
+/// of lines by default. With 1024, 60 streams that never read held the
+/// host's RSS 75 MiB up under a flood of 500-line invocations.
+const LIVE_BATCHES: usize = 64;
 /// Live streams open at once on a host; past it, a new one is refused.
 pub(crate) const MAX_STREAMS: usize = 64;
 
