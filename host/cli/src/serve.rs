@@ -416,20 +416,28 @@ async fn serve(
     tracing::info!(data = %data_addr, admin = %admin_addr, "wisp is serving");
     // Both listeners are bound and every function is loaded: ready.
     notify("READY=1");
-    println!("wisp: data plane  {data_scheme}://{data_addr}");
-    println!(
-        "wisp: admin API   {admin_scheme}://{admin_addr}/v1   (token in {}/admin-token unless WISP_ADMIN_TOKEN is set)",
+    // The addresses, for people and scripts. Written whole and without
+    // panicking if nobody reads them any more (a script that read the line
+    // it wanted and closed the pipe must not stop the host).
+    let mut banner = format!(
+        "wisp: data plane  {data_scheme}://{data_addr}\n\
+         wisp: admin API   {admin_scheme}://{admin_addr}/v1   (token in {}/admin-token unless WISP_ADMIN_TOKEN is set)\n\
+         wisp: dashboard   {admin_scheme}://{admin_addr}/ui/\n",
         args.data_dir.display()
     );
-    println!("wisp: dashboard   {admin_scheme}://{admin_addr}/ui/");
     for f in host.functions().list()? {
         for r in &f.routes {
-            println!(
-                "wisp:   {:<12} {data_scheme}://{data_addr}{}",
+            banner.push_str(&format!(
+                "wisp:   {:<12} {data_scheme}://{data_addr}{}\n",
                 f.name,
                 r.trim_end_matches("/*")
-            );
+            ));
         }
+    }
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
     let served = host
         .serve(
