@@ -417,6 +417,23 @@ pub fn block_on<F: std::future::Future>(call: F) -> F::Output {
 }
 
 impl Admin {
+    /// A scoped admin token named `name`, made with the bootstrap token
+    /// (`POST /v1/tokens`).
+    pub fn create_token(&self, name: &str, scopes: &[&str]) -> String {
+        let r = self
+            .http
+            .post(format!("{}/v1/tokens", self.url))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({"name": name, "scopes": scopes}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201, "creating the token {name}");
+        r.json::<serde_json::Value>().unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     pub fn get(&self, path: &str) -> reqwest::blocking::Response {
         self.http
             .get(format!("{}{}", self.url, path))

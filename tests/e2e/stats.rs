@@ -20,22 +20,6 @@ fn get_as(a: &Admin, token: &str, path: &str) -> reqwest::blocking::Response {
         .unwrap()
 }
 
-/// Creates a token with `scopes`; returns it.
-fn token(a: &Admin, name: &str, scopes: &[&str]) -> String {
-    let resp = a
-        .http
-        .post(format!("{}/v1/tokens", a.url))
-        .bearer_auth(&a.token)
-        .json(&json!({"name": name, "scopes": scopes}))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    resp.json::<Value>().unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 fn sum(v: &Value) -> u64 {
     v.as_array()
         .unwrap()
@@ -164,9 +148,9 @@ fn stats_and_whoami_answer_each_token_with_what_it_may_see() {
     let a = w.admin();
     a.deploy_guest("a", "hello", &["/a"]);
     a.deploy_guest("b", "hello", &["/b"]);
-    let deployer = token(&a, "deployer-a", &["deploy:a"]);
-    let invoker = token(&a, "invoker-b", &["invoke:b"]);
-    let reader = token(&a, "reader", &["read:*"]);
+    let deployer = a.create_token("deployer-a", &["deploy:a"]);
+    let invoker = a.create_token("invoker-b", &["invoke:b"]);
+    let reader = a.create_token("reader", &["read:*"]);
 
     let functions = |token: &str| -> Vec<String> {
         let v: Value = get_as(&a, token, "/v1/stats").json().unwrap();
@@ -370,9 +354,9 @@ fn log_streams_are_refused_for_unknown_functions_bad_tokens_and_past_64() {
     );
     let resp = a.http.get(format!("{}{path}", a.url)).send().unwrap();
     assert_error(resp, 401, "unauthorized");
-    let invoker = token(&a, "invoker", &["invoke:hello"]);
+    let invoker = a.create_token("invoker", &["invoke:hello"]);
     assert_error(stream_request(&a, &invoker, path), 403, "forbidden");
-    let deployer = token(&a, "deployer", &["deploy:hello"]);
+    let deployer = a.create_token("deployer", &["deploy:hello"]);
 
     // 64 open (one of them a scoped token's); the 65th is refused.
     let mut open: Vec<_> = (0..63)

@@ -63,22 +63,6 @@ fn refusal_message(a: &Admin, token: &str) -> String {
     assert_error(r, 401, "unauthorized")
 }
 
-/// A scoped token, made with the bootstrap token (`POST /v1/tokens`).
-fn create_token(a: &Admin, name: &str, scopes: &[&str]) -> String {
-    let r = a
-        .http
-        .post(format!("{}/v1/tokens", a.url))
-        .bearer_auth(&a.token)
-        .json(&json!({"name": name, "scopes": scopes}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201, "creating the token {name}");
-    r.json::<Value>().unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 /// Sets config values through the API.
 fn put_config(a: &Admin, name: &str, body: &Value) {
     let r = a
@@ -585,7 +569,7 @@ fn a_read_only_token_sees_no_controls_that_change_anything() {
             .len()
             == 1
     });
-    let viewer = create_token(&a, "viewer", &["read:*"]);
+    let viewer = a.create_token("viewer", &["read:*"]);
     let function_controls = [
         "button.rollback",
         "button.unset",
@@ -652,7 +636,7 @@ fn a_token_scoped_to_one_function_manages_that_one_only() {
     a.deploy_guest("mine", "caps", &["/mine/*"]);
     a.deploy_guest("theirs", "hello", &["/theirs/*"]);
     a.deploy_guest("theirs", "caps", &["/theirs/*"]);
-    let token = create_token(&a, "mine-deployer", &["deploy:mine"]);
+    let token = a.create_token("mine-deployer", &["deploy:mine"]);
 
     let b = Browser::open(&w);
     b.sign_in_ok(&token);
