@@ -57,14 +57,30 @@ features_of() {
         runtime) echo "--no-default-features --features runtime" ;;
     esac
 }
+# The full build: [profile.dist]. The runtime-only build: [profile.edge],
+# the same with panic = "abort", and without unwind tables (nothing
+# unwinds): see Cargo.toml.
+profile_of() {
+    case "$1" in
+        full) echo dist ;;
+        runtime) echo edge ;;
+    esac
+}
+rustflags_of() {
+    case "$1" in
+        full) echo "" ;;
+        runtime) echo "-C force-unwind-tables=no" ;;
+    esac
+}
 
 declare -A SIZE
 for target in "${TARGETS[@]}"; do
     for build in "${BUILDS[@]}"; do
         echo "==> building wisp ($build) for $target"
         # shellcheck disable=SC2046
-        cargo build --profile dist -p wisp-cli --bin wisp --target "$target" $(features_of "$build")
-        bin="$TARGET_DIR/$target/dist/wisp"
+        RUSTFLAGS="$(rustflags_of "$build")" \
+            cargo build --profile "$(profile_of "$build")" -p wisp-cli --bin wisp --target "$target" $(features_of "$build")
+        bin="$TARGET_DIR/$target/$(profile_of "$build")/wisp"
         name="wisp-$VERSION-$target"
         if [ "$build" = runtime ]; then name="wisp-runtime-$VERSION-$target"; fi
         stage=$(mktemp -d)

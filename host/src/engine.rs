@@ -5,7 +5,6 @@
 //! `function::prepare`.
 
 use std::hash::{Hash, Hasher};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use wasmtime::component::Linker;
@@ -45,7 +44,8 @@ pub(crate) struct WispEngine {
     /// compiled code is stored (part of its file name).
     pub compat_key: String,
     /// WASI 0.3 components' engine, built on first use ([`Self::services`]).
-    services: OnceLock<Result<ServiceEngine, String>>,
+    #[cfg(feature = "p3")]
+    services: std::sync::OnceLock<Result<ServiceEngine, String>>,
     /// What the WASI 0.3 engine is built from.
     pub(crate) config: HostConfig,
 }
@@ -56,12 +56,32 @@ pub(crate) struct WispEngine {
 /// (PERF-NOTES.md), so WASI 0.2 components and preview-1 modules run on an
 /// engine without it; and a host with no 0.3 function never builds this one
 /// (its pool, its ticker thread).
+#[cfg(feature = "p3")]
 pub(crate) struct ServiceEngine {
     pub engine: Engine,
     /// WASI 0.3 and 0.2 (a 0.3 component may import either), `wasi:http`
     /// 0.3 and Wisp's capabilities.
     pub linker: Linker<InvocationState>,
 }
+
+/// A build without WASI 0.3 (the `p3` feature) never makes one.
+#[cfg(not(feature = "p3"))]
+pub(crate) struct ServiceEngine {
+    pub never: crate::invocation::reuse::NoService,
+}
+
+#[cfg(not(feature = "p3"))]
+impl ServiceEngine {
+    pub fn engine(&self) -> &Engine {
+        match self.never {}
+    }
+}
+
+/// Why a build without WASI 0.3 refuses a WASI 0.3 component.
+#[cfg(not(feature = "p3"))]
+const NO_P3: &str = "the component uses WASI 0.3 (wasi:http 0.3, the service world), which this \
+    build of Wisp leaves out (built without its `p3` feature, as the runtime-only edge build is): \
+    deploy it to a build with WASI 0.3 (`--features runtime,p3`), or build it for WASI 0.2";
 
 /// Settings of the pooling allocator, derived from the host configuration.
 fn pooling_config(cfg: &HostConfig) -> PoolingAllocationConfig {
@@ -136,10 +156,13 @@ fn base_config(cfg: &HostConfig, kind: EngineKind) -> anyhow::Result<Config> {
         EngineKind::Sync => {
             c.concurrency_support(false);
         }
+        #[cfg(feature = "p3")]
         EngineKind::Async => {
             c.concurrency_support(true);
             c.wasm_component_model_async(true);
         }
+        #[cfg(not(feature = "p3"))]
+        EngineKind::Async => anyhow::bail!(NO_P3),
     }
     // Compiled code is cached in the store by us; wasmtime's own file cache
     // stays off.
@@ -177,12 +200,20 @@ impl WispEngine {
             cgi_linker,
             allocator,
             compat_key,
-            services: OnceLock::new(),
+            #[cfg(feature = "p3")]
+            services: std::sync::OnceLock::new(),
             config: cfg.clone(),
         })
     }
 
+    /// The engine of WASI 0.3 components: none in a build without them.
+    #[cfg(not(feature = "p3"))]
+    pub fn services(&self) -> Result<&ServiceEngine, DeployError> {
+        Err(DeployError::UnsatisfiedImports(NO_P3.to_string()))
+    }
+
     /// The engine of WASI 0.3 components, built on the first call.
+    #[cfg(feature = "p3")]
     pub fn services(&self) -> Result<&ServiceEngine, DeployError> {
         self.services
             .get_or_init(|| ServiceEngine::new(&self.config).map_err(|e| format!("{e:#}")))
@@ -306,7 +337,13 @@ pub fn precompile(
     Ok((header, code))
 }
 
+#[cfg(feature = "p3")]
 impl ServiceEngine {
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     fn new(cfg: &HostConfig) -> anyhow::Result<ServiceEngine> {
         let (engine, _) = build_engine(cfg, EngineKind::Async)?;
         let mut linker = Linker::new(&engine);

@@ -1,7 +1,8 @@
 //! The runtime-only build (`cargo build -p wisp-cli --no-default-features
 //! --features runtime`: no Cranelift): it serves signed precompiled code
 //! (machine code or Pulley bytecode) and refuses plain wasm with a message
-//! naming `wisp compile`. scripts/test.sh builds it to
+//! naming `wisp compile`. It leaves out WASI 0.3 and the SDK `wisp new`
+//! writes, and says so when asked for them. scripts/test.sh builds it to
 //! target/runtime-only/wisp (or `WISP_RUNTIME_ONLY_BIN`) before the tests.
 
 use std::path::{Path, PathBuf};
@@ -32,11 +33,17 @@ fn full(args: &[&std::ffi::OsStr]) -> String {
 }
 
 fn cwasm(dir: &Path, key: &Path, name: &str, extra: &[&str]) -> Vec<u8> {
+    cwasm_of("hello", dir, key, name, extra)
+}
+
+/// `wisp compile` (the full build) of the test guest `guest_name`, signed
+/// with `key`.
+fn cwasm_of(guest_name: &str, dir: &Path, key: &Path, name: &str, extra: &[&str]) -> Vec<u8> {
     let out = dir.join(format!("{name}.cwasm"));
-    let hello = guest("hello");
+    let wasm = guest(guest_name);
     let mut args: Vec<&std::ffi::OsStr> = vec![
         "compile".as_ref(),
-        hello.as_os_str(),
+        wasm.as_os_str(),
         "--sign".as_ref(),
         key.as_os_str(),
         "-o".as_ref(),
@@ -129,4 +136,56 @@ fn the_runtime_only_build_runs_pulley_bytecode() {
         400,
         "engine_mismatch",
     );
+}
+
+#[test]
+fn the_runtime_only_build_refuses_wasi_0_3_and_has_no_sdk_to_write() {
+    let bin = runtime_only();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("build");
+    full(&["keygen".as_ref(), key.as_os_str()]);
+    let public = dir.path().join("build.pub");
+    let w = Wisp::start_with(
+        Opts::default()
+            .binary(bin.clone())
+            .arg("--trusted-key")
+            .arg(public.to_str().unwrap()),
+    );
+    let a = w.admin();
+    // A WASI 0.3 component, compiled and signed by the full build: this
+    // build has no WASI 0.3 engine to load it on.
+    let code = cwasm_of("p3", dir.path(), &key, "p3", &[]);
+    let m = assert_error(
+        a.deploy("p3", &code, &[("route", "/p3")]),
+        400,
+        "unsatisfied_imports",
+    );
+    assert!(
+        m.contains("WASI 0.3") && m.contains("runtime-only") && m.contains("runtime,p3"),
+        "{m}"
+    );
+    assert!(a.functions().is_empty());
+    assert!(compiled_files(&w).is_empty());
+    // A WASI 0.2 component signed the same way still deploys beside it.
+    let hello = cwasm(dir.path(), &key, "hello", &[]);
+    let r = a.deploy("hello", &hello, &[("route", "/hello")]);
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    assert_eq!(w.get("/hello").text().unwrap(), "hello from wisp at /hello");
+
+    // `wisp new` has no SDK to write: it says what to do instead and
+    // writes nothing.
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(&bin)
+        .current_dir(home.path())
+        .env("HOME", home.path())
+        .env_remove("XDG_CACHE_HOME")
+        .args(["new", "demo"])
+        .output()
+        .unwrap();
+    let m = fails(out);
+    assert!(
+        m.contains("runtime-only build") && m.contains("--sdk-path"),
+        "{m}"
+    );
+    assert!(std::fs::read_dir(home.path()).unwrap().next().is_none());
 }

@@ -7,7 +7,11 @@ use anyhow::Context as _;
 use wasmtime::component::Component;
 use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, Precompiled};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+#[cfg(feature = "p3")]
 use wasmtime_wasi_http::p3::bindings::ServicePre;
+
+#[cfg(not(feature = "p3"))]
+use crate::invocation::reuse::ServicePre;
 
 use crate::capabilities::event_bindings::EventsPre;
 use crate::engine::{EngineKind, WispEngine};
@@ -20,6 +24,7 @@ pub(crate) use crate::invocation::target::{ComponentPre, Prepared};
 /// The export of a WASI 0.2 HTTP function (any 0.2.x).
 pub(crate) const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 /// The export of a WASI 0.3 HTTP function (any 0.3.x: the `service` world).
+#[cfg_attr(not(feature = "p3"), allow(dead_code))]
 pub(crate) const HANDLER_P3: &str = "wasi:http/handler@0.3";
 /// Prefix of Wisp's event-handler export's name (any 0.1.x).
 pub(crate) const EVENT_HANDLER: &str = "wisp:function/event-handler@0.1";
@@ -50,7 +55,7 @@ impl WispEngine {
             Module::new(&self.engine, wasm).map(Compiled::Module)
         } else if uses_wasi_p3(wasm) {
             let services = self.services()?;
-            Component::new(&services.engine, wasm).map(Compiled::Service)
+            Component::new(services.engine(), wasm).map(Compiled::Service)
         } else {
             Component::new(&self.engine, wasm).map(Compiled::Component)
         }
@@ -102,7 +107,7 @@ impl WispEngine {
                 unsafe { Component::deserialize(&self.engine, code) }.map(Compiled::Component)
             }
             (_, EngineKind::Async) => {
-                let engine = &self.services()?.engine;
+                let engine = self.services()?.engine();
                 unsafe { Component::deserialize(engine, code) }.map(Compiled::Service)
             }
         };
@@ -147,7 +152,7 @@ impl WispEngine {
                     Compiled::Component(unsafe { Component::deserialize_file(&self.engine, path) }?)
                 }
                 (Some(Precompiled::Component), EngineKind::Async) => {
-                    let engine = &self.services()?.engine;
+                    let engine = self.services()?.engine();
                     Compiled::Service(unsafe { Component::deserialize_file(engine, path) }?)
                 }
                 _ => anyhow::bail!("not compiled code of this engine"),
@@ -210,8 +215,18 @@ impl WispEngine {
         Ok(ComponentPre { http, events })
     }
 
+    /// A build without WASI 0.3 has no 0.3 engine to prepare one on.
+    #[cfg(not(feature = "p3"))]
+    fn prepare_service(
+        &self,
+        _component: &Component,
+    ) -> Result<ServicePre<InvocationState>, DeployError> {
+        match self.services()?.never {}
+    }
+
     /// A WASI 0.3 component: it must export `wasi:http/handler@0.3.x`, and
     /// its imports be among what the WASI 0.3 engine's linker provides.
+    #[cfg(feature = "p3")]
     fn prepare_service(
         &self,
         component: &Component,

@@ -16,8 +16,14 @@ mod event;
 mod failure;
 mod http;
 mod limits;
+#[cfg(not(feature = "p3"))]
+pub(crate) mod no_p3;
 pub(crate) mod rate;
+#[cfg(not(feature = "p3"))]
+pub(crate) use no_p3 as reuse;
+#[cfg(feature = "p3")]
 pub(crate) mod reuse;
+#[cfg(feature = "p3")]
 mod service;
 mod state;
 pub(crate) mod target;

@@ -9,7 +9,11 @@ use std::sync::Arc;
 
 use wasmtime::InstancePre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+#[cfg(feature = "p3")]
 use wasmtime_wasi_http::p3::bindings::ServicePre;
+
+#[cfg(not(feature = "p3"))]
+use super::no_p3::ServicePre;
 
 use super::InvocationState;
 use super::cgi::CgiState;

@@ -30,6 +30,13 @@ pub fn main() {
     println!("cargo::rerun-if-changed=src/new/pack.rs");
     println!("cargo::rerun-if-changed=../../sdk");
     println!("cargo::rerun-if-changed=../../Cargo.toml");
+    // Built without the `sdk` feature (the runtime-only edge build), the
+    // binary carries no SDK and `wisp new` says so.
+    if std::env::var_os("CARGO_FEATURE_SDK").is_none() {
+        let code = "pub const FILES: &[(&str, &[u8])] = &[];\npub const ID: &str = \"none\";\n";
+        std::fs::write(out_dir.join("sdk_source.rs"), code).unwrap();
+        return;
+    }
 
     let mut files = Vec::new();
     collect(&root, Path::new("sdk"), &mut files);

@@ -45,6 +45,12 @@ pub fn cache_root(xdg_cache_home: Option<&str>, home: Option<&str>) -> Result<Pa
 /// missing or differs from what this binary carries. Returns its
 /// directory, which holds `sdk/` (wisp-sdk) and `sdk/p3` (wisp-sdk-p3).
 pub fn ensure(root: &Path) -> Result<PathBuf> {
+    if FILES.is_empty() {
+        return Err(anyhow!(
+            "this wisp is a runtime-only build, which does not carry the Wisp SDK: \
+             pass --sdk-path DIR (a checkout's sdk/ folder), or run `wisp new` with the full build"
+        ));
+    }
     let dir = root.join(ID);
     if is_complete(&dir) {
         return Ok(dir);
