@@ -139,7 +139,7 @@ fn the_runtime_only_build_runs_pulley_bytecode() {
 }
 
 #[test]
-fn the_runtime_only_build_refuses_wasi_0_3_and_has_no_sdk_to_write() {
+fn the_runtime_only_build_refuses_wasi_0_3_cluster_mode_and_has_no_sdk_to_write() {
     let bin = runtime_only();
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("build");
@@ -188,4 +188,32 @@ fn the_runtime_only_build_refuses_wasi_0_3_and_has_no_sdk_to_write() {
         "{m}"
     );
     assert!(std::fs::read_dir(home.path()).unwrap().next().is_none());
+
+    // Cluster mode: refused at start, before anything is opened or served.
+    let data = home.path().join("data");
+    let out = std::process::Command::new(&bin)
+        .env("RUST_LOG", "error")
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--cluster",
+            "nats://127.0.0.1:4222",
+            "--node-name",
+            "edge-1",
+        ])
+        .output()
+        .unwrap();
+    let m = fails(out);
+    assert!(
+        m.contains("no cluster mode") && m.contains("runtime,cluster"),
+        "{m}"
+    );
+    assert!(!data.exists());
 }

@@ -28,6 +28,7 @@ mod jobs;
 mod keys;
 mod kv;
 mod logs;
+mod memory;
 mod new;
 mod output;
 mod schedules;

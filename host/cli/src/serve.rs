@@ -268,8 +268,7 @@ fn host_config(args: &ServeArgs) -> anyhow::Result<HostConfig> {
         },
         event_retention: args.event_retention,
         serve_threads: args.serve_threads,
-        #[cfg(feature = "jemalloc")]
-        release_memory: crate::jemalloc::release_jemalloc_memory,
+        release_memory: crate::memory::release,
         log_entries_per_invocation: args.log_lines_per_invocation,
         event_topic_quota_bytes: args.event_topic_quota,
         event_host_quota_bytes: args.event_host_quota,

@@ -14,6 +14,7 @@ use ring::rand::{SecureRandom as _, SystemRandom};
 const KEY_LEN: usize = 32;
 
 /// A cluster key, read from its file. Its bytes are never shown.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
 pub struct ClusterKey(LessSafeKey);
 
 impl std::fmt::Debug for ClusterKey {
@@ -22,6 +23,7 @@ impl std::fmt::Debug for ClusterKey {
     }
 }
 
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
 impl ClusterKey {
     /// Writes a new random key to `path` (hex, mode 0600); refuses to
     /// replace a file that exists.

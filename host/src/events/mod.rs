@@ -25,6 +25,10 @@ use serde::{Deserialize, Serialize};
 
 mod api;
 mod batcher;
+#[cfg(feature = "cluster")]
+mod cluster;
+#[cfg(not(feature = "cluster"))]
+#[path = "cluster_off.rs"]
 mod cluster;
 mod delivery;
 mod dispatcher;

@@ -16,6 +16,10 @@ pub(crate) mod load;
 pub(crate) mod prepare;
 pub(crate) mod records;
 pub(crate) mod registry;
+#[cfg(feature = "cluster")]
+mod replica;
+#[cfg(not(feature = "cluster"))]
+#[path = "replica_off.rs"]
 mod replica;
 pub(crate) mod resolve;
 pub mod signed;
@@ -23,4 +27,5 @@ pub(crate) mod wire;
 
 pub use api::Functions;
 pub(crate) use ctx::{FunctionEvents, FunctionsCtx, FunctionsInner};
+#[cfg(feature = "cluster")]
 pub(crate) use replica::follow;

@@ -224,6 +224,7 @@ impl Records {
     /// artifacts this host did not have. Returns the hashes of artifacts
     /// nothing uses any more (their compiled code goes once this returns).
     /// Answers once flushed.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub async fn replace(
         &self,
         record: FunctionRecord,
