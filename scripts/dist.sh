@@ -72,13 +72,21 @@ rustflags_of() {
         runtime) echo "-C force-unwind-tables=no" ;;
     esac
 }
+# The symbol ordering file of the link (x86_64 glibc only; host/cli/build.rs):
+# the runtime-only build's own (scripts/symbol-order-edge.sh).
+order_of() {
+    case "$1" in
+        full) echo "link/symbol-order.txt" ;;
+        runtime) echo "link/symbol-order-edge.txt" ;;
+    esac
+}
 
 declare -A SIZE
 for target in "${TARGETS[@]}"; do
     for build in "${BUILDS[@]}"; do
         echo "==> building wisp ($build) for $target"
         # shellcheck disable=SC2046
-        RUSTFLAGS="$(rustflags_of "$build")" \
+        RUSTFLAGS="$(rustflags_of "$build")" WISP_SYMBOL_ORDER="$(order_of "$build")" \
             cargo build --profile "$(profile_of "$build")" -p wisp-cli --bin wisp --target "$target" $(features_of "$build")
         bin="$TARGET_DIR/$target/$(profile_of "$build")/wisp"
         name="wisp-$VERSION-$target"
@@ -86,13 +94,18 @@ for target in "${TARGETS[@]}"; do
         stage=$(mktemp -d)
         mkdir -p "$stage/$name"
         cp "$bin" "$stage/$name/wisp"
+        # [profile.edge] keeps its symbols (scripts/symbol-order-edge.sh).
+        case "$target" in
+            aarch64-*) aarch64-linux-gnu-strip "$stage/$name/wisp" ;;
+            *) strip "$stage/$name/wisp" ;;
+        esac
         cp README.md "$stage/$name/README.md"
         cp dist/systemd/wisp.service "$stage/$name/wisp.service"
         tar -C "$stage" -czf "$OUT/$name.tar.gz" "$name"
         # Kept for the measurements below (the next build overwrites $bin).
-        cp "$bin" "$OUT/$name.bin"
+        cp "$stage/$name/wisp" "$OUT/$name.bin"
+        SIZE[$target/$build]=$(stat -c %s "$stage/$name/wisp")
         rm -rf "$stage"
-        SIZE[$target/$build]=$(stat -c %s "$bin")
         echo "==> $OUT/$name.tar.gz"
     done
 done
@@ -125,6 +138,8 @@ fi
 ensure_wasm_targets
 build_guests hello todo-api
 build_wasip1_guests
+# As a service runs it: no backtraces captured (this machine sets it).
+unset RUST_BACKTRACE
 work=$(mktemp -d)
 host=""
 trap '[ -z "$host" ] || kill "$host" 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -18,7 +18,11 @@
 //! exists (another compiler, changed dependencies) is skipped, which costs
 //! memory, never correctness. `scripts/symbol-order.sh` writes it anew. Set
 //! `WISP_NO_SYMBOL_ORDER` to link without it (e.g. with a linker other than
-//! lld).
+//! lld), or `WISP_SYMBOL_ORDER` to another file: scripts/dist.sh links the
+//! runtime-only edge build with `link/symbol-order-edge.txt`, whose names
+//! are that build's (optimised for size and linked whole, few of the
+//! release build's functions keep their names), written by
+//! `scripts/symbol-order-edge.sh`.
 //!
 //! It also packs the SDK's source into the binary for `wisp new`
 //! (src/new/pack.rs).
@@ -31,7 +35,9 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=WISP_NO_PACKED_RELOCS");
     println!("cargo:rerun-if-env-changed=WISP_NO_SYMBOL_ORDER");
+    println!("cargo:rerun-if-env-changed=WISP_SYMBOL_ORDER");
     println!("cargo:rerun-if-changed=link/symbol-order.txt");
+    println!("cargo:rerun-if-changed=link/symbol-order-edge.txt");
     let var = |k: &str| std::env::var(k).unwrap_or_default();
     let linux_gnu = var("CARGO_CFG_TARGET_OS") == "linux" && var("CARGO_CFG_TARGET_ENV") == "gnu";
     if linux_gnu && std::env::var_os("WISP_NO_PACKED_RELOCS").is_none() {
@@ -42,7 +48,11 @@ fn main() {
         && var("PROFILE") == "release"
         && std::env::var_os("WISP_NO_SYMBOL_ORDER").is_none()
     {
-        let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("link/symbol-order.txt");
+        let manifest = std::path::PathBuf::from(var("CARGO_MANIFEST_DIR"));
+        let order = match std::env::var_os("WISP_SYMBOL_ORDER") {
+            Some(file) => manifest.join(file),
+            None => manifest.join("link/symbol-order.txt"),
+        };
         println!(
             "cargo:rustc-link-arg-bin=wisp=-Wl,--symbol-ordering-file={}",
             order.display()
