@@ -4,7 +4,9 @@ as_root() {
 }
 
 # apt_install WHAT PACKAGE...: installs Debian packages that WHAT needs;
-# without apt-get, says so and fails.
+# without apt-get, says so and fails. Another apt or dpkg at work (another
+# script of ours, unattended upgrades) is waited for, up to 10 minutes,
+# instead of failing on its lock.
 apt_install() {
     local what="$1"
     shift
@@ -13,8 +15,8 @@ apt_install() {
         return 1
     fi
     echo "==> installing $* (Debian) for $what"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    as_root apt-get -o DPkg::Lock::Timeout=600 update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null
 }
 
 # Shared by scripts/*.sh: make sure the wasm targets are installed.
