@@ -6,7 +6,11 @@
 //! relative relocations, 2 MiB of `.rela.dyn` that the dynamic loader reads
 //! at every start, and those pages stay mapped (resident) for the life of
 //! the process. Packed, they take a few KiB. Set `WISP_NO_PACKED_RELOCS` to
-//! build for an older glibc.
+//! build for an older glibc. The static x86_64 musl build is a static PIE
+//! with the same relocations, applied by musl's start code (Rust's
+//! self-contained musl handles DT_RELR): packed, its binary is 1.3 MiB
+//! smaller. (The aarch64 musl build is not position-independent: it has
+//! none.)
 //!
 //! A release build for x86_64 Linux (glibc) is also linked with a symbol
 //! ordering file (`link/symbol-order.txt`, lld's `--symbol-ordering-file`):
@@ -40,7 +44,10 @@ fn main() {
     println!("cargo:rerun-if-changed=link/symbol-order-edge.txt");
     let var = |k: &str| std::env::var(k).unwrap_or_default();
     let linux_gnu = var("CARGO_CFG_TARGET_OS") == "linux" && var("CARGO_CFG_TARGET_ENV") == "gnu";
-    if linux_gnu && std::env::var_os("WISP_NO_PACKED_RELOCS").is_none() {
+    let static_pie = var("CARGO_CFG_TARGET_OS") == "linux"
+        && var("CARGO_CFG_TARGET_ENV") == "musl"
+        && var("CARGO_CFG_TARGET_ARCH") == "x86_64";
+    if (linux_gnu || static_pie) && std::env::var_os("WISP_NO_PACKED_RELOCS").is_none() {
         println!("cargo:rustc-link-arg-bin=wisp=-Wl,-z,pack-relative-relocs");
     }
     let x86_64_gnu = linux_gnu && var("CARGO_CFG_TARGET_ARCH") == "x86_64";
