@@ -54,17 +54,24 @@ fn cwasm_of(guest_name: &str, dir: &Path, key: &Path, name: &str, extra: &[&str]
     std::fs::read(out).unwrap()
 }
 
+/// A signing key made by the full build in `dir` (`build`, and
+/// `build.pub`), and the options of a runtime-only host that trusts it.
+fn trusting_a_key(dir: &Path) -> (PathBuf, Opts) {
+    let key = dir.join("build");
+    full(&["keygen".as_ref(), key.as_os_str()]);
+    let public = dir.join("build.pub");
+    let opts = Opts::default()
+        .binary(runtime_only())
+        .arg("--trusted-key")
+        .arg(public.to_str().unwrap());
+    (key, opts)
+}
+
 #[test]
 fn the_runtime_only_build_serves_signed_code_and_refuses_plain_wasm() {
     let bin = runtime_only();
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("build");
-    full(&["keygen".as_ref(), key.as_os_str()]);
-    let public = dir.path().join("build.pub");
-    let trusted = Opts::default()
-        .binary(bin.clone())
-        .arg("--trusted-key")
-        .arg(public.to_str().unwrap());
+    let (key, trusted) = trusting_a_key(dir.path());
 
     let mut w = Wisp::start_with(trusted.clone());
     let a = w.admin();
@@ -110,19 +117,9 @@ fn the_runtime_only_build_serves_signed_code_and_refuses_plain_wasm() {
 
 #[test]
 fn the_runtime_only_build_runs_pulley_bytecode() {
-    let bin = runtime_only();
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("build");
-    full(&["keygen".as_ref(), key.as_os_str()]);
-    let public = dir.path().join("build.pub");
-    let w = Wisp::start_with(
-        Opts::default()
-            .binary(bin)
-            .arg("--engine")
-            .arg("pulley")
-            .arg("--trusted-key")
-            .arg(public.to_str().unwrap()),
-    );
+    let (key, trusted) = trusting_a_key(dir.path());
+    let w = Wisp::start_with(trusted.arg("--engine").arg("pulley"));
     let code = cwasm(dir.path(), &key, "hello-pulley", &["--engine", "pulley"]);
     let r = w.admin().deploy("hello", &code, &[("route", "/hello")]);
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
@@ -142,15 +139,8 @@ fn the_runtime_only_build_runs_pulley_bytecode() {
 fn the_runtime_only_build_refuses_wasi_0_3_cluster_mode_and_has_no_sdk_to_write() {
     let bin = runtime_only();
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("build");
-    full(&["keygen".as_ref(), key.as_os_str()]);
-    let public = dir.path().join("build.pub");
-    let w = Wisp::start_with(
-        Opts::default()
-            .binary(bin.clone())
-            .arg("--trusted-key")
-            .arg(public.to_str().unwrap()),
-    );
+    let (key, trusted) = trusting_a_key(dir.path());
+    let w = Wisp::start_with(trusted);
     let a = w.admin();
     // A WASI 0.3 component, compiled and signed by the full build: this
     // build has no WASI 0.3 engine to load it on.
