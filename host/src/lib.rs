@@ -120,6 +120,7 @@ pub use capabilities::kv::{KeyList, KvError};
 pub use capabilities::settings::{ConfigEntry, ConfigError, ConfigList, SetConfig};
 pub use config::{
     CodeEngine, ConnectionLimits, HostConfig, LimitOverrides, Limits, Reuse, StoreLocation,
+    release_free_memory,
 };
 #[cfg(feature = "cranelift")]
 pub use engine::precompile;

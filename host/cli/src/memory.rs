@@ -20,13 +20,8 @@
 pub fn release() {
     #[cfg(feature = "jemalloc")]
     crate::jemalloc::release_jemalloc_memory();
-    #[cfg(all(not(feature = "jemalloc"), target_os = "linux", target_env = "gnu"))]
-    #[allow(unsafe_code)]
-    // SAFETY: malloc_trim has no preconditions; it only gives free pages of
-    // the allocator's arenas back to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    #[cfg(not(feature = "jemalloc"))]
+    wisp_host::release_free_memory();
     unmap_read_only_segments();
 }
 

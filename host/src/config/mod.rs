@@ -436,7 +436,7 @@ impl HostConfig {
 /// compiler freed in its arenas, so a deploy that compiled would otherwise
 /// leave tens of MiB resident for the life of the process (an edge device's
 /// budget). Cheap enough to call after each deploy and after start-up.
-pub(crate) fn release_free_memory() {
+pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
     // SAFETY: malloc_trim has no preconditions; it only gives free pages of
