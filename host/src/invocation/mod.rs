@@ -22,6 +22,8 @@ pub(crate) mod rate;
 #[cfg(not(feature = "p3"))]
 pub(crate) use no_p3 as reuse;
 #[cfg(feature = "p3")]
+mod prime;
+#[cfg(feature = "p3")]
 pub(crate) mod reuse;
 #[cfg(feature = "p3")]
 mod service;

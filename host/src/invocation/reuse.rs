@@ -331,7 +331,7 @@ impl Invoker {
                     })
                 });
                 super::tag_invocation(&mut resp, id);
-                resp
+                super::prime::prime(resp).await
             }
             Ok(Err(e)) => {
                 let failure = if body_exceeded.load(Ordering::Relaxed) {

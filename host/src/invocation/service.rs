@@ -115,8 +115,10 @@ impl Invoker {
         let running = self.start(invocation, target, id, call);
         let end = running.end();
         let task = crate::invocation::task::spawn(running);
-        self.respond(target, id, task, end, receiver, incoming.body_exceeded)
-            .await
+        let response = self
+            .respond(target, id, task, end, receiver, incoming.body_exceeded)
+            .await;
+        super::prime::prime(response).await
     }
 
     /// Builds a store and instantiates `target` in it, then drops both (the
