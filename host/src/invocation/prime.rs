@@ -1,15 +1,17 @@
-//! A WASI 0.3 response waits, briefly, for its body's first frame before it
-//! goes to hyper.
+//! A WASI 0.3 response on a fresh instance waits, briefly, for its body's
+//! first frame before it goes to hyper.
 //!
 //! A 0.3 guest returns its response from `handle` and writes the body after
-//! (from a task of its own). Handed to hyper at once, the response finds no
-//! body yet: hyper writes the headers alone, then the body when it comes,
-//! two writes and two TCP segments per response where a 0.2 guest (which
-//! writes its body before `handle` returns) needs one. That second write
-//! cost more than a fifth of a 0.3 request's CPU (`benches/RESULTS.md`).
-//! Waiting up to [`PRIME_WAIT`] for the first frame sends both in one write;
+//! (from a task of its own), and the body's last frame is held until the
+//! invocation has ended ([`CancelOnDrop`](super::driver::CancelOnDrop)).
+//! Handed to hyper at once, the response found no frame ready: hyper wrote
+//! the headers alone, then the body, two writes and two TCP segments per
+//! response where a 0.2 guest (which writes its body before `handle`
+//! returns) needs one. Waiting up to [`PRIME_WAIT`] for the first frame
+//! sends both in one write (`benches/RESULTS.md`: 14% less CPU per request);
 //! a guest that streams (headers first, data much later) sees its headers
-//! leave that much later.
+//! leave that much later. Reused instances do not need it (their worker has
+//! written the body by the time the response is taken).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
