@@ -40,7 +40,9 @@
 #   BEFORE     path of another `wisp` binary, e.g. one built from the commit
 #              before a change (none by default): also measured, with the
 #              same guests and settings, as "wisp-before": a change's
-#              before and after in one run, with its idle RSS
+#              before and after in one run, with its idle RSS; with P3,
+#              also bench-p3 fresh and reused on it: "p3-before",
+#              "p3-reuse-before"
 #   GUEST_TARGET_DIR  where the guests are built (default target/wasm)
 #   WAIT_IDLE  1 (default): before each wrk run, wait (up to 10 min) until
 #              the machine is idle (>= 90% over a second); on a shared 2-CPU
@@ -155,14 +157,14 @@ start_wisp() {
     wait_ready "$name" "${PID[$name]}" "${URL[$name]}"
 }
 
-# start_p3 NAME [DEPLOY FLAGS...]: a `wisp serve` of its own (so its CPU is
-# its own) with bench-p3 at /hello, deployed through the CLI.
+# start_p3 NAME BINARY [DEPLOY FLAGS...]: a `wisp serve` of its own (so its
+# CPU is its own) with bench-p3 at /hello, deployed through the CLI.
 start_p3() {
-    local name=$1 port admin
-    shift
+    local name=$1 bin=$2 port admin
+    shift 2
     free_port; port=$PORT
     free_port; admin=$PORT
-    RUST_LOG=warn "$WISP" serve --data-dir "$TMP/data-$name" \
+    RUST_LOG=warn "$bin" serve --data-dir "$TMP/data-$name" \
         --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" >>"$TMP/$name.log" 2>&1 &
     PIDS+=("$!")
     PID[$name]=$!
@@ -263,14 +265,19 @@ if [ -n "${WASMTIME:-}" ]; then
 fi
 if [ "$P3" = 1 ]; then
     [ -f "$P3_WASM" ] || die "no $P3_WASM after the build"
-    start_p3 p3
-    start_p3 p3-reuse --reuse 1000 --reuse-concurrency 16
+    start_p3 p3 "$WISP"
+    start_p3 p3-reuse "$WISP" --reuse 1000 --reuse-concurrency 16
     SERVERS="$SERVERS p3 p3-reuse"
+    if [ -n "${BEFORE:-}" ]; then
+        start_p3 p3-before "$BEFORE"
+        start_p3 p3-reuse-before "$BEFORE" --reuse 1000 --reuse-concurrency 16
+        SERVERS="$SERVERS p3-before p3-reuse-before"
+    fi
     if [ -n "${WASMTIME:-}" ]; then
         start_wasmtime_p3
         SERVERS="$SERVERS wasmtime-p3"
     fi
-    for s in p3 p3-reuse; do
+    for s in p3 p3-reuse ${BEFORE:+p3-before p3-reuse-before}; do
         [ "$(curl -s "${URL[$s]}")" = "$(curl -s "${URL[native]}")" ] ||
             die "$s answers other bytes than native-hello"
     done
@@ -394,6 +401,8 @@ label() {
         wasmtime-serve) echo "wasmtime serve -Scli (reference, same hello.wasm)" ;;
         p3) echo "wisp serve, bench-p3 (WASI 0.3), a fresh instance per request" ;;
         p3-reuse) echo "wisp serve, bench-p3 (WASI 0.3), --reuse 1000 --reuse-concurrency 16" ;;
+        p3-before) echo "the BEFORE binary, bench-p3 (WASI 0.3), a fresh instance per request" ;;
+        p3-reuse-before) echo "the BEFORE binary, bench-p3 (WASI 0.3), --reuse 1000 --reuse-concurrency 16" ;;
         wasmtime-p3) echo "wasmtime serve -Scli, defaults (reuses 0.3 instances), same bench-p3" ;;
     esac
 }
