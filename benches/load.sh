@@ -31,7 +31,11 @@
 #   MINIMAL    1 (default) also measures minimal-host (benches/src/bin): the
 #              same hello.wasm in the smallest wasmtime host with Wisp's
 #              engine settings, a fresh instance per request: the floor of
-#              what Wisp could cost on this machine: "minimal"
+#              what Wisp could cost on this machine: "minimal"; with P3,
+#              also bench-p3 in it (--p3): "minimal-p3", a fresh instance per
+#              request, and "minimal-p3-reuse", wasmtime-wasi-http's
+#              ProxyHandler with --reuse 1000 --reuse-concurrency 16: the
+#              floors of the two WASI 0.3 paths
 #   WASMTIME   path of a `wasmtime` 48 binary (none by default; e.g.
 #              `cargo install wasmtime-cli --version 48.0.8 --locked`, a
 #              15-minute build here): also measures `wasmtime serve -Scli`
@@ -201,14 +205,17 @@ start_native() {
     wait_ready native "${PID[native]}" "${URL[native]}"
 }
 
+# start_minimal NAME [minimal-host flags... WASM] (default: hello.wasm)
 start_minimal() {
-    local port
+    local name=${1:-minimal} port
+    shift || true
+    [ "$#" -gt 0 ] || set -- "$WASM"
     free_port; port=$PORT
-    "$MINIMAL_HOST" --listen "127.0.0.1:$port" "$WASM" >>"$TMP/minimal.log" 2>&1 &
+    "$MINIMAL_HOST" --listen "127.0.0.1:$port" "$@" >>"$TMP/$name.log" 2>&1 &
     PIDS+=("$!")
-    PID[minimal]=$!
-    URL[minimal]="http://127.0.0.1:$port/hello"
-    wait_ready minimal "${PID[minimal]}" "${URL[minimal]}"
+    PID[$name]=$!
+    URL[$name]="http://127.0.0.1:$port/hello"
+    wait_ready "$name" "${PID[$name]}" "${URL[$name]}"
 }
 
 start_wasmtime() {
@@ -273,11 +280,17 @@ if [ "$P3" = 1 ]; then
         start_p3 p3-reuse-before "$BEFORE" --reuse 1000 --reuse-concurrency 16
         SERVERS="$SERVERS p3-before p3-reuse-before"
     fi
+    if [ "$MINIMAL" = 1 ]; then
+        start_minimal minimal-p3 --p3 "$P3_WASM"
+        start_minimal minimal-p3-reuse --p3 --reuse 1000 --reuse-concurrency 16 "$P3_WASM"
+        SERVERS="$SERVERS minimal-p3 minimal-p3-reuse"
+    fi
     if [ -n "${WASMTIME:-}" ]; then
         start_wasmtime_p3
         SERVERS="$SERVERS wasmtime-p3"
     fi
-    for s in p3 p3-reuse ${BEFORE:+p3-before p3-reuse-before}; do
+    for s in p3 p3-reuse ${BEFORE:+p3-before p3-reuse-before} \
+        $([ "$MINIMAL" = 1 ] && echo minimal-p3 minimal-p3-reuse); do
         [ "$(curl -s "${URL[$s]}")" = "$(curl -s "${URL[native]}")" ] ||
             die "$s answers other bytes than native-hello"
     done
@@ -398,6 +411,8 @@ label() {
         cgi) echo "wisp serve, cgi-rust (wasip1 CGI) GET /cgi/hello" ;;
         native) echo "native-hello (axum)" ;;
         minimal) echo "minimal-host (wasmtime floor, same hello.wasm)" ;;
+        minimal-p3) echo "minimal-host --p3 (wasmtime floor), bench-p3, a fresh instance per request" ;;
+        minimal-p3-reuse) echo "minimal-host --p3 (wasmtime floor), bench-p3, --reuse 1000 --reuse-concurrency 16" ;;
         wasmtime-serve) echo "wasmtime serve -Scli (reference, same hello.wasm)" ;;
         p3) echo "wisp serve, bench-p3 (WASI 0.3), a fresh instance per request" ;;
         p3-reuse) echo "wisp serve, bench-p3 (WASI 0.3), --reuse 1000 --reuse-concurrency 16" ;;
@@ -438,6 +453,21 @@ against() {
     done
 }
 [ "$MINIMAL" != 1 ] || against minimal minimal-host
+# floor NAME FLOOR LABEL: a WASI 0.3 server against its minimal-host floor.
+floor() {
+    echo
+    echo "| ratio | connections | req/s | CPU per request |"
+    echo "|---|---:|---:|---:|"
+    for c in $CONNS; do
+        awk -v l="$3" -v c="$c" -v wr="$(get "$1" "$c" 3)" -v mr="$(get "$2" "$c" 3)" \
+            -v wc="$(get "$1" "$c" 6)" -v mc="$(get "$2" "$c" 6)" \
+            'BEGIN { printf "| %s | %s | %.2fx | %.2fx (%+.1f µs) |\n", l, c, wr / mr, wc / mc, wc - mc }'
+    done
+}
+if [ "$MINIMAL" = 1 ] && [ "$P3" = 1 ]; then
+    floor p3 minimal-p3 "wisp bench-p3, fresh / its floor"
+    floor p3-reuse minimal-p3-reuse "wisp bench-p3, reuse / its floor"
+fi
 [ -z "${WASMTIME:-}" ] || against wasmtime-serve "wasmtime serve"
 [ -z "${BEFORE:-}" ] || against wisp-before "the BEFORE binary"
 [ -z "${BEFORE:-}" ] || awk -v b="$BEFORE_IDLE_RSS" 'BEGIN {
@@ -470,6 +500,15 @@ if [[ " $CONNS " == *" 32 "* ]]; then
             ok = (r99 <= 1.5 * n99); printf "- WASI 0.3 with reuse p99 <= 1.5x native: %.2fx -> %s\n", r99 / n99, ok ? "met" : "MISSED"
             if (xr > 0) { ok = (rr > xr); printf "- WASI 0.3 with reuse ahead of wasmtime serve: %.2fx -> %s\n", rr / xr, ok ? "met" : "MISSED" }
         }'
+        if [ "$MINIMAL" = 1 ]; then
+            # Whether any host on this wasmtime could: the floors against
+            # the same targets.
+            awk -v fc="$(get minimal-p3 32 6)" -v wc="$(get wisp 32 6)" -v rr="$(get minimal-p3-reuse 32 3)" \
+                -v rc="$(get minimal-p3-reuse 32 6)" -v nr="$(get native 32 3)" -v nc="$(get native 32 6)" 'BEGIN {
+                printf "  - the floors (minimal-host --p3): fresh %.1f µs vs WASI 0.2 in wisp %.1f µs (%s); reuse %.0f%% of native req/s at %.2fx its CPU (%s)\n",
+                    fc, wc, fc <= wc ? "within" : "above", 100 * rr / nr, rc / nc, (rr / nr >= 0.80 && rc <= 1.5 * nc) ? "within" : "out of reach"
+            }'
+        fi
     fi
     if [ "$TODO" = 1 ]; then
         awk -v tr="$(get todo 32 3)" -v wr="$(get wisp 32 3)" 'BEGIN {

@@ -6,6 +6,17 @@
 //! (the steps of wasmtime-wasi-http's own `p2` doc example). What `wisp serve`
 //! costs beyond this is Wisp's own.
 //!
+//! With `--p3` it serves a `wasi:http/handler@0.3` component the same way,
+//! on an engine with component-model concurrency (as Wisp's WASI 0.3
+//! engine): per request a new `Store`, `instantiate_async`, and
+//! wasmtime-wasi-http's `Prepared` run inside `run_concurrent` until the
+//! guest has no task left; the response goes out with its body's first
+//! frame when that is ready within 1 ms (as `wisp serve` does, one write per
+//! response). With `--p3 --reuse N --reuse-concurrency C` instances are
+//! reused through wasmtime-wasi-http's `ProxyHandler` (one per serving
+//! thread, as Wisp's pools), N requests per instance, C at once, with no
+//! deadline, log capture or admission.
+//!
 //! Build and run (the hello guest as `load.sh` builds it):
 //!
 //! ```text
@@ -13,26 +24,41 @@
 //! cargo build --release --target wasm32-wasip2 --target-dir target/wasm -p hello
 //! target/release/minimal-host --listen 127.0.0.1:8082 target/wasm/wasm32-wasip2/release/hello.wasm
 //! curl http://127.0.0.1:8082/hello      # hello from wisp at /hello
+//! cargo build --release --target wasm32-wasip2 --target-dir target/wasm -p bench-p3
+//! target/release/minimal-host --listen 127.0.0.1:8083 --p3 --reuse 1000 --reuse-concurrency 16 \
+//!     target/wasm/wasm32-wasip2/release/bench_p3.wasm
 //! ```
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use clap::Parser;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, GuestTaskId, Linker, ResourceTable};
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    AsContextMut as _, Config, Enabled, Engine, InstanceAllocationStrategy,
+    PoolingAllocationConfig, Store, StoreContextMut,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::handler::{
+    HandlerState, Instance, Prepared, Proxy, ProxyHandler, ShouldAccept, WorkerExpiration,
+    WorkerState, WorkerStatus,
+};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::p3::bindings::ServicePre;
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// A minimal wasi:http host (the floor of benches/load.sh).
 #[derive(Parser)]
@@ -54,7 +80,17 @@ struct Args {
     /// whole WASI 0.2 set (what `wisp serve` links).
     #[arg(long)]
     http_only: bool,
-    /// The component (`wasi:http/proxy`).
+    /// The component exports `wasi:http/handler@0.3` (WASI 0.3) instead.
+    #[arg(long)]
+    p3: bool,
+    /// With `--p3`: requests one instance serves before it is retired
+    /// (0: a fresh instance per request).
+    #[arg(long, default_value_t = 0, requires = "p3")]
+    reuse: usize,
+    /// With `--reuse`: requests one instance serves at once.
+    #[arg(long, default_value_t = 1, requires = "reuse")]
+    reuse_concurrency: usize,
+    /// The component (`wasi:http/proxy`, or with `--p3` `wasi:http/handler@0.3`).
     wasm: PathBuf,
 }
 
@@ -83,10 +119,21 @@ impl WasiHttpView for Ctx {
     }
 }
 
+impl Ctx {
+    fn new() -> Ctx {
+        Ctx {
+            wasi: WasiCtx::builder().build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+        }
+    }
+}
+
 /// The engine of `wisp serve` with its defaults (max_in_flight 1000, 4 GiB
 /// memory cap): the same pooling settings, copy-on-write images, epoch
-/// interruption, no component-model concurrency.
-fn engine() -> wasmtime::Result<Engine> {
+/// interruption; component-model concurrency only for WASI 0.3 (`p3`), as
+/// Wisp's two engines.
+fn engine(p3: bool) -> wasmtime::Result<Engine> {
     let instances = 1000u32;
     let mut p = PoolingAllocationConfig::new();
     p.total_component_instances(instances);
@@ -108,7 +155,8 @@ fn engine() -> wasmtime::Result<Engine> {
     c.wasm_component_model(true);
     c.epoch_interruption(true);
     c.memory_init_cow(true);
-    c.concurrency_support(false);
+    c.concurrency_support(p3);
+    c.wasm_component_model_async(p3);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
     let engine = Engine::new(&c)?;
     // Like wisp: the epoch advances every 10 ms; stores yield on each tick.
@@ -129,14 +177,7 @@ async fn handle(
     pre: ProxyPre<Ctx>,
     req: hyper::Request<Incoming>,
 ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
-    let mut store = Store::new(
-        pre.engine(),
-        Ctx {
-            wasi: WasiCtx::builder().build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-        },
-    );
+    let mut store = Store::new(pre.engine(), Ctx::new());
     store.epoch_deadline_async_yield_and_update(1);
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let req = store
@@ -165,9 +206,169 @@ async fn handle(
     }
 }
 
+/// A WASI 0.3 request on a fresh instance: the steps of Wisp's
+/// `run_service` without its limits, logs, metrics or admission.
+async fn handle_p3(
+    pre: ServicePre<Ctx>,
+    req: hyper::Request<Incoming>,
+) -> wasmtime::Result<hyper::Response<Primed>> {
+    let mut store = Store::new(pre.instance_pre().engine(), Ctx::new());
+    store.epoch_deadline_async_yield_and_update(1);
+    let req = req.map(|b| b.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
+    let (sender, receiver) = futures::channel::oneshot::channel();
+    tokio::task::spawn(async move {
+        let service = pre.instantiate_async(&mut store).await?;
+        let proxy = Proxy::P3(service);
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let prepared = Prepared::new(store.as_context_mut(), &proxy, req, Ctx::http, tx)?;
+        store
+            .run_concurrent(async |accessor| {
+                prepared.run(accessor, std::future::pending()).await?;
+                let _ = sender.send(rx.await);
+                // The guest writes its body after `handle` has returned.
+                std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)).await;
+                wasmtime::Result::<()>::Ok(())
+            })
+            .await?
+    });
+    let response = match receiver.await {
+        Ok(Ok(resp)) => resp?,
+        _ => return Err(wasmtime::format_err!("guest failed")),
+    };
+    Ok(prime(response).await)
+}
+
+/// A response whose body's first frame is taken before hyper sees it (when
+/// ready within 1 ms), so that head and body go out in one write.
+struct Primed {
+    first: Option<Frame<Bytes>>,
+    rest: WasiBody,
+}
+
+async fn prime(resp: hyper::Response<WasiBody>) -> hyper::Response<Primed> {
+    let (parts, mut rest) = resp.into_parts();
+    let first = tokio::time::timeout(Duration::from_millis(1), rest.frame())
+        .await
+        .ok()
+        .flatten()
+        .and_then(Result::ok);
+    hyper::Response::from_parts(parts, Primed { first, rest })
+}
+
+impl Body for Primed {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.first.take() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None => Pin::new(&mut self.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let held = self
+            .first
+            .as_ref()
+            .and_then(|f| f.data_ref())
+            .map_or(0, |d| d.len() as u64);
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(held));
+        }
+        hint.set_lower(rest.lower().saturating_add(held));
+        hint
+    }
+}
+
+/// The reuse pool's settings: N requests per instance, C at once, no
+/// deadline, no idle timeout.
+struct Reuse {
+    pre: ServicePre<Ctx>,
+    uses: usize,
+    concurrency: usize,
+}
+
+struct Never;
+
+impl WorkerExpiration for Never {
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>, _: WorkerStatus, _: Instant) -> Poll<()> {
+        Poll::Pending
+    }
+}
+
+struct Counts {
+    uses: usize,
+    concurrency: usize,
+}
+
+impl WorkerState for Counts {
+    type StoreData = Ctx;
+    type RequestData = ();
+
+    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
+        if total >= self.uses {
+            ShouldAccept::Never
+        } else if concurrent >= self.concurrency {
+            ShouldAccept::No
+        } else {
+            ShouldAccept::Yes
+        }
+    }
+
+    fn on_request_start(
+        &self,
+        _: StoreContextMut<'_, Ctx>,
+        _: (),
+        _: GuestTaskId,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn drop(&self, _: Store<Ctx>, _: wasmtime::Result<()>) {}
+}
+
+impl HandlerState for Reuse {
+    type StoreData = Ctx;
+    type WorkerExpiration = Never;
+    type WorkerState = Counts;
+
+    async fn instantiate(&self) -> wasmtime::Result<Instance<Ctx, Never, Counts>> {
+        let mut store = Store::new(self.pre.instance_pre().engine(), Ctx::new());
+        store.epoch_deadline_async_yield_and_update(1);
+        let service = self.pre.instantiate_async(&mut store).await?;
+        Ok(Instance {
+            store,
+            proxy: Proxy::P3(service),
+            view: Ctx::http,
+            expiration: Never,
+            state: Counts {
+                uses: self.uses,
+                concurrency: self.concurrency,
+            },
+        })
+    }
+}
+
+/// What serves requests: a pre-instance per mode.
+#[derive(Clone)]
+enum Host {
+    P2(Arc<ProxyPre<Ctx>>),
+    P3(ServicePre<Ctx>),
+    P3Reuse(ServicePre<Ctx>, usize, usize),
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let engine = engine().map_err(|e| anyhow::anyhow!("engine: {e:?}"))?;
+    let engine = engine(args.p3).map_err(|e| anyhow::anyhow!("engine: {e:?}"))?;
     let component = Component::from_file(&engine, &args.wasm)
         .map_err(|e| anyhow::anyhow!("compiling {}: {e:?}", args.wasm.display()))?;
     // What instantiation pays for: one entry per imported interface.
@@ -178,19 +379,34 @@ fn main() -> anyhow::Result<()> {
         imports.len(),
         imports.join(" ")
     );
-    let pre = (|| -> wasmtime::Result<ProxyPre<Ctx>> {
+    let host = (|| -> wasmtime::Result<Host> {
         let mut linker = Linker::<Ctx>::new(&engine);
+        if args.p3 {
+            // As Wisp's WASI 0.3 engine: both WASI sets (Rust's std imports
+            // wasi:cli 0.2).
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+            wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+            wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+            let pre = ServicePre::new(linker.instantiate_pre(&component)?)?;
+            return Ok(if args.reuse > 0 {
+                Host::P3Reuse(pre, args.reuse, args.reuse_concurrency)
+            } else {
+                Host::P3(pre)
+            });
+        }
         if args.http_only {
             wasmtime_wasi_http::p2::add_to_linker_async(&mut linker)?;
         } else {
             wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
             wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         }
-        ProxyPre::new(linker.instantiate_pre(&component)?)
+        Ok(Host::P2(Arc::new(ProxyPre::new(
+            linker.instantiate_pre(&component)?,
+        )?)))
     })()
     .map_err(|e| anyhow::anyhow!("linking: {e:?}"))?;
 
-    let pre = Arc::new(pre);
     if args.workers == 0 {
         // One current-thread runtime per thread, each accepting on its own
         // SO_REUSEPORT listener (wisp serve accepts on one and hands
@@ -200,7 +416,7 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let threads: Vec<_> = (0..n)
             .map(|_| {
-                let pre = pre.clone();
+                let host = host.clone();
                 std::thread::spawn(move || -> anyhow::Result<()> {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -211,7 +427,7 @@ fn main() -> anyhow::Result<()> {
                         socket.set_reuseaddr(true)?;
                         socket.bind(args.listen)?;
                         let listener = socket.listen(1024)?;
-                        serve(listener, pre).await
+                        serve_host(listener, host).await
                     })
                 })
             })
@@ -232,18 +448,49 @@ fn main() -> anyhow::Result<()> {
             "minimal-host: listening on http://{}",
             listener.local_addr()?
         );
-        serve(listener, pre).await
+        serve_host(listener, host).await
     })
 }
 
-async fn serve(listener: tokio::net::TcpListener, pre: Arc<ProxyPre<Ctx>>) -> anyhow::Result<()> {
+/// Serves `host` on `listener`; a reuse pool is this listener's own (one
+/// per serving thread).
+async fn serve_host(listener: tokio::net::TcpListener, host: Host) -> anyhow::Result<()> {
+    match host {
+        Host::P2(pre) => serve(listener, move |req| handle((*pre).clone(), req)).await,
+        Host::P3(pre) => serve(listener, move |req| handle_p3(pre.clone(), req)).await,
+        Host::P3Reuse(pre, uses, concurrency) => {
+            let pool = ProxyHandler::new(Reuse {
+                pre,
+                uses,
+                concurrency,
+            });
+            serve(listener, move |req: hyper::Request<Incoming>| {
+                let pool = pool.clone();
+                async move {
+                    let req =
+                        req.map(|b| b.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
+                    pool.handle((), req).await
+                }
+            })
+            .await
+        }
+    }
+}
+
+async fn serve<F, Fut, B>(listener: tokio::net::TcpListener, handler: F) -> anyhow::Result<()>
+where
+    F: Fn(hyper::Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = wasmtime::Result<hyper::Response<B>>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     loop {
         let (socket, _) = listener.accept().await?;
         // As wisp serve: the body is streamed after the head.
         socket.set_nodelay(true)?;
-        let pre = pre.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle((*pre).clone(), req));
+            let service = hyper::service::service_fn(handler);
             // The same connection builder axum::serve uses (HTTP/1 and 2).
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(socket), service)
