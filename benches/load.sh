@@ -440,21 +440,9 @@ for c in $CONNS; do
             'BEGIN { printf "| %s | %s | %.2f (%.0f%%) | %.1fx |\n", l, c, wr / nr, 100 * wr / nr, wc / nc }'
     done
 done
-# against NAME LABEL: wisp's req/s and CPU per request against another
-# host's, per connection count.
-against() {
-    echo
-    echo "| ratio | connections | req/s (wisp / $2) | CPU per request (wisp / $2) |"
-    echo "|---|---:|---:|---:|"
-    for c in $CONNS; do
-        awk -v l="$2" -v c="$c" -v wr="$(get wisp "$c" 3)" -v mr="$(get "$1" "$c" 3)" \
-            -v wc="$(get wisp "$c" 6)" -v mc="$(get "$1" "$c" 6)" \
-            'BEGIN { printf "| wisp serve / %s | %s | %.2fx | %.2fx (%+.1f µs) |\n", l, c, wr / mr, wc / mc, wc - mc }'
-    done
-}
-[ "$MINIMAL" != 1 ] || against minimal minimal-host
-# floor NAME FLOOR LABEL: a WASI 0.3 server against its minimal-host floor.
-floor() {
+# compare NAME OTHER LABEL: NAME's req/s and CPU per request against
+# OTHER's, per connection count.
+compare() {
     echo
     echo "| ratio | connections | req/s | CPU per request |"
     echo "|---|---:|---:|---:|"
@@ -464,9 +452,13 @@ floor() {
             'BEGIN { printf "| %s | %s | %.2fx | %.2fx (%+.1f µs) |\n", l, c, wr / mr, wc / mc, wc - mc }'
     done
 }
+# against NAME LABEL: wisp serve (hello) against another host.
+against() { compare wisp "$1" "wisp serve / $2"; }
+[ "$MINIMAL" != 1 ] || against minimal minimal-host
 if [ "$MINIMAL" = 1 ] && [ "$P3" = 1 ]; then
-    floor p3 minimal-p3 "wisp bench-p3, fresh / its floor"
-    floor p3-reuse minimal-p3-reuse "wisp bench-p3, reuse / its floor"
+    # The WASI 0.3 servers against their minimal-host floors.
+    compare p3 minimal-p3 "wisp bench-p3, fresh / its floor"
+    compare p3-reuse minimal-p3-reuse "wisp bench-p3, reuse / its floor"
 fi
 [ -z "${WASMTIME:-}" ] || against wasmtime-serve "wasmtime serve"
 [ -z "${BEFORE:-}" ] || against wisp-before "the BEFORE binary"

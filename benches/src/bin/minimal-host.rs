@@ -87,9 +87,10 @@ struct Args {
     /// (0: a fresh instance per request).
     #[arg(long, default_value_t = 0, requires = "p3")]
     reuse: usize,
-    /// With `--reuse`: requests one instance serves at once.
-    #[arg(long, default_value_t = 1, requires = "reuse")]
-    reuse_concurrency: usize,
+    /// With `--reuse`: requests one instance serves at once (1 or more).
+    #[arg(long, default_value_t = 1, requires = "reuse",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    reuse_concurrency: u16,
     /// The component (`wasi:http/proxy`, or with `--p3` `wasi:http/handler@0.3`).
     wasm: PathBuf,
 }
@@ -216,7 +217,7 @@ async fn handle_p3(
     store.epoch_deadline_async_yield_and_update(1);
     let req = req.map(|b| b.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
     let (sender, receiver) = futures::channel::oneshot::channel();
-    tokio::task::spawn(async move {
+    let task = tokio::task::spawn(async move {
         let service = pre.instantiate_async(&mut store).await?;
         let proxy = Proxy::P3(service);
         let (tx, rx) = futures::channel::oneshot::channel();
@@ -231,17 +232,24 @@ async fn handle_p3(
             })
             .await?
     });
-    let response = match receiver.await {
-        Ok(Ok(resp)) => resp?,
-        _ => return Err(wasmtime::format_err!("guest failed")),
-    };
-    Ok(prime(response).await)
+    match receiver.await {
+        Ok(Ok(resp)) => Ok(prime(resp?).await),
+        // Its answer (or its trap before one) went with the task.
+        _ => {
+            let e = match task.await {
+                Ok(Ok(())) => wasmtime::format_err!("guest never answered"),
+                Ok(Err(e)) => e,
+                Err(e) => wasmtime::Error::new(e),
+            };
+            Err(e.context("guest failed"))
+        }
+    }
 }
 
 /// A response whose body's first frame is taken before hyper sees it (when
 /// ready within 1 ms), so that head and body go out in one write.
 struct Primed {
-    first: Option<Frame<Bytes>>,
+    first: Option<Result<Frame<Bytes>, wasmtime_wasi_http::Error>>,
     rest: WasiBody,
 }
 
@@ -250,8 +258,7 @@ async fn prime(resp: hyper::Response<WasiBody>) -> hyper::Response<Primed> {
     let first = tokio::time::timeout(Duration::from_millis(1), rest.frame())
         .await
         .ok()
-        .flatten()
-        .and_then(Result::ok);
+        .flatten();
     hyper::Response::from_parts(parts, Primed { first, rest })
 }
 
@@ -264,7 +271,7 @@ impl Body for Primed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.first.take() {
-            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            Some(first) => Poll::Ready(Some(first)),
             None => Pin::new(&mut self.rest).poll_frame(cx),
         }
     }
@@ -277,7 +284,7 @@ impl Body for Primed {
         let held = self
             .first
             .as_ref()
-            .and_then(|f| f.data_ref())
+            .and_then(|f| f.as_ref().ok()?.data_ref())
             .map_or(0, |d| d.len() as u64);
         let rest = self.rest.size_hint();
         let mut hint = SizeHint::new();
@@ -293,8 +300,7 @@ impl Body for Primed {
 /// deadline, no idle timeout.
 struct Reuse {
     pre: ServicePre<Ctx>,
-    uses: usize,
-    concurrency: usize,
+    counts: Counts,
 }
 
 struct Never;
@@ -305,6 +311,8 @@ impl WorkerExpiration for Never {
     }
 }
 
+/// Requests one instance serves in all, and at once.
+#[derive(Clone, Copy)]
 struct Counts {
     uses: usize,
     concurrency: usize,
@@ -350,10 +358,7 @@ impl HandlerState for Reuse {
             proxy: Proxy::P3(service),
             view: Ctx::http,
             expiration: Never,
-            state: Counts {
-                uses: self.uses,
-                concurrency: self.concurrency,
-            },
+            state: self.counts,
         })
     }
 }
@@ -363,7 +368,7 @@ impl HandlerState for Reuse {
 enum Host {
     P2(Arc<ProxyPre<Ctx>>),
     P3(ServicePre<Ctx>),
-    P3Reuse(ServicePre<Ctx>, usize, usize),
+    P3Reuse(ServicePre<Ctx>, Counts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -390,7 +395,13 @@ fn main() -> anyhow::Result<()> {
             wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
             let pre = ServicePre::new(linker.instantiate_pre(&component)?)?;
             return Ok(if args.reuse > 0 {
-                Host::P3Reuse(pre, args.reuse, args.reuse_concurrency)
+                Host::P3Reuse(
+                    pre,
+                    Counts {
+                        uses: args.reuse,
+                        concurrency: args.reuse_concurrency.into(),
+                    },
+                )
             } else {
                 Host::P3(pre)
             });
@@ -458,12 +469,8 @@ async fn serve_host(listener: tokio::net::TcpListener, host: Host) -> anyhow::Re
     match host {
         Host::P2(pre) => serve(listener, move |req| handle((*pre).clone(), req)).await,
         Host::P3(pre) => serve(listener, move |req| handle_p3(pre.clone(), req)).await,
-        Host::P3Reuse(pre, uses, concurrency) => {
-            let pool = ProxyHandler::new(Reuse {
-                pre,
-                uses,
-                concurrency,
-            });
+        Host::P3Reuse(pre, counts) => {
+            let pool = ProxyHandler::new(Reuse { pre, counts });
             serve(listener, move |req: hyper::Request<Incoming>| {
                 let pool = pool.clone();
                 async move {
