@@ -78,7 +78,7 @@ struct Args {
     threads: Option<usize>,
     /// Link only the interfaces of the wasi:http/proxy world instead of the
     /// whole WASI 0.2 set (what `wisp serve` links).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "p3")]
     http_only: bool,
     /// The component exports `wasi:http/handler@0.3` (WASI 0.3) instead.
     #[arg(long)]
